@@ -1,0 +1,269 @@
+//! `cargo xtask`: the project's own build tasks (see [`HELP`]).
+//!
+//! std only, no dependencies: it has to build on a fresh machine before anything it would
+//! install is there.
+
+mod prerequisites;
+mod qemu;
+mod util;
+
+use std::env;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use prerequisites::Need;
+use util::{repo_root, run, Error};
+
+const HELP: &str = "\
+cargo xtask: txsock's build tasks
+
+USAGE:
+    cargo xtask <TASK> [OPTIONS]
+
+TASKS:
+    test            The whole test suite, as CI runs it (.ci/run). Steps, in order, stopping at
+                    the first failure:
+                      1. prerequisites  install missing tools (apt-get as root, else print
+                                        the command to run and fail) and the rustfmt/clippy
+                                        components (rustup component add)
+                      2. fmt            cargo fmt --all -- --check, and the same for
+                                        core/cortex-m-test (not a workspace member)
+                      3. clippy         cargo clippy --workspace --all-targets -- -D warnings
+                      4. test           cargo test --workspace
+                      5. qemu           what `cargo xtask qemu` does
+    qemu            Build core/cortex-m-test for thumbv7em-none-eabihf (release) into
+                    target/cortex-m and run it under QEMU (Cortex-M4, mps2-an386, semihosting,
+                    300 s timeout). Prints the image's output, including the line
+                    `flash=.. ram=.. stack_peak=.. server_session=..` (bytes). Uses rustup's
+                    thumbv7em-none-eabihf target if installed, else Debian's rustc-web/cargo-web
+                    with -Z build-std=core, linked with a rustup toolchain's rust-lld.
+                    Installs missing prerequisites first, as `test` does.
+    bench           cargo bench -p txsock-core
+    fuzz            For each target that `cargo +nightly fuzz list` lists in fuzz/, run
+                    `cargo +nightly fuzz run <target> -- -max_total_time=<SECONDS>`. Installs
+                    cargo-fuzz (cargo install cargo-fuzz) if it is missing.
+        --seconds N     time per target, in seconds [default: 60]
+
+OPTIONS:
+    -h, --help      Print this help
+
+Exit status: 0 on success, 1 if a step failed, 2 on a usage error.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let task = match parse(&args) {
+        Ok(task) => task,
+        Err(message) => {
+            eprintln!("error: {message}\nRun `cargo xtask --help` for the tasks and options.");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match task {
+        Task::Help => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Task::Test => test(),
+        Task::Qemu => qemu::qemu(),
+        Task::Bench => bench(),
+        Task::Fuzz { seconds } => fuzz(seconds),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    Help,
+    Test,
+    Qemu,
+    Bench,
+    Fuzz { seconds: u64 },
+}
+
+fn parse(args: &[String]) -> Result<Task, String> {
+    if args.iter().any(|arg| arg == "-h" || arg == "--help") {
+        return Ok(Task::Help);
+    }
+    let Some((task, rest)) = args.split_first() else {
+        return Err("no task given".into());
+    };
+    let task = match task.as_str() {
+        "help" => Task::Help,
+        "test" => Task::Test,
+        "qemu" => Task::Qemu,
+        "bench" => Task::Bench,
+        "fuzz" => {
+            let mut seconds = 60;
+            let mut rest = rest.iter();
+            while let Some(arg) = rest.next() {
+                let value = match arg.strip_prefix("--seconds=") {
+                    Some(value) => value,
+                    None if arg == "--seconds" => rest.next().ok_or("--seconds needs a value")?,
+                    None => return Err(format!("unexpected argument `{arg}` for `fuzz`")),
+                };
+                seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|&seconds| seconds > 0)
+                    .ok_or_else(|| format!("--seconds: `{value}` is not a positive integer"))?;
+            }
+            return Ok(Task::Fuzz { seconds });
+        }
+        other => return Err(format!("unknown task `{other}`")),
+    };
+    match rest.first() {
+        Some(arg) => Err(format!("unexpected argument `{arg}`")),
+        None => Ok(task),
+    }
+}
+
+/// A step of `cargo xtask test`: its name and what it does.
+type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
+
+/// `cargo xtask test`: every step, in order, stopping at the first failure.
+fn test() -> Result<(), Error> {
+    let root = repo_root();
+    let started = Instant::now();
+    let steps: [Step; 5] = [
+        ("prerequisites", &|| {
+            prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
+            prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
+        }),
+        ("fmt", &|| {
+            run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo(&root)
+                .args(["fmt", "--manifest-path"])
+                .arg(qemu::image_manifest(&root))
+                .args(["--", "--check"]))
+        }),
+        ("clippy", &|| {
+            run(cargo(&root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }),
+        ("test", &|| run(cargo(&root).args(["test", "--workspace"]))),
+        ("qemu", &qemu::qemu),
+    ];
+    let count = steps.len();
+    for (index, (name, step)) in steps.iter().enumerate() {
+        println!("==> [{}/{count}] {name}", index + 1);
+        let step_started = Instant::now();
+        let result = step();
+        let elapsed = step_started.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => println!("<== [{}/{count}] {name}: ok in {elapsed:.1} s", index + 1),
+            Err(error) => {
+                println!(
+                    "<== [{}/{count}] {name}: FAILED after {elapsed:.1} s",
+                    index + 1
+                );
+                return Err(Error::new(format!("step `{name}` failed: {error}")));
+            }
+        }
+    }
+    println!(
+        "all {count} steps passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench`.
+fn bench() -> Result<(), Error> {
+    run(cargo(&repo_root()).args(["bench", "-p", "txsock-core"]))
+}
+
+/// `cargo xtask fuzz --seconds N`: every target in `fuzz/`, one after the other.
+fn fuzz(seconds: u64) -> Result<(), Error> {
+    let dir = repo_root().join("fuzz");
+    if !dir.join("Cargo.toml").is_file() {
+        return Err(Error::new(format!("no fuzz crate at {}", dir.display())));
+    }
+    let nightly_fuzz = || {
+        let mut command = Command::new("cargo");
+        command.current_dir(&dir).args(["+nightly", "fuzz"]);
+        command
+    };
+    if !util::succeeds(nightly_fuzz().arg("--version")) {
+        println!("cargo-fuzz is missing: installing it");
+        run(Command::new("cargo").args(["install", "cargo-fuzz"]))?;
+    }
+    let listed = util::output(nightly_fuzz().arg("list"))?;
+    let targets: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if targets.is_empty() {
+        return Err(Error::new("`cargo +nightly fuzz list` lists no targets"));
+    }
+    for target in &targets {
+        println!("==> fuzz {target} for {seconds} s");
+        let started = Instant::now();
+        run(nightly_fuzz().args(["run", target, "--", &format!("-max_total_time={seconds}")]))
+            .map_err(|error| Error::new(format!("fuzz target `{target}`: {error}")))?;
+        println!(
+            "<== fuzz {target}: ok in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The cargo that runs this xtask (same toolchain), in the repository root.
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Task, String> {
+        parse(
+            &line
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn parses_tasks() {
+        assert_eq!(parse_str("test"), Ok(Task::Test));
+        assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
+        assert_eq!(parse_str("bench"), Ok(Task::Bench));
+        assert_eq!(parse_str("--help"), Ok(Task::Help));
+        assert_eq!(parse_str("qemu -h"), Ok(Task::Help));
+        assert_eq!(parse_str("fuzz"), Ok(Task::Fuzz { seconds: 60 }));
+        assert_eq!(parse_str("fuzz --seconds 5"), Ok(Task::Fuzz { seconds: 5 }));
+        assert_eq!(parse_str("fuzz --seconds=7"), Ok(Task::Fuzz { seconds: 7 }));
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        assert!(parse_str("").is_err());
+        assert!(parse_str("deploy").is_err());
+        assert!(parse_str("test extra").is_err());
+        assert!(parse_str("fuzz --seconds").is_err());
+        assert!(parse_str("fuzz --seconds 0").is_err());
+        assert!(parse_str("fuzz --seconds x").is_err());
+        assert!(parse_str("fuzz --minutes 1").is_err());
+    }
+}

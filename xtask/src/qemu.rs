@@ -1,0 +1,187 @@
+//! `cargo xtask qemu`: build the Cortex-M4 test image and run it under QEMU.
+
+use std::env;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::prerequisites::{self, Need};
+use crate::util::{self, repo_root, run, Error};
+
+/// The image's target: Cortex-M4 with FPU.
+pub const TARGET: &str = "thumbv7em-none-eabihf";
+
+/// The image's binary name, as in `core/cortex-m-test/Cargo.toml`.
+const IMAGE: &str = "txsock-cortex-m-test";
+
+/// How long QEMU may run before the image counts as hung.
+const TIMEOUT_SECONDS: u32 = 300;
+
+/// The image crate: its own workspace, excluded from the root one.
+pub fn image_dir(root: &Path) -> PathBuf {
+    root.join("core").join("cortex-m-test")
+}
+
+pub fn image_manifest(root: &Path) -> PathBuf {
+    image_dir(root).join("Cargo.toml")
+}
+
+/// Builds the image and runs it; fails if the build fails, QEMU exits non-zero or times out,
+/// or the image does not print its footprint line.
+pub fn qemu() -> Result<(), Error> {
+    prerequisites::ensure(&[Need::Qemu])?;
+    let root = repo_root();
+    let target_dir = root.join("target").join("cortex-m");
+    let elf = build(&root, &target_dir)?;
+    let output = run_image(&elf, &target_dir.join("qemu-output.txt"))?;
+    match output.lines().find(|line| line.starts_with("flash=")) {
+        Some(footprint) => {
+            println!("footprint (bytes): {footprint}");
+            Ok(())
+        }
+        None => Err(Error::new(
+            "QEMU exited 0 but the image printed no `flash=...` line",
+        )),
+    }
+}
+
+/// Builds the release image into `target_dir` and returns the ELF's path.
+///
+/// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
+/// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
+/// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
+/// `rust-lld` points at an `lld` that Debian 12 does not ship.
+fn build(root: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
+    let mut command;
+    if rustup_target_installed() {
+        println!("toolchain: the default rustc's prebuilt {TARGET} target");
+        command = Command::new("cargo");
+    } else {
+        let linker = rust_lld()?;
+        println!(
+            "toolchain: Debian's /usr/bin/rustc with -Z build-std=core, linker {}",
+            linker.display()
+        );
+        command = Command::new("/usr/bin/cargo");
+        command
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER", linker)
+            .args(["-Z", "build-std=core"]);
+    }
+    // Run inside the crate so that its `.cargo/config.toml` (rustflags `-Tlink.x`) applies.
+    command
+        .current_dir(image_dir(root))
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(target_dir);
+    run(&mut command)?;
+    Ok(target_dir.join(TARGET).join("release").join(IMAGE))
+}
+
+/// Runs `elf` under QEMU with its output going to `log` (a file: QEMU's semihosting output must
+/// never go to a pipe that may close early, or the image retries forever), then prints it.
+fn run_image(elf: &Path, log: &Path) -> Result<String, Error> {
+    let io_error = |error: std::io::Error| Error::new(format!("{}: {error}", log.display()));
+    let stdout = File::create(log).map_err(io_error)?;
+    let stderr = stdout.try_clone().map_err(io_error)?;
+    let mut command = Command::new("timeout");
+    command
+        .arg(TIMEOUT_SECONDS.to_string())
+        .args([
+            "qemu-system-arm",
+            "-cpu",
+            "cortex-m4",
+            "-machine",
+            "mps2-an386",
+            "-nographic",
+        ])
+        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+        .arg(elf);
+    let shown = util::display(&command);
+    println!("$ {shown} > {}", log.display());
+    let started = Instant::now();
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .map_err(|error| Error::new(format!("could not start `{shown}`: {error}")))?;
+    let output = String::from_utf8_lossy(&fs::read(log).map_err(io_error)?).into_owned();
+    print!("{output}");
+    if !output.is_empty() && !output.ends_with('\n') {
+        println!();
+    }
+    println!(
+        "QEMU: {status} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    match status.code() {
+        Some(0) => Ok(output),
+        // `timeout` exits 124 when it had to stop the command.
+        Some(124) => Err(Error::new(format!(
+            "QEMU timed out after {TIMEOUT_SECONDS} s"
+        ))),
+        _ => Err(Error::new(format!("QEMU failed ({status})"))),
+    }
+}
+
+/// Whether the `rustc` that `cargo` runs has a prebuilt `thumbv7em-none-eabihf` standard
+/// library (with rustup: `rustup target add thumbv7em-none-eabihf`).
+pub fn rustup_target_installed() -> bool {
+    let Ok(sysroot) = util::output(Command::new("rustc").args(["--print", "sysroot"])) else {
+        return false;
+    };
+    Path::new(sysroot.trim())
+        .join("lib")
+        .join("rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
+}
+
+/// A rustup toolchain's `rust-lld`: a `stable-*` toolchain's first, else the current
+/// toolchain's.
+fn rust_lld() -> Result<PathBuf, Error> {
+    let rustup_home = env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".rustup")));
+    let mut sysroots = Vec::new();
+    if let Some(rustup_home) = rustup_home {
+        let mut stable = subdirectories(&rustup_home.join("toolchains"));
+        stable.retain(|dir| {
+            dir.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("stable-"))
+        });
+        sysroots.extend(stable);
+    }
+    if let Ok(sysroot) = util::output(Command::new("rustc").args(["--print", "sysroot"])) {
+        sysroots.push(PathBuf::from(sysroot.trim()));
+    }
+    for sysroot in &sysroots {
+        for host in subdirectories(&sysroot.join("lib").join("rustlib")) {
+            let lld = host.join("bin").join("rust-lld");
+            if util::is_executable(&lld) {
+                return Ok(lld);
+            }
+        }
+    }
+    Err(Error::new(
+        "no rust-lld found (looked in ~/.rustup/toolchains/stable-*/lib/rustlib/*/bin and the \
+         current rustc's sysroot); install a rustup toolchain: \
+         https://rustup.rs, then `rustup toolchain install stable`",
+    ))
+}
+
+/// The subdirectories of `dir`, sorted; none if it cannot be read.
+fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
