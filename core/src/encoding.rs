@@ -1,0 +1,168 @@
+//! Hex and base64 for the few binary fields the protocol carries as text.
+//!
+//! SCRAM ([RFC 5802 §5.1](https://www.rfc-editor.org/rfc/rfc5802#section-5.1)) carries salts,
+//! proofs and signatures in standard base64 with padding; txsock's own nonces and MACs are
+//! lowercase hex. Decoders accept only the canonical form, so decoding and re-encoding
+//! always gives back the same text (MAC inputs depend on it).
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Error returned by [`hex_decode`] and [`base64_decode`].
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError;
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("invalid encoding or length")
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Encodes `bytes` as lowercase hex into a string of capacity `N` (at least `2 * len`).
+pub fn hex_encode<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = heapless::String::new();
+    for &b in bytes {
+        // Callers size N for their fixed-length inputs; overflow would truncate, never panic.
+        let _ = s.push(char::from(HEX[usize::from(b >> 4)]));
+        let _ = s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Decodes exactly `N` bytes from lowercase hex.
+pub fn hex_decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError> {
+    fn nibble(c: u8) -> Result<u8, DecodeError> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(DecodeError),
+        }
+    }
+    let t = text.as_bytes();
+    if t.len() != 2 * N {
+        return Err(DecodeError);
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(t[2 * i])? << 4) | nibble(t[2 * i + 1])?;
+    }
+    Ok(out)
+}
+
+/// Encodes `bytes` as padded standard base64 into a string of capacity `N`.
+pub fn base64_encode<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
+    let mut s = heapless::String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            let c = if i <= chunk.len() {
+                B64[((n >> (18 - 6 * i)) & 63) as usize]
+            } else {
+                b'='
+            };
+            // Callers size N as 4 * ceil(len / 3); overflow would truncate, never panic.
+            let _ = s.push(char::from(c));
+        }
+    }
+    s
+}
+
+/// Decodes canonical padded base64 into `out`, returning the decoded length.
+pub fn base64_decode<'o>(text: &str, out: &'o mut [u8]) -> Result<&'o [u8], DecodeError> {
+    fn value(c: u8) -> Result<u32, DecodeError> {
+        match c {
+            b'A'..=b'Z' => Ok(u32::from(c - b'A')),
+            b'a'..=b'z' => Ok(u32::from(c - b'a' + 26)),
+            b'0'..=b'9' => Ok(u32::from(c - b'0' + 52)),
+            b'+' => Ok(62),
+            b'/' => Ok(63),
+            _ => Err(DecodeError),
+        }
+    }
+    let t = text.as_bytes();
+    if t.len() % 4 != 0 {
+        return Err(DecodeError);
+    }
+    let mut len = 0;
+    let quads = t.len() / 4;
+    for (qi, q) in t.chunks(4).enumerate() {
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && qi + 1 != quads) {
+            return Err(DecodeError);
+        }
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = 3 - pad;
+        // Non-zero bits under the padding make a second spelling of the same bytes.
+        if bytes[keep..].iter().any(|&b| b != 0) {
+            return Err(DecodeError);
+        }
+        let dst = out.get_mut(len..len + keep).ok_or(DecodeError)?;
+        dst.copy_from_slice(&bytes[..keep]);
+        len += keep;
+    }
+    Ok(&out[..len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc4648_vectors() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode::<16>(raw.as_bytes()).as_str(), enc);
+            let mut out = [0u8; 8];
+            assert_eq!(base64_decode(enc, &mut out).unwrap(), raw.as_bytes());
+        }
+    }
+
+    #[test]
+    fn rejects_non_canonical_base64() {
+        let mut out = [0u8; 8];
+        assert!(base64_decode("Zh==", &mut out).is_err());
+        assert!(base64_decode("Zg=", &mut out).is_err());
+        assert!(base64_decode("Zg==Zg==", &mut out).is_err());
+        assert!(base64_decode("Z!==", &mut out).is_err());
+        assert!(base64_decode("Zm9vYmFy", &mut out[..5]).is_err());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let s = hex_encode::<8>(&[0xde, 0xad, 0x01, 0x0f]);
+        assert_eq!(s.as_str(), "dead010f");
+        assert_eq!(hex_decode::<4>("dead010f"), Ok([0xde, 0xad, 0x01, 0x0f]));
+        assert!(hex_decode::<4>("DEAD010F").is_err());
+        assert!(hex_decode::<4>("dead01").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn base64_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..48)) {
+            let enc = base64_encode::<64>(&bytes);
+            let mut out = [0u8; 48];
+            prop_assert_eq!(base64_decode(&enc, &mut out).unwrap(), &bytes[..]);
+        }
+    }
+}

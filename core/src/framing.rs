@@ -1,0 +1,274 @@
+//! Newline-delimited framing with a fixed buffer.
+//!
+//! A frame is one line of UTF-8 JSON terminated by `\n` (an optional `\r` before it is
+//! stripped). [`FrameDecoder`] accumulates bytes however they are split across reads and
+//! yields the same frames in every case. A line longer than the buffer is reported once as
+//! [`FrameError::TooLong`] and then skipped up to its newline without storing it, so the
+//! decoder's memory is exactly `N` bytes whatever the peer sends.
+
+use core::fmt;
+
+/// The default maximum frame length in bytes, newline excluded.
+///
+/// 512 bytes holds the largest request of the protocol (a transfer with a 32-byte id, a
+/// 32-byte recipient, a 64-hex-digit MAC and a 32-hex-digit nonce: about 250 bytes) with
+/// room to spare for whitespace.
+pub const DEFAULT_MAX_FRAME: usize = 512;
+
+/// Error returned by [`FrameDecoder::decode`] for a line that cannot be a frame.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The line was longer than the decoder's capacity; `max` is that capacity. The rest of
+    /// the line is discarded, and the decoder resumes with the next line.
+    TooLong {
+        /// The decoder's capacity in bytes.
+        max: usize,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLong { max } => write!(f, "frame longer than {max} bytes"),
+        }
+    }
+}
+
+impl core::error::Error for FrameError {}
+
+/// The outcome of feeding bytes to a [`FrameDecoder`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// More input is needed; every input byte was consumed.
+    Incomplete,
+    /// A complete frame (without its line terminator).
+    Frame(&'a [u8]),
+    /// A line that could not be kept; the decoder has already recovered.
+    Error(FrameError),
+}
+
+/// A fixed-capacity decoder of newline-delimited frames holding at most `N` bytes.
+///
+/// Call [`decode`](Self::decode) with the bytes you have; it returns how many it consumed
+/// and what it found. Feed the unconsumed rest in the next call. A frame borrowed from the
+/// decoder is valid until the next call.
+pub struct FrameDecoder<const N: usize = DEFAULT_MAX_FRAME> {
+    buf: [u8; N],
+    len: usize,
+    /// True while the rest of an over-long line is being skipped.
+    discarding: bool,
+    /// True when the previous call returned a frame that must be dropped now.
+    frame_pending: bool,
+}
+
+impl<const N: usize> Default for FrameDecoder<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FrameDecoder<N> {
+    /// A decoder with an empty buffer.
+    pub const fn new() -> Self {
+        const { assert!(N > 0, "a frame decoder needs a non-zero capacity") };
+        FrameDecoder {
+            buf: [0; N],
+            len: 0,
+            discarding: false,
+            frame_pending: false,
+        }
+    }
+
+    /// Capacity in bytes: the longest frame this decoder accepts.
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Bytes of an unfinished frame currently buffered.
+    pub const fn buffered(&self) -> usize {
+        self.len
+    }
+
+    /// Consumes bytes from `input` until a frame or an error is found or the input ends.
+    ///
+    /// Returns the number of bytes consumed and what was found. Bytes after the newline
+    /// that ended a frame are not consumed.
+    pub fn decode(&mut self, input: &[u8]) -> (usize, Decoded<'_>) {
+        if self.frame_pending {
+            self.frame_pending = false;
+            self.len = 0;
+        }
+        for (i, &byte) in input.iter().enumerate() {
+            if byte == b'\n' {
+                if self.discarding {
+                    self.discarding = false;
+                    self.len = 0;
+                    continue;
+                }
+                self.frame_pending = true;
+                let mut end = self.len;
+                if end > 0 && self.buf[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                return (i + 1, Decoded::Frame(&self.buf[..end]));
+            }
+            if self.discarding {
+                continue;
+            }
+            if self.len == N {
+                self.discarding = true;
+                self.len = 0;
+                return (i + 1, Decoded::Error(FrameError::TooLong { max: N }));
+            }
+            self.buf[self.len] = byte;
+            self.len += 1;
+        }
+        (input.len(), Decoded::Incomplete)
+    }
+}
+
+/// Error returned by [`encode_frame`] when the output buffer is too small.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsufficientSizeError {
+    /// Bytes the frame needs, newline included.
+    pub required: usize,
+}
+
+impl fmt::Display for InsufficientSizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "output buffer too small: {} bytes required",
+            self.required
+        )
+    }
+}
+
+impl core::error::Error for InsufficientSizeError {}
+
+/// Serializes `message` as one JSON line into `out`, returning the bytes written.
+///
+/// If `out` is too small the error says how many bytes the frame needs.
+pub fn encode_frame<T: serde::Serialize>(
+    message: &T,
+    out: &mut [u8],
+) -> Result<usize, InsufficientSizeError> {
+    match serde_json_core::to_slice(message, out) {
+        Ok(n) if n < out.len() => {
+            out[n] = b'\n';
+            Ok(n + 1)
+        }
+        _ => Err(InsufficientSizeError {
+            required: encoded_len(message) + 1,
+        }),
+    }
+}
+
+/// The longest response frame the protocol defines, newline included.
+///
+/// A history page of two entries with maximal ids, names, amounts and times is the largest,
+/// at about 500 bytes; a test builds it and checks that it fits.
+pub const MAX_RESPONSE: usize = 576;
+
+/// The length of `message` serialized as JSON, newline excluded.
+///
+/// serde-json-core only writes into slices, so the length is measured in a stack scratch
+/// buffer of [`MAX_RESPONSE`] bytes; anything longer is reported as needing more than that.
+fn encoded_len<T: serde::Serialize>(message: &T) -> usize {
+    let mut scratch = [0u8; MAX_RESPONSE];
+    match serde_json_core::to_slice(message, &mut scratch) {
+        Ok(n) => n,
+        Err(_) => MAX_RESPONSE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames_of<const N: usize>(chunks: &[&[u8]]) -> Vec<Result<Vec<u8>, FrameError>> {
+        let mut dec = FrameDecoder::<N>::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut rest: &[u8] = chunk;
+            while !rest.is_empty() {
+                let (n, d) = dec.decode(rest);
+                match d {
+                    Decoded::Incomplete => {}
+                    Decoded::Frame(f) => out.push(Ok(f.to_vec())),
+                    Decoded::Error(e) => out.push(Err(e)),
+                }
+                rest = &rest[n..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_strips_cr() {
+        let got = frames_of::<16>(&[b"ab\r\ncd\n", b"e", b"f\n"]);
+        assert_eq!(
+            got,
+            vec![Ok(b"ab".to_vec()), Ok(b"cd".to_vec()), Ok(b"ef".to_vec())]
+        );
+    }
+
+    #[test]
+    fn overlong_line_is_one_error_and_decoder_recovers() {
+        let mut long = vec![b'x'; 40];
+        long.push(b'\n');
+        let got = frames_of::<8>(&[&long, b"ok\n"]);
+        assert_eq!(
+            got,
+            vec![Err(FrameError::TooLong { max: 8 }), Ok(b"ok".to_vec())]
+        );
+    }
+
+    #[test]
+    fn exactly_full_line_is_accepted() {
+        let got = frames_of::<4>(&[b"abcd\n"]);
+        assert_eq!(got, vec![Ok(b"abcd".to_vec())]);
+    }
+
+    #[test]
+    fn encode_reports_required_size() {
+        #[derive(serde::Serialize)]
+        struct M<'a> {
+            op: &'a str,
+        }
+        let mut small = [0u8; 4];
+        let err = encode_frame(&M { op: "ping" }, &mut small).unwrap_err();
+        assert_eq!(err.required, br#"{"op":"ping"}"#.len() + 1);
+        let mut big = [0u8; 64];
+        let n = encode_frame(&M { op: "ping" }, &mut big).unwrap();
+        assert_eq!(&big[..n], b"{\"op\":\"ping\"}\n");
+    }
+
+    proptest! {
+        /// However the stream is cut into reads, the decoder yields the same frames.
+        #[test]
+        fn chunking_does_not_change_frames(
+            lines in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..24), 0..12),
+            cuts in proptest::collection::vec(0usize..300, 0..20),
+        ) {
+            let mut stream = Vec::new();
+            for mut l in lines {
+                l.retain(|&b| b != b'\n');
+                stream.extend_from_slice(&l);
+                stream.push(b'\n');
+            }
+            let whole = frames_of::<16>(&[&stream]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut prev = 0;
+            for c in cuts { chunks.push(&stream[prev..c]); prev = c; }
+            chunks.push(&stream[prev..]);
+            prop_assert_eq!(frames_of::<16>(&chunks), whole);
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! The ledger contract: what a server session asks of storage, and a fixed-capacity
+//! in-memory ledger that fulfils it.
+//!
+//! A [`ServerSession`](crate::session::ServerSession) never touches storage. When it needs
+//! the ledger it hands out a [`LedgerRequest`] from `poll_ledger` and waits for the driver
+//! to answer with the matching [`LedgerReply`]. The host answers asynchronously from SQL,
+//! batching many sessions' transfers into one durable commit; the firmware answers at once
+//! from a [`MemLedger`]. Both must honour the contract documented on each variant.
+
+use crate::amount::Amount;
+use crate::auth::Verifier;
+use crate::error::ErrorCode;
+use crate::lockout::{Backoff, LockoutState};
+use crate::message::HISTORY_PAGE;
+use crate::names::{TransferId, Username};
+use crate::time::Instant;
+
+/// A request from a server session to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LedgerRequest {
+    /// Create `user` with `verifier` and the ledger's opening balance.
+    /// Reply: [`LedgerReply::Registered`]; `Err(UserExists)` if taken, `Err(LedgerFull)`
+    /// if out of capacity.
+    Register {
+        /// New user.
+        user: Username,
+        /// Their verifier.
+        verifier: Verifier,
+    },
+    /// Look up `user`'s verifier and lockout state. Reply: [`LedgerReply::Credentials`]
+    /// (`verifier: None` for an unknown user).
+    Credentials {
+        /// The user logging in.
+        user: Username,
+    },
+    /// Record a failed login for `user` at `now` under `policy`
+    /// ([`LockoutState::record_failure`]), atomically. Reply: [`LedgerReply::Recorded`]
+    /// with the new state.
+    LoginFailed {
+        /// The user.
+        user: Username,
+        /// When.
+        now: Instant,
+        /// The backoff policy to apply.
+        policy: Backoff,
+    },
+    /// Record a successful login (reset the lockout state). Reply: [`LedgerReply::Recorded`].
+    LoginSucceeded {
+        /// The user.
+        user: Username,
+    },
+    /// Move `amount` from `from` to `to`, atomically and durably, exactly once per
+    /// `(from, id)`. Reply: [`LedgerReply::Transfer`].
+    ///
+    /// - If `(from, id)` is already in the journal: move nothing; reply with the original
+    ///   outcome (`Ok`, and the balance recorded then) if `to` and `amount` match it, else
+    ///   `Err(DuplicateId)`.
+    /// - Else refuse, changing nothing, with `SelfTransfer` (`from == to`),
+    ///   `UnknownRecipient`, `InsufficientFunds`, `BalanceOverflow` or `LedgerFull`.
+    /// - Else debit, credit and journal the transfer in one transaction.
+    ///
+    /// The reply's `balance` is the sender's balance after the transfer (or now, if refused).
+    Transfer {
+        /// The logged-in user; always the debited account.
+        from: Username,
+        /// Idempotency key.
+        id: TransferId,
+        /// Recipient.
+        to: Username,
+        /// Amount.
+        amount: Amount,
+    },
+    /// `user`'s balance. Reply: [`LedgerReply::Balance`].
+    Balance {
+        /// The user.
+        user: Username,
+    },
+    /// Up to [`HISTORY_PAGE`] journal entries involving `user`, newest first, after skipping
+    /// `offset`. Reply: [`LedgerReply::History`].
+    History {
+        /// The user.
+        user: Username,
+        /// Entries to skip.
+        offset: u32,
+    },
+}
+
+/// One committed transfer as the journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Idempotency key, unique per sender.
+    pub id: TransferId,
+    /// Sender.
+    pub from: Username,
+    /// Recipient.
+    pub to: Username,
+    /// Amount.
+    pub amount: Amount,
+    /// The sender's balance right after this transfer.
+    pub balance_after: Amount,
+    /// Commit time, milliseconds since the Unix epoch (0 where the ledger has no clock).
+    pub at: u64,
+}
+
+/// The outcome of a [`LedgerRequest::Transfer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferOutcome {
+    /// `Ok` if committed (now or by an earlier request with the same id).
+    pub result: Result<(), ErrorCode>,
+    /// The sender's balance after the transfer, or now if refused.
+    pub balance: Amount,
+}
+
+/// One transfer as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Transfer id.
+    pub id: TransferId,
+    /// Sender.
+    pub from: Username,
+    /// Recipient.
+    pub to: Username,
+    /// Amount.
+    pub amount: Amount,
+    /// Commit time, milliseconds since the Unix epoch (0 where the ledger has no clock).
+    pub at: u64,
+}
+
+impl From<&JournalEntry> for HistoryEntry {
+    fn from(e: &JournalEntry) -> Self {
+        HistoryEntry {
+            id: e.id.clone(),
+            from: e.from.clone(),
+            to: e.to.clone(),
+            amount: e.amount,
+            at: e.at,
+        }
+    }
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub entries: heapless::Vec<HistoryEntry, HISTORY_PAGE>,
+    /// True if older entries exist.
+    pub more: bool,
+}
+
+/// The ledger's answer to a [`LedgerRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LedgerReply {
+    /// Answer to `Register`.
+    Registered(Result<(), ErrorCode>),
+    /// Answer to `Credentials`.
+    Credentials {
+        /// `None` if the user does not exist.
+        verifier: Option<Verifier>,
+        /// The account's lockout state (default for unknown users).
+        lockout: LockoutState,
+    },
+    /// Answer to `LoginFailed` and `LoginSucceeded`.
+    Recorded(LockoutState),
+    /// Answer to `Transfer`.
+    Transfer(TransferOutcome),
+    /// Answer to `Balance`.
+    Balance(Result<Amount, ErrorCode>),
+    /// Answer to `History`.
+    History(Result<HistoryPage, ErrorCode>),
+    /// The ledger could not answer at all (storage failure). The session reports
+    /// [`ErrorCode::Internal`] and, for a transfer, the client must retry with the same id.
+    Unavailable,
+}
+
+/// A ledger that answers synchronously.
+pub trait Ledger {
+    /// Executes `request` and answers it, following the contract on [`LedgerRequest`].
+    fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply;
+}
+
+/// One account of a [`MemLedger`].
+#[derive(Debug, Clone)]
+pub struct MemAccount {
+    /// Username.
+    pub user: Username,
+    /// SCRAM verifier.
+    pub verifier: Verifier,
+    /// Balance.
+    pub balance: Amount,
+    /// Failed-login state.
+    pub lockout: LockoutState,
+}
+
+/// A fixed-capacity in-memory ledger: at most `USERS` accounts and `TRANSFERS` journal
+/// entries. Running out of either is a clean [`ErrorCode::LedgerFull`] refusal.
+///
+/// Size: roughly `USERS * 190 + TRANSFERS * 130` bytes. It keeps no clock, so journal
+/// entries carry `at = 0`.
+#[derive(Debug)]
+pub struct MemLedger<const USERS: usize, const TRANSFERS: usize> {
+    accounts: heapless::Vec<MemAccount, USERS>,
+    journal: heapless::Vec<JournalEntry, TRANSFERS>,
+    opening_balance: Amount,
+    minted: Amount,
+}
+
+impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
+    /// An empty ledger whose new accounts start with `opening_balance` (minted money).
+    pub const fn new(opening_balance: Amount) -> Self {
+        const { assert!(USERS > 0 && TRANSFERS > 0, "a ledger needs capacity") };
+        MemLedger {
+            accounts: heapless::Vec::new(),
+            journal: heapless::Vec::new(),
+            opening_balance,
+            minted: Amount(0),
+        }
+    }
+
+    fn account(&self, user: &Username) -> Option<usize> {
+        self.accounts.iter().position(|a| a.user == *user)
+    }
+
+    /// Adds `amount` to `user` (money created by an administrator).
+    pub fn deposit(&mut self, user: &Username, amount: Amount) -> Result<Amount, ErrorCode> {
+        let i = self.account(user).ok_or(ErrorCode::UnknownRecipient)?;
+        let minted = self
+            .minted
+            .checked_add(amount)
+            .ok_or(ErrorCode::BalanceOverflow)?;
+        let a = &mut self.accounts[i];
+        a.balance = a
+            .balance
+            .checked_add(amount)
+            .ok_or(ErrorCode::BalanceOverflow)?;
+        self.minted = minted;
+        Ok(a.balance)
+    }
+
+    /// All accounts.
+    pub fn accounts(&self) -> &[MemAccount] {
+        &self.accounts
+    }
+
+    /// The journal, oldest first.
+    pub fn journal(&self) -> &[JournalEntry] {
+        &self.journal
+    }
+
+    /// Sum of all balances.
+    pub fn total(&self) -> u128 {
+        self.accounts
+            .iter()
+            .map(|a| u128::from(a.balance.minor()))
+            .sum()
+    }
+
+    /// Money created: opening balances plus deposits. Equals [`total`](Self::total) always.
+    pub fn minted(&self) -> u128 {
+        u128::from(self.minted.minor())
+    }
+
+    fn transfer(
+        &mut self,
+        from: &Username,
+        id: &TransferId,
+        to: &Username,
+        amount: Amount,
+    ) -> TransferOutcome {
+        let Some(fi) = self.account(from) else {
+            return TransferOutcome {
+                result: Err(ErrorCode::UnknownRecipient),
+                balance: Amount(0),
+            };
+        };
+        let balance = self.accounts[fi].balance;
+        let refuse = |code| TransferOutcome {
+            result: Err(code),
+            balance,
+        };
+        if let Some(done) = self.journal.iter().find(|e| e.from == *from && e.id == *id) {
+            if done.to == *to && done.amount == amount {
+                return TransferOutcome {
+                    result: Ok(()),
+                    balance: done.balance_after,
+                };
+            }
+            return refuse(ErrorCode::DuplicateId);
+        }
+        if from == to {
+            return refuse(ErrorCode::SelfTransfer);
+        }
+        let Some(ti) = self.account(to) else {
+            return refuse(ErrorCode::UnknownRecipient);
+        };
+        let Some(new_from) = balance.checked_sub(amount) else {
+            return refuse(ErrorCode::InsufficientFunds);
+        };
+        let Some(new_to) = self.accounts[ti].balance.checked_add(amount) else {
+            return refuse(ErrorCode::BalanceOverflow);
+        };
+        let entry = JournalEntry {
+            id: id.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            balance_after: new_from,
+            at: 0,
+        };
+        if self.journal.push(entry).is_err() {
+            return refuse(ErrorCode::LedgerFull);
+        }
+        self.accounts[fi].balance = new_from;
+        self.accounts[ti].balance = new_to;
+        TransferOutcome {
+            result: Ok(()),
+            balance: new_from,
+        }
+    }
+}
+
+impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRANSFERS> {
+    fn execute(&mut self, request: &LedgerRequest, _now: Instant) -> LedgerReply {
+        match request {
+            LedgerRequest::Register { user, verifier } => {
+                if self.account(user).is_some() {
+                    return LedgerReply::Registered(Err(ErrorCode::UserExists));
+                }
+                let Some(minted) = self.minted.checked_add(self.opening_balance) else {
+                    return LedgerReply::Registered(Err(ErrorCode::BalanceOverflow));
+                };
+                let account = MemAccount {
+                    user: user.clone(),
+                    verifier: verifier.clone(),
+                    balance: self.opening_balance,
+                    lockout: LockoutState::default(),
+                };
+                if self.accounts.push(account).is_err() {
+                    return LedgerReply::Registered(Err(ErrorCode::LedgerFull));
+                }
+                self.minted = minted;
+                LedgerReply::Registered(Ok(()))
+            }
+            LedgerRequest::Credentials { user } => match self.account(user) {
+                Some(i) => LedgerReply::Credentials {
+                    verifier: Some(self.accounts[i].verifier.clone()),
+                    lockout: self.accounts[i].lockout,
+                },
+                None => LedgerReply::Credentials {
+                    verifier: None,
+                    lockout: LockoutState::default(),
+                },
+            },
+            LedgerRequest::LoginFailed { user, now, policy } => {
+                let mut state = LockoutState::default();
+                if let Some(i) = self.account(user) {
+                    self.accounts[i].lockout.record_failure(*now, policy);
+                    state = self.accounts[i].lockout;
+                }
+                LedgerReply::Recorded(state)
+            }
+            LedgerRequest::LoginSucceeded { user } => {
+                if let Some(i) = self.account(user) {
+                    self.accounts[i].lockout.record_success();
+                }
+                LedgerReply::Recorded(LockoutState::default())
+            }
+            LedgerRequest::Transfer {
+                from,
+                id,
+                to,
+                amount,
+            } => LedgerReply::Transfer(self.transfer(from, id, to, *amount)),
+            LedgerRequest::Balance { user } => LedgerReply::Balance(
+                self.account(user)
+                    .map(|i| self.accounts[i].balance)
+                    .ok_or(ErrorCode::NotLoggedIn),
+            ),
+            LedgerRequest::History { user, offset } => {
+                let mut page = HistoryPage::default();
+                let mine = self
+                    .journal
+                    .iter()
+                    .rev()
+                    .filter(|e| e.from == *user || e.to == *user);
+                for (n, e) in mine.skip(*offset as usize).enumerate() {
+                    if n == HISTORY_PAGE {
+                        page.more = true;
+                        break;
+                    }
+                    // n < HISTORY_PAGE, so there is room.
+                    let _ = page.entries.push(e.into());
+                }
+                LedgerReply::History(Ok(page))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn user(s: &str) -> Username {
+        Username::parse(s).unwrap()
+    }
+
+    fn verifier() -> Verifier {
+        Verifier {
+            salt: heapless::Vec::new(),
+            iterations: 1,
+            stored_key: [0; 32],
+            server_key: [0; 32],
+        }
+    }
+
+    fn ledger() -> MemLedger<4, 8> {
+        let mut l = MemLedger::new(Amount(1000));
+        for u in ["a", "b", "c"] {
+            let r = l.execute(
+                &LedgerRequest::Register {
+                    user: user(u),
+                    verifier: verifier(),
+                },
+                Instant::ZERO,
+            );
+            assert_eq!(r, LedgerReply::Registered(Ok(())));
+        }
+        l
+    }
+
+    fn send(
+        l: &mut MemLedger<4, 8>,
+        from: &str,
+        id: &str,
+        to: &str,
+        amount: u64,
+    ) -> TransferOutcome {
+        let req = LedgerRequest::Transfer {
+            from: user(from),
+            id: TransferId::parse(id).unwrap(),
+            to: user(to),
+            amount: Amount(amount),
+        };
+        match l.execute(&req, Instant::ZERO) {
+            LedgerReply::Transfer(o) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn transfer_contract() {
+        let mut l = ledger();
+        assert_eq!(
+            send(&mut l, "a", "1", "b", 300),
+            TransferOutcome {
+                result: Ok(()),
+                balance: Amount(700)
+            }
+        );
+        // Idempotent retry: same outcome, no second move.
+        assert_eq!(
+            send(&mut l, "a", "1", "b", 300),
+            TransferOutcome {
+                result: Ok(()),
+                balance: Amount(700)
+            }
+        );
+        assert_eq!(
+            send(&mut l, "a", "1", "c", 300).result,
+            Err(ErrorCode::DuplicateId)
+        );
+        assert_eq!(
+            send(&mut l, "a", "2", "a", 1).result,
+            Err(ErrorCode::SelfTransfer)
+        );
+        assert_eq!(
+            send(&mut l, "a", "3", "zed", 1).result,
+            Err(ErrorCode::UnknownRecipient)
+        );
+        assert_eq!(
+            send(&mut l, "a", "4", "b", 701).result,
+            Err(ErrorCode::InsufficientFunds)
+        );
+        // The same id from another sender is a different transfer.
+        assert_eq!(send(&mut l, "b", "1", "a", 1).result, Ok(()));
+        assert_eq!(l.journal().len(), 2);
+        assert_eq!(l.total(), l.minted());
+    }
+
+    #[test]
+    fn capacity_exhaustion_is_clean() {
+        let mut l = ledger();
+        for i in 0..8 {
+            assert_eq!(send(&mut l, "a", &i.to_string(), "b", 1).result, Ok(()));
+        }
+        assert_eq!(
+            send(&mut l, "a", "x", "b", 1).result,
+            Err(ErrorCode::LedgerFull)
+        );
+        let r = l.execute(
+            &LedgerRequest::Register {
+                user: user("d"),
+                verifier: verifier(),
+            },
+            Instant::ZERO,
+        );
+        assert_eq!(r, LedgerReply::Registered(Ok(())));
+        let r = l.execute(
+            &LedgerRequest::Register {
+                user: user("e"),
+                verifier: verifier(),
+            },
+            Instant::ZERO,
+        );
+        assert_eq!(r, LedgerReply::Registered(Err(ErrorCode::LedgerFull)));
+        assert_eq!(l.total(), l.minted());
+    }
+
+    #[test]
+    fn history_pages_newest_first() {
+        let mut l = ledger();
+        for i in 0..5 {
+            send(&mut l, "a", &i.to_string(), "b", 1);
+        }
+        let LedgerReply::History(Ok(p)) = l.execute(
+            &LedgerRequest::History {
+                user: user("b"),
+                offset: 1,
+            },
+            Instant::ZERO,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            p.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["3", "2"]
+        );
+        assert!(p.more);
+    }
+
+    proptest! {
+        /// Whatever transfers are attempted, the sum of balances equals the money minted.
+        #[test]
+        fn conserves_money(ops in proptest::collection::vec((0usize..4, 0usize..4, 0u64..600, 0u8..12), 0..60)) {
+            let mut l = ledger();
+            let names = ["a", "b", "c", "nobody"];
+            for (f, t, amount, id) in ops {
+                let _ = send(&mut l, names[f.min(2)], &id.to_string(), names[t], amount.max(1));
+                prop_assert_eq!(l.total(), l.minted());
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! # txsock-core
+//!
+//! The protocol engine of txsock: authenticated money transfers over a byte stream, with the
+//! same code on a desktop server and on a microcontroller.
+//!
+//! This crate does **not** do I/O, read a clock, allocate, touch storage, or panic on any
+//! input. It takes bytes, ledger answers and "now" in; it hands bytes, ledger requests and
+//! events out. Drivers (the `txsock` host over tokio, the smoltcp firmware, the blocking
+//! [`blocking`] driver over `embedded-io`) only move bytes and answers around.
+//!
+//! ## Layers, bottom up
+//!
+//! - [`time`]: the driver's clock as an [`Instant`] in milliseconds.
+//! - [`framing`]: newline-delimited frames in a fixed buffer ([`FrameDecoder`]).
+//! - [`amount`], [`names`], [`encoding`]: validated values (money in minor units, usernames,
+//!   transfer ids, hex and base64).
+//! - [`message`]: every request and response, parsed with serde-json-core without
+//!   allocation.
+//! - [`crypto`], [`auth`], [`mac`]: HMAC-SHA256, SCRAM-SHA-256 login
+//!   ([RFC 5802](https://www.rfc-editor.org/rfc/rfc5802),
+//!   [RFC 7677](https://www.rfc-editor.org/rfc/rfc7677)), session keys, and the canonical
+//!   MAC inputs of transfers and receipts.
+//! - [`replay`]: the nonce ring that makes every transfer one-time.
+//! - [`lockout`]: failed-login backoff per account and per address.
+//! - [`ledger`]: the contract between a session and storage, and [`MemLedger`], a
+//!   fixed-capacity ledger.
+//! - [`session`]: the two state machines, [`ServerSession`] and [`ClientSession`].
+//! - [`blocking`]: drivers for boards with `embedded-io` streams and no async runtime.
+//!
+//! ## Sizing
+//!
+//! Capacities are const generics with documented defaults: the frame length
+//! ([`framing::DEFAULT_MAX_FRAME`]), outstanding nonces ([`replay::DEFAULT_NONCES`]), the
+//! output buffer ([`session::server::DEFAULT_OUTPUT`]) and the ledger's accounts and journal.
+//! A default [`ServerSession`] is about 2 KiB.
+//!
+//! ## Features
+//!
+//! - `defmt`: derives `defmt::Format` for public types, for logging on embedded targets.
+
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod amount;
+pub mod auth;
+pub mod blocking;
+pub mod crypto;
+pub mod encoding;
+pub mod error;
+pub mod framing;
+pub mod ledger;
+pub mod lockout;
+pub mod mac;
+pub mod message;
+pub mod names;
+pub mod replay;
+pub mod session;
+pub mod time;
+
+#[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
+pub mod selftest;
+
+pub use amount::Amount;
+pub use error::ErrorCode;
+pub use framing::FrameDecoder;
+pub use ledger::{Ledger, LedgerReply, LedgerRequest, MemLedger};
+pub use names::{TransferId, Username};
+pub use session::{ClientSession, ServerSession};
+pub use time::{Duration, Instant};

@@ -1,0 +1,728 @@
+//! Every message of the protocol, as borrowed and fixed-capacity types.
+//!
+//! Each frame is one flat JSON object whose `"op"` names the message. Parsing runs in two
+//! passes over the frame: a scan that rejects invalid UTF-8 and nesting deeper than the
+//! message shapes allow (so no input can drive the parser's recursion), then serde-json-core
+//! into a struct per message with `deny_unknown_fields` (serde's derive also refuses
+//! duplicate keys). Field values are validated into [`Username`], [`TransferId`],
+//! [`Amount`] and fixed-size byte arrays before a message reaches a session.
+//!
+//! See `docs/PROTOCOL.md` for examples of every message.
+
+use crate::amount::Amount;
+use crate::auth::{MAX_SALT, MAX_SCRAM_NONCE};
+use crate::crypto::TAG_LEN;
+use crate::encoding::{base64_decode, hex_decode};
+use crate::error::ErrorCode;
+use crate::names::{TransferId, Username};
+use crate::replay::{Nonce, NONCE_LEN};
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// The most nonces one `nonces` request can ask for (and one response carries).
+pub const MAX_NONCE_BATCH: usize = 8;
+/// Entries in one page of history.
+pub const HISTORY_PAGE: usize = 2;
+
+/// Error returned when a frame is not a valid message.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The frame is not UTF-8.
+    NotUtf8,
+    /// Objects or arrays nested deeper than any message has.
+    TooDeep,
+    /// Not JSON, wrong types, unknown or duplicate fields, trailing data.
+    Syntax,
+    /// The `op` names no message of this direction.
+    UnknownOp,
+    /// A username or transfer id is malformed.
+    BadName,
+    /// An amount is malformed, zero, too precise or too large.
+    BadAmount,
+    /// A nonce, MAC, salt, proof or key has the wrong encoding or length.
+    BadEncoding,
+}
+
+impl MessageError {
+    /// The error code sent to the peer.
+    pub const fn code(self) -> ErrorCode {
+        match self {
+            MessageError::BadName => ErrorCode::InvalidName,
+            MessageError::BadAmount => ErrorCode::InvalidAmount,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MessageError::NotUtf8 => "frame is not UTF-8",
+            MessageError::TooDeep => "JSON nested too deeply",
+            MessageError::Syntax => "not a valid message",
+            MessageError::UnknownOp => "unknown op",
+            MessageError::BadName => "invalid username or transfer id",
+            MessageError::BadAmount => "invalid amount",
+            MessageError::BadEncoding => "invalid hex or base64 field",
+        })
+    }
+}
+
+impl core::error::Error for MessageError {}
+
+/// Rejects non-UTF-8 frames and nesting beyond `max_depth` before any recursive parsing.
+fn precheck(frame: &[u8], max_depth: usize) -> Result<&str, MessageError> {
+    let text = core::str::from_utf8(frame).map_err(|_| MessageError::NotUtf8)?;
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in frame {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(MessageError::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(text)
+}
+
+/// Parses one complete JSON value and refuses anything but whitespace after it.
+fn parse_whole<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, MessageError> {
+    let (value, used) =
+        serde_json_core::from_slice::<T>(frame).map_err(|_| MessageError::Syntax)?;
+    if frame[used..].iter().all(u8::is_ascii_whitespace) {
+        Ok(value)
+    } else {
+        Err(MessageError::Syntax)
+    }
+}
+
+/// First pass: just the `op`.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    op: &'a str,
+}
+
+fn op_of(frame: &[u8], max_depth: usize) -> Result<&str, MessageError> {
+    precheck(frame, max_depth)?;
+    parse_whole::<Head<'_>>(frame).map(|h| h.op)
+}
+
+fn username(s: &str) -> Result<Username, MessageError> {
+    Username::parse(s).map_err(|_| MessageError::BadName)
+}
+
+fn transfer_id(s: &str) -> Result<TransferId, MessageError> {
+    TransferId::parse(s).map_err(|_| MessageError::BadName)
+}
+
+fn amount(s: &str) -> Result<Amount, MessageError> {
+    Amount::parse(s).map_err(|_| MessageError::BadAmount)
+}
+
+fn balance(s: &str) -> Result<Amount, MessageError> {
+    Amount::parse_non_negative(s).map_err(|_| MessageError::BadAmount)
+}
+
+fn tag_b64(s: &str) -> Result<[u8; TAG_LEN], MessageError> {
+    let mut buf = [0u8; TAG_LEN];
+    match base64_decode(s, &mut buf) {
+        Ok(b) if b.len() == TAG_LEN => Ok(buf),
+        _ => Err(MessageError::BadEncoding),
+    }
+}
+
+/// A SCRAM nonce: 8 to 64 printable ASCII characters other than `,`
+/// ([RFC 5802 §7](https://www.rfc-editor.org/rfc/rfc5802#section-7)).
+fn scram_nonce(s: &str) -> Result<heapless::String<MAX_SCRAM_NONCE>, MessageError> {
+    let ok = (8..=MAX_SCRAM_NONCE).contains(&s.len())
+        && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',');
+    if !ok {
+        return Err(MessageError::BadEncoding);
+    }
+    let mut out = heapless::String::new();
+    // Length checked above.
+    let _ = out.push_str(s);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests (client to server)
+// ---------------------------------------------------------------------------------------
+
+/// A SCRAM verifier sent at registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRequest {
+    /// The new user.
+    pub user: Username,
+    /// The verifier the server stores.
+    pub verifier: crate::auth::Verifier,
+}
+
+/// A transfer from the logged-in user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// Client-chosen idempotency key.
+    pub id: TransferId,
+    /// Recipient.
+    pub to: Username,
+    /// Amount.
+    pub amount: Amount,
+    /// A nonce the server issued to this session.
+    pub nonce: Nonce,
+    /// `HMAC(c2s, transfer MAC input)`; see [`crate::mac::transfer`].
+    pub mac: [u8; TAG_LEN],
+}
+
+/// A parsed client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// `register`: create a user from a client-computed SCRAM verifier.
+    Register(RegisterRequest),
+    /// `login`: SCRAM client-first message.
+    Login {
+        /// The user logging in.
+        user: Username,
+        /// The client's SCRAM nonce.
+        nonce: heapless::String<MAX_SCRAM_NONCE>,
+    },
+    /// `proof`: SCRAM client-final message.
+    Proof {
+        /// `ClientProof`.
+        proof: [u8; TAG_LEN],
+    },
+    /// `nonces`: issue `count` nonces (1 to [`MAX_NONCE_BATCH`]).
+    Nonces {
+        /// How many.
+        count: u8,
+    },
+    /// `transfer`.
+    Transfer(TransferRequest),
+    /// `balance`.
+    Balance,
+    /// `history`: a page of the user's journal, newest first, skipping `offset` entries.
+    History {
+        /// Entries to skip.
+        offset: u32,
+    },
+    /// `logout`.
+    Logout,
+    /// `ping`.
+    Ping,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+    user: &'a str,
+    salt: &'a str,
+    iterations: u32,
+    stored_key: &'a str,
+    server_key: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+    user: &'a str,
+    nonce: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+    proof: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoncesWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+    count: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+    id: &'a str,
+    to: &'a str,
+    amount: &'a str,
+    nonce: &'a str,
+    mac: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+    #[serde(default)]
+    offset: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BareWire<'a> {
+    #[serde(rename = "op")]
+    _op: &'a str,
+}
+
+impl Request {
+    /// Parses a request frame (without its newline).
+    pub fn parse(frame: &[u8]) -> Result<Request, MessageError> {
+        let op = op_of(frame, 1)?;
+        Ok(match op {
+            "register" => {
+                let w: RegisterWire<'_> = parse_whole(frame)?;
+                let mut salt = [0u8; MAX_SALT];
+                let salt =
+                    base64_decode(w.salt, &mut salt).map_err(|_| MessageError::BadEncoding)?;
+                let mut s = heapless::Vec::new();
+                // base64_decode wrote at most MAX_SALT bytes.
+                let _ = s.extend_from_slice(salt);
+                Request::Register(RegisterRequest {
+                    user: username(w.user)?,
+                    verifier: crate::auth::Verifier {
+                        salt: s,
+                        iterations: w.iterations,
+                        stored_key: tag_b64(w.stored_key)?,
+                        server_key: tag_b64(w.server_key)?,
+                    },
+                })
+            }
+            "login" => {
+                let w: LoginWire<'_> = parse_whole(frame)?;
+                Request::Login {
+                    user: username(w.user)?,
+                    nonce: scram_nonce(w.nonce)?,
+                }
+            }
+            "proof" => {
+                let w: ProofWire<'_> = parse_whole(frame)?;
+                Request::Proof {
+                    proof: tag_b64(w.proof)?,
+                }
+            }
+            "nonces" => {
+                let w: NoncesWire<'_> = parse_whole(frame)?;
+                if w.count == 0 || usize::from(w.count) > MAX_NONCE_BATCH {
+                    return Err(MessageError::Syntax);
+                }
+                Request::Nonces { count: w.count }
+            }
+            "transfer" => {
+                let w: TransferWire<'_> = parse_whole(frame)?;
+                Request::Transfer(TransferRequest {
+                    id: transfer_id(w.id)?,
+                    to: username(w.to)?,
+                    amount: amount(w.amount)?,
+                    nonce: hex_decode::<NONCE_LEN>(w.nonce)
+                        .map_err(|_| MessageError::BadEncoding)?,
+                    mac: hex_decode::<TAG_LEN>(w.mac).map_err(|_| MessageError::BadEncoding)?,
+                })
+            }
+            "history" => {
+                let w: HistoryWire<'_> = parse_whole(frame)?;
+                Request::History { offset: w.offset }
+            }
+            "balance" | "logout" | "ping" => {
+                let _: BareWire<'_> = parse_whole(frame)?;
+                match op {
+                    "balance" => Request::Balance,
+                    "logout" => Request::Logout,
+                    _ => Request::Ping,
+                }
+            }
+            _ => return Err(MessageError::UnknownOp),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire structs shared by both directions: the server serializes them, the client parses.
+// ---------------------------------------------------------------------------------------
+
+/// Wire form of `register`.
+#[derive(Serialize)]
+pub struct RegisterOut<'a> {
+    /// Always `"register"`.
+    pub op: &'static str,
+    /// Username.
+    pub user: &'a str,
+    /// Base64 salt.
+    pub salt: &'a str,
+    /// PBKDF2 iterations.
+    pub iterations: u32,
+    /// Base64 StoredKey.
+    pub stored_key: &'a str,
+    /// Base64 ServerKey.
+    pub server_key: &'a str,
+}
+
+/// Wire form of `login`.
+#[derive(Serialize)]
+pub struct LoginOut<'a> {
+    /// Always `"login"`.
+    pub op: &'static str,
+    /// Username.
+    pub user: &'a str,
+    /// Client nonce.
+    pub nonce: &'a str,
+}
+
+/// Wire form of `proof`.
+#[derive(Serialize)]
+pub struct ProofOut<'a> {
+    /// Always `"proof"`.
+    pub op: &'static str,
+    /// Base64 ClientProof.
+    pub proof: &'a str,
+}
+
+/// Wire form of `nonces` (request).
+#[derive(Serialize)]
+pub struct NoncesRequestOut {
+    /// Always `"nonces"`.
+    pub op: &'static str,
+    /// How many.
+    pub count: u8,
+}
+
+/// Wire form of `transfer`.
+#[derive(Serialize)]
+pub struct TransferOut<'a> {
+    /// Always `"transfer"`.
+    pub op: &'static str,
+    /// Transfer id.
+    pub id: &'a str,
+    /// Recipient.
+    pub to: &'a str,
+    /// Amount.
+    pub amount: Amount,
+    /// Hex nonce.
+    pub nonce: &'a str,
+    /// Hex MAC.
+    pub mac: &'a str,
+}
+
+/// Wire form of `history` (request).
+#[derive(Serialize)]
+pub struct HistoryRequestOut {
+    /// Always `"history"`.
+    pub op: &'static str,
+    /// Entries to skip.
+    pub offset: u32,
+}
+
+/// Wire form of a request with no fields (`balance`, `logout`, `ping`).
+#[derive(Serialize)]
+pub struct BareOut {
+    /// The op.
+    pub op: &'static str,
+}
+
+/// `challenge`: SCRAM server-first message.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Challenge<'a> {
+    /// Always `"challenge"`.
+    pub op: &'a str,
+    /// Client nonce followed by the server's extension.
+    pub nonce: &'a str,
+    /// Base64 salt.
+    pub salt: &'a str,
+    /// PBKDF2 iterations.
+    pub iterations: u32,
+}
+
+/// `welcome`: login succeeded; carries the SCRAM server signature.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome<'a> {
+    /// Always `"welcome"`.
+    pub op: &'a str,
+    /// The user now logged in.
+    pub user: &'a str,
+    /// Base64 `ServerSignature`.
+    pub signature: &'a str,
+}
+
+/// `registered`.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Registered<'a> {
+    /// Always `"registered"`.
+    pub op: &'a str,
+    /// The new user.
+    pub user: &'a str,
+}
+
+/// `nonces` (response).
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NoncesOut<'a> {
+    /// Always `"nonces"`.
+    pub op: &'a str,
+    /// Hex nonces, oldest first.
+    #[serde(borrow)]
+    pub nonces: heapless::Vec<&'a str, MAX_NONCE_BATCH>,
+}
+
+/// `receipt`: the authenticated outcome of a transfer.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt<'a> {
+    /// Always `"receipt"`.
+    pub op: &'a str,
+    /// Response sequence number in this session.
+    pub seq: u32,
+    /// Transfer id.
+    pub id: &'a str,
+    /// Recipient.
+    pub to: &'a str,
+    /// Amount.
+    pub amount: &'a str,
+    /// `"committed"` or an error code name.
+    pub result: &'a str,
+    /// The sender's balance after the transfer (or now, if refused).
+    pub balance: &'a str,
+    /// Hex MAC under the server-to-client key.
+    pub mac: &'a str,
+}
+
+/// `balance` (response).
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceOut<'a> {
+    /// Always `"balance"`.
+    pub op: &'a str,
+    /// Response sequence number.
+    pub seq: u32,
+    /// Balance.
+    pub balance: &'a str,
+    /// Hex MAC.
+    pub mac: &'a str,
+}
+
+/// One journal entry in a history page.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntryWire<'a> {
+    /// Transfer id.
+    pub id: &'a str,
+    /// Sender.
+    pub from: &'a str,
+    /// Recipient.
+    pub to: &'a str,
+    /// Amount.
+    pub amount: &'a str,
+    /// Commit time, milliseconds since the Unix epoch (0 where the ledger has no clock).
+    pub at: u64,
+}
+
+/// `history` (response).
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryOut<'a> {
+    /// Always `"history"`.
+    pub op: &'a str,
+    /// Response sequence number.
+    pub seq: u32,
+    /// Newest first.
+    #[serde(borrow)]
+    pub entries: heapless::Vec<HistoryEntryWire<'a>, HISTORY_PAGE>,
+    /// True if older entries exist.
+    pub more: bool,
+    /// Hex MAC.
+    pub mac: &'a str,
+}
+
+/// `error`.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorOut<'a> {
+    /// Always `"error"`.
+    pub op: &'a str,
+    /// Stable code name.
+    pub code: &'a str,
+    /// Human message.
+    pub message: &'a str,
+}
+
+/// A parsed server response, borrowed from the frame.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Response<'a> {
+    /// `registered`.
+    Registered(Registered<'a>),
+    /// `challenge`.
+    Challenge(Challenge<'a>),
+    /// `welcome`.
+    Welcome(Welcome<'a>),
+    /// `nonces`.
+    Nonces(NoncesOut<'a>),
+    /// `receipt`.
+    Receipt(Receipt<'a>),
+    /// `balance`.
+    Balance(BalanceOut<'a>),
+    /// `history`.
+    History(HistoryOut<'a>),
+    /// `bye`.
+    Bye,
+    /// `pong`.
+    Pong,
+    /// `error`.
+    Error(ErrorOut<'a>),
+}
+
+impl<'a> Response<'a> {
+    /// Parses a response frame (without its newline).
+    pub fn parse(frame: &'a [u8]) -> Result<Response<'a>, MessageError> {
+        let op = op_of(frame, 3)?;
+        Ok(match op {
+            "registered" => Response::Registered(parse_whole(frame)?),
+            "challenge" => Response::Challenge(parse_whole(frame)?),
+            "welcome" => Response::Welcome(parse_whole(frame)?),
+            "nonces" => Response::Nonces(parse_whole(frame)?),
+            "receipt" => Response::Receipt(parse_whole(frame)?),
+            "balance" => Response::Balance(parse_whole(frame)?),
+            "history" => Response::History(parse_whole(frame)?),
+            "error" => Response::Error(parse_whole(frame)?),
+            "bye" | "pong" => {
+                let _: BareWire<'_> = parse_whole(frame)?;
+                if op == "bye" {
+                    Response::Bye
+                } else {
+                    Response::Pong
+                }
+            }
+            _ => return Err(MessageError::UnknownOp),
+        })
+    }
+}
+
+/// Parses a balance or amount string from a response.
+pub fn parse_balance(s: &str) -> Result<Amount, MessageError> {
+    balance(s)
+}
+
+/// Parses a positive amount string from a response.
+pub fn parse_amount(s: &str) -> Result<Amount, MessageError> {
+    amount(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_transfer() {
+        let f = br#"{"op":"transfer","id":"t1","to":"Bob","amount":"10.5","nonce":"000102030405060708090a0b0c0d0e0f","mac":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        match Request::parse(f).unwrap() {
+            Request::Transfer(t) => {
+                assert_eq!(t.to.as_str(), "bob");
+                assert_eq!(t.amount, Amount(1050));
+                assert_eq!(t.nonce[15], 15);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_typed_errors() {
+        let cases: &[(&[u8], MessageError)] = &[
+            (b"\xff\xfe", MessageError::NotUtf8),
+            (b"{\"op\":\"ping\",\"x\":1}", MessageError::Syntax),
+            (b"{\"op\":\"ping\",\"op\":\"ping\"}", MessageError::Syntax),
+            (b"{\"op\":\"nonces\",\"count\":\"3\"}", MessageError::Syntax),
+            (b"{\"op\":\"nonces\",\"count\":0}", MessageError::Syntax),
+            (b"{\"op\":\"nonces\",\"count\":9}", MessageError::Syntax),
+            (b"{\"op\":\"launch\"}", MessageError::UnknownOp),
+            (b"{\"op\":\"ping\"} x", MessageError::Syntax),
+            (b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", MessageError::TooDeep),
+            (b"{\"op\":\"ping\",\"x\":{\"y\":1}}", MessageError::TooDeep),
+            (
+                b"{\"op\":\"login\",\"user\":\"a b\",\"nonce\":\"abcdefgh\"}",
+                MessageError::BadName,
+            ),
+            (
+                b"{\"op\":\"login\",\"user\":\"ab\",\"nonce\":\"abc,defgh\"}",
+                MessageError::BadEncoding,
+            ),
+            (b"", MessageError::Syntax),
+            (b"null", MessageError::Syntax),
+        ];
+        for (frame, want) in cases {
+            assert_eq!(
+                Request::parse(frame),
+                Err(*want),
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+        let amounts = ["0", "-0", "1.001", "1e3", "-5", "01"];
+        for a in amounts {
+            let f = format!(
+                r#"{{"op":"transfer","id":"t1","to":"bob","amount":"{a}","nonce":"000102030405060708090a0b0c0d0e0f","mac":"{}"}}"#,
+                "0".repeat(64)
+            );
+            assert_eq!(
+                Request::parse(f.as_bytes()),
+                Err(MessageError::BadAmount),
+                "{a}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_bare_and_defaulted_requests() {
+        assert_eq!(Request::parse(b" {\"op\" : \"ping\"} "), Ok(Request::Ping));
+        assert_eq!(
+            Request::parse(b"{\"op\":\"history\"}"),
+            Ok(Request::History { offset: 0 })
+        );
+    }
+
+    #[test]
+    fn parses_responses() {
+        let f = br#"{"op":"history","seq":2,"entries":[{"id":"a","from":"x","to":"y","amount":"1.00","at":5}],"more":false,"mac":"ab"}"#;
+        match Response::parse(f).unwrap() {
+            Response::History(h) => assert_eq!(h.entries[0].at, 5),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Response::parse(b"{\"op\":\"bye\"}"),
+            Ok(Response::Bye)
+        ));
+        assert_eq!(
+            Response::parse(b"{\"op\":\"bye\",\"z\":1}").unwrap_err(),
+            MessageError::Syntax
+        );
+    }
+}

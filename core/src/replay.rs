@@ -1,0 +1,187 @@
+//! The nonce ring: server-issued one-time nonces that make every transfer unreplayable.
+//!
+//! The ring holds nonces *issued and not yet used*, never nonces *seen*. A nonce is accepted
+//! only while it is in the ring and is removed by its first valid use, so its memory is
+//! exactly `N` nonces whatever the peer does. When the ring is full, issuing evicts the
+//! oldest outstanding nonce, which can then never be accepted: the ring fails closed.
+
+use crate::crypto::ct_eq;
+use rand_core::{CryptoRng, RngCore};
+
+/// Length of a nonce in bytes (128 bits: collisions and guesses are out of reach).
+pub const NONCE_LEN: usize = 16;
+
+/// The default ring capacity: outstanding nonces per session.
+pub const DEFAULT_NONCES: usize = 16;
+
+/// A server-issued nonce.
+pub type Nonce = [u8; NONCE_LEN];
+
+/// Error returned by [`NonceRing::consume`].
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayError;
+
+impl core::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("nonce is not outstanding (replayed, evicted or never issued)")
+    }
+}
+
+impl core::error::Error for ReplayError {}
+
+/// At most `N` outstanding nonces, oldest first.
+#[derive(Debug, Clone)]
+pub struct NonceRing<const N: usize = DEFAULT_NONCES> {
+    slots: [Nonce; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for NonceRing<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> NonceRing<N> {
+    /// An empty ring.
+    pub const fn new() -> Self {
+        const { assert!(N > 0, "a nonce ring needs a non-zero capacity") };
+        NonceRing {
+            slots: [[0; NONCE_LEN]; N],
+            len: 0,
+        }
+    }
+
+    /// Number of outstanding nonces.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no nonce is outstanding.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity of the ring.
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Draws a fresh nonce from `rng` and makes it outstanding, evicting the oldest
+    /// outstanding nonce if the ring is full.
+    pub fn issue<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Nonce {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        if self.len == N {
+            self.slots.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.slots[self.len] = nonce;
+        self.len += 1;
+        nonce
+    }
+
+    /// True if `nonce` is outstanding. Changes nothing.
+    pub fn contains(&self, nonce: &Nonce) -> bool {
+        // Visit every slot so the time taken does not reveal where a match was.
+        self.slots[..self.len]
+            .iter()
+            .fold(false, |found, s| found | ct_eq(s, nonce))
+    }
+
+    /// Removes `nonce` if outstanding; call only after the frame carrying it verified.
+    pub fn consume(&mut self, nonce: &Nonce) -> Result<(), ReplayError> {
+        let mut at = None;
+        for (i, s) in self.slots[..self.len].iter().enumerate() {
+            if ct_eq(s, nonce) {
+                at = Some(i);
+            }
+        }
+        let i = at.ok_or(ReplayError)?;
+        self.slots.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+        Ok(())
+    }
+
+    /// Forgets every outstanding nonce (at logout).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand_chacha::rand_core::SeedableRng;
+    use std::collections::HashSet;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Issue,
+        UseIssued(usize),
+        UseForeign([u8; NONCE_LEN]),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Issue),
+            3 => any::<usize>().prop_map(Op::UseIssued),
+            1 => any::<[u8; NONCE_LEN]>().prop_map(Op::UseForeign),
+        ]
+    }
+
+    proptest! {
+        /// Never accepts a nonce twice, one it did not issue, or one it evicted; and its
+        /// length never exceeds N.
+        #[test]
+        fn ring_accepts_each_issued_nonce_at_most_once(seed: u64, ops in proptest::collection::vec(op(), 0..200)) {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut ring = NonceRing::<4>::new();
+            let mut issued: Vec<Nonce> = Vec::new();
+            let mut outstanding: Vec<Nonce> = Vec::new(); // model: oldest first
+            let mut used: HashSet<Nonce> = HashSet::new();
+            for op in ops {
+                match op {
+                    Op::Issue => {
+                        let n = ring.issue(&mut rng);
+                        issued.push(n);
+                        if outstanding.len() == 4 { outstanding.remove(0); }
+                        outstanding.push(n);
+                    }
+                    Op::UseIssued(i) if !issued.is_empty() => {
+                        let n = issued[i % issued.len()];
+                        let accepted = ring.consume(&n).is_ok();
+                        prop_assert_eq!(accepted, outstanding.contains(&n));
+                        if accepted {
+                            prop_assert!(used.insert(n), "nonce accepted twice");
+                            outstanding.retain(|o| *o != n);
+                        }
+                    }
+                    Op::UseIssued(_) => {}
+                    Op::UseForeign(n) => {
+                        if !issued.contains(&n) {
+                            prop_assert!(ring.consume(&n).is_err());
+                        }
+                    }
+                }
+                prop_assert!(ring.len() <= 4);
+                prop_assert_eq!(ring.len(), outstanding.len());
+            }
+        }
+    }
+
+    #[test]
+    fn evicted_nonce_is_refused() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut ring = NonceRing::<2>::new();
+        let first = ring.issue(&mut rng);
+        let second = ring.issue(&mut rng);
+        let third = ring.issue(&mut rng);
+        assert_eq!(ring.consume(&first), Err(ReplayError));
+        assert!(ring.contains(&second));
+        assert_eq!(ring.consume(&third), Ok(()));
+        assert_eq!(ring.consume(&third), Err(ReplayError));
+    }
+}

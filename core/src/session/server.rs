@@ -1,0 +1,969 @@
+//! The server side of a connection, as a sans-IO state machine.
+
+use crate::amount::Amount;
+use crate::auth::{self, AuthMessage, SessionKeys, Verifier, MAX_SALT, MAX_SCRAM_NONCE};
+use crate::crypto::{ct_eq, Key, Tag};
+use crate::encoding::{base64_encode, hex_encode};
+use crate::error::ErrorCode;
+use crate::framing::{encode_frame, Decoded, FrameDecoder, DEFAULT_MAX_FRAME, MAX_RESPONSE};
+use crate::ledger::{LedgerReply, LedgerRequest};
+use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
+use crate::mac;
+use crate::message::{
+    BalanceOut, Challenge, ErrorOut, HistoryEntryWire, HistoryOut, NoncesOut, Receipt, Registered,
+    Request, TransferRequest, Welcome, HISTORY_PAGE, MAX_NONCE_BATCH,
+};
+use crate::names::{TransferId, Username};
+use crate::replay::{Nonce, NonceRing, DEFAULT_NONCES, NONCE_LEN};
+use crate::time::{Duration, Instant};
+use heapless::{Deque, String, Vec};
+use rand_core::{CryptoRng, RngCore};
+
+/// The default output buffer: one maximal response. The session takes a new frame only
+/// when a whole response fits, so a driver that flushes after every call never stalls.
+pub const DEFAULT_OUTPUT: usize = MAX_RESPONSE;
+
+/// Server policy shared by every session. All limits are enforced by the session itself.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Whether clients may register themselves (`false`: only administrators add users).
+    pub registration_open: bool,
+    /// The lowest PBKDF2 iteration count accepted in a registration's verifier.
+    pub min_iterations: u32,
+    /// The iteration count shown in challenges for unknown users; set it to what real users
+    /// have so the two cannot be told apart.
+    pub unknown_user_iterations: u32,
+    /// Invalid frames tolerated before the connection is closed.
+    pub max_bad_frames: u16,
+    /// Time from connection to a completed login.
+    pub login_deadline: Duration,
+    /// Time without a frame before the connection is closed.
+    pub idle_timeout: Duration,
+    /// Failed-login backoff for accounts.
+    pub account_backoff: Backoff,
+    /// Failed-login backoff for peer addresses.
+    pub address_backoff: Backoff,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            registration_open: true,
+            min_iterations: auth::DEFAULT_ITERATIONS,
+            unknown_user_iterations: auth::DEFAULT_ITERATIONS,
+            max_bad_frames: 8,
+            login_deadline: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            account_backoff: Backoff::ACCOUNT,
+            address_backoff: Backoff::ADDRESS,
+        }
+    }
+}
+
+/// State shared by all sessions of one server: policy, the secret that makes unknown users'
+/// salts stable, the random number generator and the per-address login throttle.
+///
+/// `ADDRS` is the number of peer addresses whose failed logins are remembered (about 48
+/// bytes each). A multi-threaded driver puts this behind a mutex and holds it only for the
+/// duration of one `handle_*` call, which is a few HMACs at most.
+pub struct ServerShared<R, const ADDRS: usize> {
+    /// Policy.
+    pub config: ServerConfig,
+    /// Nonce randomness. Must be a cryptographic RNG seeded from real entropy.
+    pub rng: R,
+    /// Failed logins per peer address.
+    pub throttle: AddressThrottle<ADDRS>,
+    secret: Key,
+}
+
+impl<R: RngCore + CryptoRng, const ADDRS: usize> ServerShared<R, ADDRS> {
+    /// Shared state with `config`, `rng`, and a `secret` that must stay the same across
+    /// restarts (it keeps unknown users' fake salts stable).
+    pub fn new(config: ServerConfig, rng: R, secret: [u8; 32]) -> Self {
+        ServerShared {
+            config,
+            rng,
+            throttle: AddressThrottle::new(),
+            secret: Key(secret),
+        }
+    }
+}
+
+/// Something a driver may want to log; drained with [`ServerSession::poll_event`].
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// A user registered.
+    Registered {
+        /// Who.
+        user: Username,
+    },
+    /// A user logged in.
+    LoggedIn {
+        /// Who.
+        user: Username,
+    },
+    /// A login failed. `reason` is for the server's logs only; the client always sees
+    /// [`ErrorCode::AuthFailed`].
+    LoginFailed {
+        /// The username tried.
+        user: Username,
+        /// Why.
+        reason: LoginFailure,
+    },
+    /// This failure locked the account until `until`.
+    AccountLocked {
+        /// Who.
+        user: Username,
+        /// Until when.
+        until: Instant,
+    },
+    /// This failure throttled the peer's address.
+    AddressThrottled,
+    /// A frame was refused; nothing changed.
+    Rejected {
+        /// The code sent to the client.
+        code: ErrorCode,
+    },
+    /// The user logged out.
+    LoggedOut {
+        /// Who.
+        user: Username,
+    },
+    /// The session is closing because of `code`.
+    Closing {
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+/// Why a login failed, for the server's logs.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// The proof did not verify.
+    WrongPassword,
+    /// No such user.
+    UnknownUser,
+    /// The account is locked.
+    AccountLocked,
+    /// The peer address is throttled.
+    AddressThrottled,
+}
+
+/// What the session is waiting for from the ledger.
+///
+/// It also holds everything the ledger request needs, so the request itself is built on
+/// demand by `poll_ledger` instead of being stored twice.
+enum Waiting {
+    Register {
+        user: Username,
+        verifier: Verifier,
+    },
+    Credentials {
+        user: Username,
+        client_nonce: String<MAX_SCRAM_NONCE>,
+    },
+    LoginFailed {
+        user: Username,
+        now: Instant,
+        policy: Backoff,
+    },
+    LoginSucceeded {
+        user: Username,
+        keys: SessionKeys,
+        signature: Tag,
+    },
+    Transfer {
+        id: TransferId,
+        to: Username,
+        amount: Amount,
+        nonce: Nonce,
+    },
+    Balance,
+    History {
+        offset: u32,
+    },
+}
+
+/// Length of the server's extension of the SCRAM nonce, in base64 characters.
+const NONCE_EXTENSION: usize = 24;
+
+enum State {
+    Anonymous,
+    Challenged {
+        user: Username,
+        client_nonce: String<MAX_SCRAM_NONCE>,
+        extension: String<NONCE_EXTENSION>,
+        salt: Vec<u8, MAX_SALT>,
+        iterations: u32,
+        /// `(StoredKey, ServerKey)`, or `None` for an unknown user.
+        keys: Option<([u8; 32], [u8; 32])>,
+        locked: bool,
+    },
+    LoggedIn {
+        user: Username,
+        keys: SessionKeys,
+    },
+}
+
+/// One connection's server-side protocol engine.
+///
+/// `FRAME` is the longest request line accepted ([`DEFAULT_MAX_FRAME`]); `NONCES` is the
+/// number of outstanding nonces ([`DEFAULT_NONCES`]); `OUT` is the output buffer, at least
+/// [`MAX_RESPONSE`] bytes. Memory is fixed: about `FRAME + OUT + 16 * NONCES + 500` bytes.
+///
+/// # Driving a session
+///
+/// - Inputs: [`handle_input`](Self::handle_input) with bytes read from the peer,
+///   [`handle_ledger`](Self::handle_ledger) with the answer to the last ledger request,
+///   [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+///   passes.
+/// - Outputs: [`poll_ledger`](Self::poll_ledger) (a request to answer),
+///   [`poll_transmit`](Self::poll_transmit) / [`advance_transmit`](Self::advance_transmit)
+///   (bytes to write), [`poll_event`](Self::poll_event) (things to log),
+///   [`is_closed`](Self::is_closed) (close the connection once output is flushed).
+///
+/// A driver loops: feed input until `handle_input` consumes nothing more (it stops while a
+/// ledger request is outstanding or output is backed up), answer `poll_ledger`, write out
+/// `poll_transmit`, log `poll_event`, and sleep until more input or `poll_timeout`.
+pub struct ServerSession<
+    const FRAME: usize = DEFAULT_MAX_FRAME,
+    const NONCES: usize = DEFAULT_NONCES,
+    const OUT: usize = DEFAULT_OUTPUT,
+> {
+    decoder: FrameDecoder<FRAME>,
+    out: [u8; OUT],
+    out_start: usize,
+    out_end: usize,
+    ring: NonceRing<NONCES>,
+    state: State,
+    waiting: Option<Waiting>,
+    /// True until `poll_ledger` has handed out the request for `waiting`.
+    request_ready: bool,
+    events: Deque<SessionEvent, 2>,
+    peer: PeerAddr,
+    opened: Instant,
+    last_activity: Instant,
+    bad_frames: u16,
+    seq: u32,
+    closing: bool,
+}
+
+impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FRAME, NONCES, OUT> {
+    /// A session for a connection from `peer` accepted at `now`.
+    pub fn new(peer: PeerAddr, now: Instant) -> Self {
+        const {
+            assert!(
+                OUT >= MAX_RESPONSE,
+                "the output buffer must hold the largest response"
+            )
+        };
+        ServerSession {
+            decoder: FrameDecoder::new(),
+            out: [0; OUT],
+            out_start: 0,
+            out_end: 0,
+            ring: NonceRing::new(),
+            state: State::Anonymous,
+            waiting: None,
+            request_ready: false,
+            events: Deque::new(),
+            peer,
+            opened: now,
+            last_activity: now,
+            bad_frames: 0,
+            seq: 0,
+            closing: false,
+        }
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&Username> {
+        match &self.state {
+            State::LoggedIn { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Number of outstanding nonces.
+    pub fn outstanding_nonces(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// True when the session will take more input now.
+    pub fn wants_input(&self) -> bool {
+        self.waiting.is_none()
+            && !self.closing
+            && OUT - (self.out_end - self.out_start) >= MAX_RESPONSE
+    }
+
+    /// Feeds bytes read from the peer; returns how many were consumed. Bytes not consumed
+    /// must be offered again after the outputs have been drained.
+    pub fn handle_input<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        now: Instant,
+        input: &[u8],
+    ) -> usize {
+        let mut used = 0;
+        while used < input.len() && self.wants_input() {
+            let (n, decoded) = self.decoder.decode(&input[used..]);
+            used += n;
+            let parsed = match decoded {
+                Decoded::Incomplete => continue,
+                Decoded::Frame(frame) => Request::parse(frame).map_err(|e| e.code()),
+                Decoded::Error(_) => Err(ErrorCode::FrameTooLong),
+            };
+            self.last_activity = now;
+            match parsed {
+                Ok(request) => self.handle_request(shared, now, request),
+                Err(code) => self.reject(shared, code),
+            }
+        }
+        used
+    }
+
+    /// True while a ledger request is ready for [`poll_ledger`](Self::poll_ledger).
+    pub fn wants_ledger(&self) -> bool {
+        self.request_ready
+    }
+
+    /// Takes the ledger request the session is waiting on, if one is ready.
+    pub fn poll_ledger(&mut self) -> Option<LedgerRequest> {
+        if !self.request_ready {
+            return None;
+        }
+        self.request_ready = false;
+        let user = match &self.state {
+            State::LoggedIn { user, .. } => Some(user.clone()),
+            _ => None,
+        };
+        Some(match self.waiting.as_ref()? {
+            Waiting::Register { user, verifier } => LedgerRequest::Register {
+                user: user.clone(),
+                verifier: verifier.clone(),
+            },
+            Waiting::Credentials { user, .. } => LedgerRequest::Credentials { user: user.clone() },
+            Waiting::LoginFailed { user, now, policy } => LedgerRequest::LoginFailed {
+                user: user.clone(),
+                now: *now,
+                policy: *policy,
+            },
+            Waiting::LoginSucceeded { user, .. } => {
+                LedgerRequest::LoginSucceeded { user: user.clone() }
+            }
+            Waiting::Transfer { id, to, amount, .. } => LedgerRequest::Transfer {
+                from: user?,
+                id: id.clone(),
+                to: to.clone(),
+                amount: *amount,
+            },
+            Waiting::Balance => LedgerRequest::Balance { user: user? },
+            Waiting::History { offset } => LedgerRequest::History {
+                user: user?,
+                offset: *offset,
+            },
+        })
+    }
+
+    /// Hands the session the ledger's answer to its last request.
+    pub fn handle_ledger<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        now: Instant,
+        reply: LedgerReply,
+    ) {
+        self.last_activity = now;
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        self.request_ready = false;
+        match (waiting, reply) {
+            (_, LedgerReply::Unavailable) => self.send_error(ErrorCode::Internal),
+            (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match result {
+                Ok(()) => {
+                    self.send(&Registered {
+                        op: "registered",
+                        user: user.as_str(),
+                    });
+                    self.event(SessionEvent::Registered { user });
+                }
+                Err(code) => self.send_error(code),
+            },
+            (
+                Waiting::Credentials { user, client_nonce },
+                LedgerReply::Credentials { verifier, lockout },
+            ) => {
+                self.challenge(
+                    shared,
+                    now,
+                    user,
+                    client_nonce,
+                    verifier,
+                    lockout.is_locked(now),
+                );
+            }
+            (Waiting::LoginFailed { user, .. }, LedgerReply::Recorded(state)) => {
+                if state.is_locked(now) && state.last_failure == now {
+                    self.event(SessionEvent::AccountLocked {
+                        user,
+                        until: state.locked_until,
+                    });
+                }
+                self.send_error(ErrorCode::AuthFailed);
+            }
+            (
+                Waiting::LoginSucceeded {
+                    user,
+                    keys,
+                    signature,
+                },
+                LedgerReply::Recorded(_),
+            ) => {
+                let signature = base64_encode::<44>(&signature.0);
+                self.send(&Welcome {
+                    op: "welcome",
+                    user: user.as_str(),
+                    signature: &signature,
+                });
+                self.ring.clear();
+                self.seq = 0;
+                self.event(SessionEvent::LoggedIn { user: user.clone() });
+                self.state = State::LoggedIn { user, keys };
+            }
+            (
+                Waiting::Transfer {
+                    id,
+                    to,
+                    amount,
+                    nonce,
+                },
+                LedgerReply::Transfer(outcome),
+            ) => {
+                self.receipt(id, to, amount, &nonce, outcome.result, outcome.balance);
+            }
+            (Waiting::Balance, LedgerReply::Balance(result)) => match result {
+                Ok(balance) => self.balance(balance),
+                Err(code) => self.send_error(code),
+            },
+            (Waiting::History { .. }, LedgerReply::History(result)) => match result {
+                Ok(page) => self.history(&page),
+                Err(code) => self.send_error(code),
+            },
+            // A reply that does not answer the request is a driver bug; fail safe.
+            _ => self.send_error(ErrorCode::Internal),
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    pub fn poll_timeout<R, const A: usize>(&self, shared: &ServerShared<R, A>) -> Option<Instant> {
+        if self.closing {
+            return None;
+        }
+        let idle = self.last_activity + shared.config.idle_timeout;
+        Some(match self.state {
+            State::LoggedIn { .. } => idle,
+            _ => idle.min(self.opened + shared.config.login_deadline),
+        })
+    }
+
+    /// Closes the session with [`ErrorCode::Timeout`] if a deadline has passed.
+    pub fn handle_timeout<R, const A: usize>(&mut self, shared: &ServerShared<R, A>, now: Instant) {
+        if let Some(deadline) = self.poll_timeout(shared) {
+            if now >= deadline {
+                self.close_with(ErrorCode::Timeout);
+            }
+        }
+    }
+
+    /// Closes the session with a final error frame (a driver-side limit such as
+    /// [`ErrorCode::OutputOverflow`] or [`ErrorCode::ServerBusy`]).
+    pub fn close_with(&mut self, code: ErrorCode) {
+        if self.closing {
+            return;
+        }
+        // The final frame is best effort: if the output is backed up it is dropped.
+        self.send_error(code);
+        self.event(SessionEvent::Closing { code });
+        self.closing = true;
+    }
+
+    /// Bytes to write to the peer.
+    pub fn poll_transmit(&self) -> &[u8] {
+        &self.out[self.out_start..self.out_end]
+    }
+
+    /// Marks `n` bytes of [`poll_transmit`](Self::poll_transmit) as written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.out_start = (self.out_start + n).min(self.out_end);
+        if self.out_start == self.out_end {
+            self.out_start = 0;
+            self.out_end = 0;
+        }
+    }
+
+    /// The next event to log.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// True once the session has ended and its output is flushed: close the connection.
+    pub fn is_closed(&self) -> bool {
+        self.closing && self.out_start == self.out_end
+    }
+
+    /// True once the session has decided to end (its last output may still be pending).
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    // ---------------------------------------------------------------------------------
+
+    fn handle_request<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        now: Instant,
+        request: Request,
+    ) {
+        let logged_in = matches!(self.state, State::LoggedIn { .. });
+        match request {
+            Request::Ping => self.send(&crate::message::BareOut { op: "pong" }),
+            Request::Register(_) | Request::Login { .. } if logged_in => {
+                self.reject(shared, ErrorCode::AlreadyLoggedIn)
+            }
+            Request::Register(r) => {
+                let weak = r.verifier.iterations < shared.config.min_iterations
+                    || r.verifier.salt.len() < 8;
+                if !shared.config.registration_open {
+                    self.send_error(ErrorCode::RegistrationClosed);
+                } else if weak {
+                    self.send_error(ErrorCode::WeakVerifier);
+                } else {
+                    self.wait(Waiting::Register {
+                        user: r.user,
+                        verifier: r.verifier,
+                    });
+                }
+            }
+            Request::Login { user, nonce } => {
+                self.state = State::Anonymous;
+                self.wait(Waiting::Credentials {
+                    user,
+                    client_nonce: nonce,
+                });
+            }
+            Request::Proof { proof } => self.proof(shared, now, &proof),
+            Request::Nonces { .. }
+            | Request::Transfer(_)
+            | Request::Balance
+            | Request::History { .. }
+            | Request::Logout
+                if !logged_in =>
+            {
+                self.reject(shared, ErrorCode::NotLoggedIn)
+            }
+            Request::Nonces { count } => self.issue_nonces(shared, count),
+            Request::Transfer(t) => self.transfer(shared, t),
+            Request::Balance => self.wait(Waiting::Balance),
+            Request::History { offset } => self.wait(Waiting::History { offset }),
+            Request::Logout => {
+                if let State::LoggedIn { user, .. } =
+                    core::mem::replace(&mut self.state, State::Anonymous)
+                {
+                    self.event(SessionEvent::LoggedOut { user });
+                }
+                self.ring.clear();
+                self.send(&crate::message::BareOut { op: "bye" });
+                self.closing = true;
+            }
+        }
+    }
+
+    fn wait(&mut self, waiting: Waiting) {
+        self.waiting = Some(waiting);
+        self.request_ready = true;
+    }
+
+    fn challenge<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        _now: Instant,
+        user: Username,
+        client_nonce: String<MAX_SCRAM_NONCE>,
+        verifier: Option<Verifier>,
+        locked: bool,
+    ) {
+        let mut random = [0u8; 18];
+        shared.rng.fill_bytes(&mut random);
+        let extension = base64_encode::<NONCE_EXTENSION>(&random);
+        let (salt, iterations, keys) = match verifier {
+            Some(v) => (v.salt, v.iterations, Some((v.stored_key, v.server_key))),
+            None => {
+                let fake = auth::fake_salt(&shared.secret, &user);
+                let mut salt = Vec::new();
+                // SALT_LEN <= MAX_SALT.
+                let _ = salt.extend_from_slice(&fake);
+                (salt, shared.config.unknown_user_iterations, None)
+            }
+        };
+        let mut full_nonce: String<{ MAX_SCRAM_NONCE + NONCE_EXTENSION }> = String::new();
+        let _ = full_nonce.push_str(&client_nonce);
+        let _ = full_nonce.push_str(&extension);
+        let salt_b64 = base64_encode::<{ 4 * MAX_SALT.div_ceil(3) }>(&salt);
+        self.send(&Challenge {
+            op: "challenge",
+            nonce: &full_nonce,
+            salt: &salt_b64,
+            iterations,
+        });
+        self.state = State::Challenged {
+            user,
+            client_nonce,
+            extension,
+            salt,
+            iterations,
+            keys,
+            locked,
+        };
+    }
+
+    fn proof<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        now: Instant,
+        proof: &[u8; 32],
+    ) {
+        let State::Challenged {
+            user,
+            client_nonce,
+            extension,
+            salt,
+            iterations,
+            keys,
+            locked,
+        } = core::mem::replace(&mut self.state, State::Anonymous)
+        else {
+            return self.reject(shared, ErrorCode::UnexpectedMessage);
+        };
+        let throttled = shared.throttle.is_throttled(self.peer, now);
+        let reason = match (&keys, throttled, locked) {
+            (_, true, _) => Some(LoginFailure::AddressThrottled),
+            (None, _, _) => Some(LoginFailure::UnknownUser),
+            (_, _, true) => Some(LoginFailure::AccountLocked),
+            _ => None,
+        };
+        let policy = shared.config.address_backoff;
+        if let Some(reason) = reason {
+            if shared.throttle.record_failure(self.peer, now, &policy) {
+                self.event(SessionEvent::AddressThrottled);
+            }
+            self.event(SessionEvent::LoginFailed { user, reason });
+            return self.send_error(ErrorCode::AuthFailed);
+        }
+        let Some((stored_key, server_key)) = keys else {
+            return;
+        };
+        let mut full_nonce: String<{ MAX_SCRAM_NONCE + NONCE_EXTENSION }> = String::new();
+        let _ = full_nonce.push_str(&client_nonce);
+        let _ = full_nonce.push_str(&extension);
+        let auth = AuthMessage {
+            user: user.as_str(),
+            client_nonce: &client_nonce,
+            full_nonce: &full_nonce,
+            salt: &salt,
+            iterations,
+        };
+        match auth::verify_client_proof(&stored_key, &server_key, &auth, proof) {
+            Ok((signature, keys)) => self.wait(Waiting::LoginSucceeded {
+                user,
+                keys,
+                signature,
+            }),
+            Err(_) => {
+                if shared.throttle.record_failure(self.peer, now, &policy) {
+                    self.event(SessionEvent::AddressThrottled);
+                }
+                self.event(SessionEvent::LoginFailed {
+                    user: user.clone(),
+                    reason: LoginFailure::WrongPassword,
+                });
+                let policy = shared.config.account_backoff;
+                self.wait(Waiting::LoginFailed { user, now, policy });
+            }
+        }
+    }
+
+    fn issue_nonces<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        count: u8,
+    ) {
+        let mut texts: Vec<String<{ 2 * NONCE_LEN }>, MAX_NONCE_BATCH> = Vec::new();
+        for _ in 0..count {
+            let nonce = self.ring.issue(&mut shared.rng);
+            // count <= MAX_NONCE_BATCH was checked by the parser.
+            let _ = texts.push(hex_encode(&nonce));
+        }
+        let mut nonces: Vec<&str, MAX_NONCE_BATCH> = Vec::new();
+        for t in &texts {
+            let _ = nonces.push(t.as_str());
+        }
+        self.send(&NoncesOut {
+            op: "nonces",
+            nonces,
+        });
+    }
+
+    fn transfer<R: RngCore + CryptoRng, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        t: TransferRequest,
+    ) {
+        let State::LoggedIn { user, keys } = &self.state else {
+            return;
+        };
+        let expected = mac::transfer(
+            &keys.client_to_server,
+            user.as_str(),
+            t.id.as_str(),
+            t.to.as_str(),
+            t.amount,
+            &t.nonce,
+        );
+        if !ct_eq(&expected.0, &t.mac) {
+            return self.reject(shared, ErrorCode::BadMac);
+        }
+        if self.ring.consume(&t.nonce).is_err() {
+            return self.reject(shared, ErrorCode::UnknownNonce);
+        }
+        self.wait(Waiting::Transfer {
+            id: t.id,
+            to: t.to,
+            amount: t.amount,
+            nonce: t.nonce,
+        });
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn receipt(
+        &mut self,
+        id: TransferId,
+        to: Username,
+        amount: Amount,
+        nonce: &Nonce,
+        result: Result<(), ErrorCode>,
+        balance: Amount,
+    ) {
+        let seq = self.next_seq();
+        let State::LoggedIn { keys, .. } = &self.state else {
+            return;
+        };
+        let result_name = match result {
+            Ok(()) => "committed",
+            Err(code) => code.name(),
+        };
+        let fields = mac::ReceiptFields {
+            seq,
+            id: id.as_str(),
+            to: to.as_str(),
+            amount,
+            result: result_name,
+            balance,
+            nonce,
+        };
+        let tag = hex_encode::<64>(&mac::receipt(&keys.server_to_client, &fields).0);
+        let amount_text = amount.to_text();
+        let balance_text = balance.to_text();
+        self.send(&Receipt {
+            op: "receipt",
+            seq,
+            id: id.as_str(),
+            to: to.as_str(),
+            amount: &amount_text,
+            result: result_name,
+            balance: &balance_text,
+            mac: &tag,
+        });
+    }
+
+    fn balance(&mut self, balance: Amount) {
+        let seq = self.next_seq();
+        let State::LoggedIn { keys, .. } = &self.state else {
+            return;
+        };
+        let tag = hex_encode::<64>(&mac::balance(&keys.server_to_client, seq, balance).0);
+        let text = balance.to_text();
+        self.send(&BalanceOut {
+            op: "balance",
+            seq,
+            balance: &text,
+            mac: &tag,
+        });
+    }
+
+    fn history(&mut self, page: &crate::ledger::HistoryPage) {
+        let seq = self.next_seq();
+        let State::LoggedIn { keys, .. } = &self.state else {
+            return;
+        };
+        let mut input = mac::history_start(&keys.server_to_client, seq, page.more);
+        let mut amounts: Vec<String<24>, HISTORY_PAGE> = Vec::new();
+        for e in &page.entries {
+            input = mac::history_entry(
+                input,
+                e.id.as_str(),
+                e.from.as_str(),
+                e.to.as_str(),
+                e.amount,
+                e.at,
+            );
+            let _ = amounts.push(e.amount.to_text());
+        }
+        let tag = hex_encode::<64>(&input.finish().0);
+        let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
+        for (e, a) in page.entries.iter().zip(amounts.iter()) {
+            let _ = entries.push(HistoryEntryWire {
+                id: e.id.as_str(),
+                from: e.from.as_str(),
+                to: e.to.as_str(),
+                amount: a,
+                at: e.at,
+            });
+        }
+        let out = HistoryOut {
+            op: "history",
+            seq,
+            entries,
+            more: page.more,
+            mac: &tag,
+        };
+        self.send(&out);
+    }
+
+    /// Refuses a frame that changed nothing, and closes after too many.
+    fn reject<R, const A: usize>(&mut self, shared: &ServerShared<R, A>, code: ErrorCode) {
+        self.event(SessionEvent::Rejected { code });
+        self.bad_frames = self.bad_frames.saturating_add(1);
+        if self.bad_frames > shared.config.max_bad_frames {
+            self.close_with(ErrorCode::TooManyBadFrames);
+        } else {
+            self.send_error(code);
+        }
+    }
+
+    fn send_error(&mut self, code: ErrorCode) {
+        self.send(&ErrorOut {
+            op: "error",
+            code: code.name(),
+            message: code.message(),
+        });
+    }
+
+    fn event(&mut self, event: SessionEvent) {
+        if self.events.is_full() {
+            self.events.pop_front();
+        }
+        // Room was made above.
+        let _ = self.events.push_back(event);
+    }
+
+    fn send<T: serde::Serialize>(&mut self, message: &T) {
+        if OUT - self.out_end < MAX_RESPONSE {
+            self.out.copy_within(self.out_start..self.out_end, 0);
+            self.out_end -= self.out_start;
+            self.out_start = 0;
+        }
+        match encode_frame(message, &mut self.out[self.out_end..]) {
+            Ok(n) => self.out_end += n,
+            // Only reachable if output was not drained before a close; the frame is dropped
+            // and the connection ends.
+            Err(_) => self.closing = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::HistoryEntryWire;
+
+    /// The largest response the server can produce fits in [`MAX_RESPONSE`].
+    #[test]
+    fn largest_responses_fit() {
+        let long = "x".repeat(32);
+        let amount = Amount::MAX.to_text();
+        let mac = "f".repeat(64);
+        let entry = HistoryEntryWire {
+            id: &long,
+            from: &long,
+            to: &long,
+            amount: &amount,
+            at: u64::MAX,
+        };
+        let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
+        for _ in 0..HISTORY_PAGE {
+            entries.push(entry.clone()).unwrap();
+        }
+        let history = HistoryOut {
+            op: "history",
+            seq: u32::MAX,
+            entries,
+            more: true,
+            mac: &mac,
+        };
+        let mut buf = [0u8; MAX_RESPONSE];
+        encode_frame(&history, &mut buf).unwrap();
+        let receipt = Receipt {
+            op: "receipt",
+            seq: u32::MAX,
+            id: &long,
+            to: &long,
+            amount: &amount,
+            result: "insufficient_funds",
+            balance: "18446744073709551615.99",
+            mac: &mac,
+        };
+        encode_frame(&receipt, &mut buf).unwrap();
+        for code in ErrorCode::ALL {
+            encode_frame(
+                &ErrorOut {
+                    op: "error",
+                    code: code.name(),
+                    message: code.message(),
+                },
+                &mut buf,
+            )
+            .unwrap();
+        }
+        let nonce = "n".repeat(MAX_SCRAM_NONCE + NONCE_EXTENSION);
+        let salt = "s".repeat(4 * MAX_SALT.div_ceil(3));
+        encode_frame(
+            &Challenge {
+                op: "challenge",
+                nonce: &nonce,
+                salt: &salt,
+                iterations: u32::MAX,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let hex = "0".repeat(32);
+        let nonces: Vec<&str, MAX_NONCE_BATCH> =
+            (0..MAX_NONCE_BATCH).map(|_| hex.as_str()).collect();
+        encode_frame(
+            &NoncesOut {
+                op: "nonces",
+                nonces,
+            },
+            &mut buf,
+        )
+        .unwrap();
+    }
+}
