@@ -57,6 +57,8 @@ pub enum Decoded<'a> {
 pub struct FrameDecoder<const N: usize = DEFAULT_MAX_FRAME> {
     buf: [u8; N],
     len: usize,
+    /// The longest frame accepted now, at most `N` (see [`set_limit`](Self::set_limit)).
+    limit: usize,
     /// True while the rest of an over-long line is being skipped.
     discarding: bool,
     /// True when the previous call returned a frame that must be dropped now.
@@ -76,6 +78,7 @@ impl<const N: usize> FrameDecoder<N> {
         FrameDecoder {
             buf: [0; N],
             len: 0,
+            limit: N,
             discarding: false,
             frame_pending: false,
         }
@@ -84,6 +87,17 @@ impl<const N: usize> FrameDecoder<N> {
     /// Capacity in bytes: the longest frame this decoder accepts.
     pub const fn capacity(&self) -> usize {
         N
+    }
+
+    /// Lowers the longest accepted frame to `limit` bytes (clamped to `1..=N`), for drivers
+    /// that configure the frame size at run time within a compiled capacity.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, N);
+    }
+
+    /// The longest frame accepted now.
+    pub const fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Bytes of an unfinished frame currently buffered.
@@ -117,10 +131,10 @@ impl<const N: usize> FrameDecoder<N> {
             if self.discarding {
                 continue;
             }
-            if self.len == N {
+            if self.len >= self.limit {
                 self.discarding = true;
                 self.len = 0;
-                return (i + 1, Decoded::Error(FrameError::TooLong { max: N }));
+                return (i + 1, Decoded::Error(FrameError::TooLong { max: self.limit }));
             }
             self.buf[self.len] = byte;
             self.len += 1;
@@ -226,6 +240,14 @@ mod tests {
             got,
             vec![Err(FrameError::TooLong { max: 8 }), Ok(b"ok".to_vec())]
         );
+    }
+
+    #[test]
+    fn runtime_limit_is_enforced() {
+        let mut dec = FrameDecoder::<16>::new();
+        dec.set_limit(4);
+        let (_, d) = dec.decode(b"abcde\n");
+        assert_eq!(d, Decoded::Error(FrameError::TooLong { max: 4 }));
     }
 
     #[test]

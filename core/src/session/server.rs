@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub account_backoff: Backoff,
     /// Failed-login backoff for peer addresses.
     pub address_backoff: Backoff,
+    /// The longest request line accepted, in bytes; capped by the session's `FRAME`.
+    pub max_frame: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             account_backoff: Backoff::ACCOUNT,
             address_backoff: Backoff::ADDRESS,
+            max_frame: DEFAULT_MAX_FRAME,
         }
     }
 }
@@ -308,6 +311,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         now: Instant,
         input: &[u8],
     ) -> usize {
+        self.decoder.set_limit(shared.config.max_frame);
         let mut used = 0;
         while used < input.len() && self.wants_input() {
             let (n, decoded) = self.decoder.decode(&input[used..]);
