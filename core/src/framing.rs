@@ -134,7 +134,10 @@ impl<const N: usize> FrameDecoder<N> {
             if self.len >= self.limit {
                 self.discarding = true;
                 self.len = 0;
-                return (i + 1, Decoded::Error(FrameError::TooLong { max: self.limit }));
+                return (
+                    i + 1,
+                    Decoded::Error(FrameError::TooLong { max: self.limit }),
+                );
             }
             self.buf[self.len] = byte;
             self.len += 1;

@@ -35,6 +35,8 @@ impl core::error::Error for ReplayError {}
 pub struct NonceRing<const N: usize = DEFAULT_NONCES> {
     slots: [Nonce; N],
     len: usize,
+    /// Outstanding nonces allowed now, at most `N` (see [`set_limit`](Self::set_limit)).
+    limit: usize,
 }
 
 impl<const N: usize> Default for NonceRing<N> {
@@ -50,6 +52,7 @@ impl<const N: usize> NonceRing<N> {
         NonceRing {
             slots: [[0; NONCE_LEN]; N],
             len: 0,
+            limit: N,
         }
     }
 
@@ -63,6 +66,13 @@ impl<const N: usize> NonceRing<N> {
         self.len == 0
     }
 
+    /// Lowers the number of outstanding nonces to `limit` (clamped to `1..=N`), for drivers
+    /// that configure it at run time within a compiled capacity. Excess nonces, oldest
+    /// first, are evicted at the next issue.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, N);
+    }
+
     /// Capacity of the ring.
     pub const fn capacity(&self) -> usize {
         N
@@ -73,8 +83,8 @@ impl<const N: usize> NonceRing<N> {
     pub fn issue<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Nonce {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        if self.len == N {
-            self.slots.copy_within(1.., 0);
+        while self.len >= self.limit {
+            self.slots.copy_within(1..self.len, 0);
             self.len -= 1;
         }
         self.slots[self.len] = nonce;

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub address_backoff: Backoff,
     /// The longest request line accepted, in bytes; capped by the session's `FRAME`.
     pub max_frame: usize,
+    /// Outstanding nonces per session; capped by the session's `NONCES`.
+    pub max_nonces: usize,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             account_backoff: Backoff::ACCOUNT,
             address_backoff: Backoff::ADDRESS,
             max_frame: DEFAULT_MAX_FRAME,
+            max_nonces: DEFAULT_NONCES,
         }
     }
 }
@@ -705,6 +708,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         shared: &mut ServerShared<R, A>,
         count: u8,
     ) {
+        self.ring.set_limit(shared.config.max_nonces);
         let mut texts: Vec<String<{ 2 * NONCE_LEN }>, MAX_NONCE_BATCH> = Vec::new();
         for _ in 0..count {
             let nonce = self.ring.issue(&mut shared.rng);
