@@ -1,0 +1,219 @@
+//! Admin subcommands: `user add|list|lock|unlock`, `account deposit`, `ledger check`.
+//! They open the same store as `serve` and work whether or not a server is running.
+
+use crate::clock::{stamp_millis, unix_millis};
+use crate::StorageArgs;
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use txsock_core::auth::{Verifier, DEFAULT_ITERATIONS, SALT_LEN};
+use txsock_core::names::check_password;
+use txsock_core::{Amount, Username};
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    Amount::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_balance(s: &str) -> Result<Amount, String> {
+    Amount::parse_non_negative(s).map_err(|e| e.to_string())
+}
+
+fn parse_user(s: &str) -> Result<Username, String> {
+    Username::parse(s).map_err(|e| format!("invalid username: {e}"))
+}
+
+/// `txsock user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (the password is asked without echo, or read from stdin).
+    Add {
+        /// Username: 1-32 of a-z 0-9 _ . - (case-insensitive).
+        #[arg(value_parser = parse_user)]
+        name: Username,
+        /// Opening balance, e.g. 100.00 (journaled as a deposit).
+        #[arg(long, default_value = "0", value_parser = parse_balance)]
+        balance: Amount,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// PBKDF2 iterations for the user's verifier.
+        #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
+        iterations: u32,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// List users with balances and lock state.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Lock a user out until unlocked (open sessions are not affected).
+    Lock {
+        /// Username.
+        #[arg(value_parser = parse_user)]
+        name: Username,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Unlock a user and clear their failed logins.
+    Unlock {
+        /// Username.
+        #[arg(value_parser = parse_user)]
+        name: Username,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+/// `txsock account …`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add money to an account (creates money; journaled as a deposit).
+    Deposit {
+        /// Username.
+        #[arg(value_parser = parse_user)]
+        name: Username,
+        /// Amount, e.g. 25.50.
+        #[arg(value_parser = parse_amount)]
+        amount: Amount,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+/// `txsock ledger …`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Verify that every balance equals its journal and that money is conserved
+    /// (exit 1 and list the problems otherwise).
+    Check {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+/// Reads a password: from stdin's first line, or from a no-echo prompt (asked twice).
+fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password; use --password-stdin");
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Repeat password: ")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+/// Runs `txsock user …`.
+pub fn user(cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            balance,
+            password_stdin,
+            iterations,
+            storage,
+        } => {
+            let password = read_password(password_stdin)?;
+            check_password(&password)
+                .map_err(|e| anyhow::anyhow!("password {e} (at least 8 characters)"))?;
+            let (mut store, _) = storage.open(Amount(0))?;
+            let mut salt = [0u8; SALT_LEN];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+            let verifier = Verifier::from_password(password.as_bytes(), &salt, iterations);
+            store.add_user(&name, &verifier, balance, unix_millis())?;
+            println!("created user {name} with balance {balance}");
+        }
+        UserCommand::List { storage } => {
+            let (mut store, _) = storage.open(Amount(0))?;
+            let users = store.list_users()?;
+            let now = unix_millis();
+            println!("{:<32} {:>20}  state", "user", "balance");
+            for u in &users {
+                let state = if u.admin_locked {
+                    "locked by admin".to_string()
+                } else if u.locked_until_ms > now {
+                    format!(
+                        "locked until {} ({} failed logins)",
+                        stamp_millis(u.locked_until_ms),
+                        u.failures
+                    )
+                } else if u.failures > 0 {
+                    format!("active ({} failed logins)", u.failures)
+                } else {
+                    "active".to_string()
+                };
+                println!("{:<32} {:>20}  {state}", u.name, u.balance.to_string());
+            }
+            println!("{} users", users.len());
+        }
+        UserCommand::Lock { name, storage } => {
+            storage.open(Amount(0))?.0.set_admin_lock(&name, true)?;
+            println!("locked {name}");
+        }
+        UserCommand::Unlock { name, storage } => {
+            storage.open(Amount(0))?.0.set_admin_lock(&name, false)?;
+            println!("unlocked {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `txsock account …`.
+pub fn account(cmd: AccountCommand) -> Result<()> {
+    match cmd {
+        AccountCommand::Deposit {
+            name,
+            amount,
+            storage,
+        } => {
+            let (mut store, _) = storage.open(Amount(0))?;
+            let balance = store.deposit(&name, amount, unix_millis())?;
+            println!("deposited {amount} to {name}; balance {balance}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `txsock ledger …`; exit code 1 when the ledger is inconsistent.
+pub fn ledger(cmd: LedgerCommand) -> ExitCode {
+    let LedgerCommand::Check { storage } = cmd;
+    let report = match storage
+        .open(Amount(0))
+        .and_then(|(mut store, _)| store.check())
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("txsock: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let fmt = crate::store::sqlite::fmt_i128;
+    println!(
+        "{} accounts, {} journal entries, balances {} = deposits {}",
+        report.accounts,
+        report.entries,
+        fmt(report.total),
+        fmt(report.minted)
+    );
+    if report.problems.is_empty() {
+        println!("ledger OK");
+        ExitCode::SUCCESS
+    } else {
+        for p in &report.problems {
+            println!("PROBLEM: {p}");
+        }
+        println!("ledger INCONSISTENT: {} problems", report.problems.len());
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,156 @@
+//! The ledger worker: one thread that owns the store and commits many sessions' requests
+//! in one transaction and one sync (group commit).
+//!
+//! Sessions send their request and wait for the reply. The worker takes whatever is
+//! queued (up to a batch limit) as one batch, so under load a commit carries many
+//! transfers while a lone request is committed at once. Replies go out only after the
+//! commit returned, so an acknowledged transfer is on disk.
+
+use crate::audit::{Audit, Log};
+use crate::store::{Committed, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use txsock_core::ledger::{LedgerReply, LedgerRequest};
+use txsock_core::Instant;
+
+struct Job {
+    request: LedgerRequest,
+    now: Instant,
+    reply: oneshot::Sender<LedgerReply>,
+}
+
+/// Counters for reports and the closing log line.
+#[derive(Default, Debug)]
+pub struct LedgerStats {
+    /// Commits (batches) executed.
+    pub commits: AtomicU64,
+    /// Requests executed.
+    pub requests: AtomicU64,
+    /// Transfers newly committed.
+    pub transfers: AtomicU64,
+    /// Largest batch seen.
+    pub largest_batch: AtomicU64,
+}
+
+/// A cloneable handle to the ledger worker.
+#[derive(Clone)]
+pub struct LedgerHandle {
+    tx: mpsc::Sender<Job>,
+    /// The worker's counters.
+    pub stats: Arc<LedgerStats>,
+}
+
+/// The worker thread; join it after every handle is dropped to finish in-flight commits.
+pub struct LedgerWorker {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LedgerWorker {
+    /// Waits until every queued request has been committed and answered.
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the worker over `store`. `queue` bounds the requests waiting (each session has at
+/// most one outstanding, so the connection limit is a natural size); `max_batch` bounds one
+/// commit.
+pub fn spawn(
+    store: Box<dyn Store>,
+    audit: Arc<Audit>,
+    queue: usize,
+    max_batch: usize,
+) -> (LedgerHandle, LedgerWorker) {
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let stats = Arc::new(LedgerStats::default());
+    let worker_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("txsock-ledger".into())
+        .spawn(move || run(store, rx, audit, worker_stats, max_batch.max(1)))
+        .expect("spawning the ledger thread");
+    (LedgerHandle { tx, stats }, LedgerWorker { thread })
+}
+
+impl LedgerHandle {
+    /// Executes `request` durably and returns the reply; `Unavailable` if the worker is gone.
+    pub async fn call(&self, request: LedgerRequest, now: Instant) -> LedgerReply {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Job {
+                request,
+                now,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return LedgerReply::Unavailable;
+        }
+        rx.await.unwrap_or(LedgerReply::Unavailable)
+    }
+}
+
+fn run(
+    mut store: Box<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    audit: Arc<Audit>,
+    stats: Arc<LedgerStats>,
+    max_batch: usize,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<(LedgerRequest, Instant)> = Vec::with_capacity(max_batch);
+    let mut committed: Vec<Committed> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        batch.clear();
+        batch.extend(jobs.iter().map(|j| (j.request.clone(), j.now)));
+        committed.clear();
+        let replies = match store.execute_batch(&batch, &mut committed) {
+            Ok(replies) => replies,
+            Err(e) => {
+                tracing::error!("commit of {} requests failed: {e:#}", jobs.len());
+                audit.write(
+                    Log::Errors,
+                    format_args!("storage_failure requests={} error={e:#}", jobs.len()),
+                );
+                vec![LedgerReply::Unavailable; jobs.len()]
+            }
+        };
+        for c in &committed {
+            audit.write(
+                Log::Transactions,
+                format_args!(
+                    "transfer id={} from={} to={} amount={} balance_after={} committed_at={}",
+                    c.id,
+                    c.from,
+                    c.to,
+                    c.amount,
+                    c.balance_after,
+                    crate::clock::stamp_millis(c.at_ms)
+                ),
+            );
+        }
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        stats
+            .transfers
+            .fetch_add(committed.len() as u64, Ordering::Relaxed);
+        stats
+            .largest_batch
+            .fetch_max(jobs.len() as u64, Ordering::Relaxed);
+        for (job, reply) in jobs.drain(..).zip(replies) {
+            // A session that went away no longer needs its answer.
+            let _ = job.reply.send(reply);
+        }
+    }
+}

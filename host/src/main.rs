@@ -1,0 +1,112 @@
+//! `txsock`: authenticated money transfers over TCP — server, admin commands and tools.
+//!
+//! This file only parses arguments and dispatches to the subcommand modules.
+
+mod admin;
+mod audit;
+mod clock;
+mod config;
+mod ledger;
+mod serve;
+mod store;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use txsock_core::Amount;
+
+/// Authenticated money transfers over TCP.
+///
+/// Every setting can also come from a `TXSOCK_*` environment variable or from `txsock.toml`
+/// in the current directory (keys are the long option names); command-line flags win.
+#[derive(Debug, Parser)]
+#[command(
+    name = "txsock",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Settings file; its keys are long option names, e.g. `listen = "127.0.0.1:11002"`.
+    #[arg(
+        long,
+        global = true,
+        env = "TXSOCK_CONFIG",
+        default_value = "txsock.toml"
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (TCP on 127.0.0.1:11002, SQLite in ./txsock-data by default).
+    Serve(serve::ServeArgs),
+    /// Manage users (works whether or not a server is running).
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Manage account balances.
+    #[command(subcommand)]
+    Account(admin::AccountCommand),
+    /// Inspect the ledger.
+    #[command(subcommand)]
+    Ledger(admin::LedgerCommand),
+}
+
+/// Where the ledger lives; shared by `serve` and the admin commands.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the SQLite database and the audit logs.
+    #[arg(long, env = "TXSOCK_DATA_DIR", default_value = "txsock-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` (default: DATA_DIR/txsock.db) or `mysql://USER:PASS@HOST:PORT/DB`.
+    #[arg(long, env = "TXSOCK_DB")]
+    pub db: Option<String>,
+}
+
+impl StorageArgs {
+    /// Opens the store and returns it with the data directory (created if missing).
+    pub fn open(&self, opening_balance: Amount) -> Result<(Box<dyn store::Store>, PathBuf)> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create data directory {}: {e}",
+                self.data_dir.display()
+            )
+        })?;
+        let db = match &self.db {
+            Some(url) => url.clone(),
+            None => self.data_dir.join("txsock.db").display().to_string(),
+        };
+        Ok((store::open(&db, opening_balance)?, self.data_dir.clone()))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = config::parse();
+    let result = match cli.command {
+        Command::Serve(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve::run(args))),
+        Command::User(cmd) => admin::user(cmd),
+        Command::Account(cmd) => admin::account(cmd),
+        Command::Ledger(cmd) => return admin::ledger(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("txsock: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

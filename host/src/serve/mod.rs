@@ -1,0 +1,438 @@
+//! `txsock serve`: the TCP server. One core [`ServerSession`] per connection; this module
+//! only moves bytes, reads the clock, hands ledger requests to the ledger worker and writes
+//! the audit logs.
+
+use crate::audit::{Audit, Log};
+use crate::clock;
+use crate::ledger::{self, LedgerHandle};
+use crate::StorageArgs;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, SeedableRng};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use txsock_core::framing::MAX_RESPONSE;
+use txsock_core::lockout::{Backoff, PeerAddr};
+use txsock_core::session::{LoginFailure, ServerConfig, ServerSession, ServerShared, SessionEvent};
+use txsock_core::{Amount, Duration, ErrorCode};
+
+/// The compiled frame capacity; `--max-frame` chooses up to this at run time.
+pub const FRAME_CAPACITY: usize = 1024;
+/// The compiled nonce ring capacity; `--nonces` chooses up to this at run time.
+pub const NONCE_CAPACITY: usize = 64;
+/// Peer addresses whose failed logins are remembered.
+const ADDRESSES: usize = 4096;
+
+/// The session type of the host.
+pub type HostSession = ServerSession<FRAME_CAPACITY, NONCE_CAPACITY, MAX_RESPONSE>;
+type Shared = ServerShared<ChaCha20Rng, ADDRESSES>;
+
+/// Who may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Registration {
+    /// Anyone may register over the network.
+    Open,
+    /// Only administrators create users (`txsock user add`).
+    Closed,
+}
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    Amount::parse_non_negative(s).map_err(|e| e.to_string())
+}
+
+/// Options of `txsock serve`. Every option can also be set with a `TXSOCK_*` environment
+/// variable or in `txsock.toml` (same name as the long flag); the flag wins.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TXSOCK_LISTEN", default_value = "127.0.0.1:11002")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Whether clients may register themselves.
+    #[arg(long, env = "TXSOCK_REGISTRATION", value_enum, default_value = "open")]
+    pub registration: Registration,
+
+    /// Balance given to each newly registered account (money created, journaled as a deposit).
+    #[arg(long, env = "TXSOCK_OPENING_BALANCE", default_value = "0", value_parser = parse_amount)]
+    pub opening_balance: Amount,
+
+    /// Lowest PBKDF2 iteration count accepted at registration; also shown to unknown users.
+    #[arg(long, env = "TXSOCK_MIN_ITERATIONS", default_value_t = txsock_core::auth::DEFAULT_ITERATIONS)]
+    pub min_iterations: u32,
+
+    /// Maximum simultaneous connections; one more gets a `server_busy` error and is closed.
+    #[arg(long, env = "TXSOCK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Longest request line in bytes (64 to 1024); a longer line is refused and skipped.
+    #[arg(long, env = "TXSOCK_MAX_FRAME", default_value_t = 512, value_parser = clap::value_parser!(u16).range(64..=FRAME_CAPACITY as i64))]
+    pub max_frame: u16,
+
+    /// Seconds without a request before a connection is closed.
+    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout: u64,
+
+    /// Seconds a new connection has to complete its login (slow clients are cut off).
+    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = 30)]
+    pub login_deadline: u64,
+
+    /// Bytes of unread responses held for one connection (its socket send buffer).
+    #[arg(long, env = "TXSOCK_MAX_OUTPUT", default_value_t = 65_536)]
+    pub max_output: usize,
+
+    /// Seconds a response may wait for a client that does not read before it is cut off.
+    #[arg(long, env = "TXSOCK_WRITE_TIMEOUT", default_value_t = 10)]
+    pub write_timeout: u64,
+
+    /// Invalid frames (bad MAC, replay, malformed, oversize) before a connection is closed.
+    #[arg(long, env = "TXSOCK_MAX_BAD_FRAMES", default_value_t = 8)]
+    pub max_bad_frames: u16,
+
+    /// Outstanding nonces per session (1 to 64); the oldest is evicted beyond that.
+    #[arg(long, env = "TXSOCK_NONCES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=NONCE_CAPACITY as i64))]
+    pub nonces: u16,
+
+    /// Failed logins an account is allowed before it is locked with exponential backoff.
+    #[arg(long, env = "TXSOCK_LOCKOUT_AFTER", default_value_t = Backoff::ACCOUNT.free_failures)]
+    pub lockout_after: u32,
+
+    /// Failed logins from one address before that address is throttled.
+    #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = Backoff::ADDRESS.free_failures)]
+    pub address_lockout_after: u32,
+
+    /// First lockout length in milliseconds; it doubles with each further failure.
+    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = 1000)]
+    pub lockout_base_ms: u64,
+
+    /// Longest lockout in seconds.
+    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = 900)]
+    pub lockout_max: u64,
+
+    /// Most ledger requests committed in one transaction (group commit).
+    #[arg(long, env = "TXSOCK_MAX_BATCH", default_value_t = 512)]
+    pub max_batch: usize,
+}
+
+impl ServeArgs {
+    fn core_config(&self) -> ServerConfig {
+        let backoff = |free_failures| Backoff {
+            free_failures,
+            base: Duration::from_millis(self.lockout_base_ms),
+            max: Duration::from_secs(self.lockout_max),
+            forget_after: Duration::from_secs(3600),
+        };
+        ServerConfig {
+            registration_open: self.registration == Registration::Open,
+            min_iterations: self.min_iterations,
+            unknown_user_iterations: self.min_iterations,
+            max_bad_frames: self.max_bad_frames,
+            login_deadline: Duration::from_secs(self.login_deadline),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            account_backoff: backoff(self.lockout_after),
+            address_backoff: backoff(self.address_lockout_after),
+            max_frame: usize::from(self.max_frame),
+            max_nonces: usize::from(self.nonces),
+        }
+    }
+}
+
+struct Server {
+    shared: Mutex<Shared>,
+    ledger: LedgerHandle,
+    audit: Arc<Audit>,
+    write_timeout: StdDuration,
+    max_output: usize,
+}
+
+impl Server {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic while holding the lock cannot leave the shared state half-updated in a
+        // way that matters (it is a throttle table and an RNG), so keep serving.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let (store, data_dir) = args.storage.open(args.opening_balance)?;
+    let mut store = store;
+    let secret = store.server_secret()?;
+    let audit = Arc::new(Audit::open(&data_dir)?);
+    let (ledger, worker) = ledger::spawn(
+        store,
+        audit.clone(),
+        args.max_connections + 16,
+        args.max_batch,
+    );
+    let rng = ChaCha20Rng::from_rng(OsRng)
+        .map_err(|e| anyhow::anyhow!("seeding the nonce generator: {e}"))?;
+    let server = Arc::new(Server {
+        shared: Mutex::new(ServerShared::new(args.core_config(), rng, secret)),
+        ledger,
+        audit: audit.clone(),
+        write_timeout: StdDuration::from_secs(args.write_timeout),
+        max_output: args.max_output,
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    println!(
+        "txsock listening on {local} (data in {})",
+        data_dir.display()
+    );
+    tracing::info!(%local, registration = ?args.registration, "serving");
+
+    let permits = Arc::new(Semaphore::new(args.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(StdDuration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let server = server.clone();
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let stop = stop_rx.clone();
+                        tasks.spawn(async move {
+                            connection(&server, stream, peer, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
+                        tasks.spawn(async move { refuse(&server, stream, peer).await });
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = signals.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(StdDuration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish in 10 s; closing them");
+    }
+    let stats = server.ledger.stats.clone();
+    drop(server);
+    // Every ledger handle is gone now, so the worker finishes its queue and exits.
+    tokio::task::spawn_blocking(move || worker.join()).await?;
+    audit.sync();
+    let commits = stats.commits.load(Ordering::Relaxed);
+    let transfers = stats.transfers.load(Ordering::Relaxed);
+    tracing::info!(
+        commits,
+        transfers,
+        largest_batch = stats.largest_batch.load(Ordering::Relaxed),
+        "stopped"
+    );
+    println!("txsock stopped: {transfers} transfers in {commits} commits");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        Ok(Signals {
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+fn peer_addr(peer: SocketAddr) -> PeerAddr {
+    match peer {
+        SocketAddr::V4(a) => PeerAddr::ipv4(a.ip().octets()),
+        SocketAddr::V6(a) => PeerAddr(a.ip().octets()),
+    }
+}
+
+/// Answers a connection over the limit with one error line and closes it.
+async fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr) {
+    let mut session = HostSession::new(peer_addr(peer), clock::now());
+    session.close_with(ErrorCode::ServerBusy);
+    let _ = tokio::time::timeout(
+        server.write_timeout,
+        stream.write_all(session.poll_transmit()),
+    )
+    .await;
+}
+
+enum WriteError {
+    Closed,
+    Stalled,
+}
+
+async fn flush(
+    stream: &mut TcpStream,
+    session: &mut HostSession,
+    timeout: StdDuration,
+) -> Result<(), WriteError> {
+    while !session.poll_transmit().is_empty() {
+        match tokio::time::timeout(timeout, stream.write(session.poll_transmit())).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteError::Closed),
+            Ok(Ok(n)) => session.advance_transmit(n),
+            Err(_) => return Err(WriteError::Stalled),
+        }
+    }
+    Ok(())
+}
+
+async fn connection(
+    server: &Server,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
+    let mut session = Box::new(HostSession::new(peer_addr(peer), clock::now()));
+    let mut buf = [0u8; 1024];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut peer_done = false;
+    loop {
+        if start < end {
+            let mut shared = server.shared();
+            start += session.handle_input(&mut shared, clock::now(), &buf[start..end]);
+        }
+        if let Some(request) = session.poll_ledger() {
+            let reply = server.ledger.call(request, clock::now()).await;
+            session.handle_ledger(&mut server.shared(), clock::now(), reply);
+        }
+        log_events(server, &mut session, peer);
+        match flush(&mut stream, &mut session, server.write_timeout).await {
+            Ok(()) => {}
+            Err(WriteError::Closed) => break,
+            Err(WriteError::Stalled) => {
+                let user = session.user().map(|u| u.to_string()).unwrap_or_default();
+                server.audit.write(
+                    Log::Errors,
+                    format_args!("limit output_overflow user={user} peer={peer}"),
+                );
+                break;
+            }
+        }
+        if session.is_closed() || (peer_done && start == end) {
+            break;
+        }
+        if start < end || session.wants_ledger() {
+            continue;
+        }
+        let deadline = session.poll_timeout(&server.shared());
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => peer_done = true,
+                Ok(n) => { start = 0; end = n; }
+            },
+            _ = sleep_until(deadline) => {
+                session.handle_timeout(&server.shared(), clock::now());
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    if let Some(user) = session.user() {
+        server.audit.write(
+            Log::Sessions,
+            format_args!("disconnect user={user} peer={peer}"),
+        );
+    }
+}
+
+async fn sleep_until(at: Option<txsock_core::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(clock::deadline(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_events(server: &Server, session: &mut HostSession, peer: SocketAddr) {
+    while let Some(event) = session.poll_event() {
+        let user = session
+            .user()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "-".into());
+        let audit = &server.audit;
+        match event {
+            SessionEvent::Registered { user } => audit.write(
+                Log::Sessions,
+                format_args!("register user={user} peer={peer}"),
+            ),
+            SessionEvent::LoggedIn { user } => {
+                audit.write(Log::Sessions, format_args!("login user={user} peer={peer}"))
+            }
+            SessionEvent::LoginFailed { user, reason } => {
+                let reason = match reason {
+                    LoginFailure::WrongPassword => "wrong_password",
+                    LoginFailure::UnknownUser => "unknown_user",
+                    LoginFailure::AccountLocked => "account_locked",
+                    LoginFailure::AddressThrottled => "address_throttled",
+                };
+                audit.write(
+                    Log::Sessions,
+                    format_args!("login_failed user={user} reason={reason} peer={peer}"),
+                );
+            }
+            SessionEvent::AccountLocked { user, until } => {
+                let until = clock::stamp_millis(until.millis());
+                audit.write(
+                    Log::Sessions,
+                    format_args!("lockout user={user} until={until} peer={peer}"),
+                );
+                audit.write(
+                    Log::Errors,
+                    format_args!("lockout user={user} until={until} peer={peer}"),
+                );
+            }
+            SessionEvent::AddressThrottled => {
+                audit.write(Log::Errors, format_args!("address_throttled peer={peer}"))
+            }
+            SessionEvent::Rejected { code } => audit.write(
+                Log::Errors,
+                format_args!("rejected code={} user={user} peer={peer}", code.name()),
+            ),
+            SessionEvent::LoggedOut { user } => audit.write(
+                Log::Sessions,
+                format_args!("logout user={user} peer={peer}"),
+            ),
+            SessionEvent::Closing { code } => audit.write(
+                Log::Errors,
+                format_args!("closed code={} user={user} peer={peer}", code.name()),
+            ),
+            _ => {}
+        }
+    }
+}

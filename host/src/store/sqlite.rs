@@ -1,0 +1,618 @@
+//! The embedded SQLite store: WAL journal, `synchronous = FULL`, one writer thread.
+
+use super::{CheckReport, Committed, Store, UserSummary};
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use txsock_core::auth::Verifier;
+use txsock_core::ledger::{HistoryEntry, HistoryPage, LedgerReply, LedgerRequest, TransferOutcome};
+use txsock_core::lockout::LockoutState;
+use txsock_core::message::HISTORY_PAGE;
+use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
+
+/// Schema version this code writes; older databases are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    salt BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    stored_key BLOB NOT NULL,
+    server_key BLOB NOT NULL,
+    balance INTEGER NOT NULL CHECK (balance >= 0),
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_failure_ms INTEGER NOT NULL DEFAULT 0,
+    locked_until_ms INTEGER NOT NULL DEFAULT 0,
+    admin_locked INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+-- kind: 'transfer' (from_user -> to_user) or 'deposit' (money created for to_user).
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('transfer', 'deposit')),
+    from_user TEXT,
+    transfer_id TEXT,
+    to_user TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    balance_after INTEGER,
+    at_ms INTEGER NOT NULL,
+    UNIQUE (from_user, transfer_id)
+);
+CREATE INDEX IF NOT EXISTS journal_to ON journal (to_user, seq);
+CREATE INDEX IF NOT EXISTS journal_from ON journal (from_user, seq);
+";
+
+/// Admin locks are stored as a flag; to the core they look like a lock that never ends.
+const FOREVER: u64 = i64::MAX as u64;
+
+/// A SQLite database file.
+pub struct SqliteStore {
+    conn: Connection,
+    opening_balance: Amount,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path, opening_balance: Amount) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: every commit's WAL frames are fsynced before COMMIT returns, so an
+        // acknowledged transfer survives a crash or power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                bail!(
+                    "{} has schema version {v}, newer than this txsock ({SCHEMA_VERSION})",
+                    path.display()
+                )
+            }
+            Some(_) => {}
+        }
+        Ok(SqliteStore {
+            conn,
+            opening_balance,
+        })
+    }
+}
+
+fn name_of(row_value: String) -> Result<Username> {
+    Username::parse(&row_value)
+        .map_err(|e| anyhow::anyhow!("bad username {row_value:?} in database: {e}"))
+}
+
+fn amount_of(v: i64) -> Amount {
+    Amount(u64::try_from(v).unwrap_or(0))
+}
+
+fn sql_amount(a: Amount) -> i64 {
+    // Amounts are capped at Amount::MAX (1e15) and balances at i64::MAX by the overflow
+    // checks below, so this conversion is exact.
+    i64::try_from(a.minor()).unwrap_or(i64::MAX)
+}
+
+fn balance(tx: &Connection, user: &Username) -> Result<Option<i64>> {
+    Ok(tx
+        .query_row(
+            "SELECT balance FROM users WHERE name = ?1",
+            [user.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+fn register(
+    tx: &Connection,
+    user: &Username,
+    v: &Verifier,
+    opening: Amount,
+    now_ms: u64,
+) -> Result<Result<(), ErrorCode>> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)",
+        [user.as_str()],
+        |r| r.get(0),
+    )?;
+    if exists {
+        return Ok(Err(ErrorCode::UserExists));
+    }
+    tx.execute(
+        "INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            user.as_str(),
+            &v.salt[..],
+            v.iterations,
+            &v.stored_key[..],
+            &v.server_key[..],
+            sql_amount(opening),
+            now_ms as i64
+        ],
+    )?;
+    if opening.minor() > 0 {
+        tx.execute(
+            "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms) VALUES ('deposit', ?1, ?2, ?2, ?3)",
+            params![user.as_str(), sql_amount(opening), now_ms as i64],
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+fn credentials(tx: &Connection, user: &Username) -> Result<LedgerReply> {
+    let row = tx
+        .query_row(
+            "SELECT salt, iterations, stored_key, server_key, failures, last_failure_ms, locked_until_ms, admin_locked
+             FROM users WHERE name = ?1",
+            [user.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
+        return Ok(LedgerReply::Credentials {
+            verifier: None,
+            lockout: LockoutState::default(),
+        });
+    };
+    let mut verifier = Verifier {
+        salt: Default::default(),
+        iterations,
+        stored_key: [0; 32],
+        server_key: [0; 32],
+    };
+    verifier
+        .salt
+        .extend_from_slice(&salt)
+        .map_err(|_| anyhow::anyhow!("salt too long for {user}"))?;
+    verifier.stored_key = stored
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad stored key for {user}"))?;
+    verifier.server_key = server
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad server key for {user}"))?;
+    let lockout = LockoutState {
+        failures,
+        last_failure: Instant::from_millis(last as u64),
+        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
+    };
+    Ok(LedgerReply::Credentials {
+        verifier: Some(verifier),
+        lockout,
+    })
+}
+
+fn lockout_update(
+    tx: &Connection,
+    user: &Username,
+    f: impl FnOnce(&mut LockoutState),
+) -> Result<LockoutState> {
+    let row = tx
+        .query_row(
+            "SELECT failures, last_failure_ms, locked_until_ms FROM users WHERE name = ?1",
+            [user.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    // Unknown users have no state to update (the contract: nothing to record).
+    let Some((failures, last, until)) = row else {
+        return Ok(LockoutState::default());
+    };
+    let mut state = LockoutState {
+        failures,
+        last_failure: Instant::from_millis(last as u64),
+        locked_until: Instant::from_millis(until as u64),
+    };
+    f(&mut state);
+    tx.execute(
+        "UPDATE users SET failures = ?2, last_failure_ms = ?3, locked_until_ms = ?4 WHERE name = ?1",
+        params![user.as_str(), state.failures, state.last_failure.millis() as i64, state.locked_until.millis().min(FOREVER) as i64],
+    )?;
+    Ok(state)
+}
+
+fn transfer(
+    tx: &Connection,
+    from: &Username,
+    id: &TransferId,
+    to: &Username,
+    amount: Amount,
+    now_ms: u64,
+    committed: &mut Vec<Committed>,
+) -> Result<TransferOutcome> {
+    let Some(from_balance) = balance(tx, from)? else {
+        bail!("the logged-in user {from} has no account");
+    };
+    let refuse = |code| {
+        Ok(TransferOutcome {
+            result: Err(code),
+            balance: amount_of(from_balance),
+        })
+    };
+    let earlier = tx
+        .query_row(
+            "SELECT to_user, amount, balance_after FROM journal WHERE from_user = ?1 AND transfer_id = ?2",
+            [from.as_str(), id.as_str()],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        )
+        .optional()?;
+    if let Some((earlier_to, earlier_amount, balance_after)) = earlier {
+        if earlier_to == to.as_str() && earlier_amount == sql_amount(amount) {
+            return Ok(TransferOutcome {
+                result: Ok(()),
+                balance: amount_of(balance_after),
+            });
+        }
+        return refuse(ErrorCode::DuplicateId);
+    }
+    if from == to {
+        return refuse(ErrorCode::SelfTransfer);
+    }
+    let Some(to_balance) = balance(tx, to)? else {
+        return refuse(ErrorCode::UnknownRecipient);
+    };
+    let amount_sql = sql_amount(amount);
+    if from_balance < amount_sql {
+        return refuse(ErrorCode::InsufficientFunds);
+    }
+    if to_balance.checked_add(amount_sql).is_none() {
+        return refuse(ErrorCode::BalanceOverflow);
+    }
+    // Conditional updates: correct even if another process changed the row meanwhile.
+    let debited = tx.execute(
+        "UPDATE users SET balance = balance - ?2 WHERE name = ?1 AND balance >= ?2",
+        params![from.as_str(), amount_sql],
+    )?;
+    if debited != 1 {
+        return refuse(ErrorCode::InsufficientFunds);
+    }
+    tx.execute(
+        "UPDATE users SET balance = balance + ?2 WHERE name = ?1",
+        params![to.as_str(), amount_sql],
+    )?;
+    let after = from_balance - amount_sql;
+    tx.execute(
+        "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+         VALUES ('transfer', ?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            from.as_str(),
+            id.as_str(),
+            to.as_str(),
+            amount_sql,
+            after,
+            now_ms as i64
+        ],
+    )?;
+    committed.push(Committed {
+        id: id.clone(),
+        from: from.clone(),
+        to: to.clone(),
+        amount,
+        balance_after: amount_of(after),
+        at_ms: now_ms,
+    });
+    Ok(TransferOutcome {
+        result: Ok(()),
+        balance: amount_of(after),
+    })
+}
+
+fn history(tx: &Connection, user: &Username, offset: u32) -> Result<HistoryPage> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
+         WHERE kind = 'transfer' AND (from_user = ?1 OR to_user = ?1)
+         ORDER BY seq DESC LIMIT ?2 OFFSET ?3",
+    )?;
+    let rows = stmt.query_map(
+        params![user.as_str(), HISTORY_PAGE as i64 + 1, offset],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        },
+    )?;
+    let mut page = HistoryPage::default();
+    for row in rows {
+        let (id, from, to, amount, at) = row?;
+        if page.entries.len() == HISTORY_PAGE {
+            page.more = true;
+            break;
+        }
+        let entry = HistoryEntry {
+            id: TransferId::parse(&id)
+                .map_err(|e| anyhow::anyhow!("bad transfer id {id:?}: {e}"))?,
+            from: name_of(from)?,
+            to: name_of(to)?,
+            amount: amount_of(amount),
+            at: at as u64,
+        };
+        let _ = page.entries.push(entry);
+    }
+    Ok(page)
+}
+
+fn execute_one(
+    opening_balance: Amount,
+    tx: &Connection,
+    request: &LedgerRequest,
+    now: Instant,
+    committed: &mut Vec<Committed>,
+) -> Result<LedgerReply> {
+    let now_ms = crate::clock::unix_millis();
+    Ok(match request {
+        LedgerRequest::Register { user, verifier } => {
+            LedgerReply::Registered(register(tx, user, verifier, opening_balance, now_ms)?)
+        }
+        LedgerRequest::Credentials { user } => credentials(tx, user)?,
+        LedgerRequest::LoginFailed { user, now, policy } => {
+            LedgerReply::Recorded(lockout_update(tx, user, |s| {
+                s.record_failure(*now, policy);
+            })?)
+        }
+        LedgerRequest::LoginSucceeded { user } => {
+            LedgerReply::Recorded(lockout_update(tx, user, |s| s.record_success())?)
+        }
+        LedgerRequest::Transfer {
+            from,
+            id,
+            to,
+            amount,
+        } => LedgerReply::Transfer(transfer(tx, from, id, to, *amount, now_ms, committed)?),
+        LedgerRequest::Balance { user } => {
+            LedgerReply::Balance(balance(tx, user)?.map(amount_of).ok_or(ErrorCode::Internal))
+        }
+        LedgerRequest::History { user, offset } => {
+            LedgerReply::History(Ok(history(tx, user, *offset)?))
+        }
+        _ => {
+            let _ = now;
+            LedgerReply::Unavailable
+        }
+    })
+}
+
+impl Store for SqliteStore {
+    fn execute_batch(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        committed: &mut Vec<Committed>,
+    ) -> Result<Vec<LedgerReply>> {
+        let first_committed = committed.len();
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut replies = Vec::with_capacity(batch.len());
+        for (request, now) in batch {
+            // A savepoint per request: one request's failure never undoes the others.
+            let sp = tx.savepoint()?;
+            let before = committed.len();
+            match execute_one(self.opening_balance, &sp, request, *now, committed) {
+                Ok(reply) => {
+                    sp.commit()?;
+                    replies.push(reply);
+                }
+                Err(e) => {
+                    committed.truncate(before);
+                    drop(sp);
+                    tracing::error!("ledger request failed: {e:#}");
+                    replies.push(LedgerReply::Unavailable);
+                }
+            }
+        }
+        if let Err(e) = tx.commit() {
+            committed.truncate(first_committed);
+            return Err(e.into());
+        }
+        Ok(replies)
+    }
+
+    fn server_secret(&mut self) -> Result<[u8; 32]> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'server_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let secret = match existing {
+            Some(v) => v
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("corrupt server secret"))?,
+            None => {
+                let mut s = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut s);
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('server_secret', ?1)",
+                    [&s[..]],
+                )?;
+                s
+            }
+        };
+        tx.commit()?;
+        Ok(secret)
+    }
+
+    fn add_user(
+        &mut self,
+        user: &Username,
+        verifier: &Verifier,
+        balance: Amount,
+        now_ms: u64,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if register(&tx, user, verifier, balance, now_ms)?.is_err() {
+            bail!("user {user} already exists");
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_users(&mut self) -> Result<Vec<UserSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, balance, admin_locked, locked_until_ms, failures FROM users ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UserSummary {
+                name: r.get(0)?,
+                balance: amount_of(r.get(1)?),
+                admin_locked: r.get(2)?,
+                locked_until_ms: r.get::<_, i64>(3)? as u64,
+                failures: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn set_admin_lock(&mut self, user: &Username, locked: bool) -> Result<()> {
+        let n = if locked {
+            self.conn.execute(
+                "UPDATE users SET admin_locked = 1 WHERE name = ?1",
+                [user.as_str()],
+            )?
+        } else {
+            self.conn.execute(
+                "UPDATE users SET admin_locked = 0, failures = 0, locked_until_ms = 0 WHERE name = ?1",
+                [user.as_str()],
+            )?
+        };
+        if n == 0 {
+            bail!("no user named {user}");
+        }
+        Ok(())
+    }
+
+    fn deposit(&mut self, user: &Username, amount: Amount, now_ms: u64) -> Result<Amount> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(old) = balance(&tx, user)? else {
+            bail!("no user named {user}")
+        };
+        let Some(new) = old.checked_add(sql_amount(amount)) else {
+            bail!("the balance of {user} would overflow")
+        };
+        tx.execute(
+            "UPDATE users SET balance = ?2 WHERE name = ?1",
+            params![user.as_str(), new],
+        )?;
+        tx.execute(
+            "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms) VALUES ('deposit', ?1, ?2, ?3, ?4)",
+            params![user.as_str(), sql_amount(amount), new, now_ms as i64],
+        )?;
+        tx.commit()?;
+        Ok(amount_of(new))
+    }
+
+    fn check(&mut self) -> Result<CheckReport> {
+        let tx = self.conn.transaction()?;
+        let mut report = CheckReport::default();
+        let mut stmt = tx.prepare(
+            "SELECT u.name, u.balance,
+                    COALESCE((SELECT SUM(amount) FROM journal WHERE to_user = u.name), 0),
+                    COALESCE((SELECT SUM(amount) FROM journal WHERE from_user = u.name AND kind = 'transfer'), 0)
+             FROM users u ORDER BY u.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, balance, credits, debits) = row?;
+            report.accounts += 1;
+            report.total += i128::from(balance);
+            let expected = i128::from(credits) - i128::from(debits);
+            if i128::from(balance) != expected {
+                report.problems.push(format!(
+                    "{name}: balance {} but the journal gives {}",
+                    amount_of(balance),
+                    fmt_i128(expected)
+                ));
+            }
+            if balance < 0 {
+                report.problems.push(format!("{name}: negative balance"));
+            }
+        }
+        drop(stmt);
+        report.entries =
+            tx.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get::<_, i64>(0))? as u64;
+        report.minted = i128::from(tx.query_row(
+            "SELECT COALESCE(SUM(amount), 0) FROM journal WHERE kind = 'deposit'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )?);
+        let orphans: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM journal j WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = j.to_user)
+               OR (j.from_user IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users WHERE name = j.from_user))",
+            [],
+            |r| r.get(0),
+        )?;
+        if orphans > 0 {
+            report.problems.push(format!(
+                "{orphans} journal entries name users that do not exist"
+            ));
+        }
+        if report.total != report.minted {
+            report.problems.push(format!(
+                "money not conserved: balances sum to {} but {} was deposited",
+                fmt_i128(report.total),
+                fmt_i128(report.minted)
+            ));
+        }
+        Ok(report)
+    }
+}
+
+/// Formats signed minor units as money.
+pub fn fmt_i128(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    format!("{sign}{}.{:02}", a / 100, a % 100)
+}
