@@ -32,13 +32,23 @@ TASKS:
                       3. clippy         cargo clippy --workspace --all-targets -- -D warnings
                       4. test           cargo test --workspace
                       5. qemu           what `cargo xtask qemu` does
-    qemu            Build core/cortex-m-test for thumbv7em-none-eabihf (release) into
-                    target/cortex-m and run it under QEMU (Cortex-M4, mps2-an386, semihosting,
-                    300 s timeout). Prints the image's output, including the line
-                    `flash=.. ram=.. stack_peak=.. server_session=..` (bytes). Uses rustup's
-                    thumbv7em-none-eabihf target if installed, else Debian's rustc-web/cargo-web
-                    with -Z build-std=core, linked with a rustup toolchain's rust-lld.
-                    Installs missing prerequisites first, as `test` does.
+    qemu            Build core/cortex-m-test's images for thumbv7em-none-eabihf (release) into
+                    target/cortex-m and run each under QEMU (Cortex-M4, mps2-an386,
+                    semihosting, 300 s timeout each), stopping at the first that fails:
+                      txsock-cortex-m-test  the self-test (both sessions, vectors)
+                      server-engine         one ServerSession, ServerShared and MemLedger
+                                            driven by a canned transcript: the server engine
+                                            as a device links it
+                      baseline              the runtime alone (start-up, semihosting, fmt,
+                                            panic handler)
+                    Prints each image's output, then a summary of their footprint lines
+                    (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
+                    `server_engine_net_flash` (server-engine minus baseline flash) and
+                    `server_session` against the issue's budgets (48 KiB, 2 KiB; reported,
+                    not enforced). Uses rustup's thumbv7em-none-eabihf target if installed,
+                    else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
+                    rustup toolchain's rust-lld. Installs missing prerequisites first, as
+                    `test` does.
     bench           cargo bench -p txsock-core
     fuzz            For each target that `cargo +nightly fuzz list` lists in fuzz/, run
                     `cargo +nightly fuzz run <target> -- -max_total_time=<SECONDS>`. Installs

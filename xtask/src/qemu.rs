@@ -1,4 +1,4 @@
-//! `cargo xtask qemu`: build the Cortex-M4 test image and run it under QEMU.
+//! `cargo xtask qemu`: build the Cortex-M4 images and run them under QEMU.
 
 use std::env;
 use std::fs::{self, File};
@@ -9,13 +9,48 @@ use std::time::Instant;
 use crate::prerequisites::{self, Need};
 use crate::util::{self, repo_root, run, Error};
 
-/// The image's target: Cortex-M4 with FPU.
+/// The images' target: Cortex-M4 with FPU.
 pub const TARGET: &str = "thumbv7em-none-eabihf";
 
-/// The image's binary name, as in `core/cortex-m-test/Cargo.toml`.
-const IMAGE: &str = "txsock-cortex-m-test";
+/// One image of `core/cortex-m-test`: a binary that runs under QEMU and prints a footprint line.
+struct Image {
+    /// The binary's name, as in `core/cortex-m-test/Cargo.toml`.
+    bin: &'static str,
+    /// How its footprint line starts.
+    footprint: &'static str,
+    /// Its label in the summary.
+    label: &'static str,
+}
 
-/// How long QEMU may run before the image counts as hung.
+/// The whole self-test: both sessions, the RFC and protocol vectors, the runtime.
+const SELFTEST: Image = Image {
+    bin: "txsock-cortex-m-test",
+    footprint: "flash=",
+    label: "selftest",
+};
+
+/// The server engine alone, as a device server links it, driven by a canned transcript.
+const SERVER_ENGINE: Image = Image {
+    bin: "server-engine",
+    footprint: "server_engine flash=",
+    label: "server_engine",
+};
+
+/// The runtime alone (start-up, semihosting, `core::fmt`, panic and fault handlers): what the
+/// server-engine image carries besides the engine.
+const BASELINE: Image = Image {
+    bin: "baseline",
+    footprint: "baseline flash=",
+    label: "baseline",
+};
+
+/// The issue's budget for the server engine on Cortex-M: flash, net of the runtime.
+const SERVER_ENGINE_FLASH_BUDGET: u64 = 48 * 1024;
+
+/// The issue's budget for the server engine on Cortex-M: RAM per session.
+const SERVER_SESSION_BUDGET: u64 = 2 * 1024;
+
+/// How long QEMU may run one image before it counts as hung.
 const TIMEOUT_SECONDS: u32 = 300;
 
 /// The image crate: its own workspace, excluded from the root one.
@@ -27,26 +62,81 @@ pub fn image_manifest(root: &Path) -> PathBuf {
     image_dir(root).join("Cargo.toml")
 }
 
-/// Builds the image and runs it; fails if the build fails, QEMU exits non-zero or times out,
-/// or the image does not print its footprint line.
+/// Builds the images and runs each one; fails if the build fails, QEMU exits non-zero or times
+/// out, or an image does not print its footprint line. Then prints the footprints, and the
+/// server engine's net flash (server-engine image minus baseline image) against its budget.
 pub fn qemu() -> Result<(), Error> {
     prerequisites::ensure(&[Need::Qemu])?;
     let root = repo_root();
     let target_dir = root.join("target").join("cortex-m");
-    let elf = build(&root, &target_dir)?;
-    let output = run_image(&elf, &target_dir.join("qemu-output.txt"))?;
-    match output.lines().find(|line| line.starts_with("flash=")) {
-        Some(footprint) => {
-            println!("footprint (bytes): {footprint}");
-            Ok(())
-        }
-        None => Err(Error::new(
-            "QEMU exited 0 but the image printed no `flash=...` line",
-        )),
+    let bin_dir = build(&root, &target_dir)?;
+    let mut footprints = Vec::new();
+    for image in [&SELFTEST, &SERVER_ENGINE, &BASELINE] {
+        println!("--> image {}", image.bin);
+        let log = target_dir.join(format!("qemu-{}.txt", image.bin));
+        let output = run_image(&bin_dir.join(image.bin), &log)
+            .map_err(|error| Error::new(format!("image `{}`: {error}", image.bin)))?;
+        let footprint = output
+            .lines()
+            .find(|line| line.starts_with(image.footprint))
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "image `{}`: QEMU exited 0 but the image printed no `{}..` line",
+                    image.bin, image.footprint
+                ))
+            })?;
+        footprints.push((image, footprint.to_owned()));
+    }
+    let value = |image: &Image, key: &str| -> Result<u64, Error> {
+        footprints
+            .iter()
+            .find(|(i, _)| i.bin == image.bin)
+            .and_then(|(_, line)| field(line, key))
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "image `{}`: no `{key}=<bytes>` in its footprint line",
+                    image.bin
+                ))
+            })
+    };
+    let net_flash = value(&SERVER_ENGINE, "flash")?.saturating_sub(value(&BASELINE, "flash")?);
+    let session = value(&SERVER_ENGINE, "server_session")?;
+    println!("footprint (bytes):");
+    for (image, line) in &footprints {
+        let line = line.strip_prefix(image.label).unwrap_or(line).trim_start();
+        println!("  {:<14} {line}", format!("{}:", image.label));
+    }
+    println!(
+        "  server_engine_net_flash={net_flash} (server_engine - baseline flash; budget \
+         {SERVER_ENGINE_FLASH_BUDGET}: {})",
+        verdict(net_flash, SERVER_ENGINE_FLASH_BUDGET)
+    );
+    println!(
+        "  server_session={session} (one default ServerSession; budget \
+         {SERVER_SESSION_BUDGET}: {})",
+        verdict(session, SERVER_SESSION_BUDGET)
+    );
+    Ok(())
+}
+
+/// The value of `key=<number>` in a space-separated footprint line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// How `bytes` compares with `budget`, for the summary. Only reported: the budget is the
+/// issue's acceptance figure, not a build gate.
+fn verdict(bytes: u64, budget: u64) -> &'static str {
+    if bytes <= budget {
+        "within"
+    } else {
+        "OVER"
     }
 }
 
-/// Builds the release image into `target_dir` and returns the ELF's path.
+/// Builds the release images (all binaries of the image crate, one cargo invocation) into
+/// `target_dir` and returns the directory that holds the ELFs.
 ///
 /// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
 /// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
@@ -76,7 +166,7 @@ fn build(root: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
         .arg(target_dir);
     run(&mut command)?;
-    Ok(target_dir.join(TARGET).join("release").join(IMAGE))
+    Ok(target_dir.join(TARGET).join("release"))
 }
 
 /// Runs `elf` under QEMU with its output going to `log` (a file: QEMU's semihosting output must
@@ -184,4 +274,26 @@ fn subdirectories(dir: &Path) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_footprint_fields() {
+        let line = "server_engine flash=47364 ram=0 stack_peak=13516 server_session=1880";
+        assert_eq!(field(line, "flash"), Some(47364));
+        assert_eq!(field(line, "ram"), Some(0));
+        assert_eq!(field(line, "server_session"), Some(1880));
+        assert_eq!(field(line, "session"), None);
+        assert_eq!(field("flash=x", "flash"), None);
+        assert_eq!(field("baseline flash=5260", "flash"), Some(5260));
+    }
+
+    #[test]
+    fn compares_with_budget() {
+        assert_eq!(verdict(49152, SERVER_ENGINE_FLASH_BUDGET), "within");
+        assert_eq!(verdict(49153, SERVER_ENGINE_FLASH_BUDGET), "OVER");
+    }
 }
