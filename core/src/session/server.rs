@@ -413,8 +413,17 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                     lockout.is_locked(now),
                 );
             }
-            (Waiting::LoginFailed { user, .. }, LedgerReply::Recorded(state)) => {
-                if state.is_locked(now) && state.last_failure == now {
+            (
+                Waiting::LoginFailed {
+                    user,
+                    now: failed_at,
+                    ..
+                },
+                LedgerReply::Recorded(state),
+            ) => {
+                // This failure started (or extended) a lock if the ledger recorded it as the
+                // last failure and the lock runs past it.
+                if state.last_failure == failed_at && state.is_locked(failed_at) {
                     self.event(SessionEvent::AccountLocked {
                         user,
                         until: state.locked_until,
