@@ -1,0 +1,233 @@
+//! Client and server sessions driven against each other in memory with a virtual clock
+//! (no sockets): login, lockout, timeouts, pre-login refusals, MITM attempts on the login,
+//! and properties over arbitrary input.
+
+use proptest::prelude::*;
+use txsock_core::auth::{self, Verifier};
+use txsock_core::ledger::Ledger;
+use txsock_core::selftest::{Pair, TEST_ITERATIONS};
+use txsock_core::session::{ClientEvent, IntegrityError};
+use txsock_core::{Amount, Duration, ErrorCode, LedgerReply, LedgerRequest, Username};
+
+fn answer(pair: &mut Pair, bytes: &[u8]) -> String {
+    let mut out = vec![0u8; 1 << 16];
+    let n = pair.server_receive(bytes, &mut out);
+    String::from_utf8(out[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn transfers_before_login_are_refused() {
+    let mut p = Pair::new(10);
+    let frame = format!(
+        "{{\"op\":\"transfer\",\"id\":\"x\",\"to\":\"bob\",\"amount\":\"1\",\"nonce\":\"{}\",\"mac\":\"{}\"}}\n",
+        "0".repeat(32),
+        "0".repeat(64)
+    );
+    assert!(answer(&mut p, frame.as_bytes()).contains("not_logged_in"));
+    assert!(answer(&mut p, b"{\"op\":\"nonces\",\"count\":2}\n").contains("not_logged_in"));
+    assert!(p.ledger.journal().is_empty());
+}
+
+#[test]
+fn lockout_grows_refuses_the_right_password_and_a_success_resets_it() {
+    let mut p = Pair::new(11);
+    p.register_and_login("alice", "alice's password").unwrap();
+    let policy = p.shared.config.account_backoff;
+    for i in 0..policy.free_failures {
+        p.reconnect();
+        assert_eq!(
+            p.login("alice", "wrong password"),
+            Err("logged in"),
+            "failure {i}"
+        );
+    }
+    // Locked now: the right password gets the same generic failure.
+    p.reconnect();
+    p.client.login(&mut p.rng, "alice").unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Challenge { .. })));
+    p.client.answer_with_password("alice's password").unwrap();
+    assert!(matches!(
+        p.step(),
+        Some(ClientEvent::Refused {
+            code: ErrorCode::AuthFailed,
+            ..
+        })
+    ));
+    // After the lock expires, the right password works and resets the count.
+    p.advance(policy.max);
+    p.reconnect();
+    p.login("alice", "alice's password").unwrap();
+    let user = Username::parse("alice").unwrap();
+    match p
+        .ledger
+        .execute(&LedgerRequest::Credentials { user }, p.now)
+    {
+        LedgerReply::Credentials { lockout, .. } => assert_eq!(lockout.failures, 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn one_address_is_throttled_across_accounts() {
+    let mut p = Pair::new(12);
+    let free = p.shared.config.address_backoff.free_failures;
+    for i in 0..free {
+        p.reconnect();
+        let _ = p.login(&format!("victim{i}"), "guess guess");
+    }
+    assert!(p
+        .shared
+        .throttle
+        .is_throttled(txsock_core::lockout::PeerAddr::ipv4([127, 0, 0, 1]), p.now));
+}
+
+#[test]
+fn login_deadline_and_idle_timeout_close_the_session() {
+    let mut p = Pair::new(13);
+    let deadline = p.server.poll_timeout(&p.shared).unwrap();
+    assert_eq!(deadline.millis(), p.shared.config.login_deadline.millis());
+    p.now = deadline;
+    p.server.handle_timeout(&p.shared, p.now);
+    assert!(String::from_utf8_lossy(p.server.poll_transmit()).contains("\"timeout\""));
+    let n = p.server.poll_transmit().len();
+    p.server.advance_transmit(n);
+    assert!(p.server.is_closed());
+
+    let mut p = Pair::new(14);
+    p.register_and_login("idle", "idle's password").unwrap();
+    p.advance(Duration::from_millis(
+        p.shared.config.idle_timeout.millis() - 1,
+    ));
+    p.server.handle_timeout(&p.shared, p.now);
+    assert!(!p.server.is_closing());
+    p.advance(Duration::from_millis(1));
+    p.server.handle_timeout(&p.shared, p.now);
+    assert!(p.server.is_closing());
+}
+
+#[test]
+fn client_refuses_lowered_iterations_and_forged_server_signature() {
+    // A MITM rewrites the challenge's iteration count.
+    let mut p = Pair::new(15);
+    p.register_and_login("zed", "zed's password").unwrap();
+    p.reconnect();
+    p.client.login(&mut p.rng, "zed").unwrap();
+    let request = p.client.poll_transmit().to_vec();
+    p.client.advance_transmit(request.len());
+    let challenge = answer(&mut p, &request);
+    let lowered = challenge.replace(
+        &format!("\"iterations\":{TEST_ITERATIONS}"),
+        "\"iterations\":1",
+    );
+    p.client.handle_input(lowered.as_bytes());
+    assert_eq!(
+        p.client.poll_event(),
+        Some(ClientEvent::Integrity(IntegrityError::IterationsTooLow {
+            offered: 1
+        }))
+    );
+
+    // A server that does not hold the verifier cannot produce the signature.
+    let mut p = Pair::new(16);
+    p.register_and_login("zed", "zed's password").unwrap();
+    p.reconnect();
+    p.client.login(&mut p.rng, "zed").unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Challenge { .. })));
+    p.client.answer_with_password("zed's password").unwrap();
+    let proof = p.client.poll_transmit().to_vec();
+    p.client.advance_transmit(proof.len());
+    let welcome = answer(&mut p, &proof);
+    let sig_at = welcome.find("\"signature\":\"").unwrap() + 13;
+    let mut forged = welcome.into_bytes();
+    forged[sig_at] = if forged[sig_at] == b'A' { b'B' } else { b'A' };
+    p.client.handle_input(&forged);
+    assert_eq!(
+        p.client.poll_event(),
+        Some(ClientEvent::Integrity(IntegrityError::BadServerSignature))
+    );
+}
+
+#[test]
+fn provisioned_key_logs_in_without_a_password() {
+    let mut p = Pair::new(17);
+    let salt = [9u8; 16];
+    let salted = auth::salted_password(b"device secret!", &salt, TEST_ITERATIONS);
+    let verifier = Verifier::from_salted_password(&salted, &salt, TEST_ITERATIONS);
+    let user = Username::parse("sensor-1").unwrap();
+    assert_eq!(
+        p.ledger
+            .execute(&LedgerRequest::Register { user, verifier }, p.now),
+        LedgerReply::Registered(Ok(()))
+    );
+    p.client.login(&mut p.rng, "sensor-1").unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Challenge { .. })));
+    p.client.answer_with_key(&salted).unwrap();
+    assert_eq!(p.step(), Some(ClientEvent::LoggedIn));
+}
+
+#[test]
+fn a_retried_transfer_id_moves_money_once() {
+    let mut p = Pair::new(18);
+    p.register_and_login("bob", "bob's password").unwrap();
+    p.reconnect();
+    p.register_and_login("alice", "alice's password").unwrap();
+    p.client.request_nonces(2).unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
+    p.client.transfer("same", "bob", Amount(700)).unwrap();
+    let first = p.step();
+    p.client.transfer("same", "bob", Amount(700)).unwrap();
+    let second = p.step();
+    let (Some(ClientEvent::Receipt(a)), Some(ClientEvent::Receipt(b))) = (first, second) else {
+        panic!()
+    };
+    assert_eq!((a.result, a.balance), (b.result, b.balance));
+    assert_eq!(p.ledger.journal().len(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A logged-in session fed any bytes never panics and never moves money without a
+    /// valid MAC; the ledger stays balanced.
+    #[test]
+    fn arbitrary_bytes_never_move_money(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8)) {
+        let mut p = Pair::new(20);
+        p.register_and_login("bob", "bob's password").unwrap();
+        p.reconnect();
+        p.register_and_login("alice", "alice's password").unwrap();
+        p.client.request_nonces(8).unwrap();
+        let got_nonces = matches!(p.step(), Some(ClientEvent::Nonces { .. }));
+        prop_assert!(got_nonces);
+        let mut out = vec![0u8; 1 << 16];
+        for chunk in &chunks {
+            let _ = p.server_receive(chunk, &mut out);
+        }
+        prop_assert!(p.ledger.journal().is_empty());
+        prop_assert_eq!(p.ledger.total(), p.ledger.minted());
+    }
+
+    /// Valid transfer frames with one byte flipped are refused and change nothing.
+    #[test]
+    fn tampered_transfers_are_refused(position in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut p = Pair::new(21);
+        p.register_and_login("bob", "bob's password").unwrap();
+        p.reconnect();
+        p.register_and_login("alice", "alice's password").unwrap();
+        p.client.request_nonces(1).unwrap();
+        let got_nonces = matches!(p.step(), Some(ClientEvent::Nonces { .. }));
+        prop_assert!(got_nonces);
+        p.client.transfer("t", "bob", Amount(123)).unwrap();
+        let mut frame = p.client.poll_transmit().to_vec();
+        let i = position.index(frame.len() - 1); // keep the newline
+        frame[i] ^= 1 << bit;
+        let mut out = vec![0u8; 4096];
+        let n = p.server_receive(&frame, &mut out);
+        let reply = String::from_utf8_lossy(&out[..n]).into_owned();
+        if reply.contains("\"receipt\"") {
+            // Only a flip that leaves the same meaning (e.g. JSON whitespace) may pass.
+            prop_assert_eq!(p.ledger.journal()[0].amount, Amount(123));
+        } else {
+            prop_assert!(p.ledger.journal().is_empty(), "{}", reply);
+        }
+    }
+}
