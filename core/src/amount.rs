@@ -58,8 +58,18 @@ impl Amount {
         Ok(amount)
     }
 
-    /// Like [`parse`](Self::parse) but accepts zero; used for balances.
+    /// Parses a balance: like [`parse`](Self::parse) but accepts zero and anything up to
+    /// `u64::MAX` minor units (deposits can take a balance past [`Amount::MAX`]).
+    pub fn parse_balance(s: &str) -> Result<Amount, AmountError> {
+        Self::parse_up_to(s, u64::MAX)
+    }
+
+    /// Like [`parse`](Self::parse) but accepts zero.
     pub fn parse_non_negative(s: &str) -> Result<Amount, AmountError> {
+        Self::parse_up_to(s, Self::MAX.0)
+    }
+
+    fn parse_up_to(s: &str, max: u64) -> Result<Amount, AmountError> {
         let bytes = s.as_bytes();
         let (int, frac) = match bytes.iter().position(|&b| b == b'.') {
             Some(p) => (&bytes[..p], Some(&bytes[p + 1..])),
@@ -92,7 +102,7 @@ impl Amount {
             }
             minor = minor.checked_add(cents).ok_or(AmountError::TooLarge)?;
         }
-        if minor > Self::MAX.0 {
+        if minor > max {
             return Err(AmountError::TooLarge);
         }
         Ok(Amount(minor))
@@ -170,6 +180,19 @@ mod tests {
         ] {
             assert_eq!(Amount::parse(s), Err(e), "{s:?}");
         }
+    }
+
+    #[test]
+    fn balances_may_exceed_the_transfer_limit() {
+        assert_eq!(
+            Amount::parse_balance("184467440737095516.15"),
+            Ok(Amount(u64::MAX))
+        );
+        assert_eq!(
+            Amount::parse_balance("184467440737095516.16"),
+            Err(AmountError::TooLarge)
+        );
+        assert_eq!(Amount::parse_balance("0"), Ok(Amount(0)));
     }
 
     #[test]

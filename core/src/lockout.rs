@@ -16,8 +16,8 @@ use crate::time::{Duration, Instant};
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// Failures allowed before the first lock.
-    pub free_failures: u32,
+    /// Consecutive failures that start the first lock: the `lock_after`-th failure locks.
+    pub lock_after: u32,
     /// Length of the first lock; each further failure doubles it.
     pub base: Duration,
     /// The longest lock.
@@ -27,19 +27,19 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Default for accounts: 5 free failures, then 1 s, 2 s, 4 s … up to 15 minutes;
-    /// forgotten after a quiet hour.
+    /// Default for accounts: the 5th consecutive failure locks for 1 s, each further one
+    /// doubles that (2 s, 4 s …) up to 15 minutes; failures are forgotten after a quiet hour.
     pub const ACCOUNT: Backoff = Backoff {
-        free_failures: 5,
+        lock_after: 5,
         base: Duration::from_secs(1),
         max: Duration::from_secs(15 * 60),
         forget_after: Duration::from_secs(60 * 60),
     };
 
-    /// Default for peer addresses: 20 free failures (a shared NAT has several users), then
-    /// 1 s doubling up to 15 minutes; forgotten after a quiet hour.
+    /// Default for peer addresses: the 20th failure (a shared NAT has several users)
+    /// throttles for 1 s, doubling up to 15 minutes; forgotten after a quiet hour.
     pub const ADDRESS: Backoff = Backoff {
-        free_failures: 20,
+        lock_after: 20,
         base: Duration::from_secs(1),
         max: Duration::from_secs(15 * 60),
         forget_after: Duration::from_secs(60 * 60),
@@ -47,10 +47,10 @@ impl Backoff {
 
     /// The lock after `failures` consecutive failures.
     pub fn lock_for(&self, failures: u32) -> Duration {
-        if failures < self.free_failures {
+        if failures < self.lock_after {
             return Duration::ZERO;
         }
-        let doublings = (failures - self.free_failures).min(40);
+        let doublings = (failures - self.lock_after).min(40);
         let millis = self.base.millis().saturating_mul(1u64 << doublings);
         Duration::from_millis(millis.min(self.max.millis()))
     }
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn backoff_grows_then_caps_and_success_resets() {
         let p = Backoff {
-            free_failures: 2,
+            lock_after: 2,
             base: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             forget_after: Duration::from_secs(60),
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn quiet_period_forgets() {
         let p = Backoff {
-            free_failures: 2,
+            lock_after: 2,
             base: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             forget_after: Duration::from_secs(1),
@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn throttle_tracks_addresses_in_fixed_memory() {
         let p = Backoff {
-            free_failures: 1,
+            lock_after: 1,
             base: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             forget_after: Duration::from_secs(60),

@@ -137,7 +137,7 @@ fn amount(s: &str) -> Result<Amount, MessageError> {
 }
 
 fn balance(s: &str) -> Result<Amount, MessageError> {
-    Amount::parse_non_negative(s).map_err(|_| MessageError::BadAmount)
+    Amount::parse_balance(s).map_err(|_| MessageError::BadAmount)
 }
 
 fn tag_b64(s: &str) -> Result<[u8; TAG_LEN], MessageError> {
@@ -148,11 +148,16 @@ fn tag_b64(s: &str) -> Result<[u8; TAG_LEN], MessageError> {
     }
 }
 
-/// A SCRAM nonce: 8 to 64 printable ASCII characters other than `,`
-/// ([RFC 5802 §7](https://www.rfc-editor.org/rfc/rfc5802#section-7)).
+/// True for a character a SCRAM nonce may hold: printable ASCII other than `,`
+/// ([RFC 5802 §7](https://www.rfc-editor.org/rfc/rfc5802#section-7)), and other than `"` and
+/// `\`, since JSON escapes are never decoded.
+pub fn is_nonce_char(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !matches!(b, b',' | b'"' | b'\\')
+}
+
+/// A client SCRAM nonce: 8 to [`MAX_SCRAM_NONCE`] characters, see [`is_nonce_char`].
 fn scram_nonce(s: &str) -> Result<heapless::String<MAX_SCRAM_NONCE>, MessageError> {
-    let ok = (8..=MAX_SCRAM_NONCE).contains(&s.len())
-        && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',');
+    let ok = (8..=MAX_SCRAM_NONCE).contains(&s.len()) && s.bytes().all(is_nonce_char);
     if !ok {
         return Err(MessageError::BadEncoding);
     }

@@ -73,6 +73,11 @@ impl<const N: usize> NonceRing<N> {
         self.limit = limit.clamp(1, N);
     }
 
+    /// Outstanding nonces allowed now.
+    pub const fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Capacity of the ring.
     pub const fn capacity(&self) -> usize {
         N

@@ -263,6 +263,7 @@ impl Pair {
             ledger: MemLedger::new(Amount(10_000)),
             client: ClientSession::new(ClientConfig {
                 min_iterations: TEST_ITERATIONS,
+                ..ClientConfig::default()
             }),
             rng: TestRng::new(seed ^ 0x5eed),
             now: Instant::ZERO,
@@ -274,6 +275,7 @@ impl Pair {
         self.server = ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), self.now);
         self.client = ClientSession::new(ClientConfig {
             min_iterations: TEST_ITERATIONS,
+            ..ClientConfig::default()
         });
     }
 

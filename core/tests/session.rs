@@ -33,7 +33,7 @@ fn lockout_grows_refuses_the_right_password_and_a_success_resets_it() {
     let mut p = Pair::new(11);
     p.register_and_login("alice", "alice's password").unwrap();
     let policy = p.shared.config.account_backoff;
-    for i in 0..policy.free_failures {
+    for i in 0..policy.lock_after {
         p.reconnect();
         assert_eq!(
             p.login("alice", "wrong password"),
@@ -70,7 +70,7 @@ fn lockout_grows_refuses_the_right_password_and_a_success_resets_it() {
 #[test]
 fn one_address_is_throttled_across_accounts() {
     let mut p = Pair::new(12);
-    let free = p.shared.config.address_backoff.free_failures;
+    let free = p.shared.config.address_backoff.lock_after;
     for i in 0..free {
         p.reconnect();
         let _ = p.login(&format!("victim{i}"), "guess guess");
@@ -230,4 +230,60 @@ proptest! {
             prop_assert!(p.ledger.journal().is_empty(), "{}", reply);
         }
     }
+}
+
+#[test]
+fn stray_proof_in_a_logged_in_session_changes_nothing() {
+    let mut p = Pair::new(30);
+    p.register_and_login("amy", "amy's password").unwrap();
+    let proof = format!(
+        "{{\"op\":\"proof\",\"proof\":\"{}\"}}\n",
+        "A".repeat(43) + "="
+    );
+    assert!(answer(&mut p, proof.as_bytes()).contains("unexpected_message"));
+    assert!(
+        p.server.user().is_some(),
+        "a stray proof must not end the login"
+    );
+}
+
+#[test]
+fn blank_lines_are_skipped_and_small_rings_issue_only_what_they_keep() {
+    let mut p = Pair::new(31);
+    p.shared.config.max_nonces = 3;
+    p.register_and_login("kim", "kim's password").unwrap();
+    assert_eq!(
+        answer(&mut p, b"\n\r\n   \n{\"op\":\"ping\"}\n"),
+        "{\"op\":\"pong\"}\n"
+    );
+    let reply = answer(&mut p, b"{\"op\":\"nonces\",\"count\":8}\n");
+    let parsed: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(
+        parsed["nonces"].as_array().map(Vec::len),
+        Some(3),
+        "{reply}"
+    );
+    assert_eq!(p.server.outstanding_nonces(), 3);
+}
+
+#[test]
+fn client_refuses_an_iteration_count_above_its_ceiling() {
+    let mut p = Pair::new(32);
+    p.register_and_login("max", "max's password").unwrap();
+    p.reconnect();
+    p.client.login(&mut p.rng, "max").unwrap();
+    let request = p.client.poll_transmit().to_vec();
+    p.client.advance_transmit(request.len());
+    let challenge = answer(&mut p, &request);
+    let raised = challenge.replace(
+        &format!("\"iterations\":{TEST_ITERATIONS}"),
+        "\"iterations\":4000000000",
+    );
+    p.client.handle_input(raised.as_bytes());
+    assert_eq!(
+        p.client.poll_event(),
+        Some(ClientEvent::Integrity(IntegrityError::IterationsTooHigh {
+            offered: 4_000_000_000
+        }))
+    );
 }

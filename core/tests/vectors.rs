@@ -540,7 +540,7 @@ fn error_and_limit_tables_match_the_implementation() {
     let l = &v["limits"];
     let server = ServerConfig::default();
     let backoff = |b: &Value, want: &Backoff| {
-        assert_eq!(n(b, "free_failures"), u64::from(want.free_failures));
+        assert_eq!(n(b, "lock_after"), u64::from(want.lock_after));
         assert_eq!(n(b, "base_ms"), want.base.millis());
         assert_eq!(n(b, "max_ms"), want.max.millis());
         assert_eq!(n(b, "forget_after_ms"), want.forget_after.millis());

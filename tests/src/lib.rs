@@ -137,6 +137,7 @@ impl Server {
             OsRng,
             ClientConfig {
                 min_iterations: ITERATIONS,
+                ..ClientConfig::default()
             },
         )
     }

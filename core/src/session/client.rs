@@ -32,12 +32,16 @@ pub struct ClientConfig {
     /// The lowest PBKDF2 iteration count the client accepts in a challenge. A MITM that
     /// lowers it to make a captured proof cheap to crack is refused.
     pub min_iterations: u32,
+    /// The highest iteration count the client will run, so a hostile server cannot make it
+    /// spend minutes in PBKDF2.
+    pub max_iterations: u32,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             min_iterations: auth::DEFAULT_ITERATIONS,
+            max_iterations: 10_000_000,
         }
     }
 }
@@ -92,6 +96,11 @@ pub enum IntegrityError {
         /// What the server offered.
         offered: u32,
     },
+    /// The challenge's iteration count is above [`ClientConfig::max_iterations`].
+    IterationsTooHigh {
+        /// What the server offered.
+        offered: u32,
+    },
     /// The challenge's nonce does not extend ours.
     NonceMismatch,
     /// The server's SCRAM signature does not verify: it is not the server we registered with.
@@ -111,6 +120,12 @@ impl fmt::Display for IntegrityError {
         match self {
             IntegrityError::IterationsTooLow { offered } => {
                 write!(f, "server offered only {offered} PBKDF2 iterations")
+            }
+            IntegrityError::IterationsTooHigh { offered } => {
+                write!(
+                    f,
+                    "server asked for {offered} PBKDF2 iterations, more than allowed"
+                )
             }
             IntegrityError::NonceMismatch => f.write_str("challenge nonce does not extend ours"),
             IntegrityError::BadServerSignature => f.write_str("server signature does not verify"),
@@ -718,9 +733,13 @@ fn handle_response<const NONCES: usize>(
                     },
                 );
             }
+            if c.iterations > ctx.config.max_iterations {
+                let offered = c.iterations;
+                return fail(state, IntegrityError::IterationsTooHigh { offered });
+            }
             if !c.nonce.starts_with(client_nonce.as_str())
                 || c.nonce.len() == client_nonce.len()
-                || c.nonce.contains(',')
+                || !c.nonce.bytes().all(crate::message::is_nonce_char)
             {
                 return fail(state, IntegrityError::NonceMismatch);
             }

@@ -321,6 +321,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             used += n;
             let parsed = match decoded {
                 Decoded::Incomplete => continue,
+                // Blank lines (keep-alives, a stray "\r\n") carry nothing: skip them.
+                Decoded::Frame(frame) if frame.iter().all(u8::is_ascii_whitespace) => continue,
                 Decoded::Frame(frame) => Request::parse(frame).map_err(|e| e.code()),
                 Decoded::Error(_) => Err(ErrorCode::FrameTooLong),
             };
@@ -571,6 +573,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                     client_nonce: nonce,
                 });
             }
+            Request::Proof { .. } if !matches!(self.state, State::Challenged { .. }) => {
+                self.reject(shared, ErrorCode::UnexpectedMessage)
+            }
             Request::Proof { proof } => self.proof(shared, now, &proof),
             Request::Nonces { .. }
             | Request::Transfer(_)
@@ -676,7 +681,16 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             if shared.throttle.record_failure(self.peer, now, &policy) {
                 self.event(SessionEvent::AddressThrottled);
             }
-            self.event(SessionEvent::LoginFailed { user, reason });
+            self.event(SessionEvent::LoginFailed {
+                user: user.clone(),
+                reason,
+            });
+            if reason == LoginFailure::UnknownUser {
+                // The same ledger round trip as a wrong password (a no-op for an unknown
+                // name), so the answer's timing does not tell the two apart.
+                let policy = shared.config.account_backoff;
+                return self.wait(Waiting::LoginFailed { user, now, policy });
+            }
             return self.send_error(ErrorCode::AuthFailed);
         }
         let Some((stored_key, server_key)) = keys else {
@@ -718,6 +732,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         count: u8,
     ) {
         self.ring.set_limit(shared.config.max_nonces);
+        // Never hand out more than the ring keeps, or the first would already be evicted.
+        let count = usize::from(count).min(self.ring.limit());
         let mut texts: Vec<String<{ 2 * NONCE_LEN }>, MAX_NONCE_BATCH> = Vec::new();
         for _ in 0..count {
             let nonce = self.ring.issue(&mut shared.rng);
@@ -944,7 +960,7 @@ mod tests {
             to: &long,
             amount: &amount,
             result: "insufficient_funds",
-            balance: "18446744073709551615.99",
+            balance: "184467440737095516.15",
             mac: &mac,
         };
         encode_frame(&receipt, &mut buf).unwrap();

@@ -102,11 +102,11 @@ pub struct ServeArgs {
     pub nonces: u16,
 
     /// Failed logins an account is allowed before it is locked with exponential backoff.
-    #[arg(long, env = "TXSOCK_LOCKOUT_AFTER", default_value_t = Backoff::ACCOUNT.free_failures)]
+    #[arg(long, env = "TXSOCK_LOCKOUT_AFTER", default_value_t = Backoff::ACCOUNT.lock_after)]
     pub lockout_after: u32,
 
     /// Failed logins from one address before that address is throttled.
-    #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = Backoff::ADDRESS.free_failures)]
+    #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = Backoff::ADDRESS.lock_after)]
     pub address_lockout_after: u32,
 
     /// First lockout length in milliseconds; it doubles with each further failure.
@@ -124,8 +124,8 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn core_config(&self) -> ServerConfig {
-        let backoff = |free_failures| Backoff {
-            free_failures,
+        let backoff = |lock_after| Backoff {
+            lock_after,
             base: Duration::from_millis(self.lockout_base_ms),
             max: Duration::from_secs(self.lockout_max),
             forget_after: Duration::from_secs(3600),
