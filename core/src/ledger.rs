@@ -53,14 +53,17 @@ pub enum LedgerRequest {
     /// Move `amount` from `from` to `to`, atomically and durably, exactly once per
     /// `(from, id)`. Reply: [`LedgerReply::Transfer`].
     ///
-    /// - If `(from, id)` is already in the journal: move nothing; reply with the original
-    ///   outcome (`Ok`, and the balance recorded then) if `to` and `amount` match it, else
-    ///   `Err(DuplicateId)`.
-    /// - Else refuse, changing nothing, with `SelfTransfer` (`from == to`),
-    ///   `UnknownRecipient`, `InsufficientFunds`, `BalanceOverflow` or `LedgerFull`.
+    /// - If `(from, id)` already has a final outcome (committed, or refused for one of the
+    ///   reasons below): move nothing; reply with that original outcome and the balance
+    ///   recorded with it if `to` and `amount` match, else `Err(DuplicateId)`.
+    /// - Else refuse, moving nothing, with `SelfTransfer` (`from == to`),
+    ///   `UnknownRecipient`, `InsufficientFunds` or `BalanceOverflow`, and record that
+    ///   refusal as the id's final outcome (so a retry after a lost reply gets the same
+    ///   answer even if the balances have changed since).
     /// - Else debit, credit and journal the transfer in one transaction.
+    /// - `LedgerFull` (no room to record anything) is not final: a later retry may succeed.
     ///
-    /// The reply's `balance` is the sender's balance after the transfer (or now, if refused).
+    /// The reply's `balance` is the sender's balance after the transfer (or at the refusal).
     Transfer {
         /// The logged-in user; always the debited account.
         from: Username,
@@ -97,10 +100,19 @@ pub struct JournalEntry {
     pub to: Username,
     /// Amount.
     pub amount: Amount,
-    /// The sender's balance right after this transfer.
+    /// The sender's balance right after this transfer (or at its refusal).
     pub balance_after: Amount,
     /// Commit time, milliseconds since the Unix epoch (0 where the ledger has no clock).
     pub at: u64,
+    /// `Some` for a recorded refusal: nothing moved, the id's outcome is this code.
+    pub refused: Option<ErrorCode>,
+}
+
+impl JournalEntry {
+    /// True if this entry moved money.
+    pub fn is_committed(&self) -> bool {
+        self.refused.is_none()
+    }
 }
 
 /// The outcome of a [`LedgerRequest::Transfer`].
@@ -282,32 +294,44 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
         if let Some(done) = self.journal.iter().find(|e| e.from == *from && e.id == *id) {
             if done.to == *to && done.amount == amount {
                 return TransferOutcome {
-                    result: Ok(()),
+                    result: done.refused.map_or(Ok(()), Err),
                     balance: done.balance_after,
                 };
             }
             return refuse(ErrorCode::DuplicateId);
         }
-        if from == to {
-            return refuse(ErrorCode::SelfTransfer);
-        }
-        let Some(ti) = self.account(to) else {
-            return refuse(ErrorCode::UnknownRecipient);
-        };
-        let Some(new_from) = balance.checked_sub(amount) else {
-            return refuse(ErrorCode::InsufficientFunds);
-        };
-        let Some(new_to) = self.accounts[ti].balance.checked_add(amount) else {
-            return refuse(ErrorCode::BalanceOverflow);
-        };
-        let entry = JournalEntry {
+        let entry = |balance_after, refused| JournalEntry {
             id: id.clone(),
             from: from.clone(),
             to: to.clone(),
             amount,
-            balance_after: new_from,
+            balance_after,
             at: 0,
+            refused,
         };
+        let final_refusal = if from == to {
+            Some(ErrorCode::SelfTransfer)
+        } else if self.account(to).is_none() {
+            Some(ErrorCode::UnknownRecipient)
+        } else if balance < amount {
+            Some(ErrorCode::InsufficientFunds)
+        } else {
+            None
+        };
+        let ti = self.account(to);
+        let new_to = ti.and_then(|ti| self.accounts[ti].balance.checked_add(amount));
+        let final_refusal =
+            final_refusal.or(new_to.is_none().then_some(ErrorCode::BalanceOverflow));
+        if let Some(code) = final_refusal {
+            // Recorded so a retry gets the same answer; a full journal only loses that.
+            let _ = self.journal.push(entry(balance, Some(code)));
+            return refuse(code);
+        }
+        let (Some(ti), Some(new_to), Some(new_from)) = (ti, new_to, balance.checked_sub(amount))
+        else {
+            return refuse(ErrorCode::Internal);
+        };
+        let entry = entry(new_from, None);
         if self.journal.push(entry).is_err() {
             return refuse(ErrorCode::LedgerFull);
         }
@@ -383,7 +407,7 @@ impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRA
                     .journal
                     .iter()
                     .rev()
-                    .filter(|e| e.from == *user || e.to == *user);
+                    .filter(|e| e.is_committed() && (e.from == *user || e.to == *user));
                 for (n, e) in mine.skip(*offset as usize).enumerate() {
                     if n == HISTORY_PAGE {
                         page.more = true;
@@ -486,7 +510,14 @@ mod tests {
         );
         // The same id from another sender is a different transfer.
         assert_eq!(send(&mut l, "b", "1", "a", 1).result, Ok(()));
-        assert_eq!(l.journal().len(), 2);
+        assert_eq!(l.journal().iter().filter(|e| e.is_committed()).count(), 2);
+        // A refusal is final too: after funds arrive, the same id still answers the refusal.
+        l.deposit(&user("a"), Amount(10_000)).unwrap();
+        assert_eq!(
+            send(&mut l, "a", "4", "b", 701).result,
+            Err(ErrorCode::InsufficientFunds)
+        );
+        assert_eq!(send(&mut l, "a", "5", "b", 701).result, Ok(()));
         assert_eq!(l.total(), l.minted());
     }
 

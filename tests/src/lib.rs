@@ -105,6 +105,14 @@ impl Server {
         self.addr = addr;
     }
 
+    /// Kills the server with SIGKILL and starts it again on the same data (new port).
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.data_dir, &self.args);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
     /// Process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -185,6 +193,18 @@ impl Drop for Server {
 /// The test password of `user`.
 pub fn password(user: &str) -> String {
     format!("{user}-password")
+}
+
+/// A protocol client over an already connected stream.
+pub fn client_over(stream: TcpStream) -> Client {
+    BlockingClient::new(
+        FromStd::new(stream),
+        OsRng,
+        ClientConfig {
+            min_iterations: ITERATIONS,
+            ..ClientConfig::default()
+        },
+    )
 }
 
 /// A blocking protocol client over TCP.

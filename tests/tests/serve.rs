@@ -138,11 +138,17 @@ fn refused_transfers_change_nothing() {
     assert_eq!(balance_of(&server, "dave"), money("5.00"));
     assert_eq!(balance_of(&server, "carol"), money("5.00"));
     assert_eq!(server.log("transactions.log"), "");
-    // A refused id is not burnt: once funds exist, the same id can succeed.
+    // A refusal is the id's final answer: after funds arrive, retrying the same id still
+    // answers the refusal (a lost reply never turns into a different outcome); a new id works.
     let out = server.admin(&["account", "deposit", "dave", "1.00"], "");
     assert!(out.status.success());
+    let again = dave.transfer("o1", "carol", money("5.01")).unwrap();
     assert_eq!(
-        dave.transfer("o1", "carol", money("5.01")).unwrap().result,
+        (again.result, again.balance),
+        (Err(ErrorCode::InsufficientFunds), money("5.00"))
+    );
+    assert_eq!(
+        dave.transfer("o4", "carol", money("5.01")).unwrap().result,
         Ok(())
     );
     assert!(ledger_check(&server).0);

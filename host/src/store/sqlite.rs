@@ -10,11 +10,18 @@ use txsock_core::lockout::LockoutState;
 use txsock_core::message::HISTORY_PAGE;
 use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
 
-/// Schema version this code writes; older databases are migrated on open.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
+/// (version 0 is an empty database). To change the schema, append a migration.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+/// Schema version this code writes; older databases are migrated on open.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The version table: one row, the schema version of the database.
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);";
+
+/// Version 1: users, the journal and the server secret.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
@@ -41,12 +48,24 @@ CREATE TABLE IF NOT EXISTS journal (
     at_ms INTEGER NOT NULL,
     UNIQUE (from_user, transfer_id)
 );
+-- Final refusals (insufficient funds, unknown recipient, ...), so that a retried transfer id
+-- gets its original answer. Nothing moved for these; they are not part of the journal.
+CREATE TABLE IF NOT EXISTS refusals (
+    from_user TEXT NOT NULL,
+    transfer_id TEXT NOT NULL,
+    to_user TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    balance_at INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (from_user, transfer_id)
+);
 CREATE INDEX IF NOT EXISTS journal_to ON journal (to_user, seq);
 CREATE INDEX IF NOT EXISTS journal_from ON journal (from_user, seq);
 ";
 
 /// Admin locks are stored as a flag; to the core they look like a lock that never ends.
-const FOREVER: u64 = i64::MAX as u64;
+pub(super) const FOREVER: u64 = i64::MAX as u64;
 
 /// A SQLite database file.
 pub struct SqliteStore {
@@ -63,32 +82,15 @@ impl SqliteStore {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
         }
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: every commit's WAL frames are fsynced before COMMIT returns, so an
         // acknowledged transfer survives a crash or power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        let version: Option<i64> = conn
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .optional()?;
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO schema_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                bail!(
-                    "{} has schema version {v}, newer than this txsock ({SCHEMA_VERSION})",
-                    path.display()
-                )
-            }
-            Some(_) => {}
-        }
+        migrate(&mut conn).with_context(|| format!("schema of {}", path.display()))?;
         Ok(SqliteStore {
             conn,
             opening_balance,
@@ -96,16 +98,44 @@ impl SqliteStore {
     }
 }
 
-fn name_of(row_value: String) -> Result<Username> {
+/// Creates or migrates the schema to [`SCHEMA_VERSION`], in one immediate transaction so
+/// that servers opening the same file at once migrate it once.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(VERSION_TABLE)?;
+    let stored: Option<i64> = tx
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()?;
+    let version = stored.unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
+    }
+    for (from, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(migration)
+            .with_context(|| format!("migrating from schema version {from}"))?;
+    }
+    if stored.is_none() {
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )?;
+    } else if version < SCHEMA_VERSION {
+        tx.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn name_of(row_value: String) -> Result<Username> {
     Username::parse(&row_value)
         .map_err(|e| anyhow::anyhow!("bad username {row_value:?} in database: {e}"))
 }
 
-fn amount_of(v: i64) -> Amount {
+pub(super) fn amount_of(v: i64) -> Amount {
     Amount(u64::try_from(v).unwrap_or(0))
 }
 
-fn sql_amount(a: Amount) -> i64 {
+pub(super) fn sql_amount(a: Amount) -> i64 {
     // Amounts are capped at Amount::MAX (1e15) and balances at i64::MAX by the overflow
     // checks below, so this conversion is exact.
     i64::try_from(a.minor()).unwrap_or(i64::MAX)
@@ -280,18 +310,44 @@ fn transfer(
         }
         return refuse(ErrorCode::DuplicateId);
     }
+    let refused = tx
+        .query_row(
+            "SELECT to_user, amount, code, balance_at FROM refusals WHERE from_user = ?1 AND transfer_id = ?2",
+            [from.as_str(), id.as_str()],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
+        )
+        .optional()?;
+    if let Some((earlier_to, earlier_amount, code, balance_at)) = refused {
+        if earlier_to == to.as_str() && earlier_amount == sql_amount(amount) {
+            let code = ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal);
+            return Ok(TransferOutcome {
+                result: Err(code),
+                balance: amount_of(balance_at),
+            });
+        }
+        return refuse(ErrorCode::DuplicateId);
+    }
+    // A final refusal is recorded so that a retry of the same id gets the same answer.
+    let refuse_finally = |code: ErrorCode| {
+        tx.execute(
+            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![from.as_str(), id.as_str(), to.as_str(), sql_amount(amount), code.name(), from_balance, now_ms as i64],
+        )?;
+        refuse(code)
+    };
     if from == to {
-        return refuse(ErrorCode::SelfTransfer);
+        return refuse_finally(ErrorCode::SelfTransfer);
     }
     let Some(to_balance) = balance(tx, to)? else {
-        return refuse(ErrorCode::UnknownRecipient);
+        return refuse_finally(ErrorCode::UnknownRecipient);
     };
     let amount_sql = sql_amount(amount);
     if from_balance < amount_sql {
-        return refuse(ErrorCode::InsufficientFunds);
+        return refuse_finally(ErrorCode::InsufficientFunds);
     }
     if to_balance.checked_add(amount_sql).is_none() {
-        return refuse(ErrorCode::BalanceOverflow);
+        return refuse_finally(ErrorCode::BalanceOverflow);
     }
     // Conditional updates: correct even if another process changed the row meanwhile.
     let debited = tx.execute(
@@ -299,7 +355,7 @@ fn transfer(
         params![from.as_str(), amount_sql],
     )?;
     if debited != 1 {
-        return refuse(ErrorCode::InsufficientFunds);
+        return refuse_finally(ErrorCode::InsufficientFunds);
     }
     tx.execute(
         "UPDATE users SET balance = balance + ?2 WHERE name = ?1",
