@@ -1,8 +1,12 @@
-//! Durable storage behind one trait: SQLite (embedded, the default) and, later, MySQL.
+//! Durable storage behind one trait: SQLite (embedded, the default) and MySQL/MariaDB
+//! (a shared server database, so that several `txsock serve` processes share one ledger).
 //!
 //! A store executes the core's [`LedgerRequest`]s following the contract documented there,
 //! many at a time in one transaction (group commit), and serves the admin commands.
 
+#[cfg(test)]
+mod conformance;
+pub mod mysql;
 pub mod sqlite;
 
 use anyhow::Result;
@@ -93,10 +97,12 @@ pub trait Store: Send + 'static {
     fn check(&mut self) -> Result<CheckReport>;
 }
 
-/// Opens the store a `--db` value names: `sqlite://PATH` or a plain path for SQLite.
+/// Opens the store a `--db` value names: `mysql://USER:PASS@HOST:PORT/DB` (or `mariadb://…`)
+/// for MySQL/MariaDB, `sqlite://PATH` or a plain path for SQLite. Either way the schema is
+/// created or migrated first.
 pub fn open(db: &str, opening_balance: Amount) -> Result<Box<dyn Store>> {
     if db.starts_with("mysql://") || db.starts_with("mariadb://") {
-        anyhow::bail!("MySQL/MariaDB storage is not built yet (issue 5); use SQLite");
+        return Ok(Box::new(mysql::MysqlStore::open(db, opening_balance)?));
     }
     let path = db.strip_prefix("sqlite://").unwrap_or(db);
     Ok(Box::new(sqlite::SqliteStore::open(

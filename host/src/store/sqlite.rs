@@ -12,7 +12,7 @@ use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
 
 /// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
 /// (version 0 is an empty database). To change the schema, append a migration.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// Schema version this code writes; older databases are migrated on open.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS journal (
     at_ms INTEGER NOT NULL,
     UNIQUE (from_user, transfer_id)
 );
+CREATE INDEX IF NOT EXISTS journal_to ON journal (to_user, seq);
+CREATE INDEX IF NOT EXISTS journal_from ON journal (from_user, seq);
+";
+
+/// Version 2: final refusals of transfer ids.
+const SCHEMA_V2: &str = "
 -- Final refusals (insufficient funds, unknown recipient, ...), so that a retried transfer id
 -- gets its original answer. Nothing moved for these; they are not part of the journal.
 CREATE TABLE IF NOT EXISTS refusals (
@@ -60,8 +66,6 @@ CREATE TABLE IF NOT EXISTS refusals (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (from_user, transfer_id)
 );
-CREATE INDEX IF NOT EXISTS journal_to ON journal (to_user, seq);
-CREATE INDEX IF NOT EXISTS journal_from ON journal (from_user, seq);
 ";
 
 /// Admin locks are stored as a flag; to the core they look like a lock that never ends.

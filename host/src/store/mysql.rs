@@ -1,0 +1,976 @@
+//! The MySQL/MariaDB store: several `txsock serve` processes share one ledger.
+//!
+//! Each process still commits many sessions' requests in one transaction (group commit);
+//! what changes is that other processes commit to the same tables at the same time. Under
+//! InnoDB's default isolation (REPEATABLE READ, set explicitly for each connection) the
+//! store stays correct as follows:
+//!
+//! - **Row locks, in one global order.** A batch's transaction starts with one
+//!   `SELECT … FOR UPDATE` of every user row that its transfers and login updates touch,
+//!   sorted by name. Two processes' batches that share an account queue behind each other
+//!   until the first commits, instead of deadlocking or losing an update.
+//! - **No stale snapshot.** That locking statement is the transaction's first, and InnoDB
+//!   takes the consistent-read snapshot at the first plain read, after the locks are held.
+//!   A journal entry for `(from, id)` is only ever written by a transaction holding the
+//!   lock on `from` (and so is a recorded refusal), so the plain reads that decide "new or
+//!   repeated id" see every earlier outcome of that id. Reads that decide a write (balances, lockout state)
+//!   are locking reads anyway, which always see the latest committed row.
+//! - **Conditional updates.** The debit is `balance = balance - ? WHERE balance >= ?` and
+//!   its affected rows are checked; a `CHECK (balance >= 0)` backs it up.
+//! - **Unique ids.** A unique key on `journal (from_user, transfer_id)` (and the primary key
+//!   of `refusals`) makes a second outcome for an id impossible whatever happens; a
+//!   duplicate-key error on insert is answered as the idempotent case after re-reading the
+//!   first outcome with a locking read.
+//! - **Retries.** A deadlock (1213), a lock wait timeout (1205) or a snapshot conflict
+//!   (1020, MariaDB 11.6+) rolls the whole batch back and runs it again, at most
+//!   [`MAX_ATTEMPTS`] times, with a growing random pause. So does a connection lost before
+//!   `COMMIT` was sent (InnoDB rolls back a disconnected transaction); one lost after
+//!   `COMMIT` was sent is an error, as its outcome is unknown, and clients retry with the
+//!   same transfer ids.
+//!
+//! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
+//! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
+
+use super::sqlite::{amount_of, fmt_i128, name_of, sql_amount, FOREVER};
+use super::{CheckReport, Committed, Store, UserSummary};
+use anyhow::{anyhow, bail, Context, Result};
+use mysql::consts::CapabilityFlags;
+use mysql::prelude::{FromRow, Queryable};
+use mysql::{Conn, Opts, OptsBuilder, Params, Row, Value};
+use std::time::Duration;
+use txsock_core::auth::Verifier;
+use txsock_core::ledger::{HistoryEntry, HistoryPage, LedgerReply, LedgerRequest, TransferOutcome};
+use txsock_core::lockout::LockoutState;
+use txsock_core::message::HISTORY_PAGE;
+use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
+
+/// Attempts at one transaction before its error is returned (deadlocks, lock waits).
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
+/// (version 0 is an empty database). MySQL cannot roll DDL back, so each statement is
+/// idempotent and the version is recorded after each migration. To change the schema,
+/// append a migration.
+const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1];
+
+/// Schema version this code writes; older databases are migrated on open.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The version table: one row, the schema version of the database.
+const VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL) ENGINE=InnoDB";
+
+/// Version 1: users, the journal, final refusals and the server secret. Names and ids are
+/// binary strings, compared byte for byte as SQLite does.
+const SCHEMA_V1: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (
+        meta_key VARCHAR(64) NOT NULL PRIMARY KEY,
+        meta_value VARBINARY(255) NOT NULL
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS users (
+        name VARBINARY(32) NOT NULL PRIMARY KEY,
+        salt VARBINARY(64) NOT NULL,
+        iterations INT UNSIGNED NOT NULL,
+        stored_key BINARY(32) NOT NULL,
+        server_key BINARY(32) NOT NULL,
+        balance BIGINT NOT NULL,
+        failures INT UNSIGNED NOT NULL DEFAULT 0,
+        last_failure_ms BIGINT NOT NULL DEFAULT 0,
+        locked_until_ms BIGINT NOT NULL DEFAULT 0,
+        admin_locked TINYINT NOT NULL DEFAULT 0,
+        created_ms BIGINT NOT NULL,
+        CONSTRAINT balance_not_negative CHECK (balance >= 0)
+    ) ENGINE=InnoDB",
+    // kind: 'transfer' (from_user -> to_user) or 'deposit' (money created for to_user).
+    "CREATE TABLE IF NOT EXISTS journal (
+        seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        kind ENUM('transfer', 'deposit') NOT NULL,
+        from_user VARBINARY(32) NULL,
+        transfer_id VARBINARY(32) NULL,
+        to_user VARBINARY(32) NOT NULL,
+        amount BIGINT NOT NULL,
+        balance_after BIGINT NULL,
+        at_ms BIGINT NOT NULL,
+        CONSTRAINT amount_positive CHECK (amount > 0),
+        UNIQUE KEY journal_id (from_user, transfer_id),
+        KEY journal_to (to_user, seq),
+        KEY journal_from (from_user, seq)
+    ) ENGINE=InnoDB",
+    // Final refusals (insufficient funds, unknown recipient, ...), so that a retried
+    // transfer id gets its original answer. Nothing moved for these; not in the journal.
+    "CREATE TABLE IF NOT EXISTS refusals (
+        from_user VARBINARY(32) NOT NULL,
+        transfer_id VARBINARY(32) NOT NULL,
+        to_user VARBINARY(32) NOT NULL,
+        amount BIGINT NOT NULL,
+        code VARCHAR(32) NOT NULL,
+        balance_at BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        PRIMARY KEY (from_user, transfer_id)
+    ) ENGINE=InnoDB",
+];
+
+/// Settings every connection starts with: strict mode (errors, never silent truncation),
+/// the default isolation whatever the server's configuration, and lock waits short enough
+/// that a stuck batch is retried rather than holding its sessions for 50 s.
+const SESSION_INIT: &[&str] = &[
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "SET SESSION innodb_lock_wait_timeout = 10",
+];
+
+/// Server errors after which the transaction was (or must be) rolled back and can simply
+/// be run again: lock wait timeout, deadlock, snapshot conflict ("record has changed since
+/// last read", MariaDB 11.6+ with `innodb_snapshot_isolation`).
+const RETRYABLE: &[u16] = &[1205, 1213, 1020];
+
+/// Duplicate key.
+const ER_DUP_ENTRY: u16 = 1062;
+
+/// Most names one locking statement lists; larger lock sets take several, in order.
+const LOCK_CHUNK: usize = 256;
+
+/// A MySQL or MariaDB database.
+pub struct MysqlStore {
+    opts: Opts,
+    /// The open connection; `None` after a connection failure (reconnects on next use).
+    conn: Option<Conn>,
+    /// The URL without the password, for messages.
+    shown: String,
+    opening_balance: Amount,
+}
+
+/// How a failed statement is handled.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// Lock conflict: roll back and run the transaction again.
+    Conflict,
+    /// The connection is gone: reconnect; run again if `COMMIT` was not sent.
+    Connection,
+    /// Anything else: this request fails, the rest of the batch goes on.
+    Other,
+}
+
+fn classify(e: &anyhow::Error) -> Failure {
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<mysql::Error>() {
+            return match e {
+                mysql::Error::MySqlError(s) if RETRYABLE.contains(&s.code) => Failure::Conflict,
+                mysql::Error::IoError(_)
+                | mysql::Error::DriverError(_)
+                | mysql::Error::CodecError(_) => Failure::Connection,
+                _ => Failure::Other,
+            };
+        }
+    }
+    Failure::Other
+}
+
+fn is_duplicate(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(s) if s.code == ER_DUP_ENTRY)
+}
+
+/// The first row of a query, converted without panicking (the driver's own typed
+/// `exec_first` panics on a row of an unexpected shape).
+fn first<T: FromRow>(c: &mut Conn, sql: &str, params: impl Into<Params>) -> Result<Option<T>> {
+    let row: Option<Row> = c.exec_first(sql, params)?;
+    row.map(convert).transpose()
+}
+
+/// Every row of a query, converted without panicking.
+fn all<T: FromRow>(c: &mut Conn, sql: &str, params: impl Into<Params>) -> Result<Vec<T>> {
+    let rows: Vec<Row> = c.exec(sql, params)?;
+    rows.into_iter().map(convert).collect()
+}
+
+fn convert<T: FromRow>(row: Row) -> Result<T> {
+    mysql::from_row_opt(row).map_err(|e| anyhow!("unexpected row from the database: {e}"))
+}
+
+impl MysqlStore {
+    /// Connects to `url` (`mysql://USER:PASS@HOST:PORT/DB`, or `mariadb://…`), creating or
+    /// migrating the schema as needed.
+    pub fn open(url: &str, opening_balance: Amount) -> Result<MysqlStore> {
+        let url = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_string(),
+        };
+        // The URL error would repeat the URL, password included: say what is wrong instead.
+        let opts = Opts::from_url(&url).map_err(|_| {
+            anyhow!("invalid database URL: expected mysql://USER:PASSWORD@HOST:PORT/DATABASE")
+        })?;
+        let Some(db) = opts.get_db_name().map(str::to_string) else {
+            bail!("the database URL names no database: mysql://USER:PASSWORD@HOST:PORT/DATABASE");
+        };
+        let shown = format!(
+            "mysql://{}@{}:{}/{db}",
+            opts.get_user().unwrap_or(""),
+            opts.get_ip_or_hostname(),
+            opts.get_tcp_port()
+        );
+        let opts: Opts = OptsBuilder::from_opts(opts)
+            // Affected rows = rows matched, not rows changed: "no such user" stays
+            // distinguishable from "already so".
+            .additional_capabilities(CapabilityFlags::CLIENT_FOUND_ROWS)
+            .tcp_connect_timeout(Some(Duration::from_secs(10)))
+            .read_timeout(Some(Duration::from_secs(120)))
+            .write_timeout(Some(Duration::from_secs(120)))
+            .stmt_cache_size(64)
+            .init(SESSION_INIT.to_vec())
+            .into();
+        let mut store = MysqlStore {
+            opts,
+            conn: None,
+            shown,
+            opening_balance,
+        };
+        store
+            .migrate()
+            .with_context(|| format!("schema of {}", store.shown))?;
+        Ok(store)
+    }
+
+    fn connect(&mut self) -> Result<&mut Conn> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => Conn::new(self.opts.clone())
+                .with_context(|| format!("connecting to {}", self.shown))?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Creates or migrates the schema to [`SCHEMA_VERSION`]. A named lock makes servers
+    /// that start at once on the same database migrate it one after the other.
+    fn migrate(&mut self) -> Result<()> {
+        let c = self.connect()?;
+        let got: Option<(Option<i64>,)> = first(
+            c,
+            "SELECT GET_LOCK(CONCAT('txsock.schema.', DATABASE()), 60)",
+            (),
+        )?;
+        if got != Some((Some(1),)) {
+            bail!("timed out waiting for another server to migrate the schema");
+        }
+        let result = migrate_locked(c);
+        let released = c.query_drop("DO RELEASE_LOCK(CONCAT('txsock.schema.', DATABASE()))");
+        result?;
+        Ok(released?)
+    }
+
+    /// Runs `body` in a transaction and commits it, retrying as the module documentation
+    /// says. `body` must be safe to run again from the start.
+    fn transaction<T>(&mut self, mut body: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            let mut commit_sent = false;
+            let result = match self.connect() {
+                Ok(c) => (|| {
+                    c.query_drop("START TRANSACTION")?;
+                    let value = body(c)?;
+                    commit_sent = true;
+                    c.query_drop("COMMIT")?;
+                    Ok(value)
+                })(),
+                Err(e) => Err(e),
+            };
+            let e = match result {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let failure = classify(&e);
+            if failure == Failure::Connection {
+                self.conn = None;
+            } else if let Some(c) = &mut self.conn {
+                if c.query_drop("ROLLBACK").is_err() {
+                    self.conn = None;
+                }
+            }
+            let again = match failure {
+                Failure::Conflict => true,
+                Failure::Connection => !commit_sent,
+                Failure::Other => false,
+            };
+            if !again || attempt >= MAX_ATTEMPTS {
+                return Err(e);
+            }
+            tracing::debug!("transaction attempt {attempt} rolled back, retrying: {e:#}");
+            std::thread::sleep(backoff(attempt));
+            attempt += 1;
+        }
+    }
+}
+
+/// A random pause before attempt `attempt + 1`: up to 2^attempt ms, at most 0.5 s, so that
+/// transactions that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (1u64 << attempt.min(9)).min(500);
+    let jitter = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) % ceiling;
+    Duration::from_millis(1 + jitter)
+}
+
+fn migrate_locked(c: &mut Conn) -> Result<()> {
+    c.query_drop(VERSION_TABLE)?;
+    let stored: Option<(Option<i64>,)> = first(c, "SELECT MAX(version) FROM schema_version", ())?;
+    let mut version = stored.and_then(|(v,)| v).unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
+    }
+    while version < SCHEMA_VERSION {
+        for statement in MIGRATIONS[version as usize] {
+            c.query_drop(statement)
+                .with_context(|| format!("migrating from schema version {version}"))?;
+        }
+        version += 1;
+        c.query_drop("DELETE FROM schema_version")?;
+        c.exec_drop(
+            "INSERT INTO schema_version (version) VALUES (?)",
+            (version,),
+        )?;
+    }
+    Ok(())
+}
+
+/// The user rows a batch writes, sorted and without repeats: the lock set.
+fn lock_set(batch: &[(LedgerRequest, Instant)]) -> Vec<&str> {
+    let mut names = Vec::new();
+    for (request, _) in batch {
+        match request {
+            LedgerRequest::Transfer { from, to, .. } => {
+                names.push(from.as_str());
+                names.push(to.as_str());
+            }
+            LedgerRequest::LoginFailed { user, .. } | LedgerRequest::LoginSucceeded { user } => {
+                names.push(user.as_str())
+            }
+            _ => {}
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Locks the rows of `names` (sorted) in that order. Each statement lists a power-of-two
+/// number of names (the last repeated) so that a handful of prepared statements serve every
+/// batch size.
+fn lock_users(c: &mut Conn, names: &[&str]) -> Result<()> {
+    for chunk in names.chunks(LOCK_CHUNK) {
+        let width = chunk.len().next_power_of_two();
+        let mut params: Vec<Value> = chunk.iter().map(|n| Value::from(*n)).collect();
+        let last = params[params.len() - 1].clone();
+        params.resize(width, last);
+        let marks = vec!["?"; width].join(", ");
+        c.exec_drop(
+            format!(
+                "SELECT name FROM users FORCE INDEX (PRIMARY) WHERE name IN ({marks}) \
+                 ORDER BY name FOR UPDATE"
+            ),
+            Params::Positional(params),
+        )?;
+    }
+    Ok(())
+}
+
+fn balance(c: &mut Conn, user: &Username, lock: bool) -> Result<Option<i64>> {
+    let sql = if lock {
+        "SELECT balance FROM users WHERE name = ? FOR UPDATE"
+    } else {
+        "SELECT balance FROM users WHERE name = ?"
+    };
+    Ok(first::<(i64,)>(c, sql, (user.as_str(),))?.map(|(b,)| b))
+}
+
+fn register(
+    c: &mut Conn,
+    user: &Username,
+    v: &Verifier,
+    opening: Amount,
+    now_ms: u64,
+) -> Result<Result<(), ErrorCode>> {
+    let inserted = c.exec_drop(
+        "INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            user.as_str(),
+            &v.salt[..],
+            v.iterations,
+            &v.stored_key[..],
+            &v.server_key[..],
+            sql_amount(opening),
+            now_ms as i64,
+        ),
+    );
+    match inserted {
+        Err(e) if is_duplicate(&e) => return Ok(Err(ErrorCode::UserExists)),
+        other => other?,
+    }
+    if opening.minor() > 0 {
+        c.exec_drop(
+            "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms)
+             VALUES ('deposit', ?, ?, ?, ?)",
+            (
+                user.as_str(),
+                sql_amount(opening),
+                sql_amount(opening),
+                now_ms as i64,
+            ),
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+type CredentialsRow = (Vec<u8>, u32, Vec<u8>, Vec<u8>, u32, i64, i64, bool);
+
+fn credentials(c: &mut Conn, user: &Username) -> Result<LedgerReply> {
+    let row: Option<CredentialsRow> = first(
+        c,
+        "SELECT salt, iterations, stored_key, server_key, failures, last_failure_ms,
+                locked_until_ms, admin_locked
+         FROM users WHERE name = ?",
+        (user.as_str(),),
+    )?;
+    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
+        return Ok(LedgerReply::Credentials {
+            verifier: None,
+            lockout: LockoutState::default(),
+        });
+    };
+    let mut verifier = Verifier {
+        salt: Default::default(),
+        iterations,
+        stored_key: [0; 32],
+        server_key: [0; 32],
+    };
+    verifier
+        .salt
+        .extend_from_slice(&salt)
+        .map_err(|_| anyhow!("salt too long for {user}"))?;
+    verifier.stored_key = stored
+        .try_into()
+        .map_err(|_| anyhow!("bad stored key for {user}"))?;
+    verifier.server_key = server
+        .try_into()
+        .map_err(|_| anyhow!("bad server key for {user}"))?;
+    let lockout = LockoutState {
+        failures,
+        last_failure: Instant::from_millis(last as u64),
+        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
+    };
+    Ok(LedgerReply::Credentials {
+        verifier: Some(verifier),
+        lockout,
+    })
+}
+
+fn lockout_update(
+    c: &mut Conn,
+    user: &Username,
+    f: impl FnOnce(&mut LockoutState),
+) -> Result<LockoutState> {
+    let row: Option<(u32, i64, i64)> = first(
+        c,
+        "SELECT failures, last_failure_ms, locked_until_ms FROM users WHERE name = ? FOR UPDATE",
+        (user.as_str(),),
+    )?;
+    // Unknown users have no state to update (the contract: nothing to record).
+    let Some((failures, last, until)) = row else {
+        return Ok(LockoutState::default());
+    };
+    let mut state = LockoutState {
+        failures,
+        last_failure: Instant::from_millis(last as u64),
+        locked_until: Instant::from_millis(until as u64),
+    };
+    f(&mut state);
+    c.exec_drop(
+        "UPDATE users SET failures = ?, last_failure_ms = ?, locked_until_ms = ? WHERE name = ?",
+        (
+            state.failures,
+            state.last_failure.millis() as i64,
+            state.locked_until.millis().min(FOREVER) as i64,
+            user.as_str(),
+        ),
+    )?;
+    Ok(state)
+}
+
+/// The original outcome of `(from, id)` if it has one: its reply if `to` and `amount` match,
+/// else `DuplicateId` with the balance now. `lock`: a locking read (the latest committed rows
+/// even if the transaction's snapshot is older).
+fn earlier_outcome(
+    c: &mut Conn,
+    from: &Username,
+    id: &TransferId,
+    to: &Username,
+    amount: Amount,
+    now_balance: i64,
+    lock: bool,
+) -> Result<Option<TransferOutcome>> {
+    let lock_clause = if lock { " LOCK IN SHARE MODE" } else { "" };
+    let same = |earlier_to: &str, earlier_amount: i64| {
+        earlier_to == to.as_str() && earlier_amount == sql_amount(amount)
+    };
+    let duplicate = TransferOutcome {
+        result: Err(ErrorCode::DuplicateId),
+        balance: amount_of(now_balance),
+    };
+    let committed: Option<(String, i64, i64)> = first(
+        c,
+        &format!(
+            "SELECT to_user, amount, balance_after FROM journal
+             WHERE from_user = ? AND transfer_id = ?{lock_clause}"
+        ),
+        (from.as_str(), id.as_str()),
+    )?;
+    if let Some((earlier_to, earlier_amount, balance_after)) = committed {
+        return Ok(Some(if same(&earlier_to, earlier_amount) {
+            TransferOutcome {
+                result: Ok(()),
+                balance: amount_of(balance_after),
+            }
+        } else {
+            duplicate
+        }));
+    }
+    let refused: Option<(String, i64, String, i64)> = first(
+        c,
+        &format!(
+            "SELECT to_user, amount, code, balance_at FROM refusals
+             WHERE from_user = ? AND transfer_id = ?{lock_clause}"
+        ),
+        (from.as_str(), id.as_str()),
+    )?;
+    if let Some((earlier_to, earlier_amount, code, balance_at)) = refused {
+        return Ok(Some(if same(&earlier_to, earlier_amount) {
+            TransferOutcome {
+                result: Err(ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal)),
+                balance: amount_of(balance_at),
+            }
+        } else {
+            duplicate
+        }));
+    }
+    Ok(None)
+}
+
+/// After a duplicate key on recording `(from, id)`: another transaction recorded its outcome
+/// first. Undoes this request's writes and answers with that outcome.
+fn lost_race(
+    c: &mut Conn,
+    from: &Username,
+    id: &TransferId,
+    to: &Username,
+    amount: Amount,
+) -> Result<TransferOutcome> {
+    c.query_drop("ROLLBACK TO SAVEPOINT r")?;
+    let now_balance = balance(c, from, true)?.unwrap_or(0);
+    earlier_outcome(c, from, id, to, amount, now_balance, true)?
+        .ok_or_else(|| anyhow!("duplicate key for transfer {id} of {from}, but no outcome"))
+}
+
+/// One transfer, inside the batch's transaction, after the savepoint `r`.
+fn transfer(
+    c: &mut Conn,
+    from: &Username,
+    id: &TransferId,
+    to: &Username,
+    amount: Amount,
+    now_ms: u64,
+    committed: &mut Vec<Committed>,
+) -> Result<TransferOutcome> {
+    let Some(from_balance) = balance(c, from, true)? else {
+        bail!("the logged-in user {from} has no account");
+    };
+    if let Some(outcome) = earlier_outcome(c, from, id, to, amount, from_balance, false)? {
+        return Ok(outcome);
+    }
+    // A final refusal is recorded so that a retry of the same id gets the same answer.
+    let refuse_finally = |c: &mut Conn, code: ErrorCode| -> Result<TransferOutcome> {
+        let recorded = c.exec_drop(
+            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                from.as_str(),
+                id.as_str(),
+                to.as_str(),
+                sql_amount(amount),
+                code.name(),
+                from_balance,
+                now_ms as i64,
+            ),
+        );
+        match recorded {
+            Err(e) if is_duplicate(&e) => lost_race(c, from, id, to, amount),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(TransferOutcome {
+                result: Err(code),
+                balance: amount_of(from_balance),
+            }),
+        }
+    };
+    if from == to {
+        return refuse_finally(c, ErrorCode::SelfTransfer);
+    }
+    let Some(to_balance) = balance(c, to, true)? else {
+        return refuse_finally(c, ErrorCode::UnknownRecipient);
+    };
+    let amount_sql = sql_amount(amount);
+    if from_balance < amount_sql {
+        return refuse_finally(c, ErrorCode::InsufficientFunds);
+    }
+    if to_balance.checked_add(amount_sql).is_none() {
+        return refuse_finally(c, ErrorCode::BalanceOverflow);
+    }
+    // Conditional debit: whatever happened since the read, never below zero.
+    c.exec_drop(
+        "UPDATE users SET balance = balance - ? WHERE name = ? AND balance >= ?",
+        (amount_sql, from.as_str(), amount_sql),
+    )?;
+    if c.affected_rows() != 1 {
+        return refuse_finally(c, ErrorCode::InsufficientFunds);
+    }
+    c.exec_drop(
+        "UPDATE users SET balance = balance + ? WHERE name = ?",
+        (amount_sql, to.as_str()),
+    )?;
+    if c.affected_rows() != 1 {
+        bail!("crediting {to}: no such row");
+    }
+    let after = from_balance - amount_sql;
+    let inserted = c.exec_drop(
+        "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+         VALUES ('transfer', ?, ?, ?, ?, ?, ?)",
+        (
+            from.as_str(),
+            id.as_str(),
+            to.as_str(),
+            amount_sql,
+            after,
+            now_ms as i64,
+        ),
+    );
+    match inserted {
+        // Recorded meanwhile by another transaction: undo this one's debit and credit.
+        Err(e) if is_duplicate(&e) => return lost_race(c, from, id, to, amount),
+        other => other?,
+    }
+    committed.push(Committed {
+        id: id.clone(),
+        from: from.clone(),
+        to: to.clone(),
+        amount,
+        balance_after: amount_of(after),
+        at_ms: now_ms,
+    });
+    Ok(TransferOutcome {
+        result: Ok(()),
+        balance: amount_of(after),
+    })
+}
+
+type HistoryRow = (String, String, String, i64, i64);
+
+fn history(c: &mut Conn, user: &Username, offset: u32) -> Result<HistoryPage> {
+    let rows: Vec<HistoryRow> = all(
+        c,
+        "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
+         WHERE kind = 'transfer' AND (from_user = ? OR to_user = ?)
+         ORDER BY seq DESC LIMIT ? OFFSET ?",
+        (
+            user.as_str(),
+            user.as_str(),
+            HISTORY_PAGE as u64 + 1,
+            u64::from(offset),
+        ),
+    )?;
+    let mut page = HistoryPage::default();
+    for (id, from, to, amount, at) in rows {
+        if page.entries.len() == HISTORY_PAGE {
+            page.more = true;
+            break;
+        }
+        let entry = HistoryEntry {
+            id: TransferId::parse(&id).map_err(|e| anyhow!("bad transfer id {id:?}: {e}"))?,
+            from: name_of(from)?,
+            to: name_of(to)?,
+            amount: amount_of(amount),
+            at: at as u64,
+        };
+        let _ = page.entries.push(entry);
+    }
+    Ok(page)
+}
+
+/// Whether a request writes (and so needs a savepoint to be undone on its own).
+fn writes(request: &LedgerRequest) -> bool {
+    matches!(
+        request,
+        LedgerRequest::Register { .. }
+            | LedgerRequest::LoginFailed { .. }
+            | LedgerRequest::LoginSucceeded { .. }
+            | LedgerRequest::Transfer { .. }
+    )
+}
+
+fn execute_one(
+    opening_balance: Amount,
+    c: &mut Conn,
+    request: &LedgerRequest,
+    committed: &mut Vec<Committed>,
+) -> Result<LedgerReply> {
+    let now_ms = crate::clock::unix_millis();
+    Ok(match request {
+        LedgerRequest::Register { user, verifier } => {
+            LedgerReply::Registered(register(c, user, verifier, opening_balance, now_ms)?)
+        }
+        LedgerRequest::Credentials { user } => credentials(c, user)?,
+        LedgerRequest::LoginFailed { user, now, policy } => {
+            LedgerReply::Recorded(lockout_update(c, user, |s| {
+                s.record_failure(*now, policy);
+            })?)
+        }
+        LedgerRequest::LoginSucceeded { user } => {
+            LedgerReply::Recorded(lockout_update(c, user, |s| s.record_success())?)
+        }
+        LedgerRequest::Transfer {
+            from,
+            id,
+            to,
+            amount,
+        } => LedgerReply::Transfer(transfer(c, from, id, to, *amount, now_ms, committed)?),
+        LedgerRequest::Balance { user } => LedgerReply::Balance(
+            balance(c, user, false)?
+                .map(amount_of)
+                .ok_or(ErrorCode::Internal),
+        ),
+        LedgerRequest::History { user, offset } => {
+            LedgerReply::History(Ok(history(c, user, *offset)?))
+        }
+        _ => LedgerReply::Unavailable,
+    })
+}
+
+/// Parses an integer that MySQL returns as a decimal string (sums are DECIMAL).
+fn big(v: Option<String>) -> Result<i128> {
+    let text = v.unwrap_or_else(|| "0".into());
+    text.parse()
+        .map_err(|_| anyhow!("unexpected number {text:?} from the database"))
+}
+
+type CheckRow = (String, i64, Option<String>, Option<String>);
+
+fn check_snapshot(c: &mut Conn) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let rows: Vec<CheckRow> = all(
+        c,
+        "SELECT u.name, u.balance, CAST(c.total AS CHAR), CAST(d.total AS CHAR)
+         FROM users u
+         LEFT JOIN (SELECT to_user, SUM(amount) AS total FROM journal GROUP BY to_user) c
+                ON c.to_user = u.name
+         LEFT JOIN (SELECT from_user, SUM(amount) AS total FROM journal
+                    WHERE kind = 'transfer' GROUP BY from_user) d
+                ON d.from_user = u.name
+         ORDER BY u.name",
+        (),
+    )?;
+    for (name, balance, credits, debits) in rows {
+        report.accounts += 1;
+        report.total += i128::from(balance);
+        let expected = big(credits)? - big(debits)?;
+        if i128::from(balance) != expected {
+            report.problems.push(format!(
+                "{name}: balance {} but the journal gives {}",
+                amount_of(balance),
+                fmt_i128(expected)
+            ));
+        }
+        if balance < 0 {
+            report.problems.push(format!("{name}: negative balance"));
+        }
+    }
+    report.entries = first::<(u64,)>(c, "SELECT COUNT(*) FROM journal", ())?.map_or(0, |r| r.0);
+    report.minted = big(first::<(Option<String>,)>(
+        c,
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS CHAR) FROM journal WHERE kind = 'deposit'",
+        (),
+    )?
+    .and_then(|r| r.0))?;
+    let orphans = first::<(u64,)>(
+        c,
+        "SELECT COUNT(*) FROM journal j
+         WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = j.to_user)
+            OR (j.from_user IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM users WHERE name = j.from_user))",
+        (),
+    )?
+    .map_or(0, |r| r.0);
+    if orphans > 0 {
+        report.problems.push(format!(
+            "{orphans} journal entries name users that do not exist"
+        ));
+    }
+    if report.total != report.minted {
+        report.problems.push(format!(
+            "money not conserved: balances sum to {} but {} was deposited",
+            fmt_i128(report.total),
+            fmt_i128(report.minted)
+        ));
+    }
+    Ok(report)
+}
+
+impl Store for MysqlStore {
+    fn execute_batch(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        committed: &mut Vec<Committed>,
+    ) -> Result<Vec<LedgerReply>> {
+        let first_committed = committed.len();
+        let opening = self.opening_balance;
+        let names = lock_set(batch);
+        let result = self.transaction(|c| {
+            committed.truncate(first_committed);
+            // First statement of the transaction: see the module documentation.
+            lock_users(c, &names)?;
+            let mut replies = Vec::with_capacity(batch.len());
+            for (request, _) in batch {
+                let savepoint = writes(request);
+                if savepoint {
+                    // Replaces the previous request's savepoint of the same name.
+                    c.query_drop("SAVEPOINT r")?;
+                }
+                let before = committed.len();
+                match execute_one(opening, c, request, committed) {
+                    Ok(reply) => replies.push(reply),
+                    Err(e) if classify(&e) != Failure::Other => return Err(e),
+                    Err(e) => {
+                        // One request's failure never undoes the others.
+                        committed.truncate(before);
+                        if savepoint {
+                            c.query_drop("ROLLBACK TO SAVEPOINT r")?;
+                        }
+                        tracing::error!("ledger request failed: {e:#}");
+                        replies.push(LedgerReply::Unavailable);
+                    }
+                }
+            }
+            Ok(replies)
+        });
+        if result.is_err() {
+            committed.truncate(first_committed);
+        }
+        result
+    }
+
+    fn server_secret(&mut self) -> Result<[u8; 32]> {
+        let mut fresh = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fresh);
+        // Insert if absent, then read: every server on this database gets the same secret.
+        let stored: Vec<u8> = self.transaction(|c| {
+            c.exec_drop(
+                "INSERT INTO meta (meta_key, meta_value) VALUES ('server_secret', ?)
+                 ON DUPLICATE KEY UPDATE meta_key = meta_key",
+                (&fresh[..],),
+            )?;
+            first::<(Vec<u8>,)>(
+                c,
+                "SELECT meta_value FROM meta WHERE meta_key = 'server_secret'",
+                (),
+            )?
+            .map(|r| r.0)
+            .ok_or_else(|| anyhow!("server secret missing right after its insert"))
+        })?;
+        stored
+            .try_into()
+            .map_err(|_| anyhow!("corrupt server secret"))
+    }
+
+    fn add_user(
+        &mut self,
+        user: &Username,
+        verifier: &Verifier,
+        balance: Amount,
+        now_ms: u64,
+    ) -> Result<()> {
+        let created = self.transaction(|c| register(c, user, verifier, balance, now_ms))?;
+        if created.is_err() {
+            bail!("user {user} already exists");
+        }
+        Ok(())
+    }
+
+    fn list_users(&mut self) -> Result<Vec<UserSummary>> {
+        let rows: Vec<(String, i64, bool, i64, u32)> = all(
+            self.connect()?,
+            "SELECT name, balance, admin_locked, locked_until_ms, failures FROM users ORDER BY name",
+            (),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, balance, admin_locked, until, failures)| UserSummary {
+                    name,
+                    balance: amount_of(balance),
+                    admin_locked,
+                    locked_until_ms: until as u64,
+                    failures,
+                },
+            )
+            .collect())
+    }
+
+    fn set_admin_lock(&mut self, user: &Username, locked: bool) -> Result<()> {
+        let matched = self.transaction(|c| {
+            if locked {
+                c.exec_drop(
+                    "UPDATE users SET admin_locked = 1 WHERE name = ?",
+                    (user.as_str(),),
+                )?;
+            } else {
+                c.exec_drop(
+                    "UPDATE users SET admin_locked = 0, failures = 0, locked_until_ms = 0
+                     WHERE name = ?",
+                    (user.as_str(),),
+                )?;
+            }
+            Ok(c.affected_rows())
+        })?;
+        if matched == 0 {
+            bail!("no user named {user}");
+        }
+        Ok(())
+    }
+
+    fn deposit(&mut self, user: &Username, amount: Amount, now_ms: u64) -> Result<Amount> {
+        let new = self.transaction(|c| {
+            let Some(old) = balance(c, user, true)? else {
+                bail!("no user named {user}")
+            };
+            let Some(new) = old.checked_add(sql_amount(amount)) else {
+                bail!("the balance of {user} would overflow")
+            };
+            c.exec_drop(
+                "UPDATE users SET balance = ? WHERE name = ?",
+                (new, user.as_str()),
+            )?;
+            c.exec_drop(
+                "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms)
+                 VALUES ('deposit', ?, ?, ?, ?)",
+                (user.as_str(), sql_amount(amount), new, now_ms as i64),
+            )?;
+            Ok(new)
+        })?;
+        Ok(amount_of(new))
+    }
+
+    fn check(&mut self) -> Result<CheckReport> {
+        let c = self.connect()?;
+        // One consistent snapshot: a correct answer even while servers keep committing.
+        c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
+        let report = check_snapshot(c);
+        let ended = c.query_drop("COMMIT");
+        let report = report?;
+        ended?;
+        Ok(report)
+    }
+}
