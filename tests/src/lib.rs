@@ -161,9 +161,23 @@ impl Server {
         c
     }
 
-    /// Runs `txsock ARGS --data-dir DATA` (an admin command) and returns its output.
+    /// Starts a server in a new temporary directory (audit logs) on the database `db`
+    /// (`--db`, e.g. a [`MysqlDatabase`]'s URL) with `extra` flags.
+    pub fn start_on_db(db: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--db", db];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// Runs `txsock ARGS --data-dir DATA` (an admin command, with the server's `--db` if it
+    /// has one) and returns its output.
     pub fn admin(&self, args: &[&str], stdin: &str) -> Output {
-        admin(&self.data_dir, args, stdin)
+        let mut args = args.to_vec();
+        if let Some(i) = self.args.iter().position(|a| a == "--db") {
+            args.push("--db");
+            args.push(&self.args[i + 1]);
+        }
+        admin(&self.data_dir, &args, stdin)
     }
 
     /// The contents of an audit log (`sessions.log`, `transactions.log`, `error.log`).
@@ -294,6 +308,81 @@ pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// The environment variable naming the MySQL/MariaDB server for tests
+/// (`mysql://USER:PASS@HOST:PORT/DB`); `cargo xtask test` starts a throwaway MariaDB and
+/// sets it.
+pub const MYSQL_URL_VAR: &str = "TXSOCK_TEST_MYSQL_URL";
+
+/// The test MySQL/MariaDB URL, or `None` when MySQL tests are to be skipped (it prints
+/// "skipped: TXSOCK_TEST_MYSQL_URL not set"). Panics, failing the test, when the variable
+/// is unset but MySQL tests are required: when `CI` is set or `TXSOCK_REQUIRE_MYSQL=1`.
+pub fn test_mysql_url() -> Option<String> {
+    match std::env::var(MYSQL_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+            let required = std::env::var("TXSOCK_REQUIRE_MYSQL").is_ok_and(|v| v == "1");
+            assert!(
+                !(ci || required),
+                "{MYSQL_URL_VAR} is not set, and MySQL tests are required here (CI or \
+                 TXSOCK_REQUIRE_MYSQL=1): run them with `cargo xtask test`, which starts a \
+                 throwaway MariaDB, or point {MYSQL_URL_VAR} at a server"
+            );
+            eprintln!("skipped: {MYSQL_URL_VAR} not set");
+            None
+        }
+    }
+}
+
+/// A database of its own on the test MySQL/MariaDB server, dropped on drop.
+pub struct MysqlDatabase {
+    /// Its URL, for `--db`.
+    pub url: String,
+    name: String,
+    server: mysql::Opts,
+}
+
+impl MysqlDatabase {
+    /// Creates `<DB>_<pid>_<suffix>` (DB: the test URL's database), or `None` to skip.
+    pub fn create(suffix: &str) -> Option<MysqlDatabase> {
+        use mysql::prelude::Queryable;
+        let base_url = test_mysql_url()?;
+        let opts = mysql::Opts::from_url(&base_url).expect("invalid TXSOCK_TEST_MYSQL_URL");
+        let base = opts.get_db_name().unwrap_or("txsock_test").to_string();
+        let mut name = format!("{base}_{}_{suffix}", std::process::id());
+        name.truncate(64);
+        let server: mysql::Opts = mysql::OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .into();
+        let mut conn = mysql::Conn::new(server.clone()).expect("connecting to the test server");
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+            .expect("drop");
+        conn.query_drop(format!("CREATE DATABASE `{name}`"))
+            .expect("creating the test database");
+        let (head, query) = base_url.split_at(base_url.find('?').unwrap_or(base_url.len()));
+        let (server_part, _) = head.rsplit_once('/').expect("URL has a /DB part");
+        let url = format!("{server_part}/{name}{query}");
+        Some(MysqlDatabase { url, name, server })
+    }
+
+    /// A connection to this database.
+    pub fn connect(&self) -> mysql::Conn {
+        let opts: mysql::Opts = mysql::OptsBuilder::from_opts(self.server.clone())
+            .db_name(Some(self.name.clone()))
+            .into();
+        mysql::Conn::new(opts).expect("connecting to the test database")
+    }
+}
+
+impl Drop for MysqlDatabase {
+    fn drop(&mut self) {
+        use mysql::prelude::Queryable;
+        if let Ok(mut conn) = mysql::Conn::new(self.server.clone()) {
+            let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
         }
     }
 }
