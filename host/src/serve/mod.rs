@@ -101,11 +101,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_NONCES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=NONCE_CAPACITY as i64))]
     pub nonces: u16,
 
-    /// Failed logins an account is allowed before it is locked with exponential backoff.
+    /// Consecutive failed logins that lock an account (the Nth failure starts a lock that
+    /// doubles with each further failure).
     #[arg(long, env = "TXSOCK_LOCKOUT_AFTER", default_value_t = Backoff::ACCOUNT.lock_after)]
     pub lockout_after: u32,
 
-    /// Failed logins from one address before that address is throttled.
+    /// Failed logins from one address that throttle it (the Nth failure starts it).
     #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = Backoff::ADDRESS.lock_after)]
     pub address_lockout_after: u32,
 
