@@ -1,81 +1,602 @@
-//! Entry points for the fuzz targets in `fuzz/`. Not part of the public API.
+//! Entry points for the fuzz targets in `fuzz/`, and the deterministic set-ups they share
+//! with the corpus generator (`fuzz/examples/make_corpus.rs`). Not part of the public API.
+//!
+//! The session targets log in without PBKDF2: the user is the protocol vectors' `alice`
+//! ([`vectors`]), whose `SaltedPassword` is a known constant, so the verifier goes straight
+//! into the ledger and the client answers the challenge with
+//! [`answer_with_key`](crate::ClientSession::answer_with_key). A whole set-up costs a few
+//! dozen SHA-256 blocks instead of two 4096-iteration PBKDF2 runs.
+//!
+//! Everything is deterministic ([`TestRng`] with fixed seeds), so the same set-up always
+//! yields the same session keys and nonces: a frame recorded once stays valid, which is how
+//! the checked-in corpus holds genuine transfers and receipts.
 
-use crate::framing::{Decoded, FrameDecoder};
-use crate::message::{Request, Response};
-use crate::selftest::Pair;
+use crate::amount::Amount;
+use crate::auth::{AuthMessage, ClientProof, SessionKeys, Verifier};
+use crate::crypto::{ct_eq, Key};
+use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
+use crate::framing::{encode_frame, Decoded, FrameDecoder, DEFAULT_MAX_FRAME, MAX_RESPONSE};
+use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
+use crate::mac;
+use crate::message::{
+    LoginOut, NoncesRequestOut, ProofOut, Request, Response, TransferOut, TransferRequest,
+    MAX_NONCE_BATCH,
+};
+use crate::names::Username;
+use crate::replay::{Nonce, NONCE_LEN};
+use crate::selftest::{vectors, Pair};
+use crate::session::client::ClientEvent;
+use heapless::Vec;
 
-/// Frame decoder: the first byte picks the capacity (1 to 256), the rest is split into reads
-/// at the positions given by the next bytes. Checks that chunking does not change frames.
+// ---------------------------------------------------------------------------------------
+// Framing and messages
+// ---------------------------------------------------------------------------------------
+
+/// Frame decoder: the first byte picks the frame limit (1 to 256, via
+/// [`FrameDecoder::set_limit`]), the second seeds the read sizes (1 to 64 bytes), the rest
+/// is the stream. Checks that chunking changes neither the frames nor the errors, that no
+/// frame exceeds the limit or holds a newline, and that every call makes progress.
 pub fn frame_decoder(data: &[u8]) {
-    let Some((&cap, rest)) = data.split_first() else {
+    let [limit, seed, input @ ..] = data else {
         return;
     };
-    let cap = usize::from(cap);
-    run_decoder(cap, rest);
-}
+    let limit = usize::from(*limit) + 1;
+    let mut whole = FrameDecoder::<256>::new();
+    let mut chunked = FrameDecoder::<256>::new();
+    whole.set_limit(limit);
+    chunked.set_limit(limit);
 
-fn run_decoder(cap: usize, input: &[u8]) {
-    // One decoder per capacity class keeps this monomorphic.
-    match cap % 4 {
-        0 => compare::<1>(input),
-        1 => compare::<7>(input),
-        2 => compare::<64>(input),
-        _ => compare::<512>(input),
-    }
-}
-
-fn compare<const N: usize>(input: &[u8]) {
-    let mut whole = FrameDecoder::<N>::new();
-    let mut chunked = FrameDecoder::<N>::new();
-    let mut a = input;
-    let step = 1 + (input.len() % 13);
-    let mut b_pos = 0;
-    let mut frames_a = 0u32;
-    let mut frames_b = 0u32;
-    while !a.is_empty() {
-        let (n, d) = whole.decode(a);
-        if !matches!(d, Decoded::Incomplete) {
-            frames_a += 1;
-        }
-        a = &a[n..];
-    }
-    while b_pos < input.len() {
-        let end = (b_pos + step).min(input.len());
-        let mut chunk = &input[b_pos..end];
+    // `whole` sees all the remaining input at once and is pulled one outcome at a time,
+    // in step with `chunked`, which sees it in pseudo-random reads.
+    let mut rest = input;
+    let mut state = u32::from(*seed) | 0x100;
+    let mut pos = 0;
+    while pos < input.len() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let end = (pos + 1 + (state % 64) as usize).min(input.len());
+        let mut chunk = &input[pos..end];
         while !chunk.is_empty() {
-            let (n, d) = chunked.decode(chunk);
-            if !matches!(d, Decoded::Incomplete) {
-                frames_b += 1;
-            }
+            let (n, got) = chunked.decode(chunk);
+            assert!(n > 0, "decode consumed nothing");
             chunk = &chunk[n..];
+            if matches!(got, Decoded::Incomplete) {
+                assert!(chunk.is_empty(), "Incomplete before the end of the input");
+                continue;
+            }
+            if let Decoded::Frame(f) = &got {
+                assert!(f.len() <= limit, "frame longer than the limit");
+                assert!(!f.contains(&b'\n'), "frame holds a newline");
+            }
+            // The same outcome must come out of the unchunked decoder next.
+            loop {
+                assert!(!rest.is_empty(), "chunking produced an extra outcome");
+                let (m, want) = whole.decode(rest);
+                rest = &rest[m..];
+                if !matches!(want, Decoded::Incomplete) {
+                    assert_eq!(got, want, "chunking changed the outcome");
+                    break;
+                }
+            }
         }
-        b_pos = end;
+        pos = end;
     }
-    assert_eq!(frames_a, frames_b, "chunking changed the number of frames");
+    // Nothing may be left in the unchunked stream but an unfinished line.
+    while !rest.is_empty() {
+        let (m, d) = whole.decode(rest);
+        rest = &rest[m..];
+        assert!(matches!(d, Decoded::Incomplete), "chunking lost an outcome");
+    }
+    // An empty read drops a frame returned last time; then both hold the same tail.
+    let _ = whole.decode(&[]);
+    let _ = chunked.decode(&[]);
+    assert_eq!(whole.buffered(), chunked.buffered());
 }
 
-/// Message parsers, both directions.
+/// Message parsers, both directions. A parsed request or response must not panic when
+/// formatted either.
 pub fn messages(data: &[u8]) {
-    let _ = Request::parse(data);
-    let _ = Response::parse(data);
+    use core::fmt::Write;
+    struct Sink;
+    impl Write for Sink {
+        fn write_str(&mut self, _: &str) -> core::fmt::Result {
+            Ok(())
+        }
+    }
+    if let Ok(r) = Request::parse(data) {
+        let _ = write!(Sink, "{r:?}");
+    }
+    if let Ok(r) = Response::parse(data) {
+        let _ = write!(Sink, "{r:?}");
+    }
 }
 
-/// A logged-in server session fed arbitrary bytes: must not panic, must not move money.
-pub fn server_session(data: &[u8]) {
+// ---------------------------------------------------------------------------------------
+// Shared set-up
+// ---------------------------------------------------------------------------------------
+
+/// The logged-in user of the session targets: the protocol vectors' user.
+pub const USER: &str = vectors::USER;
+/// A second account, so that transfers can succeed.
+pub const RECIPIENT: &str = "bob";
+/// The client nonce the server harness logs in with.
+pub const CLIENT_NONCE: &str = "fuzzfuzzfuzzfuzzfuzzfuzz";
+/// Nonces issued to the session during set-up.
+pub const NONCES: usize = MAX_NONCE_BATCH;
+
+/// The user's `SaltedPassword` (the vector; a core test checks it against PBKDF2).
+pub fn salted_password() -> Key {
+    Key(hex_decode(vectors::SALTED_PASSWORD).expect("vector SaltedPassword"))
+}
+
+fn salt() -> [u8; 16] {
+    hex_decode(vectors::SALT_HEX).expect("vector salt")
+}
+
+/// The user's verifier, derived without PBKDF2.
+pub fn verifier() -> Verifier {
+    Verifier::from_salted_password(&salted_password(), &salt(), vectors::ITERATIONS)
+}
+
+/// A [`Pair`] whose ledger already holds [`USER`] and [`RECIPIENT`], both logged out.
+pub fn pair() -> Pair {
     let mut pair = Pair::new(3);
-    if pair
-        .register_and_login("fuzzer", "fuzzer's password")
-        .is_err()
-    {
-        return;
+    for user in [USER, RECIPIENT] {
+        let request = LedgerRequest::Register {
+            user: Username::parse(user).expect("fixed username"),
+            verifier: verifier(),
+        };
+        let reply = pair.ledger.execute(&request, pair.now);
+        assert_eq!(reply, LedgerReply::Registered(Ok(())), "register {user}");
     }
-    let before = pair.ledger.journal().len();
-    let mut out = [0u8; 8192];
-    let _ = pair.server_receive(data, &mut out);
+    pair
+}
+
+// ---------------------------------------------------------------------------------------
+// Server session
+// ---------------------------------------------------------------------------------------
+
+/// A server session logged in as [`USER`] by a hand-driven SCRAM exchange (so the harness
+/// knows the session keys), with [`NONCES`] nonces outstanding.
+pub struct ServerHarness {
+    /// Server, ledger and clock; `pair.client` is not used.
+    pub pair: Pair,
+    /// The session's keys, as the client derived them.
+    pub keys: SessionKeys,
+    /// The nonces issued during set-up, oldest first.
+    pub nonces: Vec<Nonce, NONCES>,
+}
+
+impl Default for ServerHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerHarness {
+    /// Logs in and takes [`NONCES`] nonces. Panics if the core refuses the set-up.
+    pub fn new() -> ServerHarness {
+        let mut pair = pair();
+        let mut frame = [0u8; DEFAULT_MAX_FRAME];
+        let mut answer = [0u8; 2 * MAX_RESPONSE];
+
+        let n = encode_frame(
+            &LoginOut {
+                op: "login",
+                user: USER,
+                nonce: CLIENT_NONCE,
+            },
+            &mut frame,
+        )
+        .expect("login frame");
+        let m = pair.server_receive(&frame[..n], &mut answer);
+        let Ok(Response::Challenge(c)) = Response::parse(trim(&answer[..m])) else {
+            panic!("no challenge");
+        };
+        let mut salt_buf = [0u8; 32];
+        let salt = base64_decode(c.salt, &mut salt_buf).expect("challenge salt");
+        let mut full_nonce: heapless::String<64> = heapless::String::new();
+        full_nonce.push_str(c.nonce).expect("challenge nonce");
+        let auth = AuthMessage {
+            user: USER,
+            client_nonce: CLIENT_NONCE,
+            full_nonce: &full_nonce,
+            salt,
+            iterations: c.iterations,
+        };
+        let proof = ClientProof::compute(&salted_password(), &auth);
+
+        let text = base64_encode::<44>(&proof.proof);
+        let n = encode_frame(
+            &ProofOut {
+                op: "proof",
+                proof: &text,
+            },
+            &mut frame,
+        )
+        .expect("proof frame");
+        let m = pair.server_receive(&frame[..n], &mut answer);
+        let Ok(Response::Welcome(w)) = Response::parse(trim(&answer[..m])) else {
+            panic!("not logged in");
+        };
+        let mut sig = [0u8; 32];
+        let sig = base64_decode(w.signature, &mut sig).expect("signature");
+        assert!(
+            proof.expected_server_signature.ct_eq(sig),
+            "server signature"
+        );
+
+        let n = encode_frame(
+            &NoncesRequestOut {
+                op: "nonces",
+                count: NONCES as u8,
+            },
+            &mut frame,
+        )
+        .expect("nonces frame");
+        let m = pair.server_receive(&frame[..n], &mut answer);
+        let Ok(Response::Nonces(issued)) = Response::parse(trim(&answer[..m])) else {
+            panic!("no nonces");
+        };
+        let mut nonces = Vec::new();
+        for text in &issued.nonces {
+            let nonce = hex_decode::<NONCE_LEN>(text).expect("nonce hex");
+            nonces.push(nonce).expect("at most NONCES");
+        }
+        assert_eq!(nonces.len(), NONCES);
+        while pair.server.poll_event().is_some() {}
+        ServerHarness {
+            pair,
+            keys: proof.keys,
+            nonces,
+        }
+    }
+
+    /// A valid transfer frame (newline included) from [`USER`] with `nonce`.
+    pub fn transfer_frame(
+        &self,
+        id: &str,
+        to: &str,
+        amount: Amount,
+        nonce: &Nonce,
+    ) -> Vec<u8, DEFAULT_MAX_FRAME> {
+        let tag = mac::transfer(&self.keys.client_to_server, USER, id, to, amount, nonce);
+        let mac_text = hex_encode::<64>(&tag.0);
+        let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(nonce);
+        let mut buf = [0u8; DEFAULT_MAX_FRAME];
+        let n = encode_frame(
+            &TransferOut {
+                op: "transfer",
+                id,
+                to,
+                amount,
+                nonce: &nonce_text,
+                mac: &mac_text,
+            },
+            &mut buf,
+        )
+        .expect("transfer frame");
+        Vec::from_slice(&buf[..n]).expect("fits")
+    }
+
+    /// Feeds `input` to the server, answering its ledger requests, until it takes no more.
+    /// Each chunk of output (whole frames) goes to `output`. Returns the bytes consumed.
+    pub fn drive(&mut self, input: &[u8], mut output: impl FnMut(&[u8])) -> usize {
+        let p = &mut self.pair;
+        let mut used = 0;
+        loop {
+            let consumed = p.server.handle_input(&mut p.shared, p.now, &input[used..]);
+            used += consumed;
+            let mut progressed = consumed > 0;
+            if let Some(request) = p.server.poll_ledger() {
+                let reply = p.ledger.execute(&request, p.now);
+                p.server.handle_ledger(&mut p.shared, p.now, reply);
+                progressed = true;
+            }
+            while p.server.poll_event().is_some() {}
+            let pending = p.server.poll_transmit();
+            let n = pending.len();
+            if n > 0 {
+                output(pending);
+                p.server.advance_transmit(n);
+            }
+            if !(progressed || n > 0) {
+                return used;
+            }
+        }
+    }
+}
+
+/// The frame before the first newline.
+fn trim(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+/// A logged-in server session (with [`NONCES`] nonces outstanding) fed arbitrary bytes.
+///
+/// Checks: no panic; every output frame parses as a [`Response`]; the ledger conserves
+/// money (`total == minted`); every journal entry made is a transfer from [`USER`] that
+/// some frame of the input carries with a valid MAC and an issued nonce, and there are no
+/// more entries than distinct such nonces; with no valid transfer, `nonces` or `logout`
+/// frame in the input, no nonce is burnt.
+pub fn server_session(data: &[u8]) {
+    server_session_on(ServerHarness::new(), data);
+}
+
+/// [`server_session`] on a harness made earlier, e.g. a copy of a template (the fuzz
+/// target does that, so the set-up runs once per process instead of once per input).
+pub fn server_session_on(mut h: ServerHarness, data: &[u8]) {
+    let journal_before = h.pair.ledger.journal().len();
+
+    let mut responses = FrameDecoder::<MAX_RESPONSE>::new();
+    h.drive(data, |mut chunk| {
+        while !chunk.is_empty() {
+            let (n, d) = responses.decode(chunk);
+            chunk = &chunk[n..];
+            match d {
+                Decoded::Incomplete => assert!(chunk.is_empty()),
+                Decoded::Frame(f) => assert!(
+                    Response::parse(f).is_ok(),
+                    "the server sent a frame its client cannot parse: {:?}",
+                    core::str::from_utf8(f)
+                ),
+                Decoded::Error(e) => panic!("the server sent an over-long frame: {e:?}"),
+            }
+        }
+    });
+    let _ = responses.decode(&[]);
     assert_eq!(
-        pair.ledger.journal().len(),
-        before,
-        "money moved without a valid MAC"
+        responses.buffered(),
+        0,
+        "the server sent an unfinished frame"
     );
-    assert_eq!(pair.ledger.total(), pair.ledger.minted());
+
+    // The oracle: which transfers may the input legitimately have made?
+    let mut valid: Vec<TransferRequest, NONCES> = Vec::new();
+    let mut ring_may_change = false;
+    let mut lines = FrameDecoder::<DEFAULT_MAX_FRAME>::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (n, d) = lines.decode(rest);
+        rest = &rest[n..];
+        let Decoded::Frame(frame) = d else { continue };
+        match Request::parse(frame) {
+            Ok(Request::Transfer(t)) => {
+                let tag = mac::transfer(
+                    &h.keys.client_to_server,
+                    USER,
+                    t.id.as_str(),
+                    t.to.as_str(),
+                    t.amount,
+                    &t.nonce,
+                );
+                let issued = h.nonces.contains(&t.nonce);
+                let fresh = !valid.iter().any(|v| v.nonce == t.nonce);
+                if ct_eq(&tag.0, &t.mac) && issued && fresh {
+                    // At most NONCES distinct issued nonces.
+                    let _ = valid.push(t);
+                }
+            }
+            Ok(Request::Nonces { .. } | Request::Logout) => ring_may_change = true,
+            _ => {}
+        }
+    }
+
+    let ledger = &h.pair.ledger;
+    assert_eq!(
+        ledger.total(),
+        ledger.minted(),
+        "money created or destroyed"
+    );
+    let made = &ledger.journal()[journal_before..];
+    assert!(
+        made.len() <= valid.len(),
+        "{} transfers journaled from {} valid frames",
+        made.len(),
+        valid.len()
+    );
+    for e in made {
+        let matched = e.from.as_str() == USER
+            && valid
+                .iter()
+                .any(|t| t.id == e.id && t.to == e.to && t.amount == e.amount);
+        assert!(matched, "money moved without a valid MAC: {e:?}");
+    }
+    if valid.is_empty() && !ring_may_change {
+        assert_eq!(
+            h.pair.server.outstanding_nonces(),
+            NONCES,
+            "a nonce was burnt without a valid transfer"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client session
+// ---------------------------------------------------------------------------------------
+
+/// The requests a [`ClientHarness`] leaves outstanding, in order.
+pub const CLIENT_PENDING: &str = "transfer t-1 to bob 1.25, balance, history 0, ping, nonces 2";
+
+/// A client session logged in as [`USER`], holding [`NONCES`] nonces, with the requests of
+/// [`CLIENT_PENDING`] sent (in `pair.client`'s output) and not yet answered.
+pub struct ClientHarness {
+    /// Client, server and ledger. The server has not seen the pending requests.
+    pub pair: Pair,
+}
+
+impl Default for ClientHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientHarness {
+    /// Logs in, takes nonces, and queues the pending requests. Panics if the core refuses
+    /// the set-up.
+    pub fn new() -> ClientHarness {
+        let mut p = pair();
+        p.client.login(&mut p.rng, USER).expect("login request");
+        assert!(
+            matches!(p.step(), Some(ClientEvent::Challenge { .. })),
+            "challenge"
+        );
+        p.client
+            .answer_with_key(&salted_password())
+            .expect("answer");
+        assert_eq!(p.step(), Some(ClientEvent::LoggedIn), "logged in");
+        p.client.request_nonces(NONCES as u8).expect("nonces");
+        assert_eq!(
+            p.step(),
+            Some(ClientEvent::Nonces { available: NONCES }),
+            "nonces"
+        );
+        p.client
+            .transfer("t-1", RECIPIENT, Amount(125))
+            .expect("transfer");
+        p.client.balance().expect("balance");
+        p.client.history(0).expect("history");
+        p.client.ping().expect("ping");
+        p.client.request_nonces(2).expect("nonces");
+        ClientHarness { pair: p }
+    }
+}
+
+/// A logged-in client session with requests outstanding ([`ClientHarness`]) fed arbitrary
+/// bytes as if from the server.
+///
+/// Checks: no panic; every call makes progress; after an integrity event the session stays
+/// failed; it never reports more verified answers of a kind than it has requests of that
+/// kind outstanding.
+pub fn client_session(data: &[u8]) {
+    client_session_on(ClientHarness::new(), data);
+}
+
+/// [`client_session`] on a harness made earlier (see [`server_session_on`]).
+pub fn client_session_on(mut h: ClientHarness, data: &[u8]) {
+    let client = &mut h.pair.client;
+    let n = client.poll_transmit().len();
+    client.advance_transmit(n);
+
+    // Outstanding: one transfer, one balance, one history, one ping, one nonces.
+    let (mut receipts, mut balances, mut histories, mut pongs, mut nonces) = (0, 0, 0, 0, 0);
+    let mut used = 0;
+    while used < data.len() {
+        let n = client.handle_input(&data[used..]);
+        used += n;
+        let mut events = 0;
+        while let Some(event) = client.poll_event() {
+            events += 1;
+            match event {
+                ClientEvent::Receipt(r) => {
+                    receipts += 1;
+                    assert_eq!(r.id.as_str(), "t-1", "receipt for a transfer never sent");
+                    assert_eq!(r.amount, Amount(125), "receipt for another amount");
+                }
+                ClientEvent::Balance(_) => balances += 1,
+                ClientEvent::History(_) => histories += 1,
+                ClientEvent::Pong => pongs += 1,
+                ClientEvent::Nonces { .. } => nonces += 1,
+                ClientEvent::Integrity(_) => {
+                    assert!(client.is_failed(), "integrity error without failing");
+                }
+                ClientEvent::Registered | ClientEvent::LoggedIn | ClientEvent::Challenge { .. } => {
+                    panic!("unsolicited {event:?}")
+                }
+                _ => {}
+            }
+        }
+        assert!(n > 0 || events > 0, "the client made no progress");
+    }
+    assert!(
+        receipts <= 1 && balances <= 1 && histories <= 1 && pongs <= 1 && nonces <= 1,
+        "more answers than requests"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salted_password_matches_pbkdf2() {
+        let slow = crate::auth::salted_password(
+            vectors::PASSWORD.as_bytes(),
+            &salt(),
+            vectors::ITERATIONS,
+        );
+        assert!(slow == salted_password());
+    }
+
+    #[test]
+    fn harness_transfer_moves_money_once() {
+        let mut h = ServerHarness::new();
+        let nonce = h.nonces[0];
+        let frame = h.transfer_frame("t-1", RECIPIENT, Amount(125), &nonce);
+        let mut twice = std::vec::Vec::from(&frame[..]);
+        twice.extend_from_slice(&frame);
+        let mut out = std::vec::Vec::new();
+        h.drive(&twice, |c| out.extend_from_slice(c));
+        let text = std::string::String::from_utf8(out).unwrap();
+        assert!(text.contains("\"result\":\"committed\""), "{text}");
+        assert!(text.contains("unknown_nonce"), "{text}");
+        assert_eq!(h.pair.ledger.journal().len(), 1);
+        server_session(&twice);
+    }
+
+    #[test]
+    fn targets_accept_junk() {
+        let junk: &[&[u8]] = &[
+            b"",
+            b"\n",
+            b"{\"op\":\"ping\"}\n",
+            b"\xff\xfe\n",
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n",
+            b"{\"op\":\"logout\"}\n{\"op\":\"ping\"}\n",
+        ];
+        for j in junk {
+            frame_decoder(j);
+            messages(j);
+            server_session(j);
+            client_session(j);
+        }
+    }
+
+    #[test]
+    fn client_harness_accepts_genuine_answers() {
+        let mut h = ClientHarness::new();
+        let p = &mut h.pair;
+        let mut req = [0u8; 1024];
+        let n = p.client.poll_transmit().len();
+        req[..n].copy_from_slice(p.client.poll_transmit());
+        let mut answer = [0u8; 4096];
+        let m = p.server_receive(&req[..n], &mut answer);
+        client_session(&answer[..m]);
+
+        // The same answers, checked event by event.
+        p.client.advance_transmit(n);
+        let mut events = std::vec::Vec::new();
+        let mut used = 0;
+        while used < m {
+            used += p.client.handle_input(&answer[used..m]);
+            while let Some(e) = p.client.poll_event() {
+                events.push(e);
+            }
+        }
+        assert!(
+            matches!(&events[..], [
+                ClientEvent::Receipt(r),
+                ClientEvent::Balance(Amount(9_875)),
+                ClientEvent::History(_),
+                ClientEvent::Pong,
+                ClientEvent::Nonces { .. },
+            ] if r.result.is_ok()),
+            "{events:?}"
+        );
+    }
 }

@@ -3,6 +3,8 @@
 //! std only, no dependencies: it has to build on a fresh machine before anything it would
 //! install is there.
 
+mod bench;
+mod fuzz;
 mod prerequisites;
 mod qemu;
 mod util;
@@ -49,10 +51,18 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
-    bench           cargo bench -p txsock-core
-    fuzz            For each target that `cargo +nightly fuzz list` lists in fuzz/, run
-                    `cargo +nightly fuzz run <target> -- -max_total_time=<SECONDS>`. Installs
-                    cargo-fuzz (cargo install cargo-fuzz) if it is missing.
+    bench           cargo bench -p txsock-core --bench session (criterion, about 20 s once
+                    built), then one line: the rate at which a logged-in ServerSession handles
+                    transfer frames end to end, raw HMAC-SHA256 over the same number of bytes,
+                    and their ratio (target >= 0.33), read from target/criterion/session/.
+    fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
+                    list` lists in fuzz/, run `cargo +nightly fuzz run <target>
+                    fuzz/corpus-local/<target> fuzz/corpus/<target> --
+                    -max_total_time=<SECONDS> -max_len=4096 -dict=fuzz/protocol.dict` (new
+                    inputs go to corpus-local/; the checked-in seeds in corpus/ stay as they
+                    are). Runs every target even if one fails, then prints each one's
+                    executions per second. Installs cargo-fuzz (cargo install cargo-fuzz) if
+                    it is missing.
         --seconds N     time per target, in seconds [default: 60]
 
 OPTIONS:
@@ -77,8 +87,8 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
-        Task::Bench => bench(),
-        Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Bench => bench::bench(),
+        Task::Fuzz { seconds } => fuzz::fuzz(seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,48 +199,6 @@ fn test() -> Result<(), Error> {
         "all {count} steps passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// `cargo xtask bench`.
-fn bench() -> Result<(), Error> {
-    run(cargo(&repo_root()).args(["bench", "-p", "txsock-core"]))
-}
-
-/// `cargo xtask fuzz --seconds N`: every target in `fuzz/`, one after the other.
-fn fuzz(seconds: u64) -> Result<(), Error> {
-    let dir = repo_root().join("fuzz");
-    if !dir.join("Cargo.toml").is_file() {
-        return Err(Error::new(format!("no fuzz crate at {}", dir.display())));
-    }
-    let nightly_fuzz = || {
-        let mut command = Command::new("cargo");
-        command.current_dir(&dir).args(["+nightly", "fuzz"]);
-        command
-    };
-    if !util::succeeds(nightly_fuzz().arg("--version")) {
-        println!("cargo-fuzz is missing: installing it");
-        run(Command::new("cargo").args(["install", "cargo-fuzz"]))?;
-    }
-    let listed = util::output(nightly_fuzz().arg("list"))?;
-    let targets: Vec<&str> = listed
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    if targets.is_empty() {
-        return Err(Error::new("`cargo +nightly fuzz list` lists no targets"));
-    }
-    for target in &targets {
-        println!("==> fuzz {target} for {seconds} s");
-        let started = Instant::now();
-        run(nightly_fuzz().args(["run", target, "--", &format!("-max_total_time={seconds}")]))
-            .map_err(|error| Error::new(format!("fuzz target `{target}`: {error}")))?;
-        println!(
-            "<== fuzz {target}: ok in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
     Ok(())
 }
 
