@@ -1,0 +1,49 @@
+//! # txsock-firmware-sim
+//!
+//! txsock's core server on [smoltcp](https://docs.rs/smoltcp): the device a microcontroller
+//! runs, a simulated constrained link to test it on a desktop, and a bridge to a real TAP
+//! interface.
+//!
+//! The device ([`device::Device`]) is `no_std` and allocation-free: one smoltcp interface,
+//! statically sized TCP socket buffers, a fixed number of core
+//! [`ServerSession`](txsock_core::ServerSession)s, and a [`Ledger`](txsock_core::Ledger)
+//! answered synchronously (the core's fixed-capacity
+//! [`MemLedger`](txsock_core::MemLedger) by default). One `poll(now)` drives everything. It
+//! contains no protocol code of its own: every protocol decision is the core session's.
+//!
+//! This crate does **not** read a clock, pick an RNG seed, or own a network device: a board
+//! (or the simulator) passes "now" to every call, seeds the RNG from its TRNG, and lends a
+//! smoltcp [`phy::Device`](smoltcp::phy::Device). `docs/PORTING.md` says what a board must
+//! provide.
+//!
+//! ## Layers
+//!
+//! - [`device`]: the device itself.
+//! - [`link`]: a simulated Ethernet link with seeded loss, delay, reordering, corruption and
+//!   an MTU, modelled on smoltcp's `FaultInjector`, which also hashes everything it carries
+//!   (the transcript) and counts TCP retransmissions.
+//! - [`client`]: the simulated clients' side: core [`ClientSession`](txsock_core::ClientSession)s
+//!   on their own smoltcp interface, and a simulated clock that jumps to the next deadline.
+//! - [`scenario`]: the scripted session (transfers, a replay, a tamper attempt) that the
+//!   Cortex-M4 image (`firmware-sim/cortex-m`) runs under QEMU.
+//! - `sim` (with `std`): the simulator behind the `txsock-firmware-sim` binary: many
+//!   transfers over a lossy link, exactly once, with a summary.
+//! - `tap` (with `std`): the device on a Linux TAP interface, for real clients.
+//!
+//! ## Features
+//!
+//! - `std` (default): the simulator, the TAP bridge and the binary. Without it the crate is
+//!   `#![no_std]`; the Cortex-M image builds it that way.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod device;
+pub mod link;
+pub mod scenario;
+
+#[cfg(feature = "std")]
+pub mod sim;
+#[cfg(feature = "std")]
+pub mod tap;

@@ -1,0 +1,185 @@
+//! `txsock-firmware-sim`: the txsock device (core server on smoltcp) on a simulated link, or
+//! on a TAP interface. See [`USAGE`].
+
+use std::process::ExitCode;
+
+use txsock_core::Duration;
+use txsock_firmware_sim::link::{LinkConfig, Probability, MIN_MTU};
+use txsock_firmware_sim::sim::{self, SimConfig, MAX_CLIENTS, MAX_MTU};
+use txsock_firmware_sim::tap::{self, TapConfig};
+
+const USAGE: &str = "\
+txsock-firmware-sim: txsock's core server on smoltcp, as a microcontroller would run it
+
+USAGE:
+    txsock-firmware-sim [OPTIONS]              simulate a device and clients on a lossy link
+    txsock-firmware-sim --tap NAME [OPTIONS]   serve real clients on TAP interface NAME
+
+SIMULATION (all deterministic: the same options give the same transcript hash):
+    --transfers N     transfers in total [default: 100]
+    --clients N       simulated clients, 1 to 12; more than the device's 4 sessions shows
+                      the server_busy refusal [default: 1]
+    --loss P          chance each frame is lost, 0 to 1 [default: 0]
+    --reorder P       chance each frame is held back so later ones overtake it [default: 0]
+    --corrupt P       chance each frame gets a bit flipped [default: 0]
+    --delay MS        one-way delay in milliseconds [default: 10]
+    --mtu BYTES       IP MTU of the link, 68 to 1500 [default: 576]
+    --outage AT:SECS  the link goes down at AT seconds for SECS seconds (a long one outlasts
+                      the device's idle timeout: clients reconnect and re-send)
+    --seed N          seed of everything random [default: 1]
+
+TAP (the device on a Linux TAP interface that already exists, e.g. made by
+firmware-sim/tap-netns.sh; needs /dev/net/tun, usually root):
+    --tap NAME        the TAP interface
+    --address A.B.C.D/P
+                      the device's IPv4 address [default: 192.0.2.2/24]
+    --seed N          seed of the device's RNG [default: from /dev/urandom, as a board
+                      seeds it from its TRNG]
+    --serve-for SECS  stop after this many seconds [default: run until killed]
+
+    -h, --help        print this help
+
+Exit status: 0 if every transfer completed exactly once and money was conserved (or the TAP
+device stopped cleanly), 1 otherwise, 2 on a usage error.
+";
+
+enum Mode {
+    Help,
+    Simulate(SimConfig),
+    Tap(TapConfig),
+}
+
+fn parse(args: &[String]) -> Result<Mode, String> {
+    let mut config = SimConfig::default();
+    let mut link = LinkConfig::default();
+    let mut tap_name = None;
+    let mut address = ([192, 0, 2, 2], 24);
+    let mut serve_for = None;
+    let mut seed_given = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(Mode::Help);
+        }
+        let mut value = || -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| args.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--transfers" => config.transfers = number(flag, &value()?)?,
+            "--clients" => {
+                config.clients = number(flag, &value()?)?;
+                if config.clients == 0 || config.clients > MAX_CLIENTS {
+                    return Err(format!("--clients must be 1 to {MAX_CLIENTS}"));
+                }
+            }
+            "--loss" => link.loss = probability(flag, &value()?)?,
+            "--reorder" => link.reorder = probability(flag, &value()?)?,
+            "--corrupt" => link.corrupt = probability(flag, &value()?)?,
+            "--delay" => link.delay_ms = number(flag, &value()?)?,
+            "--mtu" => {
+                link.mtu = number(flag, &value()?)?;
+                if !(MIN_MTU..=MAX_MTU).contains(&link.mtu) {
+                    return Err(format!("--mtu must be {MIN_MTU} to {MAX_MTU}"));
+                }
+            }
+            "--outage" => {
+                let text = value()?;
+                let (at, length) = text
+                    .split_once(':')
+                    .ok_or_else(|| format!("--outage: `{text}` is not AT:SECONDS"))?;
+                let at: u64 = number(flag, at)?;
+                let length: u64 = number(flag, length)?;
+                link.outage_ms = (at * 1000, length * 1000);
+            }
+            "--seed" => {
+                config.seed = number(flag, &value()?)?;
+                seed_given = true;
+            }
+            "--tap" => tap_name = Some(value()?),
+            "--address" => address = cidr(&value()?)?,
+            "--serve-for" => serve_for = Some(Duration::from_secs(number(flag, &value()?)?)),
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    config.link = link;
+    Ok(match tap_name {
+        Some(interface) => Mode::Tap(TapConfig {
+            interface,
+            address: address.0,
+            prefix_len: address.1,
+            seed: seed_given.then_some(config.seed),
+            serve_for,
+        }),
+        None => Mode::Simulate(config),
+    })
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: `{text}` is not a valid number"))
+}
+
+fn probability(flag: &str, text: &str) -> Result<Probability, String> {
+    let p: f64 = number(flag, text)?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{flag}: {p} is not between 0 and 1"));
+    }
+    Ok(Probability::new(p))
+}
+
+fn cidr(text: &str) -> Result<([u8; 4], u8), String> {
+    let bad = || format!("--address: `{text}` is not A.B.C.D/P");
+    let (ip, prefix) = text.split_once('/').unwrap_or((text, "24"));
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    Ok((ip.octets(), prefix))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match parse(&args) {
+        Ok(mode) => mode,
+        Err(message) => {
+            eprintln!("error: {message}\nRun `txsock-firmware-sim --help` for the options.");
+            return ExitCode::from(2);
+        }
+    };
+    match mode {
+        Mode::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Mode::Simulate(config) => match sim::run(&config) {
+            Ok(report) => {
+                println!("{report}");
+                if report.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("error: the run was not clean (see above)");
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                eprintln!("error: simulation failed: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Mode::Tap(config) => match tap::serve(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

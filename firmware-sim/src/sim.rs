@@ -1,0 +1,796 @@
+//! The simulator behind the `txsock-firmware-sim` binary: the device and simulated clients
+//! on a faulty [`Link`], in simulated time.
+//!
+//! Each client is a core [`ClientSession`] on the client side's smoltcp interface. It
+//! registers the shared recipient `bob` and its own user, logs in, and sends its share of the
+//! transfers to `bob`, pipelined (up to [`PIPELINE`] outstanding, nonces fetched in batches).
+//! If its connection is lost or refused it reconnects, logs in again and re-sends every
+//! transfer it has no receipt for, with the same transfer id: the ledger's idempotency makes
+//! that safe, and the run checks that every transfer was committed exactly once.
+//!
+//! Time is simulated: the clock jumps to the earliest of the device's and the clients'
+//! deadlines and the link's next delivery, so minutes of TCP retransmission timeouts take
+//! milliseconds. Everything random is seeded from [`SimConfig::seed`]: the same configuration
+//! gives the same transcript hash.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use smoltcp::iface::SocketStorage;
+use txsock_core::ledger::MemLedger;
+use txsock_core::session::{
+    ClientConfig, ClientError, ClientEvent, ClientSession, RequestKind, ServerConfig,
+};
+use txsock_core::{Amount, Duration, ErrorCode, Instant, Username};
+
+use crate::client::{pump, ClientNet, ClientNetConfig, ClientRng, SimClock, TcpBuffers};
+use crate::device::{
+    Device, DeviceConfig, DeviceParts, DeviceStats, MemoryBudget, SocketBuffers, DEFAULT_PORT,
+};
+use crate::link::{Link, LinkConfig, LinkStats, Side, ETHERNET_HEADER};
+
+/// Sessions of the simulated device (the Cortex-M image has the same number).
+pub const SESSIONS: usize = 4;
+/// Receive buffer of each session socket (the TCP window the device offers).
+pub const SOCKET_RX: usize = 1024;
+/// Transmit buffer of each session socket.
+pub const SOCKET_TX: usize = 1024;
+/// Accounts the simulated device's ledger holds.
+pub const LEDGER_USERS: usize = 16;
+/// Journal entries the simulated device's ledger holds, hence the most transfers a run may
+/// make (a board's ledger is smaller: the QEMU image keeps 32).
+pub const LEDGER_TRANSFERS: usize = 4096;
+/// The most simulated clients.
+pub const MAX_CLIENTS: usize = 12;
+/// Transfers a client keeps outstanding at once.
+pub const PIPELINE: usize = 8;
+/// The largest IP MTU the simulated link carries.
+pub const MAX_MTU: usize = 1500;
+/// PBKDF2 iterations of the simulated users (the device's minimum too): low, for speed.
+pub const ITERATIONS: u32 = 4096;
+
+/// The simulated device's ledger.
+pub type SimLedger = MemLedger<LEDGER_USERS, LEDGER_TRANSFERS>;
+/// The simulated device.
+pub type SimDevice<'a> = Device<'a, SimLedger, ChaCha20Rng, SESSIONS, { SESSIONS + 1 }>;
+type SimBuffers = SocketBuffers<SESSIONS, SOCKET_RX, SOCKET_TX>;
+type SimLink = Link<64, { MAX_MTU + ETHERNET_HEADER }>;
+
+/// The device's address on the simulated link.
+pub const DEVICE_ADDRESS: [u8; 4] = [192, 0, 2, 2];
+/// The clients' address on the simulated link.
+pub const CLIENT_ADDRESS: [u8; 4] = [192, 0, 2, 1];
+/// The device's Ethernet address.
+pub const DEVICE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+
+/// The recipient of every transfer.
+const RECIPIENT: &str = "bob";
+const PASSWORD: &str = "simulated password";
+
+/// A simulation run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The link's faults and MTU. Its seed is derived from [`seed`](Self::seed).
+    pub link: LinkConfig,
+    /// Transfers in total, spread over the clients.
+    pub transfers: u32,
+    /// Simulated clients (at most [`MAX_CLIENTS`]); more than [`SESSIONS`] exercises the
+    /// device's `server_busy` refusal.
+    pub clients: usize,
+    /// Simulated time between two clients' first connection attempts.
+    pub stagger: Duration,
+    /// How long a refused client waits before trying again.
+    pub retry: Duration,
+    /// Seed of everything random: link faults, device RNG, client RNG, TCP.
+    pub seed: u64,
+    /// Simulated time after which the run fails.
+    pub time_limit: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            link: LinkConfig::default(),
+            transfers: 100,
+            clients: 1,
+            stagger: Duration::from_millis(200),
+            retry: Duration::from_secs(2),
+            seed: 1,
+            time_limit: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// The configuration.
+    pub config: SimConfig,
+    /// Transfers whose receipt the client verified, each counted once.
+    pub confirmed: u32,
+    /// Transfers committed exactly once in the ledger, as requested.
+    pub committed_once: u32,
+    /// Transfer ids committed more than once (must be 0).
+    pub duplicates: u32,
+    /// Journal entries that no client asked for, or refusals (must be 0).
+    pub strays: u32,
+    /// Whether the ledger's balances add up to the money created, and each account holds
+    /// what the transfers say.
+    pub conserved: bool,
+    /// Transfers re-sent (same id) after a reconnection.
+    pub resent: u32,
+    /// Reconnections after a lost session.
+    pub reconnects: u32,
+    /// Connections the device refused with `server_busy`.
+    pub busy_refusals: u32,
+    /// Connection attempts that failed without a `server_busy` line (TCP reset).
+    pub resets: u32,
+    /// The most sessions the device had open at once.
+    pub peak_sessions: usize,
+    /// Link counters (retransmissions among them).
+    pub link: LinkStats,
+    /// Device counters.
+    pub device: DeviceStats,
+    /// The device's memory.
+    pub budget: MemoryBudget,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// Wall-clock time the run took.
+    pub wall: std::time::Duration,
+    /// SHA-256 of every frame on the link, with its timing and fate.
+    pub transcript: [u8; 32],
+}
+
+impl SimReport {
+    /// Whether every transfer completed exactly once and money was conserved.
+    pub fn clean(&self) -> bool {
+        let n = self.config.transfers;
+        self.confirmed == n
+            && self.committed_once == n
+            && self.duplicates == 0
+            && self.strays == 0
+            && self.conserved
+    }
+
+    /// The transcript hash in hex.
+    pub fn transcript_hex(&self) -> String {
+        self.transcript.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn kib(bytes: usize) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+impl fmt::Display for SimReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        let l = &self.link;
+        let b = &self.budget;
+        writeln!(
+            f,
+            "link: loss {:.1}%, corrupt {:.1}%, reorder {:.1}%, delay {} ms, MTU {}, seed {}{}",
+            c.link.loss.get() * 100.0,
+            c.link.corrupt.get() * 100.0,
+            c.link.reorder.get() * 100.0,
+            c.link.delay_ms,
+            c.link.mtu,
+            c.seed,
+            match c.link.outage_ms {
+                (_, 0) => String::new(),
+                (at, length) => format!(", outage {} s at {} s", length / 1000, at / 1000),
+            }
+        )?;
+        writeln!(
+            f,
+            "transfers: {}/{} completed exactly once (receipts verified {}, committed once {}, \
+             duplicates {}, stray entries {}), money conserved: {}",
+            self.committed_once.min(self.confirmed),
+            c.transfers,
+            self.confirmed,
+            self.committed_once,
+            self.duplicates,
+            self.strays,
+            if self.conserved { "yes" } else { "NO" }
+        )?;
+        writeln!(
+            f,
+            "clients: {} (device sessions {}, peak open {}), server_busy refusals {}, resets {}, \
+             reconnects {}, transfers re-sent {}",
+            c.clients,
+            b.sessions,
+            self.peak_sessions,
+            self.busy_refusals,
+            self.resets,
+            self.reconnects,
+            self.resent
+        )?;
+        writeln!(
+            f,
+            "frames: {} sent, {} delivered, {} lost, {} reordered, {} corrupted, {} dropped \
+             (link full); TCP retransmissions {}",
+            l.sent, l.delivered, l.lost, l.reordered, l.corrupted, l.overflowed, l.retransmissions
+        )?;
+        writeln!(
+            f,
+            "device: {} accepted, {} logins, {} frames rejected, {} ledger requests",
+            self.device.accepted,
+            self.device.logins,
+            self.device.rejected,
+            self.device.ledger_requests
+        )?;
+        writeln!(
+            f,
+            "time: {:.1} s simulated, {:.3} s wall",
+            self.simulated.millis() as f64 / 1000.0,
+            self.wall.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "device memory (static): {} total = socket buffers {} + socket storage {} + \
+             device {} ({} sessions x {}) + ledger {} ({} accounts, {} journal entries)",
+            kib(b.total()),
+            kib(b.socket_buffers),
+            kib(b.socket_storage),
+            kib(b.device),
+            b.sessions,
+            kib(b.session_bytes),
+            kib(b.ledger),
+            LEDGER_USERS,
+            LEDGER_TRANSFERS
+        )?;
+        write!(f, "transcript: {}", self.transcript_hex())
+    }
+}
+
+/// Error returned when a run cannot complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimError(pub String);
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SimError {}
+
+fn fail<T>(message: impl Into<String>) -> Result<T, SimError> {
+    Err(SimError(message.into()))
+}
+
+/// A 64-bit mix (SplitMix64's finaliser), for deriving seeds and amounts.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The amount of transfer `i`: 0.01 to 1.00.
+fn amount(seed: u64, i: u32) -> Amount {
+    Amount(1 + mix(seed ^ (u64::from(i) << 20)) % 100)
+}
+
+fn transfer_id(i: u32) -> String {
+    format!("t{i:06}")
+}
+
+/// The device configuration the simulator and the TAP bridge use.
+pub fn device_config(address: [u8; 4], seed: u64) -> DeviceConfig {
+    DeviceConfig {
+        mac: DEVICE_MAC,
+        address,
+        prefix_len: 24,
+        port: DEFAULT_PORT,
+        server: ServerConfig {
+            min_iterations: ITERATIONS,
+            unknown_user_iterations: ITERATIONS,
+            ..ServerConfig::default()
+        },
+        secret: {
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&mix(seed ^ 0x5ec2e7).to_le_bytes());
+            s
+        },
+        net_seed: mix(seed ^ 0xde71ce),
+    }
+}
+
+/// Where a simulated client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Connecting,
+    RegisterRecipient,
+    RegisterSelf,
+    Login,
+    Proof,
+    Working,
+    LoggingOut,
+    Closing,
+    Done,
+}
+
+struct SimClient {
+    name: String,
+    session: Box<ClientSession>,
+    phase: Phase,
+    wake_at: Instant,
+    registered: bool,
+    /// Transfers to send, oldest first (re-sends go to the front).
+    todo: VecDeque<u32>,
+    /// Transfers sent on this connection and not yet answered, in order.
+    outstanding: VecDeque<u32>,
+    nonces_pending: bool,
+}
+
+/// Counters and shared truth across clients.
+struct Tally {
+    confirmed: Vec<bool>,
+    amounts: Vec<Amount>,
+    resent: u32,
+    reconnects: u32,
+    busy: u32,
+    resets: u32,
+}
+
+impl SimClient {
+    fn new(k: usize, start: Instant, todo: VecDeque<u32>) -> Self {
+        SimClient {
+            name: format!("user{k}"),
+            session: Box::new(ClientSession::new(client_config())),
+            phase: Phase::Waiting,
+            wake_at: start,
+            registered: false,
+            todo,
+            outstanding: VecDeque::new(),
+            nonces_pending: false,
+        }
+    }
+
+    /// Gives up the connection: unanswered transfers go back to the front of the queue, and
+    /// the client tries again at `retry_at`.
+    fn disconnect(
+        &mut self,
+        net: &mut ClientNet<'_, MAX_CLIENTS>,
+        k: usize,
+        retry_at: Instant,
+        tally: &mut Tally,
+    ) {
+        net.socket(k).abort();
+        tally.resent += self.outstanding.len() as u32;
+        while let Some(i) = self.outstanding.pop_back() {
+            self.todo.push_front(i);
+        }
+        self.phase = Phase::Waiting;
+        self.wake_at = retry_at;
+        self.nonces_pending = false;
+    }
+
+    /// Runs client `k` as far as it can go at `now`.
+    fn step(
+        &mut self,
+        k: usize,
+        now: Instant,
+        config: &SimConfig,
+        net: &mut ClientNet<'_, MAX_CLIENTS>,
+        rng: &mut ClientRng,
+        tally: &mut Tally,
+    ) -> Result<bool, SimError> {
+        let mut progress = false;
+        loop {
+            let mut moved = false;
+            match self.phase {
+                Phase::Done => return Ok(progress),
+                Phase::Waiting => {
+                    if now < self.wake_at {
+                        return Ok(progress);
+                    }
+                    if net.connect(k).is_err() {
+                        return fail("cannot open a client socket");
+                    }
+                    self.phase = Phase::Connecting;
+                    moved = true;
+                }
+                Phase::Connecting => {
+                    let socket = net.socket(k);
+                    if socket.may_send() {
+                        *self.session = ClientSession::new(client_config());
+                        if self.registered {
+                            self.login(rng)?;
+                        } else {
+                            request(self.session.register(rng, RECIPIENT, PASSWORD, ITERATIONS))?;
+                            self.phase = Phase::RegisterRecipient;
+                        }
+                        moved = true;
+                    } else if !socket.is_open() {
+                        // Reset without a word: no session and no refusal socket was free.
+                        tally.resets += 1;
+                        self.disconnect(net, k, now + config.retry, tally);
+                        moved = true;
+                    }
+                }
+                Phase::Closing => {
+                    if !net.socket(k).is_open() {
+                        self.phase = Phase::Done;
+                        moved = true;
+                    }
+                }
+                _ => {
+                    moved |= pump(&mut self.session, net.socket(k));
+                    while let Some(event) = self.session.poll_event() {
+                        moved = true;
+                        if !self.on_event(k, event, now, config, net, rng, tally)? {
+                            break;
+                        }
+                    }
+                    if self.phase == Phase::Working {
+                        moved |= self.send_work(tally)?;
+                    }
+                    let socket = net.socket(k);
+                    let live = !matches!(self.phase, Phase::Waiting | Phase::Closing);
+                    if live && !socket.is_active() {
+                        // The device went away without a word (reset or abort).
+                        tally.reconnects += 1;
+                        self.disconnect(net, k, now + config.retry, tally);
+                        moved = true;
+                    }
+                    moved |= pump(&mut self.session, net.socket(k));
+                }
+            }
+            if !moved {
+                return Ok(progress);
+            }
+            progress = true;
+        }
+    }
+
+    fn login(&mut self, rng: &mut ClientRng) -> Result<(), SimError> {
+        request(self.session.login(rng, &self.name))?;
+        self.phase = Phase::Login;
+        Ok(())
+    }
+
+    /// Handles one event; `false` if the connection was given up.
+    #[allow(clippy::too_many_arguments)]
+    fn on_event(
+        &mut self,
+        k: usize,
+        event: ClientEvent,
+        now: Instant,
+        config: &SimConfig,
+        net: &mut ClientNet<'_, MAX_CLIENTS>,
+        rng: &mut ClientRng,
+        tally: &mut Tally,
+    ) -> Result<bool, SimError> {
+        let exists = |code| code == ErrorCode::UserExists;
+        match (self.phase, event) {
+            (Phase::RegisterRecipient, ClientEvent::Registered)
+            | (
+                Phase::RegisterRecipient,
+                ClientEvent::Refused {
+                    request: RequestKind::Register,
+                    code: ErrorCode::UserExists,
+                    ..
+                },
+            ) => {
+                request(self.session.register(rng, &self.name, PASSWORD, ITERATIONS))?;
+                self.phase = Phase::RegisterSelf;
+            }
+            (Phase::RegisterSelf, ClientEvent::Registered) => {
+                self.registered = true;
+                self.login(rng)?;
+            }
+            (
+                Phase::RegisterSelf,
+                ClientEvent::Refused {
+                    request: RequestKind::Register,
+                    code,
+                    ..
+                },
+            ) if exists(code) => {
+                self.registered = true;
+                self.login(rng)?;
+            }
+            (Phase::Login, ClientEvent::Challenge { .. }) => {
+                request(self.session.answer_with_password(PASSWORD))?;
+                self.phase = Phase::Proof;
+            }
+            (Phase::Proof, ClientEvent::LoggedIn) => self.phase = Phase::Working,
+            (Phase::Working, ClientEvent::Nonces { .. }) => self.nonces_pending = false,
+            (Phase::Working, ClientEvent::Receipt(r)) => {
+                let Some(i) =
+                    r.id.as_str()
+                        .strip_prefix('t')
+                        .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    return fail(format!("receipt for an unknown id {}", r.id.as_str()));
+                };
+                self.outstanding.retain(|&o| o != i);
+                if let Err(code) = r.result {
+                    return fail(format!("transfer {} refused: {code}", r.id.as_str()));
+                }
+                if r.amount != tally.amounts[i as usize] {
+                    return fail(format!(
+                        "receipt for {} has the wrong amount",
+                        r.id.as_str()
+                    ));
+                }
+                tally.confirmed[i as usize] = true;
+            }
+            (
+                Phase::Working,
+                ClientEvent::Refused {
+                    request: RequestKind::Transfer,
+                    code,
+                    id,
+                },
+            ) => {
+                return fail(format!(
+                    "transfer {:?} refused before the ledger: {code}",
+                    id.as_ref().map(|i| i.as_str().to_owned())
+                ));
+            }
+            (Phase::LoggingOut, ClientEvent::LoggedOut) => {
+                net.socket(k).close();
+                self.phase = Phase::Closing;
+            }
+            (_, ClientEvent::Closed { code }) => {
+                if code == ErrorCode::ServerBusy {
+                    tally.busy += 1;
+                } else {
+                    tally.reconnects += 1;
+                }
+                self.disconnect(net, k, now + config.retry, tally);
+                return Ok(false);
+            }
+            (_, ClientEvent::Integrity(e)) => {
+                return fail(format!("{}: integrity failure: {e}", self.name))
+            }
+            (phase, event) => {
+                return fail(format!(
+                    "{}: unexpected {event:?} while {phase:?}",
+                    self.name
+                ))
+            }
+        }
+        Ok(true)
+    }
+
+    /// Keeps the pipeline full: nonces in batches, then transfers.
+    fn send_work(&mut self, tally: &Tally) -> Result<bool, SimError> {
+        if self.todo.is_empty() && self.outstanding.is_empty() {
+            request(self.session.logout())?;
+            self.phase = Phase::LoggingOut;
+            return Ok(true);
+        }
+        let mut moved = false;
+        let available = self.session.available_nonces();
+        if !self.nonces_pending && available < PIPELINE && self.todo.len() > available {
+            match self.session.request_nonces(PIPELINE as u8) {
+                Ok(()) => {
+                    self.nonces_pending = true;
+                    moved = true;
+                }
+                Err(ClientError::Busy) => return Ok(moved),
+                Err(e) => return fail(format!("nonces request: {e}")),
+            }
+        }
+        while self.outstanding.len() < PIPELINE && self.session.available_nonces() > 0 {
+            let Some(&i) = self.todo.front() else { break };
+            let id = transfer_id(i);
+            match self
+                .session
+                .transfer(&id, RECIPIENT, tally.amounts[i as usize])
+            {
+                Ok(()) => {
+                    self.todo.pop_front();
+                    self.outstanding.push_back(i);
+                    moved = true;
+                }
+                Err(ClientError::Busy) => break,
+                Err(e) => return fail(format!("transfer request: {e}")),
+            }
+        }
+        Ok(moved)
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        min_iterations: ITERATIONS,
+        ..ClientConfig::default()
+    }
+}
+
+fn request(result: Result<(), ClientError>) -> Result<(), SimError> {
+    result.map_err(|e| SimError(format!("client request: {e}")))
+}
+
+/// Runs a simulation to the end and checks the ledger.
+pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
+    if config.clients == 0 || config.clients > MAX_CLIENTS {
+        return fail(format!("clients must be 1 to {MAX_CLIENTS}"));
+    }
+    if config.transfers as usize > LEDGER_TRANSFERS {
+        return fail(format!(
+            "at most {LEDGER_TRANSFERS} transfers (the simulated ledger's journal)"
+        ));
+    }
+    if config.link.mtu > MAX_MTU {
+        return fail(format!("the MTU must be at most {MAX_MTU}"));
+    }
+    let wall = std::time::Instant::now();
+    let seed = config.seed;
+    let start = Instant::ZERO;
+    let mut link_config = config.link;
+    link_config.seed = mix(seed ^ 0x11);
+    let mut link = Box::new(SimLink::new(link_config));
+
+    // The device: everything it owns is sized at compile time.
+    let opening = Amount(10_000u64.max(100 * u64::from(config.transfers) + 100));
+    let mut ledger = Box::new(SimLedger::new(opening));
+    let mut buffers = Box::new(SimBuffers::new());
+    let mut sockets = [SocketStorage::EMPTY; SESSIONS + 1];
+    let mut slot = Box::new(MaybeUninit::<SimDevice<'_>>::uninit());
+    let device = SimDevice::init(
+        &mut *slot,
+        DeviceParts {
+            sockets: &mut sockets,
+            buffers: &mut buffers,
+            ledger: &mut ledger,
+        },
+        ChaCha20Rng::seed_from_u64(mix(seed ^ 0xd0)),
+        &device_config(DEVICE_ADDRESS, seed),
+        &mut link.end(Side::A),
+        start,
+    );
+    let budget = device.memory_budget::<SOCKET_RX, SOCKET_TX>();
+
+    // The clients' side.
+    let mut client_sockets = [SocketStorage::EMPTY; MAX_CLIENTS];
+    let mut client_buffers = Box::new(TcpBuffers::<MAX_CLIENTS, 2048, 2048>::new());
+    let mut net = ClientNet::new(
+        &mut client_sockets,
+        &mut client_buffers,
+        &ClientNetConfig {
+            mac: CLIENT_MAC,
+            address: CLIENT_ADDRESS,
+            prefix_len: 24,
+            server: DEVICE_ADDRESS,
+            port: DEFAULT_PORT,
+            net_seed: mix(seed ^ 0xc1),
+        },
+        &mut link.end(Side::B),
+        start,
+    );
+    let mut rng = ClientRng::seed_from_u64(mix(seed ^ 0xc2));
+    let mut tally = Tally {
+        confirmed: vec![false; config.transfers as usize],
+        amounts: (0..config.transfers).map(|i| amount(seed, i)).collect(),
+        resent: 0,
+        reconnects: 0,
+        busy: 0,
+        resets: 0,
+    };
+    let mut clients: Vec<SimClient> = (0..config.clients)
+        .map(|k| {
+            let todo = (0..config.transfers)
+                .filter(|i| *i as usize % config.clients == k)
+                .collect();
+            let stagger = Duration::from_millis(config.stagger.millis() * k as u64);
+            SimClient::new(k, start + stagger, todo)
+        })
+        .collect();
+
+    let mut clock = SimClock::new(start);
+    let mut peak_sessions = 0;
+    loop {
+        let now = clock.now();
+        if now.saturating_since(start) > config.time_limit {
+            return fail(format!(
+                "simulated time limit ({} s) reached",
+                config.time_limit.millis() / 1000
+            ));
+        }
+        device.poll(now, &mut link.end(Side::A));
+        peak_sessions = peak_sessions.max(device.open_sessions());
+        net.poll(now, &mut link.end(Side::B));
+        for (k, client) in clients.iter_mut().enumerate() {
+            client.step(k, now, config, &mut net, &mut rng, &mut tally)?;
+        }
+        net.poll(now, &mut link.end(Side::B));
+        if clients.iter().all(|c| c.phase == Phase::Done) {
+            break;
+        }
+        let waiting = clients
+            .iter()
+            .filter(|c| c.phase == Phase::Waiting)
+            .map(|c| c.wake_at)
+            .min();
+        let deadlines = [
+            device.poll_at(now),
+            net.poll_at(now),
+            link.next_delivery()
+                .map(|t| Instant::from_millis(u64::try_from(t.total_millis()).unwrap_or(0))),
+            waiting,
+        ];
+        if !clock.advance(deadlines) {
+            return fail("nothing left to happen, and the clients are not done");
+        }
+    }
+    let simulated = clock.now().saturating_since(start);
+    let device_stats = *device.stats();
+    let ledger = device.ledger();
+
+    // The ledger's view: every transfer exactly once, nothing else, money conserved.
+    let mut seen = vec![0u32; config.transfers as usize];
+    let mut strays = 0;
+    for entry in ledger.journal() {
+        let index = entry
+            .id
+            .as_str()
+            .strip_prefix('t')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&i| i < seen.len());
+        let expected_from = index.map(|i| format!("user{}", i % config.clients));
+        match index {
+            Some(i)
+                if entry.refused.is_none()
+                    && entry.to.as_str() == RECIPIENT
+                    && entry.amount == tally.amounts[i]
+                    && Some(entry.from.as_str()) == expected_from.as_deref() =>
+            {
+                seen[i] += 1
+            }
+            _ => strays += 1,
+        }
+    }
+    let committed_once = seen.iter().filter(|&&n| n == 1).count() as u32;
+    let duplicates = seen.iter().filter(|&&n| n > 1).count() as u32;
+    let confirmed = tally.confirmed.iter().filter(|&&c| c).count() as u32;
+    let balance = |name: &str| {
+        let name = Username::parse(name).ok()?;
+        ledger
+            .accounts()
+            .iter()
+            .find(|a| a.user == name)
+            .map(|a| a.balance)
+    };
+    let mut conserved = ledger.total() == ledger.minted();
+    let mut received = 0u64;
+    for k in 0..config.clients {
+        let sent: u64 = (0..config.transfers)
+            .filter(|i| *i as usize % config.clients == k)
+            .map(|i| tally.amounts[i as usize].minor())
+            .sum();
+        received += sent;
+        conserved &= balance(&format!("user{k}")) == Some(Amount(opening.minor() - sent));
+    }
+    conserved &= balance(RECIPIENT) == Some(Amount(opening.minor() + received));
+
+    Ok(SimReport {
+        config: config.clone(),
+        confirmed,
+        committed_once,
+        duplicates,
+        strays,
+        conserved,
+        resent: tally.resent,
+        reconnects: tally.reconnects,
+        busy_refusals: tally.busy,
+        resets: tally.resets,
+        peak_sessions,
+        link: *link.stats(),
+        device: device_stats,
+        budget,
+        simulated,
+        wall: wall.elapsed(),
+        transcript: link.transcript(),
+    })
+}
