@@ -5,6 +5,7 @@
 
 mod bench;
 mod fuzz;
+mod mariadb;
 mod prerequisites;
 mod qemu;
 mod util;
@@ -32,7 +33,12 @@ TASKS:
                       2. fmt            cargo fmt --all -- --check, and the same for
                                         core/cortex-m-test (not a workspace member)
                       3. clippy         cargo clippy --workspace --all-targets -- -D warnings
-                      4. test           cargo test --workspace
+                      4. test           cargo test --workspace, with TXSOCK_TEST_MYSQL_URL
+                                        pointing at a throwaway MariaDB (mariadb-install-db
+                                        into a temporary directory, mariadbd on a free
+                                        loopback port and a socket there, stopped and
+                                        deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
+                                        set is used instead
                       5. qemu           what `cargo xtask qemu` does
     qemu            Build core/cortex-m-test's images for thumbv7em-none-eabihf (release) into
                     target/cortex-m and run each under QEMU (Cortex-M4, mps2-an386,
@@ -175,7 +181,23 @@ fn test() -> Result<(), Error> {
                 "warnings",
             ]))
         }),
-        ("test", &|| run(cargo(&root).args(["test", "--workspace"]))),
+        ("test", &|| {
+            let mut test = cargo(&root);
+            test.args(["test", "--workspace"]);
+            // Kept until the tests are done, then stopped (also when they failed).
+            let _mariadb = match env::var(mariadb::URL_VAR) {
+                Ok(url) if !url.is_empty() => {
+                    println!("using {} from the environment", mariadb::URL_VAR);
+                    None
+                }
+                _ => {
+                    let server = mariadb::MariaDb::start()?;
+                    test.env(mariadb::URL_VAR, &server.url);
+                    Some(server)
+                }
+            };
+            run(&mut test)
+        }),
         ("qemu", &qemu::qemu),
     ];
     let count = steps.len();

@@ -48,6 +48,18 @@ const fn prerequisite(present: Present, package: &'static str, need: Need) -> Pr
 
 /// Everything any task needs that cargo does not fetch by itself.
 pub const PREREQUISITES: &[Prerequisite] = &[
+    // The MySQL/MariaDB tests run on a throwaway server (see `mariadb.rs`).
+    prerequisite(
+        Present::Exists("/usr/sbin/mariadbd"),
+        "mariadb-server",
+        Need::Tests,
+    ),
+    prerequisite(
+        Present::OnPath("mariadb-install-db"),
+        "mariadb-server",
+        Need::Tests,
+    ),
+    prerequisite(Present::OnPath("mariadb"), "mariadb-client", Need::Tests),
     prerequisite(Present::OnPath("timeout"), "coreutils", Need::Qemu),
     prerequisite(
         Present::OnPath("qemu-system-arm"),
