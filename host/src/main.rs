@@ -64,7 +64,10 @@ pub struct StorageArgs {
     #[arg(long, env = "TXSOCK_DATA_DIR", default_value = "txsock-data")]
     pub data_dir: PathBuf,
 
-    /// Database URL: `sqlite://PATH` (default: DATA_DIR/txsock.db) or `mysql://USER:PASS@HOST:PORT/DB`.
+    /// Database: SQLite as `sqlite://PATH` or a plain path (default: DATA_DIR/txsock.db), or
+    /// MySQL/MariaDB as `mysql://USER:PASS@HOST:PORT/DB`, which several servers can share
+    /// (the data directory then holds only this process's audit logs). The schema is created
+    /// or migrated on start.
     #[arg(long, env = "TXSOCK_DB")]
     pub db: Option<String>,
 }
