@@ -4,13 +4,20 @@
 
 use embedded_io_adapters::std::FromStd;
 use rand_core::OsRng;
+use rand_core::RngCore;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use txsock_core::auth::{self, AuthMessage, ClientProof, SessionKeys};
 use txsock_core::blocking::BlockingClient;
+use txsock_core::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
+use txsock_core::mac;
+use txsock_core::message::Response;
 use txsock_core::session::ClientConfig;
+use txsock_core::{Amount, ErrorCode, Username};
 
 /// PBKDF2 iterations the test servers accept and the test clients use (fast, test only).
 pub const ITERATIONS: u32 = 4096;
@@ -309,6 +316,429 @@ pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
             Ok(_) => continue,
             Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw connections: speak the wire protocol line by line, with the session keys in hand, so
+// a test can send genuine frames and tampered ones on the same session.
+// ---------------------------------------------------------------------------------------
+
+/// The exact `error` frame the server sends for `code` (without the newline).
+pub fn error_line(code: ErrorCode) -> String {
+    format!(
+        "{{\"op\":\"error\",\"code\":\"{}\",\"message\":\"{}\"}}",
+        code.name(),
+        code.message()
+    )
+}
+
+/// A TCP connection to `server` from a chosen loopback source address (Linux routes all of
+/// 127.0.0.0/8 to `lo`, so 127.0.0.2 is a second client address on one machine).
+pub fn connect_from(server: &Server, source: Ipv4Addr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind source address");
+    socket.connect(&server.addr.into()).expect("connect");
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s
+}
+
+/// A line-oriented raw connection that keeps bytes read past a line for the next one.
+pub struct LineConn {
+    /// The socket.
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+/// What one SCRAM login attempt over a [`LineConn`] sent and received.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    /// The `login` frame sent (without newline).
+    pub login: String,
+    /// The server's answer to it (a `challenge` line, normally).
+    pub challenge: String,
+    /// The `proof` frame sent (without newline); empty if no challenge came.
+    pub proof: String,
+    /// The server's answer to the proof: `welcome` or an `error` line.
+    pub reply: String,
+    /// The session keys, if the server said `welcome` and its signature verified.
+    pub keys: Option<SessionKeys>,
+}
+
+impl LineConn {
+    /// Wraps a connected stream.
+    pub fn new(stream: TcpStream) -> LineConn {
+        LineConn {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Our address as the server sees it (`peer=` in the audit logs).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next line (without its newline), or `None` at EOF, reset or read timeout.
+    pub fn recv(&mut self) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                return Some(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Sends `frame` plus a newline and returns the answer line.
+    pub fn exchange(&mut self, frame: &str) -> String {
+        self.send_raw(format!("{frame}\n").as_bytes());
+        self.recv()
+            .unwrap_or_else(|| panic!("no answer to {frame:?}"))
+    }
+
+    /// True if nothing at all arrives within `wait` (the connection stays open and silent).
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut buf = [0u8; 64];
+        let silent = match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        silent
+    }
+
+    /// True once the server has closed the connection (after any lines still pending).
+    pub fn closed_by_peer(&mut self) -> bool {
+        self.pending.clear();
+        closed_by_peer(&mut self.stream)
+    }
+
+    /// One SCRAM login attempt as `user` with `password` (PBKDF2 at the challenge's count).
+    /// Verifies the server signature of a `welcome` itself.
+    pub fn login(&mut self, user: &str, password: &str) -> LoginAttempt {
+        let mut random = [0u8; 18];
+        OsRng.fill_bytes(&mut random);
+        let client_nonce = base64_encode::<24>(&random);
+        let user = Username::parse(user).expect("valid username");
+        let login = format!(
+            "{{\"op\":\"login\",\"user\":\"{}\",\"nonce\":\"{client_nonce}\"}}",
+            user.as_str()
+        );
+        let challenge = self.exchange(&login);
+        let Ok(Response::Challenge(c)) = Response::parse(challenge.as_bytes()) else {
+            return LoginAttempt {
+                login,
+                reply: challenge.clone(),
+                challenge,
+                proof: String::new(),
+                keys: None,
+            };
+        };
+        let mut salt_buf = [0u8; 64];
+        let salt = base64_decode(c.salt, &mut salt_buf).expect("challenge salt");
+        let auth = AuthMessage {
+            user: user.as_str(),
+            client_nonce: &client_nonce,
+            full_nonce: c.nonce,
+            salt,
+            iterations: c.iterations,
+        };
+        let computed = ClientProof::compute(
+            &auth::salted_password(password.as_bytes(), salt, c.iterations),
+            &auth,
+        );
+        let proof = format!(
+            "{{\"op\":\"proof\",\"proof\":\"{}\"}}",
+            base64_encode::<44>(&computed.proof)
+        );
+        let reply = self.exchange(&proof);
+        let keys = match Response::parse(reply.as_bytes()) {
+            Ok(Response::Welcome(w)) => {
+                let mut sig = [0u8; 32];
+                let ok = matches!(base64_decode(w.signature, &mut sig), Ok(s) if s.len() == 32)
+                    && computed.expected_server_signature.ct_eq(&sig);
+                assert!(ok, "server signature does not verify: {reply}");
+                Some(computed.keys)
+            }
+            _ => None,
+        };
+        LoginAttempt {
+            login,
+            challenge,
+            proof,
+            reply,
+            keys,
+        }
+    }
+}
+
+/// The parsed, verified contents of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawReceipt {
+    /// `committed` or the refusal's code name.
+    pub result: String,
+    /// The sender's balance in the receipt.
+    pub balance: Amount,
+}
+
+/// A logged-in session driven frame by frame, holding its session keys: it builds genuine
+/// transfer frames (and anything else) and checks the server's authenticated answers.
+pub struct RawSession {
+    /// The connection.
+    pub conn: LineConn,
+    /// The normalised logged-in user.
+    pub user: String,
+    /// The session keys derived at login.
+    pub keys: SessionKeys,
+    seq: u32,
+}
+
+impl RawSession {
+    /// Logs in as `user` with its test password over an already connected stream.
+    pub fn login_over(stream: TcpStream, user: &str) -> RawSession {
+        let mut conn = LineConn::new(stream);
+        let attempt = conn.login(user, &password(user));
+        let Some(keys) = attempt.keys else {
+            panic!("login as {user} failed: {}", attempt.reply);
+        };
+        RawSession {
+            conn,
+            user: Username::parse(user).unwrap().as_str().to_string(),
+            keys,
+            seq: 0,
+        }
+    }
+
+    /// Our address as the server sees it.
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.local_addr()
+    }
+
+    /// Sends one frame (a newline is added) and returns the answer line.
+    pub fn exchange(&mut self, frame: &str) -> String {
+        self.conn.exchange(frame)
+    }
+
+    /// Asks for `count` nonces and returns them (hex), oldest first.
+    pub fn nonces(&mut self, count: u8) -> Vec<String> {
+        let line = self.exchange(&format!("{{\"op\":\"nonces\",\"count\":{count}}}"));
+        let nonces = match Response::parse(line.as_bytes()) {
+            Ok(Response::Nonces(n)) => n.nonces.iter().map(|s| s.to_string()).collect(),
+            _ => panic!("expected nonces, got {line}"),
+        };
+        nonces
+    }
+
+    /// One fresh nonce.
+    pub fn nonce(&mut self) -> String {
+        self.nonces(1).remove(0)
+    }
+
+    /// The genuine transfer MAC (hex) of this session for the given fields.
+    pub fn tag(&self, id: &str, to: &str, amount: &str, nonce: &str) -> String {
+        let to = Username::parse(to).expect("recipient");
+        let amount = Amount::parse(amount).expect("amount");
+        let nonce = hex_decode::<16>(nonce).expect("nonce hex");
+        let tag = mac::transfer(
+            &self.keys.client_to_server,
+            &self.user,
+            id,
+            to.as_str(),
+            amount,
+            &nonce,
+        );
+        hex_encode::<64>(&tag.0).to_string()
+    }
+
+    /// A genuine transfer frame (without newline), fields in the reference order.
+    pub fn transfer_frame(&self, id: &str, to: &str, amount: &str, nonce: &str) -> String {
+        let mac = self.tag(id, to, amount, nonce);
+        format!(
+            "{{\"op\":\"transfer\",\"id\":\"{id}\",\"to\":\"{to}\",\"amount\":\"{amount}\",\
+             \"nonce\":\"{nonce}\",\"mac\":\"{mac}\"}}"
+        )
+    }
+
+    /// Checks that `line` is the receipt of the transfer (`id`, `to`, `amount`, `nonce`):
+    /// its MAC under the s2c key, its echo and its sequence number. Returns its outcome.
+    pub fn verify_receipt(
+        &mut self,
+        line: &str,
+        id: &str,
+        to: &str,
+        amount: &str,
+        nonce: &str,
+    ) -> RawReceipt {
+        let Ok(Response::Receipt(r)) = Response::parse(line.as_bytes()) else {
+            panic!("expected a receipt for {id}, got {line}");
+        };
+        let to = Username::parse(to).unwrap();
+        let amount = Amount::parse(amount).unwrap();
+        let balance = Amount::parse_balance(r.balance).expect("receipt balance");
+        let nonce = hex_decode::<16>(nonce).unwrap();
+        let tag = mac::receipt(
+            &self.keys.server_to_client,
+            &mac::ReceiptFields {
+                seq: r.seq,
+                id,
+                to: to.as_str(),
+                amount,
+                result: r.result,
+                balance,
+                nonce: &nonce,
+            },
+        );
+        assert!(
+            hex_decode::<32>(r.mac).is_ok_and(|m| tag.ct_eq(&m)),
+            "receipt MAC does not verify: {line}"
+        );
+        assert_eq!(
+            (r.id, r.to, Amount::parse(r.amount).ok()),
+            (id, to.as_str(), Some(amount)),
+            "receipt echo: {line}"
+        );
+        assert_eq!(r.seq, self.seq + 1, "receipt sequence: {line}");
+        self.seq = r.seq;
+        RawReceipt {
+            result: r.result.to_string(),
+            balance,
+        }
+    }
+
+    /// Sends a genuine transfer with a fresh nonce and returns its verified receipt.
+    pub fn transfer(&mut self, id: &str, to: &str, amount: &str) -> RawReceipt {
+        let nonce = self.nonce();
+        let line = self.exchange(&self.transfer_frame(id, to, amount, &nonce));
+        self.verify_receipt(&line, id, to, amount, &nonce)
+    }
+
+    /// The verified balance, and the raw `balance` line it came in.
+    pub fn balance_line(&mut self) -> (Amount, String) {
+        let line = self.exchange("{\"op\":\"balance\"}");
+        let Ok(Response::Balance(b)) = Response::parse(line.as_bytes()) else {
+            panic!("expected a balance, got {line}");
+        };
+        let balance = Amount::parse_balance(b.balance).expect("balance");
+        let tag = mac::balance(&self.keys.server_to_client, b.seq, balance);
+        assert!(
+            hex_decode::<32>(b.mac).is_ok_and(|m| tag.ct_eq(&m)),
+            "balance MAC does not verify: {line}"
+        );
+        assert_eq!(b.seq, self.seq + 1, "balance sequence: {line}");
+        self.seq = b.seq;
+        (balance, line)
+    }
+
+    /// The verified balance.
+    pub fn balance(&mut self) -> Amount {
+        self.balance_line().0
+    }
+}
+
+impl Server {
+    /// A raw logged-in session as `user` (registered first if `register`).
+    pub fn raw_login(&self, user: &str, register: bool) -> RawSession {
+        if register {
+            self.client()
+                .register(user, &password(user), ITERATIONS)
+                .expect("register");
+        }
+        RawSession::login_over(self.connect_raw(), user)
+    }
+
+    /// The lines of log `name` that contain every one of `needles`.
+    pub fn log_lines(&self, name: &str, needles: &[&str]) -> Vec<String> {
+        self.log(name)
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A man in the middle on 127.0.0.1: forwards each accepted connection to `upstream`,
+/// passing the server's lines through `rewrite`, and records the lines the client sent.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Every line the client sent through the proxy, in order.
+    pub client_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    /// Starts the proxy; it serves until the test process ends.
+    pub fn start(upstream: SocketAddr, rewrite: fn(&str) -> String) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let client_lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = client_lines.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    return;
+                };
+                let lines = lines.clone();
+                let (client_r, server_w) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut server_w = server_w;
+                    for line in BufReader::new(client_r).split(b'\n') {
+                        let Ok(line) = line else { break };
+                        lines
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&line).into_owned());
+                        let mut out = line;
+                        out.push(b'\n');
+                        if server_w.write_all(&out).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_w.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let mut client_w = client;
+                    for line in BufReader::new(server).lines() {
+                        let Ok(line) = line else { break };
+                        let out = format!("{}\n", rewrite(&line));
+                        if client_w.write_all(out.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Proxy { addr, client_lines }
     }
 }
 
