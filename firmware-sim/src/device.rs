@@ -293,6 +293,7 @@ where
     ///
     /// Panics on a configuration error: `config.port` is 0, `config.mac` is not unicast, or
     /// `phy` is not an Ethernet device.
+    #[inline(never)]
     pub fn init<'s, const RX: usize, const TX: usize>(
         slot: &'s mut MaybeUninit<Self>,
         parts: DeviceParts<'a, L, SESSIONS, SOCKETS, RX, TX>,
@@ -470,6 +471,7 @@ where
     }
 
     /// Services session slot `i`: accept, move bytes, answer the ledger, close, recycle.
+    #[inline(never)]
     fn service(&mut self, i: usize, now: Instant, on_event: &mut impl FnMut(DeviceEvent<'_>)) {
         let Device {
             sockets,
@@ -490,8 +492,7 @@ where
                 return;
             }
             let peer = peer_of(socket);
-            // Reset in place: the slot's session is re-created for the new connection.
-            *session = ServerSession::new(peer, now);
+            accept(session, peer, now);
             slot.state = SlotState::Open;
             stats.accepted += 1;
             on_event(DeviceEvent::Accepted { slot: i, peer });
@@ -544,6 +545,7 @@ where
     }
 
     /// Services the refusal socket: a client that reaches it gets `server_busy` and a close.
+    #[inline(never)]
     fn service_refusal(&mut self, now: Instant, on_event: &mut impl FnMut(DeviceEvent<'_>)) {
         let slot = &mut self.refusal;
         let socket = self.sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
@@ -552,12 +554,7 @@ where
         }
         if slot.state == SlotState::Open {
             if socket.may_send() {
-                let peer = peer_of(socket);
-                let mut refusal = RefusalSession::new(peer, now);
-                refusal.close_with(ErrorCode::ServerBusy);
-                // The line (under 100 bytes) fits in the empty REFUSAL_TX buffer.
-                let _ = socket.send_slice(refusal.poll_transmit());
-                socket.close();
+                let peer = refuse(socket, now);
                 slot.state = SlotState::Draining;
                 slot.closing_since = Some(now);
                 self.stats.refused += 1;
@@ -585,9 +582,7 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
 ) {
     loop {
         let mut progress = false;
-        if let Some(request) = session.poll_ledger() {
-            let reply = ledger.execute(&request, now);
-            session.handle_ledger(shared, now, reply);
+        if answer_ledger(session, shared, ledger, now) {
             stats.ledger_requests += 1;
             progress = true;
         }
@@ -603,16 +598,65 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
             }
         }
         if session.wants_input() && socket.can_recv() {
-            let used = socket.recv(|input| {
-                let n = session.handle_input(shared, now, input);
-                (n, n)
-            });
-            progress |= matches!(used, Ok(n) if n > 0);
+            progress |= feed(socket, session, shared, now);
         }
         if !progress {
             return;
         }
     }
+}
+
+// The helpers below are kept out of line on purpose: each holds large temporaries (a whole
+// session, a ledger request and reply, a parsed request), and inlined into one frame their
+// stack slots would add up instead of taking turns.
+
+/// Re-creates the slot's `session` for a new connection from `peer`.
+#[inline(never)]
+fn accept(session: &mut ServerSession, peer: PeerAddr, now: Instant) {
+    *session = ServerSession::new(peer, now);
+}
+
+/// Writes the core's `server_busy` refusal to `socket` and closes it; returns the peer.
+#[inline(never)]
+fn refuse(socket: &mut tcp::Socket<'_>, now: Instant) -> PeerAddr {
+    let peer = peer_of(socket);
+    let mut refusal = RefusalSession::new(peer, now);
+    refusal.close_with(ErrorCode::ServerBusy);
+    // The line (under 100 bytes) fits in the empty REFUSAL_TX buffer.
+    let _ = socket.send_slice(refusal.poll_transmit());
+    socket.close();
+    peer
+}
+
+/// Answers the session's pending ledger request, if any, at once.
+#[inline(never)]
+fn answer_ledger<R: RngCore + CryptoRng, L: Ledger>(
+    session: &mut ServerSession,
+    shared: &mut ServerShared<R, THROTTLE_ADDRS>,
+    ledger: &mut L,
+    now: Instant,
+) -> bool {
+    let Some(request) = session.poll_ledger() else {
+        return false;
+    };
+    let reply = ledger.execute(&request, now);
+    session.handle_ledger(shared, now, reply);
+    true
+}
+
+/// Feeds the session what the socket has received; true if it took any.
+#[inline(never)]
+fn feed<R: RngCore + CryptoRng>(
+    socket: &mut tcp::Socket<'_>,
+    session: &mut ServerSession,
+    shared: &mut ServerShared<R, THROTTLE_ADDRS>,
+    now: Instant,
+) -> bool {
+    let used = socket.recv(|input| {
+        let n = session.handle_input(shared, now, input);
+        (n, n)
+    });
+    matches!(used, Ok(n) if n > 0)
 }
 
 /// A closing socket: discards what the peer still sends, and listens again once TCP has

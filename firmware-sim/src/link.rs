@@ -16,6 +16,9 @@
 //!
 //! No allocation: `SLOTS` frames of up to `FRAME` bytes per direction.
 
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+
 use sha2::{Digest, Sha256};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -122,6 +125,7 @@ pub enum Side {
     B,
 }
 
+/// A frame in flight; all-zero bytes are a free slot.
 #[derive(Clone, Copy)]
 struct Frame<const FRAME: usize> {
     data: [u8; FRAME],
@@ -154,21 +158,6 @@ struct Queue<const SLOTS: usize, const FRAME: usize> {
 }
 
 impl<const SLOTS: usize, const FRAME: usize> Queue<SLOTS, FRAME> {
-    fn new(seed: u64) -> Self {
-        Queue {
-            frames: [Frame {
-                data: [0; FRAME],
-                len: 0,
-                at: 0,
-                order: 0,
-                used: false,
-            }; SLOTS],
-            // xorshift must not start at 0.
-            rng: seed | 1,
-            flows: [Flow::default(); FLOWS],
-        }
-    }
-
     /// xorshift64*: fault decisions need to be reproducible, not unpredictable.
     fn next(&mut self) -> u64 {
         let mut x = self.rng;
@@ -269,18 +258,40 @@ impl<const SLOTS: usize, const FRAME: usize> Link<SLOTS, FRAME> {
     /// An empty link. Panics if `config.mtu` is below [`MIN_MTU`] or a frame of that MTU
     /// does not fit in `FRAME` bytes.
     pub fn new(config: LinkConfig) -> Self {
+        let mut link = MaybeUninit::uninit();
+        Self::init(&mut link, config);
+        // SAFETY: `init` initialised every field.
+        unsafe { link.assume_init() }
+    }
+
+    /// Builds an empty link in `slot`, in place (a board's static: no frame-sized temporary
+    /// on the stack), and returns it. Panics as [`new`](Self::new) does.
+    pub fn init(slot: &mut MaybeUninit<Self>, config: LinkConfig) -> &mut Self {
         assert!(
             config.mtu >= MIN_MTU && config.mtu + ETHERNET_HEADER <= FRAME,
             "the link's MTU must be at least {MIN_MTU} and at most FRAME - {ETHERNET_HEADER}"
         );
         let seed = config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        Link {
-            config,
-            queues: [Queue::new(seed), Queue::new(seed ^ 0xa5a5_a5a5_5a5a_5a5a)],
-            scratch: [0; FRAME],
-            transcript: Sha256::new(),
-            stats: LinkStats::default(),
-            order: 0,
+        let this = slot.as_mut_ptr();
+        // SAFETY: `this` is valid for writes and aligned. The frames, flows and scratch buffer
+        // are plain integers, arrays and `bool`s, for which all-zero bytes are valid values
+        // (an empty queue); every other field is written explicitly. No reference to
+        // uninitialised memory is made before `assume_init_mut`.
+        unsafe {
+            let queues = addr_of_mut!((*this).queues).cast::<Queue<SLOTS, FRAME>>();
+            for (i, seed) in [seed, seed ^ 0xa5a5_a5a5_5a5a_5a5a].into_iter().enumerate() {
+                let queue = queues.add(i);
+                addr_of_mut!((*queue).frames).write_bytes(0, 1);
+                addr_of_mut!((*queue).flows).write_bytes(0, 1);
+                // xorshift must not start at 0.
+                addr_of_mut!((*queue).rng).write(seed | 1);
+            }
+            addr_of_mut!((*this).scratch).write_bytes(0, 1);
+            addr_of_mut!((*this).config).write(config);
+            addr_of_mut!((*this).transcript).write(Sha256::new());
+            addr_of_mut!((*this).stats).write(LinkStats::default());
+            addr_of_mut!((*this).order).write(0);
+            slot.assume_init_mut()
         }
     }
 

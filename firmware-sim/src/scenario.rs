@@ -16,6 +16,9 @@
 //! 5. the genuine transfer: committed; the balance (MAC-verified) matches the ledger;
 //! 6. logout, both sides close; money is conserved.
 
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+
 use heapless::Vec;
 use rand_core::SeedableRng;
 use smoltcp::socket::tcp;
@@ -23,9 +26,89 @@ use txsock_core::ledger::MemLedger;
 use txsock_core::session::{ClientConfig, ClientEvent, RequestKind};
 use txsock_core::{Amount, Duration, ErrorCode, Instant, Username};
 
-use crate::client::{pump, ClientNet, ClientRng, SimClock};
-use crate::device::Device;
-use crate::link::{Link, Side};
+use crate::client::{pump, ClientNet, ClientNetConfig, ClientRng, SimClock, TcpBuffers};
+use crate::device::{Device, DeviceConfig, SocketBuffers, DEFAULT_PORT};
+use crate::link::{Link, LinkConfig, Probability, Side, ETHERNET_HEADER};
+
+/// The device as the Cortex-M4 image builds it: the sizes a small board would choose.
+pub mod board {
+    use super::*;
+
+    /// Concurrent sessions.
+    pub const SESSIONS: usize = 4;
+    /// smoltcp sockets: one per session and one to refuse clients beyond them.
+    pub const SOCKETS: usize = SESSIONS + 1;
+    /// Receive buffer (TCP window) per session socket: two maximal request lines.
+    pub const RX: usize = 1024;
+    /// Transmit buffer per session socket: a maximal response and then some.
+    pub const TX: usize = 1024;
+    /// Accounts in the ledger.
+    pub const USERS: usize = 8;
+    /// Journal entries in the ledger (committed transfers and final refusals).
+    pub const TRANSFERS: usize = 32;
+    /// The link's IP MTU: a constrained link.
+    pub const MTU: usize = 576;
+    /// Frames in flight per direction on the in-memory link.
+    pub const LINK_SLOTS: usize = 8;
+
+    /// The ledger.
+    pub type BoardLedger = MemLedger<USERS, TRANSFERS>;
+    /// The device's socket buffers.
+    pub type BoardBuffers = SocketBuffers<SESSIONS, RX, TX>;
+    /// The device, with a ChaCha20 nonce RNG.
+    pub type BoardDevice<'a> = Device<'a, BoardLedger, rand_chacha::ChaCha20Rng, SESSIONS, SOCKETS>;
+    /// The in-memory link between the device and the scenario's client.
+    pub type BoardLink = Link<LINK_SLOTS, { MTU + ETHERNET_HEADER }>;
+    /// The client's socket buffers.
+    pub type ClientBuffers = TcpBuffers<1, 1024, 1024>;
+
+    /// The device's address.
+    pub const DEVICE_ADDRESS: [u8; 4] = [192, 0, 2, 2];
+    /// The client's address.
+    pub const CLIENT_ADDRESS: [u8; 4] = [192, 0, 2, 1];
+
+    /// The device's configuration; `seed` stands in for the board's TRNG.
+    pub fn device_config(seed: u64) -> DeviceConfig {
+        DeviceConfig {
+            mac: [0x02, 0, 0, 0, 0, 0x02],
+            address: DEVICE_ADDRESS,
+            prefix_len: 24,
+            port: DEFAULT_PORT,
+            server: txsock_core::session::ServerConfig {
+                min_iterations: ITERATIONS,
+                unknown_user_iterations: ITERATIONS,
+                ..txsock_core::session::ServerConfig::default()
+            },
+            secret: [0x5e; 32],
+            net_seed: seed ^ 0x6e65_7473,
+        }
+    }
+
+    /// The client's network configuration.
+    pub fn client_config(seed: u64) -> ClientNetConfig {
+        ClientNetConfig {
+            mac: [0x02, 0, 0, 0, 0, 0x01],
+            address: CLIENT_ADDRESS,
+            prefix_len: 24,
+            server: DEVICE_ADDRESS,
+            port: DEFAULT_PORT,
+            net_seed: seed ^ 0x636c_6965,
+        }
+    }
+
+    /// The in-memory link: 5% loss, 10% reordering, 5 ms delay.
+    pub fn link_config(seed: u64) -> LinkConfig {
+        LinkConfig {
+            loss: Probability::per_million(50_000),
+            reorder: Probability::per_million(100_000),
+            corrupt: Probability::NEVER,
+            delay_ms: 5,
+            mtu: MTU,
+            seed,
+            outage_ms: (0, 0),
+        }
+    }
+}
 
 /// PBKDF2 iterations of the scenario's users (and the device's minimum in the scenario): low,
 /// so that the image runs quickly under emulation.
@@ -146,21 +229,34 @@ fn balance_of<const U: usize, const T: usize>(ledger: &MemLedger<U, T>, name: &s
 impl Scenario {
     /// A scenario whose client draws its SCRAM nonces and salts from `seed`.
     pub fn new(seed: u64) -> Self {
-        Scenario {
-            session: txsock_core::ClientSession::new(ClientConfig {
+        let mut scenario = MaybeUninit::uninit();
+        Self::init(&mut scenario, seed);
+        // SAFETY: `init` initialised every field.
+        unsafe { scenario.assume_init() }
+    }
+
+    /// Builds the scenario in `slot`, in place (a board's static), and returns it.
+    pub fn init(slot: &mut MaybeUninit<Self>, seed: u64) -> &mut Self {
+        let this = slot.as_mut_ptr();
+        // SAFETY: `this` is valid for writes and aligned; every field is written exactly once
+        // through raw pointers before `assume_init_mut`, the client session on its own so
+        // that no whole-`Scenario` temporary is built on the stack.
+        unsafe {
+            addr_of_mut!((*this).session).write(txsock_core::ClientSession::new(ClientConfig {
                 min_iterations: ITERATIONS,
                 ..ClientConfig::default()
-            }),
-            rng: ClientRng::seed_from_u64(seed),
-            phase: Phase::Start,
-            sent: 0,
-            receipts: 0,
-            raw: Vec::new(),
-            raw_written: 0,
-            answer: Vec::new(),
-            captured: Vec::new(),
-            journal_mark: 0,
-            checks: 0,
+            }));
+            addr_of_mut!((*this).rng).write(ClientRng::seed_from_u64(seed));
+            addr_of_mut!((*this).phase).write(Phase::Start);
+            addr_of_mut!((*this).sent).write(0);
+            addr_of_mut!((*this).receipts).write(0);
+            addr_of_mut!((*this).raw).write(Vec::new());
+            addr_of_mut!((*this).raw_written).write(0);
+            addr_of_mut!((*this).answer).write(Vec::new());
+            addr_of_mut!((*this).captured).write(Vec::new());
+            addr_of_mut!((*this).journal_mark).write(0);
+            addr_of_mut!((*this).checks).write(0);
+            slot.assume_init_mut()
         }
     }
 
@@ -311,7 +407,10 @@ impl Scenario {
                 Ok(true)
             }
             Phase::Closing => {
-                if !net.socket(0).is_open() {
+                let socket = net.socket(0);
+                // The device closes after `bye`; close our side too (idempotent).
+                socket.close();
+                if !socket.is_open() {
                     self.finish(ledger)?;
                     self.phase = Phase::Done;
                     return Ok(true);
@@ -505,9 +604,18 @@ fn expected_balance() -> Amount {
     Amount(OPENING.minor() - spent)
 }
 
+/// Which side of the scenario a step of [`run`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A device poll.
+    Device,
+    /// The client: its interface and the script.
+    Client,
+}
+
 /// Runs `scenario` to the end: the device on side A of `link`, `net` on side B, simulated
-/// time from `clock` up to `limit`. `around_device` is called with each device poll to run
-/// (the Cortex-M image measures the device's stack there; elsewhere, just call it).
+/// time from `clock` up to `limit`. Every step is handed to `around`, which must call it (the
+/// Cortex-M image measures each part's stack there; elsewhere, just call it).
 #[allow(clippy::too_many_arguments)]
 pub fn run<
     R,
@@ -524,7 +632,7 @@ pub fn run<
     scenario: &mut Scenario,
     clock: &mut SimClock,
     limit: Duration,
-    mut around_device: impl FnMut(&mut dyn FnMut()),
+    mut around: impl FnMut(Part, &mut dyn FnMut()),
 ) -> Result<ScenarioReport, &'static str>
 where
     R: rand_core::RngCore + rand_core::CryptoRng,
@@ -535,12 +643,16 @@ where
         if now.saturating_since(start) > limit {
             return Err("simulated time limit reached");
         }
-        around_device(&mut || {
+        around(Part::Device, &mut || {
             device.poll(now, &mut link.end(Side::A));
         });
-        net.poll(now, &mut link.end(Side::B));
-        let outcome = scenario.poll(net, device.ledger())?;
-        net.poll(now, &mut link.end(Side::B));
+        let mut outcome = Ok(Outcome::Running);
+        around(Part::Client, &mut || {
+            net.poll(now, &mut link.end(Side::B));
+            outcome = scenario.poll(net, device.ledger());
+            net.poll(now, &mut link.end(Side::B));
+        });
+        let outcome = outcome?;
         if outcome == Outcome::Passed {
             return Ok(ScenarioReport {
                 transfers: device.ledger().journal().len(),

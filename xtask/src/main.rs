@@ -31,7 +31,8 @@ TASKS:
                                         the command to run and fail) and the rustfmt/clippy
                                         components (rustup component add)
                       2. fmt            cargo fmt --all -- --check, and the same for
-                                        core/cortex-m-test (not a workspace member)
+                                        core/cortex-m-test and firmware-sim/cortex-m
+                                        (not workspace members)
                       3. clippy         cargo clippy --workspace --all-targets -- -D warnings
                       4. test           cargo test --workspace, with TXSOCK_TEST_MYSQL_URL
                                         pointing at a throwaway MariaDB (mariadb-install-db
@@ -40,20 +41,27 @@ TASKS:
                                         deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
                                         set is used instead
                       5. qemu           what `cargo xtask qemu` does
-    qemu            Build core/cortex-m-test's images for thumbv7em-none-eabihf (release) into
-                    target/cortex-m and run each under QEMU (Cortex-M4, mps2-an386,
-                    semihosting, 300 s timeout each), stopping at the first that fails:
+    qemu            Build the images of core/cortex-m-test and firmware-sim/cortex-m for
+                    thumbv7em-none-eabihf (release) into target/cortex-m and run each under
+                    QEMU (Cortex-M4, mps2-an386, semihosting, 300 s timeout each), stopping at
+                    the first that fails:
                       txsock-cortex-m-test  the self-test (both sessions, vectors)
                       server-engine         one ServerSession, ServerShared and MemLedger
                                             driven by a canned transcript: the server engine
                                             as a device links it
                       baseline              the runtime alone (start-up, semihosting, fmt,
                                             panic handler)
+                      txsock-device         firmware-sim's device (smoltcp, 4 sessions,
+                                            ledger) serving a scripted client over an
+                                            in-memory lossy link: transfers, a replay, a
+                                            tamper attempt
+                      device-alone          the device alone, as a board links it
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and
-                    `server_session` against the issue's budgets (48 KiB, 2 KiB; reported,
-                    not enforced). Uses rustup's thumbv7em-none-eabihf target if installed,
+                    `server_session` against the issue's budgets (48 KiB, 2 KiB), and the
+                    device image's flash, RAM and peak stack against its budgets (96 KiB,
+                    48 KiB, 8 KiB); reported, not enforced. Uses rustup's thumbv7em-none-eabihf target if installed,
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
@@ -166,10 +174,13 @@ fn test() -> Result<(), Error> {
         }),
         ("fmt", &|| {
             run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo(&root)
-                .args(["fmt", "--manifest-path"])
-                .arg(qemu::image_manifest(&root))
-                .args(["--", "--check"]))
+            for manifest in qemu::image_manifests(&root) {
+                run(cargo(&root)
+                    .args(["fmt", "--manifest-path"])
+                    .arg(manifest)
+                    .args(["--", "--check"]))?;
+            }
+            Ok(())
         }),
         ("clippy", &|| {
             run(cargo(&root).args([

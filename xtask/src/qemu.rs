@@ -12,7 +12,12 @@ use crate::util::{self, repo_root, run, Error};
 /// The images' target: Cortex-M4 with FPU.
 pub const TARGET: &str = "thumbv7em-none-eabihf";
 
-/// One image of `core/cortex-m-test`: a binary that runs under QEMU and prints a footprint line.
+/// The image crates, relative to the repository root: each its own workspace, excluded from the
+/// root one, built for [`TARGET`] into the same target directory.
+pub const IMAGE_CRATES: [&str; 2] = ["core/cortex-m-test", "firmware-sim/cortex-m"];
+
+/// One image: a binary of one of the [`IMAGE_CRATES`] that runs under QEMU and prints a footprint
+/// line. The crates share a target directory, so all ELFs end up side by side.
 struct Image {
     /// The binary's name, as in `core/cortex-m-test/Cargo.toml`.
     bin: &'static str,
@@ -44,6 +49,30 @@ const BASELINE: Image = Image {
     label: "baseline",
 };
 
+/// firmware-sim's device (smoltcp, 4 sessions, ledger) serving a scripted client over an
+/// in-memory lossy link: transfers, a replay, a tamper attempt.
+const DEVICE: Image = Image {
+    bin: "txsock-device",
+    footprint: "device flash=",
+    label: "device",
+};
+
+/// The device alone, as a board links it (no client, no link simulation): its own flash.
+const DEVICE_ALONE: Image = Image {
+    bin: "device-alone",
+    footprint: "device_alone flash=",
+    label: "device_alone",
+};
+
+/// Every image, in the order they run.
+const IMAGES: [&Image; 5] = [&SELFTEST, &SERVER_ENGINE, &BASELINE, &DEVICE, &DEVICE_ALONE];
+
+/// The issue's budgets for the device image (smoltcp + core + 4 sessions + ledger): flash, RAM
+/// and peak stack.
+const DEVICE_FLASH_BUDGET: u64 = 96 * 1024;
+const DEVICE_RAM_BUDGET: u64 = 48 * 1024;
+const DEVICE_STACK_BUDGET: u64 = 8 * 1024;
+
 /// The issue's budget for the server engine on Cortex-M: flash, net of the runtime.
 const SERVER_ENGINE_FLASH_BUDGET: u64 = 48 * 1024;
 
@@ -53,13 +82,12 @@ const SERVER_SESSION_BUDGET: u64 = 2 * 1024;
 /// How long QEMU may run one image before it counts as hung.
 const TIMEOUT_SECONDS: u32 = 300;
 
-/// The image crate: its own workspace, excluded from the root one.
-pub fn image_dir(root: &Path) -> PathBuf {
-    root.join("core").join("cortex-m-test")
-}
-
-pub fn image_manifest(root: &Path) -> PathBuf {
-    image_dir(root).join("Cargo.toml")
+/// The manifests of the image crates, for `cargo fmt --manifest-path`.
+pub fn image_manifests(root: &Path) -> Vec<PathBuf> {
+    IMAGE_CRATES
+        .iter()
+        .map(|krate| root.join(krate).join("Cargo.toml"))
+        .collect()
 }
 
 /// Builds the images and runs each one; fails if the build fails, QEMU exits non-zero or times
@@ -69,9 +97,12 @@ pub fn qemu() -> Result<(), Error> {
     prerequisites::ensure(&[Need::Qemu])?;
     let root = repo_root();
     let target_dir = root.join("target").join("cortex-m");
-    let bin_dir = build(&root, &target_dir)?;
+    let mut bin_dir = PathBuf::new();
+    for krate in IMAGE_CRATES {
+        bin_dir = build(&root.join(krate), &target_dir)?;
+    }
     let mut footprints = Vec::new();
-    for image in [&SELFTEST, &SERVER_ENGINE, &BASELINE] {
+    for image in IMAGES {
         println!("--> image {}", image.bin);
         let log = target_dir.join(format!("qemu-{}.txt", image.bin));
         let output = run_image(&bin_dir.join(image.bin), &log)
@@ -116,6 +147,22 @@ pub fn qemu() -> Result<(), Error> {
          {SERVER_SESSION_BUDGET}: {})",
         verdict(session, SERVER_SESSION_BUDGET)
     );
+    // The device's own figures: flash of the device alone, RAM of its statics, and the deepest
+    // stack it reached, serving (device image) or setting up (device_alone, from reset).
+    let device_flash = value(&DEVICE_ALONE, "flash")?;
+    let device_ram = value(&DEVICE, "device_ram")?;
+    let serving = value(&DEVICE, "device_stack_peak")?;
+    let setup = value(&DEVICE_ALONE, "stack_peak")?;
+    let device_stack = serving.max(setup);
+    println!(
+        "  device_image flash={device_flash} (device_alone; budget {DEVICE_FLASH_BUDGET}: {}) \
+         ram={device_ram} (device statics; budget {DEVICE_RAM_BUDGET}: {}) \
+         stack_peak={device_stack} (max of serving {serving} and set-up {setup}; budget \
+         {DEVICE_STACK_BUDGET}: {})",
+        verdict(device_flash, DEVICE_FLASH_BUDGET),
+        verdict(device_ram, DEVICE_RAM_BUDGET),
+        verdict(device_stack, DEVICE_STACK_BUDGET)
+    );
     Ok(())
 }
 
@@ -135,14 +182,14 @@ fn verdict(bytes: u64, budget: u64) -> &'static str {
     }
 }
 
-/// Builds the release images (all binaries of the image crate, one cargo invocation) into
-/// `target_dir` and returns the directory that holds the ELFs.
+/// Builds the release images of the image crate in `crate_dir` (all its binaries, one cargo
+/// invocation) into `target_dir` and returns the directory that holds the ELFs.
 ///
 /// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
 /// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
 /// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
 /// `rust-lld` points at an `lld` that Debian 12 does not ship.
-fn build(root: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
+fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
     let mut command;
     if rustup_target_installed() {
         println!("toolchain: the default rustc's prebuilt {TARGET} target");
@@ -162,7 +209,7 @@ fn build(root: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
     }
     // Run inside the crate so that its `.cargo/config.toml` (rustflags `-Tlink.x`) applies.
     command
-        .current_dir(image_dir(root))
+        .current_dir(crate_dir)
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
         .arg(target_dir);
     run(&mut command)?;
