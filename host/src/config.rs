@@ -33,6 +33,12 @@ pub fn parse_from(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     let mut command = Cli::command();
     let matches = command.try_get_matches_from_mut(argv.clone())?;
     let path = Cli::from_arg_matches(&matches)?.config;
+    // The file configures the server and the admin commands. The tools (client, mitm, demo)
+    // would otherwise pick up server keys that share a name with theirs (`listen`,
+    // `min-iterations`) and mean something else.
+    if matches!(matches.subcommand_name(), Some("client" | "mitm" | "demo")) {
+        return Cli::from_arg_matches(&matches);
+    }
     let explicit = matches!(
         matches.value_source("config"),
         Some(ValueSource::CommandLine | ValueSource::EnvVariable)

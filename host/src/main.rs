@@ -4,9 +4,12 @@
 
 mod admin;
 mod audit;
+mod client;
 mod clock;
 mod config;
+mod demo;
 mod ledger;
+mod mitm;
 mod serve;
 mod store;
 
@@ -55,6 +58,12 @@ pub enum Command {
     /// Inspect the ledger.
     #[command(subcommand)]
     Ledger(admin::LedgerCommand),
+    /// The terminal client: an interactive menu, or one scriptable subcommand.
+    Client(client::ClientArgs),
+    /// TESTING TOOL: a man-in-the-middle proxy that attacks the traffic it forwards.
+    Mitm(mitm::MitmArgs),
+    /// See it work: a server, attacks through a proxy, and a client that catches them.
+    Demo(demo::DemoArgs),
 }
 
 /// Where the ledger lives; shared by `serve` and the admin commands.
@@ -104,6 +113,11 @@ fn main() -> ExitCode {
         Command::User(cmd) => admin::user(cmd),
         Command::Account(cmd) => admin::account(cmd),
         Command::Ledger(cmd) => return admin::ledger(cmd),
+        Command::Client(args) => return client::run(args),
+        Command::Demo(args) => return demo::run(args),
+        Command::Mitm(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(mitm::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

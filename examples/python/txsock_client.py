@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""A txsock client in Python 3, standard library only, written from docs/PROTOCOL.md.
+
+It registers (computing the SCRAM verifier locally with hashlib.pbkdf2_hmac), logs in with
+SCRAM-SHA-256 and checks the server's signature, asks for a batch of nonces, sends MAC'd
+transfers and verifies every receipt, balance and history page (MAC, echoed fields and
+sequence number). Section numbers (§) refer to docs/PROTOCOL.md.
+
+Usage:
+    export TXSOCK_PASSWORD='correct horse battery'      # or type it at the prompt
+    python3 txsock_client.py --user alice register
+    python3 txsock_client.py --user alice balance
+    python3 txsock_client.py --user alice transfer bob 12.50 [--id rent-2026-01]
+    python3 txsock_client.py --user alice history
+Options: --server HOST:PORT (default 127.0.0.1:11002), --min-iterations N (default 600000,
+also the count used to register), --timeout SECONDS (default 10).
+
+The password comes from TXSOCK_PASSWORD or a no-echo prompt, never from the command line.
+
+Exit status: 0 success, 2 invalid input (nothing sent), 3 refused by the server,
+4 integrity failure (a forged or altered answer), 5 connection failure or no answer.
+"""
+
+import argparse
+import base64
+import getpass
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+
+DEFAULT_SERVER = "127.0.0.1:11002"
+DEFAULT_ITERATIONS = 600_000  # §7, §15
+MAX_RESPONSE = 576  # §2: a response line is at most 576 bytes including its LF
+MAX_AMOUNT = 10**15  # §4: largest amount in minor units
+MAX_BALANCE = 2**64 - 1  # balances are unsigned 64-bit minor units
+RING = 16  # §12: hold at most 16 unused nonces
+ATTEMPTS = 3  # §13: retry a transfer with the same id until a verified receipt
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+TRANSFER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
+AMOUNT = re.compile(r"(0|[1-9][0-9]*)(\.([0-9]{1,2}))?")
+NONCE_HEX = re.compile(r"[0-9a-f]{32}")
+MAC_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class InvalidInput(Exception):
+    exit_status = 2
+
+
+class Refused(Exception):
+    """The server refused: an `error` frame (unauthenticated) or a verified receipt."""
+
+    exit_status = 3
+
+    def __init__(self, code, message=""):
+        super().__init__("%s: %s" % (code, message) if message else code)
+        self.code = code
+
+
+class IntegrityFailure(Exception):
+    """An answer failed verification: forged, altered, replayed or reordered (§10, §11)."""
+
+    exit_status = 4
+
+
+class ConnectionFailure(Exception):
+    exit_status = 5
+
+
+# --- values (§4) -------------------------------------------------------------------------
+
+
+def normalise_user(text):
+    """Lowercases ASCII capitals; refuses anything outside the username rule."""
+    if not text.isascii():
+        raise InvalidInput("username %r: only a-z 0-9 _ . - are allowed" % text)
+    name = text.lower()
+    if not USERNAME.fullmatch(name):
+        raise InvalidInput("username %r: 1-32 of a-z 0-9 _ . -, starting with a letter or digit" % text)
+    return name
+
+
+def check_id(text):
+    if not TRANSFER_ID.fullmatch(text):
+        raise InvalidInput("transfer id %r: 1-32 of A-Z a-z 0-9 _ . : -" % text)
+    return text
+
+
+def parse_minor(text, allow_zero, limit):
+    """Decimal string -> minor units (hundredths), exactly as §4's grammar."""
+    m = AMOUNT.fullmatch(text)
+    if not m:
+        raise ValueError("malformed amount %r" % text)
+    frac = (m.group(3) or "").ljust(2, "0")
+    minor = int(m.group(1)) * 100 + int(frac)
+    if minor == 0 and not allow_zero:
+        raise ValueError("zero amount")
+    if minor > limit:
+        raise ValueError("amount too large")
+    return minor
+
+
+def parse_amount(text):
+    try:
+        return parse_minor(text, allow_zero=False, limit=MAX_AMOUNT)
+    except ValueError as e:
+        raise InvalidInput("amount %r: %s (positive, at most two decimals, e.g. 12.50)" % (text, e))
+
+
+def fmt_minor(minor):
+    return "%d.%02d" % divmod(minor, 100)
+
+
+def check_password(password):
+    """The reference client's rule (§7): 8 to 128 characters, no control characters."""
+    if not 8 <= len(password.encode("utf-8")) <= 128:
+        raise InvalidInput("the password must have 8 to 128 characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
+        raise InvalidInput("the password must not contain control characters")
+
+
+def b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text):
+    """Canonical padded base64 only (§4)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise IntegrityFailure("invalid base64 from the server: %r" % text)
+    if b64(raw) != text:
+        raise IntegrityFailure("non-canonical base64 from the server: %r" % text)
+    return raw
+
+
+# --- crypto (§7, §8, §9, §10) --------------------------------------------------------------
+
+
+def hmac_sha256(key, data):
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def salted_password(password, salt, iterations):
+    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations, 32)
+
+
+def mac(key, kind, *fields):
+    """HMAC over "txsock/1 <type>" followed by each field after one NUL byte (§10)."""
+    text = "txsock/1 " + kind + "".join("\x00" + str(f) for f in fields)
+    return hmac_sha256(key, text)
+
+
+def tag_ok(expected, text):
+    """Compares a hex tag in constant time."""
+    return isinstance(text, str) and MAC_HEX.fullmatch(text) is not None and hmac.compare_digest(
+        expected, bytes.fromhex(text)
+    )
+
+
+# --- the connection ----------------------------------------------------------------------
+
+
+class Connection:
+    """One TCP connection: JSON lines out, JSON lines in (§2)."""
+
+    def __init__(self, server, timeout):
+        host, _, port = server.rpartition(":")
+        try:
+            self.sock = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+        except (OSError, ValueError) as e:
+            raise ConnectionFailure("cannot connect to %s: %s" % (server, e))
+        self.sock.settimeout(timeout)
+        self.pending = b""
+
+    def send(self, message):
+        line = json.dumps(message, separators=(",", ":")) + "\n"
+        try:
+            self.sock.sendall(line.encode("utf-8"))
+        except OSError as e:
+            raise ConnectionFailure("connection lost: %s" % e)
+
+    def receive(self):
+        while b"\n" not in self.pending:
+            if len(self.pending) > MAX_RESPONSE:
+                raise IntegrityFailure("response line longer than %d bytes" % MAX_RESPONSE)
+            try:
+                chunk = self.sock.recv(4096)
+            except socket.timeout:
+                raise ConnectionFailure("no answer in time")
+            except OSError as e:
+                raise ConnectionFailure("connection lost: %s" % e)
+            if not chunk:
+                raise ConnectionFailure("the connection was closed")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        try:
+            message = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise IntegrityFailure("the server sent a line that is not JSON")
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise IntegrityFailure("the server sent a frame without an op")
+        return message
+
+    def request(self, message, expect):
+        """Sends `message` and returns the answer, whose op must be `expect` (or `error`)."""
+        self.send(message)
+        answer = self.receive()
+        if answer["op"] == "error":
+            raise Refused(str(answer.get("code")), str(answer.get("message", "")))
+        if answer["op"] != expect:
+            raise IntegrityFailure("expected %s, got %s" % (expect, answer["op"]))
+        return answer
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Session:
+    """A logged-in session: its keys, its sequence number and its unused nonces."""
+
+    def __init__(self, conn, user, c2s, s2c):
+        self.conn = conn
+        self.user = user
+        self.c2s = c2s
+        self.s2c = s2c
+        self.seq = 0  # §11: 0 after welcome; each authenticated answer must be the next
+        self.nonces = []  # §12: FIFO of unused nonces, oldest first
+
+    def next_seq(self, answer):
+        seq = answer.get("seq")
+        if not isinstance(seq, int) or seq != (self.seq + 1) % 2**32:
+            raise IntegrityFailure(
+                "an authenticated answer was dropped, replayed or reordered (seq %r, expected %d)"
+                % (seq, self.seq + 1)
+            )
+        return seq
+
+    def request_nonces(self, count):
+        answer = self.conn.request({"op": "nonces", "count": count}, "nonces")
+        fresh = answer.get("nonces")
+        if not isinstance(fresh, list) or not all(
+            isinstance(n, str) and NONCE_HEX.fullmatch(n) for n in fresh
+        ):
+            raise IntegrityFailure("malformed nonces")
+        self.nonces.extend(fresh)
+        del self.nonces[:-RING]  # the server's ring evicted its oldest too
+
+    def transfer(self, transfer_id, to, minor):
+        """Sends one transfer; returns (result, balance_minor) from a verified receipt."""
+        if not self.nonces:
+            self.request_nonces(1)
+        nonce = self.nonces.pop(0)
+        tag = mac(self.c2s, "transfer", self.user, transfer_id, to, minor, nonce)
+        answer = self.conn.request(
+            {
+                "op": "transfer",
+                "id": transfer_id,
+                "to": to,
+                "amount": fmt_minor(minor),
+                "nonce": nonce,
+                "mac": tag.hex(),
+            },
+            "receipt",
+        )
+        try:
+            echoed = parse_minor(str(answer.get("amount")), allow_zero=False, limit=MAX_AMOUNT)
+            balance = parse_minor(str(answer.get("balance")), allow_zero=True, limit=MAX_BALANCE)
+        except ValueError:
+            raise IntegrityFailure("the receipt's amount or balance is malformed")
+        result = answer.get("result")
+        seq = answer.get("seq")
+        # §10: recompute from *our* request, plus the receipt's seq, result and balance.
+        expected = mac(self.s2c, "receipt", seq, transfer_id, to, minor, result, balance, nonce)
+        if (
+            answer.get("id") != transfer_id
+            or answer.get("to") != to
+            or echoed != minor
+            or not isinstance(result, str)
+            or not tag_ok(expected, answer.get("mac"))
+        ):
+            raise IntegrityFailure(
+                "the server's confirmation was forged or altered: its receipt MAC does not verify"
+            )
+        self.seq = self.next_seq(answer)
+        return result, balance
+
+    def balance(self):
+        answer = self.conn.request({"op": "balance"}, "balance")
+        try:
+            balance = parse_minor(str(answer.get("balance")), allow_zero=True, limit=MAX_BALANCE)
+        except ValueError:
+            raise IntegrityFailure("malformed balance")
+        if not tag_ok(mac(self.s2c, "balance", answer.get("seq"), balance), answer.get("mac")):
+            raise IntegrityFailure("the balance was forged or altered: its MAC does not verify")
+        self.seq = self.next_seq(answer)
+        return balance
+
+    def history(self, offset):
+        answer = self.conn.request({"op": "history", "offset": offset}, "history")
+        more = answer.get("more")
+        entries = answer.get("entries")
+        if not isinstance(more, bool) or not isinstance(entries, list):
+            raise IntegrityFailure("malformed history page")
+        fields = [answer.get("seq"), "1" if more else "0"]
+        page = []
+        for e in entries:
+            try:
+                amount = parse_minor(str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
+                entry = (e["id"], e["from"], e["to"], amount, int(e["at"]))
+            except (KeyError, TypeError, ValueError):
+                raise IntegrityFailure("malformed history entry")
+            fields.extend(entry)
+            page.append(entry)
+        if not tag_ok(mac(self.s2c, "history", *fields), answer.get("mac")):
+            raise IntegrityFailure("the history was forged or altered: its MAC does not verify")
+        self.seq = self.next_seq(answer)
+        return page, more
+
+    def logout(self):
+        try:
+            self.conn.request({"op": "logout"}, "bye")
+        except (Refused, IntegrityFailure, ConnectionFailure):
+            pass
+        self.conn.close()
+
+
+def register(server, timeout, user, password, iterations):
+    """§7: the verifier is computed here; the password never crosses the wire."""
+    salt = secrets.token_bytes(16)
+    salted = salted_password(password, salt, iterations)
+    client_key = hmac_sha256(salted, "Client Key")
+    conn = Connection(server, timeout)
+    try:
+        conn.request(
+            {
+                "op": "register",
+                "user": user,
+                "salt": b64(salt),
+                "iterations": iterations,
+                "stored_key": b64(hashlib.sha256(client_key).digest()),
+                "server_key": b64(hmac_sha256(salted, "Server Key")),
+            },
+            "registered",
+        )
+    finally:
+        conn.close()
+
+
+def login(server, timeout, user, password, min_iterations):
+    """§8 (SCRAM-SHA-256 without GS2 header) and §9 (session keys)."""
+    conn = Connection(server, timeout)
+    try:
+        client_nonce = b64(secrets.token_bytes(18))  # 24 characters, none of , " \
+        challenge = conn.request({"op": "login", "user": user, "nonce": client_nonce}, "challenge")
+        full_nonce = challenge.get("nonce")
+        salt_text = challenge.get("salt")
+        iterations = challenge.get("iterations")
+        if (
+            not isinstance(full_nonce, str)
+            or not full_nonce.startswith(client_nonce)
+            or len(full_nonce) <= len(client_nonce)
+            or not all(0x21 <= ord(c) <= 0x7E and c not in ',"\\' for c in full_nonce)
+        ):
+            raise IntegrityFailure("the login challenge does not belong to this login")
+        if not isinstance(iterations, int) or iterations < min_iterations:
+            raise IntegrityFailure(
+                "the challenge asks for only %r PBKDF2 iterations (minimum %d): refusing to use "
+                "the password" % (iterations, min_iterations)
+            )
+        salt = unb64(salt_text)
+        auth_message = "n=%s,r=%s,r=%s,s=%s,i=%d,c=biws,r=%s" % (
+            user,
+            client_nonce,
+            full_nonce,
+            salt_text,
+            iterations,
+            full_nonce,
+        )
+        salted = salted_password(password, salt, iterations)
+        client_key = hmac_sha256(salted, "Client Key")
+        stored_key = hashlib.sha256(client_key).digest()
+        proof = bytes(
+            a ^ b for a, b in zip(client_key, hmac_sha256(stored_key, auth_message))
+        )
+        welcome = conn.request({"op": "proof", "proof": b64(proof)}, "welcome")
+        expected = hmac_sha256(hmac_sha256(salted, "Server Key"), auth_message)
+        try:
+            signature = base64.b64decode(str(welcome.get("signature")), validate=True)
+        except ValueError:
+            signature = b""
+        if not hmac.compare_digest(expected, signature):
+            raise IntegrityFailure(
+                "the server's signature does not verify: this is not the server the account "
+                "was registered with"
+            )
+        auth = auth_message.encode("utf-8")
+        c2s = hmac_sha256(client_key, b"txsock/1 session c2s\x00" + auth)
+        s2c = hmac_sha256(client_key, b"txsock/1 session s2c\x00" + auth)
+        return Session(conn, user, c2s, s2c)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def transfer(args, user, password, to, minor, transfer_id):
+    """§13: a transfer without a verified receipt is sent again with the same id and a fresh
+    nonce on a new connection; the server answers a repeated id with the original result."""
+    alerts = []
+    last = None
+    for attempt in range(1, ATTEMPTS + 1):
+        session = None
+        try:
+            session = login(args.server, args.timeout, user, password, args.min_iterations)
+            result, balance = session.transfer(transfer_id, to, minor)
+            session.logout()
+            return result, balance, alerts, attempt
+        except Refused as e:
+            if session is None:
+                raise  # the login was refused: a definite answer
+            # An error frame is not authenticated and proves nothing (§13): try again.
+            last = e
+            if e.code in ("bad_mac", "unknown_nonce", "malformed", "invalid_name", "invalid_amount"):
+                alerts.append(
+                    "the server refused a correctly built transfer (%s): it was altered on the way"
+                    % e.code
+                )
+                print("WARNING: " + alerts[-1], file=sys.stderr)
+        except IntegrityFailure as e:
+            if session is None:
+                raise  # a refused challenge or signature: retrying only hands out more proofs
+            last = e
+            alerts.append(str(e))
+            print("WARNING: " + str(e), file=sys.stderr)
+        except ConnectionFailure as e:
+            last = e
+        if session is not None:
+            session.conn.close()
+        print(
+            "transfer %s: no verified answer (%s); retrying with the same id" % (transfer_id, last),
+            file=sys.stderr,
+        )
+    why = "no verified answer after %d attempts (last: %s); run again with --id %s to learn " \
+        "its fate" % (ATTEMPTS, last, transfer_id)
+    if alerts:
+        raise IntegrityFailure("; ".join(alerts) + "; " + why)
+    raise ConnectionFailure(why)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="txsock client (Python, standard library only)")
+    parser.add_argument("--server", default=DEFAULT_SERVER)
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--min-iterations", type=int, default=DEFAULT_ITERATIONS)
+    parser.add_argument("--timeout", type=float, default=10.0)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("register")
+    sub.add_parser("balance")
+    sub.add_parser("history")
+    t = sub.add_parser("transfer")
+    t.add_argument("to")
+    t.add_argument("amount")
+    t.add_argument("--id")
+    args = parser.parse_args(argv)
+
+    try:
+        user = normalise_user(args.user)
+        if args.command == "transfer":
+            to = normalise_user(args.to)
+            minor = parse_amount(args.amount)
+            transfer_id = check_id(args.id) if args.id else "py-" + secrets.token_hex(6)
+            if to == user:
+                raise InvalidInput("you cannot send money to yourself")
+        password = os.environ.get("TXSOCK_PASSWORD")
+        if password is None:
+            password = getpass.getpass("Password: ")
+        check_password(password)
+
+        if args.command == "register":
+            register(args.server, args.timeout, user, password, args.min_iterations)
+            print("registered %s" % user)
+            return 0
+        if args.command == "transfer":
+            result, balance, alerts, attempt = transfer(args, user, password, to, minor, transfer_id)
+            note = " (verified after: %s)" % "; ".join(alerts) if alerts else ""
+            if result == "committed":
+                print("committed: %s -> %s %s (id %s); balance %s%s"
+                      % (user, to, fmt_minor(minor), transfer_id, fmt_minor(balance), note))
+                return 4 if alerts else 0
+            print("refused: %s -> %s %s (id %s): %s; balance %s%s"
+                  % (user, to, fmt_minor(minor), transfer_id, result, fmt_minor(balance), note))
+            return 4 if alerts else 3
+        session = login(args.server, args.timeout, user, password, args.min_iterations)
+        if args.command == "balance":
+            print("balance of %s: %s" % (user, fmt_minor(session.balance())))
+        else:
+            entries, more = [], True
+            while more and len(entries) < 20:
+                page, more = session.history(len(entries))
+                if not page:
+                    break
+                entries.extend(page)
+            for (tid, frm, to, amount, at) in entries:
+                print("%s %s -> %s %s at %d" % (tid, frm, to, fmt_minor(amount), at))
+        session.logout()
+        return 0
+    except (InvalidInput, Refused, IntegrityFailure, ConnectionFailure) as e:
+        kind = {2: "invalid input", 3: "refused", 4: "INTEGRITY FAILURE", 5: "connection failure"}
+        print("%s: %s" % (kind[e.exit_status], e), file=sys.stderr)
+        return e.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,655 @@
+//! One account on one server, over blocking TCP: connects, logs in, and runs requests with the
+//! retry rules of `docs/PROTOCOL.md` §13. Every protocol decision (framing, SCRAM, MACs,
+//! receipt and sequence checks) is the core [`ClientSession`]'s, driven by the core
+//! [`BlockingClient`]; this module only chooses *when* to reconnect and retry.
+//!
+//! [`ClientSession`]: txsock_core::session::ClientSession
+
+use super::human;
+use embedded_io_adapters::std::FromStd;
+use rand_core::OsRng;
+use std::fmt;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+use txsock_core::blocking::{BlockingClient, BlockingError};
+use txsock_core::ledger::HistoryEntry;
+use txsock_core::message::MAX_NONCE_BATCH;
+use txsock_core::session::{ClientConfig, ClientError, ClientEvent, IntegrityError, RequestKind};
+use txsock_core::{Amount, ErrorCode, TransferId, Username};
+
+/// The core's blocking client on a std TCP stream.
+pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// `HOST:PORT`.
+    pub server: String,
+    /// Connect timeout, and how long to wait for each reply.
+    pub timeout: Duration,
+    /// The session's policy (minimum PBKDF2 iterations at login).
+    pub config: ClientConfig,
+    /// Connections tried for one request before giving up (at least 1).
+    pub attempts: u32,
+}
+
+/// Why a request got no verified answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made.
+    Connect(String),
+    /// The connection broke or went silent after the request was sent.
+    Lost(String),
+    /// The server refused (an unauthenticated `error` frame, or a login failure).
+    Refused(ErrorCode),
+    /// An answer failed verification: forged, altered, replayed or reordered.
+    Integrity(IntegrityError),
+    /// This client could not send the request.
+    Local(String),
+}
+
+impl Failure {
+    fn from_blocking(e: BlockingError<io::Error>, timeout: Duration) -> Failure {
+        match e {
+            BlockingError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Failure::Lost(format!("no reply within {} s", timeout.as_secs_f32()))
+            }
+            BlockingError::Io(e) => Failure::Lost(e.to_string()),
+            BlockingError::Closed => Failure::Lost("the connection was closed".into()),
+            BlockingError::Refused(code) if code.is_fatal() => {
+                Failure::Lost(human::refusal(code).into())
+            }
+            BlockingError::Refused(code) => Failure::Refused(code),
+            BlockingError::Integrity(e) => Failure::Integrity(e),
+            BlockingError::Client(ClientError::Failed) => {
+                Failure::Integrity(IntegrityError::UnexpectedResponse)
+            }
+            BlockingError::Client(e) => Failure::Local(e.to_string()),
+            BlockingError::Unexpected => Failure::Integrity(IntegrityError::UnexpectedResponse),
+            // BlockingError is non-exhaustive.
+            other => Failure::Local(other.to_string()),
+        }
+    }
+
+    /// Human text; `min_iterations` explains a refused challenge.
+    pub fn describe(&self, min_iterations: u32) -> String {
+        match self {
+            Failure::Connect(s) => format!("cannot connect: {s}"),
+            Failure::Lost(s) => format!("connection lost: {s}"),
+            Failure::Refused(code) => human::refusal(*code).into(),
+            Failure::Integrity(e) => human::integrity(*e, min_iterations),
+            Failure::Local(s) => s.clone(),
+        }
+    }
+}
+
+/// A detected attack or corruption: something only a party on the path would cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alert {
+    /// The session refused an answer.
+    Integrity(IntegrityError),
+    /// The server refused a request this client built correctly (`bad_mac`, `unknown_nonce`,
+    /// `malformed`, ...): it was altered or replayed on the way.
+    Altered(ErrorCode),
+}
+
+impl Alert {
+    /// Stable name for `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Alert::Integrity(e) => human::integrity_name(e),
+            Alert::Altered(ErrorCode::UnknownNonce) => "nonce_refused",
+            Alert::Altered(_) => "altered_in_transit",
+        }
+    }
+
+    /// Human text.
+    pub fn describe(self, min_iterations: u32) -> String {
+        match self {
+            Alert::Integrity(e) => human::integrity(e, min_iterations),
+            Alert::Altered(ErrorCode::UnknownNonce) => {
+                "the server refused this client's fresh one-time nonce (unknown_nonce): the \
+                 nonces or the transfer were tampered with on the way"
+                    .into()
+            }
+            Alert::Altered(code) => format!(
+                "the server refused a correctly built transfer ({}): it was altered on the way",
+                code.name()
+            ),
+        }
+    }
+}
+
+/// Where progress notes and warnings go: stderr for scripts (stdout stays machine-readable),
+/// stdout for the interactive menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Standard error.
+    Stderr,
+    /// Standard output.
+    Stdout,
+}
+
+impl Sink {
+    /// Prints one note.
+    pub fn say(self, text: &str) {
+        match self {
+            Sink::Stderr => eprintln!("{text}"),
+            Sink::Stdout => println!("{text}"),
+        }
+    }
+}
+
+/// Opens a TCP connection with the link's timeouts and wraps it in a core client.
+pub fn connect(link: &Link) -> Result<Client, Failure> {
+    let addrs: Vec<_> = link
+        .server
+        .to_socket_addrs()
+        .map_err(|e| Failure::Connect(format!("{}: {e}", link.server)))?
+        .collect();
+    let mut last = format!("{}: no address", link.server);
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, link.timeout) {
+            Ok(stream) => {
+                let setup = stream
+                    .set_read_timeout(Some(link.timeout))
+                    .and_then(|()| stream.set_write_timeout(Some(link.timeout)))
+                    .and_then(|()| stream.set_nodelay(true));
+                if let Err(e) = setup {
+                    last = format!("{addr}: {e}");
+                    continue;
+                }
+                return Ok(BlockingClient::new(
+                    FromStd::new(stream),
+                    OsRng,
+                    link.config,
+                ));
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(Failure::Connect(last))
+}
+
+/// One transfer to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferItem {
+    /// Idempotency key: a retry with the same id never moves money twice.
+    pub id: TransferId,
+    /// Recipient.
+    pub to: Username,
+    /// Amount.
+    pub amount: Amount,
+}
+
+/// The fate of one transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A verified receipt says it is committed; `balance` is the sender's right after it.
+    Committed {
+        /// Sender's balance after the transfer.
+        balance: Amount,
+    },
+    /// A verified receipt says the ledger refused it; nothing moved.
+    Refused {
+        /// Why.
+        code: ErrorCode,
+        /// Sender's balance now.
+        balance: Amount,
+    },
+    /// No verified answer: `last` is why the last attempt failed.
+    Unknown {
+        /// The last attempt's failure.
+        last: Failure,
+    },
+}
+
+/// A transfer and what became of it.
+#[derive(Debug, Clone)]
+pub struct TransferReport {
+    /// The request.
+    pub item: TransferItem,
+    /// Its fate.
+    pub outcome: Outcome,
+    /// How many times it was sent to the server (0: never sent).
+    pub sends: u32,
+    /// Attacks detected while sending it.
+    pub alerts: Vec<Alert>,
+}
+
+/// An account's credentials and its current connection.
+pub struct Account {
+    /// Connection settings.
+    pub link: Link,
+    /// The user.
+    pub user: Username,
+    password: String,
+    conn: Option<Client>,
+    /// Every attack detected so far, in order.
+    pub alerts: Vec<Alert>,
+    /// Where notes and warnings go.
+    pub sink: Sink,
+}
+
+impl Account {
+    /// Credentials only; nothing is sent until a request needs it.
+    pub fn new(link: Link, user: Username, password: String, sink: Sink) -> Account {
+        Account {
+            link,
+            user,
+            password,
+            conn: None,
+            alerts: Vec::new(),
+            sink,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.link.timeout
+    }
+
+    fn alert(&mut self, alert: Alert) {
+        let advice = match alert {
+            Alert::Integrity(_) => "Do not trust that answer; this client did not.",
+            Alert::Altered(_) => "Someone between you and the server is changing your requests.",
+        };
+        self.sink.say(&human::warning(
+            &alert.describe(self.link.config.min_iterations),
+            advice,
+        ));
+        self.alerts.push(alert);
+    }
+
+    /// The logged-in connection, reconnecting and logging in if there is none.
+    fn ensure(&mut self) -> Result<&mut Client, Failure> {
+        let usable = match &mut self.conn {
+            Some(c) => !c.session().is_failed() && c.session().user().is_some(),
+            None => false,
+        };
+        if !usable {
+            self.conn = None;
+            let mut client = connect(&self.link)?;
+            let timeout = self.timeout();
+            match client.login(self.user.as_str(), &self.password) {
+                Ok(()) => {}
+                Err(e) => {
+                    let f = Failure::from_blocking(e, timeout);
+                    if let Failure::Integrity(e) = f {
+                        self.alert(Alert::Integrity(e));
+                    }
+                    return Err(f);
+                }
+            }
+            self.conn = Some(client);
+        }
+        // Set just above.
+        Ok(self.conn.as_mut().expect("connection present"))
+    }
+
+    /// Logs in now (used to check credentials before showing a menu).
+    pub fn login(&mut self) -> Result<(), Failure> {
+        self.ensure().map(|_| ())
+    }
+
+    fn pause(&self) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Runs a read-only request, reconnecting after a lost or unverifiable answer.
+    fn read<T>(
+        &mut self,
+        what: &str,
+        mut op: impl FnMut(&mut Client) -> Result<T, BlockingError<io::Error>>,
+    ) -> Result<T, Failure> {
+        let attempts = self.link.attempts.max(1);
+        let timeout = self.timeout();
+        let mut last = Failure::Local("no attempt made".into());
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                self.pause();
+            }
+            let result = self
+                .ensure()
+                .and_then(|c| op(c).map_err(|e| Failure::from_blocking(e, timeout)));
+            let failure = match result {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            match &failure {
+                // A login failure or a refusal is an answer: retrying would not change it.
+                Failure::Refused(_) | Failure::Local(_) => return Err(failure),
+                Failure::Integrity(e) if self.conn.is_some() => {
+                    self.alert(Alert::Integrity(*e));
+                }
+                // A login whose challenge or server signature was refused (`ensure` raised the
+                // alarm): trying again would only hand the attacker more proofs.
+                Failure::Integrity(_) => return Err(failure),
+                _ => {}
+            }
+            self.conn = None;
+            if attempt < attempts {
+                let why = failure.describe(self.link.config.min_iterations);
+                self.sink.say(&format!(
+                    "{what}: {why}; reconnecting (attempt {} of {attempts})",
+                    attempt + 1
+                ));
+            }
+            last = failure;
+        }
+        Err(last)
+    }
+
+    /// The verified balance.
+    pub fn balance(&mut self) -> Result<Amount, Failure> {
+        self.read("balance", |c| c.balance())
+    }
+
+    /// Up to `limit` verified history entries, newest first, and whether older ones exist.
+    pub fn history(&mut self, limit: usize) -> Result<(Vec<HistoryEntry>, bool), Failure> {
+        self.read("history", |c| {
+            let mut entries: Vec<HistoryEntry> = Vec::new();
+            // Each page adds at least one entry or ends the loop, and `limit` bounds it.
+            loop {
+                let page = c.history(u32::try_from(entries.len()).unwrap_or(u32::MAX))?;
+                let got = page.entries.len();
+                entries.extend(page.entries);
+                if entries.len() >= limit || !page.more || got == 0 {
+                    let more = page.more || entries.len() > limit;
+                    entries.truncate(limit);
+                    return Ok((entries, more));
+                }
+            }
+        })
+    }
+
+    /// Sends the transfers and returns a verified outcome for each one that got one.
+    ///
+    /// The first round pipelines them on one connection (nonces in batches, then the
+    /// transfers in one write). Any transfer whose answer was lost, refused as an `error`
+    /// frame (never proof of anything, §13), or failed verification, is sent again with the
+    /// same id and a fresh nonce on a new connection, one at a time, up to
+    /// [`Link::attempts`] rounds. The server's idempotency makes that safe: a retry returns
+    /// the original result and never moves money twice.
+    pub fn transfer(&mut self, items: &[TransferItem]) -> Vec<TransferReport> {
+        let mut reports: Vec<TransferReport> = items
+            .iter()
+            .map(|item| TransferReport {
+                item: item.clone(),
+                outcome: Outcome::Unknown {
+                    last: Failure::Local("not sent".into()),
+                },
+                sends: 0,
+                alerts: Vec::new(),
+            })
+            .collect();
+        let attempts = self.link.attempts.max(1);
+        for round in 1..=attempts {
+            let pending: Vec<usize> = (0..reports.len())
+                .filter(|&i| matches!(reports[i].outcome, Outcome::Unknown { .. }))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            if round > 1 {
+                self.pause();
+            }
+            for &i in &pending {
+                reports[i].outcome = Outcome::Unknown {
+                    last: Failure::Local("not sent".into()),
+                };
+            }
+            let timeout = self.link.timeout;
+            let round_result = match self.ensure() {
+                Ok(client) => {
+                    if round == 1 && pending.len() > 1 {
+                        pipelined(client, &pending, &mut reports, timeout)
+                    } else {
+                        one_by_one(client, &pending, &mut reports, timeout)
+                    }
+                }
+                Err(f) => {
+                    // Wrong password or locked out: more attempts only extend a lockout. A
+                    // refused challenge or server signature: more would only hand an attacker
+                    // more proofs.
+                    let final_refusal = matches!(
+                        f,
+                        Failure::Refused(_) | Failure::Local(_) | Failure::Integrity(_)
+                    );
+                    for &i in &pending {
+                        if let Failure::Integrity(e) = f {
+                            reports[i].alerts.push(Alert::Integrity(e));
+                        }
+                        reports[i].outcome = Outcome::Unknown { last: f.clone() };
+                    }
+                    if final_refusal {
+                        break;
+                    }
+                    if round < attempts {
+                        let why = f.describe(self.link.config.min_iterations);
+                        self.sink.say(&format!(
+                            "login failed ({why}); trying again (attempt {} of {attempts})",
+                            round + 1
+                        ));
+                    }
+                    continue;
+                }
+            };
+            self.after_round(&mut reports, &pending, round_result, round, attempts);
+        }
+        reports
+    }
+
+    fn after_round(
+        &mut self,
+        reports: &mut [TransferReport],
+        pending: &[usize],
+        broken: Option<Failure>,
+        round: u32,
+        attempts: u32,
+    ) {
+        if let Some(f) = &broken {
+            self.conn = None;
+            if let Failure::Integrity(e) = f {
+                self.alert(Alert::Integrity(*e));
+            }
+        }
+        for &i in pending {
+            let report = &mut reports[i];
+            let Outcome::Unknown { last } = &report.outcome else {
+                if round > 1 {
+                    self.sink.say(&format!(
+                        "transfer {}: verified answer received on attempt {round}",
+                        report.item.id
+                    ));
+                }
+                continue;
+            };
+            let last = last.clone();
+            match (&last, &broken) {
+                (Failure::Refused(code), _) if altered(*code) => {
+                    report.alerts.push(Alert::Altered(*code));
+                    self.alert(Alert::Altered(*code));
+                }
+                (Failure::Integrity(e), _) => report.alerts.push(Alert::Integrity(*e)),
+                (_, Some(Failure::Integrity(e))) if report.sends > 0 => {
+                    report.alerts.push(Alert::Integrity(*e));
+                }
+                _ => {}
+            }
+            let last = match (&last, &broken) {
+                (Failure::Local(_), Some(b)) => b.clone(),
+                _ => last,
+            };
+            report.outcome = Outcome::Unknown { last: last.clone() };
+            if round < attempts {
+                let why = last.describe(self.link.config.min_iterations);
+                let how = if broken.is_some() {
+                    "on a new connection"
+                } else {
+                    "and a fresh nonce"
+                };
+                self.sink.say(&format!(
+                    "transfer {}: no verified answer ({why}); retrying with the same id {how} \
+                     (attempt {} of {attempts})",
+                    report.item.id,
+                    round + 1
+                ));
+            }
+        }
+    }
+
+    /// Logs out politely, ignoring any failure (the connection closes either way).
+    pub fn logout(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if !c.session().is_failed() && c.session().user().is_some() {
+                let _ = c.logout();
+            }
+        }
+    }
+}
+
+/// Error frames a correctly built transfer can only get if it was changed on the way.
+fn altered(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadMac
+            | ErrorCode::UnknownNonce
+            | ErrorCode::Malformed
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidAmount
+            | ErrorCode::FrameTooLong
+    )
+}
+
+fn record(report: &mut TransferReport, receipt: txsock_core::session::ReceiptInfo) {
+    report.outcome = match receipt.result {
+        Ok(()) => Outcome::Committed {
+            balance: receipt.balance,
+        },
+        Err(code) => Outcome::Refused {
+            code,
+            balance: receipt.balance,
+        },
+    };
+}
+
+/// Sends each pending transfer and waits for its answer before the next. Returns the failure
+/// that broke the session, if one did.
+fn one_by_one(
+    client: &mut Client,
+    pending: &[usize],
+    reports: &mut [TransferReport],
+    timeout: Duration,
+) -> Option<Failure> {
+    for &i in pending {
+        let item = reports[i].item.clone();
+        reports[i].sends += 1;
+        match client.transfer(item.id.as_str(), item.to.as_str(), item.amount) {
+            Ok(receipt) => record(&mut reports[i], receipt),
+            Err(e) => {
+                let f = Failure::from_blocking(e, timeout);
+                reports[i].outcome = Outcome::Unknown { last: f.clone() };
+                if !matches!(f, Failure::Refused(_)) || client.session().is_failed() {
+                    return Some(f);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Sends the pending transfers pipelined: a batch of nonces, then up to 8 transfers in one
+/// write, then their answers in order.
+fn pipelined(
+    client: &mut Client,
+    pending: &[usize],
+    reports: &mut [TransferReport],
+    timeout: Duration,
+) -> Option<Failure> {
+    let broken = |e| Some(Failure::from_blocking(e, timeout));
+    for chunk in pending.chunks(MAX_NONCE_BATCH) {
+        // The chunk has 1 to 8 entries.
+        let count = chunk.len() as u8;
+        if let Err(e) = client.session().request_nonces(count) {
+            return Some(Failure::Local(e.to_string()));
+        }
+        match client.next_event() {
+            Ok(ClientEvent::Nonces { available }) if available >= chunk.len() => {}
+            Ok(ClientEvent::Nonces { .. }) => {
+                return Some(Failure::Lost("the server issued too few nonces".into()))
+            }
+            Ok(ClientEvent::Refused { code, .. } | ClientEvent::Closed { code }) => {
+                return broken(BlockingError::Refused(code))
+            }
+            Ok(ClientEvent::Integrity(e)) => return Some(Failure::Integrity(e)),
+            Ok(_) => return Some(Failure::Integrity(IntegrityError::UnexpectedResponse)),
+            Err(e) => return broken(e),
+        }
+        for &i in chunk {
+            let item = &reports[i].item;
+            let mut sent =
+                client
+                    .session()
+                    .transfer(item.id.as_str(), item.to.as_str(), item.amount);
+            if sent == Err(ClientError::Busy) {
+                // The output buffer is full: write it out, then there is room.
+                if let Err(e) = client.flush() {
+                    return broken(e);
+                }
+                sent = client
+                    .session()
+                    .transfer(item.id.as_str(), item.to.as_str(), item.amount);
+            }
+            if let Err(e) = sent {
+                return Some(Failure::Local(e.to_string()));
+            }
+            reports[i].sends += 1;
+        }
+        if let Err(e) = client.flush() {
+            return broken(e);
+        }
+        for _ in chunk {
+            match client.next_event() {
+                Ok(ClientEvent::Receipt(r)) => {
+                    if let Some(&i) = chunk.iter().find(|&&i| reports[i].item.id == r.id) {
+                        record(&mut reports[i], r);
+                    }
+                }
+                Ok(ClientEvent::Refused {
+                    request: RequestKind::Transfer,
+                    code,
+                    id: Some(id),
+                }) => {
+                    if let Some(&i) = chunk.iter().find(|&&i| reports[i].item.id == id) {
+                        reports[i].outcome = Outcome::Unknown {
+                            last: Failure::Refused(code),
+                        };
+                    }
+                }
+                Ok(ClientEvent::Refused { code, .. } | ClientEvent::Closed { code }) => {
+                    return broken(BlockingError::Refused(code))
+                }
+                Ok(ClientEvent::Integrity(e)) => return Some(Failure::Integrity(e)),
+                Ok(_) => return Some(Failure::Integrity(IntegrityError::UnexpectedResponse)),
+                Err(e) => return broken(e),
+            }
+        }
+    }
+    None
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Committed { .. } => f.write_str("committed"),
+            Outcome::Refused { code, .. } => f.write_str(code.name()),
+            Outcome::Unknown { .. } => f.write_str("unknown"),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The interactive menu: register, log in, balance, transfer, history, log out, quit.
+//!
+//! Passwords are read without echo when standard input is a terminal (otherwise, for
+//! scripted use, from the next input line). Every input is checked before it is sent.
+
+use super::account::{self, Account, Failure, Sink, TransferItem};
+use super::{new_id, parse_amount, parse_user, ClientArgs};
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use txsock_core::blocking::BlockingError;
+use txsock_core::ledger::HistoryEntry;
+use txsock_core::names::check_password;
+use txsock_core::Username;
+
+/// History entries shown by the menu.
+const HISTORY_SHOWN: usize = 10;
+
+/// One history entry as a line, from `user`'s point of view.
+pub(crate) fn history_line(user: &Username, e: &HistoryEntry) -> String {
+    let when = if e.at == 0 {
+        "-".to_string()
+    } else {
+        crate::clock::stamp_millis(e.at)
+    };
+    if &e.from == user {
+        format!(
+            "{when}  {:<16} sent     {:>14}  to {}",
+            e.id.as_str(),
+            e.amount.to_string(),
+            e.to
+        )
+    } else {
+        format!(
+            "{when}  {:<16} received {:>14}  from {}",
+            e.id.as_str(),
+            e.amount.to_string(),
+            e.from
+        )
+    }
+}
+
+struct Ui<'a> {
+    args: &'a ClientArgs,
+    input: Box<dyn BufRead>,
+    terminal: bool,
+}
+
+impl Ui<'_> {
+    /// Prints `prompt` and reads one line; `None` at end of input.
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        print!("{prompt}");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        match self.input.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                println!();
+                None
+            }
+            Ok(_) => Some(line.trim().to_string()),
+        }
+    }
+
+    /// Reads a password without echo (from the terminal), or the next line if not a terminal.
+    fn ask_password(&mut self, prompt: &str) -> Option<String> {
+        if self.terminal {
+            match rpassword::prompt_password(prompt) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    println!("cannot read the password: {e}");
+                    None
+                }
+            }
+        } else {
+            let line = self.ask(prompt)?;
+            Some(line)
+        }
+    }
+
+    /// Asks until the answer is valid; empty input (or end of input) cancels.
+    fn ask_valid<T>(
+        &mut self,
+        prompt: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        loop {
+            let line = self.ask(prompt)?;
+            if line.is_empty() {
+                return None;
+            }
+            match parse(&line) {
+                Ok(v) => return Some(v),
+                Err(e) => println!("  {e} (empty line cancels)"),
+            }
+        }
+    }
+
+    fn link(&self) -> account::Link {
+        self.args.link()
+    }
+
+    fn register(&mut self) -> Option<Account> {
+        let user = self.ask_valid("New username: ", |s| parse_user("username", s))?;
+        let password = loop {
+            let first = self.ask_password("Choose a password (8+ characters, not shown): ")?;
+            if let Err(e) = check_password(&first) {
+                println!("  password {e}: use 8 to 128 characters without control characters");
+                continue;
+            }
+            let again = self.ask_password("Repeat the password: ")?;
+            if again != first {
+                println!("  the passwords do not match; try again");
+                continue;
+            }
+            break first;
+        };
+        let min = self.args.min_iterations;
+        println!("Computing the password verifier here ({min} PBKDF2 iterations); the password itself is never sent...");
+        let link = self.link();
+        let result = account::connect(&link).and_then(|mut c| {
+            c.register(user.as_str(), &password, min)
+                .map_err(|e| match e {
+                    BlockingError::Refused(code) => Failure::Refused(code),
+                    BlockingError::Integrity(e) => Failure::Integrity(e),
+                    other => Failure::Lost(other.to_string()),
+                })
+        });
+        match result {
+            Ok(()) => println!("Registered {user}. Logging in..."),
+            Err(f) => {
+                println!("Registration failed: {}", f.describe(min));
+                return None;
+            }
+        }
+        self.login_as(user, password)
+    }
+
+    fn login(&mut self) -> Option<Account> {
+        let user = self.ask_valid("Username: ", |s| parse_user("username", s))?;
+        let password = self.ask_password("Password (not shown): ")?;
+        if password.is_empty() {
+            return None;
+        }
+        if let Err(e) = check_password(&password) {
+            println!(
+                "Login failed: password {e} (passwords have 8 to 128 characters); nothing was sent"
+            );
+            return None;
+        }
+        println!("Logging in (PBKDF2 runs here, the password is never sent)...");
+        self.login_as(user, password)
+    }
+
+    fn login_as(&mut self, user: Username, password: String) -> Option<Account> {
+        let mut acc = Account::new(self.link(), user, password, Sink::Stdout);
+        match acc.login() {
+            Ok(()) => {
+                println!(
+                    "Logged in as {}. The server proved it holds your account's verifier.",
+                    acc.user
+                );
+                Some(acc)
+            }
+            Err(f) => {
+                println!("Login failed: {}", f.describe(self.args.min_iterations));
+                None
+            }
+        }
+    }
+
+    fn transfer(&mut self, acc: &mut Account) {
+        let me = acc.user.clone();
+        let Some(to) = self.ask_valid("Recipient: ", |s| {
+            let to = parse_user("recipient", s)?;
+            if to == me {
+                return Err("you cannot send money to yourself".into());
+            }
+            Ok(to)
+        }) else {
+            println!("Cancelled.");
+            return;
+        };
+        let Some(amount) = self.ask_valid("Amount (e.g. 12.50): ", parse_amount) else {
+            println!("Cancelled.");
+            return;
+        };
+        let Some(answer) = self.ask(&format!("Send {amount} to {to}? [y/N] ")) else {
+            return;
+        };
+        if !matches!(answer.as_str(), "y" | "Y" | "yes" | "Yes") {
+            println!("Cancelled; nothing was sent.");
+            return;
+        }
+        let item = TransferItem {
+            id: new_id(),
+            to,
+            amount,
+        };
+        let reports = acc.transfer(std::slice::from_ref(&item));
+        for r in &reports {
+            println!(
+                "{}",
+                super::transfer_text(&acc.user, r, self.args.min_iterations)
+            );
+        }
+    }
+
+    fn failed(&self, acc: &Account, what: &str, f: &Failure) {
+        println!("{what} failed: {}", f.describe(self.args.min_iterations));
+        if !acc.alerts.is_empty() {
+            println!("(an attack was detected on this connection; see the warning above)");
+        }
+    }
+}
+
+/// Runs the menu until the user quits or input ends.
+pub fn run(args: &ClientArgs) -> ExitCode {
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let mut ui = Ui {
+        args,
+        input: Box::new(std::io::BufReader::new(stdin)),
+        terminal,
+    };
+    println!("txsock client: server {}", args.server);
+    println!("Every answer from the server is verified; a forged one raises a loud warning.");
+    let mut account: Option<Account> = None;
+    if let Some(name) = &args.user {
+        match parse_user("user", name) {
+            Ok(user) => {
+                if let Some(password) =
+                    ui.ask_password(&format!("Password for {user} (not shown): "))
+                {
+                    account = ui.login_as(user, password);
+                }
+            }
+            Err(e) => println!("{e}"),
+        }
+    }
+    loop {
+        match &mut account {
+            None => {
+                println!();
+                println!("Not logged in.");
+                println!("  1) Register a new account");
+                println!("  2) Log in");
+                println!("  q) Quit");
+                let Some(choice) = ui.ask("Choose: ") else {
+                    break;
+                };
+                match choice.as_str() {
+                    "1" | "r" | "register" => account = ui.register(),
+                    "2" | "l" | "login" => account = ui.login(),
+                    "q" | "quit" | "exit" => break,
+                    "" => {}
+                    other => println!("Unknown choice {other:?}: type 1, 2 or q."),
+                }
+            }
+            Some(acc) => {
+                println!();
+                println!("Logged in as {}.", acc.user);
+                println!("  1) Balance");
+                println!("  2) Transfer");
+                println!("  3) History");
+                println!("  4) Log out");
+                println!("  q) Quit");
+                let Some(choice) = ui.ask("Choose: ") else {
+                    break;
+                };
+                match choice.as_str() {
+                    "1" | "b" | "balance" => match acc.balance() {
+                        Ok(b) => println!("Balance: {b}"),
+                        Err(f) => ui.failed(acc, "Balance", &f),
+                    },
+                    "2" | "t" | "transfer" => ui.transfer(acc),
+                    "3" | "h" | "history" => match acc.history(HISTORY_SHOWN) {
+                        Ok((entries, more)) => {
+                            if entries.is_empty() {
+                                println!("No transfers yet.");
+                            }
+                            for e in &entries {
+                                println!("{}", history_line(&acc.user, e));
+                            }
+                            if more {
+                                println!("(older entries not shown)");
+                            }
+                        }
+                        Err(f) => ui.failed(acc, "History", &f),
+                    },
+                    "4" | "o" | "logout" => {
+                        acc.logout();
+                        println!("Logged out.");
+                        account = None;
+                    }
+                    "q" | "quit" | "exit" => break,
+                    "" => {}
+                    other => println!("Unknown choice {other:?}: type 1-4 or q."),
+                }
+            }
+        }
+    }
+    if let Some(mut acc) = account {
+        acc.logout();
+    }
+    println!("Goodbye.");
+    ExitCode::SUCCESS
+}
