@@ -11,6 +11,9 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use txsock_core::session::ClientSession;
 use txsock_core::Instant;
 
+/// TCP keep-alive interval of client connections, in seconds.
+pub const KEEP_ALIVE_SECS: u64 = 30;
+
 /// First local port a [`ClientNet`] connects from; each connection takes the next one.
 pub const FIRST_LOCAL_PORT: u16 = 49152;
 
@@ -132,6 +135,9 @@ impl<'a, const CONNS: usize> ClientNet<'a, CONNS> {
         };
         let socket = self.sockets.get_mut::<tcp::Socket<'a>>(self.handles[conn]);
         socket.abort();
+        // A client waiting for answers has nothing to send; without keep-alives it would never
+        // notice that the device dropped the connection while the link was down.
+        socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(KEEP_ALIVE_SECS)));
         socket.connect(self.iface.context(), self.server, port)
     }
 }

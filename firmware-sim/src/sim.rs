@@ -721,7 +721,31 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
             waiting,
         ];
         if !clock.advance(deadlines) {
-            return fail("nothing left to happen, and the clients are not done");
+            let states: Vec<String> = clients
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    format!(
+                        "{} {:?} (TCP {}, {} to send, {} unanswered, {} nonces, {} requests \
+                         outstanding)",
+                        c.name,
+                        c.phase,
+                        net.socket(k).state(),
+                        c.todo.len(),
+                        c.outstanding.len(),
+                        c.session.available_nonces(),
+                        c.session.outstanding()
+                    )
+                })
+                .collect();
+            return fail(format!(
+                "nothing left to happen at {} ms, and the clients are not done: {}; device: {} \
+                 sessions open, {:?}",
+                now.millis(),
+                states.join(", "),
+                device.open_sessions(),
+                device.stats()
+            ));
         }
     }
     let simulated = clock.now().saturating_since(start);
