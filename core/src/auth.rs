@@ -14,7 +14,7 @@
 //! (`ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage)`) and checks
 //! `SHA-256(ClientKey) == StoredKey`.
 
-use crate::crypto::{ct_eq, sha256, wipe, HmacSha256, Key, Tag, TAG_LEN};
+use crate::crypto::{ct_eq, sha256, wipe, HmacSha256, Key, MacKey, Tag, TAG_LEN};
 use crate::encoding::base64_encode;
 use crate::names::Username;
 use hmac::Mac;
@@ -167,6 +167,25 @@ impl SessionKeys {
         SessionKeys {
             client_to_server: Key(auth.sign(client_key, b"txsock/1 session c2s\0").0),
             server_to_client: Key(auth.sign(client_key, b"txsock/1 session s2c\0").0),
+        }
+    }
+}
+
+/// The session keys in the form sessions keep them: HMAC states precomputed.
+#[derive(Debug, Clone)]
+pub struct SessionMacs {
+    /// Key for client-to-server MACs (transfers).
+    pub client_to_server: MacKey,
+    /// Key for server-to-client MACs (receipts, balances, history).
+    pub server_to_client: MacKey,
+}
+
+impl SessionKeys {
+    /// Precomputes both keys' HMAC states.
+    pub fn precompute(&self) -> SessionMacs {
+        SessionMacs {
+            client_to_server: MacKey::new(&self.client_to_server),
+            server_to_client: MacKey::new(&self.server_to_client),
         }
     }
 }

@@ -114,35 +114,42 @@ impl<const N: usize> FrameDecoder<N> {
             self.frame_pending = false;
             self.len = 0;
         }
-        for (i, &byte) in input.iter().enumerate() {
-            if byte == b'\n' {
-                if self.discarding {
+        let newline = input.iter().position(|&b| b == b'\n');
+        let line = &input[..newline.unwrap_or(input.len())];
+        if self.discarding {
+            return match newline {
+                Some(i) => {
                     self.discarding = false;
                     self.len = 0;
-                    continue;
+                    (i + 1, Decoded::Incomplete)
                 }
+                None => (input.len(), Decoded::Incomplete),
+            };
+        }
+        let room = self.limit.saturating_sub(self.len);
+        if line.len() > room {
+            // The line cannot fit: report it now, after consuming exactly what fit plus the
+            // byte that overflowed, and skip the rest up to its newline.
+            self.discarding = true;
+            self.len = 0;
+            return (
+                room + 1,
+                Decoded::Error(FrameError::TooLong { max: self.limit }),
+            );
+        }
+        self.buf[self.len..self.len + line.len()].copy_from_slice(line);
+        self.len += line.len();
+        match newline {
+            Some(i) => {
                 self.frame_pending = true;
                 let mut end = self.len;
                 if end > 0 && self.buf[end - 1] == b'\r' {
                     end -= 1;
                 }
-                return (i + 1, Decoded::Frame(&self.buf[..end]));
+                (i + 1, Decoded::Frame(&self.buf[..end]))
             }
-            if self.discarding {
-                continue;
-            }
-            if self.len >= self.limit {
-                self.discarding = true;
-                self.len = 0;
-                return (
-                    i + 1,
-                    Decoded::Error(FrameError::TooLong { max: self.limit }),
-                );
-            }
-            self.buf[self.len] = byte;
-            self.len += 1;
+            None => (input.len(), Decoded::Incomplete),
         }
-        (input.len(), Decoded::Incomplete)
     }
 }
 

@@ -17,7 +17,7 @@
 //! from 1, so a client detects a dropped, replayed or reordered response.
 
 use crate::amount::Amount;
-use crate::crypto::{HmacSha256, Key, Tag};
+use crate::crypto::{HmacSha256, Keyed, Tag};
 use crate::encoding::hex_encode;
 use crate::replay::{Nonce, NONCE_LEN};
 use hmac::Mac;
@@ -42,7 +42,7 @@ pub struct MacInput {
 
 impl MacInput {
     /// Starts an input with `label` under `key`.
-    pub fn new(key: &Key, label: &str) -> MacInput {
+    pub fn new(key: &impl Keyed, label: &str) -> MacInput {
         let mut mac = key.mac();
         mac.update(b"txsock/1 ");
         mac.update(label.as_bytes());
@@ -76,7 +76,14 @@ impl MacInput {
 }
 
 /// MAC of a transfer request (client-to-server key).
-pub fn transfer(key: &Key, user: &str, id: &str, to: &str, amount: Amount, nonce: &Nonce) -> Tag {
+pub fn transfer(
+    key: &impl Keyed,
+    user: &str,
+    id: &str,
+    to: &str,
+    amount: Amount,
+    nonce: &Nonce,
+) -> Tag {
     MacInput::new(key, "transfer")
         .text(user)
         .text(id)
@@ -106,7 +113,7 @@ pub struct ReceiptFields<'a> {
 }
 
 /// MAC of a receipt (server-to-client key).
-pub fn receipt(key: &Key, r: &ReceiptFields<'_>) -> Tag {
+pub fn receipt(key: &impl Keyed, r: &ReceiptFields<'_>) -> Tag {
     MacInput::new(key, "receipt")
         .number(u64::from(r.seq))
         .text(r.id)
@@ -119,7 +126,7 @@ pub fn receipt(key: &Key, r: &ReceiptFields<'_>) -> Tag {
 }
 
 /// MAC of a balance response (server-to-client key).
-pub fn balance(key: &Key, seq: u32, balance: Amount) -> Tag {
+pub fn balance(key: &impl Keyed, seq: u32, balance: Amount) -> Tag {
     MacInput::new(key, "balance")
         .number(u64::from(seq))
         .number(balance.minor())
@@ -127,7 +134,7 @@ pub fn balance(key: &Key, seq: u32, balance: Amount) -> Tag {
 }
 
 /// Starts the MAC of a history page; append entries with [`history_entry`].
-pub fn history_start(key: &Key, seq: u32, more: bool) -> MacInput {
+pub fn history_start(key: &impl Keyed, seq: u32, more: bool) -> MacInput {
     MacInput::new(key, "history")
         .number(u64::from(seq))
         .number(u64::from(more))
@@ -153,6 +160,7 @@ pub fn history_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Key;
 
     #[test]
     fn labels_separate_message_types() {

@@ -2,7 +2,8 @@
 
 use crate::amount::Amount;
 use crate::auth::{
-    self, AuthMessage, ClientProof, SessionKeys, Verifier, MAX_SALT, MAX_SCRAM_NONCE, SALT_LEN,
+    self, AuthMessage, ClientProof, SessionKeys, SessionMacs, Verifier, MAX_SALT, MAX_SCRAM_NONCE,
+    SALT_LEN,
 };
 use crate::crypto::{ct_eq, Key, Tag};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
@@ -278,7 +279,7 @@ enum State {
     },
     LoggedIn {
         user: Username,
-        keys: SessionKeys,
+        keys: SessionMacs,
     },
     Failed,
 }
@@ -783,7 +784,10 @@ fn handle_response<const NONCES: usize>(
             }
             *ctx.seq = 0;
             ctx.nonces.clear();
-            *state = State::LoggedIn { user, keys };
+            *state = State::LoggedIn {
+                user,
+                keys: keys.precompute(),
+            };
             push(events, ClientEvent::LoggedIn);
         }
         (Expect::Nonces, Response::Nonces(n)) => {

@@ -1,7 +1,9 @@
 //! The server side of a connection, as a sans-IO state machine.
 
 use crate::amount::Amount;
-use crate::auth::{self, AuthMessage, SessionKeys, Verifier, MAX_SALT, MAX_SCRAM_NONCE};
+use crate::auth::{
+    self, AuthMessage, SessionKeys, SessionMacs, Verifier, MAX_SALT, MAX_SCRAM_NONCE,
+};
 use crate::crypto::{ct_eq, Key, Tag};
 use crate::encoding::{base64_encode, hex_encode};
 use crate::error::ErrorCode;
@@ -211,7 +213,7 @@ enum State {
     },
     LoggedIn {
         user: Username,
-        keys: SessionKeys,
+        keys: SessionMacs,
     },
 }
 
@@ -249,7 +251,7 @@ pub struct ServerSession<
     waiting: Option<Waiting>,
     /// True until `poll_ledger` has handed out the request for `waiting`.
     request_ready: bool,
-    events: Deque<SessionEvent, 2>,
+    events: Deque<SessionEvent, 3>,
     peer: PeerAddr,
     opened: Instant,
     last_activity: Instant,
@@ -450,7 +452,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 self.ring.clear();
                 self.seq = 0;
                 self.event(SessionEvent::LoggedIn { user: user.clone() });
-                self.state = State::LoggedIn { user, keys };
+                self.state = State::LoggedIn {
+                    user,
+                    keys: keys.precompute(),
+                };
             }
             (
                 Waiting::Transfer {

@@ -330,6 +330,8 @@ async fn connection(
             let mut shared = server.shared();
             start += session.handle_input(&mut shared, clock::now(), &buf[start..end]);
         }
+        // Log what the input caused before waiting on the ledger, so nothing queued is lost.
+        log_events(server, &mut session, peer);
         if let Some(request) = session.poll_ledger() {
             let reply = server.ledger.call(request, clock::now()).await;
             session.handle_ledger(&mut server.shared(), clock::now(), reply);
