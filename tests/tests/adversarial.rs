@@ -1129,7 +1129,6 @@ fn attacker_address_is_throttled_while_the_victim_logs_in_from_elsewhere() {
 /// only 2 events (`Deque<SessionEvent, 2>`, oldest dropped) while the host drains them once
 /// after the ledger reply.
 #[test]
-#[ignore = "bug: the address_throttled audit line is lost when the same failed login also locks the account (ServerSession holds 2 events)"]
 fn a_failure_that_locks_the_account_and_throttles_the_address_logs_both() {
     let server = start(&["--lockout-after", "1", "--address-lockout-after", "1"]);
     let mut honest = Honest::new(&server);
