@@ -114,18 +114,20 @@ impl<const N: usize> FrameDecoder<N> {
             self.frame_pending = false;
             self.len = 0;
         }
-        let newline = input.iter().position(|&b| b == b'\n');
-        let line = &input[..newline.unwrap_or(input.len())];
+        let mut skipped = 0;
         if self.discarding {
-            return match newline {
+            match input.iter().position(|&b| b == b'\n') {
                 Some(i) => {
                     self.discarding = false;
                     self.len = 0;
-                    (i + 1, Decoded::Incomplete)
+                    skipped = i + 1;
                 }
-                None => (input.len(), Decoded::Incomplete),
-            };
+                None => return (input.len(), Decoded::Incomplete),
+            }
         }
+        let input = &input[skipped..];
+        let newline = input.iter().position(|&b| b == b'\n');
+        let line = &input[..newline.unwrap_or(input.len())];
         let room = self.limit.saturating_sub(self.len);
         if line.len() > room {
             // The line cannot fit: report it now, after consuming exactly what fit plus the
@@ -133,7 +135,7 @@ impl<const N: usize> FrameDecoder<N> {
             self.discarding = true;
             self.len = 0;
             return (
-                room + 1,
+                skipped + room + 1,
                 Decoded::Error(FrameError::TooLong { max: self.limit }),
             );
         }
@@ -146,9 +148,9 @@ impl<const N: usize> FrameDecoder<N> {
                 if end > 0 && self.buf[end - 1] == b'\r' {
                     end -= 1;
                 }
-                (i + 1, Decoded::Frame(&self.buf[..end]))
+                (skipped + i + 1, Decoded::Frame(&self.buf[..end]))
             }
-            None => (input.len(), Decoded::Incomplete),
+            None => (skipped + input.len(), Decoded::Incomplete),
         }
     }
 }
