@@ -41,6 +41,12 @@ TASKS:
                                         deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
                                         set is used instead
                       5. qemu           what `cargo xtask qemu` does
+                      6. tap            firmware-sim's device on a TAP interface in a network
+                                        namespace (firmware-sim/tap-netns.sh), reached by
+                                        `txsock client` from another namespace (192.0.2.0/24,
+                                        no route out, deleted afterwards); prints `SKIPPED:
+                                        <reason>` where there is no root, /dev/net/tun or
+                                        namespace support
     qemu            Build the images of core/cortex-m-test and firmware-sim/cortex-m for
                     thumbv7em-none-eabihf (release) into target/cortex-m and run each under
                     QEMU (Cortex-M4, mps2-an386, semihosting, 300 s timeout each), stopping at
@@ -167,7 +173,7 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 5] = [
+    let steps: [Step; 6] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
@@ -210,6 +216,22 @@ fn test() -> Result<(), Error> {
             run(&mut test)
         }),
         ("qemu", &qemu::qemu),
+        ("tap", &|| {
+            // The device on a TAP interface in a network namespace, reached by the real
+            // `txsock client` from another one; the test prints `SKIPPED: <reason>` where the
+            // machine has no root, /dev/net/tun or namespaces.
+            run(cargo(&root).args(["build", "-p", "txsock-host", "--bin", "txsock"]))?;
+            run(cargo(&root).args([
+                "test",
+                "-p",
+                "txsock-firmware-sim",
+                "--test",
+                "tap",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ]))
+        }),
     ];
     let count = steps.len();
     for (index, (name, step)) in steps.iter().enumerate() {
