@@ -816,3 +816,185 @@ impl Drop for MysqlDatabase {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The tools as processes: `txsock mitm` (the testing proxy) and `txsock client`.
+// ---------------------------------------------------------------------------------------
+
+/// Waits up to `limit` for `child` to exit, killing it after that; returns its output.
+pub fn output_within(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// A running `txsock mitm` in front of a server, killed on drop. Its log (every frame it
+/// saw and every action it took) is collected as it is written.
+pub struct Mitm {
+    child: Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mitm {
+    /// Starts `txsock mitm --mode MODE EXTRA` on a free loopback port in front of `server`.
+    pub fn start(server: &Server, mode: &str, extra: &[&str]) -> Mitm {
+        let mut child = Command::new(txsock_bin())
+            .args([
+                "mitm",
+                "--listen",
+                "127.0.0.1:0",
+                "--mode",
+                mode,
+                "--upstream",
+            ])
+            .arg(server.addr.to_string())
+            .args(extra)
+            .env_remove("TXSOCK_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn txsock mitm");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout).lines();
+        let first = reader.next().and_then(Result::ok).unwrap_or_default();
+        let addr = first
+            .strip_prefix("txsock mitm listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from txsock mitm: {first:?}"));
+        let lines = Arc::new(Mutex::new(vec![first]));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Mitm { child, addr, lines }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Log lines of one action (`TAMPER`, `REPLAY`, `HIDE`, `DROP`, `REORDER`, `FORGE`, or
+    /// `c->s` / `s->c` for forwarded frames), after waiting up to 2 s for at least one.
+    pub fn actions(&self, action: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let found: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| l.split_whitespace().nth(2) == Some(action))
+                .collect();
+            if !found.is_empty() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mitm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one run of `txsock client` printed and how it exited.
+#[derive(Debug)]
+pub struct ClientRun {
+    /// Exit status (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (progress notes and security warnings).
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Standard output parsed as JSON lines (with `--json`).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+}
+
+/// Runs `txsock client --server ADDR --min-iterations 4096 ARGS` (unless ARGS has its own
+/// `--min-iterations`) with `password` (if any) in `TXSOCK_PASSWORD` and `stdin` on standard
+/// input; killed after 60 s.
+pub fn run_client(
+    addr: SocketAddr,
+    args: &[&str],
+    password: Option<&str>,
+    stdin: &str,
+) -> ClientRun {
+    let mut cmd = Command::new(txsock_bin());
+    cmd.args(["client", "--server"]).arg(addr.to_string());
+    if !args.contains(&"--min-iterations") {
+        cmd.args(["--min-iterations", &ITERATIONS.to_string()]);
+    }
+    cmd.args(args)
+        .env_remove("TXSOCK_CONFIG")
+        .env_remove("TXSOCK_PASSWORD")
+        .env_remove("TXSOCK_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = password {
+        cmd.env("TXSOCK_PASSWORD", p);
+    }
+    let mut child = cmd.spawn().expect("spawn txsock client");
+    let mut input = child.stdin.take().expect("stdin");
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let out = output_within(child, Duration::from_secs(60));
+    ClientRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Server {
+    /// `user`'s balance from `txsock user list` (the ledger itself, not the protocol).
+    pub fn user_balance(&self, user: &str) -> Amount {
+        let out = self.admin(&["user", "list"], "");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(user))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("{user} not in user list:\n{text}"));
+        Amount::parse_balance(field).expect("balance")
+    }
+
+    /// How many `transactions.log` lines record transfer `id`.
+    pub fn committed(&self, id: &str) -> usize {
+        let needle = format!(" transfer id={id} ");
+        self.log("transactions.log")
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// True if `ledger check` passes.
+    pub fn ledger_ok(&self) -> bool {
+        self.admin(&["ledger", "check"], "").status.success()
+    }
+}

@@ -116,7 +116,8 @@ pub enum ClientCommand {
     /// Send money: `transfer TO AMOUNT [TO AMOUNT ...]` (several are pipelined).
     Transfer {
         /// Recipient and amount (e.g. `bob 12.50`), repeated for more transfers.
-        #[arg(value_names = ["TO", "AMOUNT"], num_args = 2.., required = true)]
+        #[arg(value_names = ["TO", "AMOUNT"], num_args = 2.., required = true,
+              allow_negative_numbers = true)]
         pairs: Vec<String>,
         /// Transfer id (idempotency key), one per transfer; default: a random one. Re-running
         /// with the same id returns the original result and never moves money twice.

@@ -1,0 +1,140 @@
+//! `examples/python/txsock_client.py`, a client written from `docs/PROTOCOL.md` in Python's
+//! standard library alone, against a real `txsock serve`: it registers, logs in with SCRAM,
+//! transfers with MACs and nonces, checks receipts, and interoperates with the Rust client.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use txsock_core::Amount;
+use txsock_e2e::*;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python/txsock_client.py")
+}
+
+/// `python3 txsock_client.py --server ADDR --user USER --min-iterations 4096 ARGS`.
+fn py(addr: std::net::SocketAddr, user: &str, args: &[&str], min_iterations: u32) -> ClientRun {
+    let child = Command::new("python3")
+        .arg(script())
+        .args(["--server", &addr.to_string(), "--user", user])
+        .args([
+            "--min-iterations",
+            &min_iterations.to_string(),
+            "--timeout",
+            "10",
+        ])
+        .args(args)
+        .env("TXSOCK_PASSWORD", password(&user.to_lowercase()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for this test");
+    let out = output_within(child, Duration::from_secs(60));
+    ClientRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn money(s: &str) -> Amount {
+    Amount::parse_balance(s).unwrap()
+}
+
+#[test]
+fn python_client_registers_logs_in_and_transfers_against_a_real_server() {
+    let server = Server::start(&["--opening-balance", "100.00"]);
+    let run = py(server.addr, "Dave", &["register"], ITERATIONS);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), "registered dave");
+    drop(server.login("erin", true));
+
+    let run = py(
+        server.addr,
+        "dave",
+        &["transfer", "Erin", "12.5", "--id", "py-1"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("committed: dave -> erin 12.50 (id py-1); balance 87.50"),
+        "{}",
+        run.stdout
+    );
+    // Same id again: the original, verified result; money moved once.
+    let run = py(
+        server.addr,
+        "dave",
+        &["transfer", "erin", "12.50", "--id", "py-1"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.committed("py-1"), 1);
+    let run = py(
+        server.addr,
+        "dave",
+        &["transfer", "erin", "1000"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stdout.contains("insufficient_funds"), "{}", run.stdout);
+
+    let run = py(server.addr, "dave", &["balance"], ITERATIONS);
+    assert_eq!(run.stdout.trim(), "balance of dave: 87.50", "{run:?}");
+    let run = py(server.addr, "dave", &["history"], ITERATIONS);
+    assert!(
+        run.stdout.contains("py-1 dave -> erin 12.50 at "),
+        "{run:?}"
+    );
+    assert_eq!(server.user_balance("erin"), money("112.50"));
+
+    // Registered by Python, logged in by the Rust core: the verifier is the same.
+    let mut c = server.login("dave", false);
+    assert_eq!(c.balance().unwrap(), money("87.50"));
+    // And the Rust command-line client agrees.
+    let run = run_client(
+        server.addr,
+        &["--user", "dave", "balance"],
+        Some(&password("dave")),
+        "",
+    );
+    assert_eq!(run.stdout.trim(), "balance of dave: 87.50");
+    assert!(server.ledger_ok());
+}
+
+#[test]
+fn python_client_detects_forgery_tampering_and_a_lowered_work_factor() {
+    let server = Server::start(&["--opening-balance", "100.00"]);
+    drop(server.login("frank", true));
+    drop(server.login("grace", true));
+
+    let forge = Mitm::start(&server, "forge-reply", &[]);
+    let run = py(
+        forge.addr,
+        "frank",
+        &["transfer", "grace", "500"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("forged or altered"), "{}", run.stderr);
+
+    let tamper = Mitm::start(&server, "tamper", &[]);
+    let run = py(
+        tamper.addr,
+        "frank",
+        &["transfer", "grace", "5", "--id", "pt"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("bad_mac"), "{}", run.stderr);
+    assert!(server.wait_for_log("error.log", "rejected code=bad_mac user=frank"));
+    assert_eq!(server.committed("pt"), 0);
+    assert_eq!(server.user_balance("frank"), money("100.00"));
+
+    // The server offers 4096 iterations; a client asking for 600,000 refuses to use the password.
+    let run = py(server.addr, "frank", &["balance"], 600_000);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("4096"), "{}", run.stderr);
+}
