@@ -693,3 +693,29 @@ fn count(stats: &mut DeviceStats, event: &SessionEvent) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal is one error line that fits the refusal socket's transmit buffer whole.
+    #[test]
+    fn the_refusal_line_fits_the_refusal_socket() {
+        let mut refusal = RefusalSession::new(PeerAddr([0; 16]), Instant::ZERO);
+        refusal.close_with(ErrorCode::ServerBusy);
+        let line = refusal.poll_transmit();
+        assert!(line.len() <= REFUSAL_TX, "{} bytes", line.len());
+        assert!(line.starts_with(b"{\"op\":\"error\",\"code\":\"server_busy\""));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(line.ends_with(b"\n"));
+        assert!(refusal.is_closing());
+    }
+
+    #[test]
+    fn socket_buffers_are_what_their_doc_says() {
+        assert_eq!(
+            size_of::<SocketBuffers<4, 1024, 512>>(),
+            4 * (1024 + 512) + REFUSAL_RX + REFUSAL_TX
+        );
+    }
+}

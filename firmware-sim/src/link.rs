@@ -530,3 +530,154 @@ impl<const SLOTS: usize, const FRAME: usize> phy::Device for LinkEnd<'_, SLOTS, 
         caps
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phy::{Device as _, RxToken as _, TxToken as _};
+
+    type TestLink = Link<4, 128>;
+
+    fn at(ms: i64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn send(link: &mut TestLink, side: Side, now: i64, frame: &[u8]) {
+        let mut end = link.end(side);
+        let token = end.transmit(at(now)).expect("a link always transmits");
+        token.consume(frame.len(), |buf| buf.copy_from_slice(frame));
+    }
+
+    fn receive(link: &mut TestLink, side: Side, now: i64) -> Option<std::vec::Vec<u8>> {
+        let mut end = link.end(side);
+        let (rx, _) = end.receive(at(now))?;
+        Some(rx.consume(|buf| buf.to_vec()))
+    }
+
+    /// Ethernet + IPv4 + TCP headers with sequence number `seq` and `payload` bytes of data.
+    fn tcp_frame(seq: u32, payload: usize) -> std::vec::Vec<u8> {
+        let mut f = std::vec![0u8; 14 + 20 + 20 + payload];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        let tcp = &mut ip[20..];
+        tcp[0..2].copy_from_slice(&11002u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&49152u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[12] = 5 << 4;
+        f
+    }
+
+    #[test]
+    fn probabilities_convert() {
+        assert_eq!(Probability::new(0.0), Probability::NEVER);
+        assert_eq!(Probability::new(1.0).0, u32::MAX);
+        assert_eq!(Probability::per_million(1_000_000).0, u32::MAX);
+        assert!((Probability::new(0.1).get() - 0.1).abs() < 1e-9);
+        assert!((Probability::per_million(50_000).get() - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn frames_arrive_after_the_delay_in_order() {
+        let mut link = TestLink::new(LinkConfig {
+            delay_ms: 10,
+            mtu: 100,
+            ..LinkConfig::default()
+        });
+        send(&mut link, Side::A, 0, b"first");
+        send(&mut link, Side::A, 1, b"second");
+        assert_eq!(receive(&mut link, Side::B, 9), None, "not before the delay");
+        assert_eq!(receive(&mut link, Side::A, 20), None, "not to the sender");
+        assert_eq!(link.next_delivery(), Some(at(10)));
+        assert_eq!(
+            receive(&mut link, Side::B, 20).as_deref(),
+            Some(&b"first"[..])
+        );
+        assert_eq!(
+            receive(&mut link, Side::B, 20).as_deref(),
+            Some(&b"second"[..])
+        );
+        assert_eq!(link.in_flight(), 0);
+        assert_eq!(link.stats().delivered, 2);
+    }
+
+    #[test]
+    fn loss_and_a_full_link_drop_frames() {
+        let mut lossy = TestLink::new(LinkConfig {
+            loss: Probability::new(1.0),
+            mtu: 100,
+            ..LinkConfig::default()
+        });
+        send(&mut lossy, Side::A, 0, b"gone");
+        assert_eq!(receive(&mut lossy, Side::B, 1000), None);
+        assert_eq!(lossy.stats().lost, 1);
+
+        let mut small = TestLink::new(LinkConfig {
+            mtu: 100,
+            ..LinkConfig::default()
+        });
+        for i in 0..6u8 {
+            send(&mut small, Side::B, 0, &[i]);
+        }
+        assert_eq!(small.stats().overflowed, 2, "4 slots, 6 frames");
+        assert_eq!(small.in_flight(), 4);
+    }
+
+    #[test]
+    fn an_outage_loses_everything_in_its_window() {
+        let mut link = TestLink::new(LinkConfig {
+            mtu: 100,
+            outage_ms: (100, 50),
+            ..LinkConfig::default()
+        });
+        send(&mut link, Side::A, 99, b"before");
+        send(&mut link, Side::A, 100, b"during");
+        send(&mut link, Side::A, 149, b"during");
+        send(&mut link, Side::A, 150, b"after");
+        assert_eq!(link.stats().lost, 2);
+        assert_eq!(link.in_flight(), 2);
+    }
+
+    #[test]
+    fn resent_sequence_space_counts_as_a_retransmission() {
+        let mut link = TestLink::new(LinkConfig {
+            mtu: 100,
+            ..LinkConfig::default()
+        });
+        send(&mut link, Side::A, 0, &tcp_frame(1000, 10));
+        send(&mut link, Side::A, 1, &tcp_frame(1010, 10));
+        assert_eq!(link.stats().retransmissions, 0);
+        send(&mut link, Side::A, 2, &tcp_frame(1000, 10));
+        assert_eq!(link.stats().retransmissions, 1);
+        // A pure ACK carries no sequence space.
+        send(&mut link, Side::A, 3, &tcp_frame(1000, 0));
+        assert_eq!(link.stats().retransmissions, 1);
+        // Sequence numbers wrap.
+        send(&mut link, Side::B, 4, &tcp_frame(u32::MAX - 4, 10));
+        send(&mut link, Side::B, 5, &tcp_frame(5, 10));
+        assert_eq!(link.stats().retransmissions, 1);
+    }
+
+    #[test]
+    fn the_transcript_depends_on_the_seed_only_through_the_faults() {
+        let run = |seed, loss| {
+            let mut link = TestLink::new(LinkConfig {
+                loss: Probability::new(loss),
+                reorder: Probability::new(0.5),
+                mtu: 100,
+                seed,
+                ..LinkConfig::default()
+            });
+            for i in 0..32u8 {
+                send(&mut link, Side::A, i64::from(i) * 3, &[i; 7]);
+                while receive(&mut link, Side::B, i64::from(i) * 3).is_some() {}
+            }
+            link.transcript()
+        };
+        assert_eq!(run(1, 0.3), run(1, 0.3));
+        assert_ne!(run(1, 0.3), run(2, 0.3));
+    }
+}
