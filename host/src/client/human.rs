@@ -123,3 +123,31 @@ pub fn warning(what: &str, advice: &str) -> String {
     let bar = "!".repeat(78);
     format!("{bar}\n!!! SECURITY WARNING: {what}.\n!!! {advice}\n{bar}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_has_its_own_sentence() {
+        for code in ErrorCode::ALL {
+            let text = refusal(code);
+            assert_ne!(text, code.message(), "{code:?} has no human sentence");
+            assert!(text.len() > 15, "{code:?}: {text}");
+        }
+        assert!(refusal(ErrorCode::AuthFailed).contains("locked"));
+        assert!(refusal(ErrorCode::ServerBusy).starts_with("limit reached"));
+    }
+
+    #[test]
+    fn the_forged_receipt_warning_says_so() {
+        let text = integrity(IntegrityError::ForgedReceipt, 600_000);
+        assert!(text.contains("the server's confirmation was forged or altered"));
+        let w = warning(&text, "Do not trust it.");
+        assert!(
+            w.contains("SECURITY WARNING") && w.lines().count() == 4,
+            "{w}"
+        );
+        assert_eq!(integrity_name(IntegrityError::BadSequence), "bad_sequence");
+    }
+}

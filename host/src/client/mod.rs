@@ -163,6 +163,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
 }
 
 /// An error before anything was sent: exit status and message.
+#[derive(Debug)]
 struct Problem(u8, String);
 
 fn invalid(message: impl Into<String>) -> Problem {
@@ -528,4 +529,90 @@ fn print_transfer(args: &ClientArgs, user: &Username, r: &TransferReport) {
         }
     }
     println!("{v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txsock_core::ErrorCode;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn user() -> Username {
+        Username::parse("alice").unwrap()
+    }
+
+    #[test]
+    fn transfers_are_validated_before_anything_is_sent() {
+        let items = transfers(&user(), &strings(&["Bob", "12.5", "carol", "1"]), &[]).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            (items[0].to.as_str(), items[0].amount),
+            ("bob", Amount(1250))
+        );
+        assert_ne!(items[0].id, items[1].id, "generated ids are distinct");
+        let with_ids = transfers(&user(), &strings(&["bob", "1"]), &strings(&["k1"])).unwrap();
+        assert_eq!(with_ids[0].id.as_str(), "k1");
+        let bad: &[(&[&str], &[&str], &str)] = &[
+            (&["bob"], &[], "pairs"),
+            (&["bob", "0"], &[], "amount"),
+            (&["bob", "1.001"], &[], "amount"),
+            (&["ALICE", "1"], &[], "yourself"),
+            (&["b b", "1"], &[], "username"),
+            (&["bob", "1", "carol", "2"], &["x"], "one --id per transfer"),
+            (&["bob", "1", "carol", "2"], &["x", "x"], "twice"),
+            (&["bob", "1"], &["bad id"], "transfer id"),
+        ];
+        for (pairs, ids, message) in bad {
+            let Err(Problem(code, text)) = transfers(&user(), &strings(pairs), &strings(ids))
+            else {
+                panic!("{pairs:?} {ids:?} accepted");
+            };
+            assert_eq!(code, EXIT_INPUT);
+            assert!(text.contains(message), "{pairs:?}: {text}");
+        }
+        let many: Vec<String> = (0..=MAX_TRANSFERS)
+            .flat_map(|_| ["bob".to_string(), "1".to_string()])
+            .collect();
+        assert!(transfers(&user(), &many, &[]).is_err());
+    }
+
+    #[test]
+    fn exit_status_ranks_integrity_over_connection_over_refusal() {
+        assert_eq!(worse(0, EXIT_REFUSED), EXIT_REFUSED);
+        assert_eq!(worse(EXIT_CONNECTION, EXIT_REFUSED), EXIT_CONNECTION);
+        assert_eq!(worse(EXIT_CONNECTION, EXIT_INTEGRITY), EXIT_INTEGRITY);
+        assert_eq!(worse(EXIT_INTEGRITY, 0), EXIT_INTEGRITY);
+        let item = TransferItem {
+            id: new_id(),
+            to: Username::parse("bob").unwrap(),
+            amount: Amount(100),
+        };
+        let report = |outcome, sends, alerts: Vec<Alert>| TransferReport {
+            item: item.clone(),
+            outcome,
+            sends,
+            alerts,
+        };
+        let committed = Outcome::Committed { balance: Amount(0) };
+        assert_eq!(transfer_exit(&report(committed.clone(), 1, vec![])), 0);
+        let forged = Alert::Integrity(txsock_core::session::IntegrityError::ForgedReceipt);
+        assert_eq!(
+            transfer_exit(&report(committed, 2, vec![forged])),
+            EXIT_INTEGRITY
+        );
+        let lost = Outcome::Unknown {
+            last: Failure::Lost("no reply".into()),
+        };
+        assert_eq!(transfer_exit(&report(lost, 3, vec![])), EXIT_CONNECTION);
+        let login_refused = Outcome::Unknown {
+            last: Failure::Refused(ErrorCode::AuthFailed),
+        };
+        assert_eq!(
+            transfer_exit(&report(login_refused, 0, vec![])),
+            EXIT_REFUSED
+        );
+    }
 }

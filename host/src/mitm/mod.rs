@@ -485,3 +485,32 @@ fn forge(answer: &Value, request: Option<&Value>, last_seq: u64) -> Option<Value
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forge_turns_refusals_into_fake_successes_only() {
+        let refused = json!({"op":"receipt","seq":3,"id":"t1","to":"bob","amount":"5.00",
+                             "result":"insufficient_funds","balance":"2.00","mac":"ab"});
+        let fake = forge(&refused, None, 3).unwrap();
+        assert_eq!(
+            (fake["result"].as_str(), fake["seq"].as_u64()),
+            (Some("committed"), Some(3))
+        );
+        assert_eq!(fake["mac"], "ab", "the proxy has no key: the MAC stays");
+        let mut committed = refused.clone();
+        committed["result"] = json!("committed");
+        assert!(forge(&committed, None, 3).is_none());
+        let error = json!({"op":"error","code":"bad_mac","message":"x"});
+        let request = json!({"op":"transfer","id":"t2","to":"bob","amount":"1.00"});
+        let fake = forge(&error, Some(&request), 7).unwrap();
+        assert_eq!(
+            (fake["op"].as_str(), fake["seq"].as_u64()),
+            (Some("receipt"), Some(8))
+        );
+        assert_eq!(fake["id"], "t2");
+        assert!(forge(&json!({"op":"pong"}), Some(&request), 0).is_none());
+    }
+}
