@@ -219,6 +219,7 @@ fn measure(servers: &[&Server], seconds: u64) -> f64 {
                         c.session()
                             .transfer(&format!("{round}-{k}"), &to, Amount(1))
                             .unwrap();
+                        c.flush().unwrap();
                     }
                     for _ in 0..DEPTH {
                         match c.next_event().unwrap() {
