@@ -489,10 +489,14 @@ where
 
         if slot.state == SlotState::Listening {
             if !socket.is_active() {
+                if !socket.is_open() {
+                    // Not listening any more (it never should be): listen again.
+                    recycle(socket, slot, *port, now, stats);
+                }
                 return;
             }
             let peer = peer_of(socket);
-            accept(session, peer, now);
+            reset_session(session, peer, now);
             slot.state = SlotState::Open;
             stats.accepted += 1;
             on_event(DeviceEvent::Accepted { slot: i, peer });
@@ -523,6 +527,8 @@ where
                 socket.close();
                 slot.state = SlotState::Draining;
                 slot.closing_since = Some(now);
+                // Wipes the ended session (its keys) now rather than at the next connection.
+                reset_session(session, PeerAddr([0; 16]), now);
                 on_event(DeviceEvent::Closed { slot: i });
             } else if session.is_closing() && slot.closing_since.is_none() {
                 // The last response may be stuck behind a client that reads nothing.
@@ -535,6 +541,7 @@ where
                     socket.abort();
                     stats.aborted += 1;
                     slot.state = SlotState::Draining;
+                    reset_session(session, PeerAddr([0; 16]), now);
                     on_event(DeviceEvent::Closed { slot: i });
                 }
             }
@@ -610,9 +617,10 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
 // session, a ledger request and reply, a parsed request), and inlined into one frame their
 // stack slots would add up instead of taking turns.
 
-/// Re-creates the slot's `session` for a new connection from `peer`.
+/// Re-creates the slot's `session` for a connection from `peer` (the old one, keys and all, is
+/// dropped).
 #[inline(never)]
-fn accept(session: &mut ServerSession, peer: PeerAddr, now: Instant) {
+fn reset_session(session: &mut ServerSession, peer: PeerAddr, now: Instant) {
     *session = ServerSession::new(peer, now);
 }
 
