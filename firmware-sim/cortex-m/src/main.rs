@@ -14,6 +14,7 @@
 //!
 //! ```text
 //! device ok: transfers=<n> checks=<n> simulated_ms=<n> frames=<n> lost=<n> retransmissions=<n>
+//! device rng: ChaCha20 with a fixed seed (mps2-an386 has no TRNG; test only)
 //! device memory: socket_buffers=<bytes> socket_storage=<bytes> device=<bytes> (sessions=4x<bytes>) ledger=<bytes>
 //! device flash=<bytes> ram=<bytes> stack_peak=<bytes> device_ram=<bytes> device_stack_peak=<bytes> client_stack_peak=<bytes>
 //! ```
@@ -179,6 +180,9 @@ fn main() -> ! {
                 stats.sent,
                 stats.lost,
                 stats.retransmissions
+            ));
+            print(format_args!(
+                "device rng: ChaCha20 with a fixed seed (mps2-an386 has no TRNG; test only)\n"
             ));
             print(format_args!(
                 "device memory: socket_buffers={} socket_storage={} device={} (sessions={}x{}) \
