@@ -13,16 +13,22 @@
 //!   takes the consistent-read snapshot at the first plain read, after the locks are held.
 //!   A journal entry for `(from, id)` is only ever written by a transaction holding the
 //!   lock on `from` (and so is a recorded refusal), so the plain reads that decide "new or
-//!   repeated id" see every earlier outcome of that id. Reads that decide a write (balances, lockout state)
-//!   are locking reads anyway, which always see the latest committed row.
-//! - **Conditional updates.** The debit is `balance = balance - ? WHERE balance >= ?` and
-//!   its affected rows are checked; a `CHECK (balance >= 0)` backs it up.
+//!   repeated id" see every earlier outcome of that id. Reads that decide a write
+//!   (balances, lockout state) are locking reads anyway: they see the latest committed row.
+//! - **Few round trips.** A run of transfers in a batch reads its balances and the earlier
+//!   outcomes of its ids with one statement each, applies the ledger contract in memory in
+//!   request order, then writes each changed balance once and the journal and refusals with
+//!   multi-row inserts: a batch costs statements per account touched, not per transfer.
+//! - **Conditional updates.** A balance is written as a compare-and-set
+//!   (`SET balance = new WHERE name = ? AND balance = <value read under the lock>`) whose
+//!   affected rows are checked, so nothing is overwritten even if a lock failed to hold;
+//!   `CHECK (balance >= 0)` backs it up.
 //! - **Unique ids.** A unique key on `journal (from_user, transfer_id)` (and the primary key
 //!   of `refusals`) makes a second outcome for an id impossible whatever happens; a
-//!   duplicate-key error on insert is answered as the idempotent case after re-reading the
-//!   first outcome with a locking read.
-//! - **Retries.** A deadlock (1213), a lock wait timeout (1205) or a snapshot conflict
-//!   (1020, MariaDB 11.6+) rolls the whole batch back and runs it again, at most
+//!   duplicate-key error on insert rolls the batch back and runs it again, and that run
+//!   reads the outcome recorded first and answers with it (the idempotent case).
+//! - **Retries.** A deadlock (1213), a lock wait timeout (1205), a snapshot conflict
+//!   (1020, MariaDB 11.6+) or an unhandled duplicate key (1062) rolls the whole batch back and runs it again, at most
 //!   [`MAX_ATTEMPTS`] times, with a growing random pause. So does a connection lost before
 //!   `COMMIT` was sent (InnoDB rolls back a disconnected transaction); one lost after
 //!   `COMMIT` was sent is an error, as its outcome is unknown, and clients retry with the
@@ -155,7 +161,13 @@ fn classify(e: &anyhow::Error) -> Failure {
     for cause in e.chain() {
         if let Some(e) = cause.downcast_ref::<mysql::Error>() {
             return match e {
-                mysql::Error::MySqlError(s) if RETRYABLE.contains(&s.code) => Failure::Conflict,
+                // A duplicate key that no caller handled: an outcome recorded meanwhile by
+                // another transaction; the next attempt reads it.
+                mysql::Error::MySqlError(s)
+                    if RETRYABLE.contains(&s.code) || s.code == ER_DUP_ENTRY =>
+                {
+                    Failure::Conflict
+                }
                 mysql::Error::IoError(_)
                 | mysql::Error::DriverError(_)
                 | mysql::Error::CodecError(_) => Failure::Connection,
@@ -350,22 +362,16 @@ fn lock_set(batch: &[(LedgerRequest, Instant)]) -> Vec<&str> {
     names
 }
 
-/// Locks the rows of `names` (sorted) in that order. Each statement lists a power-of-two
-/// number of names (the last repeated) so that a handful of prepared statements serve every
-/// batch size.
+/// Locks the rows of `names` (sorted) in that order.
 fn lock_users(c: &mut Conn, names: &[&str]) -> Result<()> {
     for chunk in names.chunks(LOCK_CHUNK) {
-        let width = chunk.len().next_power_of_two();
-        let mut params: Vec<Value> = chunk.iter().map(|n| Value::from(*n)).collect();
-        let last = params[params.len() - 1].clone();
-        params.resize(width, last);
-        let marks = vec!["?"; width].join(", ");
+        let (values, marks) = padded(chunk);
         c.exec_drop(
             format!(
                 "SELECT name FROM users FORCE INDEX (PRIMARY) WHERE name IN ({marks}) \
                  ORDER BY name FOR UPDATE"
             ),
-            Params::Positional(params),
+            Params::Positional(values.into_iter().map(Value::from).collect()),
         )?;
     }
     Ok(())
@@ -494,178 +500,269 @@ fn lockout_update(
     Ok(state)
 }
 
-/// The original outcome of `(from, id)` if it has one: its reply if `to` and `amount` match,
-/// else `DuplicateId` with the balance now. `lock`: a locking read (the latest committed rows
-/// even if the transaction's snapshot is older).
-fn earlier_outcome(
-    c: &mut Conn,
-    from: &Username,
-    id: &TransferId,
-    to: &Username,
-    amount: Amount,
-    now_balance: i64,
-    lock: bool,
-) -> Result<Option<TransferOutcome>> {
-    let lock_clause = if lock { " LOCK IN SHARE MODE" } else { "" };
-    let same = |earlier_to: &str, earlier_amount: i64| {
-        earlier_to == to.as_str() && earlier_amount == sql_amount(amount)
-    };
-    let duplicate = TransferOutcome {
-        result: Err(ErrorCode::DuplicateId),
-        balance: amount_of(now_balance),
-    };
-    let committed: Option<(String, i64, i64)> = first(
-        c,
-        &format!(
-            "SELECT to_user, amount, balance_after FROM journal
-             WHERE from_user = ? AND transfer_id = ?{lock_clause}"
-        ),
-        (from.as_str(), id.as_str()),
-    )?;
-    if let Some((earlier_to, earlier_amount, balance_after)) = committed {
-        return Ok(Some(if same(&earlier_to, earlier_amount) {
-            TransferOutcome {
-                result: Ok(()),
-                balance: amount_of(balance_after),
-            }
-        } else {
-            duplicate
-        }));
+/// Pads `values` to a power-of-two count by repeating the last (harmless in an `IN` list),
+/// so that a handful of prepared statements serve every batch size; returns the padded
+/// values and a `?, ?, …` list of that length.
+fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
+    let mut padded = values.to_vec();
+    if let Some(&last) = values.last() {
+        padded.resize(values.len().next_power_of_two(), last);
     }
-    let refused: Option<(String, i64, String, i64)> = first(
-        c,
-        &format!(
-            "SELECT to_user, amount, code, balance_at FROM refusals
-             WHERE from_user = ? AND transfer_id = ?{lock_clause}"
-        ),
-        (from.as_str(), id.as_str()),
-    )?;
-    if let Some((earlier_to, earlier_amount, code, balance_at)) = refused {
-        return Ok(Some(if same(&earlier_to, earlier_amount) {
-            TransferOutcome {
-                result: Err(ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal)),
-                balance: amount_of(balance_at),
-            }
-        } else {
-            duplicate
-        }));
-    }
-    Ok(None)
+    let marks = vec!["?"; padded.len()].join(", ");
+    (padded, marks)
 }
 
-/// After a duplicate key on recording `(from, id)`: another transaction recorded its outcome
-/// first. Undoes this request's writes and answers with that outcome.
-fn lost_race(
-    c: &mut Conn,
-    from: &Username,
-    id: &TransferId,
-    to: &Username,
-    amount: Amount,
-) -> Result<TransferOutcome> {
-    c.query_drop("ROLLBACK TO SAVEPOINT r")?;
-    let now_balance = balance(c, from, true)?.unwrap_or(0);
-    earlier_outcome(c, from, id, to, amount, now_balance, true)?
-        .ok_or_else(|| anyhow!("duplicate key for transfer {id} of {from}, but no outcome"))
+/// `(from_user, transfer_id)`.
+type IdKey = (String, String);
+
+/// An id's recorded outcome: recipient, amount, result, sender's balance with it.
+type Outcome = (String, i64, Result<(), ErrorCode>, i64);
+
+/// A row of the outcome lookup: key, recipient, amount, balance, refusal code (if refused).
+type OutcomeRow = (String, String, String, i64, i64, Option<String>);
+
+/// The reply to an id that already has an outcome: the original if it is the same transfer,
+/// else `DuplicateId` with the balance now.
+fn repeated(earlier: &Outcome, to: &Username, amount: Amount, now_balance: i64) -> LedgerReply {
+    let (earlier_to, earlier_amount, result, balance) = earlier;
+    LedgerReply::Transfer(
+        if earlier_to == to.as_str() && *earlier_amount == sql_amount(amount) {
+            TransferOutcome {
+                result: *result,
+                balance: amount_of(*balance),
+            }
+        } else {
+            TransferOutcome {
+                result: Err(ErrorCode::DuplicateId),
+                balance: amount_of(now_balance),
+            }
+        },
+    )
 }
 
-/// One transfer, inside the batch's transaction, after the savepoint `r`.
-fn transfer(
+/// Inserts `rows` (each `width` values) into `table (columns)` with a few multi-row
+/// statements whose sizes are powers of two (at most 64 rows each).
+fn insert_rows(
     c: &mut Conn,
-    from: &Username,
-    id: &TransferId,
-    to: &Username,
-    amount: Amount,
-    now_ms: u64,
-    committed: &mut Vec<Committed>,
-) -> Result<TransferOutcome> {
-    let Some(from_balance) = balance(c, from, true)? else {
-        bail!("the logged-in user {from} has no account");
-    };
-    if let Some(outcome) = earlier_outcome(c, from, id, to, amount, from_balance, false)? {
-        return Ok(outcome);
-    }
-    // A final refusal is recorded so that a retry of the same id gets the same answer.
-    let refuse_finally = |c: &mut Conn, code: ErrorCode| -> Result<TransferOutcome> {
-        let recorded = c.exec_drop(
-            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                from.as_str(),
-                id.as_str(),
-                to.as_str(),
-                sql_amount(amount),
-                code.name(),
-                from_balance,
-                now_ms as i64,
-            ),
+    table_columns: &str,
+    prefix: &str,
+    width: usize,
+    rows: &[Vec<Value>],
+) -> Result<()> {
+    let one = format!("({prefix}{})", vec!["?"; width].join(", "));
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = if rest.len() >= 64 {
+            64
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (chunk, tail) = rest.split_at(n);
+        let sql = format!(
+            "INSERT INTO {table_columns} VALUES {}",
+            vec![one.as_str(); n].join(", ")
         );
-        match recorded {
-            Err(e) if is_duplicate(&e) => lost_race(c, from, id, to, amount),
-            Err(e) => Err(e.into()),
-            Ok(()) => Ok(TransferOutcome {
+        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        c.exec_drop(sql, Params::Positional(params))?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// A run of consecutive transfer requests, executed together: one locking read of the
+/// balances involved (rows this transaction has locked already), one read of the earlier
+/// outcomes of their ids, the ledger contract applied in memory in request order, then one
+/// compare-and-set `UPDATE` per changed balance and multi-row inserts into the journal and
+/// the refusals. Any write failing fails the whole batch (a duplicate key is retried: the
+/// next attempt reads the outcome that another transaction recorded first).
+fn transfers(
+    c: &mut Conn,
+    run: &[(LedgerRequest, Instant)],
+    committed: &mut Vec<Committed>,
+) -> Result<Vec<LedgerReply>> {
+    let now_ms = crate::clock::unix_millis();
+    let moves: Vec<(&Username, &TransferId, &Username, Amount)> = run
+        .iter()
+        .filter_map(|(request, _)| match request {
+            LedgerRequest::Transfer {
+                from,
+                id,
+                to,
+                amount,
+            } => Some((from, id, to, *amount)),
+            _ => None,
+        })
+        .collect();
+    let mut names: Vec<&str> = moves
+        .iter()
+        .flat_map(|(from, _, to, _)| [from.as_str(), to.as_str()])
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut balances: std::collections::HashMap<String, i64> = Default::default();
+    for chunk in names.chunks(LOCK_CHUNK) {
+        let (values, marks) = padded(chunk);
+        let rows: Vec<(String, i64)> = all(
+            c,
+            &format!(
+                "SELECT name, balance FROM users FORCE INDEX (PRIMARY) WHERE name IN ({marks}) \
+                 ORDER BY name FOR UPDATE"
+            ),
+            Params::Positional(values.into_iter().map(Value::from).collect()),
+        )?;
+        balances.extend(rows);
+    }
+    let before = balances.clone();
+
+    // Earlier outcomes. A plain read is exact here: only a holder of the sender's row lock,
+    // which this transaction has, records an outcome for the sender's ids (module docs).
+    let mut senders: Vec<&str> = moves.iter().map(|m| m.0.as_str()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut ids: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let width = senders.len().max(ids.len()).next_power_of_two();
+    let pad = |v: &mut Vec<&str>| {
+        let last = v[v.len() - 1];
+        v.resize(width, last);
+    };
+    pad(&mut senders);
+    pad(&mut ids);
+    let marks = vec!["?"; width].join(", ");
+    let mut params: Vec<Value> = Vec::with_capacity(4 * width);
+    for _ in 0..2 {
+        params.extend(senders.iter().chain(&ids).map(|v| Value::from(*v)));
+    }
+    let rows: Vec<OutcomeRow> = all(
+        c,
+        &format!(
+            "SELECT from_user, transfer_id, to_user, amount, balance_after, NULL FROM journal
+             WHERE from_user IN ({marks}) AND transfer_id IN ({marks})
+             UNION ALL
+             SELECT from_user, transfer_id, to_user, amount, balance_at, code FROM refusals
+             WHERE from_user IN ({marks}) AND transfer_id IN ({marks})"
+        ),
+        Params::Positional(params),
+    )?;
+    let mut outcomes: std::collections::HashMap<IdKey, Outcome> = rows
+        .into_iter()
+        .map(|(from, id, to, amount, balance, code)| {
+            let result = match code {
+                None => Ok(()),
+                Some(code) => Err(ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal)),
+            };
+            ((from, id), (to, amount, result, balance))
+        })
+        .collect();
+
+    // The contract, request by request (as in the SQLite store).
+    let mut replies = Vec::with_capacity(moves.len());
+    let mut journal: Vec<Vec<Value>> = Vec::new();
+    let mut refusals: Vec<Vec<Value>> = Vec::new();
+    for &(from, id, to, amount) in &moves {
+        let Some(&from_balance) = balances.get(from.as_str()) else {
+            tracing::error!("ledger request failed: the logged-in user {from} has no account");
+            replies.push(LedgerReply::Unavailable);
+            continue;
+        };
+        let key = (from.as_str().to_string(), id.as_str().to_string());
+        if let Some(earlier) = outcomes.get(&key) {
+            replies.push(repeated(earlier, to, amount, from_balance));
+            continue;
+        }
+        let amount_sql = sql_amount(amount);
+        let to_balance = balances.get(to.as_str()).copied();
+        let refusal = if from == to {
+            Some(ErrorCode::SelfTransfer)
+        } else if to_balance.is_none() {
+            Some(ErrorCode::UnknownRecipient)
+        } else if from_balance < amount_sql {
+            Some(ErrorCode::InsufficientFunds)
+        } else if to_balance.and_then(|b| b.checked_add(amount_sql)).is_none() {
+            Some(ErrorCode::BalanceOverflow)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            // Recorded, so that a retry of the same id gets the same answer.
+            refusals.push(vec![
+                from.as_str().into(),
+                id.as_str().into(),
+                to.as_str().into(),
+                amount_sql.into(),
+                code.name().into(),
+                from_balance.into(),
+                (now_ms as i64).into(),
+            ]);
+            outcomes.insert(key, (to.to_string(), amount_sql, Err(code), from_balance));
+            replies.push(LedgerReply::Transfer(TransferOutcome {
                 result: Err(code),
                 balance: amount_of(from_balance),
-            }),
+            }));
+            continue;
         }
-    };
-    if from == to {
-        return refuse_finally(c, ErrorCode::SelfTransfer);
+        let after = from_balance - amount_sql;
+        balances.insert(from.to_string(), after);
+        *balances.entry(to.to_string()).or_default() += amount_sql;
+        journal.push(vec![
+            from.as_str().into(),
+            id.as_str().into(),
+            to.as_str().into(),
+            amount_sql.into(),
+            after.into(),
+            (now_ms as i64).into(),
+        ]);
+        outcomes.insert(key, (to.to_string(), amount_sql, Ok(()), after));
+        committed.push(Committed {
+            id: id.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            balance_after: amount_of(after),
+            at_ms: now_ms,
+        });
+        replies.push(LedgerReply::Transfer(TransferOutcome {
+            result: Ok(()),
+            balance: amount_of(after),
+        }));
     }
-    let Some(to_balance) = balance(c, to, true)? else {
-        return refuse_finally(c, ErrorCode::UnknownRecipient);
-    };
-    let amount_sql = sql_amount(amount);
-    if from_balance < amount_sql {
-        return refuse_finally(c, ErrorCode::InsufficientFunds);
+
+    // Compare-and-set on rows this transaction holds locked: a mismatch would mean the lock
+    // did not hold, and fails the batch rather than overwrite someone else's update.
+    for name in &names {
+        let (Some(&old), Some(&new)) = (before.get(*name), balances.get(*name)) else {
+            continue;
+        };
+        if old == new {
+            continue;
+        }
+        if new < 0 {
+            bail!("balance of {name} would go negative");
+        }
+        c.exec_drop(
+            "UPDATE users SET balance = ? WHERE name = ? AND balance = ?",
+            (new, *name, old),
+        )?;
+        if c.affected_rows() != 1 {
+            bail!("the balance of {name} changed under this transaction's lock");
+        }
     }
-    if to_balance.checked_add(amount_sql).is_none() {
-        return refuse_finally(c, ErrorCode::BalanceOverflow);
-    }
-    // Conditional debit: whatever happened since the read, never below zero.
-    c.exec_drop(
-        "UPDATE users SET balance = balance - ? WHERE name = ? AND balance >= ?",
-        (amount_sql, from.as_str(), amount_sql),
+    insert_rows(
+        c,
+        "journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)",
+        "'transfer', ",
+        6,
+        &journal,
     )?;
-    if c.affected_rows() != 1 {
-        return refuse_finally(c, ErrorCode::InsufficientFunds);
-    }
-    c.exec_drop(
-        "UPDATE users SET balance = balance + ? WHERE name = ?",
-        (amount_sql, to.as_str()),
+    insert_rows(
+        c,
+        "refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)",
+        "",
+        7,
+        &refusals,
     )?;
-    if c.affected_rows() != 1 {
-        bail!("crediting {to}: no such row");
-    }
-    let after = from_balance - amount_sql;
-    let inserted = c.exec_drop(
-        "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
-         VALUES ('transfer', ?, ?, ?, ?, ?, ?)",
-        (
-            from.as_str(),
-            id.as_str(),
-            to.as_str(),
-            amount_sql,
-            after,
-            now_ms as i64,
-        ),
-    );
-    match inserted {
-        // Recorded meanwhile by another transaction: undo this one's debit and credit.
-        Err(e) if is_duplicate(&e) => return lost_race(c, from, id, to, amount),
-        other => other?,
-    }
-    committed.push(Committed {
-        id: id.clone(),
-        from: from.clone(),
-        to: to.clone(),
-        amount,
-        balance_after: amount_of(after),
-        at_ms: now_ms,
-    });
-    Ok(TransferOutcome {
-        result: Ok(()),
-        balance: amount_of(after),
-    })
+    Ok(replies)
 }
 
 type HistoryRow = (String, String, String, i64, i64);
@@ -708,7 +805,6 @@ fn writes(request: &LedgerRequest) -> bool {
         LedgerRequest::Register { .. }
             | LedgerRequest::LoginFailed { .. }
             | LedgerRequest::LoginSucceeded { .. }
-            | LedgerRequest::Transfer { .. }
     )
 }
 
@@ -716,7 +812,6 @@ fn execute_one(
     opening_balance: Amount,
     c: &mut Conn,
     request: &LedgerRequest,
-    committed: &mut Vec<Committed>,
 ) -> Result<LedgerReply> {
     let now_ms = crate::clock::unix_millis();
     Ok(match request {
@@ -732,12 +827,8 @@ fn execute_one(
         LedgerRequest::LoginSucceeded { user } => {
             LedgerReply::Recorded(lockout_update(c, user, |s| s.record_success())?)
         }
-        LedgerRequest::Transfer {
-            from,
-            id,
-            to,
-            amount,
-        } => LedgerReply::Transfer(transfer(c, from, id, to, *amount, now_ms, committed)?),
+        // Transfers go through `transfers`, a run at a time.
+        LedgerRequest::Transfer { .. } => bail!("a transfer outside a run of transfers"),
         LedgerRequest::Balance { user } => LedgerReply::Balance(
             balance(c, user, false)?
                 .map(amount_of)
@@ -833,14 +924,25 @@ impl Store for MysqlStore {
             // First statement of the transaction: see the module documentation.
             lock_users(c, &names)?;
             let mut replies = Vec::with_capacity(batch.len());
-            for (request, _) in batch {
+            let mut rest = batch;
+            while let Some(((request, _), after)) = rest.split_first() {
+                let run = rest
+                    .iter()
+                    .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
+                    .count();
+                if run > 0 {
+                    replies.extend(transfers(c, &rest[..run], committed)?);
+                    rest = &rest[run..];
+                    continue;
+                }
+                rest = after;
                 let savepoint = writes(request);
                 if savepoint {
                     // Replaces the previous request's savepoint of the same name.
                     c.query_drop("SAVEPOINT r")?;
                 }
                 let before = committed.len();
-                match execute_one(opening, c, request, committed) {
+                match execute_one(opening, c, request) {
                     Ok(reply) => replies.push(reply),
                     Err(e) if classify(&e) != Failure::Other => return Err(e),
                     Err(e) => {
