@@ -133,7 +133,7 @@ fn dropped_reply_is_retried_with_the_same_id_and_moves_money_once() {
     let once = Mitm::start(&server, "drop-reply", &["--limit", "1"]);
     let run = alice(
         &once,
-        &["--timeout", "1", "transfer", "bob", "2.00", "--id", "d1"],
+        &["--timeout", "2", "transfer", "bob", "2.00", "--id", "d1"],
     );
     assert_eq!(run.code, 0, "{run:?}");
     let r = &run.json()[0];
@@ -142,7 +142,7 @@ fn dropped_reply_is_retried_with_the_same_id_and_moves_money_once() {
         (Some("committed"), Some(2))
     );
     assert_eq!(r["balance"], "98.00");
-    assert!(run.stderr.contains("no reply within 1 s"), "{}", run.stderr);
+    assert!(run.stderr.contains("no reply within 2 s"), "{}", run.stderr);
     assert_eq!(once.actions("DROP").len(), 1);
     assert_eq!(server.committed("d1"), 1);
     assert_eq!(balances(&server), (money("98.00"), money("102.00")));
@@ -153,7 +153,7 @@ fn dropped_reply_is_retried_with_the_same_id_and_moves_money_once() {
         "--user",
         "alice",
         "--timeout",
-        "1",
+        "2",
         "transfer",
         "bob",
         "3.00",
