@@ -12,6 +12,7 @@ mod ledger;
 mod mitm;
 mod serve;
 mod store;
+mod stress;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +65,8 @@ pub enum Command {
     Mitm(mitm::MitmArgs),
     /// See it work: a server, attacks through a proxy, and a client that catches them.
     Demo(demo::DemoArgs),
+    /// Load and attack generator: throughput, latency, server memory, a report with plots.
+    Stress(stress::StressArgs),
 }
 
 /// Where the ledger lives; shared by `serve` and the admin commands.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::Mitm(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(mitm::run(args))),
+        Command::Stress(args) => stress::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

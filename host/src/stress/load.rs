@@ -1,0 +1,337 @@
+//! Well-behaved clients: `load` (logged-in clients sending transfers, each verified by its
+//! receipt) and `connections` (many idle logged-in connections).
+
+use super::conn::{Account, Conn, ConnError};
+use super::Ctx;
+use anyhow::{bail, Result};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use txsock_core::session::client::MAX_PIPELINE;
+use txsock_core::session::ClientEvent;
+use txsock_core::Amount;
+
+/// Nonces a session may hold outstanding on the server (its ring; `txsock serve --nonces`).
+pub const RING: usize = 16;
+/// Nonces asked for at once (the protocol's maximum batch).
+const BATCH: usize = 8;
+/// How long outstanding receipts are awaited after the run's end.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Creates the accounts named `names` (PBKDF2 once each, on blocking threads) and registers
+/// them over a few connections.
+pub async fn register(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Account>> {
+    let iterations = ctx.iterations;
+    let accounts = tokio::task::spawn_blocking(move || {
+        names
+            .into_iter()
+            .map(|n| Account::new(n, iterations))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let lanes = accounts.len().clamp(1, 8);
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..lanes {
+        let mine: Vec<Account> = accounts.iter().skip(lane).step_by(lanes).cloned().collect();
+        let (addr, iterations) = (ctx.addr, ctx.iterations);
+        tasks.spawn(async move {
+            let mut conn = Conn::connect(addr, iterations).await?;
+            for account in &mine {
+                conn.register(account).await?;
+            }
+            Ok::<_, ConnError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done? {
+            bail!("registering the stress users failed: {e}");
+        }
+    }
+    Ok(accounts)
+}
+
+/// Parameters of the transfer load.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadParams {
+    /// Concurrent clients, one connection each.
+    pub clients: usize,
+    /// Transfers in flight per client (1 = one at a time).
+    pub pipeline: usize,
+    /// Amount of each transfer.
+    pub amount: Amount,
+}
+
+/// Registers `params.clients` users (plus a recipient for a lone client), logs each in, and
+/// returns when all are logged in; they then send transfers until `stop` turns true, and
+/// their tasks end after draining (join them with the returned set).
+pub async fn start(
+    ctx: &Ctx,
+    params: LoadParams,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinSet<()>> {
+    let mut names: Vec<String> = (0..params.clients)
+        .map(|i| format!("{}c{i}", ctx.prefix))
+        .collect();
+    if params.clients == 1 {
+        names.push(format!("{}sink", ctx.prefix));
+    }
+    let accounts = register(ctx, names).await?;
+    let ready = Arc::new(Semaphore::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..params.clients {
+        let me = accounts[i].clone();
+        let to = accounts[(i + 1) % accounts.len()].user.clone();
+        let (addr, iterations, rec) = (ctx.addr, ctx.iterations, ctx.rec.clone());
+        let (stop, ready) = (stop.clone(), ready.clone());
+        set.spawn(async move {
+            let mut client = LoadClient {
+                addr,
+                iterations,
+                me,
+                to,
+                params,
+                rec,
+                next_id: 0,
+            };
+            client.run(stop, ready).await;
+        });
+    }
+    // Every client adds a permit once logged in (or after giving up on its first login).
+    let _all = ready.acquire_many(params.clients as u32).await?;
+    Ok(set)
+}
+
+struct LoadClient {
+    addr: std::net::SocketAddr,
+    iterations: u32,
+    me: Account,
+    to: String,
+    params: LoadParams,
+    rec: Arc<super::record::Recorder>,
+    next_id: u64,
+}
+
+impl LoadClient {
+    async fn login(&self) -> Result<Conn, ConnError> {
+        let mut conn = Conn::connect(self.addr, self.iterations).await?;
+        conn.login(&self.me).await?;
+        Ok(conn)
+    }
+
+    async fn run(&mut self, mut stop: watch::Receiver<bool>, ready: Arc<Semaphore>) {
+        let mut first = true;
+        while !*stop.borrow() {
+            let login = self.login().await;
+            if first {
+                ready.add_permits(1);
+                first = false;
+            }
+            let conn = match login {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.rec.error(&format!("login_{}", e.name()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            match self.transfers(conn, &mut stop).await {
+                Ok(()) => return,
+                Err(e) => self.rec.error(&format!("{}: {e}", e.name())),
+            }
+        }
+        if first {
+            ready.add_permits(1);
+        }
+    }
+
+    /// Sends transfers on one logged-in connection until `stop`, then drains. An error
+    /// means the connection is unusable (the caller reconnects).
+    async fn transfers(
+        &mut self,
+        mut conn: Conn,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConnError> {
+        let mut sent: VecDeque<std::time::Instant> = VecDeque::new();
+        let mut nonce_requests = 0usize;
+        let mut stopping = false;
+        let mut drain_until = None;
+        loop {
+            if !stopping && *stop.borrow() {
+                stopping = true;
+                drain_until = Some(Instant::now() + DRAIN);
+            }
+            if stopping && sent.is_empty() && nonce_requests == 0 {
+                return Ok(());
+            }
+            if !stopping {
+                while sent.len() < self.params.pipeline
+                    && conn.session.available_nonces() > 0
+                    && conn.session.outstanding() < MAX_PIPELINE
+                    && conn.has_room()
+                {
+                    let session = &mut conn.session;
+                    let id = format!("t{}", self.next_id);
+                    session.transfer(&id, &self.to, self.params.amount)?;
+                    self.next_id += 1;
+                    sent.push_back(std::time::Instant::now());
+                }
+                let session = &mut conn.session;
+                // Nonces the server will hold once the pending batches are served; never
+                // more than its ring, so no batch evicts a nonce we still mean to use.
+                let coming = session.available_nonces() + BATCH * nonce_requests;
+                if coming + BATCH <= RING && session.outstanding() < MAX_PIPELINE && conn.has_room()
+                {
+                    let session = &mut conn.session;
+                    session.request_nonces(BATCH as u8)?;
+                    nonce_requests += 1;
+                }
+            }
+            let event = tokio::select! {
+                event = conn.next_event() => event?,
+                _ = stop.changed(), if !stopping => continue,
+                _ = sleep_until(drain_until) => return Err(ConnError::Timeout),
+            };
+            match event {
+                ClientEvent::Receipt(r) => {
+                    let Some(at) = sent.pop_front() else {
+                        return Err(ConnError::Unexpected);
+                    };
+                    self.rec.receipt(at.elapsed(), r.result);
+                }
+                ClientEvent::Nonces { .. } => nonce_requests = nonce_requests.saturating_sub(1),
+                ClientEvent::Refused { request, code, .. } => {
+                    use txsock_core::session::RequestKind;
+                    match request {
+                        RequestKind::Transfer => {
+                            sent.pop_front();
+                        }
+                        RequestKind::Nonces => nonce_requests = nonce_requests.saturating_sub(1),
+                        _ => {}
+                    }
+                    self.rec.error(code.name());
+                }
+                ClientEvent::Closed { code } => return Err(ConnError::Refused(code)),
+                ClientEvent::Integrity(e) => return Err(ConnError::Integrity(e.to_string())),
+                _ => return Err(ConnError::Unexpected),
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Result of the `connections` scenario.
+pub struct Connections {
+    /// Connections asked for.
+    pub count: usize,
+    /// Connections logged in and held.
+    pub logged_in: usize,
+    /// Connections that failed, by reason.
+    pub failed: std::collections::BTreeMap<String, u64>,
+    /// Seconds to open and log in all of them.
+    pub setup_secs: f64,
+    /// Connections still open at the end of the hold (not closed by the server).
+    pub still_open: usize,
+}
+
+/// Opens `count` connections (`parallel` at a time), logs each in as one of a few users, and
+/// holds them idle until `hold` has passed after the last login. `progress` counts logins.
+/// `during` is called once all are held (for memory samples).
+pub async fn connections(
+    ctx: &Ctx,
+    count: usize,
+    parallel: usize,
+    hold: Duration,
+    progress: impl Fn(u64),
+    during: impl AsyncFnOnce(),
+) -> Result<Connections> {
+    // One user per 100 connections: logins with a provisioned key cost no PBKDF2, and several
+    // sessions of one user are as heavy on the server as sessions of different users.
+    let users = count.div_ceil(100).max(1);
+    let names = (0..users).map(|i| format!("{}i{i}", ctx.prefix)).collect();
+    let accounts = Arc::new(register(ctx, names).await?);
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let (release_tx, release) = watch::channel(false);
+    let done = Arc::new(AtomicU64::new(0));
+    let alive = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let account = accounts[i % accounts.len()].clone();
+        let (gate, done, alive) = (gate.clone(), done.clone(), alive.clone());
+        let mut release = release.clone();
+        let (addr, iterations) = (ctx.addr, ctx.iterations);
+        set.spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let login = async {
+                let mut conn = Conn::connect(addr, iterations).await?;
+                conn.login(&account).await?;
+                Ok::<_, ConnError>(conn)
+            }
+            .await;
+            drop(permit);
+            done.fetch_add(1, Ordering::Relaxed);
+            let mut conn = login?;
+            alive.fetch_add(1, Ordering::Relaxed);
+            // Hold it: wait for the release, noticing if the server closes it first.
+            let closed = tokio::select! {
+                e = conn.next_event() => Some(e),
+                _ = release.wait_for(|r| *r) => None,
+            };
+            match closed {
+                None => Ok(()),
+                Some(Ok(ClientEvent::Closed { code })) => {
+                    alive.fetch_sub(1, Ordering::Relaxed);
+                    Err(ConnError::Refused(code))
+                }
+                Some(Ok(_)) => {
+                    alive.fetch_sub(1, Ordering::Relaxed);
+                    Err(ConnError::Unexpected)
+                }
+                Some(Err(e)) => {
+                    alive.fetch_sub(1, Ordering::Relaxed);
+                    Err(e)
+                }
+            }
+        });
+    }
+    while (done.load(Ordering::Relaxed) as usize) < count {
+        progress(done.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if set.is_empty() {
+            break;
+        }
+    }
+    progress(count as u64);
+    let setup_secs = started.elapsed().as_secs_f64();
+    let logged_in = alive.load(Ordering::Relaxed) as usize;
+    let hold_until = Instant::now() + hold;
+    during().await;
+    tokio::time::sleep_until(hold_until).await;
+    let still_open = alive.load(Ordering::Relaxed) as usize;
+    let _ = release_tx.send(true);
+    let mut failed = std::collections::BTreeMap::new();
+    while let Some(result) = set.join_next().await {
+        if let Ok(Err(e)) = result {
+            *failed.entry(e.name()).or_insert(0u64) += 1;
+        }
+    }
+    Ok(Connections {
+        count,
+        logged_in,
+        failed,
+        setup_secs,
+        still_open,
+    })
+}

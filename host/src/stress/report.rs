@@ -1,0 +1,939 @@
+//! A run's results as text, as JSON (`--json`) and as one self-contained HTML page with SVG
+//! plots (`--report`). The JSON and the SVG are written by hand: no dependencies.
+
+use super::attack::Findings;
+use super::record::{Counts, Point};
+use super::target::ServerStats;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Memory of one phase of a run (KiB).
+#[derive(Debug, Clone, Default)]
+pub struct PhaseMemory {
+    /// What ran.
+    pub name: String,
+    /// Start, seconds since the run started.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// Resident memory when it began.
+    pub before_kib: Option<u64>,
+    /// Highest sample while it ran.
+    pub peak_kib: Option<u64>,
+    /// After it ended (and settled).
+    pub after_kib: Option<u64>,
+}
+
+impl PhaseMemory {
+    /// Peak minus before.
+    pub fn growth_kib(&self) -> Option<i64> {
+        Some(self.peak_kib? as i64 - self.before_kib? as i64)
+    }
+}
+
+/// Results of `connections`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionsOutcome {
+    /// Asked for.
+    pub count: usize,
+    /// Logged in.
+    pub logged_in: usize,
+    /// Still open at the end of the hold.
+    pub still_open: usize,
+    /// Failures by reason.
+    pub failed: BTreeMap<String, u64>,
+    /// Seconds to log all in.
+    pub setup_secs: f64,
+    /// Server memory before the first connection.
+    pub before_kib: Option<u64>,
+    /// Server memory with all of them held.
+    pub held_kib: Option<u64>,
+}
+
+impl ConnectionsOutcome {
+    /// Server bytes per held connection.
+    pub fn per_connection_bytes(&self) -> Option<f64> {
+        let grown = self.held_kib? as f64 - self.before_kib? as f64;
+        (self.logged_in > 0).then(|| grown * 1024.0 / self.logged_in as f64)
+    }
+}
+
+/// Everything a run measured.
+#[derive(Default)]
+pub struct Outcome {
+    /// Scenario name.
+    pub scenario: String,
+    /// Parameters, for the record.
+    pub params: Vec<(String, String)>,
+    /// Caveats.
+    pub notes: Vec<String>,
+    /// Totals of the run.
+    pub totals: Counts,
+    /// Time series.
+    pub series: Vec<Point>,
+    /// Memory by phase.
+    pub phases: Vec<PhaseMemory>,
+    /// Length of the transfer window (load, mix), seconds.
+    pub window_secs: f64,
+    /// Transfers committed within the window.
+    pub committed_in_window: u64,
+    /// `connections` results.
+    pub connections: Option<ConnectionsOutcome>,
+    /// Attack findings by attack.
+    pub findings: BTreeMap<String, Findings>,
+    /// What the spawned server reported when it stopped.
+    pub server: ServerStats,
+}
+
+impl Outcome {
+    fn transfers_per_second(&self) -> Option<f64> {
+        (self.window_secs > 0.0).then(|| self.committed_in_window as f64 / self.window_secs)
+    }
+
+    fn percentile(&self, q: f64) -> Option<u64> {
+        let h = &self.totals.latency;
+        (!h.is_empty()).then(|| h.value_at_quantile(q))
+    }
+
+    /// The phase whose memory growth the scenario is about (mix: the attacks).
+    fn key_phase(&self) -> Option<&PhaseMemory> {
+        self.phases
+            .iter()
+            .find(|p| p.name.starts_with("attacks"))
+            .or(self.phases.first())
+    }
+
+    fn transfers_per_commit(&self) -> Option<f64> {
+        let (t, c) = (self.server.transfers?, self.server.commits?);
+        (c > 0).then(|| t as f64 / c as f64)
+    }
+
+    /// The figures a benchmark reads: one flat object.
+    fn headline(&self) -> Vec<(&'static str, J)> {
+        let mut h = vec![
+            ("transfers_per_second", opt_f(self.transfers_per_second())),
+            ("latency_p50_us", opt_u(self.percentile(0.5))),
+            ("latency_p99_us", opt_u(self.percentile(0.99))),
+            (
+                "memory_growth_kib",
+                self.key_phase()
+                    .and_then(PhaseMemory::growth_kib)
+                    .map_or(J::Null, |g| J::Num(g as f64)),
+            ),
+            (
+                "memory_after_growth_kib",
+                self.key_phase()
+                    .and_then(|p| Some(p.after_kib? as f64 - p.before_kib? as f64))
+                    .map_or(J::Null, J::Num),
+            ),
+            ("transfers_per_commit", opt_f(self.transfers_per_commit())),
+            ("largest_batch", opt_u(self.server.largest_batch)),
+            (
+                "violations",
+                J::Int(
+                    self.findings
+                        .values()
+                        .flat_map(|f| f.violations.values())
+                        .sum(),
+                ),
+            ),
+        ];
+        if let Some(c) = &self.connections {
+            h.push(("connections_logged_in", J::Int(c.logged_in as u64)));
+            h.push(("held_kib", opt_u(c.held_kib)));
+            h.push(("per_connection_bytes", opt_f(c.per_connection_bytes())));
+        }
+        h
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// JSON
+
+/// A JSON value, enough for the report.
+enum J {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Int(u64),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+fn opt_u(v: Option<u64>) -> J {
+    v.map_or(J::Null, J::Int)
+}
+
+fn opt_f(v: Option<f64>) -> J {
+    v.map_or(J::Null, J::Num)
+}
+
+fn obj<K: ToString>(pairs: impl IntoIterator<Item = (K, J)>) -> J {
+    J::Obj(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn counts(map: &BTreeMap<String, u64>) -> J {
+    obj(map.iter().map(|(k, v)| (k, J::Int(*v))))
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl J {
+    fn write(&self, out: &mut String) {
+        match self {
+            J::Null => out.push_str("null"),
+            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            J::Num(n) if n.is_finite() => {
+                // Three decimals are plenty for every figure here.
+                let rounded = (n * 1000.0).round() / 1000.0;
+                let _ = write!(out, "{rounded}");
+            }
+            J::Num(_) => out.push_str("null"),
+            J::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            J::Str(s) => json_string(out, s),
+            J::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            J::Obj(pairs) => {
+                out.push('{');
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_string(out, k);
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// The run as one JSON object.
+pub fn json(o: &Outcome) -> String {
+    let h = &o.totals.latency;
+    let latency = if h.is_empty() {
+        obj([("count", J::Int(0))])
+    } else {
+        obj([
+            ("count", J::Int(h.len())),
+            ("p50", J::Int(h.value_at_quantile(0.50))),
+            ("p90", J::Int(h.value_at_quantile(0.90))),
+            ("p99", J::Int(h.value_at_quantile(0.99))),
+            ("p99_9", J::Int(h.value_at_quantile(0.999))),
+            ("max", J::Int(h.max())),
+            ("mean", J::Num(h.mean())),
+        ])
+    };
+    let attacks = obj(o.totals.answers.iter().map(|(name, answers)| {
+        let f = o.findings.get(name).cloned().unwrap_or_default();
+        (
+            name,
+            obj([
+                ("answers", counts(answers)),
+                ("violations", counts(&f.violations)),
+                (
+                    "figures",
+                    obj(f.figures.iter().map(|(k, v)| (k, J::Num(*v)))),
+                ),
+            ]),
+        )
+    }));
+    let phases = J::Arr(
+        o.phases
+            .iter()
+            .map(|p| {
+                obj([
+                    ("name", J::Str(p.name.clone())),
+                    ("start_s", J::Num(p.start)),
+                    ("end_s", J::Num(p.end)),
+                    ("before_kib", opt_u(p.before_kib)),
+                    ("peak_kib", opt_u(p.peak_kib)),
+                    ("after_kib", opt_u(p.after_kib)),
+                    (
+                        "growth_kib",
+                        p.growth_kib().map_or(J::Null, |g| J::Num(g as f64)),
+                    ),
+                ])
+            })
+            .collect(),
+    );
+    let connections = o.connections.as_ref().map_or(J::Null, |c| {
+        obj([
+            ("count", J::Int(c.count as u64)),
+            ("logged_in", J::Int(c.logged_in as u64)),
+            ("still_open", J::Int(c.still_open as u64)),
+            ("failed", counts(&c.failed)),
+            ("setup_s", J::Num(c.setup_secs)),
+            ("before_kib", opt_u(c.before_kib)),
+            ("held_kib", opt_u(c.held_kib)),
+            ("per_connection_bytes", opt_f(c.per_connection_bytes())),
+        ])
+    });
+    let server = obj([
+        ("line", o.server.line.clone().map_or(J::Null, J::Str)),
+        ("transfers", opt_u(o.server.transfers)),
+        ("commits", opt_u(o.server.commits)),
+        ("largest_batch", opt_u(o.server.largest_batch)),
+        ("clean_exit", J::Bool(o.server.clean_exit)),
+    ]);
+    let series = J::Arr(
+        o.series
+            .iter()
+            .map(|p| {
+                obj([
+                    ("t", J::Num(p.t)),
+                    ("committed", J::Int(p.committed)),
+                    ("per_second", J::Num(p.committed as f64 / p.secs.max(1e-9))),
+                    ("p50_us", J::Int(p.p50)),
+                    ("p90_us", J::Int(p.p90)),
+                    ("p99_us", J::Int(p.p99)),
+                    ("max_us", J::Int(p.max)),
+                    ("rss_kib", opt_u(p.rss_kib)),
+                    ("errors", counts(&p.errors)),
+                    ("answers", counts(&p.answers)),
+                ])
+            })
+            .collect(),
+    );
+    let root = obj([
+        ("scenario", J::Str(o.scenario.clone())),
+        (
+            "parameters",
+            obj(o.params.iter().map(|(k, v)| (k, J::Str(v.clone())))),
+        ),
+        ("headline", obj(o.headline())),
+        (
+            "transfers",
+            obj([
+                ("committed", J::Int(o.totals.committed)),
+                ("committed_in_window", J::Int(o.committed_in_window)),
+                ("window_s", J::Num(o.window_secs)),
+                ("per_second", opt_f(o.transfers_per_second())),
+                ("refused", counts(&o.totals.refused)),
+            ]),
+        ),
+        ("latency_us", latency),
+        ("errors", counts(&o.totals.errors)),
+        ("attacks", attacks),
+        ("memory", phases),
+        ("connections", connections),
+        ("server", server),
+        (
+            "notes",
+            J::Arr(o.notes.iter().map(|n| J::Str(n.clone())).collect()),
+        ),
+        ("series", series),
+    ]);
+    let mut out = String::new();
+    root.write(&mut out);
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// Text
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+fn signed_mib(kib: Option<i64>) -> String {
+    kib.map_or("-".into(), |k| format!("{:+.2} MiB", k as f64 / 1024.0))
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+/// The human summary printed at the end of a run.
+pub fn text(o: &Outcome) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "txsock stress {}", o.scenario);
+    for (k, v) in &o.params {
+        let _ = writeln!(s, "  {k}: {v}");
+    }
+    if let Some(rate) = o.transfers_per_second() {
+        let _ = writeln!(
+            s,
+            "transfers: {} committed in {:.1} s = {rate:.0}/s (verified receipts)",
+            o.committed_in_window, o.window_secs
+        );
+        for (code, n) in &o.totals.refused {
+            let _ = writeln!(s, "  refused in receipts: {code} x{n}");
+        }
+    }
+    let h = &o.totals.latency;
+    if !h.is_empty() {
+        let _ = writeln!(
+            s,
+            "latency: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} receipts)",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max()),
+            h.len()
+        );
+    }
+    if !o.totals.errors.is_empty() {
+        let _ = writeln!(s, "load errors:");
+        for (k, v) in &o.totals.errors {
+            let _ = writeln!(s, "  {k} x{v}");
+        }
+    }
+    if let Some(c) = &o.connections {
+        let _ = writeln!(
+            s,
+            "connections: {} of {} logged in ({:.1} s), {} still open after the hold",
+            c.logged_in, c.count, c.setup_secs, c.still_open
+        );
+        for (k, v) in &c.failed {
+            let _ = writeln!(s, "  failed: {k} x{v}");
+        }
+        let _ = writeln!(
+            s,
+            "server memory: {} before, {} with them held = {} per connection",
+            mib(c.before_kib),
+            mib(c.held_kib),
+            c.per_connection_bytes()
+                .map_or("-".into(), |b| format!("{:.0} bytes", b))
+        );
+    }
+    for (attack, answers) in &o.totals.answers {
+        let _ = writeln!(s, "{attack}: the server answered");
+        for (k, v) in answers {
+            let _ = writeln!(s, "  {k} x{v}");
+        }
+        if let Some(f) = o.findings.get(attack) {
+            for (k, v) in &f.figures {
+                let _ = writeln!(s, "  ({k}: {v:.1})");
+            }
+            for (k, v) in &f.violations {
+                let _ = writeln!(s, "  VIOLATION {k} x{v}");
+            }
+        }
+    }
+    for p in &o.phases {
+        let _ = writeln!(
+            s,
+            "server memory, {}: before {}, peak {} ({}), after {}",
+            p.name,
+            mib(p.before_kib),
+            mib(p.peak_kib),
+            signed_mib(p.growth_kib()),
+            mib(p.after_kib)
+        );
+    }
+    if let Some(line) = &o.server.line {
+        let per = o
+            .transfers_per_commit()
+            .map_or(String::new(), |t| format!(" ({t:.1} transfers per commit"));
+        let largest = o
+            .server
+            .largest_batch
+            .map_or(String::new(), |b| format!(", largest batch {b} requests"));
+        let close = if per.is_empty() { "" } else { ")" };
+        let _ = writeln!(s, "server: {line}{per}{largest}{close}");
+    }
+    for n in &o.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+// ------------------------------------------------------------------------------------------
+// HTML and SVG
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
+
+/// One line of a chart.
+struct Line {
+    name: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// A step of 1, 2 or 5 times a power of ten giving about `n` ticks up to `max`.
+fn nice_step(max: f64, n: f64) -> f64 {
+    let raw = (max / n).max(f64::MIN_POSITIVE);
+    let power = 10f64.powf(raw.log10().floor());
+    let m = raw / power;
+    let nice = if m <= 1.0 {
+        1.0
+    } else if m <= 2.0 {
+        2.0
+    } else if m <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * power
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v.abs() >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A line chart as inline SVG. `bands` shade x ranges (phases); `log_y` uses a log scale.
+fn chart(
+    title: &str,
+    y_label: &str,
+    lines: &[Line],
+    log_y: bool,
+    bands: &[(f64, f64, String)],
+) -> String {
+    const W: f64 = 960.0;
+    const H: f64 = 300.0;
+    const L: f64 = 70.0;
+    const R: f64 = 20.0;
+    const T: f64 = 48.0;
+    const B: f64 = 45.0;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<rect x="0" y="0" width="{W}" height="{H}" fill="white"/><text x="{L}" y="18" font-size="15" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    let all: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|l| l.points.iter().copied())
+        .collect();
+    if all.is_empty() {
+        let _ = write!(
+            svg,
+            r##"<text x="{}" y="{}" fill="#666">no data</text></svg>"##,
+            W / 2.0 - 20.0,
+            H / 2.0
+        );
+        return svg;
+    }
+    let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+    let (y_lo, y_hi) = if log_y {
+        let positive: Vec<f64> = all.iter().map(|p| p.1).filter(|v| *v > 0.0).collect();
+        let lo = positive.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = positive.iter().copied().fold(0.0, f64::max);
+        if positive.is_empty() {
+            (0.0, 1.0)
+        } else {
+            (
+                lo.log10().floor(),
+                hi.log10().ceil().max(lo.log10().floor() + 1.0),
+            )
+        }
+    } else {
+        let hi = all.iter().map(|p| p.1).fold(0.0, f64::max);
+        let step = nice_step(hi.max(1e-9), 5.0);
+        (0.0, (hi / step).ceil().max(1.0) * step)
+    };
+    let px = |x: f64| L + (x / x_max) * (W - L - R);
+    let py = |y: f64| {
+        let v = if log_y {
+            y.max(10f64.powf(y_lo)).log10()
+        } else {
+            y
+        };
+        H - B - (v - y_lo) / (y_hi - y_lo) * (H - T - B)
+    };
+    for (i, (start, end, label)) in bands.iter().enumerate() {
+        let fill = if i % 2 == 0 { "#f3f3f8" } else { "#fdf3e7" };
+        let _ = write!(
+            svg,
+            r##"<rect x="{:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{fill}"/><text x="{:.1}" y="{:.1}" fill="#888" font-size="11">{}</text>"##,
+            px(*start),
+            (px(*end) - px(*start)).max(0.0),
+            H - T - B,
+            px(*start) + 3.0,
+            T + 12.0,
+            esc(label)
+        );
+    }
+    // Y grid and ticks.
+    let ticks: Vec<f64> = if log_y {
+        (y_lo as i32..=y_hi as i32).map(|e| 10f64.powi(e)).collect()
+    } else {
+        let step = nice_step(y_hi, 5.0);
+        (0..=((y_hi / step).round() as usize))
+            .map(|i| i as f64 * step)
+            .collect()
+    };
+    for t in ticks {
+        let y = py(t);
+        let _ = write!(
+            svg,
+            r##"<line x1="{L}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            W - R,
+            L - 6.0,
+            y + 4.0,
+            fmt_tick(t)
+        );
+    }
+    // X ticks (seconds).
+    let step = nice_step(x_max, 8.0);
+    let mut x = 0.0;
+    while x <= x_max + 1e-9 {
+        let _ = write!(
+            svg,
+            r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#999"/><text x="{0:.1}" y="{3:.1}" text-anchor="middle">{4}</text>"##,
+            px(x),
+            H - B,
+            H - B + 5.0,
+            H - B + 18.0,
+            fmt_tick(x)
+        );
+        x += step;
+    }
+    let _ = write!(
+        svg,
+        r##"<line x1="{L}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#333"/><line x1="{L}" y1="{T}" x2="{L}" y2="{0:.1}" stroke="#333"/>"##,
+        H - B,
+        W - R
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds</text><text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        L + (W - L - R) / 2.0,
+        H - 8.0,
+        T + (H - T - B) / 2.0,
+        esc(y_label)
+    );
+    // Lines and legend.
+    let mut legend_x = L;
+    for (i, line) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<String> = line
+            .points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        if points.len() == 1 {
+            let (x, y) = line.points[0];
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
+        } else {
+            let _ = write!(
+                svg,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
+                points.join(" ")
+            );
+        }
+        let label = esc(&line.name);
+        let _ = write!(
+            svg,
+            r#"<rect x="{legend_x:.1}" y="32" width="12" height="4" fill="{color}"/><text x="{:.1}" y="38">{label}</text>"#,
+            legend_x + 16.0
+        );
+        legend_x += 26.0 + 6.5 * line.name.chars().count() as f64;
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = String::from("<table><tr>");
+    for h in head {
+        let _ = write!(s, "<th>{}</th>", esc(h));
+    }
+    s.push_str("</tr>");
+    for row in rows {
+        s.push_str("<tr>");
+        for cell in row {
+            let _ = write!(s, "<td>{}</td>", esc(cell));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// The self-contained HTML report.
+pub fn html(o: &Outcome) -> String {
+    let series = &o.series;
+    let bands: Vec<(f64, f64, String)> = if o.phases.len() > 1 {
+        o.phases
+            .iter()
+            .map(|p| (p.start, p.end, p.name.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let throughput = chart(
+        "Throughput: committed transfers per second (verified receipts)",
+        "transfers/s",
+        &[Line {
+            name: "committed/s".into(),
+            points: series
+                .iter()
+                .map(|p| (p.t, p.committed as f64 / p.secs.max(1e-9)))
+                .collect(),
+        }],
+        false,
+        &bands,
+    );
+    let with_receipts: Vec<&Point> = series.iter().filter(|p| p.max > 0).collect();
+    let pct = |name: &str, f: fn(&Point) -> u64| Line {
+        name: name.into(),
+        points: with_receipts
+            .iter()
+            .map(|p| (p.t, f(p) as f64 / 1000.0))
+            .collect(),
+    };
+    let latency = chart(
+        "Latency percentiles per interval (transfer sent to receipt verified)",
+        "milliseconds (log)",
+        &[
+            pct("p50", |p| p.p50),
+            pct("p90", |p| p.p90),
+            pct("p99", |p| p.p99),
+            pct("max", |p| p.max),
+        ],
+        true,
+        &bands,
+    );
+    let memory = chart(
+        "Server resident memory (VmRSS)",
+        "MiB",
+        &[Line {
+            name: "server RSS".into(),
+            points: series
+                .iter()
+                .filter_map(|p| Some((p.t, p.rss_kib? as f64 / 1024.0)))
+                .collect(),
+        }],
+        false,
+        &bands,
+    );
+    // Errors and attack answers: the busiest names get a line each, the rest one together.
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for p in series {
+        for (k, v) in p.errors.iter().chain(p.answers.iter()) {
+            *totals.entry(k.clone()).or_default() += v;
+        }
+    }
+    let mut names: Vec<(String, u64)> = totals.into_iter().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.1));
+    let shown: Vec<String> = names.iter().take(7).map(|(k, _)| k.clone()).collect();
+    let mut lines: Vec<Line> = shown
+        .iter()
+        .map(|name| Line {
+            name: name.clone(),
+            points: series
+                .iter()
+                .map(|p| {
+                    let n = p.errors.get(name).or(p.answers.get(name)).copied();
+                    (p.t, n.unwrap_or(0) as f64 / p.secs.max(1e-9))
+                })
+                .collect(),
+        })
+        .collect();
+    if names.is_empty() {
+        lines.push(Line {
+            name: "none".into(),
+            points: series.iter().map(|p| (p.t, 0.0)).collect(),
+        });
+    }
+    if names.len() > shown.len() {
+        lines.push(Line {
+            name: "other".into(),
+            points: series
+                .iter()
+                .map(|p| {
+                    let n: u64 = p
+                        .errors
+                        .iter()
+                        .chain(p.answers.iter())
+                        .filter(|(k, _)| !shown.contains(k))
+                        .map(|(_, v)| v)
+                        .sum();
+                    (p.t, n as f64 / p.secs.max(1e-9))
+                })
+                .collect(),
+        });
+    }
+    let errors = chart(
+        "Errors and attack answers per second",
+        "per second",
+        &lines,
+        false,
+        &bands,
+    );
+
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>txsock stress {}</h1><p class=\"sub\">{}</p>",
+        esc(&o.scenario),
+        esc(&crate::clock::stamp_millis(crate::clock::unix_millis()))
+    );
+    body.push_str("<h2>Parameters</h2>");
+    body.push_str(&table(
+        &["parameter", "value"],
+        &o.params
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect::<Vec<_>>(),
+    ));
+    body.push_str("<h2>Summary</h2><pre>");
+    body.push_str(&esc(&text(o)));
+    body.push_str("</pre><h2>Plots</h2>");
+    for svg in [&throughput, &latency, &memory, &errors] {
+        let _ = write!(body, "<div class=\"plot\">{svg}</div>");
+    }
+    let h = &o.totals.latency;
+    if !h.is_empty() {
+        body.push_str("<h2>Latency percentiles (whole run)</h2>");
+        let rows = [0.5, 0.9, 0.99, 0.999, 1.0]
+            .iter()
+            .map(|q| {
+                vec![
+                    if *q == 1.0 {
+                        "max".to_string()
+                    } else {
+                        format!("p{}", q * 100.0)
+                    },
+                    ms(h.value_at_quantile(*q)),
+                ]
+            })
+            .collect::<Vec<_>>();
+        body.push_str(&table(&["percentile", "latency"], &rows));
+    }
+    if !o.phases.is_empty() {
+        body.push_str("<h2>Server memory by phase</h2>");
+        let rows = o
+            .phases
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    format!("{:.1}–{:.1} s", p.start, p.end),
+                    mib(p.before_kib),
+                    mib(p.peak_kib),
+                    signed_mib(p.growth_kib()),
+                    mib(p.after_kib),
+                ]
+            })
+            .collect::<Vec<_>>();
+        body.push_str(&table(
+            &["phase", "time", "before", "peak", "growth", "after"],
+            &rows,
+        ));
+    }
+    if !o.totals.answers.is_empty() {
+        body.push_str("<h2>What the server answered the attacks</h2>");
+        let rows = o
+            .totals
+            .answers
+            .iter()
+            .flat_map(|(a, m)| {
+                m.iter()
+                    .map(move |(k, v)| vec![a.clone(), k.clone(), v.to_string()])
+            })
+            .collect::<Vec<_>>();
+        body.push_str(&table(&["attack", "probe: answer", "count"], &rows));
+    }
+    let _ = write!(
+        body,
+        "<h2>Raw figures</h2><details><summary>JSON</summary><pre>{}</pre></details>",
+        esc(&json(o))
+    );
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>txsock stress {}</title><style>{}</style></head><body>{body}</body></html>\n",
+        esc(&o.scenario),
+        "body{font-family:sans-serif;margin:24px;max-width:1000px;color:#222}\
+         h1{margin-bottom:0}.sub{color:#666;margin-top:4px}\
+         table{border-collapse:collapse;margin:8px 0}\
+         td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}\
+         th{background:#f0f0f0}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto}\
+         .plot{margin:12px 0;border:1px solid #eee}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_and_numbers() {
+        let mut s = String::new();
+        obj([
+            ("a\"b", J::Str("x\ny\u{1}".into())),
+            ("n", J::Num(1.23456)),
+            ("i", J::Int(7)),
+            ("nan", J::Num(f64::NAN)),
+            ("l", J::Arr(vec![J::Null, J::Bool(true)])),
+        ])
+        .write(&mut s);
+        assert_eq!(
+            s,
+            r#"{"a\"b":"x\ny\u0001","n":1.235,"i":7,"nan":null,"l":[null,true]}"#
+        );
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(nice_step(100.0, 5.0), 20.0);
+        assert_eq!(nice_step(7.0, 5.0), 2.0);
+        assert_eq!(nice_step(0.3, 5.0), 0.1);
+        assert_eq!(fmt_tick(25_000.0), "25k");
+    }
+
+    #[test]
+    fn empty_outcome_renders() {
+        let o = Outcome::default();
+        assert!(html(&o).contains("<svg"));
+        assert!(json(&o).starts_with('{'));
+    }
+}
