@@ -1,13 +1,26 @@
-//! `cargo xtask bench`: core's criterion benches, and a one-line summary read from
-//! criterion's `estimates.json` files.
+//! `cargo xtask bench`: every performance figure of the design brief in one run, each next
+//! to its anchor measured in the same run, written to `target/bench/summary.md`.
+//!
+//! 1. core: core's criterion bench, read from criterion's `estimates.json` files (transfer
+//!    frames per second against raw HMAC-SHA256 over the same bytes);
+//! 2. durable transfers/s with 32 clients and the 1-client median round trip (`txsock stress
+//!    load --spawn`) against pgbench's TPC-B on a throwaway PostgreSQL cluster, fsync on
+//!    ([`crate::pgbench`]);
+//! 3. server memory with 10,000 idle logged-in connections (`txsock stress connections`);
+//! 4. server memory growth under the attack mix (`txsock stress mix`).
+//!
+//! It reports and asserts nothing: a figure that could not be measured says why in the table.
 
 use std::env;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use crate::cargo;
-use crate::util::{repo_root, run, Error};
+use crate::pgbench::{self, Postgres};
+use crate::util::{display, repo_root, run, Error};
 
 /// The bench group of `core/benches/session.rs`.
 const GROUP: &str = "session";
@@ -15,14 +28,431 @@ const GROUP: &str = "session";
 /// bytes.
 const TARGET_RATIO: f64 = 0.33;
 
-/// Runs `cargo bench -p txsock-core --bench session` and prints the transfer-frame rate,
-/// the raw HMAC-SHA256 rate over one frame's bytes, and their ratio.
+/// How long each transfer load runs (txsock) and each pgbench run (PostgreSQL).
+const LOAD_SECONDS: u32 = 15;
+/// pgbench's scale: one branch per client, so 32 clients do not queue on one row.
+const PG_SCALE: u32 = 32;
+/// Clients of the concurrent figure, and their pipeline depth.
+const CLIENTS: u32 = 32;
+const PIPELINE: u32 = 8;
+/// Idle logged-in connections of the memory figure, and its target.
+const CONNECTIONS: u32 = 10_000;
+const CONNECTIONS_TARGET_MIB: f64 = 64.0;
+/// How long the attack mix runs, and the growth target.
+const MIX_SECONDS: u32 = 20;
+const MIX_TARGET_MIB: f64 = 2.0;
+/// Durable transfers/s as a multiple of pgbench's tps, and the round-trip fraction.
+const THROUGHPUT_TARGET: f64 = 10.0;
+const ROUND_TRIP_TARGET: f64 = 1.0 / 3.0;
+
+/// One row of the summary table.
+struct Row {
+    figure: &'static str,
+    txsock: String,
+    anchor: String,
+    ratio: String,
+    target: String,
+    met: &'static str,
+}
+
+impl Row {
+    fn failed(figure: &'static str, target: &str, error: &Error) -> Row {
+        Row {
+            figure,
+            txsock: format!("not measured: {error}"),
+            anchor: "-".into(),
+            ratio: "-".into(),
+            target: target.into(),
+            met: "?",
+        }
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The first number after `"key":` in a JSON text (`None` for `null` or no such key). The
+/// stress tool's `headline` keys are unique in its output; xtask has no JSON parser.
+fn number(json: &str, key: &str) -> Option<f64> {
+    let quoted = format!("\"{key}\":");
+    let rest = json[json.find(&quoted)? + quoted.len()..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR`, or `target`.
+fn target_dir(root: &Path) -> PathBuf {
+    root.join(
+        env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target")),
+    )
+}
+
+/// Runs `txsock stress ARGS --spawn --json --report DIR/NAME.html`, keeps the JSON in
+/// `DIR/NAME.json` and returns it.
+fn stress(txsock: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<String, Error> {
+    let report = dir.join(format!("{name}.html"));
+    let mut command = Command::new(txsock);
+    command
+        .arg("stress")
+        .args(args)
+        .args(["--spawn", "--json", "--report"])
+        .arg(&report)
+        .env_remove("TXSOCK_CONFIG")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    let shown = display(&command);
+    println!("$ {shown}");
+    let out = command
+        .output()
+        .map_err(|e| Error::new(format!("could not start `{shown}`: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::new(format!("`{shown}` failed ({})", out.status)));
+    }
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    let path = dir.join(format!("{name}.json"));
+    fs::write(&path, &json).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+    Ok(json)
+}
+
+/// A line about the machine: CPU, cores, memory, kernel, file system of the temporary
+/// directory (where both databases live), and the load average now.
+fn machine() -> String {
+    let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+        .map_or("unknown CPU".to_string(), |m| m.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or("?".to_string(), |kib| {
+            format!("{:.0} GiB", kib / 1024.0 / 1024.0)
+        });
+    let kernel = crate::util::output(Command::new("uname").arg("-sr")).unwrap_or_default();
+    let fs_type = crate::util::output(
+        Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(env::temp_dir()),
+    )
+    .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {memory}, {}, {} ({}) for both databases",
+        kernel.trim(),
+        env::temp_dir().display(),
+        fs_type.trim()
+    )
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// `cargo xtask bench`: every figure, then `target/bench/summary.md`.
 pub fn bench() -> Result<(), Error> {
     let root = repo_root();
-    let started = SystemTime::now();
-    run(cargo(&root).args(["bench", "-p", "txsock-core", "--bench", GROUP]))?;
+    let dir = target_dir(&root).join("bench");
+    fs::create_dir_all(&dir).map_err(|e| Error::new(format!("creating {}: {e}", dir.display())))?;
+    let load_at_start = load_average();
+    let mut rows = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
 
-    let group = criterion_dir(&root).join(GROUP);
+    // 1. The core against raw HMAC.
+    let core_figure = "core: transfer frames parsed + MAC-verified per second, one core";
+    match core_bench(&root) {
+        Ok(c) => {
+            let ratio = c.frames / c.hmacs;
+            rows.push(Row {
+                figure: core_figure,
+                txsock: format!("{}/s", thousands(c.frames)),
+                anchor: format!(
+                    "raw HMAC-SHA256 over the same {} bytes: {}/s",
+                    c.bytes,
+                    thousands(c.hmacs)
+                ),
+                ratio: format!("{ratio:.2}"),
+                target: format!("≥ {TARGET_RATIO:.2}"),
+                met: met(ratio >= TARGET_RATIO),
+            });
+        }
+        Err(e) => rows.push(Row::failed(core_figure, "≥ 0.33", &e)),
+    }
+
+    // The server and the stress tool, optimised.
+    let txsock = run(cargo(&root).args(["build", "--release", "-p", "txsock-host"]))
+        .map(|()| target_dir(&root).join("release").join("txsock"));
+
+    // 2. Durability: PostgreSQL first (then stopped), then txsock on the same disk.
+    let anchor = Postgres::start().and_then(|pg| {
+        pg.init(PG_SCALE)?;
+        let many = pg.run(CLIENTS, LOAD_SECONDS, false)?;
+        let one = pg.run(1, LOAD_SECONDS, true)?;
+        Ok((many, one))
+    });
+    let seconds = format!("{LOAD_SECONDS}s");
+    let clients = CLIENTS.to_string();
+    let pipeline = PIPELINE.to_string();
+    let many = txsock.as_ref().map_err(clone_error).and_then(|bin| {
+        stress(
+            bin,
+            &dir,
+            "load-32",
+            &[
+                "load",
+                "--clients",
+                &clients,
+                "--pipeline",
+                &pipeline,
+                "--duration",
+                &seconds,
+            ],
+        )
+    });
+    let one = txsock.as_ref().map_err(clone_error).and_then(|bin| {
+        stress(
+            bin,
+            &dir,
+            "load-1",
+            &[
+                "load",
+                "--clients",
+                "1",
+                "--pipeline",
+                "1",
+                "--duration",
+                &seconds,
+            ],
+        )
+    });
+    let throughput_figure = "durable transfers/s, 32 clients, loopback, SQLite";
+    let throughput_target = format!("≥ {THROUGHPUT_TARGET:.0}x pgbench tps");
+    match (&many, &anchor) {
+        (Ok(json), Ok((pg, _))) => {
+            let tps = number(json, "transfers_per_second").unwrap_or(f64::NAN);
+            let ratio = tps / pg.tps;
+            rows.push(Row {
+                figure: throughput_figure,
+                txsock: format!("{}/s (pipeline {PIPELINE})", thousands(tps)),
+                anchor: format!(
+                    "pgbench TPC-B, {CLIENTS} clients, scale {PG_SCALE}, fsync on: {} tps",
+                    thousands(pg.tps)
+                ),
+                ratio: format!("{ratio:.1}x"),
+                target: throughput_target,
+                met: met(ratio >= THROUGHPUT_TARGET),
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            rows.push(Row::failed(throughput_figure, &throughput_target, e))
+        }
+    }
+    let round_trip_figure = "single-client transfer round trip, durable, median";
+    let round_trip_target = "≤ 1/3 of pgbench's".to_string();
+    match (&one, &anchor) {
+        (Ok(json), Ok((_, pg))) => {
+            let ms = number(json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0;
+            let pg_ms = pg.latency_median_ms.unwrap_or(pg.latency_avg_ms);
+            let ratio = ms / pg_ms;
+            rows.push(Row {
+                figure: round_trip_figure,
+                txsock: format!("{ms:.2} ms"),
+                anchor: format!("pgbench TPC-B, 1 client, fsync on: median {pg_ms:.2} ms"),
+                ratio: format!("{ratio:.2}"),
+                target: round_trip_target,
+                met: met(ratio <= ROUND_TRIP_TARGET),
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            rows.push(Row::failed(round_trip_figure, &round_trip_target, e))
+        }
+    }
+
+    // 3. Memory of idle logged-in connections.
+    let count = CONNECTIONS.to_string();
+    let connections = txsock.as_ref().map_err(clone_error).and_then(|bin| {
+        stress(
+            bin,
+            &dir,
+            "connections",
+            &["connections", "--count", &count],
+        )
+    });
+    let connections_figure = "server memory, 10,000 idle logged-in connections";
+    let connections_target = format!("≤ {CONNECTIONS_TARGET_MIB:.0} MiB resident");
+    match &connections {
+        Ok(json) => {
+            let mib = number(json, "held_kib").unwrap_or(f64::NAN) / 1024.0;
+            let logged_in = number(json, "connections_logged_in").unwrap_or(f64::NAN);
+            let per = number(json, "per_connection_bytes").unwrap_or(f64::NAN);
+            rows.push(Row {
+                figure: connections_figure,
+                txsock: format!(
+                    "{mib:.1} MiB ({} logged in, {} bytes each over the idle server)",
+                    thousands(logged_in),
+                    thousands(per)
+                ),
+                anchor: "-".into(),
+                ratio: "-".into(),
+                target: connections_target,
+                met: met(mib <= CONNECTIONS_TARGET_MIB && logged_in >= f64::from(CONNECTIONS)),
+            });
+        }
+        Err(e) => rows.push(Row::failed(connections_figure, &connections_target, e)),
+    }
+
+    // 4. Memory growth under the attack mix.
+    let mix_seconds = format!("{MIX_SECONDS}s");
+    let mix = txsock
+        .as_ref()
+        .map_err(clone_error)
+        .and_then(|bin| stress(bin, &dir, "mix", &["mix", "--duration", &mix_seconds]));
+    let mix_figure = "server memory growth under the attack mix (floods, oversize, replays)";
+    let mix_target = format!("≤ {MIX_TARGET_MIB:.0} MiB growth");
+    match &mix {
+        Ok(json) => {
+            let mib = number(json, "memory_growth_kib").unwrap_or(f64::NAN) / 1024.0;
+            let violations = number(json, "violations").unwrap_or(f64::NAN);
+            rows.push(Row {
+                figure: mix_figure,
+                txsock: format!(
+                    "{mib:+.2} MiB (peak during the attacks minus before; {violations} violations)"
+                ),
+                anchor: "-".into(),
+                ratio: "-".into(),
+                target: mix_target,
+                met: met(mib <= MIX_TARGET_MIB),
+            });
+        }
+        Err(e) => rows.push(Row::failed(mix_figure, &mix_target, e)),
+    }
+
+    // Details under the table.
+    if let Ok(json) = &many {
+        notes.push(format!(
+            "txsock, {CLIENTS} clients: {} transfers per commit on average, largest commit {} \
+             requests; latency p50 {:.2} ms, p99 {:.2} ms (`load-32.html`).",
+            number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}")),
+            number(json, "largest_batch").map_or("?".into(), |v| format!("{v:.0}")),
+            number(json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
+            number(json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
+        ));
+    }
+    if let Ok(json) = &one {
+        notes.push(format!(
+            "txsock, 1 client, one transfer at a time: {}/s, {} transfers per commit \
+             (`load-1.html`).",
+            thousands(number(json, "transfers_per_second").unwrap_or(f64::NAN)),
+            number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}")),
+        ));
+    }
+    if let Ok((many, one)) = &anchor {
+        for run in [many, one] {
+            notes.push(format!(
+                "pgbench, {} client(s): {} tps, {} transactions, latency average {:.2} ms{}.",
+                run.clients,
+                thousands(run.tps),
+                thousands(run.transactions as f64),
+                run.latency_avg_ms,
+                run.latency_median_ms
+                    .map_or(String::new(), |m| format!(", median {m:.2} ms")),
+            ));
+        }
+    }
+    if let Ok(json) = &mix {
+        notes.push(format!(
+            "mix: memory after the attacks {:+.2} MiB over before (`mix.html` shows the phases \
+             and what the server answered).",
+            number(json, "memory_after_growth_kib").unwrap_or(f64::NAN) / 1024.0
+        ));
+    }
+    let pgbench_version = pgbench::version().unwrap_or_else(|| "PostgreSQL".into());
+    let mut md = String::new();
+    let _ = writeln!(md, "# txsock benchmark summary\n");
+    let _ = writeln!(
+        md,
+        "`cargo xtask bench`, {}. Machine: {}. Load average {} at the start, {} at the end: \
+         other work on the machine (compiles, tests) makes every figure noisy.\n",
+        crate::util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+            .unwrap_or_default()
+            .trim(),
+        machine(),
+        load_at_start,
+        load_average()
+    );
+    let _ = writeln!(md, "| figure | txsock | anchor | ratio | target | met? |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.figure, r.txsock, r.anchor, r.ratio, r.target, r.met
+        );
+    }
+    let _ = writeln!(md);
+    for n in &notes {
+        let _ = writeln!(md, "- {n}");
+    }
+    let _ = writeln!(
+        md,
+        "- Anchor: {pgbench_version}, a throwaway cluster (initdb, fsync on, \
+         synchronous_commit on) on the same disk, `pgbench -M prepared` for {LOAD_SECONDS} s \
+         per run; txsock: `txsock stress ... --spawn` (SQLite WAL, synchronous=FULL, group \
+         commit) for {LOAD_SECONDS} s per load. Reports with plots and the raw JSON are in \
+         `{}`.",
+        dir.display()
+    );
+    let path = dir.join("summary.md");
+    fs::write(&path, &md).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+    println!("\n{md}\nwritten to {}", path.display());
+    Ok(())
+}
+
+fn clone_error(e: &Error) -> Error {
+    Error::new(e.to_string())
+}
+
+/// The core figures: transfer frames per second, raw HMAC-SHA256 per second over `bytes`.
+struct Core {
+    frames: f64,
+    hmacs: f64,
+    bytes: usize,
+}
+
+/// Runs `cargo bench -p txsock-core --bench session` and prints the transfer-frame rate,
+/// the raw HMAC-SHA256 rate over one frame's bytes, and their ratio.
+fn core_bench(root: &Path) -> Result<Core, Error> {
+    let started = SystemTime::now();
+    run(cargo(root).args(["bench", "-p", "txsock-core", "--bench", GROUP]))?;
+
+    let group = criterion_dir(root).join(GROUP);
     let frames = rate(&group.join("transfer_frame"), started)?;
     let (bytes, hmacs) = hmac_rate(&group.join("hmac_sha256"), started)?;
     let ratio = frames / hmacs;
@@ -30,7 +460,11 @@ pub fn bench() -> Result<(), Error> {
         "core: {frames:.0} transfer frames/s; raw HMAC-SHA256 ({bytes} bytes): {hmacs:.0}/s; \
          ratio {ratio:.2} (target >= {TARGET_RATIO:.2})"
     );
-    Ok(())
+    Ok(Core {
+        frames,
+        hmacs,
+        bytes,
+    })
 }
 
 /// Where criterion writes: `$CARGO_TARGET_DIR/criterion`, or `target/criterion`.
@@ -113,6 +547,22 @@ fn estimate(json: &str, key: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_headline_numbers() {
+        let json = r#"{"headline":{"transfers_per_second":1234.5,"latency_p50_us":2500,"held_kib":null},"x":{"held_kib":7}}"#;
+        assert_eq!(number(json, "transfers_per_second"), Some(1234.5));
+        assert_eq!(number(json, "latency_p50_us"), Some(2500.0));
+        assert_eq!(number(json, "held_kib"), None);
+        assert_eq!(number(json, "missing"), None);
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+    }
 
     const WITH_SLOPE: &str = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":6.1e3,"upper_bound":7e3},"point_estimate":6600.5,"standard_error":10.0},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":6500.0,"standard_error":1.0},"median_abs_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":5.0,"standard_error":1.0},"slope":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":6708.25,"standard_error":1.0},"std_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":99.0,"standard_error":1.0}}"#;
 

@@ -6,6 +6,7 @@
 mod bench;
 mod fuzz;
 mod mariadb;
+mod pgbench;
 mod prerequisites;
 mod qemu;
 mod util;
@@ -71,10 +72,25 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
-    bench           cargo bench -p txsock-core --bench session (criterion, about 20 s once
-                    built), then one line: the rate at which a logged-in ServerSession handles
-                    transfer frames end to end, raw HMAC-SHA256 over the same number of bytes,
-                    and their ratio (target >= 0.33), read from target/criterion/session/.
+    bench           Every performance figure of the design brief in one run, each next to
+                    its anchor measured in the same run (about 5 minutes once built; not a
+                    test, asserts nothing), written to target/bench/summary.md (a table:
+                    figure, txsock, anchor, ratio, target, met?) and printed:
+                      1. core   cargo bench -p txsock-core --bench session (criterion): the
+                                rate at which a logged-in ServerSession handles transfer
+                                frames, against raw HMAC-SHA256 over the same number of bytes
+                                (target >= 0.33), read from target/criterion/session/
+                      2. durable  a throwaway PostgreSQL cluster (initdb in a temp dir, fsync
+                                on, loopback port; as root it runs as `postgres`; Debian's
+                                postgresql is installed if missing), pgbench -i -s 32, TPC-B
+                                with 32 clients and with 1 (logged, for the median), stopped;
+                                then txsock stress load --spawn with 32 clients (pipeline 8)
+                                and with 1 (one transfer at a time), 15 s each: transfers/s
+                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's
+                      3. memory  txsock stress connections --spawn --count 10000 (<= 64 MiB)
+                      4. attacks txsock stress mix --spawn --duration 20s (growth <= 2 MiB)
+                    Builds txsock with --release. Each stress run's HTML report and JSON go
+                    to target/bench/. A figure that cannot be measured says why in the table.
     fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
                     list` lists in fuzz/, run `cargo +nightly fuzz run <target>
                     fuzz/corpus-local/<target> fuzz/corpus/<target> --

@@ -19,6 +19,8 @@ pub enum Need {
     /// Building the Cortex-M image when rustup has no `thumbv7em-none-eabihf` target: Debian's
     /// toolchain builds `core` from source instead.
     QemuWithoutRustupTarget,
+    /// `cargo xtask bench`: the PostgreSQL anchor (initdb, postgres, pgbench).
+    Bench,
 }
 
 /// How to tell that a prerequisite is there.
@@ -60,6 +62,9 @@ pub const PREREQUISITES: &[Prerequisite] = &[
         Need::Tests,
     ),
     prerequisite(Present::OnPath("mariadb"), "mariadb-client", Need::Tests),
+    // The benchmark's anchor runs pgbench against a throwaway cluster (see `pgbench.rs`).
+    // (pg_ctlcluster: Debian's postgresql-common, which comes with every server version.)
+    prerequisite(Present::OnPath("pg_ctlcluster"), "postgresql", Need::Bench),
     prerequisite(Present::OnPath("timeout"), "coreutils", Need::Qemu),
     prerequisite(
         Present::OnPath("qemu-system-arm"),
