@@ -33,6 +33,9 @@ fn ok_output(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A journal entry as the e2e test compares it: recipient, amount, sender's balance after.
+type JournalRow = (String, u64, u64);
+
 /// One transfer a client sent and the verified receipt it got.
 #[derive(Debug, Clone)]
 struct Sent {
@@ -132,7 +135,7 @@ fn two_servers_share_one_ledger_under_concurrent_transfers() {
              WHERE kind = 'transfer'",
         )
         .expect("reading the journal");
-    let mut journal: HashMap<(String, String), Vec<(String, u64, u64)>> = HashMap::new();
+    let mut journal: HashMap<(String, String), Vec<JournalRow>> = HashMap::new();
     for (from, id, to, amount, after) in rows {
         journal
             .entry((from, id))
