@@ -180,12 +180,28 @@ async fn connect(addr: SocketAddr) -> Option<TcpStream> {
     Some(s)
 }
 
-/// Runs attack `name` with `params` until `until`.
+/// Accounts an attack needs of its own, registered before any attack starts (a flood
+/// running beside it would refuse the registration): one per `replay` lane.
+pub async fn prepare(ctx: &Ctx, name: &str, params: AttackParams) -> Result<Vec<Account>> {
+    if name != "replay" {
+        return Ok(Vec::new());
+    }
+    // Each lane has an account of its own: the balance check assumes nobody else moves
+    // that account's money meanwhile.
+    let names = (0..params.count.max(1))
+        .map(|i| format!("{}r{i}", ctx.prefix))
+        .collect();
+    super::load::register(ctx, names).await
+}
+
+/// Runs attack `name` with `params` until `until`; `account` is the shared attacker's
+/// account, `own` what [`prepare`] registered for this attack.
 pub async fn run(
     ctx: &Ctx,
     name: &str,
     params: AttackParams,
     account: &Account,
+    own: Vec<Account>,
     until: Instant,
 ) -> Result<Findings> {
     match name {
@@ -193,7 +209,7 @@ pub async fn run(
         "slowloris" => slowloris(ctx, params.count, account, until).await,
         "oversize" => oversize(ctx, params.count, params.size, until).await,
         "garbage" => garbage(ctx, params.count, until).await,
-        "replay" => replay(ctx, params.count, until).await,
+        "replay" => replay(ctx, own, until).await,
         "nonce-flood" => nonce_flood(ctx, params.count, account, until).await,
         other => anyhow::bail!("unknown attack {other}"),
     }
@@ -631,14 +647,8 @@ fn result_name(result: &Result<(), txsock_core::ErrorCode>) -> &'static str {
     }
 }
 
-/// `replay`: [`replay_round`]s, `count` at a time (each on its own account), until `until`.
-async fn replay(ctx: &Ctx, count: usize, until: Instant) -> Result<Findings> {
-    // Each lane has an account of its own: the balance check assumes nobody else moves
-    // that account's money meanwhile.
-    let names = (0..count.max(1))
-        .map(|i| format!("{}r{i}", ctx.prefix))
-        .collect();
-    let accounts = super::load::register(ctx, names).await?;
+/// `replay`: [`replay_round`]s, one lane per account (from [`prepare`]), until `until`.
+async fn replay(ctx: &Ctx, accounts: Vec<Account>, until: Instant) -> Result<Findings> {
     let mut set = JoinSet::new();
     for (lane, account) in accounts.into_iter().enumerate() {
         let ctx = ctx.clone();

@@ -628,6 +628,11 @@ async fn run_attack(
         params.push(("server connection limit".into(), a.limit.to_string()));
     }
     let account = attack_accounts(ctx).await?;
+    let attack_params = attack::AttackParams {
+        count,
+        size: a.size,
+    };
+    let own = attack::prepare(ctx, name, attack_params).await?;
     ctx.rec.reset();
     let before = target.rss_kib();
     let bar = progress(a.duration.as_millis() as u64, "ms");
@@ -639,11 +644,7 @@ async fn run_attack(
         true,
     );
     let until = tokio::time::Instant::now() + a.duration;
-    let attack_params = attack::AttackParams {
-        count,
-        size: a.size,
-    };
-    let findings = attack::run(ctx, name, attack_params, &account, until).await?;
+    let findings = attack::run(ctx, name, attack_params, &account, own, until).await?;
     let end = ctx.rec.elapsed();
     // Let the server close what it closes, then see whether the memory came back.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -685,6 +686,31 @@ async fn run_mix(
         params.push(("server connection limit".into(), a.limit.to_string()));
     }
     let account = attack_accounts(ctx).await?;
+    let chosen: Vec<&'static str> = attack::ALL
+        .into_iter()
+        .filter(|name| a.attacks.is_empty() || a.attacks.iter().any(|x| x == name))
+        .collect();
+    params.push(("attacks".into(), chosen.join(", ")));
+    let mut prepared = Vec::new();
+    for name in chosen {
+        // The mix runs every attack at a lower intensity than alone, so they share the
+        // machine with the load.
+        let count = match name {
+            "flood" if spawned => a.limit + 64,
+            "flood" => 10_064,
+            "slowloris" => 24,
+            "nonce-flood" => 2,
+            "replay" => 1,
+            _ => 4,
+        };
+        let attack_params = attack::AttackParams {
+            count,
+            size: 65_536,
+        };
+        params.push((format!("{name} connections"), count.to_string()));
+        let own = attack::prepare(ctx, name, attack_params).await?;
+        prepared.push((name, attack_params, own));
+    }
     let load = load::LoadParams {
         clients: a.clients.max(1),
         pipeline: usize::from(a.pipeline),
@@ -708,37 +734,23 @@ async fn run_mix(
     let before = target.rss_kib();
     let until = tokio::time::Instant::now() + a.duration;
     let mut attacks = tokio::task::JoinSet::new();
-    let chosen: Vec<&'static str> = attack::ALL
-        .into_iter()
-        .filter(|name| a.attacks.is_empty() || a.attacks.iter().any(|x| x == name))
-        .collect();
-    params.push(("attacks".into(), chosen.join(", ")));
-    for name in chosen {
-        // The mix runs every attack at a lower intensity than alone, so they share the
-        // machine with the load.
-        let count = match name {
-            "flood" if spawned => a.limit + 64,
-            "flood" => 10_064,
-            "slowloris" => 24,
-            "nonce-flood" => 2,
-            "replay" => 1,
-            _ => 4,
-        };
-        let attack_params = attack::AttackParams {
-            count,
-            size: 65_536,
-        };
+    for (name, attack_params, own) in prepared {
         let (ctx, account) = (ctx.clone(), account.clone());
         attacks.spawn(async move {
-            let findings = attack::run(&ctx, name, attack_params, &account, until).await;
-            (name, count, findings)
+            let findings = attack::run(&ctx, name, attack_params, &account, own, until).await;
+            (name, findings)
         });
     }
     let mut findings = std::collections::BTreeMap::new();
     while let Some(done) = attacks.join_next().await {
-        let (name, count, f) = done?;
-        params.push((format!("{name} connections"), count.to_string()));
-        findings.insert(name.to_string(), f?);
+        let (name, f) = done?;
+        match f {
+            Ok(f) => {
+                findings.insert(name.to_string(), f);
+            }
+            // One attack that could not run does not spoil the others' figures.
+            Err(e) => ctx.rec.answer(name, &format!("attack failed: {e:#}")),
+        }
     }
     let attack_end = ctx.rec.elapsed();
     let during_end_rss = target.rss_kib();

@@ -826,12 +826,25 @@ pub fn html(o: &Outcome) -> String {
             .map(|(k, v)| vec![k.clone(), v.clone()])
             .collect::<Vec<_>>(),
     ));
-    body.push_str("<h2>Summary</h2><pre>");
-    body.push_str(&esc(&text(o)));
-    body.push_str("</pre><h2>Plots</h2>");
+    body.push_str("<h2>Plots</h2>");
     for svg in [&throughput, &latency, &memory, &errors] {
         let _ = write!(body, "<div class=\"plot\">{svg}</div>");
     }
+    body.push_str("<h2>Summary</h2><pre>");
+    // The parameters are in their table above.
+    let summary = text(o);
+    let summary: Vec<&str> = summary
+        .lines()
+        .filter(|l| {
+            !l.starts_with("  ")
+                || !o
+                    .params
+                    .iter()
+                    .any(|(k, _)| l.trim_start().starts_with(&format!("{k}:")))
+        })
+        .collect();
+    body.push_str(&esc(&summary.join("\n")));
+    body.push_str("</pre>");
     let h = &o.totals.latency;
     if !h.is_empty() {
         body.push_str("<h2>Latency percentiles (whole run)</h2>");
