@@ -529,19 +529,32 @@ fn chart(
     bands: &[(f64, f64, String)],
 ) -> String {
     const W: f64 = 960.0;
-    const H: f64 = 300.0;
     const L: f64 = 70.0;
     const R: f64 = 20.0;
-    const T: f64 = 48.0;
     const B: f64 = 45.0;
+    // Legend entries flow into rows above the plot area.
+    let mut legend = Vec::new();
+    let (mut x, mut row) = (L, 0.0);
+    for line in lines {
+        let width = 26.0 + 6.5 * line.name.chars().count() as f64;
+        if x > L && x + width > W - R {
+            x = L;
+            row += 1.0;
+        }
+        legend.push((x, 32.0 + 14.0 * row));
+        x += width;
+    }
+    let extra = 14.0 * row;
+    let top: f64 = 48.0 + extra;
+    let height: f64 = 300.0 + extra;
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(
         svg,
-        r#"<rect x="0" y="0" width="{W}" height="{H}" fill="white"/><text x="{L}" y="18" font-size="15" font-weight="bold">{}</text>"#,
+        r#"<rect x="0" y="0" width="{W}" height="{height}" fill="white"/><text x="{L}" y="18" font-size="15" font-weight="bold">{}</text>"#,
         esc(title)
     );
     let all: Vec<(f64, f64)> = lines
@@ -553,7 +566,7 @@ fn chart(
             svg,
             r##"<text x="{}" y="{}" fill="#666">no data</text></svg>"##,
             W / 2.0 - 20.0,
-            H / 2.0
+            height / 2.0
         );
         return svg;
     }
@@ -572,7 +585,9 @@ fn chart(
         }
     } else {
         let hi = all.iter().map(|p| p.1).fold(0.0, f64::max);
-        let step = nice_step(hi.max(1e-9), 5.0);
+        // An all-zero chart still gets a readable axis.
+        let hi = if hi > 0.0 { hi } else { 1.0 };
+        let step = nice_step(hi, 5.0);
         (0.0, (hi / step).ceil().max(1.0) * step)
     };
     let px = |x: f64| L + (x / x_max) * (W - L - R);
@@ -582,18 +597,18 @@ fn chart(
         } else {
             y
         };
-        H - B - (v - y_lo) / (y_hi - y_lo) * (H - T - B)
+        height - B - (v - y_lo) / (y_hi - y_lo) * (height - top - B)
     };
     for (i, (start, end, label)) in bands.iter().enumerate() {
         let fill = if i % 2 == 0 { "#f3f3f8" } else { "#fdf3e7" };
         let _ = write!(
             svg,
-            r##"<rect x="{:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{fill}"/><text x="{:.1}" y="{:.1}" fill="#888" font-size="11">{}</text>"##,
+            r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{:.1}" fill="{fill}"/><text x="{:.1}" y="{:.1}" fill="#888" font-size="11">{}</text>"##,
             px(*start),
             (px(*end) - px(*start)).max(0.0),
-            H - T - B,
+            height - top - B,
             px(*start) + 3.0,
-            T + 12.0,
+            top + 12.0,
             esc(label)
         );
     }
@@ -625,30 +640,29 @@ fn chart(
             svg,
             r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#999"/><text x="{0:.1}" y="{3:.1}" text-anchor="middle">{4}</text>"##,
             px(x),
-            H - B,
-            H - B + 5.0,
-            H - B + 18.0,
+            height - B,
+            height - B + 5.0,
+            height - B + 18.0,
             fmt_tick(x)
         );
         x += step;
     }
     let _ = write!(
         svg,
-        r##"<line x1="{L}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#333"/><line x1="{L}" y1="{T}" x2="{L}" y2="{0:.1}" stroke="#333"/>"##,
-        H - B,
+        r##"<line x1="{L}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#333"/><line x1="{L}" y1="{top}" x2="{L}" y2="{0:.1}" stroke="#333"/>"##,
+        height - B,
         W - R
     );
     let _ = write!(
         svg,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds</text><text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
         L + (W - L - R) / 2.0,
-        H - 8.0,
-        T + (H - T - B) / 2.0,
+        height - 8.0,
+        top + (height - top - B) / 2.0,
         esc(y_label)
     );
     // Lines and legend.
-    let mut legend_x = L;
-    for (i, line) in lines.iter().enumerate() {
+    for (i, (line, (legend_x, legend_y))) in lines.iter().zip(legend).enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = line
             .points
@@ -673,10 +687,10 @@ fn chart(
         let label = esc(&line.name);
         let _ = write!(
             svg,
-            r#"<rect x="{legend_x:.1}" y="32" width="12" height="4" fill="{color}"/><text x="{:.1}" y="38">{label}</text>"#,
-            legend_x + 16.0
+            r#"<rect x="{legend_x:.1}" y="{legend_y:.1}" width="12" height="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{label}</text>"#,
+            legend_x + 16.0,
+            legend_y + 6.0
         );
-        legend_x += 26.0 + 6.5 * line.name.chars().count() as f64;
     }
     svg.push_str("</svg>");
     svg
