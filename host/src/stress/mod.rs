@@ -271,6 +271,7 @@ fn progress(len: u64, unit: &str) -> ProgressBar {
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
+    bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
 

@@ -438,7 +438,7 @@ pub fn text(o: &Outcome) -> String {
             }
         }
     }
-    for p in &o.phases {
+    for p in o.phases.iter().filter(|p| p.before_kib.is_some()) {
         let _ = writeln!(
             s,
             "server memory, {}: before {}, peak {} ({}), after {}",
