@@ -287,3 +287,27 @@ fn client_refuses_an_iteration_count_above_its_ceiling() {
         }))
     );
 }
+
+#[test]
+fn a_busy_client_keeps_its_nonce() {
+    let mut p = Pair::new(33);
+    p.register_and_login("bob", "bob's password").unwrap();
+    p.reconnect();
+    p.register_and_login("alice", "alice's password").unwrap();
+    p.client.request_nonces(8).unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
+    // Fill the output without draining it until the client says it is busy.
+    let mut sent = 0;
+    while p
+        .client
+        .transfer(&format!("b{sent}"), "bob", Amount(1))
+        .is_ok()
+    {
+        sent += 1;
+    }
+    assert_eq!(
+        p.client.available_nonces(),
+        8 - sent,
+        "a refused send took a nonce"
+    );
+}

@@ -502,6 +502,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             return Err(ClientError::InvalidInput(NameError::BadCharacter));
         }
         self.ready(true)?;
+        // Refuse before taking a nonce, so a busy client never burns one.
+        if self.expect.is_full() || OUT - (self.out_end - self.out_start) < MAX_REQUEST {
+            return Err(ClientError::Busy);
+        }
         let State::LoggedIn { user, keys } = &self.state else {
             return Err(ClientError::NotLoggedIn);
         };
