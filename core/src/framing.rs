@@ -211,6 +211,74 @@ fn encoded_len<T: serde::Serialize>(message: &T) -> usize {
     }
 }
 
+/// A fixed output buffer of encoded frames waiting to be written, shared by both sessions.
+///
+/// Frames are appended at the end and drained from the front; the pending bytes are moved
+/// to the start only when the free tail is too short for the next frame.
+pub struct OutputBuffer<const N: usize> {
+    buf: [u8; N],
+    start: usize,
+    end: usize,
+}
+
+impl<const N: usize> OutputBuffer<N> {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        OutputBuffer {
+            buf: [0; N],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Room for new frames, once pending bytes are moved to the front.
+    pub fn free(&self) -> usize {
+        N - (self.end - self.start)
+    }
+
+    /// Marks `n` pending bytes as written.
+    pub fn advance(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Encodes `message` as one frame after the pending bytes, first compacting if the tail
+    /// has less than `reserve` bytes. On error nothing is added.
+    pub fn push<T: serde::Serialize>(
+        &mut self,
+        message: &T,
+        reserve: usize,
+    ) -> Result<(), InsufficientSizeError> {
+        if N - self.end < reserve {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = encode_frame(message, &mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(())
+    }
+}
+
+impl<const N: usize> Default for OutputBuffer<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use crate::auth::{
 use crate::crypto::{ct_eq, Key, Tag};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use crate::error::ErrorCode;
-use crate::framing::{encode_frame, Decoded, FrameDecoder, MAX_RESPONSE};
+use crate::framing::{Decoded, FrameDecoder, OutputBuffer, MAX_RESPONSE};
 use crate::ledger::{HistoryEntry, HistoryPage};
 use crate::mac;
 use crate::message::{
@@ -305,9 +305,7 @@ pub struct ClientSession<
 > {
     config: ClientConfig,
     decoder: FrameDecoder<FRAME>,
-    out: [u8; OUT],
-    out_start: usize,
-    out_end: usize,
+    out: OutputBuffer<OUT>,
     state: State,
     nonces: Deque<Nonce, NONCES>,
     expect: Deque<Expect, MAX_PIPELINE>,
@@ -322,9 +320,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         ClientSession {
             config,
             decoder: FrameDecoder::new(),
-            out: [0; OUT],
-            out_start: 0,
-            out_end: 0,
+            out: OutputBuffer::new(),
             state: State::Idle,
             nonces: Deque::new(),
             expect: Deque::new(),
@@ -443,7 +439,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// Answers the challenge with a provisioned `SaltedPassword` key instead of a password.
     pub fn answer_with_key(&mut self, salted_password: &Key) -> Result<(), ClientError> {
-        if OUT - (self.out_end - self.out_start) < MAX_REQUEST || self.expect.is_full() {
+        if self.out.free() < MAX_REQUEST || self.expect.is_full() {
             return Err(ClientError::Busy);
         }
         let State::Challenged {
@@ -503,7 +499,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         }
         self.ready(true)?;
         // Refuse before taking a nonce, so a busy client never burns one.
-        if self.expect.is_full() || OUT - (self.out_end - self.out_start) < MAX_REQUEST {
+        if self.expect.is_full() || self.out.free() < MAX_REQUEST {
             return Err(ClientError::Busy);
         }
         let State::LoggedIn { user, keys } = &self.state else {
@@ -610,16 +606,12 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// Bytes to write to the server.
     pub fn poll_transmit(&self) -> &[u8] {
-        &self.out[self.out_start..self.out_end]
+        self.out.pending()
     }
 
     /// Marks `n` bytes of [`poll_transmit`](Self::poll_transmit) as written.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.out_start = (self.out_start + n).min(self.out_end);
-        if self.out_start == self.out_end {
-            self.out_start = 0;
-            self.out_end = 0;
-        }
+        self.out.advance(n);
     }
 
     /// The next event.
@@ -651,14 +643,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         if self.expect.is_full() {
             return Err(ClientError::Busy);
         }
-        if OUT - self.out_end < MAX_REQUEST {
-            self.out.copy_within(self.out_start..self.out_end, 0);
-            self.out_end -= self.out_start;
-            self.out_start = 0;
-        }
-        let n =
-            encode_frame(message, &mut self.out[self.out_end..]).map_err(|_| ClientError::Busy)?;
-        self.out_end += n;
+        self.out
+            .push(message, MAX_REQUEST)
+            .map_err(|_| ClientError::Busy)?;
         // Not full: checked above.
         let _ = self.expect.push_back(expect);
         Ok(())

@@ -7,7 +7,7 @@ use crate::auth::{
 use crate::crypto::{ct_eq, Key, Tag};
 use crate::encoding::{base64_encode, hex_encode};
 use crate::error::ErrorCode;
-use crate::framing::{encode_frame, Decoded, FrameDecoder, DEFAULT_MAX_FRAME, MAX_RESPONSE};
+use crate::framing::{Decoded, FrameDecoder, OutputBuffer, DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use crate::ledger::{LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
@@ -243,9 +243,7 @@ pub struct ServerSession<
     const OUT: usize = DEFAULT_OUTPUT,
 > {
     decoder: FrameDecoder<FRAME>,
-    out: [u8; OUT],
-    out_start: usize,
-    out_end: usize,
+    out: OutputBuffer<OUT>,
     ring: NonceRing<NONCES>,
     state: State,
     waiting: Option<Waiting>,
@@ -271,9 +269,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         };
         ServerSession {
             decoder: FrameDecoder::new(),
-            out: [0; OUT],
-            out_start: 0,
-            out_end: 0,
+            out: OutputBuffer::new(),
             ring: NonceRing::new(),
             state: State::Anonymous,
             waiting: None,
@@ -303,9 +299,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     /// True when the session will take more input now.
     pub fn wants_input(&self) -> bool {
-        self.waiting.is_none()
-            && !self.closing
-            && OUT - (self.out_end - self.out_start) >= MAX_RESPONSE
+        self.waiting.is_none() && !self.closing && self.out.free() >= MAX_RESPONSE
     }
 
     /// Feeds bytes read from the peer; returns how many were consumed. Bytes not consumed
@@ -516,16 +510,12 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     /// Bytes to write to the peer.
     pub fn poll_transmit(&self) -> &[u8] {
-        &self.out[self.out_start..self.out_end]
+        self.out.pending()
     }
 
     /// Marks `n` bytes of [`poll_transmit`](Self::poll_transmit) as written.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.out_start = (self.out_start + n).min(self.out_end);
-        if self.out_start == self.out_end {
-            self.out_start = 0;
-            self.out_end = 0;
-        }
+        self.out.advance(n);
     }
 
     /// The next event to log.
@@ -535,7 +525,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     /// True once the session has ended and its output is flushed: close the connection.
     pub fn is_closed(&self) -> bool {
-        self.closing && self.out_start == self.out_end
+        self.closing && self.out.is_empty()
     }
 
     /// True once the session has decided to end (its last output may still be pending).
@@ -913,13 +903,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     fn send<T: serde::Serialize>(&mut self, message: &T) {
-        if OUT - self.out_end < MAX_RESPONSE {
-            self.out.copy_within(self.out_start..self.out_end, 0);
-            self.out_end -= self.out_start;
-            self.out_start = 0;
-        }
-        match encode_frame(message, &mut self.out[self.out_end..]) {
-            Ok(n) => self.out_end += n,
+        match self.out.push(message, MAX_RESPONSE) {
+            Ok(()) => {}
             // Only reachable if output was not drained before a close; the frame is dropped
             // and the connection ends.
             Err(_) => self.closing = true,
@@ -930,6 +915,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::encode_frame;
     use crate::message::HistoryEntryWire;
 
     /// The largest response the server can produce fits in [`MAX_RESPONSE`].
