@@ -4,6 +4,7 @@
 //! install is there.
 
 mod bench;
+mod crash;
 mod fuzz;
 mod mariadb;
 mod pgbench;
@@ -91,6 +92,19 @@ TASKS:
                       4. attacks txsock stress mix --spawn --duration 20s (growth <= 2 MiB)
                     Builds txsock with --release. Each stress run's HTML report and JSON go
                     to target/bench/. A figure that cannot be measured says why in the table.
+    crash           The crash test's long form (tests/tests/crash.rs): four clients transfer
+                    between four accounts while `txsock serve` is killed with SIGKILL N times
+                    at random moments under load and restarted; clients reconnect and retry
+                    with the same transfer ids. Then, read from the database: every
+                    acknowledged transfer journaled exactly once, nothing else journaled,
+                    money conserved, no negative balance, `txsock ledger check` passes, and
+                    every transfer id sent again gets its original result. Runs on SQLite,
+                    then on MariaDB (TXSOCK_TEST_MYSQL_URL if set, else a throwaway server as
+                    in `test`), and prints each run's figures (kills, transfers acknowledged,
+                    retries, lost: 0). The short form (5 kills) runs in `test`. Installs
+                    missing prerequisites first, as `test` does.
+        --rounds N      kills per backend [default: 20]
+        --backend B     all, sqlite or mysql [default: all]
     fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
                     list` lists in fuzz/, run `cargo +nightly fuzz run <target>
                     fuzz/corpus-local/<target> fuzz/corpus/<target> --
@@ -125,6 +139,7 @@ fn main() -> ExitCode {
         Task::Qemu => qemu::qemu(),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
+        Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,7 +157,13 @@ enum Task {
     Test,
     Qemu,
     Bench,
-    Fuzz { seconds: u64 },
+    Fuzz {
+        seconds: u64,
+    },
+    Crash {
+        rounds: u32,
+        backends: crash::Backends,
+    },
 }
 
 fn parse(args: &[String]) -> Result<Task, String> {
@@ -159,20 +180,21 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "bench" => Task::Bench,
         "fuzz" => {
             let mut seconds = 60;
-            let mut rest = rest.iter();
-            while let Some(arg) = rest.next() {
-                let value = match arg.strip_prefix("--seconds=") {
-                    Some(value) => value,
-                    None if arg == "--seconds" => rest.next().ok_or("--seconds needs a value")?,
-                    None => return Err(format!("unexpected argument `{arg}` for `fuzz`")),
-                };
-                seconds = value
-                    .parse()
-                    .ok()
-                    .filter(|&seconds| seconds > 0)
-                    .ok_or_else(|| format!("--seconds: `{value}` is not a positive integer"))?;
+            for (option, value) in options(rest, &["--seconds"], "fuzz")? {
+                debug_assert_eq!(option, "--seconds");
+                seconds = positive(option, value)?;
             }
             return Ok(Task::Fuzz { seconds });
+        }
+        "crash" => {
+            let (mut rounds, mut backends) = (20, crash::Backends::All);
+            for (option, value) in options(rest, &["--rounds", "--backend"], "crash")? {
+                match option {
+                    "--rounds" => rounds = positive(option, value)?,
+                    _ => backends = crash::Backends::parse(value)?,
+                }
+            }
+            return Ok(Task::Crash { rounds, backends });
         }
         other => return Err(format!("unknown task `{other}`")),
     };
@@ -180,6 +202,46 @@ fn parse(args: &[String]) -> Result<Task, String> {
         Some(arg) => Err(format!("unexpected argument `{arg}`")),
         None => Ok(task),
     }
+}
+
+/// A task's `--option VALUE` / `--option=VALUE` pairs, each option one of `known`.
+fn options<'a>(
+    args: &'a [String],
+    known: &[&'static str],
+    task: &str,
+) -> Result<Vec<(&'static str, &'a str)>, String> {
+    let mut pairs = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg.as_str(), None),
+        };
+        let Some(&option) = known.iter().find(|&&known| known == name) else {
+            return Err(format!("unexpected argument `{arg}` for `{task}`"));
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{option} needs a value"))?,
+        };
+        pairs.push((option, value));
+    }
+    Ok(pairs)
+}
+
+/// The value of `option` as a positive integer.
+fn positive<T: std::str::FromStr + Default + PartialOrd>(
+    option: &str,
+    value: &str,
+) -> Result<T, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|number| *number > T::default())
+        .ok_or_else(|| format!("{option}: `{value}` is not a positive integer"))
 }
 
 /// A step of `cargo xtask test`: its name and what it does.
@@ -218,17 +280,7 @@ fn test() -> Result<(), Error> {
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]);
             // Kept until the tests are done, then stopped (also when they failed).
-            let _mariadb = match env::var(mariadb::URL_VAR) {
-                Ok(url) if !url.is_empty() => {
-                    println!("using {} from the environment", mariadb::URL_VAR);
-                    None
-                }
-                _ => {
-                    let server = mariadb::MariaDb::start()?;
-                    test.env(mariadb::URL_VAR, &server.url);
-                    Some(server)
-                }
-            };
+            let _mariadb = mariadb::provide(&mut test)?;
             run(&mut test)
         }),
         ("qemu", &qemu::qemu),
@@ -303,6 +355,16 @@ mod tests {
         assert_eq!(parse_str("fuzz"), Ok(Task::Fuzz { seconds: 60 }));
         assert_eq!(parse_str("fuzz --seconds 5"), Ok(Task::Fuzz { seconds: 5 }));
         assert_eq!(parse_str("fuzz --seconds=7"), Ok(Task::Fuzz { seconds: 7 }));
+        let crash = |rounds, backends| Ok(Task::Crash { rounds, backends });
+        assert_eq!(parse_str("crash"), crash(20, crash::Backends::All));
+        assert_eq!(
+            parse_str("crash --rounds 30 --backend sqlite"),
+            crash(30, crash::Backends::Sqlite)
+        );
+        assert_eq!(
+            parse_str("crash --backend=mariadb --rounds=21"),
+            crash(21, crash::Backends::Mysql)
+        );
     }
 
     #[test]
@@ -314,5 +376,9 @@ mod tests {
         assert!(parse_str("fuzz --seconds 0").is_err());
         assert!(parse_str("fuzz --seconds x").is_err());
         assert!(parse_str("fuzz --minutes 1").is_err());
+        assert!(parse_str("crash --rounds 0").is_err());
+        assert!(parse_str("crash --rounds").is_err());
+        assert!(parse_str("crash --backend postgres").is_err());
+        assert!(parse_str("crash --seconds 5").is_err());
     }
 }

@@ -216,6 +216,23 @@ impl MariaDb {
     }
 }
 
+/// Points `command` at a MySQL/MariaDB server for the tests: the one `TXSOCK_TEST_MYSQL_URL`
+/// already names, or a throwaway [`MariaDb`] started here. Keep the returned value until
+/// `command` is done: dropping it stops the throwaway server.
+pub fn provide(command: &mut Command) -> Result<Option<MariaDb>, Error> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => {
+            println!("using {URL_VAR} from the environment");
+            Ok(None)
+        }
+        _ => {
+            let server = MariaDb::start()?;
+            command.env(URL_VAR, &server.url);
+            Ok(Some(server))
+        }
+    }
+}
+
 impl Drop for MariaDb {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
