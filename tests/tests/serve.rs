@@ -190,6 +190,37 @@ fn oversize_line_is_refused_and_the_connection_stays_usable() {
     assert!(server.wait_for_log("error.log", "rejected code=frame_too_long"));
 }
 
+/// Limits raised above the core's defaults are honoured in full: the server then gives each
+/// connection a session with room for them (the defaults get smaller sessions).
+#[test]
+fn raised_frame_and_nonce_limits_are_held_in_full() {
+    let server = Server::start(&[
+        "--max-frame",
+        "1024",
+        "--nonces",
+        "40",
+        "--opening-balance",
+        "10.00",
+    ]);
+    drop(server.login("bob", true));
+    let mut alice = server.raw_login("alice", true);
+    // 40 outstanding nonces, more than the default ring of 16: the oldest is still good.
+    let nonces: Vec<String> = (0..5).flat_map(|_| alice.nonces(8)).collect();
+    assert_eq!(nonces.len(), 40);
+    let frame = alice.transfer_frame("t1", "bob", "1.00", &nonces[0]);
+    let line = alice.exchange(&frame);
+    let receipt = alice.verify_receipt(&line, "t1", "bob", "1.00", &nonces[0]);
+    assert_eq!(receipt.result, "committed");
+    // A 900-byte line is within the limit, so it is parsed (and refused as malformed)
+    // rather than refused for its length.
+    let long = format!("{{\"op\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(880));
+    assert_eq!(alice.exchange(&long), error_line(ErrorCode::Malformed));
+    let mut c = server.connect_raw();
+    let mut too_long = vec![b'x'; 1100];
+    too_long.push(b'\n');
+    assert!(raw_exchange(&mut c, &too_long, 1)[0].contains("frame_too_long"));
+}
+
 #[test]
 fn slow_client_is_cut_off_at_the_login_deadline() {
     let server = Server::start(&["--login-deadline", "1"]);
