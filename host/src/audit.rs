@@ -4,6 +4,7 @@
 
 use crate::clock::{stamp_millis, unix_millis};
 use anyhow::{Context, Result};
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -51,14 +52,36 @@ impl Audit {
 
     /// Appends `event` with a timestamp to `log`.
     pub fn write(&self, log: Log, event: std::fmt::Arguments<'_>) {
-        let line = format!("{} {}\n", stamp_millis(unix_millis()), event);
+        self.write_each(log, [()], |line, ()| {
+            let _ = line.write_fmt(event);
+        });
+    }
+
+    /// Appends one line per item of `items`, each with a timestamp and the text `event`
+    /// writes into it, in a single `write` call (one commit's transfers at once).
+    pub fn write_each<T>(
+        &self,
+        log: Log,
+        items: impl IntoIterator<Item = T>,
+        mut event: impl FnMut(&mut String, T),
+    ) {
+        let stamp = stamp_millis(unix_millis());
+        let mut lines = String::new();
+        for item in items {
+            let _ = write!(lines, "{stamp} ");
+            event(&mut lines, item);
+            lines.push('\n');
+        }
+        if lines.is_empty() {
+            return;
+        }
         let file = match log {
             Log::Sessions => &self.sessions,
             Log::Transactions => &self.transactions,
             Log::Errors => &self.errors,
         };
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.write_all(line.as_bytes()) {
+        if let Err(e) = f.write_all(lines.as_bytes()) {
             tracing::error!("cannot write audit log: {e}");
         }
     }

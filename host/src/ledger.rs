@@ -8,6 +8,7 @@
 
 use crate::audit::{Audit, Log};
 use crate::store::{Committed, Store};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -124,20 +125,18 @@ fn run(
                 vec![LedgerReply::Unavailable; jobs.len()]
             }
         };
-        for c in &committed {
-            audit.write(
-                Log::Transactions,
-                format_args!(
-                    "transfer id={} from={} to={} amount={} balance_after={} committed_at={}",
-                    c.id,
-                    c.from,
-                    c.to,
-                    c.amount,
-                    c.balance_after,
-                    crate::clock::stamp_millis(c.at_ms)
-                ),
+        audit.write_each(Log::Transactions, &committed, |line, c| {
+            let _ = write!(
+                line,
+                "transfer id={} from={} to={} amount={} balance_after={} committed_at={}",
+                c.id,
+                c.from,
+                c.to,
+                c.amount,
+                c.balance_after,
+                crate::clock::stamp_millis(c.at_ms)
             );
-        }
+        });
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .requests

@@ -95,6 +95,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn).with_context(|| format!("schema of {}", path.display()))?;
+        // Room for every statement of the ledger's hot path (see `execute`).
+        conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteStore {
             conn,
             opening_balance,
@@ -145,14 +147,29 @@ pub(super) fn sql_amount(a: Amount) -> i64 {
     i64::try_from(a.minor()).unwrap_or(i64::MAX)
 }
 
+/// Runs a statement of the ledger's hot path from the connection's statement cache: SQLite
+/// parses each statement once per connection instead of once per request.
+fn execute(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    Ok(tx.prepare_cached(sql)?.execute(params)?)
+}
+
+/// The first row of a cached query, if any (see [`execute`]).
+fn query_row<T>(
+    tx: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    Ok(tx.prepare_cached(sql)?.query_row(params, row).optional()?)
+}
+
 fn balance(tx: &Connection, user: &Username) -> Result<Option<i64>> {
-    Ok(tx
-        .query_row(
-            "SELECT balance FROM users WHERE name = ?1",
-            [user.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?)
+    query_row(
+        tx,
+        "SELECT balance FROM users WHERE name = ?1",
+        [user.as_str()],
+        |r| r.get(0),
+    )
 }
 
 fn register(
@@ -162,15 +179,11 @@ fn register(
     opening: Amount,
     now_ms: u64,
 ) -> Result<Result<(), ErrorCode>> {
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)",
-        [user.as_str()],
-        |r| r.get(0),
-    )?;
-    if exists {
+    if balance(tx, user)?.is_some() {
         return Ok(Err(ErrorCode::UserExists));
     }
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -184,7 +197,8 @@ fn register(
         ],
     )?;
     if opening.minor() > 0 {
-        tx.execute(
+        execute(
+            tx,
             "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms) VALUES ('deposit', ?1, ?2, ?2, ?3)",
             params![user.as_str(), sql_amount(opening), now_ms as i64],
         )?;
@@ -193,8 +207,8 @@ fn register(
 }
 
 fn credentials(tx: &Connection, user: &Username) -> Result<LedgerReply> {
-    let row = tx
-        .query_row(
+    let row = query_row(
+            tx,
             "SELECT salt, iterations, stored_key, server_key, failures, last_failure_ms, locked_until_ms, admin_locked
              FROM users WHERE name = ?1",
             [user.as_str()],
@@ -210,8 +224,7 @@ fn credentials(tx: &Connection, user: &Username) -> Result<LedgerReply> {
                     r.get::<_, bool>(7)?,
                 ))
             },
-        )
-        .optional()?;
+        )?;
     let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
         return Ok(LedgerReply::Credentials {
             verifier: None,
@@ -250,19 +263,18 @@ fn lockout_update(
     user: &Username,
     f: impl FnOnce(&mut LockoutState),
 ) -> Result<LockoutState> {
-    let row = tx
-        .query_row(
-            "SELECT failures, last_failure_ms, locked_until_ms FROM users WHERE name = ?1",
-            [user.as_str()],
-            |r| {
-                Ok((
-                    r.get::<_, u32>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )
-        .optional()?;
+    let row = query_row(
+        tx,
+        "SELECT failures, last_failure_ms, locked_until_ms FROM users WHERE name = ?1",
+        [user.as_str()],
+        |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
+    )?;
     // Unknown users have no state to update (the contract: nothing to record).
     let Some((failures, last, until)) = row else {
         return Ok(LockoutState::default());
@@ -273,7 +285,8 @@ fn lockout_update(
         locked_until: Instant::from_millis(until as u64),
     };
     f(&mut state);
-    tx.execute(
+    execute(
+        tx,
         "UPDATE users SET failures = ?2, last_failure_ms = ?3, locked_until_ms = ?4 WHERE name = ?1",
         params![user.as_str(), state.failures, state.last_failure.millis() as i64, state.locked_until.millis().min(FOREVER) as i64],
     )?;
@@ -298,42 +311,42 @@ fn transfer(
             balance: amount_of(from_balance),
         })
     };
-    let earlier = tx
-        .query_row(
-            "SELECT to_user, amount, balance_after FROM journal WHERE from_user = ?1 AND transfer_id = ?2",
-            [from.as_str(), id.as_str()],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-        )
-        .optional()?;
-    if let Some((earlier_to, earlier_amount, balance_after)) = earlier {
-        if earlier_to == to.as_str() && earlier_amount == sql_amount(amount) {
-            return Ok(TransferOutcome {
-                result: Ok(()),
-                balance: amount_of(balance_after),
-            });
+    // The id's final outcome, if it has one: committed (in the journal, with the balance
+    // after it) or refused (in `refusals`, with its code and the balance then).
+    let earlier = query_row(
+        tx,
+        "SELECT to_user, amount, balance_after, NULL FROM journal
+             WHERE from_user = ?1 AND transfer_id = ?2
+         UNION ALL
+         SELECT to_user, amount, balance_at, code FROM refusals
+             WHERE from_user = ?1 AND transfer_id = ?2",
+        [from.as_str(), id.as_str()],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        },
+    )?;
+    if let Some((earlier_to, earlier_amount, balance, refusal)) = earlier {
+        if earlier_to != to.as_str() || earlier_amount != sql_amount(amount) {
+            return refuse(ErrorCode::DuplicateId);
         }
-        return refuse(ErrorCode::DuplicateId);
-    }
-    let refused = tx
-        .query_row(
-            "SELECT to_user, amount, code, balance_at FROM refusals WHERE from_user = ?1 AND transfer_id = ?2",
-            [from.as_str(), id.as_str()],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
-        )
-        .optional()?;
-    if let Some((earlier_to, earlier_amount, code, balance_at)) = refused {
-        if earlier_to == to.as_str() && earlier_amount == sql_amount(amount) {
-            let code = ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal);
-            return Ok(TransferOutcome {
-                result: Err(code),
-                balance: amount_of(balance_at),
-            });
-        }
-        return refuse(ErrorCode::DuplicateId);
+        let result = match refusal {
+            None => Ok(()),
+            Some(code) => Err(ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal)),
+        };
+        return Ok(TransferOutcome {
+            result,
+            balance: amount_of(balance),
+        });
     }
     // A final refusal is recorded so that a retry of the same id gets the same answer.
     let refuse_finally = |code: ErrorCode| {
-        tx.execute(
+        execute(
+            tx,
             "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![from.as_str(), id.as_str(), to.as_str(), sql_amount(amount), code.name(), from_balance, now_ms as i64],
@@ -354,19 +367,22 @@ fn transfer(
         return refuse_finally(ErrorCode::BalanceOverflow);
     }
     // Conditional updates: correct even if another process changed the row meanwhile.
-    let debited = tx.execute(
+    let debited = execute(
+        tx,
         "UPDATE users SET balance = balance - ?2 WHERE name = ?1 AND balance >= ?2",
         params![from.as_str(), amount_sql],
     )?;
     if debited != 1 {
         return refuse_finally(ErrorCode::InsufficientFunds);
     }
-    tx.execute(
+    execute(
+        tx,
         "UPDATE users SET balance = balance + ?2 WHERE name = ?1",
         params![to.as_str(), amount_sql],
     )?;
     let after = from_balance - amount_sql;
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
          VALUES ('transfer', ?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -477,26 +493,24 @@ impl Store for SqliteStore {
         committed: &mut Vec<Committed>,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
-        let mut tx = self
+        let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut replies = Vec::with_capacity(batch.len());
         for (request, now) in batch {
             // A savepoint per request: one request's failure never undoes the others.
-            let sp = tx.savepoint()?;
+            execute(&tx, "SAVEPOINT request", [])?;
             let before = committed.len();
-            match execute_one(self.opening_balance, &sp, request, *now, committed) {
-                Ok(reply) => {
-                    sp.commit()?;
-                    replies.push(reply);
-                }
+            match execute_one(self.opening_balance, &tx, request, *now, committed) {
+                Ok(reply) => replies.push(reply),
                 Err(e) => {
                     committed.truncate(before);
-                    drop(sp);
+                    execute(&tx, "ROLLBACK TO request", [])?;
                     tracing::error!("ledger request failed: {e:#}");
                     replies.push(LedgerReply::Unavailable);
                 }
             }
+            execute(&tx, "RELEASE request", [])?;
         }
         if let Err(e) = tx.commit() {
             committed.truncate(first_committed);
