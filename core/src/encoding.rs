@@ -32,22 +32,40 @@ pub fn hex_encode<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
     s
 }
 
+/// The value of each byte as a lowercase hex digit, or [`NOT_HEX`].
+static HEX_VALUES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_VALUES`] (any value above 15).
+const NOT_HEX: u8 = 0xff;
+
 /// Decodes exactly `N` bytes from lowercase hex.
 pub fn hex_decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError> {
-    fn nibble(c: u8) -> Result<u8, DecodeError> {
-        match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            _ => Err(DecodeError),
-        }
-    }
     let t = text.as_bytes();
     if t.len() != 2 * N {
         return Err(DecodeError);
     }
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (nibble(t[2 * i])? << 4) | nibble(t[2 * i + 1])?;
+    // One table look-up per digit and a single check at the end: this runs on every
+    // transfer frame (its nonce and MAC).
+    let mut seen = 0u8;
+    for (o, pair) in out.iter_mut().zip(t.chunks_exact(2)) {
+        let (high, low) = (
+            HEX_VALUES[usize::from(pair[0])],
+            HEX_VALUES[usize::from(pair[1])],
+        );
+        seen |= high | low;
+        *o = (high << 4) | low;
+    }
+    if seen > 15 {
+        return Err(DecodeError);
     }
     Ok(out)
 }
