@@ -175,6 +175,32 @@ mod tests {
         assert!(hex_decode::<4>("dead01").is_err());
     }
 
+    /// Every two-byte input, against the definition: both bytes lowercase hex digits.
+    #[test]
+    fn hex_decode_accepts_exactly_lowercase_digit_pairs() {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        for high in 0..=255u8 {
+            for low in 0..=255u8 {
+                let pair = [high, low];
+                let want = match (digit(high), digit(low)) {
+                    (Some(h), Some(l)) => Ok([h << 4 | l]),
+                    _ => Err(DecodeError),
+                };
+                // Non-UTF-8 pairs cannot reach hex_decode (it takes &str); skip them.
+                if let Ok(text) = core::str::from_utf8(&pair) {
+                    assert_eq!(hex_decode::<1>(text), want, "{pair:?}");
+                }
+            }
+        }
+        // A bad digit anywhere in a longer input is caught, not only in the first pair.
+        assert!(hex_decode::<4>("dead010g").is_err());
+        assert!(hex_decode::<4>("g ead010").is_err());
+    }
+
     proptest! {
         #[test]
         fn base64_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..48)) {
