@@ -30,8 +30,9 @@ pub const NONCE_CAPACITY: usize = 64;
 /// Peer addresses whose failed logins are remembered.
 const ADDRESSES: usize = 4096;
 /// Bytes read from a socket at once. The buffer lives on the stack only while it is read
-/// and handed to the session, never in an idle connection's task.
-const READ_CHUNK: usize = 4096;
+/// and handed to the session, never in an idle connection's task; what the session cannot
+/// take yet (at most this much) is kept on the heap until it can.
+const READ_CHUNK: usize = 1024;
 
 /// The host's session: the output buffer holds the largest response. Every connection
 /// gets the core's default capacities while `--max-frame` and `--nonces` are within the
