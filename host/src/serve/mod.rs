@@ -190,9 +190,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         write_timeout: StdDuration::from_secs(args.write_timeout),
         max_output: args.max_output,
     });
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = listen(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     println!(
         "txsock listening on {local} (data in {})",
@@ -262,6 +260,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     println!("txsock stopped: {transfers} transfers in {commits} commits");
     Ok(())
+}
+
+/// Connections the kernel may hold for `accept` (capped by `net.core.somaxconn`). tokio's
+/// `TcpListener::bind` asks for 128: a burst of more connections than that at once drops
+/// SYNs, which the clients' kernels retry only after 1 s, then 3 s.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and tokio do: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// SIGINT and SIGTERM.
