@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use txsock_core::auth::{self, Verifier};
 use txsock_core::ledger::Ledger;
 use txsock_core::selftest::{Pair, TEST_ITERATIONS};
-use txsock_core::session::{ClientEvent, IntegrityError};
+use txsock_core::session::{ClientError, ClientEvent, IntegrityError};
 use txsock_core::{Amount, Duration, ErrorCode, LedgerReply, LedgerRequest, Username};
 
 fn answer(pair: &mut Pair, bytes: &[u8]) -> String {
@@ -309,5 +309,30 @@ fn a_busy_client_keeps_its_nonce() {
         p.client.available_nonces(),
         8 - sent,
         "a refused send took a nonce"
+    );
+}
+
+#[test]
+fn a_zero_or_too_large_amount_is_refused_before_anything_is_sent() {
+    let mut p = Pair::new(34);
+    p.register_and_login("bob", "bob's password").unwrap();
+    p.reconnect();
+    p.register_and_login("alice", "alice's password").unwrap();
+    p.client.request_nonces(2).unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
+    for amount in [Amount(0), Amount(Amount::MAX.minor() + 1)] {
+        assert_eq!(
+            p.client.transfer("t1", "bob", amount),
+            Err(ClientError::InvalidAmount)
+        );
+    }
+    assert_eq!(
+        p.client.available_nonces(),
+        2,
+        "a refused amount took a nonce"
+    );
+    assert!(
+        p.client.poll_transmit().is_empty(),
+        "a refused amount was sent"
     );
 }

@@ -54,6 +54,8 @@ impl Default for ClientConfig {
 pub enum ClientError {
     /// A username, transfer id or password is not acceptable.
     InvalidInput(NameError),
+    /// A transfer amount of zero, or above [`Amount::MAX`].
+    InvalidAmount,
     /// The request needs a logged-in session.
     NotLoggedIn,
     /// The request is not possible in the current step (e.g. answering with no challenge).
@@ -70,6 +72,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::InvalidInput(e) => write!(f, "invalid input: {e}"),
+            ClientError::InvalidAmount => f.write_str("invalid amount: zero or too large"),
             ClientError::NotLoggedIn => f.write_str("not logged in"),
             ClientError::WrongState => f.write_str("not possible at this step"),
             ClientError::NoNonce => f.write_str("no nonce available; request nonces first"),
@@ -495,7 +498,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let id = TransferId::parse(id)?;
         let to = Username::parse(to)?;
         if amount.minor() == 0 || amount > Amount::MAX {
-            return Err(ClientError::InvalidInput(NameError::BadCharacter));
+            return Err(ClientError::InvalidAmount);
         }
         self.ready(true)?;
         // Refuse before taking a nonce, so a busy client never burns one.
