@@ -213,23 +213,24 @@ fn register(
 
 fn credentials(tx: &Connection, user: &Username) -> Result<LedgerReply> {
     let row = query_row(
-            tx,
-            "SELECT salt, iterations, stored_key, server_key, failures, last_failure_ms, locked_until_ms, admin_locked
-             FROM users WHERE name = ?1",
-            [user.as_str()],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, bool>(7)?,
-                ))
-            },
-        )?;
+        tx,
+        "SELECT salt, iterations, stored_key, server_key, failures, last_failure_ms,
+                locked_until_ms, admin_locked
+         FROM users WHERE name = ?1",
+        [user.as_str()],
+        |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, bool>(7)?,
+            ))
+        },
+    )?;
     let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
         return Ok(LedgerReply::Credentials {
             verifier: None,
