@@ -9,6 +9,15 @@ use txsock_core::selftest::{Pair, TEST_ITERATIONS};
 use txsock_core::session::{ClientError, ClientEvent, IntegrityError};
 use txsock_core::{Amount, Duration, ErrorCode, LedgerReply, LedgerRequest, Username};
 
+/// A pair whose client is logged in as `alice`, with `bob` registered to receive transfers.
+fn alice_beside_bob(seed: u64) -> Pair {
+    let mut p = Pair::new(seed);
+    p.register_and_login("bob", "bob's password").unwrap();
+    p.reconnect();
+    p.register_and_login("alice", "alice's password").unwrap();
+    p
+}
+
 fn answer(pair: &mut Pair, bytes: &[u8]) -> String {
     let mut out = vec![0u8; 1 << 16];
     let n = pair.server_receive(bytes, &mut out);
@@ -167,10 +176,7 @@ fn provisioned_key_logs_in_without_a_password() {
 
 #[test]
 fn a_retried_transfer_id_moves_money_once() {
-    let mut p = Pair::new(18);
-    p.register_and_login("bob", "bob's password").unwrap();
-    p.reconnect();
-    p.register_and_login("alice", "alice's password").unwrap();
+    let mut p = alice_beside_bob(18);
     p.client.request_nonces(2).unwrap();
     assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
     p.client.transfer("same", "bob", Amount(700)).unwrap();
@@ -191,10 +197,7 @@ proptest! {
     /// valid MAC; the ledger stays balanced.
     #[test]
     fn arbitrary_bytes_never_move_money(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8)) {
-        let mut p = Pair::new(20);
-        p.register_and_login("bob", "bob's password").unwrap();
-        p.reconnect();
-        p.register_and_login("alice", "alice's password").unwrap();
+        let mut p = alice_beside_bob(20);
         p.client.request_nonces(8).unwrap();
         let got_nonces = matches!(p.step(), Some(ClientEvent::Nonces { .. }));
         prop_assert!(got_nonces);
@@ -209,10 +212,7 @@ proptest! {
     /// Valid transfer frames with one byte flipped are refused and change nothing.
     #[test]
     fn tampered_transfers_are_refused(position in any::<prop::sample::Index>(), bit in 0u8..8) {
-        let mut p = Pair::new(21);
-        p.register_and_login("bob", "bob's password").unwrap();
-        p.reconnect();
-        p.register_and_login("alice", "alice's password").unwrap();
+        let mut p = alice_beside_bob(21);
         p.client.request_nonces(1).unwrap();
         let got_nonces = matches!(p.step(), Some(ClientEvent::Nonces { .. }));
         prop_assert!(got_nonces);
@@ -290,10 +290,7 @@ fn client_refuses_an_iteration_count_above_its_ceiling() {
 
 #[test]
 fn a_busy_client_keeps_its_nonce() {
-    let mut p = Pair::new(33);
-    p.register_and_login("bob", "bob's password").unwrap();
-    p.reconnect();
-    p.register_and_login("alice", "alice's password").unwrap();
+    let mut p = alice_beside_bob(33);
     p.client.request_nonces(8).unwrap();
     assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
     // Fill the output without draining it until the client says it is busy.
@@ -314,10 +311,7 @@ fn a_busy_client_keeps_its_nonce() {
 
 #[test]
 fn a_zero_or_too_large_amount_is_refused_before_anything_is_sent() {
-    let mut p = Pair::new(34);
-    p.register_and_login("bob", "bob's password").unwrap();
-    p.reconnect();
-    p.register_and_login("alice", "alice's password").unwrap();
+    let mut p = alice_beside_bob(34);
     p.client.request_nonces(2).unwrap();
     assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
     for amount in [Amount(0), Amount(Amount::MAX.minor() + 1)] {
