@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::prerequisites::{self, Need};
 use crate::util::{run, Error};
-use crate::{cargo, mariadb};
+use crate::{build_txsock, cargo, mariadb};
 
 /// Which ledgers the crash test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Backends {
 /// throwaway MariaDB (required: it fails rather than skips).
 pub fn crash(root: &Path, rounds: u32, backends: Backends) -> Result<(), Error> {
     prerequisites::ensure(&[Need::Tests])?;
-    run(cargo(root).args(["build", "-p", "txsock-host", "--bin", "txsock"]))?;
+    build_txsock(root)?;
     let mut test: Command = cargo(root);
     test.args(["test", "-p", "txsock-e2e", "--test", "crash", "--"])
         .args(backends.tests())

@@ -288,7 +288,7 @@ fn test() -> Result<(), Error> {
             // The device on a TAP interface in a network namespace, reached by the real
             // `txsock client` from another one; the test prints `SKIPPED: <reason>` where the
             // machine has no root, /dev/net/tun or namespaces.
-            run(cargo(&root).args(["build", "-p", "txsock-host", "--bin", "txsock"]))?;
+            build_txsock(&root)?;
             run(cargo(&root).args([
                 "test",
                 "-p",
@@ -323,6 +323,11 @@ fn test() -> Result<(), Error> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Builds the `txsock` binary (dev profile) that the end-to-end tests start.
+fn build_txsock(root: &Path) -> Result<(), Error> {
+    run(cargo(root).args(["build", "-p", "txsock-host", "--bin", "txsock"]))
 }
 
 /// The cargo that runs this xtask (same toolchain), in the repository root.
