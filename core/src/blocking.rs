@@ -223,18 +223,16 @@ where
     let mut buf = [0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);
     loop {
-        let now = clock();
-        start += session.handle_input(shared, now, &buf[start..end]);
-        if let Some(request) = session.poll_ledger() {
-            let reply = ledger.execute(&request, now);
-            session.handle_ledger(shared, now, reply);
-            // Drain events so they never pile up; the blocking driver does not log.
-            while session.poll_event().is_some() {}
-            continue_write(io, session)?;
-            continue;
-        }
-        while session.poll_event().is_some() {}
-        continue_write(io, session)?;
+        // The blocking driver does not log, so events are dropped as they come.
+        start += session.drive(
+            shared,
+            ledger,
+            clock(),
+            &buf[start..end],
+            |out| io.write(out),
+            |_| {},
+        )?;
+        io.flush()?;
         if session.is_closed() {
             return Ok(());
         }

@@ -284,27 +284,14 @@ impl ServerHarness {
     /// Each chunk of output (whole frames) goes to `output`. Returns the bytes consumed.
     pub fn drive(&mut self, input: &[u8], mut output: impl FnMut(&[u8])) -> usize {
         let p = &mut self.pair;
-        let mut used = 0;
-        loop {
-            let consumed = p.server.handle_input(&mut p.shared, p.now, &input[used..]);
-            used += consumed;
-            let mut progressed = consumed > 0;
-            if let Some(request) = p.server.poll_ledger() {
-                let reply = p.ledger.execute(&request, p.now);
-                p.server.handle_ledger(&mut p.shared, p.now, reply);
-                progressed = true;
-            }
-            while p.server.poll_event().is_some() {}
-            let pending = p.server.poll_transmit();
-            let n = pending.len();
-            if n > 0 {
-                output(pending);
-                p.server.advance_transmit(n);
-            }
-            if !(progressed || n > 0) {
-                return used;
-            }
-        }
+        let transmit = |pending: &[u8]| {
+            output(pending);
+            Ok::<_, core::convert::Infallible>(pending.len())
+        };
+        let Ok(used) = p
+            .server
+            .drive(&mut p.shared, &mut p.ledger, p.now, input, transmit, |_| {});
+        used
     }
 }
 

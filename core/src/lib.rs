@@ -37,6 +37,9 @@
 //! ## Features
 //!
 //! - `defmt`: derives `defmt::Format` for public types, for logging on embedded targets.
+//! - `_testkit` (private): the `selftest` and `fuzzing` modules, for the crate's tests,
+//!   benches, fuzz targets and the QEMU self-test image. It holds a seeded, predictable RNG
+//!   and code that panics on purpose, so no product build turns it on.
 
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
@@ -58,9 +61,9 @@ pub mod replay;
 pub mod session;
 pub mod time;
 
-#[doc(hidden)]
+#[cfg(feature = "_testkit")]
 pub mod fuzzing;
-#[doc(hidden)]
+#[cfg(any(test, feature = "_testkit"))]
 pub mod selftest;
 
 pub use amount::Amount;

@@ -10,7 +10,7 @@ use crate::auth::{self, AuthMessage, ClientProof, Verifier};
 use crate::crypto::{hmac_sha256, sha256, Key};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use crate::error::ErrorCode;
-use crate::ledger::{Ledger, MemLedger};
+use crate::ledger::MemLedger;
 use crate::lockout::PeerAddr;
 use crate::mac;
 use crate::session::client::{ClientConfig, ClientEvent, ClientSession, IntegrityError};
@@ -282,28 +282,22 @@ impl Pair {
     /// Delivers `bytes` to the server as if the client had sent them, and runs the server
     /// (ledger included) until it is quiet. Returns the server's output.
     pub fn server_receive(&mut self, bytes: &[u8], out: &mut [u8]) -> usize {
-        let (mut used, mut written) = (0, 0);
-        loop {
-            let consumed = self
-                .server
-                .handle_input(&mut self.shared, self.now, &bytes[used..]);
-            used += consumed;
-            let mut progressed = consumed > 0;
-            if let Some(request) = self.server.poll_ledger() {
-                let reply = self.ledger.execute(&request, self.now);
-                self.server.handle_ledger(&mut self.shared, self.now, reply);
-                progressed = true;
-            }
-            while self.server.poll_event().is_some() {}
-            let pending = self.server.poll_transmit();
+        let mut written = 0;
+        let transmit = |pending: &[u8]| {
             let n = pending.len().min(out.len() - written);
             out[written..written + n].copy_from_slice(&pending[..n]);
             written += n;
-            self.server.advance_transmit(n);
-            if !(progressed || n > 0) {
-                return written;
-            }
-        }
+            Ok::<_, core::convert::Infallible>(n)
+        };
+        let Ok(_) = self.server.drive(
+            &mut self.shared,
+            &mut self.ledger,
+            self.now,
+            bytes,
+            transmit,
+            |_| {},
+        );
+        written
     }
 
     /// Moves the client's pending output to the server and the answers back, then returns

@@ -8,7 +8,7 @@ use crate::crypto::{ct_eq, Key, Tag};
 use crate::encoding::{base64_encode, hex_encode};
 use crate::error::ErrorCode;
 use crate::framing::{Decoded, FrameDecoder, OutputBuffer, DEFAULT_MAX_FRAME, MAX_RESPONSE};
-use crate::ledger::{LedgerReply, LedgerRequest};
+use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
@@ -236,7 +236,8 @@ enum State {
 ///
 /// A driver loops: feed input until `handle_input` consumes nothing more (it stops while a
 /// ledger request is outstanding or output is backed up), answer `poll_ledger`, write out
-/// `poll_transmit`, log `poll_event`, and sleep until more input or `poll_timeout`.
+/// `poll_transmit`, log `poll_event`, and sleep until more input or `poll_timeout`. A driver
+/// whose ledger answers at once runs exactly that loop with [`drive`](Self::drive).
 pub struct ServerSession<
     const FRAME: usize = DEFAULT_MAX_FRAME,
     const NONCES: usize = DEFAULT_NONCES,
@@ -472,6 +473,59 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             },
             // A reply that does not answer the request is a driver bug; fail safe.
             _ => self.send_error(ErrorCode::Internal),
+        }
+    }
+
+    /// The drive loop of a driver whose ledger answers at once (a device's in-memory or
+    /// flash ledger, a test): feeds `input`, answers every ledger request from `ledger`,
+    /// hands each event to `event` and offers the output to `transmit`, until the session
+    /// makes no more progress. Returns the input bytes consumed; the rest must be offered
+    /// again once output has drained (the session takes a frame only when its whole answer
+    /// fits).
+    ///
+    /// `transmit` writes what it can of the bytes it is given and returns how many it took;
+    /// `Ok(0)` leaves them in [`poll_transmit`](Self::poll_transmit) for later (a driver that
+    /// writes after the call, such as one whose socket is borrowed while it reads). Its
+    /// error ends the loop and is returned. Timeouts stay the driver's: it calls
+    /// [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+    /// passes.
+    ///
+    /// Every synchronous driver (the blocking driver, the firmware, the test kit) runs this
+    /// loop and no other; an asynchronous driver does the same steps with its own awaits.
+    pub fn drive<R, L, E, const A: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, A>,
+        ledger: &mut L,
+        now: Instant,
+        input: &[u8],
+        mut transmit: impl FnMut(&[u8]) -> Result<usize, E>,
+        mut event: impl FnMut(SessionEvent),
+    ) -> Result<usize, E>
+    where
+        R: RngCore + CryptoRng,
+        L: Ledger + ?Sized,
+    {
+        let mut used = 0;
+        loop {
+            let consumed = self.handle_input(shared, now, &input[used..]);
+            used += consumed;
+            let mut progressed = consumed > 0;
+            if let Some(request) = self.poll_ledger() {
+                let reply = ledger.execute(&request, now);
+                self.handle_ledger(shared, now, reply);
+                progressed = true;
+            }
+            while let Some(e) = self.poll_event() {
+                event(e);
+            }
+            if !self.out.is_empty() {
+                let n = transmit(self.poll_transmit())?;
+                self.advance_transmit(n);
+                progressed |= n > 0;
+            }
+            if !progressed {
+                return Ok(used);
+            }
         }
     }
 
