@@ -1,10 +1,10 @@
 //! `txsock serve`: the TCP server. One core [`ServerSession`] per connection; this module
-//! only moves bytes, reads the clock, hands ledger requests to the ledger worker and writes
+//! only moves bytes, reads the clock, hands ledger requests to the group-commit worker and writes
 //! the audit logs.
 
 use crate::audit::{Audit, Log};
 use crate::clock;
-use crate::ledger::{self, LedgerHandle};
+use crate::group_commit::{self, CommitQueue};
 use crate::StorageArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -157,7 +157,7 @@ impl ServeArgs {
 
 struct Server {
     shared: Mutex<Shared>,
-    ledger: LedgerHandle,
+    ledger: CommitQueue,
     audit: Arc<Audit>,
     write_timeout: StdDuration,
     max_output: usize,
@@ -177,7 +177,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut store = store;
     let secret = store.server_secret()?;
     let audit = Arc::new(Audit::open(&data_dir)?);
-    let (ledger, worker) = ledger::spawn(
+    let (ledger, worker) = group_commit::spawn(
         store,
         audit.clone(),
         args.max_connections + 16,
