@@ -208,10 +208,18 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
 ///
 /// Timeouts are the stream's business here: give it a read timeout that returns an error,
 /// and this returns that error after the session has had its `handle_timeout`.
-pub fn serve<T, R, L, const FRAME: usize, const NONCES: usize, const OUT: usize, const A: usize>(
+pub fn serve<
+    T,
+    R,
+    L,
+    const FRAME: usize,
+    const NONCES: usize,
+    const OUT: usize,
+    const ADDRS: usize,
+>(
     io: &mut T,
     session: &mut ServerSession<FRAME, NONCES, OUT>,
-    shared: &mut ServerShared<R, A>,
+    shared: &mut ServerShared<R, ADDRS>,
     ledger: &mut L,
     mut clock: impl FnMut() -> Instant,
 ) -> Result<(), T::Error>

@@ -305,9 +305,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     /// Feeds bytes read from the peer; returns how many were consumed. Bytes not consumed
     /// must be offered again after the outputs have been drained.
-    pub fn handle_input<R: RngCore + CryptoRng, const A: usize>(
+    pub fn handle_input<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         input: &[u8],
     ) -> usize {
@@ -376,9 +376,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// Hands the session the ledger's answer to its last request.
-    pub fn handle_ledger<R: RngCore + CryptoRng, const A: usize>(
+    pub fn handle_ledger<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         reply: LedgerReply,
     ) {
@@ -492,9 +492,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     ///
     /// Every synchronous driver (the blocking driver, the firmware, the test kit) runs this
     /// loop and no other; an asynchronous driver does the same steps with its own awaits.
-    pub fn drive<R, L, E, const A: usize>(
+    pub fn drive<R, L, E, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         ledger: &mut L,
         now: Instant,
         input: &[u8],
@@ -530,7 +530,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
-    pub fn poll_timeout<R, const A: usize>(&self, shared: &ServerShared<R, A>) -> Option<Instant> {
+    pub fn poll_timeout<R, const ADDRS: usize>(
+        &self,
+        shared: &ServerShared<R, ADDRS>,
+    ) -> Option<Instant> {
         if self.closing {
             return None;
         }
@@ -542,7 +545,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// Closes the session with [`ErrorCode::Timeout`] if a deadline has passed.
-    pub fn handle_timeout<R, const A: usize>(&mut self, shared: &ServerShared<R, A>, now: Instant) {
+    pub fn handle_timeout<R, const ADDRS: usize>(
+        &mut self,
+        shared: &ServerShared<R, ADDRS>,
+        now: Instant,
+    ) {
         if let Some(deadline) = self.poll_timeout(shared) {
             if now >= deadline {
                 self.close_with(ErrorCode::Timeout);
@@ -589,9 +596,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     // ---------------------------------------------------------------------------------
 
-    fn handle_request<R: RngCore + CryptoRng, const A: usize>(
+    fn handle_request<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         request: Request,
     ) {
@@ -657,9 +664,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         self.request_ready = true;
     }
 
-    fn challenge<R: RngCore + CryptoRng, const A: usize>(
+    fn challenge<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         _now: Instant,
         user: Username,
         client_nonce: String<MAX_SCRAM_NONCE>,
@@ -700,9 +707,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         };
     }
 
-    fn proof<R: RngCore + CryptoRng, const A: usize>(
+    fn proof<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         proof: &[u8; 32],
     ) {
@@ -775,9 +782,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         }
     }
 
-    fn issue_nonces<R: RngCore + CryptoRng, const A: usize>(
+    fn issue_nonces<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         count: u8,
     ) {
         self.ring.set_limit(shared.config.max_nonces);
@@ -799,9 +806,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         });
     }
 
-    fn transfer<R: RngCore + CryptoRng, const A: usize>(
+    fn transfer<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         t: TransferRequest,
     ) {
         let State::LoggedIn { user, keys } = &self.state else {
@@ -930,7 +937,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// Refuses a frame that changed nothing, and closes after too many.
-    fn reject<R, const A: usize>(&mut self, shared: &ServerShared<R, A>, code: ErrorCode) {
+    fn reject<R, const ADDRS: usize>(&mut self, shared: &ServerShared<R, ADDRS>, code: ErrorCode) {
         self.event(SessionEvent::Rejected { code });
         self.bad_frames = self.bad_frames.saturating_add(1);
         if self.bad_frames > shared.config.max_bad_frames {
