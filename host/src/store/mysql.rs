@@ -37,7 +37,9 @@
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
 
-use super::row::{amount_of, fmt_i128, name_of, recorded, sql_amount, FOREVER};
+use super::row::{
+    amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
+};
 use super::{CheckReport, Committed, Store, UserSummary};
 use anyhow::{anyhow, bail, Context, Result};
 use mysql::consts::CapabilityFlags;
@@ -431,8 +433,6 @@ fn register(
     Ok(Ok(()))
 }
 
-type CredentialsRow = (Vec<u8>, u32, Vec<u8>, Vec<u8>, u32, i64, i64, bool);
-
 fn credentials(c: &mut Conn, user: &Username) -> Result<LedgerReply> {
     let row: Option<CredentialsRow> = first(
         c,
@@ -441,37 +441,7 @@ fn credentials(c: &mut Conn, user: &Username) -> Result<LedgerReply> {
          FROM users WHERE name = ?",
         (user.as_str(),),
     )?;
-    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
-        return Ok(LedgerReply::Credentials {
-            verifier: None,
-            lockout: LockoutState::default(),
-        });
-    };
-    let mut verifier = Verifier {
-        salt: Default::default(),
-        iterations,
-        stored_key: [0; 32],
-        server_key: [0; 32],
-    };
-    verifier
-        .salt
-        .extend_from_slice(&salt)
-        .map_err(|_| anyhow!("salt too long for {user}"))?;
-    verifier.stored_key = stored
-        .try_into()
-        .map_err(|_| anyhow!("bad stored key for {user}"))?;
-    verifier.server_key = server
-        .try_into()
-        .map_err(|_| anyhow!("bad server key for {user}"))?;
-    let lockout = LockoutState {
-        failures,
-        last_failure: Instant::from_millis(last as u64),
-        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
-    };
-    Ok(LedgerReply::Credentials {
-        verifier: Some(verifier),
-        lockout,
-    })
+    credentials_of(user, row)
 }
 
 fn lockout_update(

@@ -5,8 +5,10 @@
 //! that says how.
 
 use anyhow::{anyhow, Result};
-use txsock_core::ledger::RecordedOutcome;
-use txsock_core::{Amount, ErrorCode, Username};
+use txsock_core::auth::Verifier;
+use txsock_core::ledger::{LedgerReply, RecordedOutcome};
+use txsock_core::lockout::LockoutState;
+use txsock_core::{Amount, ErrorCode, Instant, Username};
 
 /// Admin locks are stored as a flag; to the core they look like a lock that never ends.
 pub const FOREVER: u64 = i64::MAX as u64;
@@ -54,4 +56,44 @@ pub fn fmt_i128(v: i128) -> String {
     let sign = if v < 0 { "-" } else { "" };
     let a = v.unsigned_abs();
     format!("{sign}{}.{:02}", a / 100, a % 100)
+}
+
+/// A user's login row: salt, iterations, StoredKey, ServerKey, failures, last failure (ms),
+/// locked until (ms), admin lock.
+pub type CredentialsRow = (Vec<u8>, u32, Vec<u8>, Vec<u8>, u32, i64, i64, bool);
+
+/// The answer to a credentials request from `user`'s row (`None`: no such user, which gets
+/// no verifier and the default lockout state). An admin lock reads as a lock that never ends.
+pub fn credentials_of(user: &Username, row: Option<CredentialsRow>) -> Result<LedgerReply> {
+    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
+        return Ok(LedgerReply::Credentials {
+            verifier: None,
+            lockout: LockoutState::default(),
+        });
+    };
+    let mut verifier = Verifier {
+        salt: Default::default(),
+        iterations,
+        stored_key: [0; 32],
+        server_key: [0; 32],
+    };
+    verifier
+        .salt
+        .extend_from_slice(&salt)
+        .map_err(|_| anyhow!("salt too long for {user}"))?;
+    verifier.stored_key = stored
+        .try_into()
+        .map_err(|_| anyhow!("bad stored key for {user}"))?;
+    verifier.server_key = server
+        .try_into()
+        .map_err(|_| anyhow!("bad server key for {user}"))?;
+    let lockout = LockoutState {
+        failures,
+        last_failure: Instant::from_millis(last as u64),
+        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
+    };
+    Ok(LedgerReply::Credentials {
+        verifier: Some(verifier),
+        lockout,
+    })
 }

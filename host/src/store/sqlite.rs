@@ -1,6 +1,6 @@
 //! The embedded SQLite store: WAL journal, `synchronous = FULL`, one writer thread.
 
-use super::row::{amount_of, fmt_i128, name_of, recorded, sql_amount, FOREVER};
+use super::row::{amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, FOREVER};
 use super::{CheckReport, Committed, Store, UserSummary};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -220,37 +220,7 @@ fn credentials(tx: &Connection, user: &Username) -> Result<LedgerReply> {
             ))
         },
     )?;
-    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
-        return Ok(LedgerReply::Credentials {
-            verifier: None,
-            lockout: LockoutState::default(),
-        });
-    };
-    let mut verifier = Verifier {
-        salt: Default::default(),
-        iterations,
-        stored_key: [0; 32],
-        server_key: [0; 32],
-    };
-    verifier
-        .salt
-        .extend_from_slice(&salt)
-        .map_err(|_| anyhow::anyhow!("salt too long for {user}"))?;
-    verifier.stored_key = stored
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("bad stored key for {user}"))?;
-    verifier.server_key = server
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("bad server key for {user}"))?;
-    let lockout = LockoutState {
-        failures,
-        last_failure: Instant::from_millis(last as u64),
-        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
-    };
-    Ok(LedgerReply::Credentials {
-        verifier: Some(verifier),
-        lockout,
-    })
+    credentials_of(user, row)
 }
 
 fn lockout_update(
