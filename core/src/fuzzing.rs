@@ -127,7 +127,7 @@ pub const NONCES: usize = MAX_NONCE_BATCH;
 
 /// The user's `SaltedPassword` (the vector; a core test checks it against PBKDF2).
 pub fn salted_password() -> Key {
-    Key(hex_decode(vectors::SALTED_PASSWORD).expect("vector SaltedPassword"))
+    Key::from_bytes(hex_decode(vectors::SALTED_PASSWORD).expect("vector SaltedPassword"))
 }
 
 fn salt() -> [u8; 16] {
@@ -262,7 +262,7 @@ impl ServerHarness {
         nonce: &Nonce,
     ) -> Vec<u8, DEFAULT_MAX_FRAME> {
         let tag = mac::transfer(&self.keys.client_to_server, USER, id, to, amount, nonce);
-        let mac_text = hex_encode::<64>(&tag.0);
+        let mac_text = hex_encode::<64>(tag.as_bytes());
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(nonce);
         let mut buf = [0u8; DEFAULT_MAX_FRAME];
         let n = encode_frame(
@@ -364,7 +364,7 @@ pub fn server_session_on(mut h: ServerHarness, data: &[u8]) {
                 );
                 let issued = h.nonces.contains(&t.nonce);
                 let fresh = !valid.iter().any(|v| v.nonce == t.nonce);
-                if ct_eq(&tag.0, &t.mac) && issued && fresh {
+                if ct_eq(tag.as_bytes(), &t.mac) && issued && fresh {
                     // At most NONCES distinct issued nonces.
                     let _ = valid.push(t);
                 }
@@ -517,7 +517,7 @@ mod tests {
             &salt(),
             vectors::ITERATIONS,
         );
-        assert!(slow == salted_password());
+        assert!(slow.ct_eq(&salted_password()));
     }
 
     #[test]

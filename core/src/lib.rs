@@ -43,7 +43,7 @@
 
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 pub mod amount;
 pub mod auth;

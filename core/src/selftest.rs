@@ -411,7 +411,8 @@ fn rfc_vectors(checks: &mut u32) -> Result<(), &'static str> {
         "RFC 7677 client proof",
     )?;
     check(
-        base64_encode::<44>(&proof.expected_server_signature.0).as_str() == v.server_signature_b64,
+        base64_encode::<44>(proof.expected_server_signature.as_bytes()).as_str()
+            == v.server_signature_b64,
         "RFC 7677 server signature",
     )?;
     let verifier = Verifier::from_salted_password(&salted, salt, v.iterations);
@@ -431,7 +432,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
     let salt: [u8; 16] = hex_decode(SALT_HEX).map_err(|_| "salt")?;
     let salted = auth::salted_password(PASSWORD.as_bytes(), &salt, ITERATIONS);
     check(
-        hex_encode::<64>(&salted.0).as_str() == SALTED_PASSWORD,
+        hex_encode::<64>(salted.as_bytes()).as_str() == SALTED_PASSWORD,
         "vector SaltedPassword",
     )?;
     let verifier = Verifier::from_salted_password(&salted, &salt, ITERATIONS);
@@ -456,15 +457,16 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         "vector ClientProof",
     )?;
     check(
-        base64_encode::<44>(&proof.expected_server_signature.0).as_str() == SERVER_SIGNATURE,
+        base64_encode::<44>(proof.expected_server_signature.as_bytes()).as_str()
+            == SERVER_SIGNATURE,
         "vector ServerSignature",
     )?;
     check(
-        hex_encode::<64>(&proof.keys.client_to_server.0).as_str() == KEY_C2S,
+        hex_encode::<64>(proof.keys.client_to_server.as_bytes()).as_str() == KEY_C2S,
         "vector c2s key",
     )?;
     check(
-        hex_encode::<64>(&proof.keys.server_to_client.0).as_str() == KEY_S2C,
+        hex_encode::<64>(proof.keys.server_to_client.as_bytes()).as_str() == KEY_S2C,
         "vector s2c key",
     )?;
     let nonce: [u8; 16] = hex_decode(TRANSFER_NONCE).map_err(|_| "nonce")?;
@@ -478,7 +480,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         &nonce,
     );
     check(
-        hex_encode::<64>(&t.0).as_str() == TRANSFER_MAC,
+        hex_encode::<64>(t.as_bytes()).as_str() == TRANSFER_MAC,
         "vector transfer MAC",
     )?;
     let r = mac::receipt(
@@ -494,7 +496,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         },
     );
     check(
-        hex_encode::<64>(&r.0).as_str() == RECEIPT_MAC,
+        hex_encode::<64>(r.as_bytes()).as_str() == RECEIPT_MAC,
         "vector receipt MAC",
     )?;
     let b = mac::balance(
@@ -503,7 +505,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         Amount(RECEIPT_BALANCE),
     );
     check(
-        hex_encode::<64>(&b.0).as_str() == BALANCE_MAC,
+        hex_encode::<64>(b.as_bytes()).as_str() == BALANCE_MAC,
         "vector balance MAC",
     )?;
     *checks += 11;
@@ -678,7 +680,7 @@ pub fn run() -> Result<SelftestReport, &'static str> {
     rfc_vectors(&mut checks)?;
     protocol_vectors(&mut checks)?;
     conversation(&mut checks)?;
-    let _ = Key([0; 32]);
+    let _ = Key::from_bytes([0; 32]);
     Ok(SelftestReport {
         server_session_bytes: core::mem::size_of::<ServerSession>(),
         checks,

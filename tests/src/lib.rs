@@ -575,7 +575,7 @@ impl RawSession {
             amount,
             &nonce,
         );
-        hex_encode::<64>(&tag.0).to_string()
+        hex_encode::<64>(tag.as_bytes()).to_string()
     }
 
     /// A genuine transfer frame (without newline), fields in the reference order.

@@ -519,7 +519,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             amount,
             &nonce,
         );
-        let mac_text = hex_encode::<64>(&tag.0);
+        let mac_text = hex_encode::<64>(tag.as_bytes());
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(&nonce);
         let msg = TransferOut {
             op: "transfer",

@@ -4,7 +4,7 @@ use crate::amount::Amount;
 use crate::auth::{
     self, AuthMessage, SessionKeys, SessionMacs, Verifier, MAX_SALT, MAX_SCRAM_NONCE,
 };
-use crate::crypto::{ct_eq, Key, Tag};
+use crate::crypto::{Key, Tag};
 use crate::encoding::{base64_encode, hex_encode};
 use crate::error::ErrorCode;
 use crate::framing::{Decoded, FrameDecoder, OutputBuffer, DEFAULT_MAX_FRAME, MAX_RESPONSE};
@@ -93,7 +93,7 @@ impl<R: RngCore + CryptoRng, const ADDRS: usize> ServerShared<R, ADDRS> {
             config,
             rng,
             throttle: AddressThrottle::new(),
-            secret: Key(secret),
+            secret: Key::from_bytes(secret),
         }
     }
 }
@@ -438,7 +438,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 },
                 LedgerReply::Recorded(_),
             ) => {
-                let signature = base64_encode::<44>(&signature.0);
+                let signature = base64_encode::<44>(signature.as_bytes());
                 self.send(&Welcome {
                     op: "welcome",
                     user: user.as_str(),
@@ -822,7 +822,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             t.amount,
             &t.nonce,
         );
-        if !ct_eq(&expected.0, &t.mac) {
+        if !expected.ct_eq(&t.mac) {
             return self.reject(shared, ErrorCode::BadMac);
         }
         if self.ring.consume(&t.nonce).is_err() {
@@ -867,7 +867,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             balance,
             nonce,
         };
-        let tag = hex_encode::<64>(&mac::receipt(&keys.server_to_client, &fields).0);
+        let tag = hex_encode::<64>(mac::receipt(&keys.server_to_client, &fields).as_bytes());
         let amount_text = amount.to_text();
         let balance_text = balance.to_text();
         self.send(&Receipt {
@@ -887,7 +887,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let State::LoggedIn { keys, .. } = &self.state else {
             return;
         };
-        let tag = hex_encode::<64>(&mac::balance(&keys.server_to_client, seq, balance).0);
+        let tag = hex_encode::<64>(mac::balance(&keys.server_to_client, seq, balance).as_bytes());
         let text = balance.to_text();
         self.send(&BalanceOut {
             op: "balance",
@@ -915,7 +915,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             );
             let _ = amounts.push(e.amount.to_text());
         }
-        let tag = hex_encode::<64>(&input.finish().0);
+        let tag = hex_encode::<64>(input.finish().as_bytes());
         let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
         for (e, a) in page.entries.iter().zip(amounts.iter()) {
             let _ = entries.push(HistoryEntryWire {
