@@ -52,20 +52,29 @@ pub struct ServerConfig {
     pub max_nonces: usize,
 }
 
+impl ServerConfig {
+    /// The defaults, in one place for every driver (the host's `txsock serve` flags take
+    /// their default values from here): open registration, [`auth::DEFAULT_ITERATIONS`], 8
+    /// bad frames, 30 s to log in, 300 s idle, [`Backoff::ACCOUNT`] and [`Backoff::ADDRESS`],
+    /// [`DEFAULT_MAX_FRAME`] and [`DEFAULT_NONCES`].
+    pub const DEFAULT: ServerConfig = ServerConfig {
+        registration_open: true,
+        min_iterations: auth::DEFAULT_ITERATIONS,
+        unknown_user_iterations: auth::DEFAULT_ITERATIONS,
+        max_bad_frames: 8,
+        login_deadline: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(300),
+        account_backoff: Backoff::ACCOUNT,
+        address_backoff: Backoff::ADDRESS,
+        max_frame: DEFAULT_MAX_FRAME,
+        max_nonces: DEFAULT_NONCES,
+    };
+}
+
 impl Default for ServerConfig {
+    /// [`ServerConfig::DEFAULT`].
     fn default() -> Self {
-        ServerConfig {
-            registration_open: true,
-            min_iterations: auth::DEFAULT_ITERATIONS,
-            unknown_user_iterations: auth::DEFAULT_ITERATIONS,
-            max_bad_frames: 8,
-            login_deadline: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(300),
-            account_backoff: Backoff::ACCOUNT,
-            address_backoff: Backoff::ADDRESS,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_nonces: DEFAULT_NONCES,
-        }
+        ServerConfig::DEFAULT
     }
 }
 
