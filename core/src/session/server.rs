@@ -170,6 +170,26 @@ pub enum LoginFailure {
     AddressThrottled,
 }
 
+impl LoginFailure {
+    /// A stable snake_case name for logs: `wrong_password`, `unknown_user`, `account_locked`
+    /// or `address_throttled`. Never sent to the client, which gets `auth_failed` for all.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LoginFailure::WrongPassword => "wrong_password",
+            LoginFailure::UnknownUser => "unknown_user",
+            LoginFailure::AccountLocked => "account_locked",
+            LoginFailure::AddressThrottled => "address_throttled",
+        }
+    }
+}
+
+impl core::fmt::Display for LoginFailure {
+    /// Writes [`LoginFailure::name`].
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What the session is waiting for from the ledger.
 ///
 /// It also holds everything the ledger request needs, so the request itself is built on
@@ -1059,5 +1079,29 @@ mod tests {
             &mut buf,
         )
         .unwrap();
+    }
+
+    /// Login failure names are what the host's `sessions.log` shows: stable and snake_case.
+    #[test]
+    fn login_failure_names() {
+        let all = [
+            LoginFailure::WrongPassword,
+            LoginFailure::UnknownUser,
+            LoginFailure::AccountLocked,
+            LoginFailure::AddressThrottled,
+        ];
+        let names: std::vec::Vec<std::string::String> = all.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "wrong_password",
+                "unknown_user",
+                "account_locked",
+                "address_throttled"
+            ]
+        );
+        for f in all {
+            assert_eq!(f.name(), f.to_string());
+        }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use txsock_core::framing::{DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use txsock_core::lockout::{Backoff, PeerAddr};
 use txsock_core::replay::DEFAULT_NONCES;
-use txsock_core::session::{LoginFailure, ServerConfig, ServerSession, ServerShared, SessionEvent};
+use txsock_core::session::{ServerConfig, ServerSession, ServerShared, SessionEvent};
 use txsock_core::{Amount, Duration, ErrorCode};
 
 /// The largest frame capacity compiled in; `--max-frame` chooses up to this at run time.
@@ -520,18 +520,10 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
             SessionEvent::LoggedIn { user } => {
                 audit.write(Log::Sessions, format_args!("login user={user} peer={peer}"))
             }
-            SessionEvent::LoginFailed { user, reason } => {
-                let reason = match reason {
-                    LoginFailure::WrongPassword => "wrong_password",
-                    LoginFailure::UnknownUser => "unknown_user",
-                    LoginFailure::AccountLocked => "account_locked",
-                    LoginFailure::AddressThrottled => "address_throttled",
-                };
-                audit.write(
-                    Log::Sessions,
-                    format_args!("login_failed user={user} reason={reason} peer={peer}"),
-                );
-            }
+            SessionEvent::LoginFailed { user, reason } => audit.write(
+                Log::Sessions,
+                format_args!("login_failed user={user} reason={reason} peer={peer}"),
+            ),
             SessionEvent::AccountLocked { user, until } => {
                 let until = clock::stamp_millis(until.millis());
                 audit.write(
