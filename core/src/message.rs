@@ -668,6 +668,22 @@ impl<'a> Response<'a> {
             _ => return Err(MessageError::UnknownOp),
         })
     }
+
+    /// The response's `op` on the wire, e.g. `"receipt"` or `"error"`.
+    pub const fn op(&self) -> &'static str {
+        match self {
+            Response::Registered(_) => "registered",
+            Response::Challenge(_) => "challenge",
+            Response::Welcome(_) => "welcome",
+            Response::Nonces(_) => "nonces",
+            Response::Receipt(_) => "receipt",
+            Response::Balance(_) => "balance",
+            Response::History(_) => "history",
+            Response::Bye => "bye",
+            Response::Pong => "pong",
+            Response::Error(_) => "error",
+        }
+    }
 }
 
 /// Parses a balance or amount string from a response.
@@ -683,6 +699,23 @@ pub fn parse_amount(s: &str) -> Result<Amount, MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_op_is_the_wire_op() {
+        let frames: &[&[u8]] = &[
+            br#"{"op":"pong"}"#,
+            br#"{"op":"bye"}"#,
+            br#"{"op":"error","code":"bad_mac","message":"message authentication failed"}"#,
+        ];
+        for f in frames {
+            let r = Response::parse(f).unwrap();
+            let text = core::str::from_utf8(f).unwrap();
+            assert!(
+                text.starts_with(&format!(r#"{{"op":"{}""#, r.op())),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn parses_a_transfer() {
