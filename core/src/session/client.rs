@@ -617,7 +617,12 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         self.out.advance(n);
     }
 
-    /// The next event.
+    /// The next event, oldest first.
+    ///
+    /// Events wait in a queue of four; an event arriving while four are waiting would drop
+    /// the oldest. That never happens: only [`handle_input`](Self::handle_input) adds
+    /// events, at most one per frame, and it takes no frame while the queue is full (it
+    /// returns early; offer the rest again after draining this).
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }

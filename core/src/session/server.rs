@@ -608,7 +608,18 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         self.out.advance(n);
     }
 
-    /// The next event to log.
+    /// The next event to log, oldest first.
+    ///
+    /// Events wait in a queue of three. When an event arrives while three are waiting, the
+    /// oldest waiting one is dropped, silently. A driver that drains this after every
+    /// `handle_*` call loses nothing with the default `OUT` ([`MAX_RESPONSE`]): one call then
+    /// adds at most two events. `handle_input` takes at most one frame per call (after it
+    /// the session waits for the ledger, is closing, or holds an answer that leaves less than
+    /// `MAX_RESPONSE` of output free), and a frame adds at most two events: `Rejected` and
+    /// `Closing`, or `AddressThrottled` and `LoginFailed`; `handle_ledger`, `handle_timeout`
+    /// and `close_with` add at most one. With a larger `OUT`, one `handle_input` call may
+    /// answer several frames without the ledger (rejections, pings), and only the last three
+    /// of their events are kept.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
     }
