@@ -1115,4 +1115,30 @@ mod tests {
             assert_eq!(f.name(), f.to_string());
         }
     }
+
+    /// What [`ServerSession::poll_event`] promises: with the default output buffer one
+    /// `handle_input` call takes one frame, so a driver that drains events after each call
+    /// loses none, however many bad frames arrive at once.
+    #[test]
+    fn one_frame_per_input_call_with_the_default_output() {
+        use rand_chacha::rand_core::SeedableRng;
+        let rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let mut shared: ServerShared<_, 4> = ServerShared::new(ServerConfig::DEFAULT, rng, [0; 32]);
+        let mut session: ServerSession =
+            ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), Instant::ZERO);
+        let mut input: &[u8] = b"{}\n{}\n{}\n{}\n{}\n";
+        let mut rejected = 0;
+        while !input.is_empty() {
+            let used = session.handle_input(&mut shared, Instant::ZERO, input);
+            assert_eq!(used, 3, "one frame per call");
+            input = &input[used..];
+            let n = session.poll_transmit().len();
+            session.advance_transmit(n);
+            while let Some(event) = session.poll_event() {
+                assert!(matches!(event, SessionEvent::Rejected { .. }), "{event:?}");
+                rejected += 1;
+            }
+        }
+        assert_eq!(rejected, 5);
+    }
 }
