@@ -617,9 +617,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     /// the session waits for the ledger, is closing, or holds an answer that leaves less than
     /// `MAX_RESPONSE` of output free), and a frame adds at most two events: `Rejected` and
     /// `Closing`, or `AddressThrottled` and `LoginFailed`; `handle_ledger`, `handle_timeout`
-    /// and `close_with` add at most one. With a larger `OUT`, one `handle_input` call may
-    /// answer several frames without the ledger (rejections, pings), and only the last three
-    /// of their events are kept.
+    /// and `close_with` add at most one. [`drive`](Self::drive) drains after each
+    /// `handle_input` and `handle_ledger` pair (at most three events) and so loses none
+    /// either. With a larger `OUT`, one `handle_input` call may answer several frames without
+    /// the ledger (rejections, pings), and only the last three of their events are kept.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
     }
