@@ -7,7 +7,7 @@
 //! [`answer_with_key`](crate::ClientSession::answer_with_key). A whole set-up costs a few
 //! dozen SHA-256 blocks instead of two 4096-iteration PBKDF2 runs.
 //!
-//! Everything is deterministic ([`TestRng`] with fixed seeds), so the same set-up always
+//! Everything is deterministic ([`TestRng`](crate::selftest::TestRng) with fixed seeds), so the same set-up always
 //! yields the same session keys and nonces: a frame recorded once stays valid, which is how
 //! the checked-in corpus holds genuine transfers and receipts.
 

@@ -36,7 +36,6 @@ use core::mem::size_of;
 
 use cortex_m_rt::entry;
 use runtime::{exit, print, Footprint};
-use txsock_core::ledger::Ledger as _;
 use txsock_core::lockout::PeerAddr;
 use txsock_core::selftest::TestRng;
 use txsock_core::session::{ServerConfig, ServerShared};
