@@ -434,6 +434,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// Answers the challenge with the password (runs PBKDF2 with the server's salt).
     pub fn answer_with_password(&mut self, password: &str) -> Result<(), ClientError> {
+        self.ready(false)?;
         let State::Challenged {
             salt, iterations, ..
         } = &self.state
@@ -446,6 +447,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// Answers the challenge with a provisioned `SaltedPassword` key instead of a password.
     pub fn answer_with_key(&mut self, salted_password: &Key) -> Result<(), ClientError> {
+        self.ready(false)?;
         if self.out.free() < MAX_REQUEST || self.expect.is_full() {
             return Err(ClientError::Busy);
         }
@@ -572,11 +574,17 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         self.send(&BareOut { op: "ping" }, Expect::Pong)
     }
 
-    /// Feeds bytes from the server; returns how many were consumed. Stops early while
-    /// events are waiting to be polled.
+    /// Feeds bytes from the server; returns how many were consumed. Takes no more input once
+    /// a response has produced an event, until that event is polled: offer the rest again
+    /// after [`poll_event`](Self::poll_event).
+    ///
+    /// So the event a driver polls always describes the session as it is when the driver acts
+    /// on it: after [`ClientEvent::Challenge`] the answer is accepted and after
+    /// [`ClientEvent::Registered`] the login, even when the server's next frame, already
+    /// read, closes the session (that close is then the next event).
     pub fn handle_input(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
-        while used < input.len() && !self.events.is_full() {
+        while used < input.len() && self.events.is_empty() {
             let (n, decoded) = self.decoder.decode(&input[used..]);
             used += n;
             // Split borrows: a frame lives in the decoder, what it may change in the rest.
@@ -1274,6 +1282,80 @@ mod tests {
             p.deliver(b"{\"op\":\"pong\",\"extra\":1}\n"),
             [ClientEvent::Integrity(IntegrityError::UnexpectedResponse)]
         );
+    }
+
+    /// Issue 20: a response and the server's closing error in one read. The client used to
+    /// handle both before its driver saw the first event, so the answer the event asked for
+    /// was refused (`WrongState` after a challenge, `Failed` after a registration) and the
+    /// firmware simulation aborted under loss instead of reconnecting.
+    #[test]
+    fn a_close_read_with_a_response_waits_until_the_response_is_acted_on() {
+        let mut p = Peers::new(15);
+        p.client.login(&mut p.rng, "alice").unwrap();
+        let mut read = p.exchange();
+        let challenge = read.len();
+        read.extend_from_slice(&error_frame(ErrorCode::Timeout));
+        assert_eq!(p.client.handle_input(&read), challenge);
+        assert!(matches!(
+            p.client.poll_event(),
+            Some(ClientEvent::Challenge { .. })
+        ));
+        assert_eq!(p.client.answer_with_password("a long password"), Ok(()));
+        assert_eq!(
+            p.deliver(&read[challenge..]),
+            [ClientEvent::Closed {
+                code: ErrorCode::Timeout
+            }]
+        );
+        assert_eq!(
+            p.client.answer_with_password("a long password"),
+            Err(ClientError::Failed)
+        );
+
+        let mut p = Peers::new(16);
+        p.client
+            .register(&mut p.rng, "alice", "a long password", ITERATIONS)
+            .unwrap();
+        let mut read = p.exchange();
+        let registered = read.len();
+        read.extend_from_slice(&error_frame(ErrorCode::Timeout));
+        assert_eq!(p.client.handle_input(&read), registered);
+        assert_eq!(p.client.poll_event(), Some(ClientEvent::Registered));
+        assert_eq!(p.client.login(&mut p.rng, "alice"), Ok(()));
+        assert_eq!(
+            p.deliver(&read[registered..]),
+            [ClientEvent::Closed {
+                code: ErrorCode::Timeout
+            }]
+        );
+    }
+
+    /// Pipelined responses in one read come out one event at a time, in order.
+    #[test]
+    fn pipelined_responses_in_one_read_are_taken_one_per_event() {
+        let mut p = Peers::alice_with_nonces(17);
+        for (i, amount) in [100, 200, 300].into_iter().enumerate() {
+            p.client
+                .transfer(&std::format!("t-{i}"), "bob", Amount(amount))
+                .unwrap();
+        }
+        p.client.balance().unwrap();
+        let read = p.exchange();
+        let mut used = 0;
+        let mut events = StdVec::new();
+        while used < read.len() {
+            let n = p.client.handle_input(&read[used..]);
+            assert!(n > 0);
+            used += n;
+            assert_eq!(
+                p.client.handle_input(&read[used..]),
+                0,
+                "an event is waiting"
+            );
+            events.push(p.client.poll_event().unwrap());
+        }
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[3], ClientEvent::Balance(Amount(9_400)));
     }
 
     #[test]
