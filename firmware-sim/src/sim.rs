@@ -8,6 +8,10 @@
 //! transfer it has no receipt for, with the same transfer id: the ledger's idempotency makes
 //! that safe, and the run checks that every transfer was committed exactly once.
 //!
+//! Beyond the link's faults, a run may restart the device (its ledger kept), jump the
+//! clients' clock, or have clients reset their own connections ([`Faults`]); `sweep` draws
+//! runs of all of these at random.
+//!
 //! Time is simulated: the clock jumps to the earliest of the device's and the clients'
 //! deadlines and the link's next delivery, so minutes of TCP retransmission timeouts take
 //! milliseconds. Everything random is seeded from [`SimConfig::seed`]: the same configuration

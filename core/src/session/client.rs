@@ -305,6 +305,13 @@ enum State {
 /// - Input: [`handle_input`](Self::handle_input) with bytes from the server.
 /// - Outputs: [`poll_transmit`](Self::poll_transmit) / [`advance_transmit`](Self::advance_transmit)
 ///   and [`poll_event`](Self::poll_event).
+///
+/// A driver loops: poll an event and act on it (the request it calls for is accepted: the
+/// session has taken no response since), write out `poll_transmit`, and feed input, offering
+/// again what `handle_input` did not consume, which it leaves while an event waits. A
+/// [`ClientEvent::Closed`] or [`ClientEvent::Integrity`] event ends the session: every request
+/// is then refused with [`ClientError::Failed`]; reconnect with a new session and re-send
+/// unanswered transfers with the same ids.
 pub struct ClientSession<
     const FRAME: usize = MAX_RESPONSE,
     const NONCES: usize = DEFAULT_NONCES,
