@@ -42,6 +42,10 @@ fn usage_errors_exit_2() {
         &["--transfers"],
         &["--bogus"],
         &["--outage", "5"],
+        &["--clock-jump", "5"],
+        &["--restart-at", "5,x"],
+        &["--sweep", "10", "--jobs", "0"],
+        &["--sweep", "10", "--tap", "tap0"],
     ] {
         let (code, _, err) = sim(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
@@ -50,4 +54,6 @@ fn usage_errors_exit_2() {
     let (code, out, _) = sim(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("--tap NAME"));
+    assert!(out.contains("--sweep N"));
+    assert!(!out.contains("MAXCLIENTS"), "{out}");
 }
