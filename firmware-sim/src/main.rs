@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use txsock_core::Duration;
 use txsock_firmware_sim::link::{LinkConfig, Probability, MIN_MTU};
 use txsock_firmware_sim::sim::{self, SimConfig, MAX_CLIENTS, MAX_MTU};
-use txsock_firmware_sim::sweep::{self, SweepConfig, MAX_SWEEP_CLIENTS, MAX_TRANSFERS};
+use txsock_firmware_sim::sweep::{self, SweepConfig};
 use txsock_firmware_sim::tap::{self, TapConfig};
 
 const USAGE: &str = "\
@@ -40,13 +40,13 @@ SIMULATION (all deterministic: the same options give the same transcript hash):
 
 SWEEP (the simulator as a fault explorer):
     --sweep N         draw N scenarios from --seed: loss 0-50%, reorder 0-20%, corruption
-                      0-5%, delay 1-250 ms, MTU 68-1500, an outage in 1 of 4, 1-MAXCLIENTS
-                      clients, 1-MAXTRANSFERS transfers, device restarts in 1 of 5, a clock
-                      jump in 1 of 7, resetting clients in 1 of 5. Each must complete every
-                      transfer exactly once with verified receipts and conserved money; every
-                      10th runs twice and must give the same transcript hash. Each failure is
-                      printed with the command that replays it, then a summary line; progress
-                      goes to stderr. Exit status 1 if any scenario failed.
+                      0-5%, delay 1-250 ms, MTU 68-1500, an outage in 1 of 4, 1-8 clients,
+                      1-250 transfers, device restarts in 1 of 5, a clock jump in 1 of 7,
+                      resetting clients in 1 of 5. Each must complete every transfer exactly
+                      once with verified receipts and conserved money; every 10th runs twice
+                      and must give the same transcript hash. Each failure is printed with the
+                      command that replays it, then a summary line; progress goes to stderr.
+                      Exit status 1 if any scenario failed.
     --jobs N          worker threads for --sweep [default: 1]
 
 TAP (the device on a Linux TAP interface that already exists, e.g. made by
@@ -217,12 +217,7 @@ fn main() -> ExitCode {
     };
     match mode {
         Mode::Help => {
-            print!(
-                "{}",
-                USAGE
-                    .replace("MAXCLIENTS", &MAX_SWEEP_CLIENTS.to_string())
-                    .replace("MAXTRANSFERS", &MAX_TRANSFERS.to_string())
-            );
+            print!("{USAGE}");
             ExitCode::SUCCESS
         }
         Mode::Sweep(config) => run_sweep(&config),

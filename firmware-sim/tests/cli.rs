@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use txsock_firmware_sim::sweep;
+
 fn sim(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_txsock-firmware-sim"))
         .args(args)
@@ -55,5 +57,8 @@ fn usage_errors_exit_2() {
     assert_eq!(code, Some(0));
     assert!(out.contains("--tap NAME"));
     assert!(out.contains("--sweep N"));
-    assert!(!out.contains("MAXCLIENTS"), "{out}");
+    // The sweep's ranges as drawn.
+    let clients = format!("1-{} clients", sweep::MAX_SWEEP_CLIENTS);
+    let transfers = format!("1-{} transfers", sweep::MAX_TRANSFERS);
+    assert!(out.contains(&clients) && out.contains(&transfers), "{out}");
 }
