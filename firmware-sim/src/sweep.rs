@@ -322,3 +322,23 @@ pub fn sweep(
         wall: wall.elapsed(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A printed probability is short and parses back to exactly the same [`Probability`],
+    /// so a printed command replays its scenario.
+    #[test]
+    fn printed_probabilities_parse_back_exactly() {
+        for ppm in (0..=1_000_000u32)
+            .step_by(997)
+            .chain([1, 999_999, 1_000_000])
+        {
+            let p = Probability::new(f64::from(ppm) / 1e6);
+            let text = probability(p);
+            assert_eq!(text.parse().map(Probability::new), Ok(p), "{text}");
+            assert!(text.len() <= 8, "{text}");
+        }
+    }
+}
