@@ -252,6 +252,8 @@ fn run_sweep(config: &SweepConfig) -> ExitCode {
     let terminal = std::io::stderr().is_terminal();
     let total = config.scenarios;
     let mut tenth = 0;
+    // A scenario that panics is reported with the failures; keep the hook's copy off stderr.
+    std::panic::set_hook(Box::new(|_| {}));
     let report = sweep::sweep(
         config,
         std::time::Duration::from_millis(250),

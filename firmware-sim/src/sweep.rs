@@ -255,7 +255,8 @@ pub fn check(config: &SimConfig, repeat: bool) -> Result<SimReport, String> {
 }
 
 /// Runs the sweep on `config.jobs` threads. `progress(done, failed)` is called from the
-/// calling thread about every `tick` while the sweep runs, and once at the end.
+/// calling thread about every `tick` while the sweep runs, and once at the end. A scenario
+/// that panics is a failure with the panic's message (the panic hook still prints it).
 pub fn sweep(
     config: &SweepConfig,
     tick: WallDuration,
@@ -268,9 +269,6 @@ pub fn sweep(
     let transfers = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let failed = AtomicU64::new(0);
-    // A panicking scenario is reported as a failure; keep its message off the terminal.
-    let hook = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
     std::thread::scope(|scope| {
         for _ in 0..config.jobs.max(1) {
             scope.spawn(|| loop {
@@ -308,7 +306,6 @@ pub fn sweep(
             }
         }
     });
-    panic::set_hook(hook);
     progress(config.scenarios, failed.load(Ordering::Relaxed));
     let mut failures = failures
         .into_inner()
