@@ -19,7 +19,7 @@ use crate::framing::{encode_frame, Decoded, FrameDecoder, DEFAULT_MAX_FRAME, MAX
 use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::mac;
 use crate::message::{
-    LoginOut, NoncesRequestOut, ProofOut, Request, Response, TransferOut, TransferRequest,
+    LoginFrame, NoncesRequestFrame, ProofFrame, Request, Response, TransferFrame, TransferRequest,
     MAX_NONCE_BATCH,
 };
 use crate::names::Username;
@@ -182,7 +182,7 @@ impl ServerHarness {
         let mut answer = [0u8; 2 * MAX_RESPONSE];
 
         let n = encode_frame(
-            &LoginOut {
+            &LoginFrame {
                 op: "login",
                 user: USER,
                 nonce: CLIENT_NONCE,
@@ -209,7 +209,7 @@ impl ServerHarness {
 
         let text = base64_encode::<44>(&proof.proof);
         let n = encode_frame(
-            &ProofOut {
+            &ProofFrame {
                 op: "proof",
                 proof: &text,
             },
@@ -228,7 +228,7 @@ impl ServerHarness {
         );
 
         let n = encode_frame(
-            &NoncesRequestOut {
+            &NoncesRequestFrame {
                 op: "nonces",
                 count: NONCES as u8,
             },
@@ -266,7 +266,7 @@ impl ServerHarness {
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(nonce);
         let mut buf = [0u8; DEFAULT_MAX_FRAME];
         let n = encode_frame(
-            &TransferOut {
+            &TransferFrame {
                 op: "transfer",
                 id,
                 to,

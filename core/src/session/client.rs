@@ -12,9 +12,9 @@ use crate::framing::{Decoded, FrameDecoder, OutputBuffer, MAX_RESPONSE};
 use crate::ledger::{HistoryEntry, HistoryPage};
 use crate::mac;
 use crate::message::{
-    parse_amount, parse_balance, BalanceOut, BareOut, Challenge, HistoryOut, HistoryRequestOut,
-    LoginOut, NoncesOut, NoncesRequestOut, ProofOut, Receipt, RegisterOut, Response, TransferOut,
-    Welcome, MAX_NONCE_BATCH,
+    parse_amount, parse_balance, BalanceFrame, BareFrame, ChallengeFrame, HistoryFrame,
+    HistoryRequestFrame, LoginFrame, NoncesFrame, NoncesRequestFrame, ProofFrame, ReceiptFrame,
+    RegisterFrame, Response, TransferFrame, WelcomeFrame, MAX_NONCE_BATCH,
 };
 use crate::names::{check_password, NameError, TransferId, Username};
 use crate::replay::{Nonce, DEFAULT_NONCES, NONCE_LEN};
@@ -396,7 +396,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let stored = base64_encode::<44>(&v.stored_key);
         let server = base64_encode::<44>(&v.server_key);
         self.send(
-            &RegisterOut {
+            &RegisterFrame {
                 op: "register",
                 user: user.as_str(),
                 salt: &salt,
@@ -428,7 +428,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             s
         };
         self.send(
-            &LoginOut {
+            &LoginFrame {
                 op: "login",
                 user: user.as_str(),
                 nonce: &client_nonce,
@@ -478,7 +478,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let proof = ClientProof::compute(salted_password, &auth);
         let text = base64_encode::<44>(&proof.proof);
         self.send(
-            &ProofOut {
+            &ProofFrame {
                 op: "proof",
                 proof: &text,
             },
@@ -497,7 +497,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         self.ready(true)?;
         let count = count.clamp(1, MAX_NONCE_BATCH as u8);
         self.send(
-            &NoncesRequestOut {
+            &NoncesRequestFrame {
                 op: "nonces",
                 count,
             },
@@ -534,7 +534,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         );
         let mac_text = hex_encode::<64>(tag.as_bytes());
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(&nonce);
-        let msg = TransferOut {
+        let msg = TransferFrame {
             op: "transfer",
             id: id.as_str(),
             to: to.as_str(),
@@ -554,14 +554,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
     /// Asks for the balance.
     pub fn balance(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
-        self.send(&BareOut { op: "balance" }, Expect::Balance)
+        self.send(&BareFrame { op: "balance" }, Expect::Balance)
     }
 
     /// Asks for a page of history, newest first, skipping `offset` entries.
     pub fn history(&mut self, offset: u32) -> Result<(), ClientError> {
         self.ready(true)?;
         self.send(
-            &HistoryRequestOut {
+            &HistoryRequestFrame {
                 op: "history",
                 offset,
             },
@@ -572,13 +572,13 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
     /// Logs out; the server closes the connection after answering.
     pub fn logout(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
-        self.send(&BareOut { op: "logout" }, Expect::Bye)
+        self.send(&BareFrame { op: "logout" }, Expect::Bye)
     }
 
     /// Sends a ping.
     pub fn ping(&mut self) -> Result<(), ClientError> {
         self.ready(false)?;
-        self.send(&BareOut { op: "ping" }, Expect::Pong)
+        self.send(&BareFrame { op: "ping" }, Expect::Pong)
     }
 
     /// Feeds bytes from the server; returns how many were consumed. Takes no more input once
@@ -732,7 +732,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         });
     }
 
-    fn challenge(&mut self, c: &Challenge<'_>) {
+    fn challenge(&mut self, c: &ChallengeFrame<'_>) {
         let State::LoggingIn { user, client_nonce } = core::mem::replace(self.state, State::Idle)
         else {
             return self.fail(IntegrityError::UnexpectedResponse);
@@ -772,7 +772,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         });
     }
 
-    fn welcome(&mut self, w: &Welcome<'_>) {
+    fn welcome(&mut self, w: &WelcomeFrame<'_>) {
         let State::Proving {
             user,
             expected,
@@ -796,7 +796,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         self.event(ClientEvent::LoggedIn);
     }
 
-    fn nonces(&mut self, n: &NoncesOut<'_>) {
+    fn nonces(&mut self, n: &NoncesFrame<'_>) {
         for text in &n.nonces {
             let Ok(nonce) = hex_decode::<NONCE_LEN>(text) else {
                 return self.fail(IntegrityError::UnexpectedResponse);
@@ -813,7 +813,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         });
     }
 
-    fn receipt(&mut self, sent: SentTransfer, r: &Receipt<'_>) {
+    fn receipt(&mut self, sent: SentTransfer, r: &ReceiptFrame<'_>) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };
@@ -856,7 +856,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         }));
     }
 
-    fn balance(&mut self, b: &BalanceOut<'_>) {
+    fn balance(&mut self, b: &BalanceFrame<'_>) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };
@@ -869,7 +869,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         }
     }
 
-    fn history(&mut self, h: &HistoryOut<'_>) {
+    fn history(&mut self, h: &HistoryFrame<'_>) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };
