@@ -408,6 +408,17 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         )
     }
 
+    /// The logged-in session's MAC keys, for the test kit only (feature `_testkit`): attack
+    /// tests and fuzz harnesses log in through the session, then forge frames with its keys.
+    /// A product build has no way to take a key out of a session.
+    #[cfg(feature = "_testkit")]
+    pub fn danger_session_macs(&self) -> Option<&SessionMacs> {
+        match &self.state {
+            State::LoggedIn { keys, .. } => Some(keys),
+            _ => None,
+        }
+    }
+
     /// Starts a SCRAM login as `user`.
     pub fn login<R: RngCore + CryptoRng>(
         &mut self,
