@@ -31,8 +31,8 @@ use txsock_e2e::*;
 
 /// Where `cargo xtask test` names the cross-built `txsock.exe`.
 const EXE_VAR: &str = "TXSOCK_WINDOWS_EXE";
-/// A directory of DLLs to put beside `txsock.exe` for this test only (the xtask's
-/// `bcryptprimitives.dll` stand-in for a Wine that lacks it); optional.
+/// A directory of DLLs to put beside `txsock.exe`, for this test only, if it does not start
+/// without them (the xtask's `bcryptprimitives.dll` stand-in for a Wine that lacks it).
 const DLL_DIR_VAR: &str = "TXSOCK_WINDOWS_DLL_DIR";
 /// The Wine loader; default [`WINE_LOADER`].
 const WINE_VAR: &str = "TXSOCK_WINE";
@@ -77,6 +77,8 @@ struct Wine {
 }
 
 impl Wine {
+    /// A new prefix with `exe` installed; the DLLs in `dlls` go beside it if it does not start
+    /// without them.
     fn new(exe: &Path, dlls: Option<&Path>, loader: PathBuf) -> Wine {
         let root = tempfile::Builder::new()
             .prefix("txsock-wine-")
@@ -86,15 +88,6 @@ impl Wine {
         std::fs::create_dir_all(&install).expect("create the install directory");
         let installed = install.join("txsock.exe");
         std::fs::copy(exe, &installed).expect("copy txsock.exe");
-        if let Some(dlls) = dlls {
-            for entry in std::fs::read_dir(dlls).expect("read the DLL directory") {
-                let path = entry.expect("DLL directory entry").path();
-                if path.extension().is_some_and(|ext| ext == "dll") {
-                    let name = path.file_name().expect("file name");
-                    std::fs::copy(&path, install.join(name)).expect("copy a DLL");
-                }
-            }
-        }
         let wine = Wine {
             loader,
             root,
@@ -109,6 +102,26 @@ impl Wine {
             "wine prefix created in {:.1} s",
             started.elapsed().as_secs_f64()
         );
+        let out = wine.run(&["--version"], "");
+        if out.status.success() {
+            return wine;
+        }
+        // Debian 12's Wine 8.0 has no bcryptprimitives.dll, whose ProcessPrng std imports.
+        let dlls = dlls.unwrap_or_else(|| panic!("txsock.exe does not start: {out:?}"));
+        println!(
+            "txsock.exe does not start under this Wine ({}): adding the DLLs of {}",
+            out.status,
+            dlls.display()
+        );
+        for entry in std::fs::read_dir(dlls).expect("read the DLL directory") {
+            let path = entry.expect("DLL directory entry").path();
+            if path.extension().is_some_and(|ext| ext == "dll") {
+                let name = path.file_name().expect("file name");
+                std::fs::copy(&path, install.join(name)).expect("copy a DLL");
+            }
+        }
+        let out = wine.run(&["--version"], "");
+        assert!(out.status.success(), "txsock.exe does not start");
         wine
     }
 
