@@ -325,7 +325,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    // As std and tokio do: a restarted server can bind while old connections linger.
+    // As std and tokio do on Unix: a restarted server can bind while old connections linger.
+    // Not on Windows, where SO_REUSEADDR would let a second process bind the same port while
+    // this one listens (and take its connections); there a lingering connection does not
+    // block the bind anyway.
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
