@@ -227,6 +227,7 @@ impl Target {
             return ServerStats::default();
         };
         if !ask_to_stop(&spawned.child) {
+            tracing::warn!("could not ask the spawned server to stop gracefully; killing it");
             let _ = spawned.child.kill();
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -284,8 +285,9 @@ fn ask_to_stop(child: &Child) -> bool {
 }
 
 /// Asks `child`, a server this process spawned in its own process group, to stop gracefully:
-/// Ctrl-Break to that group. False if that could not be sent (no shared console, e.g. when
-/// this process runs detached).
+/// Ctrl-Break to that group (Ctrl-C cannot be sent to one group alone). False if that could
+/// not be sent: no shared console (this process runs detached), or Wine (8.0 sends only
+/// Ctrl-C events), where `stop` then kills the server.
 #[cfg(windows)]
 fn ask_to_stop(child: &Child) -> bool {
     // SAFETY: the call only reads its two integer arguments; the group id is the spawned
