@@ -134,6 +134,9 @@ fn build(root: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
     }
     command
         .current_dir(root)
+        // No debug info: it would make the build slower (linking, mostly) and the executable
+        // ten times larger, for a smoke test that never reads it.
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .args([
             "build",
             "-p",
