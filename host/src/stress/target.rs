@@ -286,8 +286,8 @@ fn ask_to_stop(child: &Child) -> bool {
 
 /// Asks `child`, a server this process spawned in its own process group, to stop gracefully:
 /// Ctrl-Break to that group (Ctrl-C cannot be sent to one group alone). False if that could
-/// not be sent: no shared console (this process runs detached), or Wine (8.0 sends only
-/// Ctrl-C events), where `stop` then kills the server.
+/// not be sent: no shared console (this process runs detached), or under Wine 8.0, where it
+/// fails (tried by hand); `stop` then kills the server.
 #[cfg(windows)]
 fn ask_to_stop(child: &Child) -> bool {
     // SAFETY: the call only reads its two integer arguments; the group id is the spawned
