@@ -11,6 +11,7 @@ mod pgbench;
 mod prerequisites;
 mod qemu;
 mod util;
+mod windows;
 
 use std::env;
 use std::path::Path;
@@ -49,6 +50,17 @@ TASKS:
                                         no route out, deleted afterwards); prints `SKIPPED:
                                         <reason>` where there is no root, /dev/net/tun or
                                         namespace support
+                      7. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
+                                        (target/windows; rustup's target if installed, else
+                                        Debian's rustc-web with -Z build-std=std,panic_abort;
+                                        mingw-w64 for SQLite and linking; the build time is
+                                        printed), then tests/tests/windows.rs under Wine
+                                        (/usr/lib/wine/wine64, a throwaway WINEPREFIX,
+                                        127.0.0.1 only): txsock.exe user add, serve against
+                                        the Linux client, Ctrl-C, ledger check, and
+                                        txsock.exe client against the Linux server; installs
+                                        gcc-mingw-w64-x86-64 and wine64 as root, else prints
+                                        `SKIPPED: <reason>`
     qemu            Build the images of core/cortex-m-test and firmware-sim/cortex-m for
                     thumbv7em-none-eabihf (release) into target/cortex-m and run each under
                     QEMU (Cortex-M4, mps2-an386, semihosting, 300 s timeout each), stopping at
@@ -73,6 +85,8 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
+    windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
+                    Wine (or print `SKIPPED: <reason>`).
     bench           Every performance figure of the design brief in one run, each next to
                     its anchor measured in the same run (about 5 minutes once built; not a
                     test, asserts nothing), written to target/bench/summary.md (a table:
@@ -137,6 +151,7 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
+        Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
@@ -156,6 +171,7 @@ enum Task {
     Help,
     Test,
     Qemu,
+    Windows,
     Bench,
     Fuzz {
         seconds: u64,
@@ -177,6 +193,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "help" => Task::Help,
         "test" => Task::Test,
         "qemu" => Task::Qemu,
+        "windows" => Task::Windows,
         "bench" => Task::Bench,
         "fuzz" => {
             let mut seconds = 60;
@@ -251,7 +268,7 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 6] = [
+    let steps: [Step; 7] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
@@ -300,6 +317,7 @@ fn test() -> Result<(), Error> {
                 "--nocapture",
             ]))
         }),
+        ("windows", &|| windows::test(&root)),
     ];
     let count = steps.len();
     for (index, (name, step)) in steps.iter().enumerate() {
@@ -354,6 +372,7 @@ mod tests {
     fn parses_tasks() {
         assert_eq!(parse_str("test"), Ok(Task::Test));
         assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
+        assert_eq!(parse_str("windows"), Ok(Task::Windows));
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));

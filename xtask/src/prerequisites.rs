@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::qemu;
 use crate::util::{self, run, Error};
+use crate::{qemu, windows};
 
 /// Which task needs a prerequisite.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -16,9 +16,13 @@ pub enum Need {
     Tests,
     /// Running the Cortex-M image under QEMU.
     Qemu,
-    /// Building the Cortex-M image when rustup has no `thumbv7em-none-eabihf` target: Debian's
-    /// toolchain builds `core` from source instead.
-    QemuWithoutRustupTarget,
+    /// Building for a target whose standard library rustup does not provide (the Cortex-M
+    /// images without `thumbv7em-none-eabihf`, txsock.exe without `x86_64-pc-windows-gnu`):
+    /// Debian's toolchain builds it from source instead (`-Z build-std`).
+    BuildStd,
+    /// The Windows step: cross-building txsock.exe (mingw-w64: SQLite's C, the linker, the
+    /// test's stand-in DLL) and running it under Wine.
+    Windows,
     /// `cargo xtask bench`: the PostgreSQL anchor (initdb, postgres, pgbench).
     Bench,
 }
@@ -74,17 +78,29 @@ pub const PREREQUISITES: &[Prerequisite] = &[
     prerequisite(
         Present::Exists("/usr/bin/rustc"),
         "rustc-web",
-        Need::QemuWithoutRustupTarget,
+        Need::BuildStd,
     ),
     prerequisite(
         Present::Exists("/usr/bin/cargo"),
         "cargo-web",
-        Need::QemuWithoutRustupTarget,
+        Need::BuildStd,
     ),
     prerequisite(
         Present::Exists("/usr/lib/rustlib/src/rust/library/core/Cargo.toml"),
         "rust-web-src",
-        Need::QemuWithoutRustupTarget,
+        Need::BuildStd,
+    ),
+    // txsock.exe: the C compiler and linker for x86_64-pc-windows-gnu, and Debian's 64-bit
+    // Wine (its loader is not on PATH).
+    prerequisite(
+        Present::OnPath("x86_64-w64-mingw32-gcc"),
+        "gcc-mingw-w64-x86-64",
+        Need::Windows,
+    ),
+    prerequisite(
+        Present::Exists(windows::WINE_LOADER),
+        "wine64",
+        Need::Windows,
     ),
 ];
 
@@ -102,24 +118,11 @@ static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// Makes sure every prerequisite of `needs` is present.
 ///
-/// [`Need::Qemu`] implies [`Need::QemuWithoutRustupTarget`] when the rustup target is missing.
-/// Missing packages are installed with apt-get when running as root; otherwise this prints the
-/// command to run and fails.
+/// [`Need::Qemu`] and [`Need::Windows`] imply [`Need::BuildStd`] when rustup lacks their
+/// target. Missing packages are installed with apt-get when running as root; otherwise this
+/// prints the command to run and fails.
 pub fn ensure(needs: &[Need]) -> Result<(), Error> {
-    let mut needs = needs.to_vec();
-    if needs.contains(&Need::Qemu) && !qemu::rustup_target_installed() {
-        needs.push(Need::QemuWithoutRustupTarget);
-    }
-    let missing = || -> Vec<&'static str> {
-        let mut packages: Vec<&'static str> = Vec::new();
-        for p in PREREQUISITES {
-            if needs.contains(&p.need) && !p.present.check() && !packages.contains(&p.package) {
-                packages.push(p.package);
-            }
-        }
-        packages
-    };
-    let packages = missing();
+    let packages = missing(needs);
     if packages.is_empty() {
         return Ok(());
     }
@@ -138,7 +141,7 @@ pub fn ensure(needs: &[Need]) -> Result<(), Error> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y"])
         .args(&packages))?;
-    let still_missing = missing();
+    let still_missing = missing(needs);
     if still_missing.is_empty() {
         Ok(())
     } else {
@@ -147,6 +150,23 @@ pub fn ensure(needs: &[Need]) -> Result<(), Error> {
             still_missing.join(" ")
         )))
     }
+}
+
+/// The Debian packages that provide the missing prerequisites of `needs` (see [`ensure`]).
+pub fn missing(needs: &[Need]) -> Vec<&'static str> {
+    let mut needs = needs.to_vec();
+    if (needs.contains(&Need::Qemu) && !qemu::rustup_target_installed())
+        || (needs.contains(&Need::Windows) && !windows::rustup_target_installed())
+    {
+        needs.push(Need::BuildStd);
+    }
+    let mut packages: Vec<&'static str> = Vec::new();
+    for p in PREREQUISITES {
+        if needs.contains(&p.need) && !p.present.check() && !packages.contains(&p.package) {
+            packages.push(p.package);
+        }
+    }
+    packages
 }
 
 /// Makes sure the rustup components are installed (`rustup component add` if not).
@@ -173,6 +193,6 @@ pub fn ensure_rustup_components(components: &[&str]) -> Result<(), Error> {
 }
 
 /// Whether this process runs as root (`id -u` is 0).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     util::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
 }

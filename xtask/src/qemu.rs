@@ -266,13 +266,18 @@ fn run_image(elf: &Path, log: &Path) -> Result<String, Error> {
 /// Whether the `rustc` that `cargo` runs has a prebuilt `thumbv7em-none-eabihf` standard
 /// library (with rustup: `rustup target add thumbv7em-none-eabihf`).
 pub fn rustup_target_installed() -> bool {
+    prebuilt_std(TARGET)
+}
+
+/// Whether the `rustc` that `cargo` runs has a prebuilt standard library for `target`.
+pub fn prebuilt_std(target: &str) -> bool {
     let Ok(sysroot) = util::output(Command::new("rustc").args(["--print", "sysroot"])) else {
         return false;
     };
     Path::new(sysroot.trim())
         .join("lib")
         .join("rustlib")
-        .join(TARGET)
+        .join(target)
         .join("lib")
         .is_dir()
 }

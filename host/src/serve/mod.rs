@@ -219,7 +219,7 @@ impl Server {
     }
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until it is asked to stop (see [`Signals`]).
 pub async fn run(args: ServeArgs) -> Result<()> {
     let (store, data_dir) = args.storage.open(args.opening_balance)?;
     let mut store = store;
@@ -242,6 +242,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     });
     let listener = listen(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
+    // Before announcing the address, so that a stop request from whoever waits for the
+    // announcement is never the default action (on Unix: exit without a graceful stop).
+    let mut signals = Signals::new()?;
     println!(
         "txsock listening on {local} (data in {})",
         data_dir.display()
@@ -253,7 +256,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let permits = Arc::new(Semaphore::new(args.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut signals = Signals::new()?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -323,28 +325,79 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    // As std and tokio do: a restarted server can bind while old connections linger.
+    // As std and tokio do on Unix: a restarted server can bind while old connections linger.
+    // Not on Windows, where SO_REUSEADDR would let a second process bind the same port while
+    // this one listens (and take its connections); there a lingering connection does not
+    // block the bind anyway.
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// SIGINT and SIGTERM.
+/// What stops the server: SIGINT (Ctrl-C) and SIGTERM on Unix; Ctrl-C, Ctrl-Break, closing the
+/// console, logoff and system shutdown on Windows (tokio's console control events). Every
+/// listener is registered once, before the accept loop, so that no stop request is missed
+/// between two turns of the loop.
+///
+/// On close, logoff and shutdown Windows ends the process as soon as the handler returns,
+/// so the graceful stop may be cut short there; that loses nothing acknowledged, because a
+/// transfer is committed before its acknowledgement and each audit line is written at once.
+#[cfg(unix)]
 struct Signals {
+    interrupt: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
+#[cfg(unix)]
 impl Signals {
     fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
         })
     }
 
     async fn recv(&mut self) {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+}
+
+/// See the Unix [`Signals`].
+#[cfg(windows)]
+struct Signals {
+    ctrl_c: tokio::signal::windows::CtrlC,
+    ctrl_break: tokio::signal::windows::CtrlBreak,
+    close: tokio::signal::windows::CtrlClose,
+    logoff: tokio::signal::windows::CtrlLogoff,
+    shutdown: tokio::signal::windows::CtrlShutdown,
+}
+
+#[cfg(windows)]
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::windows;
+        let context = "listening for console control events";
+        Ok(Signals {
+            ctrl_c: windows::ctrl_c().context(context)?,
+            ctrl_break: windows::ctrl_break().context(context)?,
+            close: windows::ctrl_close().context(context)?,
+            logoff: windows::ctrl_logoff().context(context)?,
+            shutdown: windows::ctrl_shutdown().context(context)?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.ctrl_c.recv() => tracing::info!("Ctrl-C received"),
+            _ = self.ctrl_break.recv() => tracing::info!("Ctrl-Break received"),
+            _ = self.close.recv() => tracing::info!("console closed"),
+            _ = self.logoff.recv() => tracing::info!("user logging off"),
+            _ = self.shutdown.recv() => tracing::info!("system shutting down"),
         }
     }
 }

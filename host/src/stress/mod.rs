@@ -352,7 +352,11 @@ fn run_prefix() -> String {
 
 const BIG_BALANCE: &str = "1000000000";
 
-async fn scenario(scenario: Scenario, common: &CommonArgs, files: u64) -> Result<report::Outcome> {
+async fn scenario(
+    scenario: Scenario,
+    common: &CommonArgs,
+    files: Option<u64>,
+) -> Result<report::Outcome> {
     let mut params: Vec<(String, String)> = Vec::new();
     let mut notes = Vec::new();
     let (name, ours): (&str, Vec<(&str, String)>) = match &scenario {
@@ -413,12 +417,17 @@ async fn scenario(scenario: Scenario, common: &CommonArgs, files: u64) -> Result
         params.push(("server".into(), addr.to_string()));
         Target::attach(addr, common.server_pid)
     };
-    if target.pid.is_none() {
+    if let Some(why) = target::RSS_UNAVAILABLE {
+        notes.push(why.to_string());
+    } else if target.pid.is_none() {
         notes.push("server memory not sampled: give --server-pid (or use --spawn)".to_string());
     }
     params.push(("scenario".into(), name.into()));
     params.push(("iterations".into(), common.iterations.to_string()));
-    params.push(("open file limit".into(), files.to_string()));
+    params.push((
+        "open file limit".into(),
+        files.map_or_else(|| "none".into(), |files| files.to_string()),
+    ));
     params.push(("stress threads".into(), common.threads.to_string()));
     let ctx = Ctx {
         addr: target.addr,
@@ -533,14 +542,14 @@ async fn run_connections(
     ctx: &Ctx,
     target: &Target,
     a: &ConnectionsArgs,
-    files: u64,
+    files: Option<u64>,
     params: &mut Vec<(String, String)>,
     notes: &mut Vec<String>,
 ) -> Result<report::Outcome> {
     params.push(("count".into(), a.count.to_string()));
     params.push(("hold".into(), format!("{:?}", a.hold)));
     params.push(("parallel logins".into(), a.parallel.to_string()));
-    if a.count as u64 + 64 > files {
+    if let Some(files) = files.filter(|&files| a.count as u64 + 64 > files) {
         notes.push(format!(
             "{} connections need more than the open file limit of {files}; raise it (ulimit -n)",
             a.count

@@ -41,8 +41,9 @@ pub struct Target {
 }
 
 /// Raises this process's open-file limit to its hard limit (children inherit it); returns
-/// the new soft limit.
-pub fn raise_file_limit() -> u64 {
+/// the new soft limit (1024, the usual default, if it cannot be read).
+#[cfg(unix)]
+pub fn raise_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -50,7 +51,7 @@ pub fn raise_file_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass by pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
+            return Some(1024);
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
@@ -64,10 +65,24 @@ pub fn raise_file_limit() -> u64 {
     }
     #[allow(clippy::unnecessary_cast)] // `rlim_t` is narrower on some targets.
     let soft = lim.rlim_cur as u64;
-    soft
+    Some(soft)
 }
 
-/// Resident memory of `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+/// Elsewhere (Windows) sockets are not counted against an open-file limit: nothing to raise.
+#[cfg(not(unix))]
+pub fn raise_file_limit() -> Option<u64> {
+    None
+}
+
+/// Why server memory cannot be sampled on this platform, if it cannot.
+pub const RSS_UNAVAILABLE: Option<&str> = if cfg!(target_os = "linux") {
+    None
+} else {
+    Some("server memory not sampled: reading it needs Linux's /proc/PID/status")
+};
+
+/// Resident memory of `pid` in KiB (`VmRSS` of `/proc/PID/status`); `None` where there is no
+/// such file (see [`RSS_UNAVAILABLE`]).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -125,6 +140,12 @@ impl Target {
             .stderr(Stdio::piped())
             .env("RUST_LOG", "warn,txsock::serve=info")
             .env("NO_COLOR", "1");
+        #[cfg(windows)]
+        {
+            use std::os::windows::process::CommandExt as _;
+            // Its own process group, so that `stop` can send Ctrl-Break to it alone.
+            cmd.creation_flags(windows::CREATE_NEW_PROCESS_GROUP);
+        }
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TXSOCK_") {
                 cmd.env_remove(key);
@@ -198,16 +219,16 @@ impl Target {
         self.pid.and_then(rss_kib)
     }
 
-    /// Stops a spawned server (SIGTERM, then SIGKILL after 20 s), removes its data directory
-    /// and returns what it reported. A server this process did not start is left running.
+    /// Stops a spawned server (SIGTERM on Unix, Ctrl-Break on Windows; killed if that fails
+    /// or it has not exited after 20 s), removes its data directory and returns what it
+    /// reported. A server this process did not start is left running.
     pub fn stop(&mut self) -> ServerStats {
         let Some(mut spawned) = self.spawned.take() else {
             return ServerStats::default();
         };
-        let pid = spawned.child.id() as libc::pid_t;
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
+        if !ask_to_stop(&spawned.child) {
+            tracing::warn!("could not ask the spawned server to stop gracefully; killing it");
+            let _ = spawned.child.kill();
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut clean_exit = false;
@@ -249,6 +270,49 @@ impl Target {
         });
         let _ = std::fs::remove_dir_all(&spawned.dir);
         stats
+    }
+}
+
+/// Asks `child`, a server this process spawned and has not waited for yet, to stop
+/// gracefully: SIGTERM. False if that could not be sent.
+#[cfg(unix)]
+fn ask_to_stop(child: &Child) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return false;
+    };
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+    unsafe { libc::kill(pid, libc::SIGTERM) == 0 }
+}
+
+/// Asks `child`, a server this process spawned in its own process group, to stop gracefully:
+/// Ctrl-Break to that group (Ctrl-C cannot be sent to one group alone). False if that could
+/// not be sent: no shared console (this process runs detached), or under Wine 8.0, where it
+/// fails (tried by hand); `stop` then kills the server.
+#[cfg(windows)]
+fn ask_to_stop(child: &Child) -> bool {
+    // SAFETY: the call only reads its two integer arguments; the group id is the spawned
+    // child's process id (CREATE_NEW_PROCESS_GROUP makes it the group's id).
+    unsafe { windows::GenerateConsoleCtrlEvent(windows::CTRL_BREAK_EVENT, child.id()) != 0 }
+}
+
+/// Elsewhere: no graceful stop, `stop` kills.
+#[cfg(not(any(unix, windows)))]
+fn ask_to_stop(_child: &Child) -> bool {
+    false
+}
+
+/// The two Win32 items `stop` needs (kernel32, which every Windows program links).
+#[cfg(windows)]
+mod windows {
+    /// `CREATE_NEW_PROCESS_GROUP` from `WinBase.h`.
+    pub const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+    /// `CTRL_BREAK_EVENT` from `wincon.h`.
+    pub const CTRL_BREAK_EVENT: u32 = 1;
+
+    #[link(name = "kernel32")]
+    extern "system" {
+        /// <https://learn.microsoft.com/windows/console/generateconsolectrlevent>
+        pub fn GenerateConsoleCtrlEvent(event: u32, process_group: u32) -> i32;
     }
 }
 
