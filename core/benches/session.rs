@@ -105,16 +105,20 @@ impl Rig {
         let p = &mut self.pair;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         let frame = &self.frames[start..self.ends[i]];
-        let used = p.server.handle_input(&mut p.shared, p.now, frame);
+        let receipts = &mut self.receipts;
+        let transmit = |out: &[u8]| {
+            receipts.extend_from_slice(out);
+            Ok::<_, std::convert::Infallible>(out.len())
+        };
+        let Ok(used) = p.server.drive(
+            &mut p.shared,
+            &mut self.ledger,
+            p.now,
+            frame,
+            transmit,
+            |_| {},
+        );
         debug_assert_eq!(used, frame.len());
-        let request = p.server.poll_ledger().expect("a ledger request");
-        let reply = self.ledger.execute(&request, p.now);
-        p.server.handle_ledger(&mut p.shared, p.now, reply);
-        while p.server.poll_event().is_some() {}
-        let out = p.server.poll_transmit();
-        let n = out.len();
-        self.receipts.extend_from_slice(out);
-        p.server.advance_transmit(n);
     }
 
     /// Untimed: the client verifies the batch's receipts; every transfer must have committed.

@@ -14,10 +14,11 @@
 //! (`ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage)`) and checks
 //! `SHA-256(ClientKey) == StoredKey`.
 
-use crate::crypto::{ct_eq, sha256, wipe, HmacSha256, Key, MacKey, Tag, TAG_LEN};
+use crate::crypto::{ct_eq, sha256, HmacSha256, Key, MacKey, Tag, TAG_LEN};
 use crate::encoding::base64_encode;
 use crate::names::Username;
 use hmac::Mac;
+use zeroize::Zeroize;
 
 /// The PBKDF2 iteration count used when nothing else is configured: the OWASP 2023
 /// recommendation for PBKDF2-HMAC-SHA256.
@@ -38,8 +39,8 @@ pub fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> Key {
     let mut out = [0u8; TAG_LEN];
     pbkdf2::pbkdf2::<HmacSha256>(password, salt, iterations, &mut out)
         .expect("HMAC takes any key length");
-    let key = Key(out);
-    wipe(&mut out);
+    let key = Key::from_bytes(out);
+    out.zeroize();
     key
 }
 
@@ -68,8 +69,8 @@ impl Verifier {
         Verifier {
             salt: s,
             iterations,
-            stored_key: sha256(&client_key.0),
-            server_key: salted.sign(&[b"Server Key"]).0,
+            stored_key: sha256(client_key.as_bytes()),
+            server_key: *salted.sign(&[b"Server Key"]).as_bytes(),
         }
     }
 
@@ -85,7 +86,7 @@ impl Verifier {
 
 /// `ClientKey := HMAC(SaltedPassword, "Client Key")`.
 pub fn client_key(salted: &Key) -> Key {
-    Key(salted.sign(&[b"Client Key"]).0)
+    Key::from(salted.sign(&[b"Client Key"]))
 }
 
 /// The three messages whose concatenation is SCRAM's `AuthMessage`
@@ -135,7 +136,7 @@ impl AuthMessage<'_> {
         let mut m = key.mac();
         m.update(label);
         self.feed(&mut m);
-        Tag(m.finalize().into_bytes().into())
+        Tag::from_mac(m)
     }
 }
 
@@ -165,8 +166,8 @@ impl SessionKeys {
     /// Derives both keys from `ClientKey` and the login's `AuthMessage`.
     pub fn derive(client_key: &Key, auth: &AuthMessage<'_>) -> SessionKeys {
         SessionKeys {
-            client_to_server: Key(auth.sign(client_key, b"txsock/1 session c2s\0").0),
-            server_to_client: Key(auth.sign(client_key, b"txsock/1 session s2c\0").0),
+            client_to_server: Key::from(auth.sign(client_key, b"txsock/1 session c2s\0")),
+            server_to_client: Key::from(auth.sign(client_key, b"txsock/1 session s2c\0")),
         }
     }
 }
@@ -204,16 +205,16 @@ impl ClientProof {
     /// Computes the client's proof for `auth` from the salted password.
     pub fn compute(salted: &Key, auth: &AuthMessage<'_>) -> ClientProof {
         let client_key = client_key(salted);
-        let stored_key = Key(sha256(&client_key.0));
+        let stored_key = Key::from_bytes(sha256(client_key.as_bytes()));
         let signature = auth.sign(&stored_key, b"");
         let mut proof = [0u8; TAG_LEN];
         for (p, (k, s)) in proof
             .iter_mut()
-            .zip(client_key.0.iter().zip(signature.0.iter()))
+            .zip(client_key.as_bytes().iter().zip(signature.as_bytes()))
         {
             *p = k ^ s;
         }
-        let server_key = Key(salted.sign(&[b"Server Key"]).0);
+        let server_key = Key::from(salted.sign(&[b"Server Key"]));
         ClientProof {
             proof,
             expected_server_signature: auth.sign(&server_key, b""),
@@ -243,19 +244,17 @@ pub fn verify_client_proof(
     auth: &AuthMessage<'_>,
     proof: &[u8; TAG_LEN],
 ) -> Result<(Tag, SessionKeys), VerifyError> {
-    let signature = auth.sign(&Key(*stored_key), b"");
-    let mut client_key = Key([0; TAG_LEN]);
-    for (c, (p, s)) in client_key
-        .0
-        .iter_mut()
-        .zip(proof.iter().zip(signature.0.iter()))
-    {
+    let signature = auth.sign(&Key::from_bytes(*stored_key), b"");
+    let mut bytes = [0; TAG_LEN];
+    for (c, (p, s)) in bytes.iter_mut().zip(proof.iter().zip(signature.as_bytes())) {
         *c = p ^ s;
     }
-    if !ct_eq(&sha256(&client_key.0), stored_key) {
+    let client_key = Key::from_bytes(bytes);
+    bytes.zeroize();
+    if !ct_eq(&sha256(client_key.as_bytes()), stored_key) {
         return Err(VerifyError);
     }
-    let server_signature = auth.sign(&Key(*server_key), b"");
+    let server_signature = auth.sign(&Key::from_bytes(*server_key), b"");
     Ok((server_signature, SessionKeys::derive(&client_key, auth)))
 }
 
@@ -264,7 +263,7 @@ pub fn verify_client_proof(
 pub fn fake_salt(secret: &Key, user: &Username) -> [u8; SALT_LEN] {
     let tag = secret.sign(&[b"txsock/1 fake salt\0", user.as_str().as_bytes()]);
     let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&tag.0[..SALT_LEN]);
+    salt.copy_from_slice(&tag.as_bytes()[..SALT_LEN]);
     salt
 }
 
@@ -291,7 +290,7 @@ mod tests {
         let client = ClientProof::compute(&salted, &auth);
         assert_eq!(base64_encode::<44>(&client.proof).as_str(), v.proof_b64);
         assert_eq!(
-            base64_encode::<44>(&client.expected_server_signature.0),
+            base64_encode::<44>(client.expected_server_signature.as_bytes()),
             v.server_signature_b64
         );
 
@@ -303,10 +302,10 @@ mod tests {
             &client.proof,
         )
         .unwrap();
-        assert_eq!(sig, client.expected_server_signature);
-        assert_eq!(keys.client_to_server, client.keys.client_to_server);
-        assert_eq!(keys.server_to_client, client.keys.server_to_client);
-        assert_ne!(keys.client_to_server, keys.server_to_client);
+        assert_eq!(sig.as_bytes(), client.expected_server_signature.as_bytes());
+        assert!(keys.client_to_server.ct_eq(&client.keys.client_to_server));
+        assert!(keys.server_to_client.ct_eq(&client.keys.server_to_client));
+        assert!(!keys.client_to_server.ct_eq(&keys.server_to_client));
 
         let mut bad = client.proof;
         bad[0] ^= 1;

@@ -208,10 +208,18 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
 ///
 /// Timeouts are the stream's business here: give it a read timeout that returns an error,
 /// and this returns that error after the session has had its `handle_timeout`.
-pub fn serve<T, R, L, const FRAME: usize, const NONCES: usize, const OUT: usize, const A: usize>(
+pub fn serve<
+    T,
+    R,
+    L,
+    const FRAME: usize,
+    const NONCES: usize,
+    const OUT: usize,
+    const ADDRS: usize,
+>(
     io: &mut T,
     session: &mut ServerSession<FRAME, NONCES, OUT>,
-    shared: &mut ServerShared<R, A>,
+    shared: &mut ServerShared<R, ADDRS>,
     ledger: &mut L,
     mut clock: impl FnMut() -> Instant,
 ) -> Result<(), T::Error>
@@ -223,18 +231,16 @@ where
     let mut buf = [0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);
     loop {
-        let now = clock();
-        start += session.handle_input(shared, now, &buf[start..end]);
-        if let Some(request) = session.poll_ledger() {
-            let reply = ledger.execute(&request, now);
-            session.handle_ledger(shared, now, reply);
-            // Drain events so they never pile up; the blocking driver does not log.
-            while session.poll_event().is_some() {}
-            continue_write(io, session)?;
-            continue;
-        }
-        while session.poll_event().is_some() {}
-        continue_write(io, session)?;
+        // The blocking driver does not log, so events are dropped as they come.
+        start += session.drive(
+            shared,
+            ledger,
+            clock(),
+            &buf[start..end],
+            |out| io.write(out),
+            |_| {},
+        )?;
+        io.flush()?;
         if session.is_closed() {
             return Ok(());
         }

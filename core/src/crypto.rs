@@ -1,7 +1,11 @@
-//! HMAC-SHA256 primitives: keys that wipe themselves, tags, and constant-time checks.
+//! HMAC-SHA256 primitives: keys and tags that zeroize themselves ([`zeroize`]), and
+//! constant-time checks ([`subtle`]).
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, HmacCore, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// HMAC-SHA256 ([RFC 2104](https://www.rfc-editor.org/rfc/rfc2104)).
 ///
@@ -18,20 +22,30 @@ pub trait Keyed {
 /// Length of a SHA-256 digest, an HMAC-SHA256 tag and every txsock key, in bytes.
 pub const TAG_LEN: usize = 32;
 
-/// Overwrites `bytes` with zeros in a way the optimiser may not remove.
-pub fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference to a byte.
-        unsafe { core::ptr::write_volatile(b, 0) };
-    }
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-}
-
-/// A 32-byte secret key, wiped when dropped.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(pub [u8; TAG_LEN]);
+/// A 32-byte secret key, zeroized when dropped.
+///
+/// The bytes are private: build a key with [`Key::from_bytes`] (or from a [`Tag`] with
+/// `From`), read them with [`Key::as_bytes`], and compare keys with [`Key::ct_eq`]. There is
+/// no `==`, which would not run in constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Key([u8; TAG_LEN]);
 
 impl Key {
+    /// A key holding `bytes`. The caller should zeroize its own copy if it keeps one.
+    pub const fn from_bytes(bytes: [u8; TAG_LEN]) -> Key {
+        Key(bytes)
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; TAG_LEN] {
+        &self.0
+    }
+
+    /// Compares with `other` in time independent of where they differ.
+    pub fn ct_eq(&self, other: &Key) -> bool {
+        ct_eq(&self.0, &other.0)
+    }
+
     /// An HMAC instance keyed with this key.
     pub fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
@@ -44,7 +58,15 @@ impl Key {
         for p in parts {
             m.update(p);
         }
-        Tag(m.finalize().into_bytes().into())
+        Tag::from_mac(m)
+    }
+}
+
+impl From<Tag> for Key {
+    /// A key whose bytes are `tag`'s (SCRAM derives `ClientKey`, `ServerKey` and the session
+    /// keys as HMAC outputs).
+    fn from(tag: Tag) -> Key {
+        Key(tag.0)
     }
 }
 
@@ -56,7 +78,12 @@ impl Keyed for Key {
 
 /// A key whose HMAC inner and outer SHA-256 states are computed once, so each MAC under it
 /// costs two compression calls less. Sessions keep their MAC keys in this form (80 bytes
-/// each). Wiped when dropped.
+/// each). Overwritten when dropped.
+///
+/// `hmac` 0.12 does not implement `Zeroize` for its keyed state, whose fields are private, so
+/// [`Drop`] overwrites the whole state with the state of the empty key (no secret) and hands
+/// it to [`core::hint::black_box`] so that the store is not optimised away. Moving to an
+/// `hmac` release whose state is `ZeroizeOnDrop` would make this a derive.
 #[derive(Clone)]
 pub struct MacKey {
     core: HmacCore<Sha256>,
@@ -79,14 +106,10 @@ impl Keyed for MacKey {
 
 impl Drop for MacKey {
     fn drop(&mut self) {
-        let bytes = (&mut self.core as *mut HmacCore<Sha256>).cast::<u8>();
-        for i in 0..core::mem::size_of::<HmacCore<Sha256>>() {
-            // SAFETY: `bytes` points to `self.core`, which is valid for its whole size and
-            // exclusively borrowed; the hash states are plain integers, for which all-zero
-            // is a valid value, and the value is never used again after drop.
-            unsafe { core::ptr::write_volatile(bytes.add(i), 0) };
-        }
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        // HMAC accepts keys of any length, so this cannot fail.
+        self.core =
+            <HmacCore<Sha256> as KeyInit>::new_from_slice(&[]).expect("HMAC takes any key length");
+        core::hint::black_box(&mut self.core);
     }
 }
 
@@ -96,32 +119,37 @@ impl core::fmt::Debug for MacKey {
     }
 }
 
-impl Drop for Key {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
 impl core::fmt::Debug for Key {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("Key(..)")
     }
 }
 
-/// An HMAC-SHA256 tag, wiped when dropped.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Tag(pub [u8; TAG_LEN]);
+/// An HMAC-SHA256 tag, zeroized when dropped.
+///
+/// Compare tags with [`Tag::ct_eq`]; there is no `==`, which would not run in constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Tag([u8; TAG_LEN]);
 
 impl Tag {
+    /// A tag holding `bytes`.
+    pub const fn from_bytes(bytes: [u8; TAG_LEN]) -> Tag {
+        Tag(bytes)
+    }
+
+    /// The tag of a finished HMAC computation.
+    pub fn from_mac(mac: HmacSha256) -> Tag {
+        Tag(mac.finalize().into_bytes().into())
+    }
+
+    /// The tag's bytes.
+    pub fn as_bytes(&self) -> &[u8; TAG_LEN] {
+        &self.0
+    }
+
     /// Compares with `other` in time independent of where they differ.
     pub fn ct_eq(&self, other: &[u8]) -> bool {
         ct_eq(&self.0, other)
-    }
-}
-
-impl Drop for Tag {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
     }
 }
 
@@ -131,17 +159,10 @@ impl core::fmt::Debug for Tag {
     }
 }
 
-/// Constant-time equality of two byte strings (the length is not secret).
+/// Constant-time equality of two byte strings, with [`subtle::ConstantTimeEq`] (the length
+/// is not secret: strings of different lengths are unequal at once).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    // black_box keeps the compiler from turning the fold into an early-exit comparison.
-    core::hint::black_box(diff) == 0
+    a.ct_eq(b).into()
 }
 
 /// SHA-256 of `data`.
@@ -185,5 +206,39 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn keys_and_tags_compare_by_bytes() {
+        let k = Key::from_bytes([7; TAG_LEN]);
+        assert_eq!(k.as_bytes(), &[7; TAG_LEN]);
+        assert!(k.ct_eq(&k.clone()));
+        assert!(!k.ct_eq(&Key::from_bytes([8; TAG_LEN])));
+        let t = k.sign(&[b"x"]);
+        assert!(t.ct_eq(&hmac_sha256(&[7; TAG_LEN], b"x")));
+        assert!(!t.ct_eq(&[0; TAG_LEN]));
+        assert!(Key::from(t.clone()).as_bytes() == t.as_bytes());
+    }
+
+    #[test]
+    fn zeroize_clears_keys_and_tags() {
+        let mut k = Key::from_bytes([7; TAG_LEN]);
+        k.zeroize();
+        assert_eq!(k.as_bytes(), &[0; TAG_LEN]);
+        let mut t = Tag::from_bytes([7; TAG_LEN]);
+        t.zeroize();
+        assert_eq!(t.as_bytes(), &[0; TAG_LEN]);
+    }
+
+    #[test]
+    fn mac_key_matches_key() {
+        let k = Key::from_bytes([7; TAG_LEN]);
+        let m = MacKey::new(&k);
+        let mut a = k.mac();
+        let mut b = m.mac();
+        a.update(b"abc");
+        b.update(b"abc");
+        assert!(Tag::from_mac(a).ct_eq(Tag::from_mac(b).as_bytes()));
+        drop(m);
     }
 }

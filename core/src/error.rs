@@ -166,6 +166,29 @@ impl ErrorCode {
                 | ErrorCode::OutputOverflow
         )
     }
+
+    /// True for codes that a correctly built request can only get if it was altered in
+    /// transit (or replayed): a MAC that does not verify, a nonce that is not outstanding, a
+    /// frame that does not parse or is too long, a name or amount that is invalid.
+    ///
+    /// "Correctly built" means what [`ClientSession`](crate::ClientSession) sends: names and
+    /// amounts validated before sending, a frame within the protocol's limits, a MAC under
+    /// the session key, and a nonce the server issued to this session and that the client has
+    /// not used. A client that gets one of these codes for such a request should report
+    /// tampering rather than its own mistake. Refusals that depend on the ledger (funds,
+    /// recipient, ids), on policy (login, registration) or on the server's limits are never
+    /// evidence of tampering.
+    pub const fn means_altered_in_transit(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadMac
+                | ErrorCode::UnknownNonce
+                | ErrorCode::Malformed
+                | ErrorCode::InvalidName
+                | ErrorCode::InvalidAmount
+                | ErrorCode::FrameTooLong
+        )
+    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -189,5 +212,30 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_name("nope"), None);
+    }
+
+    /// The codes that mean "altered in transit" are exactly those a well-built request can
+    /// only get from a changed frame; none of them closes the connection.
+    #[test]
+    fn altered_in_transit_codes() {
+        let altered: Vec<&str> = ErrorCode::ALL
+            .iter()
+            .filter(|c| c.means_altered_in_transit())
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(
+            altered,
+            [
+                "malformed",
+                "frame_too_long",
+                "bad_mac",
+                "unknown_nonce",
+                "invalid_amount",
+                "invalid_name"
+            ]
+        );
+        for c in ErrorCode::ALL {
+            assert!(!(c.means_altered_in_transit() && c.is_fatal()), "{c}");
+        }
     }
 }

@@ -62,8 +62,12 @@ pub enum LedgerRequest {
     ///   answer even if the balances have changed since).
     /// - Else debit, credit and journal the transfer in one transaction.
     /// - `LedgerFull` (no room to record anything) is not final: a later retry may succeed.
+    /// - A sender without an account (only possible if the account went away after the
+    ///   login) gets `Err(NotLoggedIn)` with balance 0; nothing is recorded, as there is no
+    ///   account to record it for.
     ///
     /// The reply's `balance` is the sender's balance after the transfer (or at the refusal).
+    /// [`decide_transfer`] is this contract as code: every ledger calls it.
     Transfer {
         /// The logged-in user; always the debited account.
         from: Username,
@@ -74,7 +78,8 @@ pub enum LedgerRequest {
         /// Amount.
         amount: Amount,
     },
-    /// `user`'s balance. Reply: [`LedgerReply::Balance`].
+    /// `user`'s balance. Reply: [`LedgerReply::Balance`]; `Err(NotLoggedIn)` if `user` has
+    /// no account.
     Balance {
         /// The user.
         user: Username,
@@ -122,6 +127,140 @@ pub struct TransferOutcome {
     pub result: Result<(), ErrorCode>,
     /// The sender's balance after the transfer, or now if refused.
     pub balance: Amount,
+}
+
+/// The highest balance an account may hold: [`Amount::MAX`] (10^15 minor units), the same
+/// bound as a single amount, so that every balance is a valid wire amount and sums of
+/// balances fit a signed 64-bit SQL integer. A credit past it is refused with
+/// [`ErrorCode::BalanceOverflow`] by every path that adds money: transfers, deposits and
+/// opening balances.
+pub const MAX_BALANCE: Amount = Amount::MAX;
+
+/// Adds `amount` to `balance`, or [`ErrorCode::BalanceOverflow`] past [`MAX_BALANCE`].
+pub fn credit(balance: Amount, amount: Amount) -> Result<Amount, ErrorCode> {
+    balance
+        .checked_add(amount)
+        .filter(|sum| *sum <= MAX_BALANCE)
+        .ok_or(ErrorCode::BalanceOverflow)
+}
+
+/// A transfer id's final outcome as a ledger recorded it: the transfer it was for, its result
+/// and the sender's balance with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedOutcome<'a> {
+    /// Recipient of the recorded transfer.
+    pub to: &'a str,
+    /// Amount of the recorded transfer.
+    pub amount: Amount,
+    /// `Ok` if it committed, else the refusal.
+    pub result: Result<(), ErrorCode>,
+    /// The sender's balance recorded with it.
+    pub balance: Amount,
+}
+
+/// What a ledger has read, inside its transaction, before it decides a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferFacts<'a> {
+    /// The sender's balance, `None` if the sender has no account.
+    pub sender: Option<Amount>,
+    /// The recipient's balance, `None` if the recipient has no account.
+    pub recipient: Option<Amount>,
+    /// The id's final outcome, if `(sender, id)` already has one.
+    pub earlier: Option<RecordedOutcome<'a>>,
+}
+
+/// What [`decide_transfer`] tells a ledger to do: the reply, and the only writes to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferDecision {
+    /// Reply with this outcome and write nothing: a repeat of a recorded id (its original
+    /// outcome, or [`ErrorCode::DuplicateId`] for another transfer under that id), or a
+    /// sender without an account ([`ErrorCode::NotLoggedIn`], not final: nothing can be
+    /// recorded for an account that does not exist).
+    Answer(TransferOutcome),
+    /// Record this refusal as the id's final outcome (with the recipient, the amount, the
+    /// code and the sender's balance now), move nothing, and reply with it.
+    Refuse(TransferOutcome),
+    /// Debit the sender to `sender_after`, credit the recipient to `recipient_after`,
+    /// journal the transfer with `sender_after`, all in one transaction, and reply `Ok`.
+    Commit {
+        /// The sender's balance after the transfer.
+        sender_after: Amount,
+        /// The recipient's balance after the transfer.
+        recipient_after: Amount,
+    },
+}
+
+impl TransferDecision {
+    /// The reply the ledger sends once it has made the decision's writes.
+    pub fn outcome(&self) -> TransferOutcome {
+        match *self {
+            TransferDecision::Answer(outcome) | TransferDecision::Refuse(outcome) => outcome,
+            TransferDecision::Commit { sender_after, .. } => TransferOutcome {
+                result: Ok(()),
+                balance: sender_after,
+            },
+        }
+    }
+}
+
+/// The money rule: decides a [`LedgerRequest::Transfer`] of `amount` from `from` to `to` from
+/// the `facts` a ledger read, following the contract documented there. Every ledger
+/// ([`MemLedger`], the host's SQLite and MySQL stores, a board's flash ledger) reads the rows,
+/// calls this, and writes what it says; none decides anything itself.
+///
+/// In order: an id with a recorded outcome is answered from it; a sender without an account
+/// is [`ErrorCode::NotLoggedIn`]; then the final refusals, in this order: `SelfTransfer`,
+/// `UnknownRecipient`, `InsufficientFunds`, `BalanceOverflow` (the recipient would pass
+/// [`MAX_BALANCE`]); else the transfer commits.
+pub fn decide_transfer(
+    from: &Username,
+    to: &Username,
+    amount: Amount,
+    facts: TransferFacts<'_>,
+) -> TransferDecision {
+    let Some(sender) = facts.sender else {
+        return TransferDecision::Answer(TransferOutcome {
+            result: Err(ErrorCode::NotLoggedIn),
+            balance: Amount(0),
+        });
+    };
+    if let Some(earlier) = facts.earlier {
+        return TransferDecision::Answer(
+            if earlier.to == to.as_str() && earlier.amount == amount {
+                TransferOutcome {
+                    result: earlier.result,
+                    balance: earlier.balance,
+                }
+            } else {
+                TransferOutcome {
+                    result: Err(ErrorCode::DuplicateId),
+                    balance: sender,
+                }
+            },
+        );
+    }
+    let refuse = |code| {
+        TransferDecision::Refuse(TransferOutcome {
+            result: Err(code),
+            balance: sender,
+        })
+    };
+    if from == to {
+        return refuse(ErrorCode::SelfTransfer);
+    }
+    let Some(recipient) = facts.recipient else {
+        return refuse(ErrorCode::UnknownRecipient);
+    };
+    let Some(sender_after) = sender.checked_sub(amount) else {
+        return refuse(ErrorCode::InsufficientFunds);
+    };
+    match credit(recipient, amount) {
+        Ok(recipient_after) => TransferDecision::Commit {
+            sender_after,
+            recipient_after,
+        },
+        Err(code) => refuse(code),
+    }
 }
 
 /// One transfer as history shows it.
@@ -234,7 +373,8 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
         self.accounts.iter().position(|a| a.user == *user)
     }
 
-    /// Adds `amount` to `user` (money created by an administrator).
+    /// Adds `amount` to `user` (money created by an administrator); returns the new balance.
+    /// `UnknownRecipient` for no such account, `BalanceOverflow` past [`MAX_BALANCE`].
     pub fn deposit(&mut self, user: &Username, amount: Amount) -> Result<Amount, ErrorCode> {
         let i = self.account(user).ok_or(ErrorCode::UnknownRecipient)?;
         let minted = self
@@ -242,12 +382,46 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
             .checked_add(amount)
             .ok_or(ErrorCode::BalanceOverflow)?;
         let a = &mut self.accounts[i];
-        a.balance = a
-            .balance
-            .checked_add(amount)
-            .ok_or(ErrorCode::BalanceOverflow)?;
+        a.balance = credit(a.balance, amount)?;
         self.minted = minted;
         Ok(a.balance)
+    }
+
+    /// Creates `user` with `verifier` and `balance` (minted money), as an administrator
+    /// provisions an account. `UserExists`, `LedgerFull` when out of accounts, and
+    /// `BalanceOverflow` past [`MAX_BALANCE`].
+    pub fn add_user(
+        &mut self,
+        user: &Username,
+        verifier: &Verifier,
+        balance: Amount,
+    ) -> Result<(), ErrorCode> {
+        if self.account(user).is_some() {
+            return Err(ErrorCode::UserExists);
+        }
+        let balance = credit(Amount(0), balance)?;
+        let minted = self
+            .minted
+            .checked_add(balance)
+            .ok_or(ErrorCode::BalanceOverflow)?;
+        let account = MemAccount {
+            user: user.clone(),
+            verifier: verifier.clone(),
+            balance,
+            lockout: LockoutState::default(),
+        };
+        self.accounts
+            .push(account)
+            .map_err(|_| ErrorCode::LedgerFull)?;
+        self.minted = minted;
+        Ok(())
+    }
+
+    /// Mutable access to one account (an administrator's lock, a test's corruption); `None`
+    /// for an unknown user. Changing a balance here bypasses the money rule.
+    pub fn account_mut(&mut self, user: &Username) -> Option<&mut MemAccount> {
+        let i = self.account(user)?;
+        Some(&mut self.accounts[i])
     }
 
     /// All accounts.
@@ -280,26 +454,25 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
         to: &Username,
         amount: Amount,
     ) -> TransferOutcome {
-        let Some(fi) = self.account(from) else {
-            return TransferOutcome {
-                result: Err(ErrorCode::UnknownRecipient),
-                balance: Amount(0),
-            };
+        let sender = self.account(from);
+        let recipient = self.account(to);
+        let earlier = self
+            .journal
+            .iter()
+            .find(|e| e.from == *from && e.id == *id)
+            .map(|e| RecordedOutcome {
+                to: e.to.as_str(),
+                amount: e.amount,
+                result: e.refused.map_or(Ok(()), Err),
+                balance: e.balance_after,
+            });
+        let facts = TransferFacts {
+            sender: sender.map(|i| self.accounts[i].balance),
+            recipient: recipient.map(|i| self.accounts[i].balance),
+            earlier,
         };
-        let balance = self.accounts[fi].balance;
-        let refuse = |code| TransferOutcome {
-            result: Err(code),
-            balance,
-        };
-        if let Some(done) = self.journal.iter().find(|e| e.from == *from && e.id == *id) {
-            if done.to == *to && done.amount == amount {
-                return TransferOutcome {
-                    result: done.refused.map_or(Ok(()), Err),
-                    balance: done.balance_after,
-                };
-            }
-            return refuse(ErrorCode::DuplicateId);
-        }
+        let decision = decide_transfer(from, to, amount, facts);
+        let outcome = decision.outcome();
         let entry = |balance_after, refused| JournalEntry {
             id: id.clone(),
             from: from.clone(),
@@ -309,37 +482,36 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
             at: 0,
             refused,
         };
-        let final_refusal = if from == to {
-            Some(ErrorCode::SelfTransfer)
-        } else if self.account(to).is_none() {
-            Some(ErrorCode::UnknownRecipient)
-        } else if balance < amount {
-            Some(ErrorCode::InsufficientFunds)
-        } else {
-            None
-        };
-        let ti = self.account(to);
-        let new_to = ti.and_then(|ti| self.accounts[ti].balance.checked_add(amount));
-        let final_refusal =
-            final_refusal.or(new_to.is_none().then_some(ErrorCode::BalanceOverflow));
-        if let Some(code) = final_refusal {
-            // Recorded so a retry gets the same answer; a full journal only loses that.
-            let _ = self.journal.push(entry(balance, Some(code)));
-            return refuse(code);
-        }
-        let (Some(ti), Some(new_to), Some(new_from)) = (ti, new_to, balance.checked_sub(amount))
-        else {
-            return refuse(ErrorCode::Internal);
-        };
-        let entry = entry(new_from, None);
-        if self.journal.push(entry).is_err() {
-            return refuse(ErrorCode::LedgerFull);
-        }
-        self.accounts[fi].balance = new_from;
-        self.accounts[ti].balance = new_to;
-        TransferOutcome {
-            result: Ok(()),
-            balance: new_from,
+        match decision {
+            TransferDecision::Answer(_) => outcome,
+            TransferDecision::Refuse(refusal) => {
+                // Recorded so a retry gets the same answer; a full journal only loses that.
+                let _ = self
+                    .journal
+                    .push(entry(refusal.balance, refusal.result.err()));
+                outcome
+            }
+            TransferDecision::Commit {
+                sender_after,
+                recipient_after,
+            } => {
+                // Both accounts exist: the rule commits only with both balances read.
+                let (Some(fi), Some(ti)) = (sender, recipient) else {
+                    return TransferOutcome {
+                        result: Err(ErrorCode::Internal),
+                        balance: outcome.balance,
+                    };
+                };
+                if self.journal.push(entry(sender_after, None)).is_err() {
+                    return TransferOutcome {
+                        result: Err(ErrorCode::LedgerFull),
+                        balance: self.accounts[fi].balance,
+                    };
+                }
+                self.accounts[fi].balance = sender_after;
+                self.accounts[ti].balance = recipient_after;
+                outcome
+            }
         }
     }
 }
@@ -348,23 +520,7 @@ impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRA
     fn execute(&mut self, request: &LedgerRequest, _now: Instant) -> LedgerReply {
         match request {
             LedgerRequest::Register { user, verifier } => {
-                if self.account(user).is_some() {
-                    return LedgerReply::Registered(Err(ErrorCode::UserExists));
-                }
-                let Some(minted) = self.minted.checked_add(self.opening_balance) else {
-                    return LedgerReply::Registered(Err(ErrorCode::BalanceOverflow));
-                };
-                let account = MemAccount {
-                    user: user.clone(),
-                    verifier: verifier.clone(),
-                    balance: self.opening_balance,
-                    lockout: LockoutState::default(),
-                };
-                if self.accounts.push(account).is_err() {
-                    return LedgerReply::Registered(Err(ErrorCode::LedgerFull));
-                }
-                self.minted = minted;
-                LedgerReply::Registered(Ok(()))
+                LedgerReply::Registered(self.add_user(user, verifier, self.opening_balance))
             }
             LedgerRequest::Credentials { user } => match self.account(user) {
                 Some(i) => LedgerReply::Credentials {
@@ -570,6 +726,144 @@ mod tests {
             ["3", "2"]
         );
         assert!(p.more);
+    }
+
+    fn facts(sender: Option<u64>, recipient: Option<u64>) -> TransferFacts<'static> {
+        TransferFacts {
+            sender: sender.map(Amount),
+            recipient: recipient.map(Amount),
+            earlier: None,
+        }
+    }
+
+    fn decide(from: &str, to: &str, amount: u64, facts: TransferFacts<'_>) -> TransferDecision {
+        decide_transfer(&user(from), &user(to), Amount(amount), facts)
+    }
+
+    fn refusal(code: ErrorCode, balance: u64) -> TransferDecision {
+        TransferDecision::Refuse(TransferOutcome {
+            result: Err(code),
+            balance: Amount(balance),
+        })
+    }
+
+    #[test]
+    fn money_rule_commits_and_refuses_in_order() {
+        assert_eq!(
+            decide("a", "b", 30, facts(Some(100), Some(5))),
+            TransferDecision::Commit {
+                sender_after: Amount(70),
+                recipient_after: Amount(35)
+            }
+        );
+        // The whole balance may go; one minor unit more may not.
+        assert!(matches!(
+            decide("a", "b", 100, facts(Some(100), Some(0))),
+            TransferDecision::Commit {
+                sender_after: Amount(0),
+                ..
+            }
+        ));
+        assert_eq!(
+            decide("a", "b", 101, facts(Some(100), Some(0))),
+            refusal(ErrorCode::InsufficientFunds, 100)
+        );
+        // Self-transfer comes before everything else that is final, even a missing recipient.
+        assert_eq!(
+            decide("a", "a", 1, facts(Some(100), None)),
+            refusal(ErrorCode::SelfTransfer, 100)
+        );
+        assert_eq!(
+            decide("a", "b", 1000, facts(Some(100), None)),
+            refusal(ErrorCode::UnknownRecipient, 100)
+        );
+        // Insufficient funds comes before the recipient's ceiling.
+        assert_eq!(
+            decide("a", "b", 101, facts(Some(100), Some(MAX_BALANCE.0))),
+            refusal(ErrorCode::InsufficientFunds, 100)
+        );
+        // The recipient may reach the ceiling but not pass it.
+        assert_eq!(
+            decide("a", "b", 10, facts(Some(100), Some(MAX_BALANCE.0 - 10))),
+            TransferDecision::Commit {
+                sender_after: Amount(90),
+                recipient_after: MAX_BALANCE
+            }
+        );
+        assert_eq!(
+            decide("a", "b", 11, facts(Some(100), Some(MAX_BALANCE.0 - 10))),
+            refusal(ErrorCode::BalanceOverflow, 100)
+        );
+        assert_eq!(
+            decide("a", "b", 1, facts(Some(100), Some(u64::MAX))),
+            refusal(ErrorCode::BalanceOverflow, 100)
+        );
+    }
+
+    #[test]
+    fn money_rule_answers_recorded_ids_and_unknown_senders_without_writing() {
+        let earlier = RecordedOutcome {
+            to: "b",
+            amount: Amount(30),
+            result: Err(ErrorCode::InsufficientFunds),
+            balance: Amount(20),
+        };
+        let with = |earlier| TransferFacts {
+            sender: Some(Amount(500)),
+            recipient: Some(Amount(0)),
+            earlier: Some(earlier),
+        };
+        // The same transfer: its recorded outcome and balance, even though it would commit now.
+        assert_eq!(
+            decide("a", "b", 30, with(earlier)),
+            TransferDecision::Answer(TransferOutcome {
+                result: Err(ErrorCode::InsufficientFunds),
+                balance: Amount(20)
+            })
+        );
+        // Another transfer under that id: DuplicateId with the balance now.
+        let duplicate = TransferDecision::Answer(TransferOutcome {
+            result: Err(ErrorCode::DuplicateId),
+            balance: Amount(500),
+        });
+        assert_eq!(decide("a", "c", 30, with(earlier)), duplicate);
+        assert_eq!(decide("a", "b", 31, with(earlier)), duplicate);
+        // A sender without an account: not_logged_in, not final, nothing written.
+        assert_eq!(
+            decide("ghost", "b", 1, facts(None, Some(0))),
+            TransferDecision::Answer(TransferOutcome {
+                result: Err(ErrorCode::NotLoggedIn),
+                balance: Amount(0)
+            })
+        );
+    }
+
+    #[test]
+    fn credits_stop_at_the_ceiling() {
+        assert_eq!(credit(Amount(1), Amount(2)), Ok(Amount(3)));
+        assert_eq!(credit(Amount(0), MAX_BALANCE), Ok(MAX_BALANCE));
+        assert_eq!(
+            credit(MAX_BALANCE, Amount(1)),
+            Err(ErrorCode::BalanceOverflow)
+        );
+        assert_eq!(
+            credit(Amount(u64::MAX), Amount(1)),
+            Err(ErrorCode::BalanceOverflow)
+        );
+        let mut l = ledger();
+        assert_eq!(
+            l.deposit(&user("a"), Amount(MAX_BALANCE.0 - 1000)),
+            Ok(MAX_BALANCE)
+        );
+        assert_eq!(
+            l.deposit(&user("a"), Amount(1)),
+            Err(ErrorCode::BalanceOverflow)
+        );
+        assert_eq!(
+            l.add_user(&user("d"), &verifier(), Amount(MAX_BALANCE.0 + 1)),
+            Err(ErrorCode::BalanceOverflow)
+        );
+        assert_eq!(l.total(), l.minted());
     }
 
     proptest! {

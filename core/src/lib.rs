@@ -37,10 +37,13 @@
 //! ## Features
 //!
 //! - `defmt`: derives `defmt::Format` for public types, for logging on embedded targets.
+//! - `_testkit` (private): the `selftest` and `fuzzing` modules, for the crate's tests,
+//!   benches, fuzz targets and the QEMU self-test image. It holds a seeded, predictable RNG
+//!   and code that panics on purpose, so no product build turns it on.
 
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 pub mod amount;
 pub mod auth;
@@ -58,9 +61,9 @@ pub mod replay;
 pub mod session;
 pub mod time;
 
-#[doc(hidden)]
+#[cfg(feature = "_testkit")]
 pub mod fuzzing;
-#[doc(hidden)]
+#[cfg(any(test, feature = "_testkit"))]
 pub mod selftest;
 
 pub use amount::Amount;

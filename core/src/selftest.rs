@@ -10,7 +10,7 @@ use crate::auth::{self, AuthMessage, ClientProof, Verifier};
 use crate::crypto::{hmac_sha256, sha256, Key};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use crate::error::ErrorCode;
-use crate::ledger::{Ledger, MemLedger};
+use crate::ledger::MemLedger;
 use crate::lockout::PeerAddr;
 use crate::mac;
 use crate::session::client::{ClientConfig, ClientEvent, ClientSession, IntegrityError};
@@ -286,28 +286,22 @@ impl Pair {
     /// Delivers `bytes` to the server as if the client had sent them, and runs the server
     /// (ledger included) until it is quiet. Returns the server's output.
     pub fn server_receive(&mut self, bytes: &[u8], out: &mut [u8]) -> usize {
-        let (mut used, mut written) = (0, 0);
-        loop {
-            let consumed = self
-                .server
-                .handle_input(&mut self.shared, self.now, &bytes[used..]);
-            used += consumed;
-            let mut progressed = consumed > 0;
-            if let Some(request) = self.server.poll_ledger() {
-                let reply = self.ledger.execute(&request, self.now);
-                self.server.handle_ledger(&mut self.shared, self.now, reply);
-                progressed = true;
-            }
-            while self.server.poll_event().is_some() {}
-            let pending = self.server.poll_transmit();
+        let mut written = 0;
+        let transmit = |pending: &[u8]| {
             let n = pending.len().min(out.len() - written);
             out[written..written + n].copy_from_slice(&pending[..n]);
             written += n;
-            self.server.advance_transmit(n);
-            if !(progressed || n > 0) {
-                return written;
-            }
-        }
+            Ok::<_, core::convert::Infallible>(n)
+        };
+        let Ok(_) = self.server.drive(
+            &mut self.shared,
+            &mut self.ledger,
+            self.now,
+            bytes,
+            transmit,
+            |_| {},
+        );
+        written
     }
 
     /// Moves the client's pending output to the server and the answers back, then returns
@@ -421,7 +415,8 @@ fn rfc_vectors(checks: &mut u32) -> Result<(), &'static str> {
         "RFC 7677 client proof",
     )?;
     check(
-        base64_encode::<44>(&proof.expected_server_signature.0).as_str() == v.server_signature_b64,
+        base64_encode::<44>(proof.expected_server_signature.as_bytes()).as_str()
+            == v.server_signature_b64,
         "RFC 7677 server signature",
     )?;
     let verifier = Verifier::from_salted_password(&salted, salt, v.iterations);
@@ -441,7 +436,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
     let salt: [u8; 16] = hex_decode(SALT_HEX).map_err(|_| "salt")?;
     let salted = auth::salted_password(PASSWORD.as_bytes(), &salt, ITERATIONS);
     check(
-        hex_encode::<64>(&salted.0).as_str() == SALTED_PASSWORD,
+        hex_encode::<64>(salted.as_bytes()).as_str() == SALTED_PASSWORD,
         "vector SaltedPassword",
     )?;
     let verifier = Verifier::from_salted_password(&salted, &salt, ITERATIONS);
@@ -466,15 +461,16 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         "vector ClientProof",
     )?;
     check(
-        base64_encode::<44>(&proof.expected_server_signature.0).as_str() == SERVER_SIGNATURE,
+        base64_encode::<44>(proof.expected_server_signature.as_bytes()).as_str()
+            == SERVER_SIGNATURE,
         "vector ServerSignature",
     )?;
     check(
-        hex_encode::<64>(&proof.keys.client_to_server.0).as_str() == KEY_C2S,
+        hex_encode::<64>(proof.keys.client_to_server.as_bytes()).as_str() == KEY_C2S,
         "vector c2s key",
     )?;
     check(
-        hex_encode::<64>(&proof.keys.server_to_client.0).as_str() == KEY_S2C,
+        hex_encode::<64>(proof.keys.server_to_client.as_bytes()).as_str() == KEY_S2C,
         "vector s2c key",
     )?;
     let nonce: [u8; 16] = hex_decode(TRANSFER_NONCE).map_err(|_| "nonce")?;
@@ -488,7 +484,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         &nonce,
     );
     check(
-        hex_encode::<64>(&t.0).as_str() == TRANSFER_MAC,
+        hex_encode::<64>(t.as_bytes()).as_str() == TRANSFER_MAC,
         "vector transfer MAC",
     )?;
     let r = mac::receipt(
@@ -504,7 +500,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         },
     );
     check(
-        hex_encode::<64>(&r.0).as_str() == RECEIPT_MAC,
+        hex_encode::<64>(r.as_bytes()).as_str() == RECEIPT_MAC,
         "vector receipt MAC",
     )?;
     let b = mac::balance(
@@ -513,7 +509,7 @@ fn protocol_vectors(checks: &mut u32) -> Result<(), &'static str> {
         Amount(RECEIPT_BALANCE),
     );
     check(
-        hex_encode::<64>(&b.0).as_str() == BALANCE_MAC,
+        hex_encode::<64>(b.as_bytes()).as_str() == BALANCE_MAC,
         "vector balance MAC",
     )?;
     *checks += 11;
@@ -688,7 +684,7 @@ pub fn run() -> Result<SelftestReport, &'static str> {
     rfc_vectors(&mut checks)?;
     protocol_vectors(&mut checks)?;
     conversation(&mut checks)?;
-    let _ = Key([0; 32]);
+    let _ = Key::from_bytes([0; 32]);
     Ok(SelftestReport {
         server_session_bytes: core::mem::size_of::<ServerSession>(),
         checks,

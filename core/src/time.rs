@@ -59,6 +59,11 @@ impl Duration {
     pub const fn millis(self) -> u64 {
         self.millis
     }
+
+    /// The duration in whole seconds (rounded down).
+    pub const fn secs(self) -> u64 {
+        self.millis / 1000
+    }
 }
 
 impl Add<Duration> for Instant {

@@ -78,7 +78,7 @@ fn unb64(text: &str) -> Vec<u8> {
 }
 
 fn key32(hex_text: &str) -> Key {
-    Key(hex_decode::<32>(hex_text).expect("32-byte hex key"))
+    Key::from_bytes(hex_decode::<32>(hex_text).expect("32-byte hex key"))
 }
 
 /// The session keys of the `login` vector, which the MAC vectors use.
@@ -151,12 +151,16 @@ fn check_login(l: &Value) {
     // SCRAM values, from the implementation.
     let salted = auth::salted_password(s(l, "password").as_bytes(), &salt, iterations);
     assert_eq!(
-        hex(&salted.0),
+        hex(salted.as_bytes()),
         s(l, "salted_password_hex"),
         "SaltedPassword"
     );
     let client_key = auth::client_key(&salted);
-    assert_eq!(hex(&client_key.0), s(l, "client_key_hex"), "ClientKey");
+    assert_eq!(
+        hex(client_key.as_bytes()),
+        s(l, "client_key_hex"),
+        "ClientKey"
+    );
     let verifier = Verifier::from_salted_password(&salted, &salt, iterations);
     assert_eq!(
         b64(&verifier.stored_key),
@@ -171,26 +175,29 @@ fn check_login(l: &Value) {
     let proof = ClientProof::compute(&salted, &auth);
     assert_eq!(b64(&proof.proof), s(l, "client_proof_b64"), "ClientProof");
     assert_eq!(
-        b64(&proof.expected_server_signature.0),
+        b64(proof.expected_server_signature.as_bytes()),
         s(l, "server_signature_b64"),
         "ServerSignature"
     );
     let c2s = s(l, "session_key_c2s_hex");
     let s2c = s(l, "session_key_s2c_hex");
-    assert_eq!(hex(&proof.keys.client_to_server.0), c2s, "c2s key");
-    assert_eq!(hex(&proof.keys.server_to_client.0), s2c, "s2c key");
+    assert_eq!(hex(proof.keys.client_to_server.as_bytes()), c2s, "c2s key");
+    assert_eq!(hex(proof.keys.server_to_client.as_bytes()), s2c, "s2c key");
 
     // The same values from the RFC 5802 definitions over the documented strings.
     assert_eq!(
-        hmac_sha256(&salted.0, b"Client Key"),
-        client_key.0,
+        hmac_sha256(salted.as_bytes(), b"Client Key"),
+        *client_key.as_bytes(),
         "ClientKey = HMAC(SaltedPassword, \"Client Key\")"
     );
-    assert_eq!(sha256(&client_key.0), verifier.stored_key);
-    assert_eq!(hmac_sha256(&salted.0, b"Server Key"), verifier.server_key);
+    assert_eq!(sha256(client_key.as_bytes()), verifier.stored_key);
+    assert_eq!(
+        hmac_sha256(salted.as_bytes(), b"Server Key"),
+        verifier.server_key
+    );
     let client_signature = hmac_sha256(&verifier.stored_key, auth_message.as_bytes());
     let xored: Vec<u8> = client_key
-        .0
+        .as_bytes()
         .iter()
         .zip(client_signature)
         .map(|(a, b)| a ^ b)
@@ -201,7 +208,7 @@ fn check_login(l: &Value) {
     );
     assert_eq!(
         hmac_sha256(&verifier.server_key, auth_message.as_bytes()),
-        proof.expected_server_signature.0
+        *proof.expected_server_signature.as_bytes()
     );
     for (label_key, want) in [
         ("session_key_c2s_label", c2s),
@@ -211,7 +218,7 @@ fn check_login(l: &Value) {
         assert_eq!(input.last(), Some(&0), "{label_key} ends with NUL");
         input.extend_from_slice(auth_message.as_bytes());
         assert_eq!(
-            hex(&hmac_sha256(&client_key.0, &input)),
+            hex(&hmac_sha256(client_key.as_bytes(), &input)),
             want,
             "{label_key}"
         );
@@ -225,9 +232,12 @@ fn check_login(l: &Value) {
         &proof.proof,
     )
     .expect("the server accepts the vector proof");
-    assert_eq!(signature, proof.expected_server_signature);
-    assert_eq!(hex(&keys.client_to_server.0), c2s);
-    assert_eq!(hex(&keys.server_to_client.0), s2c);
+    assert_eq!(
+        signature.as_bytes(),
+        proof.expected_server_signature.as_bytes()
+    );
+    assert_eq!(hex(keys.client_to_server.as_bytes()), c2s);
+    assert_eq!(hex(keys.server_to_client.as_bytes()), s2c);
 }
 
 #[test]
@@ -301,7 +311,7 @@ fn mac_of(name: &str, f: &Value, keys: &Keys) -> [u8; 32] {
     match name {
         "transfer" => {
             let nonce = hex_decode::<NONCE_LEN>(s(f, "nonce_hex")).unwrap();
-            mac::transfer(
+            *mac::transfer(
                 &keys.c2s,
                 s(f, "user"),
                 s(f, "id"),
@@ -309,7 +319,7 @@ fn mac_of(name: &str, f: &Value, keys: &Keys) -> [u8; 32] {
                 amount("amount_minor"),
                 &nonce,
             )
-            .0
+            .as_bytes()
         }
         "receipt" => {
             let nonce = hex_decode::<NONCE_LEN>(s(f, "nonce_hex")).unwrap();
@@ -322,9 +332,9 @@ fn mac_of(name: &str, f: &Value, keys: &Keys) -> [u8; 32] {
                 balance: amount("balance_minor"),
                 nonce: &nonce,
             };
-            mac::receipt(&keys.s2c, &fields).0
+            *mac::receipt(&keys.s2c, &fields).as_bytes()
         }
-        "balance" => mac::balance(&keys.s2c, seq(f), amount("balance_minor")).0,
+        "balance" => *mac::balance(&keys.s2c, seq(f), amount("balance_minor")).as_bytes(),
         "history" => {
             let more = f["more"].as_bool().expect("more is a bool");
             let mut input = mac::history_start(&keys.s2c, seq(f), more);
@@ -338,7 +348,7 @@ fn mac_of(name: &str, f: &Value, keys: &Keys) -> [u8; 32] {
                     n(e, "at"),
                 );
             }
-            input.finish().0
+            *input.finish().as_bytes()
         }
         other => panic!("unknown MAC vector {other}"),
     }
@@ -369,7 +379,7 @@ fn mac_vectors_match_the_documented_byte_strings() {
             "{name}: mac::"
         );
         assert_eq!(
-            hex(&hmac_sha256(&key.0, input.as_bytes())),
+            hex(&hmac_sha256(key.as_bytes(), input.as_bytes())),
             want,
             "{name}: HMAC over the documented input"
         );
@@ -619,7 +629,7 @@ fn conversation_vector_verifies() {
                         t.amount,
                         &t.nonce,
                     );
-                    assert_eq!(tag.0, t.mac, "transfer MAC in {frame}");
+                    assert_eq!(tag.as_bytes(), &t.mac, "transfer MAC in {frame}");
                     last_nonce = Some(t.nonce);
                 }
                 _ => {}
@@ -653,13 +663,20 @@ fn conversation_vector_verifies() {
                         balance: Amount::parse_non_negative(r.balance).unwrap(),
                         nonce: &nonce,
                     };
-                    assert_eq!(hex(&mac::receipt(&keys.s2c, &fields).0), r.mac, "{frame}");
+                    assert_eq!(
+                        hex(mac::receipt(&keys.s2c, &fields).as_bytes()),
+                        r.mac,
+                        "{frame}"
+                    );
                 }
                 Response::Balance(b) => {
                     assert_eq!(b.seq, last_seq + 1, "{frame}");
                     last_seq = b.seq;
                     let balance = Amount::parse_non_negative(b.balance).unwrap();
-                    assert_eq!(hex(&mac::balance(&keys.s2c, b.seq, balance).0), b.mac);
+                    assert_eq!(
+                        hex(mac::balance(&keys.s2c, b.seq, balance).as_bytes()),
+                        b.mac
+                    );
                 }
                 Response::History(h) => {
                     assert_eq!(h.seq, last_seq + 1, "{frame}");
@@ -669,7 +686,7 @@ fn conversation_vector_verifies() {
                         let amount = Amount::parse(e.amount).unwrap();
                         input = mac::history_entry(input, e.id, e.from, e.to, amount, e.at);
                     }
-                    assert_eq!(hex(&input.finish().0), h.mac, "{frame}");
+                    assert_eq!(hex(input.finish().as_bytes()), h.mac, "{frame}");
                 }
                 Response::Error(e) => {
                     let code = ErrorCode::from_name(e.code).expect("known code");

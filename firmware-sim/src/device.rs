@@ -29,6 +29,7 @@
 //! it in a zero-initialised static (`.bss`, no flash for an initialiser) without a large
 //! temporary on the stack; [`MemoryBudget`] reports the sizes.
 
+use core::convert::Infallible;
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::addr_of_mut;
 
@@ -38,9 +39,9 @@ use smoltcp::phy;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use txsock_core::framing::MAX_RESPONSE;
-use txsock_core::ledger::Ledger;
+use txsock_core::ledger::{Ledger, LedgerReply, LedgerRequest};
 use txsock_core::lockout::PeerAddr;
-use txsock_core::session::{ServerConfig, ServerShared, SessionEvent};
+use txsock_core::session::{ServerConfig, ServerEvent, ServerShared};
 use txsock_core::{Duration, ErrorCode, Instant, ServerSession};
 
 /// The port a device listens on by default (the same as `txsock serve`).
@@ -155,7 +156,7 @@ pub enum DeviceEvent<'e> {
         /// The slot.
         slot: usize,
         /// What happened.
-        event: &'e SessionEvent,
+        event: &'e ServerEvent,
     },
     /// The connection in `slot` ended (the session closed, the peer hung up, or TCP reset).
     Closed {
@@ -577,7 +578,9 @@ where
 }
 
 /// Moves bytes between `socket` and `session` and answers the session's ledger requests
-/// until neither side can make progress.
+/// until neither side can make progress. Input, ledger and events go through the core's one
+/// drive loop ([`ServerSession::drive`]); its output waits in the session (the socket is
+/// borrowed while it reads) and goes to the socket here.
 fn drive<R: RngCore + CryptoRng, L: Ledger>(
     socket: &mut tcp::Socket<'_>,
     session: &mut ServerSession,
@@ -585,18 +588,32 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
     ledger: &mut L,
     now: Instant,
     stats: &mut DeviceStats,
-    mut on_event: impl FnMut(&SessionEvent),
+    mut on_event: impl FnMut(&ServerEvent),
 ) {
     loop {
-        let mut progress = false;
-        if answer_ledger(session, shared, ledger, now) {
-            stats.ledger_requests += 1;
-            progress = true;
-        }
-        while let Some(event) = session.poll_event() {
+        let mut requests = 0;
+        let mut counted = CountedLedger {
+            ledger: &mut *ledger,
+            requests: &mut requests,
+        };
+        let mut events = |event: ServerEvent| {
             count(stats, &event);
             on_event(&event);
-        }
+        };
+        let later = |_: &[u8]| Ok::<usize, Infallible>(0);
+        let consumed = if session.wants_input() && socket.can_recv() {
+            socket
+                .recv(|input| {
+                    let Ok(n) = session.drive(shared, &mut counted, now, input, later, &mut events);
+                    (n, n)
+                })
+                .unwrap_or(0)
+        } else {
+            let Ok(n) = session.drive(shared, &mut counted, now, &[], later, &mut events);
+            n
+        };
+        stats.ledger_requests += requests;
+        let mut progress = consumed > 0 || requests > 0;
         let pending = session.poll_transmit();
         if !pending.is_empty() && socket.may_send() {
             if let Ok(n) = socket.send_slice(pending) {
@@ -604,12 +621,22 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
                 progress |= n > 0;
             }
         }
-        if session.wants_input() && socket.can_recv() {
-            progress |= feed(socket, session, shared, now);
-        }
         if !progress {
             return;
         }
+    }
+}
+
+/// A ledger that counts the requests it answers, for [`DeviceStats::ledger_requests`].
+struct CountedLedger<'a, L: ?Sized> {
+    ledger: &'a mut L,
+    requests: &'a mut u32,
+}
+
+impl<L: Ledger + ?Sized> Ledger for CountedLedger<'_, L> {
+    fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
+        *self.requests += 1;
+        self.ledger.execute(request, now)
     }
 }
 
@@ -636,37 +663,6 @@ fn refuse(socket: &mut tcp::Socket<'_>, now: Instant) -> PeerAddr {
     peer
 }
 
-/// Answers the session's pending ledger request, if any, at once.
-#[inline(never)]
-fn answer_ledger<R: RngCore + CryptoRng, L: Ledger>(
-    session: &mut ServerSession,
-    shared: &mut ServerShared<R, THROTTLE_ADDRS>,
-    ledger: &mut L,
-    now: Instant,
-) -> bool {
-    let Some(request) = session.poll_ledger() else {
-        return false;
-    };
-    let reply = ledger.execute(&request, now);
-    session.handle_ledger(shared, now, reply);
-    true
-}
-
-/// Feeds the session what the socket has received; true if it took any.
-#[inline(never)]
-fn feed<R: RngCore + CryptoRng>(
-    socket: &mut tcp::Socket<'_>,
-    session: &mut ServerSession,
-    shared: &mut ServerShared<R, THROTTLE_ADDRS>,
-    now: Instant,
-) -> bool {
-    let used = socket.recv(|input| {
-        let n = session.handle_input(shared, now, input);
-        (n, n)
-    });
-    matches!(used, Ok(n) if n > 0)
-}
-
 /// A closing socket: discards what the peer still sends, and listens again once TCP has
 /// finished (or resets it after [`CLOSE_TIMEOUT`]).
 fn recycle(
@@ -691,13 +687,13 @@ fn recycle(
     }
 }
 
-fn count(stats: &mut DeviceStats, event: &SessionEvent) {
+fn count(stats: &mut DeviceStats, event: &ServerEvent) {
     match event {
-        SessionEvent::Registered { .. } => stats.registered += 1,
-        SessionEvent::LoggedIn { .. } => stats.logins += 1,
-        SessionEvent::LoginFailed { .. } => stats.failed_logins += 1,
-        SessionEvent::Rejected { .. } => stats.rejected += 1,
-        SessionEvent::Closing { .. } => stats.closed_by_error += 1,
+        ServerEvent::Registered { .. } => stats.registered += 1,
+        ServerEvent::LoggedIn { .. } => stats.logins += 1,
+        ServerEvent::LoginFailed { .. } => stats.failed_logins += 1,
+        ServerEvent::Rejected { .. } => stats.rejected += 1,
+        ServerEvent::Closing { .. } => stats.closed_by_error += 1,
         _ => {}
     }
 }

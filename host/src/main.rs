@@ -8,7 +8,7 @@ mod client;
 mod clock;
 mod config;
 mod demo;
-mod ledger;
+mod group_commit;
 mod mitm;
 mod serve;
 mod store;

@@ -573,7 +573,7 @@ fn other_macs_presented_as_a_transfer_tag_are_bad_mac() {
     let n = alice.nonce();
     let nonce = hex_decode::<16>(&n).unwrap();
     let keys = &alice.keys;
-    let as_hex = |t: txsock_core::crypto::Tag| hex_encode::<64>(&t.0).to_string();
+    let as_hex = |t: txsock_core::crypto::Tag| hex_encode::<64>(t.as_bytes()).to_string();
     let candidates = [
         ("receipt mac", receipt_mac),
         ("balance mac", balance_mac),
@@ -711,7 +711,7 @@ fn invalid_amounts_are_refused_with_the_documented_code() {
             .finish();
         let frame = format!(
             "{{\"op\":\"transfer\",\"id\":\"a1\",\"to\":\"bob\",\"amount\":{wire},\"nonce\":\"{n}\",\"mac\":\"{}\"}}",
-            hex_encode::<64>(&tag.0)
+            hex_encode::<64>(tag.as_bytes())
         );
         assert_eq!(alice.exchange(&frame), error_line(*code), "amount {wire}");
     }
@@ -786,7 +786,7 @@ fn self_transfer_unknown_recipient_and_no_way_to_debit_another_account() {
     );
     let frame = genuine.replace(
         &alice.tag("d1", "alice", "50.00", &n),
-        &hex_encode::<64>(&as_bob.0),
+        &hex_encode::<64>(as_bob.as_bytes()),
     );
     assert_eq!(alice.exchange(&frame), error_line(ErrorCode::BadMac));
     // A recipient that is not a username at all.
@@ -1126,7 +1126,7 @@ fn attacker_address_is_throttled_while_the_victim_logs_in_from_elsewhere() {
 /// password: `sessions.log`/`error.log` get `lockout user=..`, but `error.log` never gets
 /// `address_throttled peer=..`. The proof handler queues `AddressThrottled` and
 /// `LoginFailed`, the ledger reply then queues `AccountLocked`, and `ServerSession` keeps
-/// only 2 events (`Deque<SessionEvent, 2>`, oldest dropped) while the host drains them once
+/// only 2 events (`Deque<ServerEvent, 2>`, oldest dropped) while the host drains them once
 /// after the ledger reply.
 #[test]
 fn a_failure_that_locks_the_account_and_throttles_the_address_logs_both() {

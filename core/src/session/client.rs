@@ -12,9 +12,9 @@ use crate::framing::{Decoded, FrameDecoder, OutputBuffer, MAX_RESPONSE};
 use crate::ledger::{HistoryEntry, HistoryPage};
 use crate::mac;
 use crate::message::{
-    parse_amount, parse_balance, BalanceOut, BareOut, Challenge, HistoryOut, HistoryRequestOut,
-    LoginOut, NoncesOut, NoncesRequestOut, ProofOut, Receipt, RegisterOut, Response, TransferOut,
-    Welcome, MAX_NONCE_BATCH,
+    parse_amount, parse_balance, BalanceFrame, BareFrame, ChallengeFrame, HistoryFrame,
+    HistoryRequestFrame, LoginFrame, NoncesFrame, NoncesRequestFrame, ProofFrame, ReceiptFrame,
+    RegisterFrame, Response, TransferFrame, WelcomeFrame, MAX_NONCE_BATCH,
 };
 use crate::names::{check_password, NameError, TransferId, Username};
 use crate::replay::{Nonce, DEFAULT_NONCES, NONCE_LEN};
@@ -396,7 +396,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let stored = base64_encode::<44>(&v.stored_key);
         let server = base64_encode::<44>(&v.server_key);
         self.send(
-            &RegisterOut {
+            &RegisterFrame {
                 op: "register",
                 user: user.as_str(),
                 salt: &salt,
@@ -406,6 +406,17 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             },
             Expect::Registered,
         )
+    }
+
+    /// The logged-in session's MAC keys, for the test kit only (feature `_testkit`): attack
+    /// tests and fuzz harnesses log in through the session, then forge frames with its keys.
+    /// A product build has no way to take a key out of a session.
+    #[cfg(feature = "_testkit")]
+    pub fn danger_session_macs(&self) -> Option<&SessionMacs> {
+        match &self.state {
+            State::LoggedIn { keys, .. } => Some(keys),
+            _ => None,
+        }
     }
 
     /// Starts a SCRAM login as `user`.
@@ -428,7 +439,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             s
         };
         self.send(
-            &LoginOut {
+            &LoginFrame {
                 op: "login",
                 user: user.as_str(),
                 nonce: &client_nonce,
@@ -478,7 +489,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let proof = ClientProof::compute(salted_password, &auth);
         let text = base64_encode::<44>(&proof.proof);
         self.send(
-            &ProofOut {
+            &ProofFrame {
                 op: "proof",
                 proof: &text,
             },
@@ -497,7 +508,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         self.ready(true)?;
         let count = count.clamp(1, MAX_NONCE_BATCH as u8);
         self.send(
-            &NoncesRequestOut {
+            &NoncesRequestFrame {
                 op: "nonces",
                 count,
             },
@@ -532,9 +543,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             amount,
             &nonce,
         );
-        let mac_text = hex_encode::<64>(&tag.0);
+        let mac_text = hex_encode::<64>(tag.as_bytes());
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(&nonce);
-        let msg = TransferOut {
+        let msg = TransferFrame {
             op: "transfer",
             id: id.as_str(),
             to: to.as_str(),
@@ -554,14 +565,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
     /// Asks for the balance.
     pub fn balance(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
-        self.send(&BareOut { op: "balance" }, Expect::Balance)
+        self.send(&BareFrame { op: "balance" }, Expect::Balance)
     }
 
     /// Asks for a page of history, newest first, skipping `offset` entries.
     pub fn history(&mut self, offset: u32) -> Result<(), ClientError> {
         self.ready(true)?;
         self.send(
-            &HistoryRequestOut {
+            &HistoryRequestFrame {
                 op: "history",
                 offset,
             },
@@ -572,13 +583,13 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
     /// Logs out; the server closes the connection after answering.
     pub fn logout(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
-        self.send(&BareOut { op: "logout" }, Expect::Bye)
+        self.send(&BareFrame { op: "logout" }, Expect::Bye)
     }
 
     /// Sends a ping.
     pub fn ping(&mut self) -> Result<(), ClientError> {
         self.ready(false)?;
-        self.send(&BareOut { op: "ping" }, Expect::Pong)
+        self.send(&BareFrame { op: "ping" }, Expect::Pong)
     }
 
     /// Feeds bytes from the server; returns how many were consumed. Takes no more input once
@@ -625,7 +636,12 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         self.out.advance(n);
     }
 
-    /// The next event.
+    /// The next event, oldest first.
+    ///
+    /// Events wait in a queue of four; an event arriving while four are waiting would drop
+    /// the oldest. That never happens: only [`handle_input`](Self::handle_input) adds
+    /// events, at most one per frame, and it takes no frame while the queue is full (it
+    /// returns early; offer the rest again after draining this).
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
@@ -727,7 +743,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         });
     }
 
-    fn challenge(&mut self, c: &Challenge<'_>) {
+    fn challenge(&mut self, c: &ChallengeFrame<'_>) {
         let State::LoggingIn { user, client_nonce } = core::mem::replace(self.state, State::Idle)
         else {
             return self.fail(IntegrityError::UnexpectedResponse);
@@ -767,7 +783,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         });
     }
 
-    fn welcome(&mut self, w: &Welcome<'_>) {
+    fn welcome(&mut self, w: &WelcomeFrame<'_>) {
         let State::Proving {
             user,
             expected,
@@ -791,7 +807,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         self.event(ClientEvent::LoggedIn);
     }
 
-    fn nonces(&mut self, n: &NoncesOut<'_>) {
+    fn nonces(&mut self, n: &NoncesFrame<'_>) {
         for text in &n.nonces {
             let Ok(nonce) = hex_decode::<NONCE_LEN>(text) else {
                 return self.fail(IntegrityError::UnexpectedResponse);
@@ -808,7 +824,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         });
     }
 
-    fn receipt(&mut self, sent: SentTransfer, r: &Receipt<'_>) {
+    fn receipt(&mut self, sent: SentTransfer, r: &ReceiptFrame<'_>) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };
@@ -851,7 +867,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         }));
     }
 
-    fn balance(&mut self, b: &BalanceOut<'_>) {
+    fn balance(&mut self, b: &BalanceFrame<'_>) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };
@@ -864,7 +880,7 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         }
     }
 
-    fn history(&mut self, h: &HistoryOut<'_>) {
+    fn history(&mut self, h: &HistoryFrame<'_>) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };

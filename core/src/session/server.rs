@@ -4,16 +4,17 @@ use crate::amount::Amount;
 use crate::auth::{
     self, AuthMessage, SessionKeys, SessionMacs, Verifier, MAX_SALT, MAX_SCRAM_NONCE,
 };
-use crate::crypto::{ct_eq, Key, Tag};
+use crate::crypto::{Key, Tag};
 use crate::encoding::{base64_encode, hex_encode};
 use crate::error::ErrorCode;
 use crate::framing::{Decoded, FrameDecoder, OutputBuffer, DEFAULT_MAX_FRAME, MAX_RESPONSE};
-use crate::ledger::{LedgerReply, LedgerRequest};
+use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
-    BalanceOut, Challenge, ErrorOut, HistoryEntryWire, HistoryOut, NoncesOut, Receipt, Registered,
-    Request, TransferRequest, Welcome, HISTORY_PAGE, MAX_NONCE_BATCH,
+    BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame, NoncesFrame,
+    ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame, HISTORY_PAGE,
+    MAX_NONCE_BATCH,
 };
 use crate::names::{TransferId, Username};
 use crate::replay::{Nonce, NonceRing, DEFAULT_NONCES, NONCE_LEN};
@@ -52,20 +53,29 @@ pub struct ServerConfig {
     pub max_nonces: usize,
 }
 
+impl ServerConfig {
+    /// The defaults, in one place for every driver (the host's `txsock serve` flags take
+    /// their default values from here): open registration, [`auth::DEFAULT_ITERATIONS`], 8
+    /// bad frames, 30 s to log in, 300 s idle, [`Backoff::ACCOUNT`] and [`Backoff::ADDRESS`],
+    /// [`DEFAULT_MAX_FRAME`] and [`DEFAULT_NONCES`].
+    pub const DEFAULT: ServerConfig = ServerConfig {
+        registration_open: true,
+        min_iterations: auth::DEFAULT_ITERATIONS,
+        unknown_user_iterations: auth::DEFAULT_ITERATIONS,
+        max_bad_frames: 8,
+        login_deadline: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(300),
+        account_backoff: Backoff::ACCOUNT,
+        address_backoff: Backoff::ADDRESS,
+        max_frame: DEFAULT_MAX_FRAME,
+        max_nonces: DEFAULT_NONCES,
+    };
+}
+
 impl Default for ServerConfig {
+    /// [`ServerConfig::DEFAULT`].
     fn default() -> Self {
-        ServerConfig {
-            registration_open: true,
-            min_iterations: auth::DEFAULT_ITERATIONS,
-            unknown_user_iterations: auth::DEFAULT_ITERATIONS,
-            max_bad_frames: 8,
-            login_deadline: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(300),
-            account_backoff: Backoff::ACCOUNT,
-            address_backoff: Backoff::ADDRESS,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_nonces: DEFAULT_NONCES,
-        }
+        ServerConfig::DEFAULT
     }
 }
 
@@ -93,7 +103,7 @@ impl<R: RngCore + CryptoRng, const ADDRS: usize> ServerShared<R, ADDRS> {
             config,
             rng,
             throttle: AddressThrottle::new(),
-            secret: Key(secret),
+            secret: Key::from_bytes(secret),
         }
     }
 }
@@ -102,7 +112,7 @@ impl<R: RngCore + CryptoRng, const ADDRS: usize> ServerShared<R, ADDRS> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SessionEvent {
+pub enum ServerEvent {
     /// A user registered.
     Registered {
         /// Who.
@@ -159,6 +169,26 @@ pub enum LoginFailure {
     AccountLocked,
     /// The peer address is throttled.
     AddressThrottled,
+}
+
+impl LoginFailure {
+    /// A stable snake_case name for logs: `wrong_password`, `unknown_user`, `account_locked`
+    /// or `address_throttled`. Never sent to the client, which gets `auth_failed` for all.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LoginFailure::WrongPassword => "wrong_password",
+            LoginFailure::UnknownUser => "unknown_user",
+            LoginFailure::AccountLocked => "account_locked",
+            LoginFailure::AddressThrottled => "address_throttled",
+        }
+    }
+}
+
+impl core::fmt::Display for LoginFailure {
+    /// Writes [`LoginFailure::name`].
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What the session is waiting for from the ledger.
@@ -236,7 +266,8 @@ enum State {
 ///
 /// A driver loops: feed input until `handle_input` consumes nothing more (it stops while a
 /// ledger request is outstanding or output is backed up), answer `poll_ledger`, write out
-/// `poll_transmit`, log `poll_event`, and sleep until more input or `poll_timeout`.
+/// `poll_transmit`, log `poll_event`, and sleep until more input or `poll_timeout`. A driver
+/// whose ledger answers at once runs exactly that loop with [`drive`](Self::drive).
 pub struct ServerSession<
     const FRAME: usize = DEFAULT_MAX_FRAME,
     const NONCES: usize = DEFAULT_NONCES,
@@ -249,7 +280,7 @@ pub struct ServerSession<
     waiting: Option<Waiting>,
     /// True until `poll_ledger` has handed out the request for `waiting`.
     request_ready: bool,
-    events: Deque<SessionEvent, 3>,
+    events: Deque<ServerEvent, 3>,
     peer: PeerAddr,
     opened: Instant,
     last_activity: Instant,
@@ -304,9 +335,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     /// Feeds bytes read from the peer; returns how many were consumed. Bytes not consumed
     /// must be offered again after the outputs have been drained.
-    pub fn handle_input<R: RngCore + CryptoRng, const A: usize>(
+    pub fn handle_input<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         input: &[u8],
     ) -> usize {
@@ -375,9 +406,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// Hands the session the ledger's answer to its last request.
-    pub fn handle_ledger<R: RngCore + CryptoRng, const A: usize>(
+    pub fn handle_ledger<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         reply: LedgerReply,
     ) {
@@ -390,11 +421,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             (_, LedgerReply::Unavailable) => self.send_error(ErrorCode::Internal),
             (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match result {
                 Ok(()) => {
-                    self.send(&Registered {
+                    self.send(&RegisteredFrame {
                         op: "registered",
                         user: user.as_str(),
                     });
-                    self.event(SessionEvent::Registered { user });
+                    self.event(ServerEvent::Registered { user });
                 }
                 Err(code) => self.send_error(code),
             },
@@ -422,7 +453,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 // This failure started (or extended) a lock if the ledger recorded it as the
                 // last failure and the lock runs past it.
                 if state.last_failure == failed_at && state.is_locked(failed_at) {
-                    self.event(SessionEvent::AccountLocked {
+                    self.event(ServerEvent::AccountLocked {
                         user,
                         until: state.locked_until,
                     });
@@ -437,15 +468,15 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 },
                 LedgerReply::Recorded(_),
             ) => {
-                let signature = base64_encode::<44>(&signature.0);
-                self.send(&Welcome {
+                let signature = base64_encode::<44>(signature.as_bytes());
+                self.send(&WelcomeFrame {
                     op: "welcome",
                     user: user.as_str(),
                     signature: &signature,
                 });
                 self.ring.clear();
                 self.seq = 0;
-                self.event(SessionEvent::LoggedIn { user: user.clone() });
+                self.event(ServerEvent::LoggedIn { user: user.clone() });
                 self.state = State::LoggedIn {
                     user,
                     keys: keys.precompute(),
@@ -475,8 +506,64 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         }
     }
 
+    /// The drive loop of a driver whose ledger answers at once (a device's in-memory or
+    /// flash ledger, a test): feeds `input`, answers every ledger request from `ledger`,
+    /// hands each event to `event` and offers the output to `transmit`, until the session
+    /// makes no more progress. Returns the input bytes consumed; the rest must be offered
+    /// again once output has drained (the session takes a frame only when its whole answer
+    /// fits).
+    ///
+    /// `transmit` writes what it can of the bytes it is given and returns how many it took;
+    /// `Ok(0)` leaves them in [`poll_transmit`](Self::poll_transmit) for later (a driver that
+    /// writes after the call, such as one whose socket is borrowed while it reads). Its
+    /// error ends the loop and is returned. Timeouts stay the driver's: it calls
+    /// [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+    /// passes.
+    ///
+    /// Every synchronous driver (the blocking driver, the firmware, the test kit) runs this
+    /// loop and no other; an asynchronous driver does the same steps with its own awaits.
+    pub fn drive<R, L, E, const ADDRS: usize>(
+        &mut self,
+        shared: &mut ServerShared<R, ADDRS>,
+        ledger: &mut L,
+        now: Instant,
+        input: &[u8],
+        mut transmit: impl FnMut(&[u8]) -> Result<usize, E>,
+        mut event: impl FnMut(ServerEvent),
+    ) -> Result<usize, E>
+    where
+        R: RngCore + CryptoRng,
+        L: Ledger + ?Sized,
+    {
+        let mut used = 0;
+        loop {
+            let consumed = self.handle_input(shared, now, &input[used..]);
+            used += consumed;
+            let mut progressed = consumed > 0;
+            if let Some(request) = self.poll_ledger() {
+                let reply = ledger.execute(&request, now);
+                self.handle_ledger(shared, now, reply);
+                progressed = true;
+            }
+            while let Some(e) = self.poll_event() {
+                event(e);
+            }
+            if !self.out.is_empty() {
+                let n = transmit(self.poll_transmit())?;
+                self.advance_transmit(n);
+                progressed |= n > 0;
+            }
+            if !progressed {
+                return Ok(used);
+            }
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
-    pub fn poll_timeout<R, const A: usize>(&self, shared: &ServerShared<R, A>) -> Option<Instant> {
+    pub fn poll_timeout<R, const ADDRS: usize>(
+        &self,
+        shared: &ServerShared<R, ADDRS>,
+    ) -> Option<Instant> {
         if self.closing {
             return None;
         }
@@ -488,7 +575,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// Closes the session with [`ErrorCode::Timeout`] if a deadline has passed.
-    pub fn handle_timeout<R, const A: usize>(&mut self, shared: &ServerShared<R, A>, now: Instant) {
+    pub fn handle_timeout<R, const ADDRS: usize>(
+        &mut self,
+        shared: &ServerShared<R, ADDRS>,
+        now: Instant,
+    ) {
         if let Some(deadline) = self.poll_timeout(shared) {
             if now >= deadline {
                 self.close_with(ErrorCode::Timeout);
@@ -504,7 +595,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         }
         // The final frame is best effort: if the output is backed up it is dropped.
         self.send_error(code);
-        self.event(SessionEvent::Closing { code });
+        self.event(ServerEvent::Closing { code });
         self.closing = true;
     }
 
@@ -518,8 +609,20 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         self.out.advance(n);
     }
 
-    /// The next event to log.
-    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+    /// The next event to log, oldest first.
+    ///
+    /// Events wait in a queue of three. When an event arrives while three are waiting, the
+    /// oldest waiting one is dropped, silently. A driver that drains this after every
+    /// `handle_*` call loses nothing with the default `OUT` ([`MAX_RESPONSE`]): one call then
+    /// adds at most two events. `handle_input` takes at most one frame per call (after it
+    /// the session waits for the ledger, is closing, or holds an answer that leaves less than
+    /// `MAX_RESPONSE` of output free), and a frame adds at most two events: `Rejected` and
+    /// `Closing`, or `AddressThrottled` and `LoginFailed`; `handle_ledger`, `handle_timeout`
+    /// and `close_with` add at most one. [`drive`](Self::drive) drains after each
+    /// `handle_input` and `handle_ledger` pair (at most three events) and so loses none
+    /// either. With a larger `OUT`, one `handle_input` call may answer several frames without
+    /// the ledger (rejections, pings), and only the last three of their events are kept.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
     }
 
@@ -535,15 +638,15 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     // ---------------------------------------------------------------------------------
 
-    fn handle_request<R: RngCore + CryptoRng, const A: usize>(
+    fn handle_request<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         request: Request,
     ) {
         let logged_in = matches!(self.state, State::LoggedIn { .. });
         match request {
-            Request::Ping => self.send(&crate::message::BareOut { op: "pong" }),
+            Request::Ping => self.send(&crate::message::BareFrame { op: "pong" }),
             Request::Register(_) | Request::Login { .. } if logged_in => {
                 self.reject(shared, ErrorCode::AlreadyLoggedIn)
             }
@@ -589,10 +692,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 if let State::LoggedIn { user, .. } =
                     core::mem::replace(&mut self.state, State::Anonymous)
                 {
-                    self.event(SessionEvent::LoggedOut { user });
+                    self.event(ServerEvent::LoggedOut { user });
                 }
                 self.ring.clear();
-                self.send(&crate::message::BareOut { op: "bye" });
+                self.send(&crate::message::BareFrame { op: "bye" });
                 self.closing = true;
             }
         }
@@ -603,9 +706,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         self.request_ready = true;
     }
 
-    fn challenge<R: RngCore + CryptoRng, const A: usize>(
+    fn challenge<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         _now: Instant,
         user: Username,
         client_nonce: String<MAX_SCRAM_NONCE>,
@@ -629,7 +732,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let _ = full_nonce.push_str(&client_nonce);
         let _ = full_nonce.push_str(&extension);
         let salt_b64 = base64_encode::<{ 4 * MAX_SALT.div_ceil(3) }>(&salt);
-        self.send(&Challenge {
+        self.send(&ChallengeFrame {
             op: "challenge",
             nonce: &full_nonce,
             salt: &salt_b64,
@@ -646,9 +749,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         };
     }
 
-    fn proof<R: RngCore + CryptoRng, const A: usize>(
+    fn proof<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         proof: &[u8; 32],
     ) {
@@ -674,9 +777,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let policy = shared.config.address_backoff;
         if let Some(reason) = reason {
             if shared.throttle.record_failure(self.peer, now, &policy) {
-                self.event(SessionEvent::AddressThrottled);
+                self.event(ServerEvent::AddressThrottled);
             }
-            self.event(SessionEvent::LoginFailed {
+            self.event(ServerEvent::LoginFailed {
                 user: user.clone(),
                 reason,
             });
@@ -709,9 +812,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             }),
             Err(_) => {
                 if shared.throttle.record_failure(self.peer, now, &policy) {
-                    self.event(SessionEvent::AddressThrottled);
+                    self.event(ServerEvent::AddressThrottled);
                 }
-                self.event(SessionEvent::LoginFailed {
+                self.event(ServerEvent::LoginFailed {
                     user: user.clone(),
                     reason: LoginFailure::WrongPassword,
                 });
@@ -721,9 +824,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         }
     }
 
-    fn issue_nonces<R: RngCore + CryptoRng, const A: usize>(
+    fn issue_nonces<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         count: u8,
     ) {
         self.ring.set_limit(shared.config.max_nonces);
@@ -739,15 +842,15 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         for t in &texts {
             let _ = nonces.push(t.as_str());
         }
-        self.send(&NoncesOut {
+        self.send(&NoncesFrame {
             op: "nonces",
             nonces,
         });
     }
 
-    fn transfer<R: RngCore + CryptoRng, const A: usize>(
+    fn transfer<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
-        shared: &mut ServerShared<R, A>,
+        shared: &mut ServerShared<R, ADDRS>,
         t: TransferRequest,
     ) {
         let State::LoggedIn { user, keys } = &self.state else {
@@ -761,7 +864,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             t.amount,
             &t.nonce,
         );
-        if !ct_eq(&expected.0, &t.mac) {
+        if !expected.ct_eq(&t.mac) {
             return self.reject(shared, ErrorCode::BadMac);
         }
         if self.ring.consume(&t.nonce).is_err() {
@@ -806,10 +909,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             balance,
             nonce,
         };
-        let tag = hex_encode::<64>(&mac::receipt(&keys.server_to_client, &fields).0);
+        let tag = hex_encode::<64>(mac::receipt(&keys.server_to_client, &fields).as_bytes());
         let amount_text = amount.to_text();
         let balance_text = balance.to_text();
-        self.send(&Receipt {
+        self.send(&ReceiptFrame {
             op: "receipt",
             seq,
             id: id.as_str(),
@@ -826,9 +929,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let State::LoggedIn { keys, .. } = &self.state else {
             return;
         };
-        let tag = hex_encode::<64>(&mac::balance(&keys.server_to_client, seq, balance).0);
+        let tag = hex_encode::<64>(mac::balance(&keys.server_to_client, seq, balance).as_bytes());
         let text = balance.to_text();
-        self.send(&BalanceOut {
+        self.send(&BalanceFrame {
             op: "balance",
             seq,
             balance: &text,
@@ -854,10 +957,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             );
             let _ = amounts.push(e.amount.to_text());
         }
-        let tag = hex_encode::<64>(&input.finish().0);
-        let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
+        let tag = hex_encode::<64>(input.finish().as_bytes());
+        let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
         for (e, a) in page.entries.iter().zip(amounts.iter()) {
-            let _ = entries.push(HistoryEntryWire {
+            let _ = entries.push(HistoryEntryFrame {
                 id: e.id.as_str(),
                 from: e.from.as_str(),
                 to: e.to.as_str(),
@@ -865,7 +968,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 at: e.at,
             });
         }
-        let out = HistoryOut {
+        let out = HistoryFrame {
             op: "history",
             seq,
             entries,
@@ -876,8 +979,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     /// Refuses a frame that changed nothing, and closes after too many.
-    fn reject<R, const A: usize>(&mut self, shared: &ServerShared<R, A>, code: ErrorCode) {
-        self.event(SessionEvent::Rejected { code });
+    fn reject<R, const ADDRS: usize>(&mut self, shared: &ServerShared<R, ADDRS>, code: ErrorCode) {
+        self.event(ServerEvent::Rejected { code });
         self.bad_frames = self.bad_frames.saturating_add(1);
         if self.bad_frames > shared.config.max_bad_frames {
             self.close_with(ErrorCode::TooManyBadFrames);
@@ -887,14 +990,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     fn send_error(&mut self, code: ErrorCode) {
-        self.send(&ErrorOut {
+        self.send(&ErrorFrame {
             op: "error",
             code: code.name(),
             message: code.message(),
         });
     }
 
-    fn event(&mut self, event: SessionEvent) {
+    fn event(&mut self, event: ServerEvent) {
         if self.events.is_full() {
             self.events.pop_front();
         }
@@ -916,7 +1019,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 mod tests {
     use super::*;
     use crate::framing::encode_frame;
-    use crate::message::HistoryEntryWire;
+    use crate::message::HistoryEntryFrame;
 
     /// The largest response the server can produce fits in [`MAX_RESPONSE`].
     #[test]
@@ -924,18 +1027,18 @@ mod tests {
         let long = "x".repeat(32);
         let amount = Amount::MAX.to_text();
         let mac = "f".repeat(64);
-        let entry = HistoryEntryWire {
+        let entry = HistoryEntryFrame {
             id: &long,
             from: &long,
             to: &long,
             amount: &amount,
             at: u64::MAX,
         };
-        let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
+        let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
         for _ in 0..HISTORY_PAGE {
             entries.push(entry.clone()).unwrap();
         }
-        let history = HistoryOut {
+        let history = HistoryFrame {
             op: "history",
             seq: u32::MAX,
             entries,
@@ -944,7 +1047,7 @@ mod tests {
         };
         let mut buf = [0u8; MAX_RESPONSE];
         encode_frame(&history, &mut buf).unwrap();
-        let receipt = Receipt {
+        let receipt = ReceiptFrame {
             op: "receipt",
             seq: u32::MAX,
             id: &long,
@@ -957,7 +1060,7 @@ mod tests {
         encode_frame(&receipt, &mut buf).unwrap();
         for code in ErrorCode::ALL {
             encode_frame(
-                &ErrorOut {
+                &ErrorFrame {
                     op: "error",
                     code: code.name(),
                     message: code.message(),
@@ -969,7 +1072,7 @@ mod tests {
         let nonce = "n".repeat(MAX_SCRAM_NONCE + NONCE_EXTENSION);
         let salt = "s".repeat(4 * MAX_SALT.div_ceil(3));
         encode_frame(
-            &Challenge {
+            &ChallengeFrame {
                 op: "challenge",
                 nonce: &nonce,
                 salt: &salt,
@@ -982,12 +1085,62 @@ mod tests {
         let nonces: Vec<&str, MAX_NONCE_BATCH> =
             (0..MAX_NONCE_BATCH).map(|_| hex.as_str()).collect();
         encode_frame(
-            &NoncesOut {
+            &NoncesFrame {
                 op: "nonces",
                 nonces,
             },
             &mut buf,
         )
         .unwrap();
+    }
+
+    /// Login failure names are what the host's `sessions.log` shows: stable and snake_case.
+    #[test]
+    fn login_failure_names() {
+        let all = [
+            LoginFailure::WrongPassword,
+            LoginFailure::UnknownUser,
+            LoginFailure::AccountLocked,
+            LoginFailure::AddressThrottled,
+        ];
+        let names: std::vec::Vec<std::string::String> = all.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "wrong_password",
+                "unknown_user",
+                "account_locked",
+                "address_throttled"
+            ]
+        );
+        for f in all {
+            assert_eq!(f.name(), f.to_string());
+        }
+    }
+
+    /// What [`ServerSession::poll_event`] promises: with the default output buffer one
+    /// `handle_input` call takes one frame, so a driver that drains events after each call
+    /// loses none, however many bad frames arrive at once.
+    #[test]
+    fn one_frame_per_input_call_with_the_default_output() {
+        use rand_chacha::rand_core::SeedableRng;
+        let rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let mut shared: ServerShared<_, 4> = ServerShared::new(ServerConfig::DEFAULT, rng, [0; 32]);
+        let mut session: ServerSession =
+            ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), Instant::ZERO);
+        let mut input: &[u8] = b"{}\n{}\n{}\n{}\n{}\n";
+        let mut rejected = 0;
+        while !input.is_empty() {
+            let used = session.handle_input(&mut shared, Instant::ZERO, input);
+            assert_eq!(used, 3, "one frame per call");
+            input = &input[used..];
+            let n = session.poll_transmit().len();
+            session.advance_transmit(n);
+            while let Some(event) = session.poll_event() {
+                assert!(matches!(event, ServerEvent::Rejected { .. }), "{event:?}");
+                rejected += 1;
+            }
+        }
+        assert_eq!(rejected, 5);
     }
 }

@@ -198,7 +198,7 @@ pub fn ledger(cmd: LedgerCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let fmt = crate::store::sqlite::fmt_i128;
+    let fmt = crate::store::row::fmt_i128;
     println!(
         "{} accounts, {} journal entries, balances {} = deposits {}",
         report.accounts,

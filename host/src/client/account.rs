@@ -94,8 +94,9 @@ impl Failure {
 pub enum Alert {
     /// The session refused an answer.
     Integrity(IntegrityError),
-    /// The server refused a request this client built correctly (`bad_mac`, `unknown_nonce`,
-    /// `malformed`, ...): it was altered or replayed on the way.
+    /// The server refused a request this client built correctly with a code that
+    /// [means it was altered in transit](ErrorCode::means_altered_in_transit) (`bad_mac`,
+    /// `unknown_nonce`, `malformed`, ...): it was altered or replayed on the way.
     Altered(ErrorCode),
 }
 
@@ -472,7 +473,7 @@ impl Account {
             };
             let last = last.clone();
             match (&last, &broken) {
-                (Failure::Refused(code), _) if altered(*code) => {
+                (Failure::Refused(code), _) if code.means_altered_in_transit() => {
                     report.alerts.push(Alert::Altered(*code));
                     self.alert(Alert::Altered(*code));
                 }
@@ -512,19 +513,6 @@ impl Account {
             }
         }
     }
-}
-
-/// Error frames a correctly built transfer can only get if it was changed on the way.
-fn altered(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::BadMac
-            | ErrorCode::UnknownNonce
-            | ErrorCode::Malformed
-            | ErrorCode::InvalidName
-            | ErrorCode::InvalidAmount
-            | ErrorCode::FrameTooLong
-    )
 }
 
 fn record(report: &mut TransferReport, receipt: txsock_core::session::ReceiptInfo) {

@@ -1,10 +1,10 @@
 //! `txsock serve`: the TCP server. One core [`ServerSession`] per connection; this module
-//! only moves bytes, reads the clock, hands ledger requests to the ledger worker and writes
+//! only moves bytes, reads the clock, hands ledger requests to the group-commit worker and writes
 //! the audit logs.
 
 use crate::audit::{Audit, Log};
 use crate::clock;
-use crate::ledger::{self, LedgerHandle};
+use crate::group_commit::{self, CommitQueue};
 use crate::StorageArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -20,7 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use txsock_core::framing::{DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use txsock_core::lockout::{Backoff, PeerAddr};
 use txsock_core::replay::DEFAULT_NONCES;
-use txsock_core::session::{LoginFailure, ServerConfig, ServerSession, ServerShared, SessionEvent};
+use txsock_core::session::{ServerConfig, ServerEvent, ServerSession, ServerShared};
 use txsock_core::{Amount, Duration, ErrorCode};
 
 /// The largest frame capacity compiled in; `--max-frame` chooses up to this at run time.
@@ -49,6 +49,45 @@ pub enum Registration {
     Closed,
 }
 
+impl Registration {
+    /// The core's default ([`ServerConfig::DEFAULT`]).
+    const DEFAULT: Registration = if ServerConfig::DEFAULT.registration_open {
+        Registration::Open
+    } else {
+        Registration::Closed
+    };
+}
+
+/// The core's defaults that the flags below show and use: every default of `txsock serve`
+/// that is also a core setting comes from [`ServerConfig::DEFAULT`] and [`Backoff`], never
+/// from a literal here.
+mod default {
+    use super::{Backoff, ServerConfig};
+
+    const CORE: ServerConfig = ServerConfig::DEFAULT;
+
+    // The lockout flags set both backoffs at once, so the core's two defaults must agree.
+    const _: () = assert!(
+        Backoff::ACCOUNT.base.millis() == Backoff::ADDRESS.base.millis()
+            && Backoff::ACCOUNT.max.millis() == Backoff::ADDRESS.max.millis()
+            && Backoff::ACCOUNT.forget_after.millis() == Backoff::ADDRESS.forget_after.millis()
+    );
+    // The flags below are u16.
+    const _: () = assert!(CORE.max_frame <= u16::MAX as usize && CORE.max_nonces <= 64);
+
+    pub const MAX_FRAME: u16 = CORE.max_frame as u16;
+    pub const NONCES: u16 = CORE.max_nonces as u16;
+    pub const MAX_BAD_FRAMES: u16 = CORE.max_bad_frames;
+    pub const MIN_ITERATIONS: u32 = CORE.min_iterations;
+    pub const IDLE_TIMEOUT_SECS: u64 = CORE.idle_timeout.secs();
+    pub const LOGIN_DEADLINE_SECS: u64 = CORE.login_deadline.secs();
+    pub const LOCK_AFTER: u32 = CORE.account_backoff.lock_after;
+    pub const ADDRESS_LOCK_AFTER: u32 = CORE.address_backoff.lock_after;
+    pub const LOCKOUT_BASE_MS: u64 = CORE.account_backoff.base.millis();
+    pub const LOCKOUT_MAX_SECS: u64 = CORE.account_backoff.max.secs();
+    pub const FORGET_AFTER_SECS: u64 = CORE.account_backoff.forget_after.secs();
+}
+
 fn parse_amount(s: &str) -> Result<Amount, String> {
     Amount::parse_non_negative(s).map_err(|e| e.to_string())
 }
@@ -65,7 +104,7 @@ pub struct ServeArgs {
     pub storage: StorageArgs,
 
     /// Whether clients may register themselves.
-    #[arg(long, env = "TXSOCK_REGISTRATION", value_enum, default_value = "open")]
+    #[arg(long, env = "TXSOCK_REGISTRATION", value_enum, default_value_t = Registration::DEFAULT)]
     pub registration: Registration,
 
     /// Balance given to each newly registered account (money created, journaled as a deposit).
@@ -73,7 +112,7 @@ pub struct ServeArgs {
     pub opening_balance: Amount,
 
     /// Lowest PBKDF2 iteration count accepted at registration; also shown to unknown users.
-    #[arg(long, env = "TXSOCK_MIN_ITERATIONS", default_value_t = txsock_core::auth::DEFAULT_ITERATIONS)]
+    #[arg(long, env = "TXSOCK_MIN_ITERATIONS", default_value_t = default::MIN_ITERATIONS)]
     pub min_iterations: u32,
 
     /// Maximum simultaneous connections; one more gets a `server_busy` error and is closed.
@@ -81,16 +120,17 @@ pub struct ServeArgs {
     pub max_connections: usize,
 
     /// Longest request line in bytes (64 to 1024); a longer line is refused and skipped.
-    /// Above 512 (or with `--nonces` above 16) every connection's session takes 1.3 KB more.
-    #[arg(long, env = "TXSOCK_MAX_FRAME", default_value_t = 512, value_parser = clap::value_parser!(u16).range(64..=FRAME_CAPACITY as i64))]
+    /// Above the default (or with `--nonces` above its default) every connection's session
+    /// takes 1.3 KB more.
+    #[arg(long, env = "TXSOCK_MAX_FRAME", default_value_t = default::MAX_FRAME, value_parser = clap::value_parser!(u16).range(64..=FRAME_CAPACITY as i64))]
     pub max_frame: u16,
 
     /// Seconds without a request before a connection is closed.
-    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = 300)]
+    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = default::IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
 
     /// Seconds a new connection has to complete its login (slow clients are cut off).
-    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = 30)]
+    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = default::LOGIN_DEADLINE_SECS)]
     pub login_deadline: u64,
 
     /// Bytes of unread responses held for one connection (its socket send buffer).
@@ -101,31 +141,39 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_WRITE_TIMEOUT", default_value_t = 10)]
     pub write_timeout: u64,
 
-    /// Invalid frames (bad MAC, replay, malformed, oversize) before a connection is closed.
-    #[arg(long, env = "TXSOCK_MAX_BAD_FRAMES", default_value_t = 8)]
+    /// Invalid frames (bad MAC, replay, malformed, oversize) tolerated per connection; the next
+    /// one closes it.
+    #[arg(long, env = "TXSOCK_MAX_BAD_FRAMES", default_value_t = default::MAX_BAD_FRAMES)]
     pub max_bad_frames: u16,
 
-    /// Outstanding nonces per session (1 to 64); the oldest is evicted beyond that. Above 16
-    /// (or with `--max-frame` above 512) every connection's session takes 1.3 KB more.
-    #[arg(long, env = "TXSOCK_NONCES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=NONCE_CAPACITY as i64))]
+    /// Outstanding nonces per session (1 to 64); the oldest is evicted beyond that. Above the
+    /// default (or with `--max-frame` above its default) every connection's session takes
+    /// 1.3 KB more.
+    #[arg(long, env = "TXSOCK_NONCES", default_value_t = default::NONCES, value_parser = clap::value_parser!(u16).range(1..=NONCE_CAPACITY as i64))]
     pub nonces: u16,
 
     /// Consecutive failed logins that lock an account (the Nth failure starts a lock that
     /// doubles with each further failure).
-    #[arg(long, env = "TXSOCK_LOCKOUT_AFTER", default_value_t = Backoff::ACCOUNT.lock_after)]
+    #[arg(long, env = "TXSOCK_LOCKOUT_AFTER", default_value_t = default::LOCK_AFTER)]
     pub lockout_after: u32,
 
     /// Failed logins from one address that throttle it (the Nth failure starts it).
-    #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = Backoff::ADDRESS.lock_after)]
+    #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = default::ADDRESS_LOCK_AFTER)]
     pub address_lockout_after: u32,
 
-    /// First lockout length in milliseconds; it doubles with each further failure.
-    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = 1000)]
+    /// First lockout length in milliseconds, for accounts and addresses; it doubles with each
+    /// further failure.
+    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = default::LOCKOUT_BASE_MS)]
     pub lockout_base_ms: u64,
 
-    /// Longest lockout in seconds.
-    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = 900)]
+    /// Longest lockout in seconds, for accounts and addresses.
+    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = default::LOCKOUT_MAX_SECS)]
     pub lockout_max: u64,
+
+    /// Seconds after which failed logins are forgotten, for accounts and addresses: a failure
+    /// more than this long after the previous one counts as the first again.
+    #[arg(long, env = "TXSOCK_FORGET_AFTER", default_value_t = default::FORGET_AFTER_SECS)]
+    pub forget_after: u64,
 
     /// Most ledger requests committed in one transaction (group commit).
     #[arg(long, env = "TXSOCK_MAX_BATCH", default_value_t = 512)]
@@ -138,7 +186,7 @@ impl ServeArgs {
             lock_after,
             base: Duration::from_millis(self.lockout_base_ms),
             max: Duration::from_secs(self.lockout_max),
-            forget_after: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(self.forget_after),
         };
         ServerConfig {
             registration_open: self.registration == Registration::Open,
@@ -157,7 +205,7 @@ impl ServeArgs {
 
 struct Server {
     shared: Mutex<Shared>,
-    ledger: LedgerHandle,
+    ledger: CommitQueue,
     audit: Arc<Audit>,
     write_timeout: StdDuration,
     max_output: usize,
@@ -177,7 +225,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut store = store;
     let secret = store.server_secret()?;
     let audit = Arc::new(Audit::open(&data_dir)?);
-    let (ledger, worker) = ledger::spawn(
+    let (ledger, worker) = group_commit::spawn(
         store,
         audit.clone(),
         args.max_connections + 16,
@@ -465,26 +513,18 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
             .unwrap_or_else(|| "-".into());
         let audit = &server.audit;
         match event {
-            SessionEvent::Registered { user } => audit.write(
+            ServerEvent::Registered { user } => audit.write(
                 Log::Sessions,
                 format_args!("register user={user} peer={peer}"),
             ),
-            SessionEvent::LoggedIn { user } => {
+            ServerEvent::LoggedIn { user } => {
                 audit.write(Log::Sessions, format_args!("login user={user} peer={peer}"))
             }
-            SessionEvent::LoginFailed { user, reason } => {
-                let reason = match reason {
-                    LoginFailure::WrongPassword => "wrong_password",
-                    LoginFailure::UnknownUser => "unknown_user",
-                    LoginFailure::AccountLocked => "account_locked",
-                    LoginFailure::AddressThrottled => "address_throttled",
-                };
-                audit.write(
-                    Log::Sessions,
-                    format_args!("login_failed user={user} reason={reason} peer={peer}"),
-                );
-            }
-            SessionEvent::AccountLocked { user, until } => {
+            ServerEvent::LoginFailed { user, reason } => audit.write(
+                Log::Sessions,
+                format_args!("login_failed user={user} reason={reason} peer={peer}"),
+            ),
+            ServerEvent::AccountLocked { user, until } => {
                 let until = clock::stamp_millis(until.millis());
                 audit.write(
                     Log::Sessions,
@@ -495,22 +535,82 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
                     format_args!("lockout user={user} until={until} peer={peer}"),
                 );
             }
-            SessionEvent::AddressThrottled => {
+            ServerEvent::AddressThrottled => {
                 audit.write(Log::Errors, format_args!("address_throttled peer={peer}"))
             }
-            SessionEvent::Rejected { code } => audit.write(
+            ServerEvent::Rejected { code } => audit.write(
                 Log::Errors,
                 format_args!("rejected code={} user={user} peer={peer}", code.name()),
             ),
-            SessionEvent::LoggedOut { user } => audit.write(
+            ServerEvent::LoggedOut { user } => audit.write(
                 Log::Sessions,
                 format_args!("logout user={user} peer={peer}"),
             ),
-            SessionEvent::Closing { code } => audit.write(
+            ServerEvent::Closing { code } => audit.write(
                 Log::Errors,
                 format_args!("closed code={} user={user} peer={peer}", code.name()),
             ),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_from;
+    use crate::Command;
+
+    fn serve_args(list: &[&str]) -> ServeArgs {
+        // An empty settings file, so that no txsock.toml in the working directory counts.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "").unwrap();
+        let mut argv = vec!["txsock", "--config", empty.to_str().unwrap(), "serve"];
+        argv.extend_from_slice(list);
+        let cli = parse_from(argv.iter().map(Into::into).collect()).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        args
+    }
+
+    /// With no flags, `txsock serve` runs the core's defaults, whatever they are.
+    #[test]
+    fn defaults_are_the_cores() {
+        assert_eq!(serve_args(&[]).core_config(), ServerConfig::DEFAULT);
+    }
+
+    #[test]
+    fn forget_after_sets_both_backoffs() {
+        let config = serve_args(&["--forget-after", "60"]).core_config();
+        assert_eq!(config.account_backoff.forget_after, Duration::from_secs(60));
+        assert_eq!(config.address_backoff.forget_after, Duration::from_secs(60));
+        assert_eq!(config.account_backoff.base, Backoff::ACCOUNT.base);
+    }
+
+    #[test]
+    fn forget_after_from_the_settings_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "forget-after = 120\n").unwrap();
+        let cli = parse_from(
+            ["txsock", "--config", file.to_str().unwrap(), "serve"]
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.forget_after, 120);
+        assert!(parse_from(
+            ["txsock", "serve", "--forget-after", "soon"]
+                .iter()
+                .map(Into::into)
+                .collect()
+        )
+        .is_err());
     }
 }

@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod mysql;
+pub mod row;
 pub mod sqlite;
 
 use anyhow::Result;

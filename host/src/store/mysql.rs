@@ -37,7 +37,9 @@
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
 
-use super::sqlite::{amount_of, fmt_i128, name_of, sql_amount, FOREVER};
+use super::row::{
+    amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
+};
 use super::{CheckReport, Committed, Store, UserSummary};
 use anyhow::{anyhow, bail, Context, Result};
 use mysql::consts::CapabilityFlags;
@@ -45,7 +47,10 @@ use mysql::prelude::{FromRow, Queryable};
 use mysql::{Conn, Opts, OptsBuilder, Params, Row, Value};
 use std::time::Duration;
 use txsock_core::auth::Verifier;
-use txsock_core::ledger::{HistoryEntry, HistoryPage, LedgerReply, LedgerRequest, TransferOutcome};
+use txsock_core::ledger::{
+    credit, decide_transfer, HistoryEntry, HistoryPage, LedgerReply, LedgerRequest,
+    TransferDecision, TransferFacts, MAX_BALANCE,
+};
 use txsock_core::lockout::LockoutState;
 use txsock_core::message::HISTORY_PAGE;
 use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
@@ -393,6 +398,9 @@ fn register(
     opening: Amount,
     now_ms: u64,
 ) -> Result<Result<(), ErrorCode>> {
+    if let Err(code) = credit(Amount(0), opening) {
+        return Ok(Err(code));
+    }
     let inserted = c.exec_drop(
         "INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -425,8 +433,6 @@ fn register(
     Ok(Ok(()))
 }
 
-type CredentialsRow = (Vec<u8>, u32, Vec<u8>, Vec<u8>, u32, i64, i64, bool);
-
 fn credentials(c: &mut Conn, user: &Username) -> Result<LedgerReply> {
     let row: Option<CredentialsRow> = first(
         c,
@@ -435,37 +441,7 @@ fn credentials(c: &mut Conn, user: &Username) -> Result<LedgerReply> {
          FROM users WHERE name = ?",
         (user.as_str(),),
     )?;
-    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
-        return Ok(LedgerReply::Credentials {
-            verifier: None,
-            lockout: LockoutState::default(),
-        });
-    };
-    let mut verifier = Verifier {
-        salt: Default::default(),
-        iterations,
-        stored_key: [0; 32],
-        server_key: [0; 32],
-    };
-    verifier
-        .salt
-        .extend_from_slice(&salt)
-        .map_err(|_| anyhow!("salt too long for {user}"))?;
-    verifier.stored_key = stored
-        .try_into()
-        .map_err(|_| anyhow!("bad stored key for {user}"))?;
-    verifier.server_key = server
-        .try_into()
-        .map_err(|_| anyhow!("bad server key for {user}"))?;
-    let lockout = LockoutState {
-        failures,
-        last_failure: Instant::from_millis(last as u64),
-        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
-    };
-    Ok(LedgerReply::Credentials {
-        verifier: Some(verifier),
-        lockout,
-    })
+    credentials_of(user, row)
 }
 
 fn lockout_update(
@@ -515,30 +491,11 @@ fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
 /// `(from_user, transfer_id)`.
 type IdKey = (String, String);
 
-/// An id's recorded outcome: recipient, amount, result, sender's balance with it.
-type Outcome = (String, i64, Result<(), ErrorCode>, i64);
-
 /// A row of the outcome lookup: key, recipient, amount, balance, refusal code (if refused).
 type OutcomeRow = (String, String, String, i64, i64, Option<String>);
 
-/// The reply to an id that already has an outcome: the original if it is the same transfer,
-/// else `DuplicateId` with the balance now.
-fn repeated(earlier: &Outcome, to: &Username, amount: Amount, now_balance: i64) -> LedgerReply {
-    let (earlier_to, earlier_amount, result, balance) = earlier;
-    LedgerReply::Transfer(
-        if earlier_to == to.as_str() && *earlier_amount == sql_amount(amount) {
-            TransferOutcome {
-                result: *result,
-                balance: amount_of(*balance),
-            }
-        } else {
-            TransferOutcome {
-                result: Err(ErrorCode::DuplicateId),
-                balance: amount_of(now_balance),
-            }
-        },
-    )
-}
+/// An id's recorded outcome as this batch knows it: recipient, amount, balance, code.
+type Recorded = (String, i64, i64, Option<String>);
 
 /// Inserts `rows` (each `width` values) into `table (columns)` with a few multi-row
 /// statements whose sizes are powers of two (at most 64 rows each).
@@ -645,87 +602,73 @@ fn transfers(
         ),
         Params::Positional(params),
     )?;
-    let mut outcomes: std::collections::HashMap<IdKey, Outcome> = rows
+    let mut outcomes: std::collections::HashMap<IdKey, Recorded> = rows
         .into_iter()
-        .map(|(from, id, to, amount, balance, code)| {
-            let result = match code {
-                None => Ok(()),
-                Some(code) => Err(ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal)),
-            };
-            ((from, id), (to, amount, result, balance))
-        })
+        .map(|(from, id, to, amount, balance, code)| ((from, id), (to, amount, balance, code)))
         .collect();
 
-    // The contract, request by request (as in the SQLite store).
+    // The money rule, request by request, on the balances and outcomes as they stand after
+    // the earlier requests of this run.
     let mut replies = Vec::with_capacity(moves.len());
     let mut journal: Vec<Vec<Value>> = Vec::new();
     let mut refusals: Vec<Vec<Value>> = Vec::new();
     for &(from, id, to, amount) in &moves {
-        let Some(&from_balance) = balances.get(from.as_str()) else {
-            tracing::error!("ledger request failed: the logged-in user {from} has no account");
-            replies.push(LedgerReply::Unavailable);
-            continue;
-        };
         let key = (from.as_str().to_string(), id.as_str().to_string());
-        if let Some(earlier) = outcomes.get(&key) {
-            replies.push(repeated(earlier, to, amount, from_balance));
-            continue;
-        }
-        let amount_sql = sql_amount(amount);
-        let to_balance = balances.get(to.as_str()).copied();
-        let refusal = if from == to {
-            Some(ErrorCode::SelfTransfer)
-        } else if to_balance.is_none() {
-            Some(ErrorCode::UnknownRecipient)
-        } else if from_balance < amount_sql {
-            Some(ErrorCode::InsufficientFunds)
-        } else if to_balance.and_then(|b| b.checked_add(amount_sql)).is_none() {
-            Some(ErrorCode::BalanceOverflow)
-        } else {
-            None
+        let facts = TransferFacts {
+            sender: balances.get(from.as_str()).copied().map(amount_of),
+            recipient: balances.get(to.as_str()).copied().map(amount_of),
+            earlier: outcomes.get(&key).map(|(to, amount, balance, code)| {
+                recorded(to, *amount, *balance, code.as_deref())
+            }),
         };
-        if let Some(code) = refusal {
-            // Recorded, so that a retry of the same id gets the same answer.
-            refusals.push(vec![
-                from.as_str().into(),
-                id.as_str().into(),
-                to.as_str().into(),
-                amount_sql.into(),
-                code.name().into(),
-                from_balance.into(),
-                (now_ms as i64).into(),
-            ]);
-            outcomes.insert(key, (to.to_string(), amount_sql, Err(code), from_balance));
-            replies.push(LedgerReply::Transfer(TransferOutcome {
-                result: Err(code),
-                balance: amount_of(from_balance),
-            }));
-            continue;
+        let decision = decide_transfer(from, to, amount, facts);
+        let amount_sql = sql_amount(amount);
+        match decision {
+            TransferDecision::Answer(_) => {}
+            TransferDecision::Refuse(refusal) => {
+                let code = refusal.result.err().map_or("internal", ErrorCode::name);
+                let balance = sql_amount(refusal.balance);
+                refusals.push(vec![
+                    from.as_str().into(),
+                    id.as_str().into(),
+                    to.as_str().into(),
+                    amount_sql.into(),
+                    code.into(),
+                    balance.into(),
+                    (now_ms as i64).into(),
+                ]);
+                outcomes.insert(
+                    key,
+                    (to.to_string(), amount_sql, balance, Some(code.into())),
+                );
+            }
+            TransferDecision::Commit {
+                sender_after,
+                recipient_after,
+            } => {
+                let after = sql_amount(sender_after);
+                balances.insert(from.to_string(), after);
+                balances.insert(to.to_string(), sql_amount(recipient_after));
+                journal.push(vec![
+                    from.as_str().into(),
+                    id.as_str().into(),
+                    to.as_str().into(),
+                    amount_sql.into(),
+                    after.into(),
+                    (now_ms as i64).into(),
+                ]);
+                outcomes.insert(key, (to.to_string(), amount_sql, after, None));
+                committed.push(Committed {
+                    id: id.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    amount,
+                    balance_after: sender_after,
+                    at_ms: now_ms,
+                });
+            }
         }
-        let after = from_balance - amount_sql;
-        balances.insert(from.to_string(), after);
-        *balances.entry(to.to_string()).or_default() += amount_sql;
-        journal.push(vec![
-            from.as_str().into(),
-            id.as_str().into(),
-            to.as_str().into(),
-            amount_sql.into(),
-            after.into(),
-            (now_ms as i64).into(),
-        ]);
-        outcomes.insert(key, (to.to_string(), amount_sql, Ok(()), after));
-        committed.push(Committed {
-            id: id.clone(),
-            from: from.clone(),
-            to: to.clone(),
-            amount,
-            balance_after: amount_of(after),
-            at_ms: now_ms,
-        });
-        replies.push(LedgerReply::Transfer(TransferOutcome {
-            result: Ok(()),
-            balance: amount_of(after),
-        }));
+        replies.push(LedgerReply::Transfer(decision.outcome()));
     }
 
     // Compare-and-set on rows this transaction holds locked: a mismatch would mean the lock
@@ -832,7 +775,7 @@ fn execute_one(
         LedgerRequest::Balance { user } => LedgerReply::Balance(
             balance(c, user, false)?
                 .map(amount_of)
-                .ok_or(ErrorCode::Internal),
+                .ok_or(ErrorCode::NotLoggedIn),
         ),
         LedgerRequest::History { user, offset } => {
             LedgerReply::History(Ok(history(c, user, *offset)?))
@@ -994,9 +937,10 @@ impl Store for MysqlStore {
         balance: Amount,
         now_ms: u64,
     ) -> Result<()> {
-        let created = self.transaction(|c| register(c, user, verifier, balance, now_ms))?;
-        if created.is_err() {
-            bail!("user {user} already exists");
+        match self.transaction(|c| register(c, user, verifier, balance, now_ms))? {
+            Ok(()) => {}
+            Err(ErrorCode::UserExists) => bail!("user {user} already exists"),
+            Err(_) => bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}"),
         }
         Ok(())
     }
@@ -1048,8 +992,8 @@ impl Store for MysqlStore {
             let Some(old) = balance(c, user, true)? else {
                 bail!("no user named {user}")
             };
-            let Some(new) = old.checked_add(sql_amount(amount)) else {
-                bail!("the balance of {user} would overflow")
+            let Ok(new) = credit(amount_of(old), amount).map(sql_amount) else {
+                bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}")
             };
             c.exec_drop(
                 "UPDATE users SET balance = ? WHERE name = ?",

@@ -1,11 +1,15 @@
 //! The embedded SQLite store: WAL journal, `synchronous = FULL`, one writer thread.
 
+use super::row::{amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, FOREVER};
 use super::{CheckReport, Committed, Store, UserSummary};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 use txsock_core::auth::Verifier;
-use txsock_core::ledger::{HistoryEntry, HistoryPage, LedgerReply, LedgerRequest, TransferOutcome};
+use txsock_core::ledger::{
+    credit, decide_transfer, HistoryEntry, HistoryPage, LedgerReply, LedgerRequest,
+    TransferDecision, TransferFacts, TransferOutcome, MAX_BALANCE,
+};
 use txsock_core::lockout::LockoutState;
 use txsock_core::message::HISTORY_PAGE;
 use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
@@ -73,9 +77,6 @@ CREATE TABLE IF NOT EXISTS refusals (
 /// dropped index cost every transfer one more B-tree insert and a page write per commit.
 const SCHEMA_V3: &str = "DROP INDEX IF EXISTS journal_from;";
 
-/// Admin locks are stored as a flag; to the core they look like a lock that never ends.
-pub(super) const FOREVER: u64 = i64::MAX as u64;
-
 /// A SQLite database file.
 pub struct SqliteStore {
     conn: Connection,
@@ -137,21 +138,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn name_of(row_value: String) -> Result<Username> {
-    Username::parse(&row_value)
-        .map_err(|e| anyhow::anyhow!("bad username {row_value:?} in database: {e}"))
-}
-
-pub(super) fn amount_of(v: i64) -> Amount {
-    Amount(u64::try_from(v).unwrap_or(0))
-}
-
-pub(super) fn sql_amount(a: Amount) -> i64 {
-    // Amounts are capped at Amount::MAX (1e15) and balances at i64::MAX by the overflow
-    // checks below, so this conversion is exact.
-    i64::try_from(a.minor()).unwrap_or(i64::MAX)
-}
-
 /// Runs a statement of the ledger's hot path from the connection's statement cache: SQLite
 /// parses each statement once per connection instead of once per request.
 fn execute(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
@@ -186,6 +172,9 @@ fn register(
 ) -> Result<Result<(), ErrorCode>> {
     if balance(tx, user)?.is_some() {
         return Ok(Err(ErrorCode::UserExists));
+    }
+    if let Err(code) = credit(Amount(0), opening) {
+        return Ok(Err(code));
     }
     execute(
         tx,
@@ -231,37 +220,7 @@ fn credentials(tx: &Connection, user: &Username) -> Result<LedgerReply> {
             ))
         },
     )?;
-    let Some((salt, iterations, stored, server, failures, last, until, admin_locked)) = row else {
-        return Ok(LedgerReply::Credentials {
-            verifier: None,
-            lockout: LockoutState::default(),
-        });
-    };
-    let mut verifier = Verifier {
-        salt: Default::default(),
-        iterations,
-        stored_key: [0; 32],
-        server_key: [0; 32],
-    };
-    verifier
-        .salt
-        .extend_from_slice(&salt)
-        .map_err(|_| anyhow::anyhow!("salt too long for {user}"))?;
-    verifier.stored_key = stored
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("bad stored key for {user}"))?;
-    verifier.server_key = server
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("bad server key for {user}"))?;
-    let lockout = LockoutState {
-        failures,
-        last_failure: Instant::from_millis(last as u64),
-        locked_until: Instant::from_millis(if admin_locked { FOREVER } else { until as u64 }),
-    };
-    Ok(LedgerReply::Credentials {
-        verifier: Some(verifier),
-        lockout,
-    })
+    credentials_of(user, row)
 }
 
 fn lockout_update(
@@ -299,6 +258,10 @@ fn lockout_update(
     Ok(state)
 }
 
+/// One transfer: the rows the money rule needs are read (both balances, the id's recorded
+/// outcome), [`decide_transfer`] decides, and exactly the writes it names are made. Every
+/// read and write is inside the batch's `IMMEDIATE` transaction, which holds SQLite's one
+/// write lock, so nothing changes between the reads and the writes.
 fn transfer(
     tx: &Connection,
     from: &Username,
@@ -308,15 +271,8 @@ fn transfer(
     now_ms: u64,
     committed: &mut Vec<Committed>,
 ) -> Result<TransferOutcome> {
-    let Some(from_balance) = balance(tx, from)? else {
-        bail!("the logged-in user {from} has no account");
-    };
-    let refuse = |code| {
-        Ok(TransferOutcome {
-            result: Err(code),
-            balance: amount_of(from_balance),
-        })
-    };
+    let sender = balance(tx, from)?;
+    let recipient = if from == to { sender } else { balance(tx, to)? };
     // The id's final outcome, if it has one: committed (in the journal, with the balance
     // after it) or refused (in `refusals`, with its code and the balance then).
     let earlier = query_row(
@@ -336,82 +292,67 @@ fn transfer(
             ))
         },
     )?;
-    if let Some((earlier_to, earlier_amount, balance, refusal)) = earlier {
-        if earlier_to != to.as_str() || earlier_amount != sql_amount(amount) {
-            return refuse(ErrorCode::DuplicateId);
+    let facts = TransferFacts {
+        sender: sender.map(amount_of),
+        recipient: recipient.map(amount_of),
+        earlier: earlier
+            .as_ref()
+            .map(|(to, amount, balance, code)| recorded(to, *amount, *balance, code.as_deref())),
+    };
+    let decision = decide_transfer(from, to, amount, facts);
+    match decision {
+        TransferDecision::Answer(_) => {}
+        TransferDecision::Refuse(refusal) => {
+            let code = refusal.result.err().map_or("internal", ErrorCode::name);
+            execute(
+                tx,
+                "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![from.as_str(), id.as_str(), to.as_str(), sql_amount(amount), code, sql_amount(refusal.balance), now_ms as i64],
+            )?;
         }
-        let result = match refusal {
-            None => Ok(()),
-            Some(code) => Err(ErrorCode::from_name(&code).unwrap_or(ErrorCode::Internal)),
-        };
-        return Ok(TransferOutcome {
-            result,
-            balance: amount_of(balance),
-        });
+        TransferDecision::Commit {
+            sender_after,
+            recipient_after,
+        } => {
+            // Compare-and-set: the rule decided on the balances read above.
+            for (user, old, new) in [
+                (from, sender, sender_after),
+                (to, recipient, recipient_after),
+            ] {
+                let changed = execute(
+                    tx,
+                    "UPDATE users SET balance = ?3 WHERE name = ?1 AND balance = ?2",
+                    params![user.as_str(), old, sql_amount(new)],
+                )?;
+                if changed != 1 {
+                    bail!("the balance of {user} changed under the write lock");
+                }
+            }
+            execute(
+                tx,
+                "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+                 VALUES ('transfer', ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    from.as_str(),
+                    id.as_str(),
+                    to.as_str(),
+                    sql_amount(amount),
+                    sql_amount(sender_after),
+                    now_ms as i64
+                ],
+            )?;
+            committed.push(Committed {
+                id: id.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                amount,
+                balance_after: sender_after,
+                at_ms: now_ms,
+            });
+        }
     }
-    // A final refusal is recorded so that a retry of the same id gets the same answer.
-    let refuse_finally = |code: ErrorCode| {
-        execute(
-            tx,
-            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![from.as_str(), id.as_str(), to.as_str(), sql_amount(amount), code.name(), from_balance, now_ms as i64],
-        )?;
-        refuse(code)
-    };
-    if from == to {
-        return refuse_finally(ErrorCode::SelfTransfer);
-    }
-    let Some(to_balance) = balance(tx, to)? else {
-        return refuse_finally(ErrorCode::UnknownRecipient);
-    };
-    let amount_sql = sql_amount(amount);
-    if from_balance < amount_sql {
-        return refuse_finally(ErrorCode::InsufficientFunds);
-    }
-    if to_balance.checked_add(amount_sql).is_none() {
-        return refuse_finally(ErrorCode::BalanceOverflow);
-    }
-    // Conditional updates: correct even if another process changed the row meanwhile.
-    let debited = execute(
-        tx,
-        "UPDATE users SET balance = balance - ?2 WHERE name = ?1 AND balance >= ?2",
-        params![from.as_str(), amount_sql],
-    )?;
-    if debited != 1 {
-        return refuse_finally(ErrorCode::InsufficientFunds);
-    }
-    execute(
-        tx,
-        "UPDATE users SET balance = balance + ?2 WHERE name = ?1",
-        params![to.as_str(), amount_sql],
-    )?;
-    let after = from_balance - amount_sql;
-    execute(
-        tx,
-        "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
-         VALUES ('transfer', ?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            from.as_str(),
-            id.as_str(),
-            to.as_str(),
-            amount_sql,
-            after,
-            now_ms as i64
-        ],
-    )?;
-    committed.push(Committed {
-        id: id.clone(),
-        from: from.clone(),
-        to: to.clone(),
-        amount,
-        balance_after: amount_of(after),
-        at_ms: now_ms,
-    });
-    Ok(TransferOutcome {
-        result: Ok(()),
-        balance: amount_of(after),
-    })
+    Ok(decision.outcome())
 }
 
 fn history(tx: &Connection, user: &Username, offset: u32) -> Result<HistoryPage> {
@@ -479,9 +420,11 @@ fn execute_one(
             to,
             amount,
         } => LedgerReply::Transfer(transfer(tx, from, id, to, *amount, now_ms, committed)?),
-        LedgerRequest::Balance { user } => {
-            LedgerReply::Balance(balance(tx, user)?.map(amount_of).ok_or(ErrorCode::Internal))
-        }
+        LedgerRequest::Balance { user } => LedgerReply::Balance(
+            balance(tx, user)?
+                .map(amount_of)
+                .ok_or(ErrorCode::NotLoggedIn),
+        ),
         LedgerRequest::History { user, offset } => {
             LedgerReply::History(Ok(history(tx, user, *offset)?))
         }
@@ -564,8 +507,10 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if register(&tx, user, verifier, balance, now_ms)?.is_err() {
-            bail!("user {user} already exists");
+        match register(&tx, user, verifier, balance, now_ms)? {
+            Ok(()) => {}
+            Err(ErrorCode::UserExists) => bail!("user {user} already exists"),
+            Err(_) => bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}"),
         }
         tx.commit()?;
         Ok(())
@@ -612,8 +557,8 @@ impl Store for SqliteStore {
         let Some(old) = balance(&tx, user)? else {
             bail!("no user named {user}")
         };
-        let Some(new) = old.checked_add(sql_amount(amount)) else {
-            bail!("the balance of {user} would overflow")
+        let Ok(new) = credit(amount_of(old), amount).map(sql_amount) else {
+            bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}")
         };
         tx.execute(
             "UPDATE users SET balance = ?2 WHERE name = ?1",
@@ -688,11 +633,4 @@ impl Store for SqliteStore {
         }
         Ok(report)
     }
-}
-
-/// Formats signed minor units as money.
-pub fn fmt_i128(v: i128) -> String {
-    let sign = if v < 0 { "-" } else { "" };
-    let a = v.unsigned_abs();
-    format!("{sign}{}.{:02}", a / 100, a % 100)
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use txsock_core::message::Response;
 use txsock_core::session::ClientEvent;
 use txsock_core::Amount;
 
@@ -71,18 +72,16 @@ pub struct AttackParams {
     pub size: usize,
 }
 
-/// The name under which an answer line is counted: its error `code`, else its `op`.
+/// The name under which an answer line (with or without its newline) is counted: an error's
+/// `code`, else the response's `op`, parsed as a client parses it; `unparsed` for anything
+/// that is not a valid response.
 pub fn classify(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    let field = |name: &str| {
-        let key = format!("\"{name}\":\"");
-        let start = text.find(&key)? + key.len();
-        let end = text[start..].find('"')? + start;
-        Some(text[start..end].to_string())
-    };
-    field("code")
-        .or_else(|| field("op"))
-        .unwrap_or_else(|| "unparsed".into())
+    let frame = line.strip_suffix(b"\n").unwrap_or(line);
+    match Response::parse(frame) {
+        Ok(Response::Error(e)) => e.code.to_string(),
+        Ok(response) => response.op().to_string(),
+        Err(_) => "unparsed".into(),
+    }
 }
 
 /// How a raw connection ended.
@@ -818,4 +817,23 @@ async fn slow_reader(ctx: &Ctx, account: &Account, until: Instant) -> bool {
         ctx.rec.answer(ATTACK, &format!("not reading: {a}"));
     }
     closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_parses_responses() {
+        let error =
+            br#"{"op":"error","code":"unknown_nonce","message":"unknown or already used nonce"}"#;
+        assert_eq!(classify(error), "unknown_nonce");
+        let mut line = error.to_vec();
+        line.push(b'\n');
+        assert_eq!(classify(&line), "unknown_nonce");
+        assert_eq!(classify(b"{\"op\":\"pong\"}\n"), "pong");
+        // Looks like an error to a substring search, but is no response.
+        assert_eq!(classify(br#"{"op":"error","code":"bad_mac""#), "unparsed");
+        assert_eq!(classify(b"\xff\xfe"), "unparsed");
+    }
 }

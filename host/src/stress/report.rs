@@ -1,9 +1,10 @@
-//! A run's results as text, as JSON (`--json`) and as one self-contained HTML page with SVG
-//! plots (`--report`). The JSON and the SVG are written by hand: no dependencies.
+//! A run's results as text, as JSON (`--json`, with serde_json) and as one self-contained HTML
+//! page with SVG plots (`--report`, written by hand: no dependencies).
 
 use super::attack::Findings;
 use super::record::{Counts, Point};
 use super::target::ServerStats;
+use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -109,250 +110,282 @@ impl Outcome {
     }
 
     /// The figures a benchmark reads: one flat object.
-    fn headline(&self) -> Vec<(&'static str, J)> {
-        let mut h = vec![
-            ("transfers_per_second", opt_f(self.transfers_per_second())),
-            ("latency_p50_us", opt_u(self.percentile(0.5))),
-            ("latency_p99_us", opt_u(self.percentile(0.99))),
-            (
-                "memory_growth_kib",
-                self.key_phase()
-                    .and_then(PhaseMemory::growth_kib)
-                    .map_or(J::Null, |g| J::Num(g as f64)),
-            ),
-            (
-                "memory_after_growth_kib",
-                self.key_phase()
-                    .and_then(|p| Some(p.after_kib? as f64 - p.before_kib? as f64))
-                    .map_or(J::Null, J::Num),
-            ),
-            ("transfers_per_commit", opt_f(self.transfers_per_commit())),
-            ("largest_batch", opt_u(self.server.largest_batch)),
-            (
-                "violations",
-                J::Int(
-                    self.findings
-                        .values()
-                        .flat_map(|f| f.violations.values())
-                        .sum(),
-                ),
-            ),
-        ];
-        if let Some(c) = &self.connections {
-            h.push(("connections_logged_in", J::Int(c.logged_in as u64)));
-            h.push(("held_kib", opt_u(c.held_kib)));
-            h.push(("per_connection_bytes", opt_f(c.per_connection_bytes())));
+    fn headline(&self) -> Headline {
+        let key = self.key_phase();
+        Headline {
+            transfers_per_second: num(self.transfers_per_second()),
+            latency_p50_us: self.percentile(0.5),
+            latency_p99_us: self.percentile(0.99),
+            memory_growth_kib: key.and_then(PhaseMemory::growth_kib),
+            memory_after_growth_kib: key
+                .and_then(|p| Some(p.after_kib? as i64 - p.before_kib? as i64)),
+            transfers_per_commit: num(self.transfers_per_commit()),
+            largest_batch: self.server.largest_batch,
+            violations: self
+                .findings
+                .values()
+                .flat_map(|f| f.violations.values())
+                .sum(),
+            connections: self.connections.as_ref().map(|c| HeadlineConnections {
+                connections_logged_in: c.logged_in,
+                held_kib: c.held_kib,
+                per_connection_bytes: num(c.per_connection_bytes()),
+            }),
         }
-        h
     }
 }
 
 // ------------------------------------------------------------------------------------------
 // JSON
 
-/// A JSON value, enough for the report.
-enum J {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Int(u64),
-    Str(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
+/// A figure as the report writes it: rounded to three decimals (plenty for every figure
+/// here), as an integer when whole, and `null` when not finite.
+#[derive(Debug, Clone, Copy)]
+struct Num(f64);
 
-fn opt_u(v: Option<u64>) -> J {
-    v.map_or(J::Null, J::Int)
-}
-
-fn opt_f(v: Option<f64>) -> J {
-    v.map_or(J::Null, J::Num)
-}
-
-fn obj<K: ToString>(pairs: impl IntoIterator<Item = (K, J)>) -> J {
-    J::Obj(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-}
-
-fn counts(map: &BTreeMap<String, u64>) -> J {
-    obj(map.iter().map(|(k, v)| (k, J::Int(*v))))
-}
-
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+impl Serialize for Num {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.0.is_finite() {
+            return s.serialize_none();
+        }
+        let rounded = (self.0 * 1000.0).round() / 1000.0;
+        // Whole numbers below 2^53 are exact in both types.
+        if rounded.fract() == 0.0 && rounded.abs() < 9.0e15 {
+            s.serialize_i64(rounded as i64)
+        } else {
+            s.serialize_f64(rounded)
         }
     }
-    out.push('"');
 }
 
-impl J {
-    fn write(&self, out: &mut String) {
-        match self {
-            J::Null => out.push_str("null"),
-            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            J::Num(n) if n.is_finite() => {
-                // Three decimals are plenty for every figure here.
-                let rounded = (n * 1000.0).round() / 1000.0;
-                let _ = write!(out, "{rounded}");
-            }
-            J::Num(_) => out.push_str("null"),
-            J::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            J::Str(s) => json_string(out, s),
-            J::Arr(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write(out);
-                }
-                out.push(']');
-            }
-            J::Obj(pairs) => {
-                out.push('{');
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    json_string(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-        }
+fn num(v: Option<f64>) -> Option<Num> {
+    v.map(Num)
+}
+
+/// Pairs as one JSON object, in their order.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
+}
+
+/// The run as `--json` prints it; field order is output order.
+#[derive(Serialize)]
+struct Report<'a> {
+    scenario: &'a str,
+    parameters: Pairs<'a>,
+    headline: Headline,
+    transfers: Transfers<'a>,
+    latency_us: Latency,
+    errors: &'a BTreeMap<String, u64>,
+    attacks: BTreeMap<&'a str, Attack<'a>>,
+    memory: Vec<Phase<'a>>,
+    connections: Option<Connections<'a>>,
+    server: Server<'a>,
+    notes: &'a [String],
+    series: Vec<SeriesPoint<'a>>,
+}
+
+/// The figures a benchmark reads (`cargo xtask bench` finds them by key).
+#[derive(Serialize)]
+struct Headline {
+    transfers_per_second: Option<Num>,
+    latency_p50_us: Option<u64>,
+    latency_p99_us: Option<u64>,
+    memory_growth_kib: Option<i64>,
+    memory_after_growth_kib: Option<i64>,
+    transfers_per_commit: Option<Num>,
+    largest_batch: Option<u64>,
+    violations: u64,
+    /// Only for the `connections` scenario.
+    #[serde(flatten)]
+    connections: Option<HeadlineConnections>,
+}
+
+#[derive(Serialize)]
+struct HeadlineConnections {
+    connections_logged_in: usize,
+    held_kib: Option<u64>,
+    per_connection_bytes: Option<Num>,
+}
+
+#[derive(Serialize)]
+struct Transfers<'a> {
+    committed: u64,
+    committed_in_window: u64,
+    window_s: Num,
+    per_second: Option<Num>,
+    refused: &'a BTreeMap<String, u64>,
+}
+
+/// Receipt latency in microseconds; only the count when there were none.
+#[derive(Serialize)]
+struct Latency {
+    count: u64,
+    #[serde(flatten)]
+    quantiles: Option<Quantiles>,
+}
+
+#[derive(Serialize)]
+struct Quantiles {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    p99_9: u64,
+    max: u64,
+    mean: Num,
+}
+
+#[derive(Serialize)]
+struct Attack<'a> {
+    answers: &'a BTreeMap<String, u64>,
+    violations: &'a BTreeMap<String, u64>,
+    figures: BTreeMap<&'a str, Num>,
+}
+
+#[derive(Serialize)]
+struct Phase<'a> {
+    name: &'a str,
+    start_s: Num,
+    end_s: Num,
+    before_kib: Option<u64>,
+    peak_kib: Option<u64>,
+    after_kib: Option<u64>,
+    growth_kib: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Connections<'a> {
+    count: usize,
+    logged_in: usize,
+    still_open: usize,
+    failed: &'a BTreeMap<String, u64>,
+    setup_s: Num,
+    before_kib: Option<u64>,
+    held_kib: Option<u64>,
+    per_connection_bytes: Option<Num>,
+}
+
+#[derive(Serialize)]
+struct Server<'a> {
+    line: Option<&'a str>,
+    transfers: Option<u64>,
+    commits: Option<u64>,
+    largest_batch: Option<u64>,
+    clean_exit: bool,
+}
+
+#[derive(Serialize)]
+struct SeriesPoint<'a> {
+    t: Num,
+    committed: u64,
+    per_second: Num,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    rss_kib: Option<u64>,
+    errors: &'a BTreeMap<String, u64>,
+    answers: &'a BTreeMap<String, u64>,
 }
 
 /// The run as one JSON object.
 pub fn json(o: &Outcome) -> String {
     let h = &o.totals.latency;
-    let latency = if h.is_empty() {
-        obj([("count", J::Int(0))])
-    } else {
-        obj([
-            ("count", J::Int(h.len())),
-            ("p50", J::Int(h.value_at_quantile(0.50))),
-            ("p90", J::Int(h.value_at_quantile(0.90))),
-            ("p99", J::Int(h.value_at_quantile(0.99))),
-            ("p99_9", J::Int(h.value_at_quantile(0.999))),
-            ("max", J::Int(h.max())),
-            ("mean", J::Num(h.mean())),
-        ])
+    let no_findings = Findings::default();
+    let report = Report {
+        scenario: &o.scenario,
+        parameters: Pairs(&o.params),
+        headline: o.headline(),
+        transfers: Transfers {
+            committed: o.totals.committed,
+            committed_in_window: o.committed_in_window,
+            window_s: Num(o.window_secs),
+            per_second: num(o.transfers_per_second()),
+            refused: &o.totals.refused,
+        },
+        latency_us: Latency {
+            count: h.len(),
+            quantiles: (!h.is_empty()).then(|| Quantiles {
+                p50: h.value_at_quantile(0.50),
+                p90: h.value_at_quantile(0.90),
+                p99: h.value_at_quantile(0.99),
+                p99_9: h.value_at_quantile(0.999),
+                max: h.max(),
+                mean: Num(h.mean()),
+            }),
+        },
+        errors: &o.totals.errors,
+        attacks: o
+            .totals
+            .answers
+            .iter()
+            .map(|(name, answers)| {
+                let f = o.findings.get(name).unwrap_or(&no_findings);
+                let attack = Attack {
+                    answers,
+                    violations: &f.violations,
+                    figures: f
+                        .figures
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Num(*v)))
+                        .collect(),
+                };
+                (name.as_str(), attack)
+            })
+            .collect(),
+        memory: o
+            .phases
+            .iter()
+            .map(|p| Phase {
+                name: &p.name,
+                start_s: Num(p.start),
+                end_s: Num(p.end),
+                before_kib: p.before_kib,
+                peak_kib: p.peak_kib,
+                after_kib: p.after_kib,
+                growth_kib: p.growth_kib(),
+            })
+            .collect(),
+        connections: o.connections.as_ref().map(|c| Connections {
+            count: c.count,
+            logged_in: c.logged_in,
+            still_open: c.still_open,
+            failed: &c.failed,
+            setup_s: Num(c.setup_secs),
+            before_kib: c.before_kib,
+            held_kib: c.held_kib,
+            per_connection_bytes: num(c.per_connection_bytes()),
+        }),
+        server: Server {
+            line: o.server.line.as_deref(),
+            transfers: o.server.transfers,
+            commits: o.server.commits,
+            largest_batch: o.server.largest_batch,
+            clean_exit: o.server.clean_exit,
+        },
+        notes: &o.notes,
+        series: o
+            .series
+            .iter()
+            .map(|p| SeriesPoint {
+                t: Num(p.t),
+                committed: p.committed,
+                per_second: Num(p.committed as f64 / p.secs.max(1e-9)),
+                p50_us: p.p50,
+                p90_us: p.p90,
+                p99_us: p.p99,
+                max_us: p.max,
+                rss_kib: p.rss_kib,
+                errors: &p.errors,
+                answers: &p.answers,
+            })
+            .collect(),
     };
-    let attacks = obj(o.totals.answers.iter().map(|(name, answers)| {
-        let f = o.findings.get(name).cloned().unwrap_or_default();
-        (
-            name,
-            obj([
-                ("answers", counts(answers)),
-                ("violations", counts(&f.violations)),
-                (
-                    "figures",
-                    obj(f.figures.iter().map(|(k, v)| (k, J::Num(*v)))),
-                ),
-            ]),
-        )
-    }));
-    let phases = J::Arr(
-        o.phases
-            .iter()
-            .map(|p| {
-                obj([
-                    ("name", J::Str(p.name.clone())),
-                    ("start_s", J::Num(p.start)),
-                    ("end_s", J::Num(p.end)),
-                    ("before_kib", opt_u(p.before_kib)),
-                    ("peak_kib", opt_u(p.peak_kib)),
-                    ("after_kib", opt_u(p.after_kib)),
-                    (
-                        "growth_kib",
-                        p.growth_kib().map_or(J::Null, |g| J::Num(g as f64)),
-                    ),
-                ])
-            })
-            .collect(),
-    );
-    let connections = o.connections.as_ref().map_or(J::Null, |c| {
-        obj([
-            ("count", J::Int(c.count as u64)),
-            ("logged_in", J::Int(c.logged_in as u64)),
-            ("still_open", J::Int(c.still_open as u64)),
-            ("failed", counts(&c.failed)),
-            ("setup_s", J::Num(c.setup_secs)),
-            ("before_kib", opt_u(c.before_kib)),
-            ("held_kib", opt_u(c.held_kib)),
-            ("per_connection_bytes", opt_f(c.per_connection_bytes())),
-        ])
-    });
-    let server = obj([
-        ("line", o.server.line.clone().map_or(J::Null, J::Str)),
-        ("transfers", opt_u(o.server.transfers)),
-        ("commits", opt_u(o.server.commits)),
-        ("largest_batch", opt_u(o.server.largest_batch)),
-        ("clean_exit", J::Bool(o.server.clean_exit)),
-    ]);
-    let series = J::Arr(
-        o.series
-            .iter()
-            .map(|p| {
-                obj([
-                    ("t", J::Num(p.t)),
-                    ("committed", J::Int(p.committed)),
-                    ("per_second", J::Num(p.committed as f64 / p.secs.max(1e-9))),
-                    ("p50_us", J::Int(p.p50)),
-                    ("p90_us", J::Int(p.p90)),
-                    ("p99_us", J::Int(p.p99)),
-                    ("max_us", J::Int(p.max)),
-                    ("rss_kib", opt_u(p.rss_kib)),
-                    ("errors", counts(&p.errors)),
-                    ("answers", counts(&p.answers)),
-                ])
-            })
-            .collect(),
-    );
-    let root = obj([
-        ("scenario", J::Str(o.scenario.clone())),
-        (
-            "parameters",
-            obj(o.params.iter().map(|(k, v)| (k, J::Str(v.clone())))),
-        ),
-        ("headline", obj(o.headline())),
-        (
-            "transfers",
-            obj([
-                ("committed", J::Int(o.totals.committed)),
-                ("committed_in_window", J::Int(o.committed_in_window)),
-                ("window_s", J::Num(o.window_secs)),
-                ("per_second", opt_f(o.transfers_per_second())),
-                ("refused", counts(&o.totals.refused)),
-            ]),
-        ),
-        ("latency_us", latency),
-        ("errors", counts(&o.totals.errors)),
-        ("attacks", attacks),
-        ("memory", phases),
-        ("connections", connections),
-        ("server", server),
-        (
-            "notes",
-            J::Arr(o.notes.iter().map(|n| J::Str(n.clone())).collect()),
-        ),
-        ("series", series),
-    ]);
-    let mut out = String::new();
-    root.write(&mut out);
-    out
+    // Every key is a string and every value serialises, so this cannot fail.
+    serde_json::to_string(&report).expect("the report serialises")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -933,20 +966,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_escapes_and_numbers() {
-        let mut s = String::new();
-        obj([
-            ("a\"b", J::Str("x\ny\u{1}".into())),
-            ("n", J::Num(1.23456)),
-            ("i", J::Int(7)),
-            ("nan", J::Num(f64::NAN)),
-            ("l", J::Arr(vec![J::Null, J::Bool(true)])),
+    fn numbers_round_and_non_finite_is_null() {
+        let text = serde_json::to_string(&[
+            Num(1.23456),
+            Num(7.0),
+            Num(-2.5),
+            Num(f64::NAN),
+            Num(f64::INFINITY),
         ])
-        .write(&mut s);
-        assert_eq!(
-            s,
-            r#"{"a\"b":"x\ny\u0001","n":1.235,"i":7,"nan":null,"l":[null,true]}"#
-        );
+        .unwrap();
+        assert_eq!(text, "[1.235,7,-2.5,null,null]");
     }
 
     #[test]
@@ -955,6 +984,102 @@ mod tests {
         assert_eq!(nice_step(7.0, 5.0), 2.0);
         assert_eq!(nice_step(0.3, 5.0), 0.1);
         assert_eq!(fmt_tick(25_000.0), "25k");
+    }
+
+    /// An outcome with every part filled in, odd numbers included.
+    fn sample() -> Outcome {
+        let mut o = Outcome {
+            scenario: "mix".into(),
+            params: vec![
+                ("clients".into(), "4".into()),
+                ("note \"q\"".into(), "a\nb".into()),
+            ],
+            notes: vec!["first".into(), "tab\there".into()],
+            window_secs: 2.5,
+            committed_in_window: 1001,
+            ..Outcome::default()
+        };
+        for us in [100, 250, 250, 4000, 90_000] {
+            o.totals.latency.saturating_record(us);
+        }
+        o.totals.committed = 1234;
+        o.totals.refused.insert("insufficient_funds".into(), 3);
+        o.totals.errors.insert("closed".into(), 2);
+        o.totals
+            .answers
+            .insert("replay".into(), [("unknown_nonce".into(), 9)].into());
+        o.totals.answers.insert("flood".into(), BTreeMap::new());
+        let mut f = Findings::default();
+        f.violations.insert("replay_accepted".into(), 0);
+        f.figures.insert("rate".into(), 1.0 / 3.0);
+        f.figures.insert("whole".into(), 42.0);
+        f.figures.insert("inf".into(), f64::INFINITY);
+        o.findings.insert("replay".into(), f);
+        o.series.push(Point {
+            t: 1.0,
+            secs: 1.0,
+            committed: 500,
+            p50: 250,
+            p90: 4000,
+            p99: 90_000,
+            max: 90_000,
+            errors: [("closed".into(), 1)].into(),
+            answers: [("replay/unknown_nonce".into(), 4)].into(),
+            rss_kib: Some(20_480),
+        });
+        o.series.push(Point {
+            t: 2.5,
+            secs: 0.0,
+            committed: 0,
+            p50: 0,
+            p90: 0,
+            p99: 0,
+            max: 0,
+            errors: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            rss_kib: None,
+        });
+        o.phases.push(PhaseMemory {
+            name: "attacks".into(),
+            start: 0.5,
+            end: 2.25,
+            before_kib: Some(20_000),
+            peak_kib: Some(20_100),
+            after_kib: Some(19_990),
+        });
+        o.phases.push(PhaseMemory {
+            name: "idle".into(),
+            ..PhaseMemory::default()
+        });
+        o.connections = Some(ConnectionsOutcome {
+            count: 10,
+            logged_in: 9,
+            still_open: 8,
+            failed: [("refused".into(), 1)].into(),
+            setup_secs: 0.123_456,
+            before_kib: Some(1000),
+            held_kib: Some(1100),
+        });
+        o.server = ServerStats {
+            line: Some("txsock stopped: 1234 transfers in 99 commits".into()),
+            transfers: Some(1234),
+            commits: Some(99),
+            largest_batch: None,
+            clean_exit: true,
+        };
+        o
+    }
+
+    /// The `--json` document, byte for byte: field names and order, integers, three-decimal
+    /// figures, `null`s, absent connections figures in the headline when there are none.
+    #[test]
+    fn json_document() {
+        let want = r#"{"scenario":"mix","parameters":{"clients":"4","note \"q\"":"a\nb"},"headline":{"transfers_per_second":400.4,"latency_p50_us":250,"latency_p99_us":90047,"memory_growth_kib":100,"memory_after_growth_kib":-10,"transfers_per_commit":12.465,"largest_batch":null,"violations":0,"connections_logged_in":9,"held_kib":1100,"per_connection_bytes":11377.778},"transfers":{"committed":1234,"committed_in_window":1001,"window_s":2.5,"per_second":400.4,"refused":{"insufficient_funds":3}},"latency_us":{"count":5,"p50":250,"p90":90047,"p99":90047,"p99_9":90047,"max":90047,"mean":18923.4},"errors":{"closed":2},"attacks":{"flood":{"answers":{},"violations":{},"figures":{}},"replay":{"answers":{"unknown_nonce":9},"violations":{"replay_accepted":0},"figures":{"inf":null,"rate":0.333,"whole":42}}},"memory":[{"name":"attacks","start_s":0.5,"end_s":2.25,"before_kib":20000,"peak_kib":20100,"after_kib":19990,"growth_kib":100},{"name":"idle","start_s":0,"end_s":0,"before_kib":null,"peak_kib":null,"after_kib":null,"growth_kib":null}],"connections":{"count":10,"logged_in":9,"still_open":8,"failed":{"refused":1},"setup_s":0.123,"before_kib":1000,"held_kib":1100,"per_connection_bytes":11377.778},"server":{"line":"txsock stopped: 1234 transfers in 99 commits","transfers":1234,"commits":99,"largest_batch":null,"clean_exit":true},"notes":["first","tab\there"],"series":[{"t":1,"committed":500,"per_second":500,"p50_us":250,"p90_us":4000,"p99_us":90000,"max_us":90000,"rss_kib":20480,"errors":{"closed":1},"answers":{"replay/unknown_nonce":4}},{"t":2.5,"committed":0,"per_second":0,"p50_us":0,"p90_us":0,"p99_us":0,"max_us":0,"rss_kib":null,"errors":{},"answers":{}}]}"#;
+        assert_eq!(json(&sample()), want);
+        let empty = json(&Outcome::default());
+        assert!(empty.contains(r#""latency_us":{"count":0},"#), "{empty}");
+        assert!(!empty.contains("connections_logged_in"), "{empty}");
+        assert!(empty.contains(r#""connections":null,"#), "{empty}");
     }
 
     #[test]

@@ -36,7 +36,6 @@ use core::mem::size_of;
 
 use cortex_m_rt::entry;
 use runtime::{exit, print, Footprint};
-use txsock_core::ledger::Ledger as _;
 use txsock_core::lockout::PeerAddr;
 use txsock_core::selftest::TestRng;
 use txsock_core::session::{ServerConfig, ServerShared};
@@ -148,30 +147,22 @@ impl Server {
     /// it is quiet, as a device's driver loop would. Returns the bytes the session wrote, or
     /// `None` if they did not fit in `out` or the session left input unconsumed.
     fn receive<'o>(&mut self, input: &[u8], out: &'o mut [u8]) -> Option<&'o [u8]> {
-        let (mut used, mut written) = (0, 0);
-        loop {
-            let consumed = self
-                .session
-                .handle_input(&mut self.shared, self.now, &input[used..]);
-            used += consumed;
-            let mut progressed = consumed > 0;
-            if let Some(request) = self.session.poll_ledger() {
-                let reply = self.ledger.execute(&request, self.now);
-                self.session
-                    .handle_ledger(&mut self.shared, self.now, reply);
-                progressed = true;
-            }
-            // A device would log these.
-            while self.session.poll_event().is_some() {}
-            let pending = self.session.poll_transmit();
+        let mut written = 0;
+        // The core's drive loop; a device would log the events it drops here.
+        let transmit = |pending: &[u8]| {
             let n = pending.len().min(out.len() - written);
             out[written..written + n].copy_from_slice(&pending[..n]);
             written += n;
-            self.session.advance_transmit(n);
-            if !(progressed || n > 0) {
-                break;
-            }
-        }
+            Ok::<_, core::convert::Infallible>(n)
+        };
+        let Ok(used) = self.session.drive(
+            &mut self.shared,
+            &mut self.ledger,
+            self.now,
+            input,
+            transmit,
+            |_| {},
+        );
         let drained = self.session.poll_transmit().is_empty();
         (used == input.len() && drained).then_some(&out[..written])
     }

@@ -1,5 +1,7 @@
-//! The ledger worker: one thread that owns the store and commits many sessions' requests
-//! in one transaction and one sync (group commit).
+//! Group commit: one worker thread that owns the store and commits many sessions' ledger
+//! requests in one transaction and one sync. It moves no money itself: the store applies the
+//! core's money rule; this module decides only what goes into each commit and when the
+//! replies may leave (after the commit returned).
 //!
 //! Sessions send their request and wait for the reply. The worker takes whatever is
 //! queued (up to a batch limit) as one batch, so under load a commit carries many
@@ -23,7 +25,7 @@ struct Job {
 
 /// Counters for reports and the closing log line.
 #[derive(Default, Debug)]
-pub struct LedgerStats {
+pub struct CommitStats {
     /// Commits (batches) executed.
     pub commits: AtomicU64,
     /// Requests executed.
@@ -34,20 +36,20 @@ pub struct LedgerStats {
     pub largest_batch: AtomicU64,
 }
 
-/// A cloneable handle to the ledger worker.
+/// A cloneable handle to the group-commit worker: the queue its requests wait in.
 #[derive(Clone)]
-pub struct LedgerHandle {
+pub struct CommitQueue {
     tx: mpsc::Sender<Job>,
     /// The worker's counters.
-    pub stats: Arc<LedgerStats>,
+    pub stats: Arc<CommitStats>,
 }
 
 /// The worker thread; join it after every handle is dropped to finish in-flight commits.
-pub struct LedgerWorker {
+pub struct CommitWorker {
     thread: std::thread::JoinHandle<()>,
 }
 
-impl LedgerWorker {
+impl CommitWorker {
     /// Waits until every queued request has been committed and answered.
     pub fn join(self) {
         let _ = self.thread.join();
@@ -62,18 +64,18 @@ pub fn spawn(
     audit: Arc<Audit>,
     queue: usize,
     max_batch: usize,
-) -> (LedgerHandle, LedgerWorker) {
+) -> (CommitQueue, CommitWorker) {
     let (tx, rx) = mpsc::channel(queue.max(1));
-    let stats = Arc::new(LedgerStats::default());
+    let stats = Arc::new(CommitStats::default());
     let worker_stats = stats.clone();
     let thread = std::thread::Builder::new()
         .name("txsock-ledger".into())
         .spawn(move || run(store, rx, audit, worker_stats, max_batch.max(1)))
         .expect("spawning the ledger thread");
-    (LedgerHandle { tx, stats }, LedgerWorker { thread })
+    (CommitQueue { tx, stats }, CommitWorker { thread })
 }
 
-impl LedgerHandle {
+impl CommitQueue {
     /// Executes `request` durably and returns the reply; `Unavailable` if the worker is gone.
     pub async fn call(&self, request: LedgerRequest, now: Instant) -> LedgerReply {
         let (reply, rx) = oneshot::channel();
@@ -97,7 +99,7 @@ fn run(
     mut store: Box<dyn Store>,
     mut rx: mpsc::Receiver<Job>,
     audit: Arc<Audit>,
-    stats: Arc<LedgerStats>,
+    stats: Arc<CommitStats>,
     max_batch: usize,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
