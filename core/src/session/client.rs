@@ -638,10 +638,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// The next event, oldest first.
     ///
-    /// Events wait in a queue of four; an event arriving while four are waiting would drop
-    /// the oldest. That never happens: only [`handle_input`](Self::handle_input) adds
-    /// events, at most one per frame, and it takes no frame while the queue is full (it
-    /// returns early; offer the rest again after draining this).
+    /// At most one event waits at a time: only [`handle_input`](Self::handle_input) adds
+    /// events, one per frame, and it takes no frame while one is waiting (it returns early;
+    /// offer the rest again after polling this). So no event is ever dropped, and the session
+    /// has taken nothing since the event it hands out.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
