@@ -1,0 +1,393 @@
+//! The operator's side (issue 19): admin commands that never say OK about a database they
+//! could not really check, and that create nothing when they only read.
+//!
+//! `ledger check` and `user list` open read-only: a missing data directory or database is
+//! refused by name and nothing is created; a zero-length file is not a txsock database; a
+//! damaged page fails the integrity check (exit 1); an unknown `--db` scheme is refused by
+//! every command; an auditor without write permission can run them. `user add` refuses
+//! fewer PBKDF2 iterations than the server's minimum.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use txsock_e2e::*;
+
+/// Runs `txsock ARGS` in `cwd` (stdin closed, no settings file), killed after 30 s.
+fn txsock_in(cwd: &Path, args: &[&str]) -> Output {
+    let child = Command::new(txsock_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TXSOCK_CONFIG")
+        .env_remove("TXSOCK_DB")
+        .env_remove("TXSOCK_DATA_DIR")
+        .env_remove("TXSOCK_MIN_ITERATIONS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn txsock");
+    output_within(child, Duration::from_secs(30))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Everything under `dir`, sorted (to show that a command created nothing).
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A stopped server's data directory holding users with money moved between them.
+fn ledger_with_history() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let mut server = Server::start_in(&data, &["--opening-balance", "50.00"]);
+    for name in ["u0", "u1", "u2"] {
+        drop(server.login(name, true));
+    }
+    let mut c = server.login("u0", false);
+    for k in 0..20u64 {
+        let to = if k % 2 == 0 { "u1" } else { "u2" };
+        let r = c
+            .transfer(&format!("k{k}"), to, txsock_core::Amount(100 + k))
+            .expect("transfer");
+        assert!(r.result.is_ok());
+    }
+    drop(c);
+    assert!(server.stop());
+    (temp, data)
+}
+
+#[test]
+fn missing_data_directory_is_refused_and_not_created() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let typo = temp.path().join("txsock-dta");
+    let typo_arg = typo.to_str().expect("utf-8 path");
+    for args in [
+        &["ledger", "check", "--data-dir", typo_arg][..],
+        &["user", "list", "--data-dir", typo_arg],
+        &["user", "lock", "alice", "--data-dir", typo_arg],
+        &[
+            "account",
+            "deposit",
+            "alice",
+            "1.00",
+            "--data-dir",
+            typo_arg,
+        ],
+    ] {
+        let out = txsock_in(temp.path(), args);
+        let all = text(&out);
+        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("does not exist") && all.contains(typo_arg),
+            "{args:?}: {all}"
+        );
+        assert!(!all.contains("ledger OK"), "{args:?}: {all}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    assert_eq!(
+        txsock_in(temp.path(), &["ledger", "check", "--data-dir", typo_arg])
+            .status
+            .code(),
+        Some(2)
+    );
+    // A data directory without a database: refused by name, still nothing created.
+    std::fs::create_dir(&typo).expect("mkdir");
+    let out = txsock_in(temp.path(), &["ledger", "check", "--data-dir", typo_arg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("txsock.db"), "{}", text(&out));
+    assert!(listing(&typo).is_empty(), "{:?}", listing(&typo));
+}
+
+#[test]
+fn unknown_database_scheme_is_refused_by_every_command() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let data_arg = data.to_str().expect("utf-8 path");
+    for url in [
+        "postgres://txsock:pw@127.0.0.1:5432/ledger",
+        "mysq://txsock:pw@127.0.0.1:3306/ledger",
+    ] {
+        for command in [
+            &["ledger", "check"][..],
+            &["user", "list"],
+            &["user", "lock", "alice"],
+            &["user", "add", "alice", "--password-stdin"],
+            &["account", "deposit", "alice", "1.00"],
+            &["serve", "--listen", "127.0.0.1:0"],
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["--db", url, "--data-dir", data_arg]);
+            let out = txsock_in(temp.path(), &args);
+            let all = text(&out);
+            assert!(!out.status.success(), "{args:?}: {all}");
+            assert!(
+                all.contains("unsupported database URL scheme"),
+                "{args:?}: {all}"
+            );
+            assert!(
+                listing(temp.path()).is_empty(),
+                "{args:?} created {:?}",
+                listing(temp.path())
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_file_is_not_a_txsock_database() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let db = data.join("txsock.db");
+    std::fs::write(&db, b"").expect("empty file");
+    let data_arg = data.to_str().expect("utf-8 path");
+    for args in [
+        &["ledger", "check", "--data-dir", data_arg][..],
+        &["user", "list", "--data-dir", data_arg],
+    ] {
+        let out = txsock_in(temp.path(), args);
+        let all = text(&out);
+        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(all.contains("not a txsock database"), "{args:?}: {all}");
+        assert!(!all.contains("ledger OK"), "{args:?}: {all}");
+    }
+    let out = txsock_in(temp.path(), &["ledger", "check", "--data-dir", data_arg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&db).expect("db").len(), 0, "written to");
+    assert_eq!(listing(&data), [db]);
+}
+
+#[test]
+fn corrupt_page_fails_the_check() {
+    let (temp, data) = ledger_with_history();
+    let db = data.join("txsock.db");
+    let (page_size, journal_root): (u64, u64) = {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        (
+            c.query_row("PRAGMA page_size", [], |r| r.get(0))
+                .expect("page size"),
+            c.query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'journal'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("root page"),
+        )
+    };
+    let data_arg = data.to_str().expect("utf-8 path");
+    let out = txsock_in(temp.path(), &["ledger", "check", "--data-dir", data_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Overwrite the cell pointers of the journal's root page, as a bad sector would.
+    let mut bytes = std::fs::read(&db).expect("read db");
+    let at = ((journal_root - 1) * page_size + 8) as usize;
+    bytes[at..at + 64].fill(0xff);
+    std::fs::write(&db, &bytes).expect("write db");
+    let out = txsock_in(temp.path(), &["ledger", "check", "--data-dir", data_arg]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("CORRUPT") && all.contains("PROBLEM"), "{all}");
+    assert!(!all.contains("ledger OK"), "{all}");
+    assert_eq!(std::fs::read(&db).expect("read db"), bytes, "written to");
+}
+
+#[test]
+fn summary_never_equates_two_different_totals() {
+    let (temp, data) = ledger_with_history();
+    let c = rusqlite::Connection::open(data.join("txsock.db")).expect("open");
+    c.execute(
+        "UPDATE users SET balance = balance + 1 WHERE name = 'u1'",
+        [],
+    )
+    .expect("update");
+    drop(c);
+    let out = txsock_in(
+        temp.path(),
+        &[
+            "ledger",
+            "check",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("balances 150.01 != deposits 150.00"), "{all}");
+}
+
+/// Runs `txsock ARGS` as user `nobody` (no write permission anywhere here), or `None` with
+/// the reason when this test process cannot switch users.
+fn as_nobody(cwd: &Path, args: &[&str]) -> Result<Output, String> {
+    // SAFETY-free check of the effective user: only root can switch to another user.
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not running as root, so cannot run a command as another user".into());
+    }
+    let child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(txsock_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TXSOCK_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("setpriv: {e}"))?;
+    let out = output_within(child, Duration::from_secs(30));
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
+        return Err(format!(
+            "setpriv failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out)
+}
+
+#[test]
+fn read_only_auditor_can_check_and_list() {
+    let (temp, data) = ledger_with_history();
+    // The binary must be reachable by nobody; a target directory under a private home is not.
+    let probe = as_nobody(temp.path(), &["--version"]);
+    match &probe {
+        Err(why) => {
+            eprintln!("skipped the read-only auditor check: {why}");
+            return;
+        }
+        Ok(out) if !out.status.success() => {
+            eprintln!(
+                "skipped the read-only auditor check: user nobody cannot run {}: {}",
+                txsock_bin().display(),
+                text(out)
+            );
+            return;
+        }
+        Ok(_) => {}
+    }
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    mode(temp.path(), 0o755);
+    mode(&data, 0o555);
+    for entry in listing(&data) {
+        mode(&entry, 0o444);
+    }
+    let before = listing(&data);
+    let data_arg = data.to_str().expect("utf-8");
+    let out = as_nobody(temp.path(), &["ledger", "check", "--data-dir", data_arg]).expect("ran");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ledger OK"), "{}", text(&out));
+    let out = as_nobody(temp.path(), &["user", "list", "--data-dir", data_arg]).expect("ran");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 users"), "{}", text(&out));
+    assert_eq!(listing(&data), before);
+
+    // While a server (another user, here root) has the database open in WAL mode.
+    mode(&data, 0o755);
+    for entry in listing(&data) {
+        mode(&entry, 0o644);
+    }
+    let server = Server::start_in(&data, &[]);
+    let mut c = server.login("u1", false);
+    c.transfer("while-audited", "u2", txsock_core::Amount(1))
+        .expect("transfer");
+    let out = as_nobody(temp.path(), &["ledger", "check", "--data-dir", data_arg]).expect("ran");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("24 journal entries"), "{}", text(&out));
+    drop(server);
+    // The writer still owns everything (the auditor created nothing).
+    for entry in listing(&data) {
+        let meta = std::fs::metadata(&entry).expect("metadata");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            0,
+            "{}",
+            entry.display()
+        );
+    }
+}
+
+#[test]
+fn user_add_refuses_fewer_iterations_than_the_server_minimum() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let add = |extra: &[&str]| {
+        let mut args = vec!["user", "add", "carol", "--password-stdin"];
+        args.extend_from_slice(extra);
+        admin(&data, &args, "carol-password\n")
+    };
+    // The server's default minimum is 600,000.
+    let out = add(&["--iterations", "10"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("600000"), "{}", text(&out));
+    // A server configured with a lower minimum: the same flag as `serve --min-iterations`.
+    let out = add(&["--iterations", "10", "--min-iterations", "4096"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("4096"), "{}", text(&out));
+    let out = add(&["--iterations", "4096", "--min-iterations", "4096"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // ... and the user can log in to such a server.
+    let server = Server::start_in(&data, &[]);
+    drop(server.login("carol", false));
+}
+
+#[test]
+fn mysql_read_only_commands_require_a_txsock_schema_and_check_tables() {
+    let Some(db) = MysqlDatabase::create("operator_ro") else {
+        return;
+    };
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_arg = temp.path().join("none");
+    let data_arg = data_arg.to_str().expect("utf-8");
+    // An empty database: refused, and no table is created in it.
+    let out = txsock_in(
+        temp.path(),
+        &["ledger", "check", "--db", &db.url, "--data-dir", data_arg],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a txsock database"),
+        "{}",
+        text(&out)
+    );
+    {
+        use mysql::prelude::Queryable;
+        let tables: Vec<String> = db.connect().query("SHOW TABLES").expect("tables");
+        assert!(tables.is_empty(), "{tables:?}");
+    }
+    let server = Server::start_on_db(&db.url, &["--opening-balance", "5.00"]);
+    drop(server.login("m1", true));
+    let out = txsock_in(
+        temp.path(),
+        &["ledger", "check", "--db", &db.url, "--data-dir", data_arg],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ledger OK"), "{}", text(&out));
+    assert!(
+        listing(temp.path()).is_empty(),
+        "{:?}",
+        listing(temp.path())
+    );
+}
