@@ -413,18 +413,48 @@ def login(server, timeout, user, password, min_iterations):
         raise
 
 
+def committed_earlier(user, transfer_id, before, after):
+    """Whether a transfer a receipt calls committed was committed before this run sent it.
+
+    A re-sent id gets the original receipt (§13), which does not say it is a repeat; the
+    authenticated history (newest first) tells: the id on the page fetched before sending, or
+    older than that page's newest entry on the page fetched after. None if both fell off."""
+    mine = [i for i, e in enumerate(after) if e[0] == transfer_id and e[1] == user]
+    if any(e[0] == transfer_id and e[1] == user for e in before):
+        return True
+    if not before:
+        return False
+    marker = [i for i, e in enumerate(after) if e == before[0]]
+    if mine and marker:
+        return mine[0] > marker[0]
+    if mine:
+        return False
+    if marker:
+        return True
+    return None
+
+
 def transfer(args, user, password, to, minor, transfer_id):
     """§13: a transfer without a verified receipt is sent again with the same id and a fresh
     nonce on a new connection; the server answers a repeated id with the original result."""
     alerts = []
     last = None
+    before = None
     for attempt in range(1, ATTEMPTS + 1):
         session = None
         try:
             session = login(args.server, args.timeout, user, password, args.min_iterations)
+            if attempt == 1:
+                before, _ = session.history(0)
             result, balance = session.transfer(transfer_id, to, minor)
+            earlier, now = None, None
+            if result == "committed" and before is not None:
+                after, _ = session.history(0)
+                earlier = committed_earlier(user, transfer_id, before, after)
+                if earlier is not False:
+                    now = session.balance()
             session.logout()
-            return result, balance, alerts, attempt
+            return result, balance, alerts, attempt, earlier, now
         except Refused as e:
             if session is None:
                 raise  # the login was refused: a definite answer
@@ -491,14 +521,25 @@ def main(argv=None):
             print("registered %s" % user)
             return 0
         if args.command == "transfer":
-            result, balance, alerts, attempt = transfer(args, user, password, to, minor, transfer_id)
+            result, balance, alerts, attempt, earlier, now = transfer(
+                args, user, password, to, minor, transfer_id
+            )
             note = " (verified after: %s)" % "; ".join(alerts) if alerts else ""
+            what = "%s -> %s %s (id %s)" % (user, to, fmt_minor(minor), transfer_id)
+            now_text = "; your balance now is %s" % fmt_minor(now) if now is not None else ""
+            if result == "committed" and earlier is False:
+                print("committed: %s; your balance is now %s%s" % (what, fmt_minor(balance), note))
+            elif result == "committed" and earlier:
+                print("already committed earlier, nothing moved: %s; the balance recorded right "
+                      "after it then was %s%s%s" % (what, fmt_minor(balance), now_text, note))
+            elif result == "committed":
+                print("committed (by this request or an earlier one with this id; money moved "
+                      "once): %s; the balance recorded right after it was %s%s%s"
+                      % (what, fmt_minor(balance), now_text, note))
             if result == "committed":
-                print("committed: %s -> %s %s (id %s); balance %s%s"
-                      % (user, to, fmt_minor(minor), transfer_id, fmt_minor(balance), note))
                 return 4 if alerts else 0
-            print("refused: %s -> %s %s (id %s): %s; balance %s%s"
-                  % (user, to, fmt_minor(minor), transfer_id, result, fmt_minor(balance), note))
+            print("refused: %s: %s; nothing moved; your balance when it was refused: %s%s"
+                  % (what, result, fmt_minor(balance), note))
             return 4 if alerts else 3
         session = login(args.server, args.timeout, user, password, args.min_iterations)
         if args.command == "balance":

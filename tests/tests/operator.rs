@@ -391,3 +391,102 @@ fn mysql_read_only_commands_require_a_txsock_schema_and_check_tables() {
         listing(temp.path())
     );
 }
+
+/// `txsock client … transfer` as `user`.
+fn client_as(server: &Server, user: &str, args: &[&str]) -> ClientRun {
+    let mut all = vec!["--user", user];
+    all.extend_from_slice(args);
+    run_client(server.addr, &all, Some(&password(user)), "")
+}
+
+#[test]
+fn re_sent_transfer_id_says_nothing_moved_and_labels_the_old_balance() {
+    let server = Server::start(&["--opening-balance", "100.00"]);
+    drop(server.login("alice", true));
+    drop(server.login("bob", true));
+    let first = client_as(
+        &server,
+        "alice",
+        &["transfer", "bob", "12.50", "--id", "rent-1"],
+    );
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first
+            .stdout
+            .contains("committed: alice -> bob 12.50 (id rent-1); your balance is now 87.50"),
+        "{}",
+        first.stdout
+    );
+    let other = client_as(
+        &server,
+        "alice",
+        &["transfer", "bob", "5.99", "--id", "food-1"],
+    );
+    assert_eq!(other.code, 0, "{other:?}");
+
+    // The same id again (the user is not sure the first run went through).
+    let again = client_as(
+        &server,
+        "alice",
+        &["transfer", "bob", "12.50", "--id", "rent-1"],
+    );
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains("already committed earlier, nothing moved: alice -> bob 12.50 (id rent-1)"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stdout.contains("is now 87.50"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("87.50") && again.stdout.contains("your balance now is 81.51"),
+        "{}",
+        again.stdout
+    );
+    let json = client_as(
+        &server,
+        "alice",
+        &["--json", "transfer", "bob", "12.50", "--id", "rent-1"],
+    );
+    let v = &json.json()[0];
+    assert_eq!(v["status"], "committed", "{v}");
+    assert_eq!(v["already_committed"], true, "{v}");
+    assert_eq!(v["balance"], "87.50", "{v}");
+    assert_eq!(v["balance_now"], "81.51", "{v}");
+
+    // Long ago: more transfers than one history page since; still told apart.
+    for k in 0..3 {
+        let id = format!("later-{k}");
+        let run = client_as(&server, "alice", &["transfer", "bob", "0.01", "--id", &id]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let old = client_as(
+        &server,
+        "alice",
+        &["transfer", "bob", "12.50", "--id", "rent-1"],
+    );
+    assert!(
+        old.stdout
+            .contains("already committed earlier, nothing moved")
+            && old.stdout.contains("your balance now is 81.48"),
+        "{}",
+        old.stdout
+    );
+    // A new id is a new transfer, told as such, in a batch with a re-sent one.
+    let json = client_as(
+        &server,
+        "alice",
+        &[
+            "--json", "transfer", "bob", "1.00", "bob", "12.50", "--id", "new-1", "--id", "rent-1",
+        ],
+    );
+    let lines = json.json();
+    assert_eq!(lines[0]["already_committed"], false, "{lines:?}");
+    assert_eq!(lines[1]["already_committed"], true, "{lines:?}");
+    assert_eq!(server.committed("rent-1"), 1);
+    assert_eq!(
+        server.user_balance("alice"),
+        txsock_core::Amount::parse_balance("80.48").unwrap()
+    );
+}

@@ -59,7 +59,7 @@ fn python_client_registers_logs_in_and_transfers_against_a_real_server() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("committed: dave -> erin 12.50 (id py-1); balance 87.50"),
+            .contains("committed: dave -> erin 12.50 (id py-1); your balance is now 87.50"),
         "{}",
         run.stdout
     );
@@ -71,6 +71,14 @@ fn python_client_registers_logs_in_and_transfers_against_a_real_server() {
         ITERATIONS,
     );
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "already committed earlier, nothing moved: dave -> erin 12.50 (id py-1); the \
+             balance recorded right after it then was 87.50; your balance now is 87.50"
+        ),
+        "{}",
+        run.stdout
+    );
     assert_eq!(server.committed("py-1"), 1);
     let run = py(
         server.addr,

@@ -52,7 +52,13 @@ Examples:
   TXSOCK_PASSWORD=... txsock client --user alice register
   txsock client --user alice --password-stdin balance < pw.txt
   txsock client --user alice --json transfer bob 12.50 --id rent-2026-01
-  txsock client --user alice transfer bob 1.00 carol 2.50   # two transfers, pipelined";
+  txsock client --user alice transfer bob 1.00 carol 2.50   # two transfers, pipelined
+
+A transfer id sent again gets its original outcome and moves nothing: the client says
+\"already committed earlier, nothing moved\" (--json: \"already_committed\": true) and shows the
+balance recorded then beside the current one (\"balance\" and \"balance_now\"). It tells a
+re-sent id from the authenticated history before and after sending (\"already_committed\":
+null when it cannot: more than a page of transfers committed meanwhile).";
 
 /// Options of `txsock client`.
 #[derive(Debug, Args)]
@@ -472,10 +478,24 @@ pub(crate) fn transfer_text(user: &Username, r: &TransferReport, min: u32) -> St
             } else {
                 String::new()
             };
-            format!("committed: {what}; your balance is now {balance}{note}")
+            let now = match r.balance_now {
+                Some(now) => format!("; your balance now is {now}"),
+                None => String::new(),
+            };
+            match r.earlier {
+                Some(false) => format!("committed: {what}; your balance is now {balance}{note}"),
+                Some(true) => format!(
+                    "already committed earlier, nothing moved: {what}; the balance recorded \
+                     right after it then was {balance}{now}"
+                ),
+                None => format!(
+                    "committed (by this request or an earlier one with this id; money moved \
+                     once): {what}; the balance recorded right after it was {balance}{now}{note}"
+                ),
+            }
         }
         Outcome::Refused { code, balance } => format!(
-            "refused: {what}: {}; your balance is {balance}",
+            "refused: {what}: {}; nothing moved; your balance when it was refused: {balance}",
             human::refusal(*code)
         ),
         Outcome::Unknown { last } if r.sends == 0 => {
@@ -512,7 +532,16 @@ fn print_transfer(args: &ClientArgs, user: &Username, r: &TransferReport) {
     match &r.outcome {
         Outcome::Committed { balance } => {
             v["status"] = json!("committed");
+            // The sender's balance recorded right after the transfer (for a re-sent id, an
+            // old one: `balance_now` is the current one).
             v["balance"] = json!(balance.to_string());
+            v["already_committed"] = json!(r.earlier);
+            if r.earlier == Some(true) {
+                v["message"] = json!("already committed earlier, nothing moved");
+            }
+            if let Some(now) = r.balance_now {
+                v["balance_now"] = json!(now.to_string());
+            }
         }
         Outcome::Refused { code, balance } => {
             v["status"] = json!("refused");
@@ -595,6 +624,8 @@ mod tests {
             outcome,
             sends,
             alerts,
+            earlier: None,
+            balance_now: None,
         };
         let committed = Outcome::Committed { balance: Amount(0) };
         assert_eq!(transfer_exit(&report(committed.clone(), 1, vec![])), 0);
