@@ -490,3 +490,85 @@ fn re_sent_transfer_id_says_nothing_moved_and_labels_the_old_balance() {
         txsock_core::Amount::parse_balance("80.48").unwrap()
     );
 }
+
+/// A server where alice and bob have 100.00 each.
+fn bank() -> Server {
+    let server = Server::start(&["--opening-balance", "100.00"]);
+    for user in ["alice", "bob"] {
+        drop(server.login(user, true));
+    }
+    server
+}
+
+#[test]
+fn altered_transfer_is_reported_as_not_done_not_unknown() {
+    let server = bank();
+    let mitm = Mitm::start(&server, "tamper", &[]);
+    let args = ["--user", "alice", "transfer", "bob", "5.00", "--id", "t1"];
+    let run = run_client(mitm.addr, &args, Some(&password("alice")), "");
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("NOT DONE, altered on the way: alice -> bob 5.00 (id t1)")
+            && run.stdout.contains("an altered transfer moves no money"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("UNKNOWN"), "{}", run.stdout);
+    let mut json = vec!["--json"];
+    json.extend_from_slice(&args);
+    let run = run_client(mitm.addr, &json, Some(&password("alice")), "");
+    let v = &run.json()[0];
+    assert_eq!(v["status"], "altered", "{v}");
+    assert_eq!(v["code"], "bad_mac", "{v}");
+    assert_eq!(server.committed("t1"), 0);
+    assert_eq!(
+        server.user_balance("alice"),
+        txsock_core::Amount::parse_balance("100.00").unwrap()
+    );
+}
+
+#[test]
+fn reordered_transfers_are_called_reordered_not_forged() {
+    let server = bank();
+    let mitm = Mitm::start(&server, "reorder", &["--limit", "1"]);
+    let args = [
+        "--json", "--user", "alice", "transfer", "bob", "0.50", "bob", "0.25", "--id", "o1",
+        "--id", "o2",
+    ];
+    let run = run_client(mitm.addr, &args, Some(&password("alice")), "");
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(mitm.actions("REORDER").len(), 1);
+    let alerts: Vec<String> = run
+        .json()
+        .iter()
+        .flat_map(|v| v["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["alert"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(alerts.iter().any(|a| a == "reordered"), "{alerts:?}");
+    assert!(!alerts.iter().any(|a| a == "forged_receipt"), "{alerts:?}");
+    assert!(run.stderr.contains("reordered them"), "{}", run.stderr);
+    assert!(!run.stderr.contains("forged"), "{}", run.stderr);
+    assert_eq!((server.committed("o1"), server.committed("o2")), (1, 1));
+}
+
+#[test]
+fn admin_lock_is_not_explained_as_a_wait() {
+    let server = bank();
+    let out = server.admin(&["user", "lock", "alice"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("until `txsock user unlock alice`"),
+        "{}",
+        text(&out)
+    );
+    let run = client_as(&server, "alice", &["balance"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stdout.contains("by an administrator until unlocked")
+            && run.stdout.contains("ask the administrator"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("wait a little"), "{}", run.stdout);
+}

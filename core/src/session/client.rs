@@ -115,6 +115,9 @@ pub enum IntegrityError {
     ForgedResponse,
     /// An authenticated response arrived out of sequence (dropped, replayed or reordered).
     BadSequence,
+    /// A genuine receipt (its MAC verifies) for another of the transfers still waiting for
+    /// an answer arrived first: the requests or the answers were reordered on the way.
+    Reordered,
     /// A response that does not answer any outstanding request, or is malformed.
     UnexpectedResponse,
 }
@@ -138,6 +141,9 @@ impl fmt::Display for IntegrityError {
             ),
             IntegrityError::ForgedResponse => f.write_str("response MAC does not verify"),
             IntegrityError::BadSequence => f.write_str("authenticated response out of sequence"),
+            IntegrityError::Reordered => {
+                f.write_str("a receipt for a later transfer arrived first: reordered on the way")
+            }
             IntegrityError::UnexpectedResponse => f.write_str("unexpected or malformed response"),
         }
     }
@@ -844,7 +850,39 @@ fn handle_response<const NONCES: usize>(
                 .map(|m| tag.ct_eq(&m))
                 .unwrap_or(false);
             if !(echo_ok && mac_ok) {
-                return fail(state, IntegrityError::ForgedReceipt);
+                // A receipt that verifies for another transfer still waiting for its answer is
+                // genuine but out of order: say so rather than "forged".
+                let reordered = ctx.expect.iter().any(|e| match e {
+                    Expect::Transfer {
+                        id,
+                        to,
+                        amount,
+                        nonce,
+                    } => {
+                        let fields = mac::ReceiptFields {
+                            seq: r.seq,
+                            id: id.as_str(),
+                            to: to.as_str(),
+                            amount: *amount,
+                            result: r.result,
+                            balance,
+                            nonce,
+                        };
+                        r.id == id.as_str()
+                            && r.to == to.as_str()
+                            && parse_amount(r.amount) == Ok(*amount)
+                            && hex_decode::<32>(r.mac)
+                                .map(|m| mac::receipt(&keys.server_to_client, &fields).ct_eq(&m))
+                                .unwrap_or(false)
+                    }
+                    _ => false,
+                });
+                let e = if reordered {
+                    IntegrityError::Reordered
+                } else {
+                    IntegrityError::ForgedReceipt
+                };
+                return fail(state, e);
             }
             if r.seq != ctx.seq.wrapping_add(1) {
                 return fail(state, IntegrityError::BadSequence);

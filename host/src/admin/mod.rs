@@ -186,7 +186,10 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             storage
                 .open_existing(Access::Existing)?
                 .set_admin_lock(&name, true)?;
-            println!("locked {name}");
+            println!(
+                "locked {name}: every login is refused, with the same answer as a wrong \
+                 password, until `txsock user unlock {name}` (open sessions are not affected)"
+            );
         }
         UserCommand::Unlock { name, storage } => {
             storage

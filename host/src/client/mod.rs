@@ -18,7 +18,7 @@ use std::time::Duration;
 use txsock_core::auth::DEFAULT_ITERATIONS;
 use txsock_core::names::check_password;
 use txsock_core::session::ClientConfig;
-use txsock_core::{Amount, TransferId, Username};
+use txsock_core::{Amount, ErrorCode, TransferId, Username};
 
 /// Exit status: the command's input was invalid (also clap's status for usage errors).
 pub const EXIT_INPUT: u8 = 2;
@@ -460,6 +460,27 @@ fn worse(a: u8, b: u8) -> u8 {
     }
 }
 
+/// The code with which the server refused every send of `r` as a frame altered in transit
+/// (`bad_mac`, `malformed`, ...), if it did. Such a frame moves nothing, so the outcome is
+/// known within what the protocol can prove (the `error` frame itself is not signed).
+/// `unknown_nonce` is not one: the genuine frame may have used the nonce first.
+fn refused_as_altered(r: &TransferReport) -> Option<ErrorCode> {
+    let Outcome::Unknown {
+        last: Failure::Refused(code),
+    } = &r.outcome
+    else {
+        return None;
+    };
+    let altered = |c: &ErrorCode| c.means_altered_in_transit() && *c != ErrorCode::UnknownNonce;
+    let every_send = r
+        .alerts
+        .iter()
+        .filter(|a| matches!(a, Alert::Altered(c) if altered(c)))
+        .count()
+        == r.sends as usize;
+    (r.sends > 0 && every_send && altered(code)).then_some(*code)
+}
+
 /// One line (or JSON object) for a transfer's fate.
 pub(crate) fn transfer_text(user: &Username, r: &TransferReport, min: u32) -> String {
     let what = format!(
@@ -500,6 +521,17 @@ pub(crate) fn transfer_text(user: &Username, r: &TransferReport, min: u32) -> St
         ),
         Outcome::Unknown { last } if r.sends == 0 => {
             format!("not sent: {what}: {}", last.describe(min))
+        }
+        Outcome::Unknown { .. } if refused_as_altered(r).is_some() => {
+            format!(
+            "NOT DONE, altered on the way: {what}: the server refused {} as altered in transit \
+             ({}), and an altered transfer moves no money. That refusal is not signed: to be \
+             certain, run the same transfer again with --id {} over a network you trust (a \
+             retry never moves money twice)",
+            if r.sends == 1 { "it".to_string() } else { format!("all {} attempts", r.sends) },
+            refused_as_altered(r).map_or("", ErrorCode::name),
+            r.item.id
+        )
         }
         Outcome::Unknown { last } => format!(
             "UNKNOWN outcome: {what}: no verified answer after {} attempt(s) ({}). Run the same \
@@ -548,6 +580,11 @@ fn print_transfer(args: &ClientArgs, user: &Username, r: &TransferReport) {
             v["code"] = json!(code.name());
             v["message"] = json!(human::refusal(*code));
             v["balance"] = json!(balance.to_string());
+        }
+        Outcome::Unknown { .. } if refused_as_altered(r).is_some() => {
+            v["status"] = json!("altered");
+            v["code"] = json!(refused_as_altered(r).map(ErrorCode::name));
+            v["message"] = json!(transfer_text(user, r, min));
         }
         Outcome::Unknown { last } => {
             v["status"] = json!(if r.sends == 0 { "not_sent" } else { "unknown" });
