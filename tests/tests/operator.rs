@@ -572,3 +572,61 @@ fn admin_lock_is_not_explained_as_a_wait() {
     );
     assert!(!run.stdout.contains("wait a little"), "{}", run.stdout);
 }
+
+/// `txsock serve` on `data` and `listen` in `cwd`, expected to fail: its output.
+fn serve_fails(cwd: &Path, data: &Path, listen: &str) -> Output {
+    let out = txsock_in(
+        cwd,
+        &[
+            "serve",
+            "--listen",
+            listen,
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--min-iterations",
+            &ITERATIONS.to_string(),
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    out
+}
+
+#[test]
+fn second_server_on_a_data_directory_is_refused() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let mut first = Server::start_in(&data, &[]);
+    drop(first.login("alice", true));
+    let pid = first.pid().expect("pid").to_string();
+    let out = serve_fails(temp.path(), &data, "127.0.0.1:0");
+    let all = text(&out);
+    assert!(
+        all.contains("another txsock server") && all.contains(&format!("pid {pid}")),
+        "{all}"
+    );
+    assert!(all.contains(data.to_str().expect("utf-8")), "{all}");
+    // The first one is untouched and still serves.
+    drop(first.login("alice", false));
+    // A clean stop releases the directory; so does a crash (the kernel drops the lock).
+    first.restart();
+    drop(first.login("alice", false));
+    first.crash_and_restart();
+    drop(first.login("alice", false));
+}
+
+#[test]
+fn port_in_use_is_refused_before_anything_is_created() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let data = temp.path().join("new-data");
+    let out = serve_fails(temp.path(), &data, &addr);
+    let all = text(&out);
+    assert!(all.contains(&addr) && all.contains("in use"), "{all}");
+    assert!(!data.exists(), "{} was created", data.display());
+    assert!(
+        listing(temp.path()).is_empty(),
+        "{:?}",
+        listing(temp.path())
+    );
+}
