@@ -779,30 +779,30 @@ mod tests {
         let new = entry("n", "carol", "alice");
         // Already on the page before sending.
         assert_eq!(
-            committed_earlier(&alice, &x, &[mine.clone()], &[]),
+            committed_earlier(&alice, &x, std::slice::from_ref(&mine), &[]),
             Some(true)
         );
         // No history before: it cannot have been committed earlier.
         assert_eq!(
-            committed_earlier(&alice, &x, &[], &[mine.clone()]),
+            committed_earlier(&alice, &x, &[], std::slice::from_ref(&mine)),
             Some(false)
         );
         // Newer than the newest entry before sending: committed now.
         let after = [mine.clone(), old.clone()];
         assert_eq!(
-            committed_earlier(&alice, &x, &[old.clone()], &after),
+            committed_earlier(&alice, &x, std::slice::from_ref(&old), &after),
             Some(false)
         );
         // Older than it (fell off the first page before): committed earlier.
         let after = [new.clone(), old.clone()];
         assert_eq!(
-            committed_earlier(&alice, &x, &[old.clone()], &after),
+            committed_earlier(&alice, &x, std::slice::from_ref(&old), &after),
             Some(true)
         );
         // Someone else's transfer with the same id is not this one.
         let after = [theirs, old.clone()];
         assert_eq!(
-            committed_earlier(&alice, &x, &[old.clone()], &after),
+            committed_earlier(&alice, &x, std::slice::from_ref(&old), &after),
             Some(true)
         );
         // Both gone from the page: cannot tell.
