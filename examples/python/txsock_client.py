@@ -440,6 +440,10 @@ def transfer(args, user, password, to, minor, transfer_id):
     alerts = []
     last = None
     before = None
+    # Refusals that mean the frame was altered on the way (so it moved nothing); not
+    # unknown_nonce, where the genuine frame may have used the nonce first.
+    altered_codes = ("bad_mac", "malformed", "invalid_name", "invalid_amount")
+    altered = 0
     for attempt in range(1, ATTEMPTS + 1):
         session = None
         try:
@@ -460,6 +464,8 @@ def transfer(args, user, password, to, minor, transfer_id):
                 raise  # the login was refused: a definite answer
             # An error frame is not authenticated and proves nothing (§13): try again.
             last = e
+            if e.code in altered_codes:
+                altered += 1
             if e.code in ("bad_mac", "unknown_nonce", "malformed", "invalid_name", "invalid_amount"):
                 alerts.append(
                     "the server refused a correctly built transfer (%s): it was altered on the way"
@@ -479,6 +485,15 @@ def transfer(args, user, password, to, minor, transfer_id):
         print(
             "transfer %s: no verified answer (%s); retrying with the same id" % (transfer_id, last),
             file=sys.stderr,
+        )
+    if altered == ATTEMPTS:
+        # Every send refused as altered in transit: a frame the server could not verify moves
+        # nothing. (Not unknown_nonce: the genuine frame may have used the nonce first.)
+        raise IntegrityFailure(
+            "NOT DONE, altered on the way: the server refused all %d attempts as altered in "
+            "transit (%s), and an altered transfer moves no money. That refusal is not signed: "
+            "to be certain, run it again with --id %s over a network you trust (a retry never "
+            "moves money twice)" % (ATTEMPTS, last.code, transfer_id)
         )
     why = "no verified answer after %d attempts (last: %s); run again with --id %s to learn " \
         "its fate" % (ATTEMPTS, last, transfer_id)

@@ -137,6 +137,12 @@ fn python_client_detects_forgery_tampering_and_a_lowered_work_factor() {
     );
     assert_eq!(run.code, 4, "{run:?}");
     assert!(run.stderr.contains("bad_mac"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("NOT DONE, altered on the way")
+            && run.stderr.contains("an altered transfer moves no money"),
+        "{}",
+        run.stderr
+    );
     assert!(server.wait_for_log("error.log", "rejected code=bad_mac user=frank"));
     assert_eq!(server.committed("pt"), 0);
     assert_eq!(server.user_balance("frank"), money("100.00"));
