@@ -87,7 +87,7 @@ pub struct StorageArgs {
 
 impl StorageArgs {
     /// Where the database is: `--db`, else `DATA_DIR/txsock.db`.
-    fn location(&self) -> Result<store::Location> {
+    pub fn location(&self) -> Result<store::Location> {
         match &self.db {
             Some(url) => store::Location::parse(url),
             None => Ok(store::Location::Sqlite(self.data_dir.join("txsock.db"))),

@@ -612,6 +612,28 @@ fn second_server_on_a_data_directory_is_refused() {
     drop(first.login("alice", false));
     first.crash_and_restart();
     drop(first.login("alice", false));
+
+    // Another data directory with the first one's database as --db: refused too.
+    let db = data.join("txsock.db");
+    let other = temp.path().join("other");
+    let out = txsock_in(
+        temp.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            other.to_str().expect("utf-8"),
+            "--db",
+            db.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("another txsock server"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

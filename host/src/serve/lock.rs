@@ -3,7 +3,8 @@
 //! writes its process id and listening address there. A second `serve` on the same
 //! directory fails to take the lock and says who holds it. The kernel drops the lock when
 //! the process dies, even by `kill -9`, so a stale file never blocks a restart; a clean stop
-//! removes the file.
+//! removes the file. An SQLite `--db` outside the data directory has its directory locked
+//! the same way, so two data directories cannot share one database file either.
 //!
 //! On platforms without `flock` the file is written but not locked.
 
@@ -67,6 +68,30 @@ impl DataDirLock {
             return Ok(DataDirLock { _file: file, path });
         }
     }
+}
+
+/// Locks the directory of the SQLite database `db` as well, when it is not `data_dir`: two
+/// servers with different data directories and one `--db` file are refused like two on one
+/// directory.
+pub fn lock_database_dir(
+    db: &Path,
+    data_dir: &Path,
+    listen: SocketAddr,
+) -> Result<Option<DataDirLock>> {
+    let db_dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(db_dir)
+        .with_context(|| format!("cannot create {}", db_dir.display()))?;
+    let same = match (db_dir.canonicalize(), data_dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Ok(None);
+    }
+    DataDirLock::acquire(db_dir, listen).map(Some)
 }
 
 impl Drop for DataDirLock {

@@ -228,6 +228,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     args.storage.validate()?;
     let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
     let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
+    // An SQLite database outside the data directory: its directory is locked the same way.
+    let _database_lock = match args.storage.location()? {
+        crate::store::Location::Sqlite(path) => {
+            lock::lock_database_dir(&path, &args.storage.data_dir, listener.local_addr()?)?
+        }
+        crate::store::Location::Mysql(_) => None,
+    };
     let (store, data_dir) = args.storage.open(args.opening_balance)?;
     let mut store = store;
     let secret = store.server_secret()?;
