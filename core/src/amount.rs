@@ -58,10 +58,11 @@ impl Amount {
         Ok(amount)
     }
 
-    /// Parses a balance: like [`parse`](Self::parse) but accepts zero and anything up to
-    /// `u64::MAX` minor units (deposits can take a balance past [`Amount::MAX`]).
+    /// Parses a balance: like [`parse`](Self::parse) but accepts zero. Balances share the
+    /// amounts' ceiling, [`Amount::MAX`]: every ledger refuses a credit past it
+    /// (`ledger::MAX_BALANCE`), so a larger balance on the wire is not one a server sent.
     pub fn parse_balance(s: &str) -> Result<Amount, AmountError> {
-        Self::parse_up_to(s, u64::MAX)
+        Self::parse_non_negative(s)
     }
 
     /// Like [`parse`](Self::parse) but accepts zero.
@@ -183,13 +184,14 @@ mod tests {
     }
 
     #[test]
-    fn balances_may_exceed_the_transfer_limit() {
+    fn balances_share_the_amount_ceiling() {
+        assert_eq!(Amount::parse_balance("10000000000000.00"), Ok(Amount::MAX));
         assert_eq!(
-            Amount::parse_balance("184467440737095516.15"),
-            Ok(Amount(u64::MAX))
+            Amount::parse_balance("10000000000000.01"),
+            Err(AmountError::TooLarge)
         );
         assert_eq!(
-            Amount::parse_balance("184467440737095516.16"),
+            Amount::parse_balance("184467440737095516.15"),
             Err(AmountError::TooLarge)
         );
         assert_eq!(Amount::parse_balance("0"), Ok(Amount(0)));

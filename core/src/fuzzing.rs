@@ -12,15 +12,14 @@
 //! the checked-in corpus holds genuine transfers and receipts.
 
 use crate::amount::Amount;
-use crate::auth::{AuthMessage, ClientProof, SessionKeys, Verifier};
+use crate::auth::{SessionMacs, Verifier};
 use crate::crypto::{ct_eq, Key};
-use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
+use crate::encoding::{hex_decode, hex_encode};
 use crate::framing::{encode_frame, Decoded, FrameDecoder, DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::mac;
 use crate::message::{
-    LoginOut, NoncesRequestOut, ProofOut, Request, Response, TransferOut, TransferRequest,
-    MAX_NONCE_BATCH,
+    NoncesRequestFrame, Request, Response, TransferFrame, TransferRequest, MAX_NONCE_BATCH,
 };
 use crate::names::Username;
 use crate::replay::{Nonce, NONCE_LEN};
@@ -120,8 +119,6 @@ pub fn messages(data: &[u8]) {
 pub const USER: &str = vectors::USER;
 /// A second account, so that transfers can succeed.
 pub const RECIPIENT: &str = "bob";
-/// The client nonce the server harness logs in with.
-pub const CLIENT_NONCE: &str = "fuzzfuzzfuzzfuzzfuzzfuzz";
 /// Nonces issued to the session during set-up.
 pub const NONCES: usize = MAX_NONCE_BATCH;
 
@@ -157,13 +154,13 @@ pub fn pair() -> Pair {
 // Server session
 // ---------------------------------------------------------------------------------------
 
-/// A server session logged in as [`USER`] by a hand-driven SCRAM exchange (so the harness
-/// knows the session keys), with [`NONCES`] nonces outstanding.
+/// A server session logged in as [`USER`] through a [`ClientSession`] (whose keys the
+/// harness then holds, to forge frames with), with [`NONCES`] nonces outstanding.
 pub struct ServerHarness {
-    /// Server, ledger and clock; `pair.client` is not used.
+    /// Server, ledger and clock; `pair.client` is the client that logged in.
     pub pair: Pair,
-    /// The session's keys, as the client derived them.
-    pub keys: SessionKeys,
+    /// The session's MAC keys, as the client derived them.
+    pub keys: SessionMacs,
     /// The nonces issued during set-up, oldest first.
     pub nonces: Vec<Nonce, NONCES>,
 }
@@ -181,54 +178,27 @@ impl ServerHarness {
         let mut frame = [0u8; DEFAULT_MAX_FRAME];
         let mut answer = [0u8; 2 * MAX_RESPONSE];
 
-        let n = encode_frame(
-            &LoginOut {
-                op: "login",
-                user: USER,
-                nonce: CLIENT_NONCE,
-            },
-            &mut frame,
-        )
-        .expect("login frame");
-        let m = pair.server_receive(&frame[..n], &mut answer);
-        let Ok(Response::Challenge(c)) = Response::parse(trim(&answer[..m])) else {
-            panic!("no challenge");
-        };
-        let mut salt_buf = [0u8; 32];
-        let salt = base64_decode(c.salt, &mut salt_buf).expect("challenge salt");
-        let mut full_nonce: heapless::String<64> = heapless::String::new();
-        full_nonce.push_str(c.nonce).expect("challenge nonce");
-        let auth = AuthMessage {
-            user: USER,
-            client_nonce: CLIENT_NONCE,
-            full_nonce: &full_nonce,
-            salt,
-            iterations: c.iterations,
-        };
-        let proof = ClientProof::compute(&salted_password(), &auth);
-
-        let text = base64_encode::<44>(&proof.proof);
-        let n = encode_frame(
-            &ProofOut {
-                op: "proof",
-                proof: &text,
-            },
-            &mut frame,
-        )
-        .expect("proof frame");
-        let m = pair.server_receive(&frame[..n], &mut answer);
-        let Ok(Response::Welcome(w)) = Response::parse(trim(&answer[..m])) else {
-            panic!("not logged in");
-        };
-        let mut sig = [0u8; 32];
-        let sig = base64_decode(w.signature, &mut sig).expect("signature");
+        // The client session logs in (and checks the server's signature) with the vector's
+        // SaltedPassword, so no PBKDF2 runs per fuzz input.
+        pair.client
+            .login(&mut pair.rng, USER)
+            .expect("login request");
         assert!(
-            proof.expected_server_signature.ct_eq(sig),
-            "server signature"
+            matches!(pair.step(), Some(ClientEvent::Challenge { .. })),
+            "no challenge"
         );
+        pair.client
+            .answer_with_key(&salted_password())
+            .expect("proof");
+        assert_eq!(pair.step(), Some(ClientEvent::LoggedIn), "not logged in");
+        let keys = pair
+            .client
+            .danger_session_macs()
+            .expect("logged-in client")
+            .clone();
 
         let n = encode_frame(
-            &NoncesRequestOut {
+            &NoncesRequestFrame {
                 op: "nonces",
                 count: NONCES as u8,
             },
@@ -246,11 +216,7 @@ impl ServerHarness {
         }
         assert_eq!(nonces.len(), NONCES);
         while pair.server.poll_event().is_some() {}
-        ServerHarness {
-            pair,
-            keys: proof.keys,
-            nonces,
-        }
+        ServerHarness { pair, keys, nonces }
     }
 
     /// A valid transfer frame (newline included) from [`USER`] with `nonce`.
@@ -266,7 +232,7 @@ impl ServerHarness {
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(nonce);
         let mut buf = [0u8; DEFAULT_MAX_FRAME];
         let n = encode_frame(
-            &TransferOut {
+            &TransferFrame {
                 op: "transfer",
                 id,
                 to,

@@ -7,6 +7,14 @@
 //! duplicate keys). Field values are validated into [`Username`], [`TransferId`],
 //! [`Amount`] and fixed-size byte arrays before a message reaches a session.
 //!
+//! Names follow one scheme (as smoltcp's `Packet`/`Repr`):
+//!
+//! - `…Frame` (`TransferFrame`, `ReceiptFrame`, `ErrorFrame`, …): a message's wire shape,
+//!   field for field, borrowed from the frame or from the caller; what is serialized, and for
+//!   responses also what is parsed. No validation beyond JSON types.
+//! - [`Request`] and [`Response`]: a parsed frame of either direction; a [`Request`]'s
+//!   payloads (`RegisterRequest`, `TransferRequest`) hold validated values.
+//!
 //! See `docs/PROTOCOL.md` for examples of every message.
 
 use crate::amount::Amount;
@@ -413,7 +421,7 @@ impl Request {
 
 /// Wire form of `register`.
 #[derive(Serialize)]
-pub struct RegisterOut<'a> {
+pub struct RegisterFrame<'a> {
     /// Always `"register"`.
     pub op: &'static str,
     /// Username.
@@ -430,7 +438,7 @@ pub struct RegisterOut<'a> {
 
 /// Wire form of `login`.
 #[derive(Serialize)]
-pub struct LoginOut<'a> {
+pub struct LoginFrame<'a> {
     /// Always `"login"`.
     pub op: &'static str,
     /// Username.
@@ -441,7 +449,7 @@ pub struct LoginOut<'a> {
 
 /// Wire form of `proof`.
 #[derive(Serialize)]
-pub struct ProofOut<'a> {
+pub struct ProofFrame<'a> {
     /// Always `"proof"`.
     pub op: &'static str,
     /// Base64 ClientProof.
@@ -450,7 +458,7 @@ pub struct ProofOut<'a> {
 
 /// Wire form of `nonces` (request).
 #[derive(Serialize)]
-pub struct NoncesRequestOut {
+pub struct NoncesRequestFrame {
     /// Always `"nonces"`.
     pub op: &'static str,
     /// How many.
@@ -459,7 +467,7 @@ pub struct NoncesRequestOut {
 
 /// Wire form of `transfer`.
 #[derive(Serialize)]
-pub struct TransferOut<'a> {
+pub struct TransferFrame<'a> {
     /// Always `"transfer"`.
     pub op: &'static str,
     /// Transfer id.
@@ -476,7 +484,7 @@ pub struct TransferOut<'a> {
 
 /// Wire form of `history` (request).
 #[derive(Serialize)]
-pub struct HistoryRequestOut {
+pub struct HistoryRequestFrame {
     /// Always `"history"`.
     pub op: &'static str,
     /// Entries to skip.
@@ -485,7 +493,7 @@ pub struct HistoryRequestOut {
 
 /// Wire form of a request with no fields (`balance`, `logout`, `ping`).
 #[derive(Serialize)]
-pub struct BareOut {
+pub struct BareFrame {
     /// The op.
     pub op: &'static str,
 }
@@ -493,7 +501,7 @@ pub struct BareOut {
 /// `challenge`: SCRAM server-first message.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Challenge<'a> {
+pub struct ChallengeFrame<'a> {
     /// Always `"challenge"`.
     pub op: &'a str,
     /// Client nonce followed by the server's extension.
@@ -507,7 +515,7 @@ pub struct Challenge<'a> {
 /// `welcome`: login succeeded; carries the SCRAM server signature.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Welcome<'a> {
+pub struct WelcomeFrame<'a> {
     /// Always `"welcome"`.
     pub op: &'a str,
     /// The user now logged in.
@@ -519,7 +527,7 @@ pub struct Welcome<'a> {
 /// `registered`.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Registered<'a> {
+pub struct RegisteredFrame<'a> {
     /// Always `"registered"`.
     pub op: &'a str,
     /// The new user.
@@ -529,7 +537,7 @@ pub struct Registered<'a> {
 /// `nonces` (response).
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct NoncesOut<'a> {
+pub struct NoncesFrame<'a> {
     /// Always `"nonces"`.
     pub op: &'a str,
     /// Hex nonces, oldest first.
@@ -540,7 +548,7 @@ pub struct NoncesOut<'a> {
 /// `receipt`: the authenticated outcome of a transfer.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Receipt<'a> {
+pub struct ReceiptFrame<'a> {
     /// Always `"receipt"`.
     pub op: &'a str,
     /// Response sequence number in this session.
@@ -562,7 +570,7 @@ pub struct Receipt<'a> {
 /// `balance` (response).
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct BalanceOut<'a> {
+pub struct BalanceFrame<'a> {
     /// Always `"balance"`.
     pub op: &'a str,
     /// Response sequence number.
@@ -576,7 +584,7 @@ pub struct BalanceOut<'a> {
 /// One journal entry in a history page.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct HistoryEntryWire<'a> {
+pub struct HistoryEntryFrame<'a> {
     /// Transfer id.
     pub id: &'a str,
     /// Sender.
@@ -592,14 +600,14 @@ pub struct HistoryEntryWire<'a> {
 /// `history` (response).
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct HistoryOut<'a> {
+pub struct HistoryFrame<'a> {
     /// Always `"history"`.
     pub op: &'a str,
     /// Response sequence number.
     pub seq: u32,
     /// Newest first.
     #[serde(borrow)]
-    pub entries: heapless::Vec<HistoryEntryWire<'a>, HISTORY_PAGE>,
+    pub entries: heapless::Vec<HistoryEntryFrame<'a>, HISTORY_PAGE>,
     /// True if older entries exist.
     pub more: bool,
     /// Hex MAC.
@@ -609,7 +617,7 @@ pub struct HistoryOut<'a> {
 /// `error`.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct ErrorOut<'a> {
+pub struct ErrorFrame<'a> {
     /// Always `"error"`.
     pub op: &'a str,
     /// Stable code name.
@@ -623,25 +631,25 @@ pub struct ErrorOut<'a> {
 #[non_exhaustive]
 pub enum Response<'a> {
     /// `registered`.
-    Registered(Registered<'a>),
+    Registered(RegisteredFrame<'a>),
     /// `challenge`.
-    Challenge(Challenge<'a>),
+    Challenge(ChallengeFrame<'a>),
     /// `welcome`.
-    Welcome(Welcome<'a>),
+    Welcome(WelcomeFrame<'a>),
     /// `nonces`.
-    Nonces(NoncesOut<'a>),
+    Nonces(NoncesFrame<'a>),
     /// `receipt`.
-    Receipt(Receipt<'a>),
+    Receipt(ReceiptFrame<'a>),
     /// `balance`.
-    Balance(BalanceOut<'a>),
+    Balance(BalanceFrame<'a>),
     /// `history`.
-    History(HistoryOut<'a>),
+    History(HistoryFrame<'a>),
     /// `bye`.
     Bye,
     /// `pong`.
     Pong,
     /// `error`.
-    Error(ErrorOut<'a>),
+    Error(ErrorFrame<'a>),
 }
 
 impl<'a> Response<'a> {

@@ -41,7 +41,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use txsock_core::framing::MAX_RESPONSE;
 use txsock_core::ledger::{Ledger, LedgerReply, LedgerRequest};
 use txsock_core::lockout::PeerAddr;
-use txsock_core::session::{ServerConfig, ServerShared, SessionEvent};
+use txsock_core::session::{ServerConfig, ServerEvent, ServerShared};
 use txsock_core::{Duration, ErrorCode, Instant, ServerSession};
 
 /// The port a device listens on by default (the same as `txsock serve`).
@@ -156,7 +156,7 @@ pub enum DeviceEvent<'e> {
         /// The slot.
         slot: usize,
         /// What happened.
-        event: &'e SessionEvent,
+        event: &'e ServerEvent,
     },
     /// The connection in `slot` ended (the session closed, the peer hung up, or TCP reset).
     Closed {
@@ -588,7 +588,7 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
     ledger: &mut L,
     now: Instant,
     stats: &mut DeviceStats,
-    mut on_event: impl FnMut(&SessionEvent),
+    mut on_event: impl FnMut(&ServerEvent),
 ) {
     loop {
         let mut requests = 0;
@@ -596,7 +596,7 @@ fn drive<R: RngCore + CryptoRng, L: Ledger>(
             ledger: &mut *ledger,
             requests: &mut requests,
         };
-        let mut events = |event: SessionEvent| {
+        let mut events = |event: ServerEvent| {
             count(stats, &event);
             on_event(&event);
         };
@@ -687,13 +687,13 @@ fn recycle(
     }
 }
 
-fn count(stats: &mut DeviceStats, event: &SessionEvent) {
+fn count(stats: &mut DeviceStats, event: &ServerEvent) {
     match event {
-        SessionEvent::Registered { .. } => stats.registered += 1,
-        SessionEvent::LoggedIn { .. } => stats.logins += 1,
-        SessionEvent::LoginFailed { .. } => stats.failed_logins += 1,
-        SessionEvent::Rejected { .. } => stats.rejected += 1,
-        SessionEvent::Closing { .. } => stats.closed_by_error += 1,
+        ServerEvent::Registered { .. } => stats.registered += 1,
+        ServerEvent::LoggedIn { .. } => stats.logins += 1,
+        ServerEvent::LoginFailed { .. } => stats.failed_logins += 1,
+        ServerEvent::Rejected { .. } => stats.rejected += 1,
+        ServerEvent::Closing { .. } => stats.closed_by_error += 1,
         _ => {}
     }
 }

@@ -28,6 +28,9 @@
 //!   Cortex-M4 image (`firmware-sim/cortex-m`) runs under QEMU.
 //! - `sim` (with `std`): the simulator behind the `txsock-firmware-sim` binary: many
 //!   transfers over a lossy link, exactly once, with a summary.
+//! - `sweep` (with `std`): the simulator as a fault explorer: many scenarios drawn from one
+//!   seed (link faults, device restarts, clock jumps, resetting peers), each checked, every
+//!   failure printed as the command that replays it.
 //! - `tap` (with `std`): the device on a Linux TAP interface, for real clients.
 //!
 //! ## Features
@@ -45,5 +48,7 @@ pub mod scenario;
 
 #[cfg(feature = "std")]
 pub mod sim;
+#[cfg(feature = "std")]
+pub mod sweep;
 #[cfg(feature = "std")]
 pub mod tap;

@@ -1,11 +1,13 @@
 //! `txsock-firmware-sim`: the txsock device (core server on smoltcp) on a simulated link, or
 //! on a TAP interface. See [`USAGE`].
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use txsock_core::Duration;
 use txsock_firmware_sim::link::{LinkConfig, Probability, MIN_MTU};
 use txsock_firmware_sim::sim::{self, SimConfig, MAX_CLIENTS, MAX_MTU};
+use txsock_firmware_sim::sweep::{self, SweepConfig};
 use txsock_firmware_sim::tap::{self, TapConfig};
 
 const USAGE: &str = "\
@@ -13,6 +15,7 @@ txsock-firmware-sim: txsock's core server on smoltcp, as a microcontroller would
 
 USAGE:
     txsock-firmware-sim [OPTIONS]              simulate a device and clients on a lossy link
+    txsock-firmware-sim --sweep N [--seed S]   run N random scenarios, report the failing ones
     txsock-firmware-sim --tap NAME [OPTIONS]   serve real clients on TAP interface NAME
 
 SIMULATION (all deterministic: the same options give the same transcript hash):
@@ -26,7 +29,25 @@ SIMULATION (all deterministic: the same options give the same transcript hash):
     --mtu BYTES       IP MTU of the link, 68 to 1500 [default: 576]
     --outage AT:SECS  the link goes down at AT seconds for SECS seconds (a long one outlasts
                       the device's idle timeout: clients reconnect and re-send)
+    --restart-at T[,T...]
+                      the device restarts at each T seconds: sessions and TCP state lost,
+                      ledger kept; clients reconnect and re-send with the same ids
+    --clock-jump AT:SECS
+                      the clients' clock jumps by SECS seconds (may be negative) at AT seconds
+    --resets N        each client resets its own connection N times, a few receipts in, then
+                      reconnects and re-sends what is unanswered [default: 0]
     --seed N          seed of everything random [default: 1]
+
+SWEEP (the simulator as a fault explorer):
+    --sweep N         draw N scenarios from --seed: loss 0-50%, reorder 0-20%, corruption
+                      0-5%, delay 1-250 ms, MTU 68-1500, an outage in 1 of 4, 1-8 clients,
+                      1-250 transfers, device restarts in 1 of 5, a clock jump in 1 of 7,
+                      resetting clients in 1 of 5. Each must complete every transfer exactly
+                      once with verified receipts and conserved money; every 10th runs twice
+                      and must give the same transcript hash. Each failure is printed with the
+                      command that replays it, then a summary line; progress goes to stderr.
+                      Exit status 1 if any scenario failed.
+    --jobs N          worker threads for --sweep [default: 1]
 
 TAP (the device on a Linux TAP interface that already exists, e.g. made by
 firmware-sim/tap-netns.sh; needs /dev/net/tun, usually root):
@@ -39,13 +60,14 @@ firmware-sim/tap-netns.sh; needs /dev/net/tun, usually root):
 
     -h, --help        print this help
 
-Exit status: 0 if every transfer completed exactly once and money was conserved (or the TAP
-device stopped cleanly), 1 otherwise, 2 on a usage error.
+Exit status: 0 if every transfer completed exactly once and money was conserved (or every
+scenario of a sweep did, or the TAP device stopped cleanly), 1 otherwise, 2 on a usage error.
 ";
 
 enum Mode {
     Help,
     Simulate(SimConfig),
+    Sweep(SweepConfig),
     Tap(TapConfig),
 }
 
@@ -56,6 +78,8 @@ fn parse(args: &[String]) -> Result<Mode, String> {
     let mut address = ([192, 0, 2, 2], 24);
     let mut serve_for = None;
     let mut seed_given = false;
+    let mut sweep_count = None;
+    let mut jobs = 1;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -98,6 +122,32 @@ fn parse(args: &[String]) -> Result<Mode, String> {
                 let length: u64 = number(flag, length)?;
                 link.outage_ms = (at * 1000, length * 1000);
             }
+            "--restart-at" => {
+                config.faults.restarts = value()?
+                    .split(',')
+                    .map(|t| number(flag, t).map(Duration::from_secs))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--clock-jump" => {
+                let text = value()?;
+                let (at, by) = text
+                    .split_once(':')
+                    .ok_or_else(|| format!("--clock-jump: `{text}` is not AT:SECONDS"))?;
+                let at: u64 = number(flag, at)?;
+                let by: i64 = number(flag, by)?;
+                let by = by
+                    .checked_mul(1000)
+                    .ok_or_else(|| format!("--clock-jump: {by} s is too far"))?;
+                config.faults.clock_jump = Some((Duration::from_secs(at), by));
+            }
+            "--resets" => config.faults.resets = number(flag, &value()?)?,
+            "--sweep" => sweep_count = Some(number(flag, &value()?)?),
+            "--jobs" => {
+                jobs = number(flag, &value()?)?;
+                if jobs == 0 {
+                    return Err("--jobs must be at least 1".into());
+                }
+            }
             "--seed" => {
                 config.seed = number(flag, &value()?)?;
                 seed_given = true;
@@ -109,6 +159,17 @@ fn parse(args: &[String]) -> Result<Mode, String> {
         }
     }
     config.link = link;
+    if let Some(scenarios) = sweep_count {
+        if tap_name.is_some() {
+            return Err("--sweep and --tap do not go together".into());
+        }
+        return Ok(Mode::Sweep(SweepConfig {
+            scenarios,
+            seed: config.seed,
+            jobs,
+            repeat_every: 10,
+        }));
+    }
     Ok(match tap_name {
         Some(interface) => Mode::Tap(TapConfig {
             interface,
@@ -159,6 +220,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        Mode::Sweep(config) => run_sweep(&config),
         Mode::Simulate(config) => match sim::run(&config) {
             Ok(report) => {
                 println!("{report}");
@@ -181,5 +243,44 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `--sweep`: progress on stderr (a line rewritten in place on a terminal, a line per tenth
+/// otherwise), each failure and the summary on stdout.
+fn run_sweep(config: &SweepConfig) -> ExitCode {
+    let terminal = std::io::stderr().is_terminal();
+    let total = config.scenarios;
+    let mut tenth = 0;
+    // A scenario that panics is reported with the failures; keep the hook's copy off stderr.
+    std::panic::set_hook(Box::new(|_| {}));
+    let report = sweep::sweep(
+        config,
+        std::time::Duration::from_millis(250),
+        |done, failed| {
+            let line = format!("sweep: {done}/{total} scenarios, {failed} failed");
+            if terminal {
+                eprint!("\r{line}");
+                let _ = std::io::stderr().flush();
+            } else if total > 0 && done * 10 / total > tenth {
+                tenth = done * 10 / total;
+                eprintln!("{line}");
+            }
+        },
+    );
+    if terminal {
+        eprintln!();
+    }
+    for failure in &report.failures {
+        println!(
+            "FAILED scenario {}: {}\n    {}",
+            failure.index, failure.problem, failure.command
+        );
+    }
+    println!("{report}");
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

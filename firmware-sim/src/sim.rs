@@ -8,6 +8,10 @@
 //! transfer it has no receipt for, with the same transfer id: the ledger's idempotency makes
 //! that safe, and the run checks that every transfer was committed exactly once.
 //!
+//! Beyond the link's faults, a run may restart the device (its ledger kept), jump the
+//! clients' clock, or have clients reset their own connections ([`Faults`]); `sweep` draws
+//! runs of all of these at random.
+//!
 //! Time is simulated: the clock jumps to the earliest of the device's and the clients'
 //! deadlines and the link's next delivery, so minutes of TCP retransmission timeouts take
 //! milliseconds. Everything random is seeded from [`SimConfig::seed`]: the same configuration
@@ -20,6 +24,7 @@ use std::mem::MaybeUninit;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use smoltcp::iface::SocketStorage;
+use smoltcp::phy;
 use txsock_core::ledger::MemLedger;
 use txsock_core::session::{
     ClientConfig, ClientError, ClientEvent, ClientSession, RequestKind, ServerConfig,
@@ -47,6 +52,10 @@ pub const LEDGER_TRANSFERS: usize = 4096;
 pub const MAX_CLIENTS: usize = 12;
 /// Transfers a client keeps outstanding at once.
 pub const PIPELINE: usize = 8;
+/// Steps of the simulation loop after which a run fails: a run that keeps the clock from
+/// moving on (time only creeps forward by a millisecond per stuck step) ends with an error
+/// instead of hanging a sweep. Clean runs take well under 1 % of this.
+pub const MAX_STEPS: u64 = 20_000_000;
 /// The largest IP MTU the simulated link carries.
 pub const MAX_MTU: usize = 1500;
 /// PBKDF2 iterations of the simulated users (the device's minimum too): low, for speed.
@@ -89,6 +98,30 @@ pub struct SimConfig {
     pub seed: u64,
     /// Simulated time after which the run fails.
     pub time_limit: Duration,
+    /// Faults beyond the link's: device restarts, a clock jump, peers that reset.
+    pub faults: Faults,
+}
+
+/// Faults of the device and the clients, beyond what the [`Link`] does to frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Simulated times at which the device restarts (a watchdog reset): it loses every
+    /// session and all TCP state and boots again with the same ledger, as a board whose ledger
+    /// is in flash would. Clients see resets and reconnect.
+    pub restarts: Vec<Duration>,
+    /// The clients' clock jumps by `.1` milliseconds (either way) at simulated time `.0`:
+    /// their TCP timers see the jump, the device does not.
+    pub clock_jump: Option<(Duration, i64)>,
+    /// How many times each client resets its own connection (a TCP RST) mid-pipeline, a few
+    /// receipts into a connection, then reconnects and re-sends what is unanswered.
+    pub resets: u32,
+}
+
+impl Faults {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        *self == Faults::default()
+    }
 }
 
 impl Default for SimConfig {
@@ -101,6 +134,7 @@ impl Default for SimConfig {
             retry: Duration::from_secs(2),
             seed: 1,
             time_limit: Duration::from_secs(24 * 3600),
+            faults: Faults::default(),
         }
     }
 }
@@ -129,6 +163,10 @@ pub struct SimReport {
     pub busy_refusals: u32,
     /// Connection attempts that failed without a `server_busy` line (TCP reset).
     pub resets: u32,
+    /// Device restarts ([`Faults::restarts`]).
+    pub restarts: u32,
+    /// Connections the clients reset themselves ([`Faults::resets`]).
+    pub peer_resets: u32,
     /// The most sessions the device had open at once.
     pub peak_sessions: usize,
     /// Link counters (retransmissions among them).
@@ -209,6 +247,17 @@ impl fmt::Display for SimReport {
             self.reconnects,
             self.resent
         )?;
+        if !c.faults.is_empty() {
+            let jump = match c.faults.clock_jump {
+                Some((at, by)) => format!("{} ms at {} ms", by, at.millis()),
+                None => "none".into(),
+            };
+            writeln!(
+                f,
+                "faults: device restarts {}, client clock jump {}, connections reset by clients {}",
+                self.restarts, jump, self.peer_resets
+            )?;
+        }
         writeln!(
             f,
             "frames: {} sent, {} delivered, {} lost, {} reordered, {} corrupted, {} dropped \
@@ -327,6 +376,12 @@ struct SimClient {
     /// Transfers sent on this connection and not yet answered, in order.
     outstanding: VecDeque<u32>,
     nonces_pending: bool,
+    /// Resets of its own connection still to do ([`Faults::resets`]).
+    resets_left: u32,
+    /// Receipts on the current connection before the next reset.
+    reset_after: u32,
+    /// Receipts on the current connection.
+    receipts_here: u32,
 }
 
 /// Counters and shared truth across clients.
@@ -337,11 +392,16 @@ struct Tally {
     reconnects: u32,
     busy: u32,
     resets: u32,
+    restarts: u32,
+    peer_resets: u32,
 }
 
 impl SimClient {
-    fn new(k: usize, start: Instant, todo: VecDeque<u32>) -> Self {
+    fn new(k: usize, start: Instant, todo: VecDeque<u32>, config: &SimConfig) -> Self {
         SimClient {
+            resets_left: config.faults.resets,
+            reset_after: reset_point(config.seed, k, config.faults.resets),
+            receipts_here: 0,
             name: format!("user{k}"),
             session: Box::new(ClientSession::new(client_config())),
             phase: Phase::Waiting,
@@ -370,6 +430,7 @@ impl SimClient {
         self.phase = Phase::Waiting;
         self.wake_at = retry_at;
         self.nonces_pending = false;
+        self.receipts_here = 0;
     }
 
     /// Runs client `k` as far as it can go at `now`.
@@ -428,6 +489,17 @@ impl SimClient {
                         if !self.on_event(k, event, now, config, net, rng, tally)? {
                             break;
                         }
+                    }
+                    if self.phase == Phase::Working
+                        && self.resets_left > 0
+                        && self.receipts_here >= self.reset_after
+                    {
+                        // A peer that resets its connection mid-pipeline (Faults::resets).
+                        self.resets_left -= 1;
+                        self.reset_after = reset_point(config.seed, k, self.resets_left);
+                        tally.peer_resets += 1;
+                        self.disconnect(net, k, now + config.retry, tally);
+                        moved = true;
                     }
                     if self.phase == Phase::Working {
                         moved |= self.send_work(tally)?;
@@ -512,6 +584,7 @@ impl SimClient {
                     return fail(format!("receipt for an unknown id {}", r.id.as_str()));
                 };
                 self.outstanding.retain(|&o| o != i);
+                self.receipts_here += 1;
                 if let Err(code) = r.result {
                     return fail(format!("transfer {} refused: {code}", r.id.as_str()));
                 }
@@ -601,6 +674,74 @@ impl SimClient {
     }
 }
 
+/// Receipts into a connection before a client resets it: 1 to `2 * PIPELINE`, drawn from the
+/// seed, the client and how many resets it has left.
+fn reset_point(seed: u64, k: usize, left: u32) -> u32 {
+    1 + (mix(seed ^ 0x7e5e7 ^ ((k as u64) << 40) ^ (u64::from(left) << 20)) % (2 * PIPELINE as u64))
+        as u32
+}
+
+/// `t` moved by `by` milliseconds, never before zero.
+fn shifted(t: Instant, by: i64) -> Instant {
+    Instant::from_millis(u64::try_from(i128::from(t.millis()) + i128::from(by)).unwrap_or(0))
+}
+
+/// A network device seen through a clock that is `by_ms` ahead of the simulation's: the
+/// clients' interface runs on their own (jumped) clock, while the link delivers frames on the
+/// simulation's.
+struct Skewed<'d, D: ?Sized> {
+    inner: &'d mut D,
+    by_ms: i64,
+}
+
+impl<D: phy::Device + ?Sized> Skewed<'_, D> {
+    fn true_time(&self, t: smoltcp::time::Instant) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_millis(t.total_millis().saturating_sub(self.by_ms).max(0))
+    }
+}
+
+impl<D: phy::Device + ?Sized> phy::Device for Skewed<'_, D> {
+    type RxToken<'t>
+        = D::RxToken<'t>
+    where
+        Self: 't;
+    type TxToken<'t>
+        = D::TxToken<'t>
+    where
+        Self: 't;
+
+    fn receive(
+        &mut self,
+        t: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let t = self.true_time(t);
+        self.inner.receive(t)
+    }
+
+    fn transmit(&mut self, t: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        let t = self.true_time(t);
+        self.inner.transmit(t)
+    }
+
+    fn capabilities(&self) -> phy::DeviceCapabilities {
+        self.inner.capabilities()
+    }
+}
+
+/// Adds one boot's device counters to the run's.
+fn add_stats(total: &mut DeviceStats, boot: &DeviceStats) {
+    total.accepted += boot.accepted;
+    total.refused += boot.refused;
+    total.peak_sessions = total.peak_sessions.max(boot.peak_sessions);
+    total.ledger_requests += boot.ledger_requests;
+    total.registered += boot.registered;
+    total.logins += boot.logins;
+    total.failed_logins += boot.failed_logins;
+    total.rejected += boot.rejected;
+    total.closed_by_error += boot.closed_by_error;
+    total.aborted += boot.aborted;
+}
+
 fn client_config() -> ClientConfig {
     ClientConfig {
         min_iterations: ITERATIONS,
@@ -632,25 +773,11 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
     link_config.seed = mix(seed ^ 0x11);
     let mut link = Box::new(SimLink::new(link_config));
 
-    // The device: everything it owns is sized at compile time.
+    // The device's parts that outlive a restart: the ledger (in flash on a board) and the
+    // socket buffers (statics). Everything else is built again at each boot.
     let opening = Amount(10_000u64.max(100 * u64::from(config.transfers) + 100));
     let mut ledger = Box::new(SimLedger::new(opening));
     let mut buffers = Box::new(SimBuffers::new());
-    let mut sockets = [SocketStorage::EMPTY; SESSIONS + 1];
-    let mut slot = Box::new(MaybeUninit::<SimDevice<'_>>::uninit());
-    let device = SimDevice::init(
-        &mut *slot,
-        DeviceParts {
-            sockets: &mut sockets,
-            buffers: &mut buffers,
-            ledger: &mut ledger,
-        },
-        ChaCha20Rng::seed_from_u64(mix(seed ^ 0xd0)),
-        &device_config(DEVICE_ADDRESS, seed),
-        &mut link.end(Side::A),
-        start,
-    );
-    let budget = device.memory_budget::<SOCKET_RX, SOCKET_TX>();
 
     // The clients' side.
     let mut client_sockets = [SocketStorage::EMPTY; MAX_CLIENTS];
@@ -677,6 +804,8 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         reconnects: 0,
         busy: 0,
         resets: 0,
+        restarts: 0,
+        peer_resets: 0,
     };
     let mut clients: Vec<SimClient> = (0..config.clients)
         .map(|k| {
@@ -684,73 +813,145 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
                 .filter(|i| *i as usize % config.clients == k)
                 .collect();
             let stagger = Duration::from_millis(config.stagger.millis() * k as u64);
-            SimClient::new(k, start + stagger, todo)
+            SimClient::new(k, start + stagger, todo, config)
         })
         .collect();
 
+    // Faults: restart times, and the clients' clock (sim time shifted after the jump).
+    let mut restarts: Vec<Instant> = config.faults.restarts.iter().map(|d| start + *d).collect();
+    restarts.sort();
+    let mut restarts = restarts.into_iter().peekable();
+    let jump = config.faults.clock_jump.map(|(at, by)| (start + at, by));
+    let skew = |now: Instant| match jump {
+        Some((at, by)) if now >= at => by,
+        _ => 0,
+    };
+    let client_time = |now: Instant| shifted(now, skew(now));
+    let sim_time = |now: Instant, t: Instant| match jump {
+        Some((at, by)) if now >= at => shifted(t, -by),
+        _ => t,
+    };
+
     let mut clock = SimClock::new(start);
     let mut peak_sessions = 0;
-    loop {
-        let now = clock.now();
-        if now.saturating_since(start) > config.time_limit {
-            return fail(format!(
-                "simulated time limit ({} s) reached",
-                config.time_limit.millis() / 1000
-            ));
+    let mut device_stats = DeviceStats::default();
+    let mut budget = None;
+    let mut boot = 0u64;
+    let mut steps = 0u64;
+    'boot: loop {
+        // The device: everything it owns is sized at compile time.
+        let mut sockets = [SocketStorage::EMPTY; SESSIONS + 1];
+        let mut slot = Box::new(MaybeUninit::<SimDevice<'_>>::uninit());
+        let mut boot_config = device_config(DEVICE_ADDRESS, seed);
+        if boot > 0 {
+            // A board seeds its RNG and TCP from its TRNG at every boot.
+            boot_config.net_seed = mix(boot_config.net_seed ^ boot);
         }
-        device.poll(now, &mut link.end(Side::A));
-        peak_sessions = peak_sessions.max(device.open_sessions());
-        net.poll(now, &mut link.end(Side::B));
-        for (k, client) in clients.iter_mut().enumerate() {
-            client.step(k, now, config, &mut net, &mut rng, &mut tally)?;
-        }
-        net.poll(now, &mut link.end(Side::B));
-        if clients.iter().all(|c| c.phase == Phase::Done) {
-            break;
-        }
-        let waiting = clients
-            .iter()
-            .filter(|c| c.phase == Phase::Waiting)
-            .map(|c| c.wake_at)
-            .min();
-        let deadlines = [
-            device.poll_at(now),
-            net.poll_at(now),
-            link.next_delivery()
-                .map(|t| Instant::from_millis(u64::try_from(t.total_millis()).unwrap_or(0))),
-            waiting,
-        ];
-        if !clock.advance(deadlines) {
-            let states: Vec<String> = clients
+        let device = SimDevice::init(
+            &mut *slot,
+            DeviceParts {
+                sockets: &mut sockets,
+                buffers: &mut buffers,
+                ledger: &mut ledger,
+            },
+            ChaCha20Rng::seed_from_u64(mix(seed ^ 0xd0 ^ (boot << 32))),
+            &boot_config,
+            &mut link.end(Side::A),
+            clock.now(),
+        );
+        budget.get_or_insert_with(|| device.memory_budget::<SOCKET_RX, SOCKET_TX>());
+        loop {
+            let now = clock.now();
+            if now.saturating_since(start) > config.time_limit {
+                return fail(format!(
+                    "simulated time limit ({} s) reached",
+                    config.time_limit.millis() / 1000
+                ));
+            }
+            steps += 1;
+            if steps > MAX_STEPS {
+                return fail(format!(
+                    "{MAX_STEPS} steps without finishing, at {} ms simulated",
+                    now.millis()
+                ));
+            }
+            if restarts.next_if(|&at| now >= at).is_some() {
+                tally.restarts += 1;
+                add_stats(&mut device_stats, device.stats());
+                boot += 1;
+                continue 'boot;
+            }
+            let client_now = client_time(now);
+            device.poll(now, &mut link.end(Side::A));
+            peak_sessions = peak_sessions.max(device.open_sessions());
+            net.poll(
+                client_now,
+                &mut Skewed {
+                    inner: &mut link.end(Side::B),
+                    by_ms: client_now.millis() as i64 - now.millis() as i64,
+                },
+            );
+            for (k, client) in clients.iter_mut().enumerate() {
+                client.step(k, now, config, &mut net, &mut rng, &mut tally)?;
+            }
+            net.poll(
+                client_now,
+                &mut Skewed {
+                    inner: &mut link.end(Side::B),
+                    by_ms: client_now.millis() as i64 - now.millis() as i64,
+                },
+            );
+            if clients.iter().all(|c| c.phase == Phase::Done) {
+                add_stats(&mut device_stats, device.stats());
+                break 'boot;
+            }
+            let waiting = clients
                 .iter()
-                .enumerate()
-                .map(|(k, c)| {
-                    format!(
-                        "{} {:?} (TCP {}, {} to send, {} unanswered, {} nonces, {} requests \
-                         outstanding)",
-                        c.name,
-                        c.phase,
-                        net.socket(k).state(),
-                        c.todo.len(),
-                        c.outstanding.len(),
-                        c.session.available_nonces(),
-                        c.session.outstanding()
-                    )
-                })
-                .collect();
-            return fail(format!(
-                "nothing left to happen at {} ms, and the clients are not done: {}; device: {} \
-                 sessions open, {:?}",
-                now.millis(),
-                states.join(", "),
-                device.open_sessions(),
-                device.stats()
-            ));
+                .filter(|c| c.phase == Phase::Waiting)
+                .map(|c| c.wake_at)
+                .min();
+            let deadlines = [
+                device.poll_at(now),
+                net.poll_at(client_now).map(|t| sim_time(now, t)),
+                link.next_delivery()
+                    .map(|t| Instant::from_millis(u64::try_from(t.total_millis()).unwrap_or(0))),
+                waiting,
+                restarts.peek().copied(),
+                jump.map(|(at, _)| at).filter(|&at| at > now),
+            ];
+            if !clock.advance(deadlines) {
+                let states: Vec<String> = clients
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| {
+                        format!(
+                            "{} {:?} (TCP {}, {} to send, {} unanswered, {} nonces, {} requests \
+                             outstanding)",
+                            c.name,
+                            c.phase,
+                            net.socket(k).state(),
+                            c.todo.len(),
+                            c.outstanding.len(),
+                            c.session.available_nonces(),
+                            c.session.outstanding()
+                        )
+                    })
+                    .collect();
+                return fail(format!(
+                    "nothing left to happen at {} ms, and the clients are not done: {}; device: \
+                     {} sessions open, {:?}",
+                    now.millis(),
+                    states.join(", "),
+                    device.open_sessions(),
+                    device.stats()
+                ));
+            }
         }
     }
     let simulated = clock.now().saturating_since(start);
-    let device_stats = *device.stats();
-    let ledger = device.ledger();
+    // Set at the first boot.
+    let budget = budget.unwrap_or_else(|| unreachable!("the device booted at least once"));
+    let ledger = &*ledger;
 
     // The ledger's view: every transfer exactly once, nothing else, money conserved.
     let mut seen = vec![0u32; config.transfers as usize];
@@ -813,6 +1014,8 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
         link: *link.stats(),
         device: device_stats,
         budget,
+        restarts: tally.restarts,
+        peer_resets: tally.peer_resets,
         simulated,
         wall: wall.elapsed(),
         transcript: link.transcript(),

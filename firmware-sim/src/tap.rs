@@ -17,7 +17,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use smoltcp::iface::SocketStorage;
 use smoltcp::phy::{Medium, TunTapInterface};
-use txsock_core::session::SessionEvent;
+use txsock_core::session::ServerEvent;
 use txsock_core::{Duration, Instant};
 
 use crate::device::{DeviceEvent, DeviceParts, SocketBuffers, DEFAULT_PORT};
@@ -60,13 +60,13 @@ fn describe(event: &DeviceEvent<'_>) -> String {
         DeviceEvent::Refused { peer: p } => format!("refused {}: server_busy", peer(p)),
         DeviceEvent::Closed { slot } => format!("session {slot}: closed"),
         DeviceEvent::Session { slot, event } => match event {
-            SessionEvent::Registered { user } => {
+            ServerEvent::Registered { user } => {
                 format!("session {slot}: registered {}", user.as_str())
             }
-            SessionEvent::LoggedIn { user } => {
+            ServerEvent::LoggedIn { user } => {
                 format!("session {slot}: {} logged in", user.as_str())
             }
-            SessionEvent::LoggedOut { user } => {
+            ServerEvent::LoggedOut { user } => {
                 format!("session {slot}: {} logged out", user.as_str())
             }
             other => format!("session {slot}: {other:?}"),

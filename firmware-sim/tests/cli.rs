@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use txsock_firmware_sim::sweep;
+
 fn sim(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_txsock-firmware-sim"))
         .args(args)
@@ -42,6 +44,10 @@ fn usage_errors_exit_2() {
         &["--transfers"],
         &["--bogus"],
         &["--outage", "5"],
+        &["--clock-jump", "5"],
+        &["--restart-at", "5,x"],
+        &["--sweep", "10", "--jobs", "0"],
+        &["--sweep", "10", "--tap", "tap0"],
     ] {
         let (code, _, err) = sim(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
@@ -50,4 +56,9 @@ fn usage_errors_exit_2() {
     let (code, out, _) = sim(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("--tap NAME"));
+    assert!(out.contains("--sweep N"));
+    // The sweep's ranges as drawn.
+    let clients = format!("1-{} clients", sweep::MAX_SWEEP_CLIENTS);
+    let transfers = format!("1-{} transfers", sweep::MAX_TRANSFERS);
+    assert!(out.contains(&clients) && out.contains(&transfers), "{out}");
 }

@@ -4,19 +4,19 @@
 
 use embedded_io_adapters::std::FromStd;
 use rand_core::OsRng;
-use rand_core::RngCore;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use txsock_core::auth::{self, AuthMessage, ClientProof, SessionKeys};
+use txsock_core::auth::SessionMacs;
 use txsock_core::blocking::BlockingClient;
-use txsock_core::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
+use txsock_core::encoding::{hex_decode, hex_encode};
 use txsock_core::mac;
 use txsock_core::message::Response;
-use txsock_core::session::ClientConfig;
+use txsock_core::session::client::ClientEvent;
+use txsock_core::session::{ClientConfig, ClientSession};
 use txsock_core::{Amount, ErrorCode, Username};
 
 /// PBKDF2 iterations the test servers accept and the test clients use (fast, test only).
@@ -150,10 +150,7 @@ impl Server {
         BlockingClient::new(
             FromStd::new(self.connect_raw()),
             OsRng,
-            ClientConfig {
-                min_iterations: ITERATIONS,
-                ..ClientConfig::default()
-            },
+            test_client_config(),
         )
     }
 
@@ -218,14 +215,7 @@ pub fn password(user: &str) -> String {
 
 /// A protocol client over an already connected stream.
 pub fn client_over(stream: TcpStream) -> Client {
-    BlockingClient::new(
-        FromStd::new(stream),
-        OsRng,
-        ClientConfig {
-            min_iterations: ITERATIONS,
-            ..ClientConfig::default()
-        },
-    )
+    BlockingClient::new(FromStd::new(stream), OsRng, test_client_config())
 }
 
 /// A blocking protocol client over TCP.
@@ -367,7 +357,7 @@ pub struct LoginAttempt {
     /// The server's answer to the proof: `welcome` or an `error` line.
     pub reply: String,
     /// The session keys, if the server said `welcome` and its signature verified.
-    pub keys: Option<SessionKeys>,
+    pub keys: Option<SessionMacs>,
 }
 
 impl LineConn {
@@ -441,63 +431,80 @@ impl LineConn {
         closed_by_peer(&mut self.stream)
     }
 
-    /// One SCRAM login attempt as `user` with `password` (PBKDF2 at the challenge's count).
-    /// Verifies the server signature of a `welcome` itself.
+    /// One SCRAM login attempt as `user` with `password`, made by the core's
+    /// [`ClientSession`] (which runs PBKDF2 at the challenge's count and verifies the server
+    /// signature of a `welcome`); the frames it sent and received are recorded raw, for tests
+    /// that replay or alter them. Panics if a `welcome`'s signature does not verify.
     pub fn login(&mut self, user: &str, password: &str) -> LoginAttempt {
-        let mut random = [0u8; 18];
-        OsRng.fill_bytes(&mut random);
-        let client_nonce = base64_encode::<24>(&random);
-        let user = Username::parse(user).expect("valid username");
-        let login = format!(
-            "{{\"op\":\"login\",\"user\":\"{}\",\"nonce\":\"{client_nonce}\"}}",
-            user.as_str()
-        );
+        let mut client: ClientSession = ClientSession::new(test_client_config());
+        client
+            .login(&mut OsRng, user)
+            .expect("a valid login request");
+        let login = take_frame(&mut client);
         let challenge = self.exchange(&login);
-        let Ok(Response::Challenge(c)) = Response::parse(challenge.as_bytes()) else {
-            return LoginAttempt {
-                login,
-                reply: challenge.clone(),
-                challenge,
-                proof: String::new(),
-                keys: None,
-            };
-        };
-        let mut salt_buf = [0u8; 64];
-        let salt = base64_decode(c.salt, &mut salt_buf).expect("challenge salt");
-        let auth = AuthMessage {
-            user: user.as_str(),
-            client_nonce: &client_nonce,
-            full_nonce: c.nonce,
-            salt,
-            iterations: c.iterations,
-        };
-        let computed = ClientProof::compute(
-            &auth::salted_password(password.as_bytes(), salt, c.iterations),
-            &auth,
-        );
-        let proof = format!(
-            "{{\"op\":\"proof\",\"proof\":\"{}\"}}",
-            base64_encode::<44>(&computed.proof)
-        );
-        let reply = self.exchange(&proof);
-        let keys = match Response::parse(reply.as_bytes()) {
-            Ok(Response::Welcome(w)) => {
-                let mut sig = [0u8; 32];
-                let ok = matches!(base64_decode(w.signature, &mut sig), Ok(s) if s.len() == 32)
-                    && computed.expected_server_signature.ct_eq(&sig);
-                assert!(ok, "server signature does not verify: {reply}");
-                Some(computed.keys)
-            }
-            _ => None,
-        };
-        LoginAttempt {
+        let mut attempt = LoginAttempt {
             login,
+            reply: challenge.clone(),
             challenge,
-            proof,
-            reply,
-            keys,
+            proof: String::new(),
+            keys: None,
+        };
+        if !matches!(
+            deliver(&mut client, &attempt.challenge),
+            Some(ClientEvent::Challenge { .. })
+        ) {
+            return attempt;
         }
+        client
+            .answer_with_password(password)
+            .expect("a proof after a challenge");
+        attempt.proof = take_frame(&mut client);
+        attempt.reply = self.exchange(&attempt.proof);
+        match deliver(&mut client, &attempt.reply) {
+            Some(ClientEvent::LoggedIn) => {
+                attempt.keys = client.danger_session_macs().cloned();
+            }
+            Some(ClientEvent::Integrity(e)) => {
+                panic!("the welcome does not verify ({e}): {}", attempt.reply)
+            }
+            _ => {}
+        }
+        attempt
     }
+}
+
+/// The client configuration of every test client: it accepts the test servers' [`ITERATIONS`].
+fn test_client_config() -> ClientConfig {
+    ClientConfig {
+        min_iterations: ITERATIONS,
+        ..ClientConfig::default()
+    }
+}
+
+/// Takes the client session's pending frame, without its newline.
+fn take_frame(client: &mut ClientSession) -> String {
+    let pending = client.poll_transmit();
+    let n = pending.len();
+    let frame = std::str::from_utf8(pending)
+        .expect("the client writes UTF-8")
+        .trim_end_matches('\n')
+        .to_string();
+    client.advance_transmit(n);
+    frame
+}
+
+/// Hands one line from the server to the client session; returns the event it caused.
+fn deliver(client: &mut ClientSession, line: &str) -> Option<ClientEvent> {
+    let framed = format!("{line}\n");
+    let mut used = 0;
+    while used < framed.len() {
+        let n = client.handle_input(&framed.as_bytes()[used..]);
+        if n == 0 {
+            break;
+        }
+        used += n;
+    }
+    client.poll_event()
 }
 
 /// The parsed, verified contents of a receipt.
@@ -517,7 +524,7 @@ pub struct RawSession {
     /// The normalised logged-in user.
     pub user: String,
     /// The session keys derived at login.
-    pub keys: SessionKeys,
+    pub keys: SessionMacs,
     seq: u32,
 }
 

@@ -1126,7 +1126,7 @@ fn attacker_address_is_throttled_while_the_victim_logs_in_from_elsewhere() {
 /// password: `sessions.log`/`error.log` get `lockout user=..`, but `error.log` never gets
 /// `address_throttled peer=..`. The proof handler queues `AddressThrottled` and
 /// `LoginFailed`, the ledger reply then queues `AccountLocked`, and `ServerSession` keeps
-/// only 2 events (`Deque<SessionEvent, 2>`, oldest dropped) while the host drains them once
+/// only 2 events (`Deque<ServerEvent, 2>`, oldest dropped) while the host drains them once
 /// after the ledger reply.
 #[test]
 fn a_failure_that_locks_the_account_and_throttles_the_address_logs_both() {

@@ -373,3 +373,58 @@ fn ledger_check_passes_after_load_and_fails_on_corruption() {
         "{text}"
     );
 }
+
+/// Issue 12, item 1: no path that credits money takes a balance past 10^15 minor units, the
+/// ceiling every balance on the wire must respect (docs/PROTOCOL.md §4).
+#[test]
+fn no_credit_passes_the_balance_ceiling() {
+    let server = Server::start(&["--opening-balance", "5.00"]);
+    let ceiling = "10000000000000.00";
+    let iterations = ITERATIONS.to_string();
+    let add = |name: &str, balance: &str| {
+        server.admin(
+            &[
+                "user",
+                "add",
+                name,
+                "--balance",
+                balance,
+                "--password-stdin",
+                "--iterations",
+                &iterations,
+            ],
+            &format!("{}\n", password(name)),
+        )
+    };
+    let out = add("rich", ceiling);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add("richer", "10000000000000.01");
+    assert!(!out.status.success());
+    // A deposit and a transfer of one cent more are both refused, and nothing moves.
+    let out = server.admin(&["account", "deposit", "rich", "0.01"], "");
+    assert!(!out.status.success());
+    let mut dave = server.login("dave", true);
+    let over = dave.transfer("c1", "rich", money("0.01")).unwrap();
+    assert_eq!(
+        (over.result, over.balance),
+        (Err(ErrorCode::BalanceOverflow), money("5.00"))
+    );
+    assert_eq!(balance_of(&server, "rich"), money(ceiling));
+    assert_eq!(balance_of(&server, "dave"), money("5.00"));
+    // rich can still spend, and then receive again up to the ceiling.
+    let mut rich = server.login("rich", false);
+    assert_eq!(
+        rich.transfer("r1", "dave", money("1.00")).unwrap().result,
+        Ok(())
+    );
+    assert_eq!(
+        dave.transfer("c2", "rich", money("1.00")).unwrap().result,
+        Ok(())
+    );
+    assert_eq!(balance_of(&server, "rich"), money(ceiling));
+    assert!(ledger_check(&server).0);
+}

@@ -5,15 +5,16 @@ use crate::auth::{
     self, AuthMessage, ClientProof, SessionKeys, SessionMacs, Verifier, MAX_SALT, MAX_SCRAM_NONCE,
     SALT_LEN,
 };
-use crate::crypto::{ct_eq, Key, Tag};
+use crate::crypto::{Key, Tag};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use crate::error::ErrorCode;
 use crate::framing::{Decoded, FrameDecoder, OutputBuffer, MAX_RESPONSE};
 use crate::ledger::{HistoryEntry, HistoryPage};
 use crate::mac;
 use crate::message::{
-    parse_amount, parse_balance, BareOut, HistoryRequestOut, LoginOut, NoncesRequestOut, ProofOut,
-    RegisterOut, Response, TransferOut, MAX_NONCE_BATCH,
+    parse_amount, parse_balance, BalanceFrame, BareFrame, ChallengeFrame, HistoryFrame,
+    HistoryRequestFrame, LoginFrame, NoncesFrame, NoncesRequestFrame, ProofFrame, ReceiptFrame,
+    RegisterFrame, Response, TransferFrame, WelcomeFrame, MAX_NONCE_BATCH,
 };
 use crate::names::{check_password, NameError, TransferId, Username};
 use crate::replay::{Nonce, DEFAULT_NONCES, NONCE_LEN};
@@ -241,16 +242,19 @@ enum Expect {
     Challenge,
     Welcome,
     Nonces,
-    Transfer {
-        id: TransferId,
-        to: Username,
-        amount: Amount,
-        nonce: Nonce,
-    },
+    Transfer(SentTransfer),
     Balance,
     History,
     Bye,
     Pong,
+}
+
+/// A transfer sent and not yet answered: what its receipt must echo and its MAC covers.
+struct SentTransfer {
+    id: TransferId,
+    to: Username,
+    amount: Amount,
+    nonce: Nonce,
 }
 
 impl Expect {
@@ -259,7 +263,7 @@ impl Expect {
             Expect::Registered => RequestKind::Register,
             Expect::Challenge | Expect::Welcome => RequestKind::Login,
             Expect::Nonces => RequestKind::Nonces,
-            Expect::Transfer { .. } => RequestKind::Transfer,
+            Expect::Transfer(_) => RequestKind::Transfer,
             Expect::Balance => RequestKind::Balance,
             Expect::History => RequestKind::History,
             Expect::Bye => RequestKind::Logout,
@@ -307,6 +311,13 @@ enum State {
 /// - Input: [`handle_input`](Self::handle_input) with bytes from the server.
 /// - Outputs: [`poll_transmit`](Self::poll_transmit) / [`advance_transmit`](Self::advance_transmit)
 ///   and [`poll_event`](Self::poll_event).
+///
+/// A driver loops: poll an event and act on it (the request it calls for is accepted: the
+/// session has taken no response since), write out `poll_transmit`, and feed input, offering
+/// again what `handle_input` did not consume, which it leaves while an event waits. A
+/// [`ClientEvent::Closed`] or [`ClientEvent::Integrity`] event ends the session: every request
+/// is then refused with [`ClientError::Failed`]; reconnect with a new session and re-send
+/// unanswered transfers with the same ids.
 pub struct ClientSession<
     const FRAME: usize = MAX_RESPONSE,
     const NONCES: usize = DEFAULT_NONCES,
@@ -391,7 +402,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let stored = base64_encode::<44>(&v.stored_key);
         let server = base64_encode::<44>(&v.server_key);
         self.send(
-            &RegisterOut {
+            &RegisterFrame {
                 op: "register",
                 user: user.as_str(),
                 salt: &salt,
@@ -401,6 +412,17 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             },
             Expect::Registered,
         )
+    }
+
+    /// The logged-in session's MAC keys, for the test kit only (feature `_testkit`): attack
+    /// tests and fuzz harnesses log in through the session, then forge frames with its keys.
+    /// A product build has no way to take a key out of a session.
+    #[cfg(feature = "_testkit")]
+    pub fn danger_session_macs(&self) -> Option<&SessionMacs> {
+        match &self.state {
+            State::LoggedIn { keys, .. } => Some(keys),
+            _ => None,
+        }
     }
 
     /// Starts a SCRAM login as `user`.
@@ -423,7 +445,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             s
         };
         self.send(
-            &LoginOut {
+            &LoginFrame {
                 op: "login",
                 user: user.as_str(),
                 nonce: &client_nonce,
@@ -436,6 +458,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// Answers the challenge with the password (runs PBKDF2 with the server's salt).
     pub fn answer_with_password(&mut self, password: &str) -> Result<(), ClientError> {
+        self.ready(false)?;
         let State::Challenged {
             salt, iterations, ..
         } = &self.state
@@ -448,6 +471,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
 
     /// Answers the challenge with a provisioned `SaltedPassword` key instead of a password.
     pub fn answer_with_key(&mut self, salted_password: &Key) -> Result<(), ClientError> {
+        self.ready(false)?;
         if self.out.free() < MAX_REQUEST || self.expect.is_full() {
             return Err(ClientError::Busy);
         }
@@ -471,7 +495,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         let proof = ClientProof::compute(salted_password, &auth);
         let text = base64_encode::<44>(&proof.proof);
         self.send(
-            &ProofOut {
+            &ProofFrame {
                 op: "proof",
                 proof: &text,
             },
@@ -490,7 +514,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         self.ready(true)?;
         let count = count.clamp(1, MAX_NONCE_BATCH as u8);
         self.send(
-            &NoncesRequestOut {
+            &NoncesRequestFrame {
                 op: "nonces",
                 count,
             },
@@ -527,7 +551,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         );
         let mac_text = hex_encode::<64>(tag.as_bytes());
         let nonce_text = hex_encode::<{ 2 * NONCE_LEN }>(&nonce);
-        let msg = TransferOut {
+        let msg = TransferFrame {
             op: "transfer",
             id: id.as_str(),
             to: to.as_str(),
@@ -535,26 +559,26 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
             nonce: &nonce_text,
             mac: &mac_text,
         };
-        let expect = Expect::Transfer {
+        let expect = Expect::Transfer(SentTransfer {
             id: id.clone(),
             to: to.clone(),
             amount,
             nonce,
-        };
+        });
         self.send(&msg, expect)
     }
 
     /// Asks for the balance.
     pub fn balance(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
-        self.send(&BareOut { op: "balance" }, Expect::Balance)
+        self.send(&BareFrame { op: "balance" }, Expect::Balance)
     }
 
     /// Asks for a page of history, newest first, skipping `offset` entries.
     pub fn history(&mut self, offset: u32) -> Result<(), ClientError> {
         self.ready(true)?;
         self.send(
-            &HistoryRequestOut {
+            &HistoryRequestFrame {
                 op: "history",
                 offset,
             },
@@ -565,49 +589,44 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
     /// Logs out; the server closes the connection after answering.
     pub fn logout(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
-        self.send(&BareOut { op: "logout" }, Expect::Bye)
+        self.send(&BareFrame { op: "logout" }, Expect::Bye)
     }
 
     /// Sends a ping.
     pub fn ping(&mut self) -> Result<(), ClientError> {
         self.ready(false)?;
-        self.send(&BareOut { op: "ping" }, Expect::Pong)
+        self.send(&BareFrame { op: "ping" }, Expect::Pong)
     }
 
-    /// Feeds bytes from the server; returns how many were consumed. Stops early while
-    /// events are waiting to be polled.
+    /// Feeds bytes from the server; returns how many were consumed. Takes no more input once
+    /// a response has produced an event, until that event is polled: offer the rest again
+    /// after [`poll_event`](Self::poll_event).
+    ///
+    /// So the event a driver polls always describes the session as it is when the driver acts
+    /// on it: after [`ClientEvent::Challenge`] the answer is accepted and after
+    /// [`ClientEvent::Registered`] the login, even when the server's next frame, already
+    /// read, closes the session (that close is then the next event).
     pub fn handle_input(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
-        while used < input.len() && !self.events.is_full() {
+        while used < input.len() && self.events.is_empty() {
             let (n, decoded) = self.decoder.decode(&input[used..]);
             used += n;
+            // Split borrows: a frame lives in the decoder, what it may change in the rest.
+            let mut handler = ResponseHandler {
+                config: &self.config,
+                state: &mut self.state,
+                nonces: &mut self.nonces,
+                expect: &mut self.expect,
+                events: &mut self.events,
+                seq: &mut self.seq,
+            };
             match decoded {
                 Decoded::Incomplete => {}
-                Decoded::Error(_) => self.fail(IntegrityError::UnexpectedResponse),
-                Decoded::Frame(frame) => {
-                    // Split borrows: the frame lives in the decoder, the rest in `self`.
-                    let response = Response::parse(frame);
-                    let (state, ctx) = (
-                        &mut self.state,
-                        Ctx {
-                            config: &self.config,
-                            nonces: &mut self.nonces,
-                            expect: &mut self.expect,
-                            events: &mut self.events,
-                            seq: &mut self.seq,
-                        },
-                    );
-                    match response {
-                        Ok(r) => handle_response(state, ctx, r),
-                        Err(_) => {
-                            *state = State::Failed;
-                            push(
-                                ctx.events,
-                                ClientEvent::Integrity(IntegrityError::UnexpectedResponse),
-                            );
-                        }
-                    }
-                }
+                Decoded::Frame(frame) => match Response::parse(frame) {
+                    Ok(response) => handler.handle_response(response),
+                    Err(_) => handler.fail(IntegrityError::UnexpectedResponse),
+                },
+                Decoded::Error(_) => handler.fail(IntegrityError::UnexpectedResponse),
             }
         }
         used
@@ -644,11 +663,6 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         }
     }
 
-    fn fail(&mut self, e: IntegrityError) {
-        self.state = State::Failed;
-        push(&mut self.events, ClientEvent::Integrity(e));
-    }
-
     fn send<T: serde::Serialize>(
         &mut self,
         message: &T,
@@ -666,310 +680,748 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
     }
 }
 
-/// The parts of a client session a response may change (all but the decoder).
-struct Ctx<'s, const NONCES: usize> {
+/// A client session without its decoder: everything a response may change. The frame being
+/// handled is borrowed from the decoder, so [`ClientSession::handle_input`] lends the rest of
+/// the session to the handlers through this.
+///
+/// [`handle_response`](Self::handle_response) dispatches to one small method per response
+/// kind; every authenticated response (receipt, balance, history) passes through
+/// [`authenticate`](Self::authenticate).
+struct ResponseHandler<'s, const NONCES: usize> {
     config: &'s ClientConfig,
+    state: &'s mut State,
     nonces: &'s mut Deque<Nonce, NONCES>,
     expect: &'s mut Deque<Expect, MAX_PIPELINE>,
     events: &'s mut Deque<ClientEvent, 4>,
     seq: &'s mut u32,
 }
 
-fn push(events: &mut Deque<ClientEvent, 4>, e: ClientEvent) {
-    if events.is_full() {
-        events.pop_front();
-    }
-    let _ = events.push_back(e);
-}
-
-fn handle_response<const NONCES: usize>(
-    state: &mut State,
-    ctx: Ctx<'_, NONCES>,
-    response: Response<'_>,
-) {
-    let events = ctx.events;
-    let mut fail = |state: &mut State, e: IntegrityError| {
-        *state = State::Failed;
-        push(events, ClientEvent::Integrity(e));
-    };
-    if matches!(state, State::Failed) {
-        return;
-    }
-    if let Response::Error(e) = &response {
-        let code = ErrorCode::from_name(e.code).unwrap_or(ErrorCode::Internal);
-        if code.is_fatal() || ctx.expect.is_empty() {
-            *state = State::Failed;
-            ctx.expect.clear();
-            return push(events, ClientEvent::Closed { code });
+impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
+    fn handle_response(&mut self, response: Response<'_>) {
+        if matches!(self.state, State::Failed) {
+            return;
         }
-    }
-    let Some(expect) = ctx.expect.pop_front() else {
-        return fail(state, IntegrityError::UnexpectedResponse);
-    };
-    match (expect, response) {
-        (expect, Response::Error(e)) => {
+        if let Response::Error(e) = &response {
             let code = ErrorCode::from_name(e.code).unwrap_or(ErrorCode::Internal);
-            let id = match &expect {
-                Expect::Transfer { id, .. } => Some(id.clone()),
-                _ => None,
-            };
-            if matches!(expect, Expect::Challenge | Expect::Welcome) {
-                *state = State::Idle;
+            if code.is_fatal() || self.expect.is_empty() {
+                return self.closed(code);
             }
-            push(
-                events,
-                ClientEvent::Refused {
-                    request: expect.kind(),
-                    code,
-                    id,
-                },
-            );
         }
-        (Expect::Registered, Response::Registered(_)) => push(events, ClientEvent::Registered),
-        (Expect::Challenge, Response::Challenge(c)) => {
-            let State::LoggingIn { user, client_nonce } = core::mem::replace(state, State::Idle)
-            else {
-                return fail(state, IntegrityError::UnexpectedResponse);
-            };
-            if c.iterations < ctx.config.min_iterations {
-                return fail(
-                    state,
-                    IntegrityError::IterationsTooLow {
-                        offered: c.iterations,
-                    },
-                );
-            }
-            if c.iterations > ctx.config.max_iterations {
-                let offered = c.iterations;
-                return fail(state, IntegrityError::IterationsTooHigh { offered });
-            }
-            if !c.nonce.starts_with(client_nonce.as_str())
-                || c.nonce.len() == client_nonce.len()
-                || !c.nonce.bytes().all(crate::message::is_nonce_char)
-            {
-                return fail(state, IntegrityError::NonceMismatch);
-            }
-            let mut salt_buf = [0u8; MAX_SALT];
-            let (Ok(salt), Ok(full_nonce)) = (
-                base64_decode(c.salt, &mut salt_buf),
-                String::try_from(c.nonce),
-            ) else {
-                return fail(state, IntegrityError::UnexpectedResponse);
-            };
-            let mut salt_vec = Vec::new();
-            let _ = salt_vec.extend_from_slice(salt);
-            *state = State::Challenged {
-                user,
-                client_nonce,
-                full_nonce,
-                salt: salt_vec,
-                iterations: c.iterations,
-            };
-            push(
-                events,
-                ClientEvent::Challenge {
-                    iterations: c.iterations,
-                },
-            );
+        let Some(expect) = self.expect.pop_front() else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        match (expect, response) {
+            (expect, Response::Error(e)) => self.refused(expect, e.code),
+            (Expect::Registered, Response::Registered(_)) => self.event(ClientEvent::Registered),
+            (Expect::Challenge, Response::Challenge(c)) => self.challenge(&c),
+            (Expect::Welcome, Response::Welcome(w)) => self.welcome(&w),
+            (Expect::Nonces, Response::Nonces(n)) => self.nonces(&n),
+            (Expect::Transfer(sent), Response::Receipt(r)) => self.receipt(sent, &r),
+            (Expect::Balance, Response::Balance(b)) => self.balance(&b),
+            (Expect::History, Response::History(h)) => self.history(&h),
+            (Expect::Bye, Response::Bye) => self.bye(),
+            (Expect::Pong, Response::Pong) => self.event(ClientEvent::Pong),
+            _ => self.fail(IntegrityError::UnexpectedResponse),
         }
-        (Expect::Welcome, Response::Welcome(w)) => {
-            let State::Proving {
-                user,
-                expected,
-                keys,
-            } = core::mem::replace(state, State::Idle)
-            else {
-                return fail(state, IntegrityError::UnexpectedResponse);
-            };
-            let mut sig = [0u8; 32];
-            let ok = matches!(base64_decode(w.signature, &mut sig), Ok(s) if s.len() == 32)
-                && expected.ct_eq(&sig);
-            if !ok {
-                return fail(state, IntegrityError::BadServerSignature);
-            }
-            *ctx.seq = 0;
-            ctx.nonces.clear();
-            *state = State::LoggedIn {
-                user,
-                keys: keys.precompute(),
-            };
-            push(events, ClientEvent::LoggedIn);
+    }
+
+    /// A fatal error, or one that answers nothing: the server is closing the session.
+    fn closed(&mut self, code: ErrorCode) {
+        *self.state = State::Failed;
+        self.expect.clear();
+        self.event(ClientEvent::Closed { code });
+    }
+
+    /// A non-fatal error answering `expect`. A refused login returns to the logged-out state.
+    fn refused(&mut self, expect: Expect, code: &str) {
+        let code = ErrorCode::from_name(code).unwrap_or(ErrorCode::Internal);
+        let id = match &expect {
+            Expect::Transfer(sent) => Some(sent.id.clone()),
+            _ => None,
+        };
+        if matches!(expect, Expect::Challenge | Expect::Welcome) {
+            *self.state = State::Idle;
         }
-        (Expect::Nonces, Response::Nonces(n)) => {
-            for text in &n.nonces {
-                let Ok(nonce) = hex_decode::<NONCE_LEN>(text) else {
-                    return fail(state, IntegrityError::UnexpectedResponse);
-                };
-                if ctx.nonces.is_full() {
-                    // The server's ring evicts its oldest too; stay in step with it.
-                    ctx.nonces.pop_front();
-                }
-                let _ = ctx.nonces.push_back(nonce);
-            }
-            push(
-                events,
-                ClientEvent::Nonces {
-                    available: ctx.nonces.len(),
-                },
-            );
+        self.event(ClientEvent::Refused {
+            request: expect.kind(),
+            code,
+            id,
+        });
+    }
+
+    fn challenge(&mut self, c: &ChallengeFrame<'_>) {
+        let State::LoggingIn { user, client_nonce } = core::mem::replace(self.state, State::Idle)
+        else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        let offered = c.iterations;
+        if offered < self.config.min_iterations {
+            return self.fail(IntegrityError::IterationsTooLow { offered });
         }
-        (
-            Expect::Transfer {
-                id,
-                to,
-                amount,
-                nonce,
-            },
-            Response::Receipt(r),
-        ) => {
-            let State::LoggedIn { keys, .. } = &*state else {
-                return fail(state, IntegrityError::UnexpectedResponse);
+        if offered > self.config.max_iterations {
+            return self.fail(IntegrityError::IterationsTooHigh { offered });
+        }
+        if !c.nonce.starts_with(client_nonce.as_str())
+            || c.nonce.len() == client_nonce.len()
+            || !c.nonce.bytes().all(crate::message::is_nonce_char)
+        {
+            return self.fail(IntegrityError::NonceMismatch);
+        }
+        let mut salt_buf = [0u8; MAX_SALT];
+        let (Ok(salt), Ok(full_nonce)) = (
+            base64_decode(c.salt, &mut salt_buf),
+            String::try_from(c.nonce),
+        ) else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        let mut salt_vec = Vec::new();
+        // base64_decode wrote at most MAX_SALT bytes.
+        let _ = salt_vec.extend_from_slice(salt);
+        *self.state = State::Challenged {
+            user,
+            client_nonce,
+            full_nonce,
+            salt: salt_vec,
+            iterations: offered,
+        };
+        self.event(ClientEvent::Challenge {
+            iterations: offered,
+        });
+    }
+
+    fn welcome(&mut self, w: &WelcomeFrame<'_>) {
+        let State::Proving {
+            user,
+            expected,
+            keys,
+        } = core::mem::replace(self.state, State::Idle)
+        else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        let mut signature = [0u8; 32];
+        let genuine = matches!(base64_decode(w.signature, &mut signature), Ok(s) if s.len() == 32)
+            && expected.ct_eq(&signature);
+        if !genuine {
+            return self.fail(IntegrityError::BadServerSignature);
+        }
+        *self.seq = 0;
+        self.nonces.clear();
+        *self.state = State::LoggedIn {
+            user,
+            keys: keys.precompute(),
+        };
+        self.event(ClientEvent::LoggedIn);
+    }
+
+    fn nonces(&mut self, n: &NoncesFrame<'_>) {
+        for text in &n.nonces {
+            let Ok(nonce) = hex_decode::<NONCE_LEN>(text) else {
+                return self.fail(IntegrityError::UnexpectedResponse);
             };
-            let result = if r.result == "committed" {
-                Ok(())
-            } else {
-                Err(ErrorCode::from_name(r.result).unwrap_or(ErrorCode::Internal))
-            };
-            let Ok(balance) = parse_balance(r.balance) else {
-                return fail(state, IntegrityError::ForgedReceipt);
-            };
-            // The MAC covers what we asked for; the receipt's echo must match it.
-            let echo_ok =
-                r.id == id.as_str() && r.to == to.as_str() && parse_amount(r.amount) == Ok(amount);
-            let fields = mac::ReceiptFields {
+            if self.nonces.is_full() {
+                // The server's ring evicts its oldest too; stay in step with it.
+                self.nonces.pop_front();
+            }
+            // Room was made above.
+            let _ = self.nonces.push_back(nonce);
+        }
+        self.event(ClientEvent::Nonces {
+            available: self.nonces.len(),
+        });
+    }
+
+    fn receipt(&mut self, sent: SentTransfer, r: &ReceiptFrame<'_>) {
+        let Some(keys) = self.keys() else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        let Ok(balance) = parse_balance(r.balance) else {
+            return self.fail(IntegrityError::ForgedReceipt);
+        };
+        // The MAC covers what we asked for; the receipt's echo must match it.
+        let echo_ok = r.id == sent.id.as_str()
+            && r.to == sent.to.as_str()
+            && parse_amount(r.amount) == Ok(sent.amount);
+        let tag = mac::receipt(
+            &keys.server_to_client,
+            &mac::ReceiptFields {
                 seq: r.seq,
-                id: id.as_str(),
-                to: to.as_str(),
-                amount,
+                id: sent.id.as_str(),
+                to: sent.to.as_str(),
+                amount: sent.amount,
                 result: r.result,
                 balance,
-                nonce: &nonce,
-            };
-            let tag = mac::receipt(&keys.server_to_client, &fields);
-            let mac_ok = hex_decode::<32>(r.mac)
-                .map(|m| tag.ct_eq(&m))
-                .unwrap_or(false);
-            if !(echo_ok && mac_ok) {
-                // A receipt that verifies for another transfer still waiting for its answer is
-                // genuine but out of order: say so rather than "forged".
-                let reordered = ctx.expect.iter().any(|e| match e {
-                    Expect::Transfer {
-                        id,
-                        to,
-                        amount,
-                        nonce,
-                    } => {
-                        let fields = mac::ReceiptFields {
-                            seq: r.seq,
-                            id: id.as_str(),
-                            to: to.as_str(),
-                            amount: *amount,
-                            result: r.result,
-                            balance,
-                            nonce,
-                        };
-                        r.id == id.as_str()
-                            && r.to == to.as_str()
-                            && parse_amount(r.amount) == Ok(*amount)
-                            && hex_decode::<32>(r.mac)
-                                .map(|m| mac::receipt(&keys.server_to_client, &fields).ct_eq(&m))
-                                .unwrap_or(false)
-                    }
-                    _ => false,
-                });
-                let e = if reordered {
-                    IntegrityError::Reordered
-                } else {
-                    IntegrityError::ForgedReceipt
-                };
-                return fail(state, e);
-            }
-            if r.seq != ctx.seq.wrapping_add(1) {
-                return fail(state, IntegrityError::BadSequence);
-            }
-            *ctx.seq = r.seq;
-            push(
-                events,
-                ClientEvent::Receipt(ReceiptInfo {
-                    id,
-                    to,
-                    amount,
-                    result,
-                    balance,
-                }),
+                nonce: &sent.nonce,
+            },
+        );
+        if !echo_ok {
+            // A receipt that verifies for another transfer still waiting for its answer is
+            // genuine but out of order: say so rather than "forged".
+            let reordered = self.expect.iter().any(|e| match e {
+                Expect::Transfer(other) => {
+                    r.id == other.id.as_str()
+                        && r.to == other.to.as_str()
+                        && parse_amount(r.amount) == Ok(other.amount)
+                        && hex_decode::<32>(r.mac)
+                            .map(|m| {
+                                let fields = mac::ReceiptFields {
+                                    seq: r.seq,
+                                    id: other.id.as_str(),
+                                    to: other.to.as_str(),
+                                    amount: other.amount,
+                                    result: r.result,
+                                    balance,
+                                    nonce: &other.nonce,
+                                };
+                                mac::receipt(&keys.server_to_client, &fields).ct_eq(&m)
+                            })
+                            .unwrap_or(false)
+                }
+                _ => false,
+            });
+            return self.fail(if reordered {
+                IntegrityError::Reordered
+            } else {
+                IntegrityError::ForgedReceipt
+            });
+        }
+        if !self.authenticate(&tag, r.mac, r.seq, IntegrityError::ForgedReceipt) {
+            return;
+        }
+        let result = if r.result == "committed" {
+            Ok(())
+        } else {
+            Err(ErrorCode::from_name(r.result).unwrap_or(ErrorCode::Internal))
+        };
+        self.event(ClientEvent::Receipt(ReceiptInfo {
+            id: sent.id,
+            to: sent.to,
+            amount: sent.amount,
+            result,
+            balance,
+        }));
+    }
+
+    fn balance(&mut self, b: &BalanceFrame<'_>) {
+        let Some(keys) = self.keys() else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        let Ok(balance) = parse_balance(b.balance) else {
+            return self.fail(IntegrityError::ForgedResponse);
+        };
+        let tag = mac::balance(&keys.server_to_client, b.seq, balance);
+        if self.authenticate(&tag, b.mac, b.seq, IntegrityError::ForgedResponse) {
+            self.event(ClientEvent::Balance(balance));
+        }
+    }
+
+    fn history(&mut self, h: &HistoryFrame<'_>) {
+        let Some(keys) = self.keys() else {
+            return self.fail(IntegrityError::UnexpectedResponse);
+        };
+        let mut input = mac::history_start(&keys.server_to_client, h.seq, h.more);
+        let mut page = HistoryPage {
+            entries: Vec::new(),
+            more: h.more,
+        };
+        for e in &h.entries {
+            let parsed = (
+                TransferId::parse(e.id),
+                Username::parse(e.from),
+                Username::parse(e.to),
+                parse_amount(e.amount),
             );
-        }
-        (Expect::Balance, Response::Balance(b)) => {
-            let State::LoggedIn { keys, .. } = &*state else {
-                return fail(state, IntegrityError::UnexpectedResponse);
+            let (Ok(id), Ok(from), Ok(to), Ok(amount)) = parsed else {
+                return self.fail(IntegrityError::ForgedResponse);
             };
-            let Ok(balance) = parse_balance(b.balance) else {
-                return fail(state, IntegrityError::ForgedResponse);
-            };
-            let tag = mac::balance(&keys.server_to_client, b.seq, balance);
-            if !hex_decode::<32>(b.mac)
-                .map(|m| tag.ct_eq(&m))
-                .unwrap_or(false)
-            {
-                return fail(state, IntegrityError::ForgedResponse);
-            }
-            if b.seq != ctx.seq.wrapping_add(1) {
-                return fail(state, IntegrityError::BadSequence);
-            }
-            *ctx.seq = b.seq;
-            push(events, ClientEvent::Balance(balance));
+            input = mac::history_entry(input, e.id, e.from, e.to, amount, e.at);
+            // The wire page holds at most HISTORY_PAGE entries, as does this one.
+            let _ = page.entries.push(HistoryEntry {
+                id,
+                from,
+                to,
+                amount,
+                at: e.at,
+            });
         }
-        (Expect::History, Response::History(h)) => {
-            let State::LoggedIn { keys, .. } = &*state else {
-                return fail(state, IntegrityError::UnexpectedResponse);
-            };
-            let mut input = mac::history_start(&keys.server_to_client, h.seq, h.more);
-            let mut page = HistoryPage {
-                entries: Vec::new(),
-                more: h.more,
-            };
-            for e in &h.entries {
-                let parsed = (
-                    TransferId::parse(e.id),
-                    Username::parse(e.from),
-                    Username::parse(e.to),
-                    parse_amount(e.amount),
-                );
-                let (Ok(id), Ok(from), Ok(to), Ok(amount)) = parsed else {
-                    return fail(state, IntegrityError::ForgedResponse);
-                };
-                input = mac::history_entry(input, e.id, e.from, e.to, amount, e.at);
-                let _ = page.entries.push(HistoryEntry {
-                    id,
-                    from,
-                    to,
-                    amount,
-                    at: e.at,
-                });
-            }
-            if !hex_decode::<32>(h.mac)
-                .map(|m| input.finish().ct_eq(&m))
-                .unwrap_or(false)
-            {
-                return fail(state, IntegrityError::ForgedResponse);
-            }
-            if h.seq != ctx.seq.wrapping_add(1) {
-                return fail(state, IntegrityError::BadSequence);
-            }
-            *ctx.seq = h.seq;
-            push(events, ClientEvent::History(page));
+        let tag = input.finish();
+        if self.authenticate(&tag, h.mac, h.seq, IntegrityError::ForgedResponse) {
+            self.event(ClientEvent::History(page));
         }
-        (Expect::Bye, Response::Bye) => {
-            *state = State::Idle;
-            ctx.nonces.clear();
-            push(events, ClientEvent::LoggedOut);
+    }
+
+    fn bye(&mut self) {
+        *self.state = State::Idle;
+        self.nonces.clear();
+        self.event(ClientEvent::LoggedOut);
+    }
+
+    /// The one rule for authenticated responses: `mac` (hex) must be `tag`, compared in
+    /// constant time, and `seq` must be one more than the last accepted, so a dropped,
+    /// replayed or reordered response is caught. On success the sequence moves on; otherwise
+    /// the session fails with `forged` (or [`IntegrityError::BadSequence`]) and returns
+    /// `false`.
+    fn authenticate(&mut self, tag: &Tag, mac: &str, seq: u32, forged: IntegrityError) -> bool {
+        let genuine = hex_decode::<32>(mac)
+            .map(|m| tag.ct_eq(&m))
+            .unwrap_or(false);
+        if !genuine {
+            self.fail(forged);
+            return false;
         }
-        (Expect::Pong, Response::Pong) => push(events, ClientEvent::Pong),
-        _ => fail(state, IntegrityError::UnexpectedResponse),
+        if seq != self.seq.wrapping_add(1) {
+            self.fail(IntegrityError::BadSequence);
+            return false;
+        }
+        *self.seq = seq;
+        true
+    }
+
+    /// The logged-in session's keys.
+    fn keys(&self) -> Option<&SessionMacs> {
+        match &*self.state {
+            State::LoggedIn { keys, .. } => Some(keys),
+            _ => None,
+        }
+    }
+
+    fn fail(&mut self, e: IntegrityError) {
+        *self.state = State::Failed;
+        self.event(ClientEvent::Integrity(e));
+    }
+
+    fn event(&mut self, e: ClientEvent) {
+        if self.events.is_full() {
+            self.events.pop_front();
+        }
+        // Room was made above.
+        let _ = self.events.push_back(e);
     }
 }
 
-#[allow(dead_code)]
-fn _assert_ct(a: &[u8]) -> bool {
-    ct_eq(a, a)
+#[cfg(test)]
+mod tests {
+    //! The client driven against a real [`ServerSession`] and [`MemLedger`] in memory (no
+    //! sockets, a fixed clock), with the server's bytes in hand so a test can drop, repeat or
+    //! alter them as a man in the middle would; and against hand-made error frames.
+
+    use super::*;
+    use crate::ledger::{Ledger, MemLedger};
+    use crate::lockout::PeerAddr;
+    use crate::session::server::{ServerConfig, ServerSession, ServerShared};
+    use crate::time::Instant;
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::SeedableRng;
+    use std::vec::Vec as StdVec;
+
+    /// PBKDF2 iterations of the test users: low, for speed.
+    const ITERATIONS: u32 = 64;
+
+    /// A client and a server session joined by the test, with the server's ledger.
+    struct Peers {
+        client: ClientSession,
+        server: ServerSession,
+        shared: ServerShared<ChaCha8Rng, 4>,
+        ledger: MemLedger<4, 8>,
+        rng: ChaCha8Rng,
+        now: Instant,
+    }
+
+    impl Peers {
+        fn new(seed: u64) -> Peers {
+            let config = ServerConfig {
+                min_iterations: ITERATIONS,
+                unknown_user_iterations: ITERATIONS,
+                ..ServerConfig::default()
+            };
+            Peers {
+                client: ClientSession::new(ClientConfig {
+                    min_iterations: ITERATIONS,
+                    ..ClientConfig::default()
+                }),
+                server: ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO),
+                shared: ServerShared::new(config, ChaCha8Rng::seed_from_u64(seed), [7; 32]),
+                ledger: MemLedger::new(Amount(10_000)),
+                rng: ChaCha8Rng::seed_from_u64(seed ^ 1),
+                now: Instant::ZERO,
+            }
+        }
+
+        /// A session logged in as `alice`, with `bob` registered and 4 nonces in hand.
+        fn alice_with_nonces(seed: u64) -> Peers {
+            let mut p = Peers::new(seed);
+            for user in ["bob", "alice"] {
+                p.client
+                    .register(&mut p.rng, user, "a long password", ITERATIONS)
+                    .unwrap();
+                assert_eq!(p.round(), [ClientEvent::Registered]);
+            }
+            p.client.login(&mut p.rng, "alice").unwrap();
+            assert!(matches!(p.round()[..], [ClientEvent::Challenge { .. }]));
+            p.client.answer_with_password("a long password").unwrap();
+            assert_eq!(p.round(), [ClientEvent::LoggedIn]);
+            p.client.request_nonces(4).unwrap();
+            assert_eq!(p.round(), [ClientEvent::Nonces { available: 4 }]);
+            p
+        }
+
+        /// Hands the client's output to the server, answers its ledger requests, and returns
+        /// the server's answer without delivering it.
+        fn exchange(&mut self) -> StdVec<u8> {
+            let request = self.client.poll_transmit().to_vec();
+            self.client.advance_transmit(request.len());
+            self.server_answer(&request)
+        }
+
+        /// The server's answer to `request`.
+        fn server_answer(&mut self, request: &[u8]) -> StdVec<u8> {
+            let mut used = 0;
+            let mut answer = StdVec::new();
+            loop {
+                let n = self
+                    .server
+                    .handle_input(&mut self.shared, self.now, &request[used..]);
+                used += n;
+                while let Some(question) = self.server.poll_ledger() {
+                    let reply = self.ledger.execute(&question, self.now);
+                    self.server.handle_ledger(&mut self.shared, self.now, reply);
+                }
+                let out = self.server.poll_transmit();
+                let written = out.len();
+                answer.extend_from_slice(out);
+                self.server.advance_transmit(written);
+                while self.server.poll_event().is_some() {}
+                if used == request.len() || (n == 0 && written == 0) {
+                    return answer;
+                }
+            }
+        }
+
+        /// Feeds `bytes` to the client as one read, polling events as a driver does.
+        fn deliver(&mut self, bytes: &[u8]) -> StdVec<ClientEvent> {
+            let mut events = StdVec::new();
+            let mut used = 0;
+            loop {
+                used += self.client.handle_input(&bytes[used..]);
+                let before = events.len();
+                events.extend(core::iter::from_fn(|| self.client.poll_event()));
+                if used == bytes.len() || events.len() == before {
+                    return events;
+                }
+            }
+        }
+
+        /// One request-response round trip.
+        fn round(&mut self) -> StdVec<ClientEvent> {
+            let answer = self.exchange();
+            self.deliver(&answer)
+        }
+    }
+
+    /// `bytes` with the first `from` replaced by `to`, as a man in the middle would.
+    fn altered(bytes: &[u8], from: &str, to: &str) -> StdVec<u8> {
+        let text = core::str::from_utf8(bytes).unwrap();
+        assert!(text.contains(from), "no `{from}` in {text}");
+        text.replacen(from, to, 1).into_bytes()
+    }
+
+    fn error_frame(code: ErrorCode) -> StdVec<u8> {
+        std::format!(
+            "{{\"op\":\"error\",\"code\":\"{}\",\"message\":\"{}\"}}\n",
+            code.name(),
+            code.message()
+        )
+        .into_bytes()
+    }
+
+    fn id(text: &str) -> TransferId {
+        TransferId::parse(text).unwrap()
+    }
+
+    #[test]
+    fn receipts_balances_and_history_from_a_real_server_verify() {
+        let mut p = Peers::alice_with_nonces(1);
+        p.client.transfer("t-1", "bob", Amount(250)).unwrap();
+        p.client.transfer("t-2", "bob", Amount(50)).unwrap();
+        assert_eq!(p.client.outstanding(), 2);
+        let events = p.round();
+        let receipts: StdVec<_> = events
+            .iter()
+            .map(|e| match e {
+                ClientEvent::Receipt(r) => (r.id.as_str(), r.amount, r.result, r.balance),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            receipts,
+            [
+                ("t-1", Amount(250), Ok(()), Amount(9_750)),
+                ("t-2", Amount(50), Ok(()), Amount(9_700))
+            ]
+        );
+        p.client.balance().unwrap();
+        assert_eq!(p.round(), [ClientEvent::Balance(Amount(9_700))]);
+        p.client.history(0).unwrap();
+        match &p.round()[..] {
+            [ClientEvent::History(page)] => {
+                let ids: StdVec<_> = page.entries.iter().map(|e| e.id.as_str()).collect();
+                assert_eq!(ids, ["t-2", "t-1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.client.outstanding(), 0);
+        assert!(!p.client.is_failed());
+    }
+
+    #[test]
+    fn a_receipt_with_an_altered_balance_is_forged_and_fails_the_session() {
+        let mut p = Peers::alice_with_nonces(2);
+        p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+        let receipt = p.exchange();
+        let forged = altered(&receipt, "\"balance\":\"99.00\"", "\"balance\":\"999.00\"");
+        assert_eq!(
+            p.deliver(&forged),
+            [ClientEvent::Integrity(IntegrityError::ForgedReceipt)]
+        );
+        assert!(p.client.is_failed());
+        assert_eq!(
+            p.client.transfer("t-2", "bob", Amount(1)),
+            Err(ClientError::Failed)
+        );
+        // The genuine receipt, arriving late, changes nothing any more.
+        assert!(p.deliver(&receipt).is_empty());
+    }
+
+    #[test]
+    fn a_receipt_echoing_another_transfer_or_a_bad_mac_is_forged() {
+        for (from, to) in [
+            ("\"amount\":\"1.00\"", "\"amount\":\"2.00\""),
+            ("\"id\":\"t-1\"", "\"id\":\"t-9\""),
+            (
+                "\"result\":\"committed\"",
+                "\"result\":\"insufficient_funds\"",
+            ),
+            ("\"mac\":\"", "\"mac\":\"00"),
+        ] {
+            let mut p = Peers::alice_with_nonces(3);
+            p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+            let forged = altered(&p.exchange(), from, to);
+            assert_eq!(
+                p.deliver(&forged),
+                [ClientEvent::Integrity(IntegrityError::ForgedReceipt)],
+                "{from} -> {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_balance_is_rejected() {
+        let mut p = Peers::alice_with_nonces(4);
+        p.client.balance().unwrap();
+        let forged = altered(&p.exchange(), "\"100.00\"", "\"1000.00\"");
+        assert_eq!(
+            p.deliver(&forged),
+            [ClientEvent::Integrity(IntegrityError::ForgedResponse)]
+        );
+    }
+
+    #[test]
+    fn a_dropped_response_is_a_sequence_gap() {
+        let mut p = Peers::alice_with_nonces(5);
+        p.client.balance().unwrap();
+        let _dropped = p.exchange();
+        p.client.balance().unwrap();
+        // Genuine, but numbered 2 where 1 is due.
+        assert_eq!(
+            p.round(),
+            [ClientEvent::Integrity(IntegrityError::BadSequence)]
+        );
+        assert!(p.client.is_failed());
+    }
+
+    #[test]
+    fn a_replayed_response_is_out_of_sequence() {
+        let mut p = Peers::alice_with_nonces(6);
+        p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+        let receipt = p.exchange();
+        assert!(matches!(p.deliver(&receipt)[..], [ClientEvent::Receipt(_)]));
+        p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+        assert_eq!(
+            p.deliver(&receipt),
+            [ClientEvent::Integrity(IntegrityError::ForgedReceipt)],
+            "the old receipt covers another nonce"
+        );
+        let mut p = Peers::alice_with_nonces(7);
+        p.client.balance().unwrap();
+        let balance = p.exchange();
+        assert!(matches!(p.deliver(&balance)[..], [ClientEvent::Balance(_)]));
+        p.client.balance().unwrap();
+        assert_eq!(
+            p.deliver(&balance),
+            [ClientEvent::Integrity(IntegrityError::BadSequence)]
+        );
+    }
+
+    #[test]
+    fn a_busy_refusal_closes_the_session_and_asks_for_a_reconnect() {
+        let mut p = Peers::new(8);
+        p.client.ping().unwrap();
+        assert_eq!(
+            p.deliver(&error_frame(ErrorCode::ServerBusy)),
+            [ClientEvent::Closed {
+                code: ErrorCode::ServerBusy
+            }]
+        );
+        assert!(p.client.is_failed());
+        assert_eq!(p.client.outstanding(), 0);
+        assert_eq!(
+            p.client.login(&mut p.rng, "alice"),
+            Err(ClientError::Failed)
+        );
+    }
+
+    #[test]
+    fn a_refused_transfer_names_its_id_and_the_session_goes_on() {
+        let mut p = Peers::alice_with_nonces(9);
+        p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+        let request = p.client.poll_transmit().to_vec();
+        p.client.advance_transmit(request.len());
+        // Altered on the way: the server refuses it, unauthenticated.
+        let altered = altered(&request, "\"amount\":\"1.00\"", "\"amount\":\"9.00\"");
+        let refusal = p.server_answer(&altered);
+        assert_eq!(refusal, error_frame(ErrorCode::BadMac));
+        assert_eq!(
+            p.deliver(&refusal),
+            [ClientEvent::Refused {
+                request: RequestKind::Transfer,
+                code: ErrorCode::BadMac,
+                id: Some(id("t-1")),
+            }]
+        );
+        assert!(!p.client.is_failed());
+        p.client.balance().unwrap();
+        assert_eq!(p.round(), [ClientEvent::Balance(Amount(10_000))]);
+    }
+
+    #[test]
+    fn a_refused_login_returns_to_logged_out() {
+        let mut p = Peers::new(10);
+        p.client.login(&mut p.rng, "nobody").unwrap();
+        assert!(matches!(p.round()[..], [ClientEvent::Challenge { .. }]));
+        p.client.answer_with_password("a long password").unwrap();
+        assert_eq!(
+            p.round(),
+            [ClientEvent::Refused {
+                request: RequestKind::Login,
+                code: ErrorCode::AuthFailed,
+                id: None,
+            }]
+        );
+        assert!(!p.client.is_failed());
+        assert!(p.client.login(&mut p.rng, "nobody").is_ok());
+    }
+
+    #[test]
+    fn an_unsolicited_or_mismatched_response_fails_the_session() {
+        let mut p = Peers::new(11);
+        assert_eq!(
+            p.deliver(b"{\"op\":\"pong\"}\n"),
+            [ClientEvent::Integrity(IntegrityError::UnexpectedResponse)]
+        );
+        let mut p = Peers::new(12);
+        p.client.ping().unwrap();
+        assert_eq!(
+            p.deliver(b"{\"op\":\"bye\"}\n"),
+            [ClientEvent::Integrity(IntegrityError::UnexpectedResponse)]
+        );
+        let mut p = Peers::new(13);
+        p.client.ping().unwrap();
+        assert_eq!(
+            p.deliver(b"{\"op\":\"pong\",\"extra\":1}\n"),
+            [ClientEvent::Integrity(IntegrityError::UnexpectedResponse)]
+        );
+    }
+
+    /// Issue 20: a response and the server's closing error in one read. The client used to
+    /// handle both before its driver saw the first event, so the answer the event asked for
+    /// was refused (`WrongState` after a challenge, `Failed` after a registration) and the
+    /// firmware simulation aborted under loss instead of reconnecting.
+    #[test]
+    fn a_close_read_with_a_response_waits_until_the_response_is_acted_on() {
+        let mut p = Peers::new(15);
+        p.client.login(&mut p.rng, "alice").unwrap();
+        let mut read = p.exchange();
+        let challenge = read.len();
+        read.extend_from_slice(&error_frame(ErrorCode::Timeout));
+        assert_eq!(p.client.handle_input(&read), challenge);
+        assert!(matches!(
+            p.client.poll_event(),
+            Some(ClientEvent::Challenge { .. })
+        ));
+        assert_eq!(p.client.answer_with_password("a long password"), Ok(()));
+        assert_eq!(
+            p.deliver(&read[challenge..]),
+            [ClientEvent::Closed {
+                code: ErrorCode::Timeout
+            }]
+        );
+        assert_eq!(
+            p.client.answer_with_password("a long password"),
+            Err(ClientError::Failed)
+        );
+
+        let mut p = Peers::new(16);
+        p.client
+            .register(&mut p.rng, "alice", "a long password", ITERATIONS)
+            .unwrap();
+        let mut read = p.exchange();
+        let registered = read.len();
+        read.extend_from_slice(&error_frame(ErrorCode::Timeout));
+        assert_eq!(p.client.handle_input(&read), registered);
+        assert_eq!(p.client.poll_event(), Some(ClientEvent::Registered));
+        assert_eq!(p.client.login(&mut p.rng, "alice"), Ok(()));
+        assert_eq!(
+            p.deliver(&read[registered..]),
+            [ClientEvent::Closed {
+                code: ErrorCode::Timeout
+            }]
+        );
+    }
+
+    /// Pipelined responses in one read come out one event at a time, in order.
+    #[test]
+    fn pipelined_responses_in_one_read_are_taken_one_per_event() {
+        let mut p = Peers::alice_with_nonces(17);
+        for (i, amount) in [100, 200, 300].into_iter().enumerate() {
+            p.client
+                .transfer(&std::format!("t-{i}"), "bob", Amount(amount))
+                .unwrap();
+        }
+        p.client.balance().unwrap();
+        let read = p.exchange();
+        let mut used = 0;
+        let mut events = StdVec::new();
+        while used < read.len() {
+            let n = p.client.handle_input(&read[used..]);
+            assert!(n > 0);
+            used += n;
+            assert_eq!(
+                p.client.handle_input(&read[used..]),
+                0,
+                "an event is waiting"
+            );
+            events.push(p.client.poll_event().unwrap());
+        }
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[3], ClientEvent::Balance(Amount(9_400)));
+    }
+
+    #[test]
+    fn logout_forgets_the_nonces() {
+        let mut p = Peers::alice_with_nonces(14);
+        p.client.logout().unwrap();
+        assert_eq!(p.round(), [ClientEvent::LoggedOut]);
+        assert_eq!(p.client.available_nonces(), 0);
+        assert_eq!(p.client.user(), None);
+        assert_eq!(p.client.balance(), Err(ClientError::NotLoggedIn));
+    }
 }

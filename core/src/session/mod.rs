@@ -10,4 +10,4 @@ pub mod server;
 pub use client::{
     ClientConfig, ClientError, ClientEvent, ClientSession, IntegrityError, ReceiptInfo, RequestKind,
 };
-pub use server::{LoginFailure, ServerConfig, ServerSession, ServerShared, SessionEvent};
+pub use server::{LoginFailure, ServerConfig, ServerEvent, ServerSession, ServerShared};

@@ -12,8 +12,9 @@ use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
-    BalanceOut, Challenge, ErrorOut, HistoryEntryWire, HistoryOut, NoncesOut, Receipt, Registered,
-    Request, TransferRequest, Welcome, HISTORY_PAGE, MAX_NONCE_BATCH,
+    BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame, NoncesFrame,
+    ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame, HISTORY_PAGE,
+    MAX_NONCE_BATCH,
 };
 use crate::names::{TransferId, Username};
 use crate::replay::{Nonce, NonceRing, DEFAULT_NONCES, NONCE_LEN};
@@ -111,7 +112,7 @@ impl<R: RngCore + CryptoRng, const ADDRS: usize> ServerShared<R, ADDRS> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SessionEvent {
+pub enum ServerEvent {
     /// A user registered.
     Registered {
         /// Who.
@@ -279,7 +280,7 @@ pub struct ServerSession<
     waiting: Option<Waiting>,
     /// True until `poll_ledger` has handed out the request for `waiting`.
     request_ready: bool,
-    events: Deque<SessionEvent, 3>,
+    events: Deque<ServerEvent, 3>,
     peer: PeerAddr,
     opened: Instant,
     last_activity: Instant,
@@ -420,11 +421,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             (_, LedgerReply::Unavailable) => self.send_error(ErrorCode::Internal),
             (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match result {
                 Ok(()) => {
-                    self.send(&Registered {
+                    self.send(&RegisteredFrame {
                         op: "registered",
                         user: user.as_str(),
                     });
-                    self.event(SessionEvent::Registered { user });
+                    self.event(ServerEvent::Registered { user });
                 }
                 Err(code) => self.send_error(code),
             },
@@ -452,7 +453,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 // This failure started (or extended) a lock if the ledger recorded it as the
                 // last failure and the lock runs past it.
                 if state.last_failure == failed_at && state.is_locked(failed_at) {
-                    self.event(SessionEvent::AccountLocked {
+                    self.event(ServerEvent::AccountLocked {
                         user,
                         until: state.locked_until,
                     });
@@ -468,14 +469,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 LedgerReply::Recorded(_),
             ) => {
                 let signature = base64_encode::<44>(signature.as_bytes());
-                self.send(&Welcome {
+                self.send(&WelcomeFrame {
                     op: "welcome",
                     user: user.as_str(),
                     signature: &signature,
                 });
                 self.ring.clear();
                 self.seq = 0;
-                self.event(SessionEvent::LoggedIn { user: user.clone() });
+                self.event(ServerEvent::LoggedIn { user: user.clone() });
                 self.state = State::LoggedIn {
                     user,
                     keys: keys.precompute(),
@@ -528,7 +529,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         now: Instant,
         input: &[u8],
         mut transmit: impl FnMut(&[u8]) -> Result<usize, E>,
-        mut event: impl FnMut(SessionEvent),
+        mut event: impl FnMut(ServerEvent),
     ) -> Result<usize, E>
     where
         R: RngCore + CryptoRng,
@@ -594,7 +595,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         }
         // The final frame is best effort: if the output is backed up it is dropped.
         self.send_error(code);
-        self.event(SessionEvent::Closing { code });
+        self.event(ServerEvent::Closing { code });
         self.closing = true;
     }
 
@@ -621,7 +622,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     /// `handle_input` and `handle_ledger` pair (at most three events) and so loses none
     /// either. With a larger `OUT`, one `handle_input` call may answer several frames without
     /// the ledger (rejections, pings), and only the last three of their events are kept.
-    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
     }
 
@@ -645,7 +646,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     ) {
         let logged_in = matches!(self.state, State::LoggedIn { .. });
         match request {
-            Request::Ping => self.send(&crate::message::BareOut { op: "pong" }),
+            Request::Ping => self.send(&crate::message::BareFrame { op: "pong" }),
             Request::Register(_) | Request::Login { .. } if logged_in => {
                 self.reject(shared, ErrorCode::AlreadyLoggedIn)
             }
@@ -691,10 +692,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 if let State::LoggedIn { user, .. } =
                     core::mem::replace(&mut self.state, State::Anonymous)
                 {
-                    self.event(SessionEvent::LoggedOut { user });
+                    self.event(ServerEvent::LoggedOut { user });
                 }
                 self.ring.clear();
-                self.send(&crate::message::BareOut { op: "bye" });
+                self.send(&crate::message::BareFrame { op: "bye" });
                 self.closing = true;
             }
         }
@@ -731,7 +732,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let _ = full_nonce.push_str(&client_nonce);
         let _ = full_nonce.push_str(&extension);
         let salt_b64 = base64_encode::<{ 4 * MAX_SALT.div_ceil(3) }>(&salt);
-        self.send(&Challenge {
+        self.send(&ChallengeFrame {
             op: "challenge",
             nonce: &full_nonce,
             salt: &salt_b64,
@@ -776,9 +777,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let policy = shared.config.address_backoff;
         if let Some(reason) = reason {
             if shared.throttle.record_failure(self.peer, now, &policy) {
-                self.event(SessionEvent::AddressThrottled);
+                self.event(ServerEvent::AddressThrottled);
             }
-            self.event(SessionEvent::LoginFailed {
+            self.event(ServerEvent::LoginFailed {
                 user: user.clone(),
                 reason,
             });
@@ -811,9 +812,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             }),
             Err(_) => {
                 if shared.throttle.record_failure(self.peer, now, &policy) {
-                    self.event(SessionEvent::AddressThrottled);
+                    self.event(ServerEvent::AddressThrottled);
                 }
-                self.event(SessionEvent::LoginFailed {
+                self.event(ServerEvent::LoginFailed {
                     user: user.clone(),
                     reason: LoginFailure::WrongPassword,
                 });
@@ -841,7 +842,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         for t in &texts {
             let _ = nonces.push(t.as_str());
         }
-        self.send(&NoncesOut {
+        self.send(&NoncesFrame {
             op: "nonces",
             nonces,
         });
@@ -911,7 +912,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let tag = hex_encode::<64>(mac::receipt(&keys.server_to_client, &fields).as_bytes());
         let amount_text = amount.to_text();
         let balance_text = balance.to_text();
-        self.send(&Receipt {
+        self.send(&ReceiptFrame {
             op: "receipt",
             seq,
             id: id.as_str(),
@@ -930,7 +931,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         };
         let tag = hex_encode::<64>(mac::balance(&keys.server_to_client, seq, balance).as_bytes());
         let text = balance.to_text();
-        self.send(&BalanceOut {
+        self.send(&BalanceFrame {
             op: "balance",
             seq,
             balance: &text,
@@ -957,9 +958,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             let _ = amounts.push(e.amount.to_text());
         }
         let tag = hex_encode::<64>(input.finish().as_bytes());
-        let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
+        let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
         for (e, a) in page.entries.iter().zip(amounts.iter()) {
-            let _ = entries.push(HistoryEntryWire {
+            let _ = entries.push(HistoryEntryFrame {
                 id: e.id.as_str(),
                 from: e.from.as_str(),
                 to: e.to.as_str(),
@@ -967,7 +968,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 at: e.at,
             });
         }
-        let out = HistoryOut {
+        let out = HistoryFrame {
             op: "history",
             seq,
             entries,
@@ -979,7 +980,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 
     /// Refuses a frame that changed nothing, and closes after too many.
     fn reject<R, const ADDRS: usize>(&mut self, shared: &ServerShared<R, ADDRS>, code: ErrorCode) {
-        self.event(SessionEvent::Rejected { code });
+        self.event(ServerEvent::Rejected { code });
         self.bad_frames = self.bad_frames.saturating_add(1);
         if self.bad_frames > shared.config.max_bad_frames {
             self.close_with(ErrorCode::TooManyBadFrames);
@@ -989,14 +990,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     fn send_error(&mut self, code: ErrorCode) {
-        self.send(&ErrorOut {
+        self.send(&ErrorFrame {
             op: "error",
             code: code.name(),
             message: code.message(),
         });
     }
 
-    fn event(&mut self, event: SessionEvent) {
+    fn event(&mut self, event: ServerEvent) {
         if self.events.is_full() {
             self.events.pop_front();
         }
@@ -1018,7 +1019,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
 mod tests {
     use super::*;
     use crate::framing::encode_frame;
-    use crate::message::HistoryEntryWire;
+    use crate::message::HistoryEntryFrame;
 
     /// The largest response the server can produce fits in [`MAX_RESPONSE`].
     #[test]
@@ -1026,18 +1027,18 @@ mod tests {
         let long = "x".repeat(32);
         let amount = Amount::MAX.to_text();
         let mac = "f".repeat(64);
-        let entry = HistoryEntryWire {
+        let entry = HistoryEntryFrame {
             id: &long,
             from: &long,
             to: &long,
             amount: &amount,
             at: u64::MAX,
         };
-        let mut entries: Vec<HistoryEntryWire<'_>, HISTORY_PAGE> = Vec::new();
+        let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
         for _ in 0..HISTORY_PAGE {
             entries.push(entry.clone()).unwrap();
         }
-        let history = HistoryOut {
+        let history = HistoryFrame {
             op: "history",
             seq: u32::MAX,
             entries,
@@ -1046,7 +1047,7 @@ mod tests {
         };
         let mut buf = [0u8; MAX_RESPONSE];
         encode_frame(&history, &mut buf).unwrap();
-        let receipt = Receipt {
+        let receipt = ReceiptFrame {
             op: "receipt",
             seq: u32::MAX,
             id: &long,
@@ -1059,7 +1060,7 @@ mod tests {
         encode_frame(&receipt, &mut buf).unwrap();
         for code in ErrorCode::ALL {
             encode_frame(
-                &ErrorOut {
+                &ErrorFrame {
                     op: "error",
                     code: code.name(),
                     message: code.message(),
@@ -1071,7 +1072,7 @@ mod tests {
         let nonce = "n".repeat(MAX_SCRAM_NONCE + NONCE_EXTENSION);
         let salt = "s".repeat(4 * MAX_SALT.div_ceil(3));
         encode_frame(
-            &Challenge {
+            &ChallengeFrame {
                 op: "challenge",
                 nonce: &nonce,
                 salt: &salt,
@@ -1084,7 +1085,7 @@ mod tests {
         let nonces: Vec<&str, MAX_NONCE_BATCH> =
             (0..MAX_NONCE_BATCH).map(|_| hex.as_str()).collect();
         encode_frame(
-            &NoncesOut {
+            &NoncesFrame {
                 op: "nonces",
                 nonces,
             },
@@ -1136,7 +1137,7 @@ mod tests {
             let n = session.poll_transmit().len();
             session.advance_transmit(n);
             while let Some(event) = session.poll_event() {
-                assert!(matches!(event, SessionEvent::Rejected { .. }), "{event:?}");
+                assert!(matches!(event, ServerEvent::Rejected { .. }), "{event:?}");
                 rejected += 1;
             }
         }

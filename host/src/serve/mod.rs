@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use txsock_core::framing::{DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use txsock_core::lockout::{Backoff, PeerAddr};
 use txsock_core::replay::DEFAULT_NONCES;
-use txsock_core::session::{ServerConfig, ServerSession, ServerShared, SessionEvent};
+use txsock_core::session::{ServerConfig, ServerEvent, ServerSession, ServerShared};
 use txsock_core::{Amount, Duration, ErrorCode};
 
 /// The largest frame capacity compiled in; `--max-frame` chooses up to this at run time.
@@ -542,18 +542,18 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
             .unwrap_or_else(|| "-".into());
         let audit = &server.audit;
         match event {
-            SessionEvent::Registered { user } => audit.write(
+            ServerEvent::Registered { user } => audit.write(
                 Log::Sessions,
                 format_args!("register user={user} peer={peer}"),
             ),
-            SessionEvent::LoggedIn { user } => {
+            ServerEvent::LoggedIn { user } => {
                 audit.write(Log::Sessions, format_args!("login user={user} peer={peer}"))
             }
-            SessionEvent::LoginFailed { user, reason } => audit.write(
+            ServerEvent::LoginFailed { user, reason } => audit.write(
                 Log::Sessions,
                 format_args!("login_failed user={user} reason={reason} peer={peer}"),
             ),
-            SessionEvent::AccountLocked { user, until } => {
+            ServerEvent::AccountLocked { user, until } => {
                 let until = clock::stamp_millis(until.millis());
                 audit.write(
                     Log::Sessions,
@@ -564,18 +564,18 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
                     format_args!("lockout user={user} until={until} peer={peer}"),
                 );
             }
-            SessionEvent::AddressThrottled => {
+            ServerEvent::AddressThrottled => {
                 audit.write(Log::Errors, format_args!("address_throttled peer={peer}"))
             }
-            SessionEvent::Rejected { code } => audit.write(
+            ServerEvent::Rejected { code } => audit.write(
                 Log::Errors,
                 format_args!("rejected code={} user={user} peer={peer}", code.name()),
             ),
-            SessionEvent::LoggedOut { user } => audit.write(
+            ServerEvent::LoggedOut { user } => audit.write(
                 Log::Sessions,
                 format_args!("logout user={user} peer={peer}"),
             ),
-            SessionEvent::Closing { code } => audit.write(
+            ServerEvent::Closing { code } => audit.write(
                 Log::Errors,
                 format_args!("closed code={} user={user} peer={peer}", code.name()),
             ),

@@ -817,22 +817,29 @@ fn transfer_contract(b: &dyn Backend) {
     assert_eq!(send(s, "a", "5", "b", "7.50"), ok("0.50"));
     // The same id from another sender is another transfer.
     assert_eq!(send(s, "b", "1", "a", "0.50"), ok("20.00"));
-    // The recipient's balance cannot overflow.
+    // The recipient's balance may reach the ceiling (10^15 minor units) but not pass it.
+    b.set_balance("c", 999_999_999_999_000);
+    assert_eq!(send(s, "b", "ceiling", "c", "10.00"), ok("10.00"));
+    assert_eq!(
+        send(s, "b", "6", "c", "0.01"),
+        refused(ErrorCode::BalanceOverflow, "10.00")
+    );
     b.set_balance("c", 9223372036854775000);
     assert_eq!(
-        send(s, "b", "6", "c", "10.00"),
-        refused(ErrorCode::BalanceOverflow, "20.00")
+        send(s, "b", "7", "c", "10.00"),
+        refused(ErrorCode::BalanceOverflow, "10.00")
     );
-    b.set_balance("c", 1000);
+    // Back to what the journal gives (10.00 opening + 10.00 received): refusals are final.
+    b.set_balance("c", 2000);
     assert_eq!(
-        send(s, "b", "6", "c", "10.00"),
-        refused(ErrorCode::BalanceOverflow, "20.00")
+        send(s, "b", "7", "c", "10.00"),
+        refused(ErrorCode::BalanceOverflow, "10.00")
     );
     assert_eq!(balance(s, "a"), money("1.00"));
-    assert_eq!(balance(s, "b"), money("20.00"));
-    assert_eq!(balance(s, "c"), money("10.00"));
-    // Refusals are not journal entries: 3 opening deposits, 1 deposit and 3 transfers.
-    assert_eq!(assert_consistent(s), (7, 3100));
+    assert_eq!(balance(s, "b"), money("10.00"));
+    assert_eq!(balance(s, "c"), money("20.00"));
+    // Refusals are not journal entries: 3 opening deposits, 1 deposit and 4 transfers.
+    assert_eq!(assert_consistent(s), (8, 3100));
 }
 
 fn batch_answers_in_order_and_requests_fail_alone(b: &dyn Backend) {
@@ -972,11 +979,18 @@ fn deposits_and_user_list(b: &dyn Backend) {
     assert_eq!(credentials(store.as_mut(), "carol").0, Some(verifier(3)));
     // carol's deposit and alice's two; none for alice's zero opening.
     assert_eq!(assert_consistent(store.as_mut()), (3, 475));
-    // A deposit that would overflow the balance is refused and changes nothing.
+    // A deposit may take a balance to the ceiling (10^15 minor units) but not past it.
+    b.set_balance("carol", 999_999_999_999_750);
+    assert_eq!(
+        store.deposit(&user("carol"), money("2.50"), 13).unwrap(),
+        Amount(1_000_000_000_000_000)
+    );
+    assert!(store.deposit(&user("carol"), money("0.01"), 13).is_err());
     b.set_balance("carol", 9223372036854775000);
     assert!(store.deposit(&user("carol"), money("10.00"), 13).is_err());
-    b.set_balance("carol", 250);
-    assert_eq!(assert_consistent(store.as_mut()), (3, 475));
+    // Back to what the journal gives: 2.50 at creation and the 2.50 deposited above.
+    b.set_balance("carol", 500);
+    assert_eq!(assert_consistent(store.as_mut()), (4, 725));
 }
 
 fn server_secret_is_created_once_and_shared(b: &dyn Backend) {
