@@ -338,12 +338,19 @@ fn user_add_refuses_fewer_iterations_than_the_server_minimum() {
         args.extend_from_slice(extra);
         admin(&data, &args, "carol-password\n")
     };
+    // Refused before the password is read (so no stdin here).
+    let refused = |extra: &[&str]| {
+        let mut args = vec!["user", "add", "carol", "--password-stdin"];
+        args.extend_from_slice(extra);
+        args.extend(["--data-dir", data.to_str().expect("utf-8")]);
+        txsock_in(temp.path(), &args)
+    };
     // The server's default minimum is 600,000.
-    let out = add(&["--iterations", "10"]);
+    let out = refused(&["--iterations", "10"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("600000"), "{}", text(&out));
     // A server configured with a lower minimum: the same flag as `serve --min-iterations`.
-    let out = add(&["--iterations", "10", "--min-iterations", "4096"]);
+    let out = refused(&["--iterations", "10", "--min-iterations", "4096"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("4096"), "{}", text(&out));
     let out = add(&["--iterations", "4096", "--min-iterations", "4096"]);
