@@ -330,3 +330,28 @@ fn a_zero_or_too_large_amount_is_refused_before_anything_is_sent() {
         "a refused amount was sent"
     );
 }
+
+#[test]
+fn swapped_pipelined_transfers_are_reordered_not_forged() {
+    let mut p = alice_beside_bob(30);
+    p.client.request_nonces(2).unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Nonces { .. })));
+    p.client.transfer("first", "bob", Amount(100)).unwrap();
+    p.client.transfer("second", "bob", Amount(200)).unwrap();
+    let sent = p.client.poll_transmit().to_vec();
+    p.client.advance_transmit(sent.len());
+    let split = sent.iter().position(|&b| b == b'\n').unwrap() + 1;
+    // A man in the middle delivers the second request first.
+    let mut swapped = sent[split..].to_vec();
+    swapped.extend_from_slice(&sent[..split]);
+    let answers = answer(&mut p, &swapped);
+    assert_eq!(p.ledger.journal().len(), 2, "both genuine transfers commit");
+    // The first answer is the genuine receipt of "second": the session fails on it.
+    let first_answer = answers.split_inclusive('\n').next().unwrap();
+    let used = p.client.handle_input(first_answer.as_bytes());
+    assert_eq!(used, first_answer.len());
+    assert_eq!(
+        p.client.poll_event(),
+        Some(ClientEvent::Integrity(IntegrityError::Reordered))
+    );
+}

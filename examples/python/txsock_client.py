@@ -413,23 +413,59 @@ def login(server, timeout, user, password, min_iterations):
         raise
 
 
+def committed_earlier(user, transfer_id, before, after):
+    """Whether a transfer a receipt calls committed was committed before this run sent it.
+
+    A re-sent id gets the original receipt (§13), which does not say it is a repeat; the
+    authenticated history (newest first) tells: the id on the page fetched before sending, or
+    older than that page's newest entry on the page fetched after. None if both fell off."""
+    mine = [i for i, e in enumerate(after) if e[0] == transfer_id and e[1] == user]
+    if any(e[0] == transfer_id and e[1] == user for e in before):
+        return True
+    if not before:
+        return False
+    marker = [i for i, e in enumerate(after) if e == before[0]]
+    if mine and marker:
+        return mine[0] > marker[0]
+    if mine:
+        return False
+    if marker:
+        return True
+    return None
+
+
 def transfer(args, user, password, to, minor, transfer_id):
     """§13: a transfer without a verified receipt is sent again with the same id and a fresh
     nonce on a new connection; the server answers a repeated id with the original result."""
     alerts = []
     last = None
+    before = None
+    # Refusals that mean the frame was altered on the way (so it moved nothing); not
+    # unknown_nonce, where the genuine frame may have used the nonce first.
+    altered_codes = ("bad_mac", "malformed", "invalid_name", "invalid_amount")
+    altered = 0
     for attempt in range(1, ATTEMPTS + 1):
         session = None
         try:
             session = login(args.server, args.timeout, user, password, args.min_iterations)
+            if attempt == 1:
+                before, _ = session.history(0)
             result, balance = session.transfer(transfer_id, to, minor)
+            earlier, now = None, None
+            if result == "committed" and before is not None:
+                after, _ = session.history(0)
+                earlier = committed_earlier(user, transfer_id, before, after)
+                if earlier is not False:
+                    now = session.balance()
             session.logout()
-            return result, balance, alerts, attempt
+            return result, balance, alerts, attempt, earlier, now
         except Refused as e:
             if session is None:
                 raise  # the login was refused: a definite answer
             # An error frame is not authenticated and proves nothing (§13): try again.
             last = e
+            if e.code in altered_codes:
+                altered += 1
             if e.code in ("bad_mac", "unknown_nonce", "malformed", "invalid_name", "invalid_amount"):
                 alerts.append(
                     "the server refused a correctly built transfer (%s): it was altered on the way"
@@ -449,6 +485,15 @@ def transfer(args, user, password, to, minor, transfer_id):
         print(
             "transfer %s: no verified answer (%s); retrying with the same id" % (transfer_id, last),
             file=sys.stderr,
+        )
+    if altered == ATTEMPTS:
+        # Every send refused as altered in transit: a frame the server could not verify moves
+        # nothing. (Not unknown_nonce: the genuine frame may have used the nonce first.)
+        raise IntegrityFailure(
+            "NOT DONE, altered on the way: the server refused all %d attempts as altered in "
+            "transit (%s), and an altered transfer moves no money. That refusal is not signed: "
+            "to be certain, run it again with --id %s over a network you trust (a retry never "
+            "moves money twice)" % (ATTEMPTS, last.code, transfer_id)
         )
     why = "no verified answer after %d attempts (last: %s); run again with --id %s to learn " \
         "its fate" % (ATTEMPTS, last, transfer_id)
@@ -491,14 +536,25 @@ def main(argv=None):
             print("registered %s" % user)
             return 0
         if args.command == "transfer":
-            result, balance, alerts, attempt = transfer(args, user, password, to, minor, transfer_id)
+            result, balance, alerts, attempt, earlier, now = transfer(
+                args, user, password, to, minor, transfer_id
+            )
             note = " (verified after: %s)" % "; ".join(alerts) if alerts else ""
+            what = "%s -> %s %s (id %s)" % (user, to, fmt_minor(minor), transfer_id)
+            now_text = "; your balance now is %s" % fmt_minor(now) if now is not None else ""
+            if result == "committed" and earlier is False:
+                print("committed: %s; your balance is now %s%s" % (what, fmt_minor(balance), note))
+            elif result == "committed" and earlier:
+                print("already committed earlier, nothing moved: %s; the balance recorded right "
+                      "after it then was %s%s%s" % (what, fmt_minor(balance), now_text, note))
+            elif result == "committed":
+                print("committed (by this request or an earlier one with this id; money moved "
+                      "once): %s; the balance recorded right after it was %s%s%s"
+                      % (what, fmt_minor(balance), now_text, note))
             if result == "committed":
-                print("committed: %s -> %s %s (id %s); balance %s%s"
-                      % (user, to, fmt_minor(minor), transfer_id, fmt_minor(balance), note))
                 return 4 if alerts else 0
-            print("refused: %s -> %s %s (id %s): %s; balance %s%s"
-                  % (user, to, fmt_minor(minor), transfer_id, result, fmt_minor(balance), note))
+            print("refused: %s: %s; nothing moved; your balance when it was refused: %s%s"
+                  % (what, result, fmt_minor(balance), note))
             return 4 if alerts else 3
         session = login(args.server, args.timeout, user, password, args.min_iterations)
         if args.command == "balance":

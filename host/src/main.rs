@@ -78,26 +78,55 @@ pub struct StorageArgs {
 
     /// Database: SQLite as `sqlite://PATH` or a plain path (default: DATA_DIR/txsock.db), or
     /// MySQL/MariaDB as `mysql://USER:PASS@HOST:PORT/DB`, which several servers can share
-    /// (the data directory then holds only this process's audit logs). The schema is created
-    /// or migrated on start.
+    /// (the data directory then holds only this process's audit logs). Other schemes are
+    /// refused. `serve` and `user add` create the database and schema if missing; `user
+    /// list` and `ledger check` open an existing one read-only and create nothing.
     #[arg(long, env = "TXSOCK_DB")]
     pub db: Option<String>,
 }
 
 impl StorageArgs {
-    /// Opens the store and returns it with the data directory (created if missing).
+    /// Where the database is: `--db`, else `DATA_DIR/txsock.db`.
+    pub fn location(&self) -> Result<store::Location> {
+        match &self.db {
+            Some(url) => store::Location::parse(url),
+            None => Ok(store::Location::Sqlite(self.data_dir.join("txsock.db"))),
+        }
+    }
+
+    /// Checks `--db` without opening anything (to fail before asking for a password).
+    pub fn validate(&self) -> Result<()> {
+        self.location().map(drop)
+    }
+
+    /// Opens the store and returns it with the data directory, both created if missing
+    /// (`serve`, `user add`).
     pub fn open(&self, opening_balance: Amount) -> Result<(Box<dyn store::Store>, PathBuf)> {
+        // An invalid `--db` must not leave a data directory behind.
+        let location = self.location()?;
         std::fs::create_dir_all(&self.data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create data directory {}: {e}",
                 self.data_dir.display()
             )
         })?;
-        let db = match &self.db {
-            Some(url) => url.clone(),
-            None => self.data_dir.join("txsock.db").display().to_string(),
-        };
-        Ok((store::open(&db, opening_balance)?, self.data_dir.clone()))
+        let store = store::open_at(&location, opening_balance, store::Access::Create)?;
+        Ok((store, self.data_dir.clone()))
+    }
+
+    /// Opens an existing store as `access` says ([`store::Access::Existing`] or
+    /// [`store::Access::ReadOnly`]); creates nothing, and names the missing data directory
+    /// or database if there is none.
+    pub fn open_existing(&self, access: store::Access) -> Result<Box<dyn store::Store>> {
+        let location = self.location()?;
+        if self.db.is_none() && !self.data_dir.is_dir() {
+            anyhow::bail!(
+                "data directory {} does not exist (nothing was created; check --data-dir or \
+                 TXSOCK_DATA_DIR)",
+                self.data_dir.display()
+            );
+        }
+        store::open_at(&location, Amount(0), access)
     }
 }
 

@@ -174,9 +174,14 @@ impl Server {
     }
 
     /// Runs `txsock ARGS --data-dir DATA` (an admin command, with the server's `--db` if it
-    /// has one) and returns its output.
+    /// has one, and for `user add` the server's `--min-iterations` unless ARGS has one) and
+    /// returns its output.
     pub fn admin(&self, args: &[&str], stdin: &str) -> Output {
         let mut args = args.to_vec();
+        let iterations = ITERATIONS.to_string();
+        if args.starts_with(&["user", "add"]) && !args.contains(&"--min-iterations") {
+            args.extend(["--min-iterations", &iterations]);
+        }
         if let Some(i) = self.args.iter().position(|a| a == "--db") {
             args.push("--db");
             args.push(&self.args[i + 1]);

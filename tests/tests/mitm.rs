@@ -79,7 +79,11 @@ fn tampered_transfer_is_refused_by_the_server_and_moves_nothing() {
     let run = alice(&mitm, &["transfer", "bob", "5.00", "--id", "t1"]);
     assert_eq!(run.code, 4, "integrity failure expected: {run:?}");
     let r = &run.json()[0];
-    assert_eq!(r["status"], "unknown");
+    // Known within what the protocol proves: refused as altered, so nothing moved.
+    assert_eq!(
+        (r["status"].as_str(), r["code"].as_str()),
+        (Some("altered"), Some("bad_mac"))
+    );
     assert_eq!(r["sends"], 3, "every attempt is tampered");
     assert_eq!(alerts(r), ["altered_in_transit"; 3]);
     assert!(run.stderr.contains("SECURITY WARNING"), "{}", run.stderr);

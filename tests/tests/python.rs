@@ -59,7 +59,7 @@ fn python_client_registers_logs_in_and_transfers_against_a_real_server() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("committed: dave -> erin 12.50 (id py-1); balance 87.50"),
+            .contains("committed: dave -> erin 12.50 (id py-1); your balance is now 87.50"),
         "{}",
         run.stdout
     );
@@ -71,6 +71,14 @@ fn python_client_registers_logs_in_and_transfers_against_a_real_server() {
         ITERATIONS,
     );
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "already committed earlier, nothing moved: dave -> erin 12.50 (id py-1); the \
+             balance recorded right after it then was 87.50; your balance now is 87.50"
+        ),
+        "{}",
+        run.stdout
+    );
     assert_eq!(server.committed("py-1"), 1);
     let run = py(
         server.addr,
@@ -129,6 +137,12 @@ fn python_client_detects_forgery_tampering_and_a_lowered_work_factor() {
     );
     assert_eq!(run.code, 4, "{run:?}");
     assert!(run.stderr.contains("bad_mac"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("NOT DONE, altered on the way")
+            && run.stderr.contains("an altered transfer moves no money"),
+        "{}",
+        run.stderr
+    );
     assert!(server.wait_for_log("error.log", "rejected code=bad_mac user=frank"));
     assert_eq!(server.committed("pt"), 0);
     assert_eq!(server.user_balance("frank"), money("100.00"));

@@ -296,6 +296,8 @@ fn closed_registration_and_admin_users() {
             "--password-stdin",
             "--iterations",
             &ITERATIONS.to_string(),
+            "--min-iterations",
+            &ITERATIONS.to_string(),
         ],
         &format!("{}\n", password("erin")),
     );

@@ -2,6 +2,7 @@
 //! They open the same store as `serve` and work whether or not a server is running.
 
 use crate::clock::{stamp_millis, unix_millis};
+use crate::store::Access;
 use crate::StorageArgs;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -9,7 +10,11 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use txsock_core::auth::{Verifier, DEFAULT_ITERATIONS, SALT_LEN};
 use txsock_core::names::check_password;
+use txsock_core::session::ServerConfig;
 use txsock_core::{Amount, Username};
+
+/// The server's default minimum PBKDF2 iteration count (`serve --min-iterations`).
+const MIN_ITERATIONS: u32 = ServerConfig::DEFAULT.min_iterations;
 
 fn parse_amount(s: &str) -> Result<Amount, String> {
     Amount::parse(s).map_err(|e| e.to_string())
@@ -37,13 +42,19 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// PBKDF2 iterations for the user's verifier.
-        #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
-        iterations: u32,
+        /// PBKDF2 iterations for the user's verifier [default: 600000, or --min-iterations if
+        /// higher]. Fewer than --min-iterations is refused: the server would refuse the login.
+        #[arg(long)]
+        iterations: Option<u32>,
+        /// The server's minimum PBKDF2 iteration count (the same setting as `serve
+        /// --min-iterations`, so `txsock.toml` and TXSOCK_MIN_ITERATIONS apply to both).
+        #[arg(long, env = "TXSOCK_MIN_ITERATIONS", default_value_t = MIN_ITERATIONS)]
+        min_iterations: u32,
         #[command(flatten)]
         storage: StorageArgs,
     },
-    /// List users with balances and lock state.
+    /// List users with balances and lock state (opens the database read-only and creates
+    /// nothing).
     List {
         #[command(flatten)]
         storage: StorageArgs,
@@ -85,8 +96,13 @@ pub enum AccountCommand {
 /// `txsock ledger …`.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Verify that every balance equals its journal and that money is conserved
-    /// (exit 1 and list the problems otherwise).
+    /// Verify the database file (SQLite's integrity check, MySQL's CHECK TABLE), then that
+    /// every balance equals its journal and that money is conserved. Opens the database
+    /// read-only and creates nothing.
+    ///
+    /// Exit status: 0 consistent; 1 problems found (listed: a damaged database, or balances
+    /// that disagree with the journal); 2 not checked (no such data directory or database,
+    /// not a txsock database, database unreachable, invalid --db).
     Check {
         #[command(flatten)]
         storage: StorageArgs,
@@ -122,8 +138,18 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             balance,
             password_stdin,
             iterations,
+            min_iterations,
             storage,
         } => {
+            storage.validate()?;
+            let iterations = iterations.unwrap_or(DEFAULT_ITERATIONS.max(min_iterations));
+            if iterations < min_iterations {
+                bail!(
+                    "--iterations {iterations} is below the server's minimum of {min_iterations} \
+                     PBKDF2 iterations (--min-iterations): the server would refuse every \
+                     login of this user; use at least {min_iterations}"
+                );
+            }
             let password = read_password(password_stdin)?;
             check_password(&password)
                 .map_err(|e| anyhow::anyhow!("password {e} (at least 8 characters)"))?;
@@ -135,8 +161,7 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             println!("created user {name} with balance {balance}");
         }
         UserCommand::List { storage } => {
-            let (mut store, _) = storage.open(Amount(0))?;
-            let users = store.list_users()?;
+            let users = storage.open_existing(Access::ReadOnly)?.list_users()?;
             let now = unix_millis();
             println!("{:<32} {:>20}  state", "user", "balance");
             for u in &users {
@@ -158,11 +183,18 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             println!("{} users", users.len());
         }
         UserCommand::Lock { name, storage } => {
-            storage.open(Amount(0))?.0.set_admin_lock(&name, true)?;
-            println!("locked {name}");
+            storage
+                .open_existing(Access::Existing)?
+                .set_admin_lock(&name, true)?;
+            println!(
+                "locked {name}: every login is refused, with the same answer as a wrong \
+                 password, until `txsock user unlock {name}` (open sessions are not affected)"
+            );
         }
         UserCommand::Unlock { name, storage } => {
-            storage.open(Amount(0))?.0.set_admin_lock(&name, false)?;
+            storage
+                .open_existing(Access::Existing)?
+                .set_admin_lock(&name, false)?;
             println!("unlocked {name}");
         }
     }
@@ -177,7 +209,7 @@ pub fn account(cmd: AccountCommand) -> Result<()> {
             amount,
             storage,
         } => {
-            let (mut store, _) = storage.open(Amount(0))?;
+            let mut store = storage.open_existing(Access::Existing)?;
             let balance = store.deposit(&name, amount, unix_millis())?;
             println!("deposited {amount} to {name}; balance {balance}");
         }
@@ -185,22 +217,47 @@ pub fn account(cmd: AccountCommand) -> Result<()> {
     Ok(())
 }
 
-/// Runs `txsock ledger …`; exit code 1 when the ledger is inconsistent.
+/// Runs `txsock ledger …`: exit 0 when the ledger is consistent, 1 when problems were found
+/// (a damaged database file or tables, or an accounting mismatch), 2 when it could not be
+/// checked (no such database, not a txsock database, unreachable server, invalid `--db`).
 pub fn ledger(cmd: LedgerCommand) -> ExitCode {
     let LedgerCommand::Check { storage } = cmd;
-    let report = match storage
-        .open(Amount(0))
-        .and_then(|(mut store, _)| store.check())
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("txsock: {e:#}");
-            return ExitCode::from(2);
+    let failed = |e: anyhow::Error| {
+        eprintln!("txsock: {e:#}");
+        ExitCode::from(2)
+    };
+    let mut store = match storage.open_existing(Access::ReadOnly) {
+        Ok(store) => store,
+        Err(e) => return failed(e),
+    };
+    // The database's own check first: the accounting below means nothing on damaged pages.
+    match store.integrity() {
+        Ok(damage) if damage.is_empty() => {}
+        Ok(damage) => {
+            for p in &damage {
+                println!("PROBLEM: {p}");
+            }
+            println!(
+                "ledger CORRUPT: the database failed its integrity check ({} problems); \
+                 restore it from a backup",
+                damage.len()
+            );
+            return ExitCode::FAILURE;
         }
+        Err(e) => return failed(e),
+    }
+    let report = match store.check() {
+        Ok(r) => r,
+        Err(e) => return failed(e),
     };
     let fmt = crate::store::row::fmt_i128;
+    let relation = if report.total == report.minted {
+        "="
+    } else {
+        "!="
+    };
     println!(
-        "{} accounts, {} journal entries, balances {} = deposits {}",
+        "{} accounts, {} journal entries, balances {} {relation} deposits {}",
         report.accounts,
         report.entries,
         fmt(report.total),

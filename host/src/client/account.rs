@@ -222,6 +222,49 @@ pub struct TransferReport {
     pub sends: u32,
     /// Attacks detected while sending it.
     pub alerts: Vec<Alert>,
+    /// For a committed transfer: `Some(true)` if it had been committed before this run sent
+    /// it (a re-sent id: nothing moved now, and the receipt's balance is the one recorded
+    /// then), `Some(false)` if this run's request moved the money, `None` if that could not
+    /// be told (see [`committed_earlier`]).
+    pub earlier: Option<bool>,
+    /// The verified balance after all the transfers, fetched when a receipt's balance may
+    /// be an old one (`earlier` is not `Some(false)`).
+    pub balance_now: Option<Amount>,
+}
+
+/// Whether transfer `id` of `user`, committed according to a receipt, was committed before
+/// this run sent it, from the newest history page fetched before sending (`before`) and
+/// after the receipts (`after`).
+///
+/// The protocol's receipt for a re-sent id is the original one (PROTOCOL.md §13) and does
+/// not say that it is a repeat, so the client tells from the authenticated history, which
+/// lists committed transfers newest first: the id in `before` means it was already
+/// committed; otherwise the id's position in `after` relative to the newest entry of
+/// `before` says which came first. `None` when both fell off the page (more than a page of
+/// transfers committed meanwhile).
+pub fn committed_earlier(
+    user: &Username,
+    id: &TransferId,
+    before: &[HistoryEntry],
+    after: &[HistoryEntry],
+) -> Option<bool> {
+    let mine = |e: &HistoryEntry| &e.from == user && &e.id == id;
+    if before.iter().any(mine) {
+        return Some(true);
+    }
+    // An empty page: nothing of this user's was committed before.
+    let Some(newest_before) = before.first() else {
+        return Some(false);
+    };
+    match (
+        after.iter().position(mine),
+        after.iter().position(|e| e == newest_before),
+    ) {
+        (Some(at), Some(marker)) => Some(at > marker),
+        (Some(_), None) => Some(false),
+        (None, Some(_)) => Some(true),
+        (None, None) => None,
+    }
 }
 
 /// An account's credentials and its current connection.
@@ -387,9 +430,13 @@ impl Account {
                 },
                 sends: 0,
                 alerts: Vec::new(),
+                earlier: None,
+                balance_now: None,
             })
             .collect();
         let attempts = self.link.attempts.max(1);
+        // The newest history page before anything is sent, to tell a re-sent id afterwards.
+        let mut before: Option<Vec<HistoryEntry>> = None;
         for round in 1..=attempts {
             let pending: Vec<usize> = (0..reports.len())
                 .filter(|&i| matches!(reports[i].outcome, Outcome::Unknown { .. }))
@@ -406,7 +453,14 @@ impl Account {
                 };
             }
             let timeout = self.link.timeout;
-            let round_result = match self.ensure() {
+            let mut login = Ok(());
+            if round == 1 {
+                match self.ensure() {
+                    Ok(_) => before = self.newest_history(),
+                    Err(f) => login = Err(f),
+                }
+            }
+            let round_result = match login.and_then(|()| self.ensure()) {
                 Ok(client) => {
                     if round == 1 && pending.len() > 1 {
                         pipelined(client, &pending, &mut reports, timeout)
@@ -443,7 +497,64 @@ impl Account {
             };
             self.after_round(&mut reports, &pending, round_result, round, attempts);
         }
+        self.classify(&mut reports, before);
         reports
+    }
+
+    /// The newest history page, or `None` if it could not be had (an integrity failure is
+    /// reported as an alert, like any other).
+    fn newest_history(&mut self) -> Option<Vec<HistoryEntry>> {
+        let timeout = self.timeout();
+        let result = self.ensure().ok()?.history(0);
+        match result {
+            Ok(page) => Some(page.entries.iter().cloned().collect()),
+            Err(e) => {
+                self.conn = None;
+                if let Failure::Integrity(e) = Failure::from_blocking(e, timeout) {
+                    self.alert(Alert::Integrity(e));
+                }
+                None
+            }
+        }
+    }
+
+    /// Sets [`TransferReport::earlier`] and [`TransferReport::balance_now`] of committed
+    /// transfers (one history page and at most one balance, on the current connection).
+    fn classify(&mut self, reports: &mut [TransferReport], before: Option<Vec<HistoryEntry>>) {
+        let committed = |r: &TransferReport| matches!(r.outcome, Outcome::Committed { .. });
+        if !reports.iter().any(committed) {
+            return;
+        }
+        let after = match before {
+            Some(_) => self.newest_history(),
+            None => None,
+        };
+        if let (Some(before), Some(after)) = (&before, &after) {
+            for r in reports.iter_mut().filter(|r| committed(r)) {
+                r.earlier = committed_earlier(&self.user, &r.item.id, before, after);
+            }
+        }
+        if reports
+            .iter()
+            .any(|r| committed(r) && r.earlier != Some(false))
+        {
+            let timeout = self.timeout();
+            let now = self.ensure().ok().map(|c| c.balance());
+            match now {
+                Some(Ok(balance)) => {
+                    for r in reports.iter_mut().filter(|r| committed(r)) {
+                        r.balance_now = Some(balance);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.conn = None;
+                    if let Failure::Integrity(e) = Failure::from_blocking(e, timeout) {
+                        self.alert(Alert::Integrity(e));
+                    }
+                }
+                None => {}
+            }
+        }
     }
 
     fn after_round(
@@ -639,5 +750,65 @@ impl fmt::Display for Outcome {
             Outcome::Refused { code, .. } => f.write_str(code.name()),
             Outcome::Unknown { .. } => f.write_str("unknown"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, from: &str, to: &str) -> HistoryEntry {
+        HistoryEntry {
+            id: TransferId::parse(id).unwrap(),
+            from: Username::parse(from).unwrap(),
+            to: Username::parse(to).unwrap(),
+            amount: Amount(1),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_re_sent_id_is_told_from_the_history_pages() {
+        let alice = Username::parse("alice").unwrap();
+        let x = TransferId::parse("x").unwrap();
+        let (old, mine, theirs) = (
+            entry("old", "alice", "bob"),
+            entry("x", "alice", "bob"),
+            entry("x", "bob", "alice"),
+        );
+        let new = entry("n", "carol", "alice");
+        // Already on the page before sending.
+        assert_eq!(
+            committed_earlier(&alice, &x, std::slice::from_ref(&mine), &[]),
+            Some(true)
+        );
+        // No history before: it cannot have been committed earlier.
+        assert_eq!(
+            committed_earlier(&alice, &x, &[], std::slice::from_ref(&mine)),
+            Some(false)
+        );
+        // Newer than the newest entry before sending: committed now.
+        let after = [mine.clone(), old.clone()];
+        assert_eq!(
+            committed_earlier(&alice, &x, std::slice::from_ref(&old), &after),
+            Some(false)
+        );
+        // Older than it (fell off the first page before): committed earlier.
+        let after = [new.clone(), old.clone()];
+        assert_eq!(
+            committed_earlier(&alice, &x, std::slice::from_ref(&old), &after),
+            Some(true)
+        );
+        // Someone else's transfer with the same id is not this one.
+        let after = [theirs, old.clone()];
+        assert_eq!(
+            committed_earlier(&alice, &x, std::slice::from_ref(&old), &after),
+            Some(true)
+        );
+        // Both gone from the page: cannot tell.
+        assert_eq!(
+            committed_earlier(&alice, &x, &[old], &[new.clone(), new]),
+            None
+        );
     }
 }

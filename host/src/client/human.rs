@@ -8,9 +8,11 @@ use txsock_core::ErrorCode;
 pub fn refusal(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::AuthFailed => {
-            "wrong username or password. After several failed attempts the account is locked \
-             for a while, and during a lockout even the right password gets this same answer: \
-             wait a little and try again"
+            "wrong username or password, or the account is locked: for a while after \
+             repeated failed logins, or by an administrator until unlocked. The server gives \
+             every one of these the same answer, so that a password guesser learns nothing. If \
+             the password is right, wait a few minutes and try once more; if it is still \
+             refused, ask the administrator"
         }
         ErrorCode::InsufficientFunds => {
             "insufficient funds: your balance does not cover this amount; nothing was moved"
@@ -74,6 +76,7 @@ pub fn integrity_name(e: IntegrityError) -> &'static str {
         IntegrityError::ForgedReceipt => "forged_receipt",
         IntegrityError::ForgedResponse => "forged_response",
         IntegrityError::BadSequence => "bad_sequence",
+        IntegrityError::Reordered => "reordered",
         IntegrityError::UnexpectedResponse => "unexpected_response",
         _ => "integrity_failure",
     }
@@ -92,6 +95,10 @@ pub fn integrity(e: IntegrityError, min_iterations: u32) -> String {
         IntegrityError::BadSequence => {
             "an authenticated answer was dropped, replayed or reordered on the way".into()
         }
+        IntegrityError::Reordered => "the server's genuine receipts came back in another order \
+             than this client sent the transfers: someone on the way reordered them (their \
+             outcomes are re-checked with the same ids)"
+            .into(),
         IntegrityError::BadServerSignature => {
             "the server could not prove it holds this account's verifier: it is not the server \
              the account was registered with, or someone is impersonating it"

@@ -18,7 +18,7 @@ use std::time::Duration;
 use txsock_core::auth::DEFAULT_ITERATIONS;
 use txsock_core::names::check_password;
 use txsock_core::session::ClientConfig;
-use txsock_core::{Amount, TransferId, Username};
+use txsock_core::{Amount, ErrorCode, TransferId, Username};
 
 /// Exit status: the command's input was invalid (also clap's status for usage errors).
 pub const EXIT_INPUT: u8 = 2;
@@ -52,7 +52,13 @@ Examples:
   TXSOCK_PASSWORD=... txsock client --user alice register
   txsock client --user alice --password-stdin balance < pw.txt
   txsock client --user alice --json transfer bob 12.50 --id rent-2026-01
-  txsock client --user alice transfer bob 1.00 carol 2.50   # two transfers, pipelined";
+  txsock client --user alice transfer bob 1.00 carol 2.50   # two transfers, pipelined
+
+A transfer id sent again gets its original outcome and moves nothing: the client says
+\"already committed earlier, nothing moved\" (--json: \"already_committed\": true) and shows the
+balance recorded then beside the current one (\"balance\" and \"balance_now\"). It tells a
+re-sent id from the authenticated history before and after sending (\"already_committed\":
+null when it cannot: more than a page of transfers committed meanwhile).";
 
 /// Options of `txsock client`.
 #[derive(Debug, Args)]
@@ -454,6 +460,27 @@ fn worse(a: u8, b: u8) -> u8 {
     }
 }
 
+/// The code with which the server refused every send of `r` as a frame altered in transit
+/// (`bad_mac`, `malformed`, ...), if it did. Such a frame moves nothing, so the outcome is
+/// known within what the protocol can prove (the `error` frame itself is not signed).
+/// `unknown_nonce` is not one: the genuine frame may have used the nonce first.
+fn refused_as_altered(r: &TransferReport) -> Option<ErrorCode> {
+    let Outcome::Unknown {
+        last: Failure::Refused(code),
+    } = &r.outcome
+    else {
+        return None;
+    };
+    let altered = |c: &ErrorCode| c.means_altered_in_transit() && *c != ErrorCode::UnknownNonce;
+    let every_send = r
+        .alerts
+        .iter()
+        .filter(|a| matches!(a, Alert::Altered(c) if altered(c)))
+        .count()
+        == r.sends as usize;
+    (r.sends > 0 && every_send && altered(code)).then_some(*code)
+}
+
 /// One line (or JSON object) for a transfer's fate.
 pub(crate) fn transfer_text(user: &Username, r: &TransferReport, min: u32) -> String {
     let what = format!(
@@ -472,14 +499,39 @@ pub(crate) fn transfer_text(user: &Username, r: &TransferReport, min: u32) -> St
             } else {
                 String::new()
             };
-            format!("committed: {what}; your balance is now {balance}{note}")
+            let now = match r.balance_now {
+                Some(now) => format!("; your balance now is {now}"),
+                None => String::new(),
+            };
+            match r.earlier {
+                Some(false) => format!("committed: {what}; your balance is now {balance}{note}"),
+                Some(true) => format!(
+                    "already committed earlier, nothing moved: {what}; the balance recorded \
+                     right after it then was {balance}{now}"
+                ),
+                None => format!(
+                    "committed (by this request or an earlier one with this id; money moved \
+                     once): {what}; the balance recorded right after it was {balance}{now}{note}"
+                ),
+            }
         }
         Outcome::Refused { code, balance } => format!(
-            "refused: {what}: {}; your balance is {balance}",
+            "refused: {what}: {}; nothing moved; your balance when it was refused: {balance}",
             human::refusal(*code)
         ),
         Outcome::Unknown { last } if r.sends == 0 => {
             format!("not sent: {what}: {}", last.describe(min))
+        }
+        Outcome::Unknown { .. } if refused_as_altered(r).is_some() => {
+            format!(
+            "NOT DONE, altered on the way: {what}: the server refused {} as altered in transit \
+             ({}), and an altered transfer moves no money. That refusal is not signed: to be \
+             certain, run the same transfer again with --id {} over a network you trust (a \
+             retry never moves money twice)",
+            if r.sends == 1 { "it".to_string() } else { format!("all {} attempts", r.sends) },
+            refused_as_altered(r).map_or("", ErrorCode::name),
+            r.item.id
+        )
         }
         Outcome::Unknown { last } => format!(
             "UNKNOWN outcome: {what}: no verified answer after {} attempt(s) ({}). Run the same \
@@ -512,13 +564,27 @@ fn print_transfer(args: &ClientArgs, user: &Username, r: &TransferReport) {
     match &r.outcome {
         Outcome::Committed { balance } => {
             v["status"] = json!("committed");
+            // The sender's balance recorded right after the transfer (for a re-sent id, an
+            // old one: `balance_now` is the current one).
             v["balance"] = json!(balance.to_string());
+            v["already_committed"] = json!(r.earlier);
+            if r.earlier == Some(true) {
+                v["message"] = json!("already committed earlier, nothing moved");
+            }
+            if let Some(now) = r.balance_now {
+                v["balance_now"] = json!(now.to_string());
+            }
         }
         Outcome::Refused { code, balance } => {
             v["status"] = json!("refused");
             v["code"] = json!(code.name());
             v["message"] = json!(human::refusal(*code));
             v["balance"] = json!(balance.to_string());
+        }
+        Outcome::Unknown { .. } if refused_as_altered(r).is_some() => {
+            v["status"] = json!("altered");
+            v["code"] = json!(refused_as_altered(r).map(ErrorCode::name));
+            v["message"] = json!(transfer_text(user, r, min));
         }
         Outcome::Unknown { last } => {
             v["status"] = json!(if r.sends == 0 { "not_sent" } else { "unknown" });
@@ -595,6 +661,8 @@ mod tests {
             outcome,
             sends,
             alerts,
+            earlier: None,
+            balance_now: None,
         };
         let committed = Outcome::Committed { balance: Amount(0) };
         assert_eq!(transfer_exit(&report(committed.clone(), 1, vec![])), 0);

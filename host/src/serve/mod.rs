@@ -2,11 +2,13 @@
 //! only moves bytes, reads the clock, hands ledger requests to the group-commit worker and writes
 //! the audit logs.
 
+mod lock;
+
 use crate::audit::{Audit, Log};
 use crate::clock;
 use crate::group_commit::{self, CommitQueue};
 use crate::StorageArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng};
@@ -221,6 +223,18 @@ impl Server {
 
 /// Runs the server until it is asked to stop (see [`Signals`]).
 pub async fn run(args: ServeArgs) -> Result<()> {
+    // Nothing is created on disk before the port and the data directory are known to be
+    // free: a bad --db, a port in use or a second server on the directory changes nothing.
+    args.storage.validate()?;
+    let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
+    let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
+    // An SQLite database outside the data directory: its directory is locked the same way.
+    let _database_lock = match args.storage.location()? {
+        crate::store::Location::Sqlite(path) => {
+            lock::lock_database_dir(&path, &args.storage.data_dir, listener.local_addr()?)?
+        }
+        crate::store::Location::Mysql(_) => None,
+    };
     let (store, data_dir) = args.storage.open(args.opening_balance)?;
     let mut store = store;
     let secret = store.server_secret()?;
@@ -240,7 +254,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         write_timeout: StdDuration::from_secs(args.write_timeout),
         max_output: args.max_output,
     });
-    let listener = listen(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     // Before announcing the address, so that a stop request from whoever waits for the
     // announcement is never the default action (on Unix: exit without a graceful stop).
@@ -318,6 +331,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 /// `TcpListener::bind` asks for 128: a burst of more connections than that at once drops
 /// SYNs, which the clients' kernels retry only after 1 s, then 3 s.
 const LISTEN_BACKLOG: u32 = 1024;
+
+/// What a failed `listen` means, in words.
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let advice = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another program (perhaps another txsock serve) listens there; stop it or choose \
+             another --listen"
+        }
+        std::io::ErrorKind::AddrNotAvailable => ": no interface of this machine has that address",
+        std::io::ErrorKind::PermissionDenied => {
+            ": ports below 1024 need privileges; choose another --listen"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}{advice}")
+}
 
 /// A listening socket on `addr` with [`LISTEN_BACKLOG`].
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {

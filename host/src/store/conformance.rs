@@ -383,6 +383,10 @@ impl Store for MemStore {
         Ok(balance)
     }
 
+    fn integrity(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     fn check(&mut self) -> Result<CheckReport> {
         let shared = self.shared.lock().unwrap();
         let ledger = shared.ledger.as_ref().unwrap();

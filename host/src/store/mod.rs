@@ -10,7 +10,7 @@ pub mod mysql;
 pub mod row;
 pub mod sqlite;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use txsock_core::auth::Verifier;
 use txsock_core::ledger::{LedgerReply, LedgerRequest};
 use txsock_core::{Amount, Instant, TransferId, Username};
@@ -96,18 +96,109 @@ pub trait Store: Send + 'static {
 
     /// Checks that every balance equals its journal and that money is conserved.
     fn check(&mut self) -> Result<CheckReport>;
+
+    /// The database's own consistency check (SQLite's `PRAGMA integrity_check`, MySQL's
+    /// `CHECK TABLE`): one line per problem found, empty if none. A database too damaged
+    /// to be checked is a problem, not an `Err`; `Err` means the check could not run.
+    fn integrity(&mut self) -> Result<Vec<String>>;
 }
 
-/// Opens the store a `--db` value names: `mysql://USER:PASS@HOST:PORT/DB` (or `mariadb://…`)
-/// for MySQL/MariaDB, `sqlite://PATH` or a plain path for SQLite. Either way the schema is
-/// created or migrated first.
-pub fn open(db: &str, opening_balance: Amount) -> Result<Box<dyn Store>> {
-    if db.starts_with("mysql://") || db.starts_with("mariadb://") {
-        return Ok(Box::new(mysql::MysqlStore::open(db, opening_balance)?));
+/// How a command opens its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Create the database if it does not exist, and create or migrate the schema
+    /// (`serve`, `user add`).
+    Create,
+    /// Open an existing txsock database for writing, migrating its schema (`user lock`,
+    /// `account deposit`, ...); a missing database is an error, and nothing is created.
+    Existing,
+    /// Open an existing txsock database read-only: no migration, no file or directory
+    /// created, nothing written (`ledger check`, `user list`); works without write
+    /// permission.
+    ReadOnly,
+}
+
+/// Where a `--db` value points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite database file.
+    Sqlite(std::path::PathBuf),
+    /// A MySQL/MariaDB URL (`mysql://…` or `mariadb://…`).
+    Mysql(String),
+}
+
+impl Location {
+    /// Parses a `--db` value: `mysql://…` or `mariadb://…`, `sqlite://PATH`, or a plain path.
+    /// Any other `SCHEME://` is refused (a typo such as `mysq://` or an unsupported
+    /// database such as `postgres://` must not become a directory named after the URL).
+    pub fn parse(db: &str) -> Result<Location> {
+        if db.starts_with("mysql://") || db.starts_with("mariadb://") {
+            return Ok(Location::Mysql(db.to_string()));
+        }
+        if let Some(path) = db.strip_prefix("sqlite://") {
+            return Ok(Location::Sqlite(path.into()));
+        }
+        if let Some((scheme, _)) = db.split_once("://") {
+            let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if is_scheme {
+                bail!(
+                    "unsupported database URL scheme `{scheme}://` in --db: use \
+                     sqlite://PATH (or a plain path) or mysql://USER:PASSWORD@HOST:PORT/DATABASE \
+                     (mariadb:// also works)"
+                );
+            }
+        }
+        Ok(Location::Sqlite(db.into()))
     }
-    let path = db.strip_prefix("sqlite://").unwrap_or(db);
-    Ok(Box::new(sqlite::SqliteStore::open(
-        std::path::Path::new(path),
-        opening_balance,
-    )?))
+}
+
+/// Opens the store at `location` as `access` says.
+pub fn open_at(
+    location: &Location,
+    opening_balance: Amount,
+    access: Access,
+) -> Result<Box<dyn Store>> {
+    Ok(match location {
+        Location::Mysql(url) => {
+            Box::new(mysql::MysqlStore::open_with(url, opening_balance, access)?)
+        }
+        Location::Sqlite(path) => Box::new(sqlite::SqliteStore::open_with(
+            path,
+            opening_balance,
+            access,
+        )?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Location;
+
+    #[test]
+    fn location_accepts_known_schemes_and_plain_paths_only() {
+        assert_eq!(
+            Location::parse("sqlite://a/b.db").unwrap(),
+            Location::Sqlite("a/b.db".into())
+        );
+        assert_eq!(
+            Location::parse("./data/x.db").unwrap(),
+            Location::Sqlite("./data/x.db".into())
+        );
+        assert!(matches!(
+            Location::parse("mariadb://u:p@h:1/d").unwrap(),
+            Location::Mysql(_)
+        ));
+        for bad in [
+            "postgres://u@h/d",
+            "mysq://u@h/d",
+            "sqlite3://x.db",
+            "file://x.db",
+        ] {
+            let e = Location::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("unsupported database URL scheme"), "{bad}: {e}");
+        }
+    }
 }

@@ -40,7 +40,7 @@
 use super::row::{
     amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
 };
-use super::{CheckReport, Committed, Store, UserSummary};
+use super::{Access, CheckReport, Committed, Store, UserSummary};
 use anyhow::{anyhow, bail, Context, Result};
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::{FromRow, Queryable};
@@ -207,7 +207,16 @@ fn convert<T: FromRow>(row: Row) -> Result<T> {
 impl MysqlStore {
     /// Connects to `url` (`mysql://USER:PASS@HOST:PORT/DB`, or `mariadb://…`), creating or
     /// migrating the schema as needed.
+    #[cfg(test)]
     pub fn open(url: &str, opening_balance: Amount) -> Result<MysqlStore> {
+        MysqlStore::open_with(url, opening_balance, Access::Create)
+    }
+
+    /// Connects to `url` as `access` says: [`Access::Create`] creates or migrates the
+    /// schema; [`Access::Existing`] requires a txsock schema, then migrates it;
+    /// [`Access::ReadOnly`] requires one, never changes it, and runs every session
+    /// `READ ONLY` (a user with only `SELECT` grants can use it).
+    pub fn open_with(url: &str, opening_balance: Amount, access: Access) -> Result<MysqlStore> {
         let url = match url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
             None => url.to_string(),
@@ -225,6 +234,10 @@ impl MysqlStore {
             opts.get_ip_or_hostname(),
             opts.get_tcp_port()
         );
+        let mut init = SESSION_INIT.to_vec();
+        if access == Access::ReadOnly {
+            init.push("SET SESSION TRANSACTION READ ONLY");
+        }
         let opts: Opts = OptsBuilder::from_opts(opts)
             // Affected rows = rows matched, not rows changed: "no such user" stays
             // distinguishable from "already so".
@@ -233,7 +246,7 @@ impl MysqlStore {
             .read_timeout(Some(Duration::from_secs(120)))
             .write_timeout(Some(Duration::from_secs(120)))
             .stmt_cache_size(64)
-            .init(SESSION_INIT.to_vec())
+            .init(init)
             .into();
         let mut store = MysqlStore {
             opts,
@@ -241,10 +254,49 @@ impl MysqlStore {
             shown,
             opening_balance,
         };
-        store
-            .migrate()
-            .with_context(|| format!("schema of {}", store.shown))?;
+        if access != Access::Create {
+            store.require_schema(access == Access::ReadOnly)?;
+        }
+        if access != Access::ReadOnly {
+            store
+                .migrate()
+                .with_context(|| format!("schema of {}", store.shown))?;
+        }
         Ok(store)
+    }
+
+    /// Refuses a database that does not exist or holds no txsock schema (or, when
+    /// `read_only`, a newer one than this code reads).
+    fn require_schema(&mut self, read_only: bool) -> Result<()> {
+        let shown = self.shown.clone();
+        let c = self.connect()?;
+        let version: Result<Option<(Option<i64>,)>> =
+            first(c, "SELECT MAX(version) FROM schema_version", ());
+        let version = match version {
+            Ok(v) => v.and_then(|(v,)| v),
+            Err(e) => {
+                let code = e
+                    .chain()
+                    .find_map(|c| match c.downcast_ref::<mysql::Error>() {
+                        Some(mysql::Error::MySqlError(s)) => Some(s.code),
+                        _ => None,
+                    });
+                match code {
+                    // ER_NO_SUCH_TABLE
+                    Some(1146) => {
+                        bail!("{shown} is not a txsock database (it has no schema_version table)")
+                    }
+                    _ => return Err(e.context(format!("reading {shown}"))),
+                }
+            }
+        };
+        match version {
+            Some(v) if read_only && v > SCHEMA_VERSION => {
+                bail!("{shown}: schema version {v} is newer than this txsock's ({SCHEMA_VERSION})")
+            }
+            Some(_) => Ok(()),
+            None => bail!("{shown} is not a txsock database (its schema_version table is empty)"),
+        }
     }
 
     fn connect(&mut self) -> Result<&mut Conn> {
@@ -1018,5 +1070,22 @@ impl Store for MysqlStore {
         let report = report?;
         ended?;
         Ok(report)
+    }
+
+    fn integrity(&mut self) -> Result<Vec<String>> {
+        let shown = self.shown.clone();
+        let rows: Vec<(String, String, String, String)> = all(
+            self.connect()?,
+            "CHECK TABLE schema_version, meta, users, journal, refusals",
+            (),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, kind, text)| {
+                let kind = kind.to_ascii_lowercase();
+                kind == "error" || kind == "warning" || (kind == "status" && text != "OK")
+            })
+            .map(|(table, _, kind, text)| format!("{shown}: {table}: {kind}: {text}"))
+            .collect())
     }
 }

@@ -1,9 +1,9 @@
 //! The embedded SQLite store: WAL journal, `synchronous = FULL`, one writer thread.
 
 use super::row::{amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, FOREVER};
-use super::{CheckReport, Committed, Store, UserSummary};
+use super::{Access, CheckReport, Committed, Store, UserSummary};
 use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 use txsock_core::auth::Verifier;
 use txsock_core::ledger::{
@@ -81,20 +81,56 @@ const SCHEMA_V3: &str = "DROP INDEX IF EXISTS journal_from;";
 pub struct SqliteStore {
     conn: Connection,
     opening_balance: Amount,
+    /// The file, for messages.
+    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
     /// Opens (creating and migrating as needed) the database at `path`.
+    #[cfg(test)]
     pub fn open(path: &Path, opening_balance: Amount) -> Result<SqliteStore> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+        SqliteStore::open_with(path, opening_balance, Access::Create)
+    }
+
+    /// Opens the database at `path` as `access` says. Only [`Access::Create`] creates the
+    /// file (and its directory); [`Access::ReadOnly`] opens with `SQLITE_OPEN_READONLY`
+    /// and writes nothing, not even a schema migration.
+    pub fn open_with(path: &Path, opening_balance: Amount, access: Access) -> Result<SqliteStore> {
+        if access == Access::Create {
+            if let Some(dir) = path.parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+            }
+        } else {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => bail!("{} is not a file, so not a txsock database", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "no txsock database at {} (nothing was created; check --data-dir or --db)",
+                    path.display()
+                ),
+                Err(e) => bail!("cannot open {}: {e}", path.display()),
             }
         }
-        let mut conn =
-            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        if access == Access::ReadOnly {
+            return SqliteStore::open_read_only(path, opening_balance);
+        }
+        let flags = if access == Access::Create {
+            OpenFlags::default()
+        } else {
+            OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE
+        };
+        let mut conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        if access == Access::Existing && schema_version(&conn, path)?.is_none() {
+            bail!(
+                "{} is not a txsock database (it has no schema_version table)",
+                path.display()
+            );
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: every commit's WAL frames are fsynced before COMMIT returns, so an
         // acknowledged transfer survives a crash or power loss.
@@ -106,8 +142,95 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             opening_balance,
+            path: path.to_path_buf(),
         })
     }
+
+    /// Opens an existing file read-only. A WAL database needs its `-shm` index: a reader
+    /// that may not create it (a read-only auditor, after the server removed it on a clean
+    /// stop) opens the file as `immutable` instead, which is safe because without a `-wal`
+    /// file no server has the database open for writing.
+    fn open_read_only(path: &Path, opening_balance: Amount) -> Result<SqliteStore> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |path: &Path, flags| -> Result<Connection> {
+            let conn = Connection::open_with_flags(path, flags)
+                .with_context(|| format!("opening {} read-only", path.display()))?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            Ok(conn)
+        };
+        let mut conn = open(path, flags)?;
+        let probe = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        let cannot_open = matches!(&probe, Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly));
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if cannot_open && !Path::new(&wal).exists() {
+            drop(conn);
+            conn = open(
+                Path::new(&format!("file:{}?immutable=1", uri_path(path))),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )?;
+        }
+        Ok(SqliteStore {
+            conn,
+            opening_balance,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Refuses a file that holds no txsock schema (an empty file, another program's
+    /// database) or a newer one.
+    fn require_schema(&self) -> Result<()> {
+        match schema_version(&self.conn, &self.path)? {
+            None => bail!(
+                "{} is not a txsock database (it has no schema_version table)",
+                self.path.display()
+            ),
+            Some(v) if v > SCHEMA_VERSION => bail!(
+                "{}: schema version {v} is newer than this txsock's ({SCHEMA_VERSION})",
+                self.path.display()
+            ),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// The schema version recorded in the database, `None` if it has no version table.
+fn schema_version(conn: &Connection, path: &Path) -> Result<Option<i64>> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+            [],
+            |r| r.get(0),
+        )
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(Some(
+        conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .with_context(|| format!("reading {}", path.display()))?,
+    ))
+}
+
+/// `path` for an SQLite `file:` URI: `%`, `?` and `#` percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Creates or migrates the schema to [`SCHEMA_VERSION`], in one immediate transaction so
@@ -517,6 +640,7 @@ impl Store for SqliteStore {
     }
 
     fn list_users(&mut self) -> Result<Vec<UserSummary>> {
+        self.require_schema()?;
         let mut stmt = self.conn.prepare(
             "SELECT name, balance, admin_locked, locked_until_ms, failures FROM users ORDER BY name",
         )?;
@@ -573,6 +697,7 @@ impl Store for SqliteStore {
     }
 
     fn check(&mut self) -> Result<CheckReport> {
+        self.require_schema()?;
         let tx = self.conn.transaction()?;
         let mut report = CheckReport::default();
         let mut stmt = tx.prepare(
@@ -632,5 +757,36 @@ impl Store for SqliteStore {
             ));
         }
         Ok(report)
+    }
+
+    fn integrity(&mut self) -> Result<Vec<String>> {
+        let path = self.path.display();
+        let rows = (|| -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })();
+        match rows {
+            Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(Vec::new()),
+            // One row may hold several lines (e.g. "*** in database main ***" and the pages).
+            Ok(rows) => Ok(rows
+                .iter()
+                .flat_map(|row| row.lines())
+                .filter(|line| !line.starts_with("*** in database"))
+                .map(|line| format!("{path}: {line}"))
+                .collect()),
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                ) =>
+            {
+                Ok(vec![format!(
+                    "{path}: {}",
+                    msg.unwrap_or_else(|| e.to_string())
+                )])
+            }
+            Err(e) => Err(anyhow::Error::from(e).context(format!("checking {path}"))),
+        }
     }
 }
