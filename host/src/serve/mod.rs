@@ -8,7 +8,7 @@ use crate::audit::{Audit, Log};
 use crate::clock;
 use crate::group_commit::{self, CommitQueue};
 use crate::StorageArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng};
