@@ -397,3 +397,17 @@ fn registration_refuses_an_iteration_count_above_the_client_ceiling() {
     let at = answer(&mut p, register("at", auth::MAX_ITERATIONS).as_bytes());
     assert_eq!(at, "{\"op\":\"registered\",\"user\":\"at\"}\n");
 }
+
+/// `offset` runs from 0 to 2^32 - 1: the largest gives an empty page, one more is
+/// `malformed` (PROTOCOL.md §6).
+#[test]
+fn history_offset_bounds() {
+    let mut p = alice_beside_bob(36);
+    let last = answer(&mut p, b"{\"op\":\"history\",\"offset\":4294967295}\n");
+    assert!(
+        last.starts_with("{\"op\":\"history\",") && last.contains("\"entries\":[],\"more\":false"),
+        "{last}"
+    );
+    let past = answer(&mut p, b"{\"op\":\"history\",\"offset\":4294967296}\n");
+    assert!(past.contains("\"code\":\"malformed\""), "{past}");
+}
