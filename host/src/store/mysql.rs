@@ -459,9 +459,12 @@ fn lockout_update(
     // time would tell whether the name exists (PROTOCOL.md §16).
     let Some((failures, last, until)) = row else {
         c.exec_drop(
-            "INSERT INTO meta (meta_key, meta_value) VALUES ('login_failure_decoy', ?)
+            "INSERT INTO meta (meta_key, meta_value) VALUES (?, ?)
              ON DUPLICATE KEY UPDATE meta_value = VALUES(meta_value)",
-            (crate::clock::unix_millis().to_le_bytes().to_vec(),),
+            (
+                super::row::LOGIN_FAILURE_DECOY,
+                super::row::login_failure_decoy_value(),
+            ),
         )?;
         return Ok(LockoutState::default());
     };
