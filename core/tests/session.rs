@@ -347,7 +347,10 @@ fn a_carriage_return_other_than_the_line_end_is_malformed() {
         b"{\"op\":\"ping\"}\x0c\n",
     ] {
         let reply = answer(&mut p, line);
-        assert!(reply.contains("\"code\":\"malformed\""), "{line:?}: {reply}");
+        assert!(
+            reply.contains("\"code\":\"malformed\""),
+            "{line:?}: {reply}"
+        );
     }
 }
 
@@ -369,7 +372,10 @@ fn raw_control_characters_inside_strings_are_malformed() {
         transfer("t1\u{1f}", "1.00"),
     ] {
         let reply = answer(&mut p, frame.as_bytes());
-        assert!(reply.contains("\"code\":\"malformed\""), "{frame:?}: {reply}");
+        assert!(
+            reply.contains("\"code\":\"malformed\""),
+            "{frame:?}: {reply}"
+        );
     }
     p.reconnect();
     let reply = answer(
@@ -392,7 +398,10 @@ fn registration_refuses_an_iteration_count_above_the_client_ceiling() {
              \"server_key\":\"9hLrfnf7zvCtDB9drkVXkMgUsd4vpHfg5YQJDrbaZ30=\"}}\n"
         )
     };
-    let over = answer(&mut p, register("over", auth::MAX_ITERATIONS + 1).as_bytes());
+    let over = answer(
+        &mut p,
+        register("over", auth::MAX_ITERATIONS + 1).as_bytes(),
+    );
     assert!(over.contains("\"code\":\"weak_verifier\""), "{over}");
     let at = answer(&mut p, register("at", auth::MAX_ITERATIONS).as_bytes());
     assert_eq!(at, "{\"op\":\"registered\",\"user\":\"at\"}\n");

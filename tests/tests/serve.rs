@@ -459,7 +459,10 @@ fn documented_events(file: &str) -> Vec<(String, Vec<String>)> {
             events.push(log_shape(example.trim_matches('`')));
         }
     }
-    assert!(!events.is_empty(), "docs/LOGS.md documents no event of {file}");
+    assert!(
+        !events.is_empty(),
+        "docs/LOGS.md documents no event of {file}"
+    );
     events
 }
 
@@ -477,7 +480,9 @@ fn log_shape(line: &str) -> (String, Vec<String>) {
     }
     let mut keys = Vec::new();
     for word in words {
-        let (key, _) = word.split_once('=').unwrap_or_else(|| panic!("{word:?} in {line:?}"));
+        let (key, _) = word
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{word:?} in {line:?}"));
         keys.push(key.to_string());
         if key == "error" {
             break; // free text to the end of the line
@@ -504,7 +509,9 @@ fn audit_log_lines_are_the_ones_docs_logs_md_documents() {
         .expect("register bob");
     let mut alice = server.raw_login("alice", true);
     alice.transfer("t-1", "bob", "1.00");
-    assert!(alice.exchange("{\"op\":\"nonces\",\"count\":0}").contains("malformed"));
+    assert!(alice
+        .exchange("{\"op\":\"nonces\",\"count\":0}")
+        .contains("malformed"));
     assert_eq!(alice.exchange("{\"op\":\"logout\"}"), "{\"op\":\"bye\"}");
     let failed = LineConn::new(server.connect_raw()).login("alice", "not alice's password");
     assert!(failed.reply.contains("auth_failed"), "{}", failed.reply);

@@ -12,8 +12,8 @@ use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
-    BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame, NoncesFrame,
-    is_frame_space, ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame,
+    is_frame_space, BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
+    NoncesFrame, ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame,
     HISTORY_PAGE, MAX_NONCE_BATCH,
 };
 use crate::names::{TransferId, Username};

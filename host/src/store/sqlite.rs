@@ -666,8 +666,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("txsock.db");
         let wal = dir.path().join("txsock.db-wal");
-        let mut store = SqliteStore::open(&path, Amount::parse_non_negative("0").unwrap())
-            .expect("open");
+        let mut store =
+            SqliteStore::open(&path, Amount::parse_non_negative("0").unwrap()).expect("open");
         let mut verifier = Verifier {
             salt: Default::default(),
             iterations: 4096,
@@ -696,7 +696,11 @@ mod tests {
         assert!(known > 0, "a failure is written to the WAL");
         // Several in a row, within one millisecond: each is a real write.
         for name in ["nobody", "nobody", "nobody-else", "nobody"] {
-            assert_eq!(run(failed(name)), known, "an unknown name costs the same write");
+            assert_eq!(
+                run(failed(name)),
+                known,
+                "an unknown name costs the same write"
+            );
         }
     }
 }

@@ -539,14 +539,19 @@ async fn user_timing(ctx: &Ctx, account: &Account, until: Instant) -> Result<Fin
         );
         let challenge = probe(s, login.as_bytes()).await;
         if challenge != "challenge" {
-            ctx.rec.answer("user-timing", &format!("login: {challenge}"));
+            ctx.rec
+                .answer("user-timing", &format!("login: {challenge}"));
             stream = None;
             continue;
         }
         let start = std::time::Instant::now();
         let answer = probe(s, proof.as_bytes()).await;
         let took = start.elapsed();
-        let kind = if known { "wrong password" } else { "unknown user" };
+        let kind = if known {
+            "wrong password"
+        } else {
+            "unknown user"
+        };
         ctx.rec.answer("user-timing", &format!("{kind}: {answer}"));
         if answer != "auth_failed" {
             stream = None;
