@@ -3,8 +3,8 @@
 
 Standard library only. Recomputes every SCRAM value, session key and MAC from the documented
 definitions (PBKDF2-HMAC-SHA256, HMAC-SHA256, the NUL-separated MAC inputs), re-derives the
-documented value rules (amounts, usernames, transfer ids, framing), and verifies every proof,
-signature and MAC in the example conversation.
+documented value rules (amounts, usernames, transfer ids, framing, the byte rules of
+request frames), and verifies every proof, signature and MAC in the example conversation.
 
 Usage: python3 docs/check_vectors.py [path/to/vectors.json]
 Exit status: 0 if every check passes, 1 otherwise.
@@ -230,6 +230,30 @@ def frames(max_frame, chunks):
     return out
 
 
+def lexically_malformed(frame):
+    """The documented byte rules of a frame (PROTOCOL.md sections 2 and 3), before any JSON
+    parsing: a CR anywhere (the framing removed the one before the LF), a raw U+0000 to
+    U+001F inside a string, or whitespace other than space and tab between tokens."""
+    in_string = escaped = False
+    for ch in frame:
+        if ch == "\r":
+            return True
+        if in_string:
+            if ord(ch) < 0x20:
+                return True
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ord(ch) < 0x20 and ch != "\t":
+            return True
+    return False
+
+
 # --- The example conversation ----------------------------------------------------------------
 
 
@@ -327,6 +351,11 @@ def main():
     for bad in v["usernames"]["invalid"]:
         got = parse_username(bad["text"])
         check(got == ("err", bad["error"]), "username %r -> %r" % (bad["text"], got))
+    # Requests: the byte rules alone (the JSON shapes are checked by core/tests/vectors.rs).
+    # A frame they refuse must be listed as malformed (so never as valid).
+    for r in v["requests"]:
+        if "frame" in r and lexically_malformed(r["frame"]):
+            check(r.get("error") == "malformed", "request %r is malformed" % r["frame"])
     for ok in v["transfer_ids"]["valid"]:
         check(parse_transfer_id(ok) == ("ok", ok), "transfer id %r" % ok)
     for bad in v["transfer_ids"]["invalid"]:

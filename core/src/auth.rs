@@ -23,8 +23,16 @@ use zeroize::Zeroize;
 /// The PBKDF2 iteration count used when nothing else is configured: the OWASP 2023
 /// recommendation for PBKDF2-HMAC-SHA256.
 pub const DEFAULT_ITERATIONS: u32 = 600_000;
+
+/// The highest PBKDF2 iteration count a client runs by default
+/// ([`ClientConfig::max_iterations`](crate::session::ClientConfig::max_iterations)), and so
+/// the highest a server accepts in a registration: an account above it is one that no
+/// conforming client could ever log in to.
+pub const MAX_ITERATIONS: u32 = 10_000_000;
 /// Salt length generated for new users, in bytes.
 pub const SALT_LEN: usize = 16;
+/// Shortest salt a server accepts in a registration, in bytes.
+pub const MIN_SALT: usize = 8;
 /// Longest salt accepted from the wire, in bytes.
 pub const MAX_SALT: usize = 32;
 /// Longest client nonce accepted in a SCRAM exchange (the server adds 24 characters).

@@ -25,7 +25,9 @@ pub enum ErrorCode {
     RegistrationClosed,
     /// The username is taken.
     UserExists,
-    /// The registration's verifier is unacceptable (iteration count too low, bad salt).
+    /// The registration's verifier is unacceptable: iteration count below the server's
+    /// minimum or above [`auth::MAX_ITERATIONS`](crate::auth::MAX_ITERATIONS), or a salt
+    /// under 8 bytes.
     WeakVerifier,
     /// Login failed: wrong password, unknown user, locked account or throttled address.
     /// Deliberately one code for all of them.
@@ -131,7 +133,7 @@ impl ErrorCode {
             ErrorCode::UnexpectedMessage => "that message is not expected now",
             ErrorCode::RegistrationClosed => "registration is closed; ask an administrator",
             ErrorCode::UserExists => "that username is taken",
-            ErrorCode::WeakVerifier => "the password verifier is too weak",
+            ErrorCode::WeakVerifier => "the verifier's iteration count or salt is out of range",
             ErrorCode::AuthFailed => "wrong username or password, or try again later",
             ErrorCode::BadMac => "message authentication failed",
             ErrorCode::UnknownNonce => "unknown or already used nonce",

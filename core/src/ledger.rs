@@ -36,7 +36,10 @@ pub enum LedgerRequest {
     },
     /// Record a failed login for `user` at `now` under `policy`
     /// ([`LockoutState::record_failure`]), atomically. Reply: [`LedgerReply::Recorded`]
-    /// with the new state.
+    /// with the new state. An unknown `user` has nothing to record (the reply is the default
+    /// state), but a durable ledger does the same storage work for it as for a known user
+    /// (a write of the same size, synced with the batch), so that the time to the
+    /// `auth_failed` answer does not tell whether the name exists.
     LoginFailed {
         /// The user.
         user: Username,

@@ -80,11 +80,23 @@ impl fmt::Display for MessageError {
 
 impl core::error::Error for MessageError {}
 
-/// Rejects non-UTF-8 frames and nesting beyond `max_depth` before any recursive parsing.
+/// JSON whitespace that a frame may hold between tokens (RFC 8259 §2, without CR and LF:
+/// LF ends the frame, and a CR is allowed only as the one right before it).
+pub(crate) fn is_frame_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Rejects non-UTF-8 frames, CR anywhere (the framing already removed the one before the
+/// LF), raw control characters inside strings (RFC 8259 §7: U+0000 to U+001F must be
+/// escaped, and escapes are refused anyway) and nesting beyond `max_depth`, before any
+/// recursive parsing.
 fn precheck(frame: &[u8], max_depth: usize) -> Result<&str, MessageError> {
     let text = core::str::from_utf8(frame).map_err(|_| MessageError::NotUtf8)?;
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in frame {
+        if b == b'\r' || (in_string && b < 0x20) {
+            return Err(MessageError::Syntax);
+        }
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -113,7 +125,7 @@ fn precheck(frame: &[u8], max_depth: usize) -> Result<&str, MessageError> {
 fn parse_whole<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, MessageError> {
     let (value, used) =
         serde_json_core::from_slice::<T>(frame).map_err(|_| MessageError::Syntax)?;
-    if frame[used..].iter().all(u8::is_ascii_whitespace) {
+    if frame[used..].iter().all(|&b| is_frame_space(b)) {
         Ok(value)
     } else {
         Err(MessageError::Syntax)

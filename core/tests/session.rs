@@ -355,3 +355,93 @@ fn swapped_pipelined_transfers_are_reordered_not_forged() {
         Some(ClientEvent::Integrity(IntegrityError::Reordered))
     );
 }
+
+/// A CR is allowed only as the one right before the LF (PROTOCOL.md §2): anywhere else,
+/// between tokens included, the frame is `malformed`, and a line of CRs is not blank.
+#[test]
+fn a_carriage_return_other_than_the_line_end_is_malformed() {
+    let mut p = Pair::new(33);
+    assert_eq!(
+        answer(&mut p, b"{\"op\":\"ping\"}\r\n \t\n"),
+        "{\"op\":\"pong\"}\n"
+    );
+    for line in [
+        &b"\r\r\n"[..],
+        b"{\"op\":\"ping\"}\r\r\n",
+        b"{\"op\":\r\"ping\"}\n",
+        b"{\"op\":\"ping\"}\x0c\n",
+    ] {
+        let reply = answer(&mut p, line);
+        assert!(
+            reply.contains("\"code\":\"malformed\""),
+            "{line:?}: {reply}"
+        );
+    }
+}
+
+/// RFC 8259 §7: U+0000 to U+001F never appear raw inside a string; such a frame is not JSON
+/// and is `malformed`, whichever field holds it.
+#[test]
+fn raw_control_characters_inside_strings_are_malformed() {
+    let mut p = alice_beside_bob(34);
+    let transfer = |id: &str, amount: &str| {
+        format!(
+            "{{\"op\":\"transfer\",\"id\":\"{id}\",\"to\":\"bob\",\"amount\":\"{amount}\",\"nonce\":\"{}\",\"mac\":\"{}\"}}\n",
+            "0".repeat(32),
+            "0".repeat(64)
+        )
+    };
+    for frame in [
+        transfer("t\t1", "1.00"),
+        transfer("t1", "1\u{0}"),
+        transfer("t1\u{1f}", "1.00"),
+    ] {
+        let reply = answer(&mut p, frame.as_bytes());
+        assert!(
+            reply.contains("\"code\":\"malformed\""),
+            "{frame:?}: {reply}"
+        );
+    }
+    p.reconnect();
+    let reply = answer(
+        &mut p,
+        b"{\"op\":\"login\",\"user\":\"al\x01ice\",\"nonce\":\"abcdefgh\"}\n",
+    );
+    assert!(reply.contains("\"code\":\"malformed\""), "{reply}");
+}
+
+/// A verifier with more iterations than a client runs ([`auth::MAX_ITERATIONS`]) makes an
+/// account nobody can log in to: registration refuses it as `weak_verifier`.
+#[test]
+fn registration_refuses_an_iteration_count_above_the_client_ceiling() {
+    let mut p = Pair::new(35);
+    let register = |user: &str, iterations: u32| {
+        format!(
+            "{{\"op\":\"register\",\"user\":\"{user}\",\"salt\":\"AAECAwQFBgcICQoLDA0ODw==\",\
+             \"iterations\":{iterations},\
+             \"stored_key\":\"DSORcG4dNUxAHTEo5BL20ymSoLgt8C8jLZ09S+VUVlM=\",\
+             \"server_key\":\"9hLrfnf7zvCtDB9drkVXkMgUsd4vpHfg5YQJDrbaZ30=\"}}\n"
+        )
+    };
+    let over = answer(
+        &mut p,
+        register("over", auth::MAX_ITERATIONS + 1).as_bytes(),
+    );
+    assert!(over.contains("\"code\":\"weak_verifier\""), "{over}");
+    let at = answer(&mut p, register("at", auth::MAX_ITERATIONS).as_bytes());
+    assert_eq!(at, "{\"op\":\"registered\",\"user\":\"at\"}\n");
+}
+
+/// `offset` runs from 0 to 2^32 - 1: the largest gives an empty page, one more is
+/// `malformed` (PROTOCOL.md §6).
+#[test]
+fn history_offset_bounds() {
+    let mut p = alice_beside_bob(36);
+    let last = answer(&mut p, b"{\"op\":\"history\",\"offset\":4294967295}\n");
+    assert!(
+        last.starts_with("{\"op\":\"history\",") && last.contains("\"entries\":[],\"more\":false"),
+        "{last}"
+    );
+    let past = answer(&mut p, b"{\"op\":\"history\",\"offset\":4294967296}\n");
+    assert!(past.contains("\"code\":\"malformed\""), "{past}");
+}

@@ -578,6 +578,11 @@ fn error_and_limit_tables_match_the_implementation() {
         n(l, "client_min_iterations"),
         u64::from(ClientConfig::default().min_iterations)
     );
+    assert_eq!(n(l, "max_iterations"), u64::from(auth::MAX_ITERATIONS));
+    assert_eq!(
+        n(l, "max_iterations"),
+        u64::from(ClientConfig::default().max_iterations)
+    );
     assert_eq!(
         n(l, "unknown_user_iterations"),
         u64::from(server.unknown_user_iterations)
@@ -588,7 +593,10 @@ fn error_and_limit_tables_match_the_implementation() {
     assert_eq!(size("max_username_bytes"), MAX_USERNAME);
     assert_eq!(size("max_transfer_id_bytes"), MAX_TRANSFER_ID);
     assert_eq!(n(l, "max_amount_minor"), Amount::MAX.minor());
+    assert_eq!(size("proof_bytes"), txsock_core::crypto::TAG_LEN);
+    assert_eq!(size("min_salt_bytes"), auth::MIN_SALT);
     assert_eq!(size("history_page_entries"), HISTORY_PAGE);
+    assert_eq!(n(l, "max_history_offset"), u64::from(u32::MAX));
     backoff(&l["account_backoff"], &Backoff::ACCOUNT);
     backoff(&l["address_backoff"], &Backoff::ADDRESS);
     assert_eq!(server.account_backoff, Backoff::ACCOUNT);

@@ -491,11 +491,12 @@ fn mac_covers_fields_not_bytes_but_duplicates_and_extras_are_malformed() {
         "committed"
     );
 
-    // Whitespace between every token, and a CR before the LF.
+    // Whitespace (spaces and tabs) between every token, and a CR before the LF. A CR
+    // anywhere else is `malformed` (PROTOCOL.md §2; core/tests/session.rs).
     let n = alice.nonce();
     let mac = alice.tag("r2", "bob", "1.00", &n);
     let frame = format!(
-        " {{ \"op\" :\t\"transfer\" , \"id\" : \"r2\" ,\"to\":  \"bob\",\r\"amount\" : \"1.00\" , \"nonce\" : \"{n}\" , \"mac\" : \"{mac}\" }} \r"
+        " {{ \"op\" :\t\"transfer\" , \"id\" : \"r2\" ,\"to\":  \"bob\",\t\"amount\" : \"1.00\" , \"nonce\" : \"{n}\" , \"mac\" : \"{mac}\" }} \r"
     );
     let line = alice.exchange(&frame);
     assert_eq!(

@@ -257,7 +257,22 @@ fn client_that_never_reads_is_cut_off() {
             break;
         }
     }
-    assert!(server.wait_for_log("error.log", "limit output_overflow"));
+    assert!(server.wait_for_log("error.log", "limit output_overflow user=- peer="));
+    // No final error arrives (PROTOCOL.md §2): the client reads pongs, perhaps a last one cut
+    // short, then the end of the connection (EOF or a reset, which may also drop what was
+    // still unread).
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut greedy, &mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("output_overflow"), "{text}");
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    assert!(
+        complete.lines().all(|l| l == "{\"op\":\"pong\"}"),
+        "only whole pongs before the cut: {complete}"
+    );
     let mut other = server.connect_raw();
     assert_eq!(
         raw_exchange(&mut other, b"{\"op\":\"ping\"}\n", 1),
@@ -427,4 +442,101 @@ fn no_credit_passes_the_balance_ceiling() {
     );
     assert_eq!(balance_of(&server, "rich"), money(ceiling));
     assert!(ledger_check(&server).0);
+}
+
+/// The events, each with its key list, that `docs/LOGS.md` documents for log `file`, read
+/// from the example column of its tables (`limit` events are named by their second word).
+fn documented_events(file: &str) -> Vec<(String, Vec<String>)> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/LOGS.md"),
+    )
+    .expect("docs/LOGS.md");
+    let mut events = Vec::new();
+    let mut section = String::new();
+    for line in doc.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            section = title.to_string();
+        } else if section.starts_with(&format!("`{file}`")) && line.starts_with("| `") {
+            let example = line.trim_end_matches(" |").rsplit(" | ").next().unwrap();
+            events.push(log_shape(example.trim_matches('`')));
+        }
+    }
+    assert!(
+        !events.is_empty(),
+        "docs/LOGS.md documents no event of {file}"
+    );
+    events
+}
+
+/// A log line's event name and keys, checking its timestamp (RFC 3339, UTC, milliseconds).
+fn log_shape(line: &str) -> (String, Vec<String>) {
+    let mut words = line.split(' ');
+    let stamp = words.next().unwrap_or_default();
+    assert!(
+        stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "timestamp of {line:?}"
+    );
+    let mut event = words.next().unwrap_or_default().to_string();
+    if event == "limit" {
+        event = format!("limit {}", words.next().unwrap_or_default());
+    }
+    let mut keys = Vec::new();
+    for word in words {
+        let (key, _) = word
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{word:?} in {line:?}"));
+        keys.push(key.to_string());
+        if key == "error" {
+            break; // free text to the end of the line
+        }
+    }
+    (event, keys)
+}
+
+/// Every line the server writes to its three audit logs is an event `docs/LOGS.md`
+/// documents for that log, with the documented keys in the documented order.
+#[test]
+fn audit_log_lines_are_the_ones_docs_logs_md_documents() {
+    let server = Server::start(&[
+        "--max-bad-frames",
+        "1",
+        "--lockout-after",
+        "1",
+        "--opening-balance",
+        "100",
+    ]);
+    server
+        .client()
+        .register("bob", &password("bob"), ITERATIONS)
+        .expect("register bob");
+    let mut alice = server.raw_login("alice", true);
+    alice.transfer("t-1", "bob", "1.00");
+    assert!(alice
+        .exchange("{\"op\":\"nonces\",\"count\":0}")
+        .contains("malformed"));
+    assert_eq!(alice.exchange("{\"op\":\"logout\"}"), "{\"op\":\"bye\"}");
+    let failed = LineConn::new(server.connect_raw()).login("alice", "not alice's password");
+    assert!(failed.reply.contains("auth_failed"), "{}", failed.reply);
+    let mut noisy = server.connect_raw();
+    let lines = raw_exchange(&mut noisy, b"x\nx\n", 2);
+    assert!(lines[1].contains("too_many_bad_frames"), "{lines:?}");
+    drop(server.raw_login("bob", false));
+    for (file, needle) in [
+        ("sessions.log", "disconnect user=bob"),
+        ("sessions.log", "lockout user=alice"),
+        ("transactions.log", "transfer id=t-1"),
+        ("error.log", "closed code=too_many_bad_frames"),
+    ] {
+        assert!(server.wait_for_log(file, needle), "{file}: {needle}");
+    }
+    for file in ["sessions.log", "transactions.log", "error.log"] {
+        let documented = documented_events(file);
+        for line in server.log(file).lines() {
+            let shape = log_shape(line);
+            assert!(
+                documented.contains(&shape),
+                "{file}: {line:?} is not documented in docs/LOGS.md ({shape:?})"
+            );
+        }
+    }
 }

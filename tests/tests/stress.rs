@@ -175,3 +175,43 @@ fn replay_attack_gets_refusals_and_moves_money_once() {
     );
     assert_eq!(v["headline"]["violations"], 0);
 }
+
+/// `user-timing` times failed logins as a real user and as unknown names and reports both
+/// medians and their ratio. Behaviour only: the figures' presence and consistency, never
+/// their values (the measured figures are in issue 12's closing note and PROTOCOL.md §16).
+#[test]
+fn user_timing_reports_both_medians_and_their_ratio() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = stress(
+        dir.path(),
+        &["user-timing", "--spawn", "--duration", "1s", "--json"],
+    );
+    let v = json(&out);
+    assert_eq!(v["scenario"], "user-timing");
+    let attack = &v["attacks"]["user-timing"];
+    let answers = attack["answers"].as_object().expect("answers object");
+    assert!(
+        answers.keys().all(|k| k.ends_with(": auth_failed")),
+        "every probe is answered auth_failed: {attack}"
+    );
+    let f = &attack["figures"];
+    let figure = |k: &str| {
+        f[k].as_f64()
+            .unwrap_or_else(|| panic!("figure {k} missing: {f}"))
+    };
+    for kind in ["wrong_password", "unknown_user"] {
+        assert!(figure(&format!("{kind}_samples")) >= 1.0, "{f}");
+        let (p25, median, p75) = (
+            figure(&format!("{kind}_p25_us")),
+            figure(&format!("{kind}_median_us")),
+            figure(&format!("{kind}_p75_us")),
+        );
+        assert!(0.0 < p25 && p25 <= median && median <= p75, "{kind}: {f}");
+    }
+    let ratio = figure("wrong_password_median_us") / figure("unknown_user_median_us");
+    assert!(
+        (figure("median_ratio") - ratio).abs() < 0.01,
+        "median_ratio is the ratio of the medians: {f}"
+    );
+    assert!([0.0, 1.0].contains(&figure("middle_halves_overlap")), "{f}");
+}

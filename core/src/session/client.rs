@@ -43,7 +43,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             min_iterations: auth::DEFAULT_ITERATIONS,
-            max_iterations: 10_000_000,
+            max_iterations: auth::MAX_ITERATIONS,
         }
     }
 }

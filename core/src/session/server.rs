@@ -12,9 +12,9 @@ use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
-    BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame, NoncesFrame,
-    ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame, HISTORY_PAGE,
-    MAX_NONCE_BATCH,
+    is_frame_space, BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
+    NoncesFrame, ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame,
+    HISTORY_PAGE, MAX_NONCE_BATCH,
 };
 use crate::names::{TransferId, Username};
 use crate::replay::{Nonce, NonceRing, DEFAULT_NONCES, NONCE_LEN};
@@ -348,8 +348,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             used += n;
             let parsed = match decoded {
                 Decoded::Incomplete => continue,
-                // Blank lines (keep-alives, a stray "\r\n") carry nothing: skip them.
-                Decoded::Frame(frame) if frame.iter().all(u8::is_ascii_whitespace) => continue,
+                // Blank lines (empty or only spaces and tabs; a stray "\r\n" is empty once
+                // the framing dropped its CR) carry nothing: skip them.
+                Decoded::Frame(frame) if frame.iter().all(|&b| is_frame_space(b)) => continue,
                 Decoded::Frame(frame) => Request::parse(frame).map_err(|e| e.code()),
                 Decoded::Error(_) => Err(ErrorCode::FrameTooLong),
             };
@@ -652,7 +653,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             }
             Request::Register(r) => {
                 let weak = r.verifier.iterations < shared.config.min_iterations
-                    || r.verifier.salt.len() < 8;
+                    || r.verifier.iterations > auth::MAX_ITERATIONS
+                    || r.verifier.salt.len() < auth::MIN_SALT;
                 if !shared.config.registration_open {
                     self.send_error(ErrorCode::RegistrationClosed);
                 } else if weak {
@@ -768,32 +770,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             return self.reject(shared, ErrorCode::UnexpectedMessage);
         };
         let throttled = shared.throttle.is_throttled(self.peer, now);
-        let reason = match (&keys, throttled, locked) {
-            (_, true, _) => Some(LoginFailure::AddressThrottled),
-            (None, _, _) => Some(LoginFailure::UnknownUser),
-            (_, _, true) => Some(LoginFailure::AccountLocked),
-            _ => None,
-        };
-        let policy = shared.config.address_backoff;
-        if let Some(reason) = reason {
-            if shared.throttle.record_failure(self.peer, now, &policy) {
-                self.event(ServerEvent::AddressThrottled);
-            }
-            self.event(ServerEvent::LoginFailed {
-                user: user.clone(),
-                reason,
-            });
-            if reason == LoginFailure::UnknownUser {
-                // The same ledger round trip as a wrong password (a no-op for an unknown
-                // name), so the answer's timing does not tell the two apart.
-                let policy = shared.config.account_backoff;
-                return self.wait(Waiting::LoginFailed { user, now, policy });
-            }
-            return self.send_error(ErrorCode::AuthFailed);
-        }
-        let Some((stored_key, server_key)) = keys else {
-            return;
-        };
+        // Every proof costs the same HMACs: an unknown user's is checked against a StoredKey
+        // of zeros, which no proof matches (it would take SHA-256(ClientKey) = 0).
+        let unknown = keys.is_none();
+        let (stored_key, server_key) = keys.unwrap_or(([0; 32], [0; 32]));
         let mut full_nonce: String<{ MAX_SCRAM_NONCE + NONCE_EXTENSION }> = String::new();
         let _ = full_nonce.push_str(&client_nonce);
         let _ = full_nonce.push_str(&extension);
@@ -804,23 +784,42 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             salt: &salt,
             iterations,
         };
-        match auth::verify_client_proof(&stored_key, &server_key, &auth, proof) {
-            Ok((signature, keys)) => self.wait(Waiting::LoginSucceeded {
-                user,
-                keys,
-                signature,
-            }),
-            Err(_) => {
-                if shared.throttle.record_failure(self.peer, now, &policy) {
-                    self.event(ServerEvent::AddressThrottled);
+        let verified = auth::verify_client_proof(&stored_key, &server_key, &auth, proof);
+        let reason = if throttled {
+            LoginFailure::AddressThrottled
+        } else if unknown {
+            LoginFailure::UnknownUser
+        } else if locked {
+            LoginFailure::AccountLocked
+        } else {
+            match verified {
+                Ok((signature, keys)) => {
+                    return self.wait(Waiting::LoginSucceeded {
+                        user,
+                        keys,
+                        signature,
+                    })
                 }
-                self.event(ServerEvent::LoginFailed {
-                    user: user.clone(),
-                    reason: LoginFailure::WrongPassword,
-                });
-                let policy = shared.config.account_backoff;
-                self.wait(Waiting::LoginFailed { user, now, policy });
+                Err(_) => LoginFailure::WrongPassword,
             }
+        };
+        let policy = shared.config.address_backoff;
+        if shared.throttle.record_failure(self.peer, now, &policy) {
+            self.event(ServerEvent::AddressThrottled);
+        }
+        self.event(ServerEvent::LoginFailed {
+            user: user.clone(),
+            reason,
+        });
+        match reason {
+            // A wrong password and an unknown user make the same ledger round trip (the
+            // ledger does equivalent storage work for both), so neither the answer nor its
+            // timing tells them apart.
+            LoginFailure::WrongPassword | LoginFailure::UnknownUser => {
+                let policy = shared.config.account_backoff;
+                self.wait(Waiting::LoginFailed { user, now, policy })
+            }
+            _ => self.send_error(ErrorCode::AuthFailed),
         }
     }
 

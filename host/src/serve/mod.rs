@@ -542,7 +542,8 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
             Ok(()) => {}
             Err(WriteError::Closed) => break,
             Err(WriteError::Stalled) => {
-                let user = session.user().map(|u| u.to_string()).unwrap_or_default();
+                // "-" when not logged in, as in every other line (docs/LOGS.md).
+                let user = session.user().map_or_else(|| "-".into(), |u| u.to_string());
                 server.audit.write(
                     Log::Errors,
                     format_args!("limit output_overflow user={user} peer={peer}"),

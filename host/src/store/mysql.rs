@@ -506,8 +506,18 @@ fn lockout_update(
         "SELECT failures, last_failure_ms, locked_until_ms FROM users WHERE name = ? FOR UPDATE",
         (user.as_str(),),
     )?;
-    // Unknown users have no state to update (the contract: nothing to record).
+    // Unknown users have no state to update, but the store does the same work as for a
+    // known one (one row written in the batch's transaction), or a failed login's answer
+    // time would tell whether the name exists (PROTOCOL.md §16).
     let Some((failures, last, until)) = row else {
+        c.exec_drop(
+            "INSERT INTO meta (meta_key, meta_value) VALUES (?, ?)
+             ON DUPLICATE KEY UPDATE meta_value = VALUES(meta_value)",
+            (
+                super::row::LOGIN_FAILURE_DECOY,
+                super::row::login_failure_decoy_value(),
+            ),
+        )?;
         return Ok(LockoutState::default());
     };
     let mut state = LockoutState {

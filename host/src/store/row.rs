@@ -97,3 +97,18 @@ pub fn credentials_of(user: &Username, row: Option<CredentialsRow>) -> Result<Le
         lockout,
     })
 }
+
+/// The meta row an unknown user's failed login rewrites, so that it costs the store the same
+/// write and sync as a real user's failure (PROTOCOL.md §16).
+pub const LOGIN_FAILURE_DECOY: &str = "login_failure_decoy";
+
+/// A value for [`LOGIN_FAILURE_DECOY`] that differs from the last one written: a database
+/// skips a write that changes nothing (SQLite compares the cell), which would bring the
+/// timing difference back.
+pub fn login_failure_decoy_value() -> Vec<u8> {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut value = crate::clock::unix_millis().to_le_bytes().to_vec();
+    value.extend_from_slice(&n.to_le_bytes());
+    value
+}

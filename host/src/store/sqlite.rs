@@ -137,6 +137,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn).with_context(|| format!("schema of {}", path.display()))?;
+        // The row an unknown user's failed login rewrites (see `lockout_update`), created
+        // here so that the first such failure is an update like every later one.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, x'')",
+            [super::row::LOGIN_FAILURE_DECOY],
+        )?;
         // Room for every statement of the ledger's hot path (see `execute`).
         conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteStore {
@@ -363,8 +369,19 @@ fn lockout_update(
             ))
         },
     )?;
-    // Unknown users have no state to update (the contract: nothing to record).
+    // Unknown users have no state to update, but the store does the same work as for a
+    // known one (one row written, so the batch's commit syncs as it would), or a failed
+    // login's answer time would tell whether the name exists (PROTOCOL.md §16).
     let Some((failures, last, until)) = row else {
+        execute(
+            tx,
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![
+                super::row::LOGIN_FAILURE_DECOY,
+                super::row::login_failure_decoy_value()
+            ],
+        )?;
         return Ok(LockoutState::default());
     };
     let mut state = LockoutState {
@@ -787,6 +804,59 @@ impl Store for SqliteStore {
                 )])
             }
             Err(e) => Err(anyhow::Error::from(e).context(format!("checking {path}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txsock_core::auth::Verifier;
+    use txsock_core::lockout::Backoff;
+
+    /// A failed login for an unknown name costs the same storage work as one for a real
+    /// user (one page written and synced), so the answer's timing does not tell whether the
+    /// name exists (PROTOCOL.md §16).
+    #[test]
+    fn an_unknown_users_failed_login_writes_like_a_known_users() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("txsock.db");
+        let wal = dir.path().join("txsock.db-wal");
+        let mut store =
+            SqliteStore::open(&path, Amount::parse_non_negative("0").unwrap()).expect("open");
+        let mut verifier = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [1; 32],
+            server_key: [2; 32],
+        };
+        verifier.salt.extend_from_slice(&[3; 16]).unwrap();
+        let mut run = |request: LedgerRequest| {
+            let before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            store
+                .execute_batch(&[(request, crate::clock::now())], &mut Vec::new())
+                .expect("batch");
+            std::fs::metadata(&wal).expect("WAL").len() - before
+        };
+        let user = |name: &str| Username::parse(name).unwrap();
+        run(LedgerRequest::Register {
+            user: user("alice"),
+            verifier,
+        });
+        let failed = |name: &str| LedgerRequest::LoginFailed {
+            user: user(name),
+            now: crate::clock::now(),
+            policy: Backoff::ACCOUNT,
+        };
+        let known = run(failed("alice"));
+        assert!(known > 0, "a failure is written to the WAL");
+        // Several in a row, within one millisecond: each is a real write.
+        for name in ["nobody", "nobody", "nobody-else", "nobody"] {
+            assert_eq!(
+                run(failed(name)),
+                known,
+                "an unknown name costs the same write"
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Attacks: connections past the limit, slow clients, oversize lines, garbage, replayed and
-//! forged transfers, nonce floods. Each records what the server answered, as
+//! forged transfers, nonce floods, and a timing probe for usernames (`user-timing`). Each records what the server answered, as
 //! `attack -> "probe: answer"` counts in the [`Recorder`](super::record::Recorder).
 //!
 //! Logins and transfers go through the core [`ClientSession`](txsock_core::ClientSession)
@@ -210,6 +210,7 @@ pub async fn run(
         "garbage" => garbage(ctx, params.count, until).await,
         "replay" => replay(ctx, own, until).await,
         "nonce-flood" => nonce_flood(ctx, params.count, account, until).await,
+        "user-timing" => user_timing(ctx, account, until).await,
         other => anyhow::bail!("unknown attack {other}"),
     }
 }
@@ -498,6 +499,88 @@ async fn garbage(ctx: &Ctx, count: usize, until: Instant) -> Result<Findings> {
     }
     while set.join_next().await.is_some() {}
     Ok(Findings::default())
+}
+
+/// `user-timing`: can the time to a failed login's answer tell an existing username from an
+/// unknown one (PROTOCOL.md §16)? Alternates logins as the attacker's real account and as
+/// names that do not exist, each with a proof that cannot verify, on one connection (a new
+/// one if the server closes it), and times each `proof` until its answer arrives. Reports
+/// both medians, their quartiles and the ratio of the medians; on a server without the
+/// leak the ratio is near 1 and the middle halves overlap. Lockouts would turn the real
+/// account's failures into the locked path: the spawned server has them off, and a
+/// `--server` should too.
+async fn user_timing(ctx: &Ctx, account: &Account, until: Instant) -> Result<Findings> {
+    // 32 zero bytes: a well-formed proof that no verifier accepts.
+    let proof = format!("{{\"op\":\"proof\",\"proof\":\"{}=\"}}\n", "A".repeat(43));
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut stream: Option<TcpStream> = None;
+    let mut i = 0u64;
+    while Instant::now() < until {
+        let known = i % 2 == 0;
+        let user = if known {
+            account.user.clone()
+        } else {
+            format!("{}u{}", ctx.prefix, (i / 2) % 64)
+        };
+        let s = match stream.as_mut() {
+            Some(s) => s,
+            None => match connect(ctx.addr).await {
+                Some(s) => stream.insert(s),
+                None => {
+                    ctx.rec.answer("user-timing", "connect: failed");
+                    tokio::time::sleep(BACK_OFF).await;
+                    continue;
+                }
+            },
+        };
+        let login = format!(
+            "{{\"op\":\"login\",\"user\":\"{user}\",\"nonce\":\"{}\"}}\n",
+            random_hex(12)
+        );
+        let challenge = probe(s, login.as_bytes()).await;
+        if challenge != "challenge" {
+            ctx.rec
+                .answer("user-timing", &format!("login: {challenge}"));
+            stream = None;
+            continue;
+        }
+        let start = std::time::Instant::now();
+        let answer = probe(s, proof.as_bytes()).await;
+        let took = start.elapsed();
+        let kind = if known {
+            "wrong password"
+        } else {
+            "unknown user"
+        };
+        ctx.rec.answer("user-timing", &format!("{kind}: {answer}"));
+        if answer != "auth_failed" {
+            stream = None;
+            continue;
+        }
+        times[usize::from(!known)].push(took.as_secs_f64() * 1e6);
+        i += 1;
+    }
+    let mut findings = Findings::default();
+    let [wrong, unknown] = times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t
+    });
+    let quantile = |t: &[f64], q: f64| match t.len() {
+        0 => f64::NAN,
+        n => t[((n - 1) as f64 * q).round() as usize],
+    };
+    for (name, t) in [("wrong_password", &wrong), ("unknown_user", &unknown)] {
+        findings.figure(&format!("{name}_samples"), t.len() as f64);
+        findings.figure(&format!("{name}_p25_us"), quantile(t, 0.25));
+        findings.figure(&format!("{name}_median_us"), quantile(t, 0.5));
+        findings.figure(&format!("{name}_p75_us"), quantile(t, 0.75));
+    }
+    let ratio = quantile(&wrong, 0.5) / quantile(&unknown, 0.5);
+    findings.figure("median_ratio", ratio);
+    let apart = quantile(&wrong, 0.25) > quantile(&unknown, 0.75)
+        || quantile(&unknown, 0.25) > quantile(&wrong, 0.75);
+    findings.figure("middle_halves_overlap", if apart { 0.0 } else { 1.0 });
+    Ok(findings)
 }
 
 /// Sends `frame` on a raw connection and reads one answer.

@@ -53,6 +53,11 @@ pub enum Scenario {
     Replay(AttackArgs),
     /// Logged-in sessions asking for nonces without ever using them.
     NonceFlood(AttackArgs),
+    /// Failed logins as a real user and as unknown names, timed from `proof` to answer:
+    /// both medians, their quartiles and the ratio of the medians (a username oracle if the
+    /// two differ). The spawned server has lockouts off so every failure takes the
+    /// wrong-password path.
+    UserTiming(AttackArgs),
     /// Every attack at once beside a transfer load: memory before, during and after.
     Mix(MixArgs),
 }
@@ -217,7 +222,8 @@ pub fn run(args: StressArgs) -> Result<()> {
         | Scenario::Oversize(a)
         | Scenario::Garbage(a)
         | Scenario::Replay(a)
-        | Scenario::NonceFlood(a) => &a.common,
+        | Scenario::NonceFlood(a)
+        | Scenario::UserTiming(a) => &a.common,
     }
     .clone();
     if let Some(addr) = common.server {
@@ -381,6 +387,14 @@ async fn scenario(
                 ("--write-timeout", "5".into()),
             ],
         ),
+        Scenario::UserTiming(a) => (
+            "user-timing",
+            vec![
+                ("--max-connections", a.limit.to_string()),
+                ("--lockout-after", u32::MAX.to_string()),
+                ("--address-lockout-after", u32::MAX.to_string()),
+            ],
+        ),
         Scenario::Flood(a)
         | Scenario::Slowloris(a)
         | Scenario::Oversize(a)
@@ -446,7 +460,8 @@ async fn scenario(
         | Scenario::Oversize(a)
         | Scenario::Garbage(a)
         | Scenario::Replay(a)
-        | Scenario::NonceFlood(a) => {
+        | Scenario::NonceFlood(a)
+        | Scenario::UserTiming(a) => {
             run_attack(&ctx, &target, name, &a, target.is_spawned(), &mut params).await
         }
     };
