@@ -353,6 +353,10 @@ fn user_add_refuses_fewer_iterations_than_the_server_minimum() {
     let out = refused(&["--iterations", "10", "--min-iterations", "4096"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("4096"), "{}", text(&out));
+    // Nor more than a conforming client runs at login (issue 12, item 5).
+    let out = refused(&["--iterations", "10000001"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("10000000"), "{}", text(&out));
     let out = add(&["--iterations", "4096", "--min-iterations", "4096"]);
     assert!(out.status.success(), "{}", text(&out));
     // ... and the user can log in to such a server.

@@ -150,6 +150,13 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                      login of this user; use at least {min_iterations}"
                 );
             }
+            if iterations > txsock_core::auth::MAX_ITERATIONS {
+                bail!(
+                    "--iterations {iterations} is above {}, the most a conforming client runs \
+                     at login (docs/PROTOCOL.md): no client could log in as this user",
+                    txsock_core::auth::MAX_ITERATIONS
+                );
+            }
             let password = read_password(password_stdin)?;
             check_password(&password)
                 .map_err(|e| anyhow::anyhow!("password {e} (at least 8 characters)"))?;
