@@ -32,6 +32,27 @@ pub struct Committed {
     pub at_ms: u64,
 }
 
+impl Committed {
+    /// The record of a transfer the money rule committed just now.
+    pub fn transfer(
+        from: &Username,
+        id: &TransferId,
+        to: &Username,
+        amount: Amount,
+        balance_after: Amount,
+        at_ms: u64,
+    ) -> Committed {
+        Committed {
+            id: id.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            balance_after,
+            at_ms,
+        }
+    }
+}
+
 /// One user as `txsock user list` shows it.
 #[derive(Debug, Clone)]
 pub struct UserSummary {

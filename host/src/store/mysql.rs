@@ -720,14 +720,14 @@ fn transfers(
                     (now_ms as i64).into(),
                 ]);
                 outcomes.insert(key, (to.to_string(), amount_sql, after, None));
-                committed.push(Committed {
-                    id: id.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
+                committed.push(Committed::transfer(
+                    from,
+                    id,
+                    to,
                     amount,
-                    balance_after: sender_after,
-                    at_ms: now_ms,
-                });
+                    sender_after,
+                    now_ms,
+                ));
             }
         }
         replies.push(LedgerReply::Transfer(decision.outcome()));

@@ -482,14 +482,14 @@ fn transfer(
                     now_ms as i64
                 ],
             )?;
-            committed.push(Committed {
-                id: id.clone(),
-                from: from.clone(),
-                to: to.clone(),
+            committed.push(Committed::transfer(
+                from,
+                id,
+                to,
                 amount,
-                balance_after: sender_after,
-                at_ms: now_ms,
-            });
+                sender_after,
+                now_ms,
+            ));
         }
     }
     Ok(decision.outcome())
