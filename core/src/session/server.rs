@@ -159,6 +159,7 @@ pub enum ServerEvent {
 
 /// Why a login failed, for the server's logs.
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginFailure {
     /// The proof did not verify.
