@@ -360,6 +360,8 @@ fn txsock_exe_serves_the_linux_client_and_is_a_client_of_the_linux_server() {
             "--password-stdin",
             "--iterations",
             &iterations,
+            "--min-iterations",
+            &iterations,
             "--data-dir",
             &data_dir,
         ],
