@@ -258,6 +258,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Before announcing the address, so that a stop request from whoever waits for the
     // announcement is never the default action (on Unix: exit without a graceful stop).
     let mut signals = Signals::new()?;
+    #[cfg(unix)]
+    reopen_logs_on_hangup(audit.clone())?;
     println!(
         "txsock listening on {local} (data in {})",
         data_dir.display()
@@ -397,6 +399,26 @@ impl Signals {
 }
 
 /// See the Unix [`Signals`].
+/// SIGHUP reopens the audit logs (log rotation) and changes nothing else: the server keeps
+/// serving and no connection is dropped. Registered before the listening line is printed,
+/// so a SIGHUP is never the default action (exit).
+#[cfg(unix)]
+fn reopen_logs_on_hangup(audit: Arc<Audit>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match audit.reopen() {
+                Ok(()) => tracing::info!("SIGHUP received: audit logs reopened"),
+                Err(e) => tracing::error!(
+                    "SIGHUP received: cannot reopen the audit logs ({e:#}); still writing to the old files"
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
 #[cfg(windows)]
 struct Signals {
     ctrl_c: tokio::signal::windows::CtrlC,

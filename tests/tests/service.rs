@@ -1,0 +1,117 @@
+//! `txsock serve` under a service manager (issue 19, "A service a supervisor can run"):
+//! SIGHUP reopens the audit logs for log rotation.
+
+#![cfg(unix)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use txsock_e2e::*;
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Waits up to 5 s for `path` to exist.
+fn wait_for_file(path: &std::path::Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn sighup_reopens_the_audit_logs_after_rotation() {
+    let mut server = Server::start(&[]);
+    let pid = server.pid().expect("pid");
+    let mut alice = server.login("alice", true);
+    assert!(server.wait_for_log("sessions.log", "login user=alice"));
+
+    let dir = server.data_dir.clone();
+    let rotated = dir.join("sessions.log.1");
+    std::fs::rename(dir.join("sessions.log"), &rotated).expect("mv sessions.log");
+    signal(pid, "HUP");
+    assert!(
+        wait_for_file(&dir.join("sessions.log")),
+        "no new sessions.log after SIGHUP"
+    );
+
+    // The server still serves, and alice's connection survived the signal.
+    let _bob = server.login("bob", true);
+    assert!(server.wait_for_log("sessions.log", "login user=bob"));
+    alice.balance().expect("alice's session survives SIGHUP");
+
+    let new = server.log("sessions.log");
+    let old = std::fs::read_to_string(&rotated).expect("read sessions.log.1");
+    assert!(
+        !new.contains("user=alice"),
+        "old lines in the new file:\n{new}"
+    );
+    assert!(
+        old.contains("login user=alice"),
+        "old file lost its lines:\n{old}"
+    );
+    assert!(
+        !old.contains("user=bob"),
+        "new lines in the old file:\n{old}"
+    );
+    // The other logs were reopened too (still there, still written).
+    assert!(dir.join("transactions.log").exists());
+    assert!(dir.join("error.log").exists());
+    assert!(server.stop(), "server did not stop cleanly after SIGHUP");
+}
+
+#[test]
+fn lines_written_during_a_reopen_land_whole_in_one_file() {
+    let server = Server::start(&[]);
+    let pid = server.pid().expect("pid");
+    let dir = server.data_dir.clone();
+    const USERS: usize = 24;
+    let addr_server = &server;
+    std::thread::scope(|s| {
+        let logins = s.spawn(move || {
+            for i in 0..USERS {
+                let mut c = addr_server.login(&format!("u{i}"), true);
+                c.balance().expect("balance");
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        for round in 1..=3 {
+            let _ = std::fs::rename(
+                dir.join("sessions.log"),
+                dir.join(format!("sessions.log.{round}")),
+            );
+            signal(pid, "HUP");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        logins.join().expect("logins");
+    });
+    let mut all = String::new();
+    for name in [
+        "sessions.log",
+        "sessions.log.1",
+        "sessions.log.2",
+        "sessions.log.3",
+    ] {
+        all.push_str(&std::fs::read_to_string(dir.join(name)).unwrap_or_default());
+    }
+    for i in 0..USERS {
+        let needle = format!("login user=u{i} ");
+        let count = all.lines().filter(|l| l.contains(&needle)).count();
+        assert_eq!(count, 1, "login of u{i} logged {count} times:\n{all}");
+    }
+    for line in all.lines() {
+        assert!(
+            line.starts_with(|c: char| c.is_ascii_digit()) && line.matches(" user=").count() <= 1,
+            "torn line: {line:?}"
+        );
+    }
+}
