@@ -919,6 +919,24 @@ impl Mitm {
     }
 }
 
+impl Mitm {
+    /// Sends SIGTERM and waits up to 10 s; returns how it exited (`None` if it did not).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Mitm {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -258,3 +258,18 @@ fn mitm_says_it_is_a_testing_tool_and_stays_on_loopback() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("testing tool"));
 }
+
+#[test]
+fn mitm_exits_0_on_sigterm() {
+    let server = bank();
+    let mut mitm = Mitm::start(&server, "pass", &[]);
+    // With a connection open through it, as when a supervisor stops it mid-test.
+    let _open = std::net::TcpStream::connect(mitm.addr).expect("connect to mitm");
+    let status = mitm
+        .terminate()
+        .expect("txsock mitm did not exit within 10 s of SIGTERM");
+    assert!(
+        status.success(),
+        "txsock mitm exited with {status} on SIGTERM"
+    );
+}

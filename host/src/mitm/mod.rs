@@ -172,7 +172,41 @@ fn field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Runs the proxy until killed.
+/// What stops the proxy (exit 0): SIGTERM and SIGINT on Unix, Ctrl-C elsewhere. Connections
+/// in flight are dropped: this is a testing tool, it holds nothing that must be finished.
+struct Stop {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn new() -> Result<Stop> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Stop {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Stop {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the proxy until SIGTERM or Ctrl-C (exit 0).
 pub async fn run(args: MitmArgs) -> Result<()> {
     if !args.listen.ip().is_loopback() && !args.danger_any_address {
         bail!(
@@ -185,6 +219,8 @@ pub async fn run(args: MitmArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
+    // Before the listening line, so that whoever waits for it never stops us by default action.
+    let mut stop = Stop::new()?;
     println!(
         "txsock mitm listening on {local} forwarding to {} mode={}",
         args.upstream,
@@ -203,7 +239,14 @@ pub async fn run(args: MitmArgs) -> Result<()> {
     });
     let mut next = 0u64;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.recv() => {
+                println!("txsock mitm stopped");
+                return Ok(());
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("txsock mitm: accept failed: {e}");
