@@ -49,6 +49,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (TCP on 127.0.0.1:11002, SQLite in ./txsock-data by default).
+    #[command(
+        after_help = "On Unix: SIGTERM and SIGINT stop gracefully (in-flight requests \
+        finish; exit 0); SIGHUP reopens the audit logs (log rotation). Under systemd \
+        (Type=notify) it sends READY=1 once listening and STOPPING=1 on shutdown; \
+        docs/txsock.service is a sample unit file."
+    )]
     Serve(serve::ServeArgs),
     /// Manage users (works whether or not a server is running).
     #[command(subcommand)]

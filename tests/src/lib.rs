@@ -47,6 +47,7 @@ pub struct Server {
     /// Its data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -62,13 +63,24 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept after the server stops).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_in_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server on `data_dir` with `extra` flags and the environment variables `env`
+    /// (kept across restarts).
+    pub fn start_in_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(data_dir, &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = spawn(data_dir, &args, &env);
         Server {
             child: Some(child),
             addr,
             data_dir: data_dir.to_path_buf(),
             args,
+            env,
             _temp: None,
         }
     }
@@ -107,7 +119,7 @@ impl Server {
     /// Stops and starts again on the same data directory and flags (new port).
     pub fn restart(&mut self) {
         assert!(self.stop(), "server did not stop cleanly");
-        let (child, addr) = spawn(&self.data_dir, &self.args);
+        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -115,7 +127,7 @@ impl Server {
     /// Kills the server with SIGKILL and starts it again on the same data (new port).
     pub fn crash_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.args);
+        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -226,7 +238,7 @@ pub fn client_over(stream: TcpStream) -> Client {
 /// A blocking protocol client over TCP.
 pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
 
-fn spawn(data_dir: &Path, extra: &[String]) -> (Child, SocketAddr) {
+fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
     let mut cmd = Command::new(txsock_bin());
     cmd.arg("serve")
         .arg("--listen")
@@ -238,6 +250,8 @@ fn spawn(data_dir: &Path, extra: &[String]) -> (Child, SocketAddr) {
         .args(extra)
         .env("RUST_LOG", "warn")
         .env_remove("TXSOCK_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(data_dir.parent().unwrap_or(data_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,5 +1,6 @@
 //! `txsock serve` under a service manager (issue 19, "A service a supervisor can run"):
-//! SIGHUP reopens the audit logs for log rotation.
+//! SIGHUP reopens the audit logs for log rotation; `READY=1` reaches `$NOTIFY_SOCKET` once
+//! the server listens and `STOPPING=1` when it shuts down (systemd `Type=notify`).
 
 #![cfg(unix)]
 
@@ -114,4 +115,41 @@ fn lines_written_during_a_reopen_land_whole_in_one_file() {
             "torn line: {line:?}"
         );
     }
+}
+
+/// Receives one datagram from the test's NOTIFY_SOCKET within 10 s.
+fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .expect("no message on NOTIFY_SOCKET within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn systemd_gets_ready_once_listening_and_stopping_on_shutdown() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = temp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let notify = path.to_str().expect("utf-8 path");
+    let mut server =
+        Server::start_in_env(&temp.path().join("data"), &[], &[("NOTIFY_SOCKET", notify)]);
+
+    let ready = notification(&socket);
+    assert!(
+        ready.lines().any(|l| l == "READY=1"),
+        "first message is not READY=1: {ready:?}"
+    );
+    // READY=1 means listening: a client can log in at once.
+    let _alice = server.login("alice", true);
+
+    assert!(server.stop(), "server did not stop cleanly");
+    let stopping = notification(&socket);
+    assert!(
+        stopping.lines().any(|l| l == "STOPPING=1"),
+        "no STOPPING=1 on shutdown: {stopping:?}"
+    );
 }

@@ -265,6 +265,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         data_dir.display()
     );
     tracing::info!(%local, registration = ?args.registration, "serving");
+    #[cfg(unix)]
+    notify_service_manager(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("listening on {local}")),
+    ]);
 
     let default_sized = usize::from(args.max_frame) <= DEFAULT_MAX_FRAME
         && usize::from(args.nonces) <= DEFAULT_NONCES;
@@ -302,6 +307,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             _ = signals.recv() => break,
         }
     }
+    #[cfg(unix)]
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     drop(listener);
     let _ = stop_tx.send(true);
@@ -399,6 +406,15 @@ impl Signals {
 }
 
 /// See the Unix [`Signals`].
+/// Tells systemd (`Type=notify`) through `$NOTIFY_SOCKET`, if set, that the server is ready
+/// (listening) or stopping; without the variable this does nothing.
+#[cfg(unix)]
+fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!("cannot notify the service manager through NOTIFY_SOCKET: {e}");
+    }
+}
+
 /// SIGHUP reopens the audit logs (log rotation) and changes nothing else: the server keeps
 /// serving and no connection is dropped. Registered before the listening line is printed,
 /// so a SIGHUP is never the default action (exit).
