@@ -663,3 +663,60 @@ fn port_in_use_is_refused_before_anything_is_created() {
         listing(temp.path())
     );
 }
+
+/// `--server` without a port is invalid input (exit 2, said at once), not a connection
+/// failure after three attempts (issue 19, "configuration, one story").
+#[test]
+fn a_server_address_without_a_port_is_a_usage_error() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(txsock_bin())
+        .args([
+            "client",
+            "--server",
+            "127.0.0.1",
+            "--user",
+            "bob",
+            "balance",
+        ])
+        .current_dir(temp.path())
+        .env("TXSOCK_PASSWORD", "bob-password")
+        .env_remove("TXSOCK_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run txsock client");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("HOST:PORT"), "{}", text(&out));
+    assert!(!text(&out).contains("reconnecting"), "{}", text(&out));
+}
+
+/// `serve --listen localhost:PORT` resolves the name once and listens on its IPv4 address.
+#[test]
+fn serve_listens_on_a_host_name() {
+    use std::io::{BufRead, BufReader};
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let mut child = Command::new(txsock_bin())
+        .args(["serve", "--listen", "localhost:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(temp.path())
+        .env_remove("TXSOCK_CONFIG")
+        .env_remove("TXSOCK_LISTEN")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn txsock serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = BufReader::new(stdout)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.starts_with("txsock listening on 127.0.0.1:"),
+        "{first:?}"
+    );
+}

@@ -60,16 +60,32 @@ balance recorded then beside the current one (\"balance\" and \"balance_now\"). 
 re-sent id from the authenticated history before and after sending (\"already_committed\":
 null when it cannot: more than a page of transfers committed meanwhile).";
 
+/// Parses `--server`: HOST:PORT (`127.0.0.1:11002`, `localhost:11002`, `[::1]:11002`). A
+/// missing port is a usage error (exit 2), not a connection failure.
+fn parse_server(text: &str) -> Result<String, String> {
+    let usable = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if usable {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}` is not HOST:PORT (the server's port is needed, e.g. {text}:11002)"
+        ))
+    }
+}
+
 /// Options of `txsock client`.
 #[derive(Debug, Args)]
 #[command(after_long_help = EXIT_HELP)]
 pub struct ClientArgs {
-    /// Server address.
+    /// Server address, HOST:PORT.
     #[arg(
         long,
         global = true,
         env = "TXSOCK_SERVER",
-        default_value = "127.0.0.1:11002"
+        default_value = "127.0.0.1:11002",
+        value_parser = parse_server
     )]
     pub server: String,
 

@@ -94,12 +94,31 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
     Amount::parse_non_negative(s).map_err(|e| e.to_string())
 }
 
+/// Parses `--listen`: an IP address and port, or a host name and port resolved now (its
+/// first IPv4 address if it has one, else its first address).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let addresses: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("`{text}` is not HOST:PORT ({e})"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
 /// Options of `txsock serve`. Every option can also be set with a `TXSOCK_*` environment
 /// variable or in `txsock.toml` (same name as the long flag); the flag wins.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "TXSOCK_LISTEN", default_value = "127.0.0.1:11002")]
+    /// Address to listen on, as IP:PORT or HOST:PORT (`localhost:11002`; a host name is
+    /// resolved once, at start-up, to its first IPv4 address if it has one). Port 0 picks a
+    /// free port.
+    #[arg(long, env = "TXSOCK_LISTEN", default_value = "127.0.0.1:11002", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
