@@ -5,6 +5,7 @@
 
 mod bench;
 mod crash;
+mod embassy;
 mod fuzz;
 mod mariadb;
 mod pgbench;
@@ -50,7 +51,15 @@ TASKS:
                                         no route out, deleted afterwards); prints `SKIPPED:
                                         <reason>` where there is no root, /dev/net/tun or
                                         namespace support
-                      7. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
+                      7. embassy        firmware-sim/embassy (the server on embassy-net, its
+                                        own workspace): fmt, clippy, then its TAP binary in a
+                                        network namespace reached by `txsock client` and
+                                        `txsock mitm` from another (register, login,
+                                        transfers, a replay and a tampered frame refused,
+                                        server_busy past its 4 sessions); `SKIPPED: <reason>`
+                                        as in `tap`. Its thumbv7em image is built and run by
+                                        step 5
+                      8. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
                                         (target/windows; rustup's target if installed, else
                                         Debian's rustc-web with -Z build-std=std,panic_abort;
                                         mingw-w64 for SQLite and linking; the build time is
@@ -76,6 +85,9 @@ TASKS:
                                             in-memory lossy link: transfers, a replay, a
                                             tamper attempt
                       device-alone          the device alone, as a board links it
+                      embassy-image         firmware-sim/embassy's server on embassy-net
+                                            (Cortex-M executor, SysTick time driver, a
+                                            stand-in network driver), booted to `accept`
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and
@@ -85,7 +97,8 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
-    windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
+    embassy         What step 7 of `test` does.
+    windows         What step 8 of `test` does: build txsock.exe and run the smoke test under
                     Wine (or print `SKIPPED: <reason>`).
     bench           Every performance figure of the design brief in one run, each next to
                     its anchor measured in the same run (about 5 minutes once built; not a
@@ -151,6 +164,7 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
+        Task::Embassy => embassy::test(&repo_root()),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
@@ -171,6 +185,7 @@ enum Task {
     Help,
     Test,
     Qemu,
+    Embassy,
     Windows,
     Bench,
     Fuzz {
@@ -193,6 +208,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "help" => Task::Help,
         "test" => Task::Test,
         "qemu" => Task::Qemu,
+        "embassy" => Task::Embassy,
         "windows" => Task::Windows,
         "bench" => Task::Bench,
         "fuzz" => {
@@ -268,7 +284,7 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 7] = [
+    let steps: [Step; 8] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
@@ -317,6 +333,7 @@ fn test() -> Result<(), Error> {
                 "--nocapture",
             ]))
         }),
+        ("embassy", &|| embassy::test(&root)),
         ("windows", &|| windows::test(&root)),
     ];
     let count = steps.len();
@@ -373,6 +390,7 @@ mod tests {
         assert_eq!(parse_str("test"), Ok(Task::Test));
         assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
         assert_eq!(parse_str("windows"), Ok(Task::Windows));
+        assert_eq!(parse_str("embassy"), Ok(Task::Embassy));
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));

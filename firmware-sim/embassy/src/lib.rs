@@ -239,7 +239,12 @@ impl<M: RawMutex, L: AsyncLedger, R: RngCore + CryptoRng> Server<M, L, R> {
                 peer,
                 &self.shared,
                 &mut SharedLedger(&self.ledger),
-                |event| on_event(Event::Session { slot, event: &event }),
+                |event| {
+                    on_event(Event::Session {
+                        slot,
+                        event: &event,
+                    })
+                },
             )
             .await;
             self.finish(socket).await;
@@ -251,7 +256,11 @@ impl<M: RawMutex, L: AsyncLedger, R: RngCore + CryptoRng> Server<M, L, R> {
     /// Turns away clients on `socket` forever: each gets the core's `server_busy` error line
     /// and a close. The body of the refusal task; its socket must be created after the
     /// session sockets.
-    pub async fn refuse(&self, socket: &mut TcpSocket<'_>, mut on_event: impl FnMut(Event<'_>)) -> ! {
+    pub async fn refuse(
+        &self,
+        socket: &mut TcpSocket<'_>,
+        mut on_event: impl FnMut(Event<'_>),
+    ) -> ! {
         loop {
             if socket.accept(self.port).await.is_err() {
                 self.recycle(socket).await;

@@ -138,7 +138,9 @@ fn ip(peer: &PeerAddr) -> Ipv4Addr {
 /// One line per event, in the device's words (the TAP tests wait for them).
 fn describe(event: Event<'_>) {
     match event {
-        Event::Accepted { slot, peer } => say(format_args!("session {slot}: {} connected", ip(&peer))),
+        Event::Accepted { slot, peer } => {
+            say(format_args!("session {slot}: {} connected", ip(&peer)))
+        }
         Event::Refused { peer } => say(format_args!("refused {}: server_busy", ip(&peer))),
         Event::Closed { slot } => say(format_args!("session {slot}: closed")),
         Event::Session { slot, event } => match event {
@@ -163,7 +165,11 @@ async fn net_task(mut runner: embassy_net::Runner<'static, TunTapDevice>) -> ! {
 }
 
 #[embassy_executor::task(pool_size = SESSIONS)]
-async fn session_task(server: &'static TapServer, slot: usize, mut socket: TcpSocket<'static>) -> ! {
+async fn session_task(
+    server: &'static TapServer,
+    slot: usize,
+    mut socket: TcpSocket<'static>,
+) -> ! {
     server.serve(slot, &mut socket, describe).await
 }
 
@@ -178,11 +184,7 @@ async fn stop_task(server: &'static TapServer, secs: u64) {
     embassy_time::Timer::after_secs(secs).await;
     let stats = server.stats();
     let ledger = server.ledger().lock().await;
-    let committed = ledger
-        .journal()
-        .iter()
-        .filter(|e| e.is_committed())
-        .count();
+    let committed = ledger.journal().iter().filter(|e| e.is_committed()).count();
     say(format_args!(
         "stopped: {} connections, {} refused, {} transfers committed, money conserved: {}",
         stats.accepted,
@@ -204,7 +206,8 @@ async fn main_task(spawner: Spawner, options: Options, device: TunTapDevice, see
         gateway: None,
         dns_servers: Default::default(),
     });
-    let (stack, runner) = embassy_net::new(device, config, RESOURCES.init(StackResources::new()), seed);
+    let (stack, runner) =
+        embassy_net::new(device, config, RESOURCES.init(StackResources::new()), seed);
     spawner.spawn(net_task(runner).unwrap());
 
     let server_config = ServerConfig {
