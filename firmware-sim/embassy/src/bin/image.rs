@@ -162,7 +162,7 @@ impl embassy_net::driver::Driver for Unplugged {
 // --- The board's own lines -------------------------------------------------------------------
 
 #[embassy_executor::task]
-async fn net_task(mut runner: embassy_net::Runner<'static, Unplugged>) -> ! {
+async fn net_task(mut runner: embassy_net::Runner<'static, &'static mut Unplugged>) -> ! {
     runner.run().await
 }
 
