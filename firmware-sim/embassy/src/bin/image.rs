@@ -41,7 +41,7 @@ use embassy_time_queue_utils::Queue;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use runtime::{exit, print, Footprint};
-use static_cell::StaticCell;
+use static_cell::{ConstStaticCell, StaticCell};
 use txsock_core::session::ServerConfig;
 use txsock_core::{Amount, MemLedger};
 use txsock_embassy::{Server, SocketBuffers, DEFAULT_PORT};
@@ -180,10 +180,15 @@ async fn refusal_task(server: &'static BoardServer, mut socket: TcpSocket<'stati
     server.refuse(&mut socket, |_| {}).await
 }
 
-static RESOURCES: StaticCell<StackResources<{ SESSIONS + 1 }>> = StaticCell::new();
+// Zero-initialised statics taken in place (`ConstStaticCell`): no flash for an initialiser and
+// no copy on the stack. The server is not all zeros (its RNG state), so it is built once.
+static RESOURCES: ConstStaticCell<StackResources<{ SESSIONS + 1 }>> =
+    ConstStaticCell::new(StackResources::new());
 static SERVER: StaticCell<BoardServer> = StaticCell::new();
-static BUFFERS: StaticCell<SocketBuffers<SESSIONS, SOCKET_RX, SOCKET_TX>> = StaticCell::new();
-static DRIVER_FRAME: StaticCell<Unplugged> = StaticCell::new();
+static BUFFERS: ConstStaticCell<SocketBuffers<SESSIONS, SOCKET_RX, SOCKET_TX>> =
+    ConstStaticCell::new(SocketBuffers::new());
+static DRIVER_FRAME: ConstStaticCell<Unplugged> =
+    ConstStaticCell::new(Unplugged { frame: [0; MTU] });
 
 #[embassy_executor::task]
 async fn main_task(spawner: Spawner) {
@@ -192,13 +197,8 @@ async fn main_task(spawner: Spawner) {
         gateway: None,
         dns_servers: Default::default(),
     });
-    let device = DRIVER_FRAME.init(Unplugged { frame: [0; MTU] });
-    let (stack, runner) = embassy_net::new(
-        &mut *device,
-        config,
-        RESOURCES.init(StackResources::new()),
-        SEED,
-    );
+    let device = DRIVER_FRAME.take();
+    let (stack, runner) = embassy_net::new(&mut *device, config, RESOURCES.take(), SEED);
     spawner.spawn(net_task(runner).unwrap());
 
     let server_config = ServerConfig {
@@ -213,7 +213,7 @@ async fn main_task(spawner: Spawner) {
         BoardLedger::new(Amount(10_000)),
         DEFAULT_PORT,
     ));
-    let (sessions, refusal) = BUFFERS.init(SocketBuffers::new()).sockets(stack);
+    let (sessions, refusal) = BUFFERS.take().sockets(stack);
     for (slot, socket) in sessions.into_iter().enumerate() {
         spawner.spawn(session_task(server, slot, socket).unwrap());
     }
