@@ -59,7 +59,7 @@ pub fn test(root: &Path) -> Result<(), Error> {
             .args(["--", "--check"]),
     )?;
     run(
-        &mut cargo(root, &["clippy", "--features", "tap", "--all-targets"])
+        cargo(root, &["clippy", "--features", "tap", "--all-targets"])
             .args(["--", "-D", "warnings"]),
     )?;
     crate::build_txsock(root)?;
