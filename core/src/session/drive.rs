@@ -26,7 +26,7 @@
 //! ```
 //!
 //! [`ServerSession::drive`] is that loop over a synchronous [`Ledger`](crate::Ledger);
-//! [`asynch::drive`](crate::asynch) (feature `async`) is the same loop with awaits. Neither
+//! `asynch::drive` (feature `async`) is the same loop with awaits. Neither
 //! decides anything on its own.
 
 use crate::ledger::{LedgerReply, LedgerRequest};
