@@ -6,7 +6,8 @@
 //! The checks are the device's TAP checks and more: registration, login, transfers (and a
 //! retried id), a wrong password, a replayed transfer refused (`unknown_nonce`, money moves
 //! once), a tampered transfer refused (`bad_mac`, nothing moves), `server_busy` once every
-//! session task is busy, and service again once they are free.
+//! session task is busy, service again once they are free, and the per-address login
+//! throttle across sessions.
 //!
 //! Needs root, `/dev/net/tun`, iproute2 and the `txsock` binary (`TXSOCK_BIN`, else beside
 //! this test executable), so it is ignored by plain `cargo test`; `cargo xtask test` runs it
@@ -360,6 +361,21 @@ fn txsock_client_against_the_embassy_server_on_a_tap() {
     assert!(
         out.status.success() && stdout(&out).contains("102.25"),
         "served again"
+    );
+
+    // The per-address login throttle is the core's, in the state every session shares: 20
+    // failed logins from one address, each on its own connection, throttle it (1 s, doubling
+    // with each further failure: 8 s after 23), and then even bob's right password is refused.
+    for _ in 0..23 {
+        let out = client(&ns, SERVER, "mallory", "a guessed password", &["balance"]);
+        assert_eq!(out.status.code(), Some(3), "a failed login is refused");
+    }
+    server.wait_for("AddressThrottled", Duration::from_secs(5));
+    let out = client(&ns, SERVER, "bob", bob, &["balance"]);
+    assert_eq!(out.status.code(), Some(3), "a throttled address is refused");
+    server.wait_for(
+        "LoginFailed { user: Username(\"bob\"), reason: AddressThrottled }",
+        Duration::from_secs(5),
     );
 
     server.wait_for("registered bob", Duration::from_secs(5));
