@@ -178,3 +178,55 @@ impl DriveLoop {
         self.progressed |= n > 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockout::PeerAddr;
+    use crate::selftest::TestRng;
+    use crate::session::server::ServerConfig;
+
+    /// A driver that can write nothing now (the device, whose socket is borrowed while it
+    /// reads) reports 0: the loop ends, the answer stays in the session, `Done` stays `Done`,
+    /// and the next loop offers the answer again.
+    #[test]
+    fn output_not_taken_waits_for_the_next_loop() {
+        let mut shared: ServerShared<_, 4> =
+            ServerShared::new(ServerConfig::DEFAULT, TestRng::new(1), [0; 32]);
+        let mut session: ServerSession = ServerSession::new(PeerAddr([0; 16]), Instant::ZERO);
+        let input = b"{\"op\":\"ping\"}\n";
+        let mut steps = DriveLoop::new();
+        let mut offered = 0;
+        let consumed = loop {
+            match steps.next(&mut session, &mut shared, Instant::ZERO, input) {
+                DriveStep::Transmit => {
+                    offered += 1;
+                    steps.transmitted(&mut session, 0);
+                }
+                DriveStep::Done { consumed } => break consumed,
+                other => panic!("unexpected step {other:?}"),
+            }
+        };
+        // Offered once per pass: the pass that took the ping, then the one that made no
+        // progress and ended the loop.
+        assert_eq!((consumed, offered), (input.len(), 2));
+        assert_eq!(session.poll_transmit(), b"{\"op\":\"pong\"}\n");
+        assert!(matches!(
+            steps.next(&mut session, &mut shared, Instant::ZERO, input),
+            DriveStep::Done { consumed } if consumed == input.len()
+        ));
+
+        let mut steps = DriveLoop::new();
+        assert!(matches!(
+            steps.next(&mut session, &mut shared, Instant::ZERO, &[]),
+            DriveStep::Transmit
+        ));
+        let n = session.poll_transmit().len();
+        steps.transmitted(&mut session, n);
+        assert!(matches!(
+            steps.next(&mut session, &mut shared, Instant::ZERO, &[]),
+            DriveStep::Done { consumed: 0 }
+        ));
+        assert!(session.poll_transmit().is_empty());
+    }
+}
