@@ -116,9 +116,14 @@ fn run(
         batch.clear();
         batch.extend(jobs.iter().map(|j| (j.request.clone(), j.now)));
         committed.clear();
+        let started = std::time::Instant::now();
         let replies = match store.execute_batch(&batch, &mut committed) {
-            Ok(replies) => replies,
+            Ok(replies) => {
+                crate::metrics::commit(&batch, &replies, committed.len(), started.elapsed());
+                replies
+            }
             Err(e) => {
+                crate::metrics::commit_failed();
                 tracing::error!("commit of {} requests failed: {e:#}", jobs.len());
                 audit.write(
                     Log::Errors,

@@ -9,6 +9,7 @@ mod clock;
 mod config;
 mod demo;
 mod group_commit;
+mod metrics;
 mod mitm;
 mod serve;
 mod store;

@@ -199,6 +199,13 @@ pub struct ServeArgs {
     /// Most ledger requests committed in one transaction (group commit).
     #[arg(long, env = "TXSOCK_MAX_BATCH", default_value_t = 512)]
     pub max_batch: usize,
+
+    /// Serve Prometheus metrics (text format) at http://ADDR/metrics, e.g. 127.0.0.1:9102:
+    /// connections, logins, transfers, refused frames, commit batch sizes and latency,
+    /// memory. Off by default; the endpoint has no authentication, so keep it on loopback
+    /// or a private network.
+    #[arg(long, env = "TXSOCK_METRICS", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -246,6 +253,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // free: a bad --db, a port in use or a second server on the directory changes nothing.
     args.storage.validate()?;
     let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
+    let metrics = match args.metrics {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
     let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
     // An SQLite database outside the data directory: its directory is locked the same way.
     let _database_lock = match args.storage.location()? {
@@ -274,13 +285,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_output: args.max_output,
     });
     let local = listener.local_addr()?;
+    let metrics_line = match metrics {
+        Some(metrics) => {
+            let address = metrics.local_addr()?;
+            crate::metrics::install(metrics);
+            format!("; metrics on http://{address}/metrics")
+        }
+        None => String::new(),
+    };
     // Before announcing the address, so that a stop request from whoever waits for the
     // announcement is never the default action (on Unix: exit without a graceful stop).
     let mut signals = Signals::new()?;
     #[cfg(unix)]
     reopen_logs_on_hangup(audit.clone())?;
     println!(
-        "txsock listening on {local} (data in {})",
+        "txsock listening on {local} (data in {}{metrics_line})",
         data_dir.display()
     );
     tracing::info!(%local, registration = ?args.registration, "serving");
@@ -311,13 +330,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let stop = stop_rx.clone();
+                        let open = crate::metrics::connection_opened();
                         tasks.spawn(async move {
+                            let _open = open;
                             sized_connection(&server, stream, peer, stop, default_sized).await;
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
+                        crate::metrics::connection_refused("max_connections");
                         tasks.spawn(async move { refuse(&server, stream, peer).await });
                     }
                 }
@@ -647,6 +669,7 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
     peer: SocketAddr,
 ) {
     while let Some(event) = session.poll_event() {
+        crate::metrics::server_event(&event);
         let user = session
             .user()
             .map(|u| u.to_string())
