@@ -119,7 +119,9 @@ fn run(
         let started = std::time::Instant::now();
         let replies = match store.execute_batch(&batch, &mut committed) {
             Ok(replies) => {
-                crate::metrics::commit(&batch, &replies, committed.len(), started.elapsed());
+                let elapsed = started.elapsed();
+                crate::metrics::commit(&batch, &replies, committed.len(), elapsed);
+                crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
                 replies
             }
             Err(e) => {

@@ -9,6 +9,7 @@ mod clock;
 mod config;
 mod demo;
 mod group_commit;
+mod logging;
 mod metrics;
 mod mitm;
 mod serve;
@@ -41,6 +42,18 @@ pub struct Cli {
         default_value = "txsock.toml"
     )]
     pub config: PathBuf,
+
+    /// Stderr log format: `text` (coloured only on a terminal, unless NO_COLOR is set) or
+    /// `json`, one object per line for log shippers. `RUST_LOG` sets the level (default
+    /// info; debug adds connections, logins and commits).
+    #[arg(
+        long,
+        global = true,
+        env = "TXSOCK_LOG_FORMAT",
+        value_enum,
+        default_value_t = logging::LogFormat::Text
+    )]
+    pub log_format: logging::LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -138,13 +151,8 @@ impl StorageArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = config::parse();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

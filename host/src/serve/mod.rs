@@ -340,6 +340,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     Err(_) => {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
                         crate::metrics::connection_refused("max_connections");
+                        crate::logging::connection_refused(peer, args.max_connections);
                         tasks.spawn(async move { refuse(&server, stream, peer).await });
                     }
                 }
@@ -595,6 +596,7 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
+    crate::logging::connection_accepted(peer);
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
     let mut session = Box::new(Session::<FRAME, NONCES>::new(peer_addr(peer), clock::now()));
@@ -654,6 +656,7 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
             format_args!("disconnect user={user} peer={peer}"),
         );
     }
+    crate::logging::connection_closed(peer, session.user().map(|u| u.as_str()));
 }
 
 async fn sleep_until(at: Option<txsock_core::Instant>) {
@@ -674,6 +677,7 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
             .user()
             .map(|u| u.to_string())
             .unwrap_or_else(|| "-".into());
+        crate::logging::server_event(&event, &user, peer);
         let audit = &server.audit;
         match event {
             ServerEvent::Registered { user } => audit.write(
