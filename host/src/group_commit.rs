@@ -126,7 +126,17 @@ fn run(
             }
             Err(e) => {
                 crate::metrics::commit_failed();
-                tracing::error!("commit of {} requests failed: {e:#}", jobs.len());
+                match crate::store::advice(&e) {
+                    Some(advice) => tracing::error!(
+                        "commit of {} requests failed (all answered internal): {e:#}; what to \
+                         do: {advice}",
+                        jobs.len()
+                    ),
+                    None => tracing::error!(
+                        "commit of {} requests failed (all answered internal): {e:#}",
+                        jobs.len()
+                    ),
+                }
                 audit.write(
                     Log::Errors,
                     format_args!("storage_failure requests={} error={e:#}", jobs.len()),

@@ -16,7 +16,7 @@ mod serve;
 mod store;
 mod stress;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,14 +67,17 @@ pub enum Command {
         after_help = "On Unix: SIGTERM and SIGINT stop gracefully (in-flight requests \
         finish; exit 0); SIGHUP reopens the audit logs (log rotation). Under systemd \
         (Type=notify) it sends READY=1 once listening and STOPPING=1 on shutdown; \
-        docs/txsock.service is a sample unit file."
+        docs/txsock.service is a sample unit file.\n\nExit status: 0 stopped on request; \
+        1 could not start (port in use, another server on the data directory, ...); 2 invalid \
+        input, or the database or data directory missing, damaged, not writable or on a full \
+        disk (the message names it and says what to do)."
     )]
     Serve(serve::ServeArgs),
     /// Manage users (works whether or not a server is running).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = admin::EXIT_HELP)]
     User(admin::UserCommand),
     /// Manage account balances.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = admin::EXIT_HELP)]
     Account(admin::AccountCommand),
     /// Inspect the ledger.
     #[command(subcommand)]
@@ -109,7 +112,10 @@ impl StorageArgs {
     /// Where the database is: `--db`, else `DATA_DIR/txsock.db`.
     pub fn location(&self) -> Result<store::Location> {
         match &self.db {
-            Some(url) => store::Location::parse(url),
+            // An unknown scheme is invalid input: exit status 2, as for a usage error.
+            Some(url) => {
+                store::Location::parse(url).map_err(|e| store::Invalid(format!("{e:#}")).into())
+            }
             None => Ok(store::Location::Sqlite(self.data_dir.join("txsock.db"))),
         }
     }
@@ -120,33 +126,42 @@ impl StorageArgs {
     }
 
     /// Opens the store and returns it with the data directory, both created if missing
-    /// (`serve`, `user add`).
+    /// (`serve`, `user add`). A failure is a [`store::storage_failure`] naming the database.
     pub fn open(&self, opening_balance: Amount) -> Result<(Box<dyn store::Store>, PathBuf)> {
         // An invalid `--db` must not leave a data directory behind.
         let location = self.location()?;
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create data directory {}: {e}",
-                self.data_dir.display()
-            )
-        })?;
-        let store = store::open_at(&location, opening_balance, store::Access::Create)?;
+        let failed = |e| store::storage_failure(&location, e);
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))
+            .map_err(failed)?;
+        let store =
+            store::open_at(&location, opening_balance, store::Access::Create).map_err(failed)?;
         Ok((store, self.data_dir.clone()))
     }
 
     /// Opens an existing store as `access` says ([`store::Access::Existing`] or
     /// [`store::Access::ReadOnly`]); creates nothing, and names the missing data directory
-    /// or database if there is none.
+    /// or database if there is none. A failure is a [`store::storage_failure`].
     pub fn open_existing(&self, access: store::Access) -> Result<Box<dyn store::Store>> {
         let location = self.location()?;
+        let failed = |e| store::storage_failure(&location, e);
         if self.db.is_none() && !self.data_dir.is_dir() {
-            anyhow::bail!(
+            return Err(failed(anyhow::anyhow!(
                 "data directory {} does not exist (nothing was created; check --data-dir or \
                  TXSOCK_DATA_DIR)",
                 self.data_dir.display()
-            );
+            )));
         }
-        store::open_at(&location, Amount(0), access)
+        store::open_at(&location, Amount(0), access).map_err(failed)
+    }
+
+    /// Marks `e`, from an operation on this store, as a failure of its database (unless it
+    /// is the ledger's refusal).
+    pub fn failed(&self, e: anyhow::Error) -> anyhow::Error {
+        match self.location() {
+            Ok(location) => store::storage_failure(&location, e),
+            Err(_) => e,
+        }
     }
 }
 
@@ -169,9 +184,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("txsock: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => store::report(&e),
     }
 }

@@ -257,18 +257,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(address) => Some(crate::metrics::bind(address).await?),
         None => None,
     };
-    let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
+    let data_dir_failure = |e| {
+        let dir = &args.storage.data_dir;
+        crate::store::io_failure_of(format!("data directory {}", dir.display()), dir, e)
+    };
+    let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)
+        .map_err(data_dir_failure)?;
     // An SQLite database outside the data directory: its directory is locked the same way.
     let _database_lock = match args.storage.location()? {
         crate::store::Location::Sqlite(path) => {
-            lock::lock_database_dir(&path, &args.storage.data_dir, listener.local_addr()?)?
+            lock::lock_database_dir(&path, &args.storage.data_dir, listener.local_addr()?)
+                .map_err(data_dir_failure)?
         }
         crate::store::Location::Mysql(_) => None,
     };
     let (store, data_dir) = args.storage.open(args.opening_balance)?;
     let mut store = store;
-    let secret = store.server_secret()?;
-    let audit = Arc::new(Audit::open(&data_dir)?);
+    let secret = store.server_secret().map_err(|e| args.storage.failed(e))?;
+    let audit = Arc::new(Audit::open(&data_dir).map_err(|e| {
+        let what = format!("audit logs in {}", data_dir.display());
+        crate::store::failure_of(what, Some(data_dir.clone()), e)
+    })?);
     let (ledger, worker) = group_commit::spawn(
         store,
         audit.clone(),
