@@ -24,8 +24,9 @@ use txsock_core::Amount;
 
 /// Authenticated money transfers over TCP.
 ///
-/// Every setting can also come from a `TXSOCK_*` environment variable or from `txsock.toml`
-/// in the current directory (keys are the long option names); command-line flags win.
+/// Every setting of `serve`, the admin commands and `client` can also come from a `TXSOCK_*`
+/// environment variable or from `txsock.toml` in the current directory (keys are the long
+/// option names, under `[serve]` or `[client]`); command-line flags win.
 #[derive(Debug, Parser)]
 #[command(
     name = "txsock",
@@ -34,7 +35,8 @@ use txsock_core::Amount;
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Settings file; its keys are long option names, e.g. `listen = "127.0.0.1:11002"`.
+    /// Settings file: `[serve]` and `[client]` sections of long option names, e.g. `[serve]`
+    /// `listen = "127.0.0.1:11002"` (keys outside a section are the server's).
     #[arg(
         long,
         global = true,

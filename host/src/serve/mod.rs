@@ -6,6 +6,7 @@ mod lock;
 
 use crate::audit::{Audit, Log};
 use crate::clock;
+use crate::config::{millis, seconds};
 use crate::group_commit::{self, CommitQueue};
 use crate::StorageArgs;
 use anyhow::{Context, Result};
@@ -146,20 +147,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_MAX_FRAME", default_value_t = default::MAX_FRAME, value_parser = clap::value_parser!(u16).range(64..=FRAME_CAPACITY as i64))]
     pub max_frame: u16,
 
-    /// Seconds without a request before a connection is closed.
-    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = default::IDLE_TIMEOUT_SECS)]
+    /// Seconds (or a duration: 90s, 5m) without a request before a connection is closed.
+    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = default::IDLE_TIMEOUT_SECS, value_parser = seconds)]
     pub idle_timeout: u64,
 
-    /// Seconds a new connection has to complete its login (slow clients are cut off).
-    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = default::LOGIN_DEADLINE_SECS)]
+    /// Seconds (or a duration: 30s, 1m) a new connection has to complete its login (slow
+    /// clients are cut off).
+    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = default::LOGIN_DEADLINE_SECS, value_parser = seconds)]
     pub login_deadline: u64,
 
     /// Bytes of unread responses held for one connection (its socket send buffer).
     #[arg(long, env = "TXSOCK_MAX_OUTPUT", default_value_t = 65_536)]
     pub max_output: usize,
 
-    /// Seconds a response may wait for a client that does not read before it is cut off.
-    #[arg(long, env = "TXSOCK_WRITE_TIMEOUT", default_value_t = 10)]
+    /// Seconds (or a duration: 10s, 1m) a response may wait for a client that does not read
+    /// before it is cut off.
+    #[arg(long, env = "TXSOCK_WRITE_TIMEOUT", default_value_t = 10, value_parser = seconds)]
     pub write_timeout: u64,
 
     /// Invalid frames (bad MAC, replay, malformed, oversize) tolerated per connection; the next
@@ -182,18 +185,19 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = default::ADDRESS_LOCK_AFTER)]
     pub address_lockout_after: u32,
 
-    /// First lockout length in milliseconds, for accounts and addresses; it doubles with each
-    /// further failure.
-    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = default::LOCKOUT_BASE_MS)]
+    /// First lockout length in milliseconds (or a duration: 500ms, 2s), for accounts and
+    /// addresses; it doubles with each further failure.
+    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = default::LOCKOUT_BASE_MS, value_parser = millis)]
     pub lockout_base_ms: u64,
 
-    /// Longest lockout in seconds, for accounts and addresses.
-    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = default::LOCKOUT_MAX_SECS)]
+    /// Longest lockout in seconds (or a duration: 15m, 1h), for accounts and addresses.
+    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = default::LOCKOUT_MAX_SECS, value_parser = seconds)]
     pub lockout_max: u64,
 
-    /// Seconds after which failed logins are forgotten, for accounts and addresses: a failure
-    /// more than this long after the previous one counts as the first again.
-    #[arg(long, env = "TXSOCK_FORGET_AFTER", default_value_t = default::FORGET_AFTER_SECS)]
+    /// Seconds (or a duration: 1h, 1d) after which failed logins are forgotten, for accounts
+    /// and addresses: a failure more than this long after the previous one counts as the
+    /// first again.
+    #[arg(long, env = "TXSOCK_FORGET_AFTER", default_value_t = default::FORGET_AFTER_SECS, value_parser = seconds)]
     pub forget_after: u64,
 
     /// Most ledger requests committed in one transaction (group commit).
@@ -781,6 +785,11 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(args.forget_after, 120);
+        assert_eq!(serve_args(&["--forget-after", "5m"]).forget_after, 300);
+        assert_eq!(
+            serve_args(&["--lockout-base-ms", "2s"]).lockout_base_ms,
+            2000
+        );
         assert!(parse_from(
             ["txsock", "serve", "--forget-after", "soon"]
                 .iter()
