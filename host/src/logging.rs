@@ -26,10 +26,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the stderr logger: `RUST_LOG` filters (default `info`), `format` shapes.
-pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Installs the stderr logger. `verbosity` is the count of `-v` minus that of `-q`: 0 lets
+/// `RUST_LOG` filter (default `info`); otherwise it sets the level (1 debug, 2 trace, -1
+/// warn, -2 error) and overrides `RUST_LOG`. `format` shapes the lines.
+pub fn init(format: LogFormat, verbosity: i16) {
+    let level = match verbosity {
+        i16::MIN..=-2 => Some("error"),
+        -1 => Some("warn"),
+        0 => None,
+        1 => Some("debug"),
+        _ => Some("trace"),
+    };
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::new(level),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod group_commit;
 mod logging;
+mod manual;
 mod metrics;
 mod mitm;
 mod serve;
@@ -57,6 +58,15 @@ pub struct Cli {
     )]
     pub log_format: logging::LogFormat,
 
+    /// More on stderr: -v adds debug lines (connections, logins, commits), -vv trace.
+    /// Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less on stderr: -q only warnings and errors, -qq only errors. Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -92,6 +102,15 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Load and attack generator: throughput, latency, server memory, a report with plots.
     Stress(stress::StressArgs),
+    /// Print a shell completion script, e.g. `txsock completions bash >
+    /// /etc/bash_completion.d/txsock` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `txsock man > /usr/local/share/man/man1/txsock.1`.
+    Man,
 }
 
 /// Where the ledger lives; shared by `serve` and the admin commands.
@@ -169,7 +188,10 @@ impl StorageArgs {
 
 fn main() -> ExitCode {
     let cli = config::parse();
-    logging::init(cli.log_format);
+    logging::init(
+        cli.log_format,
+        i16::from(cli.verbose) - i16::from(cli.quiet),
+    );
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
@@ -183,6 +205,8 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(mitm::run(args))),
         Command::Stress(args) => stress::run(args),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man => manual::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

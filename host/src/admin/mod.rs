@@ -40,7 +40,8 @@ fn parse_user(s: &str) -> Result<Username, String> {
 /// `txsock user …`.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Create a user (the password is asked without echo, or read from stdin).
+    /// Create a user. The password comes from the first line of stdin with
+    /// --password-stdin, else from TXSOCK_PASSWORD, else it is asked without echo (twice).
     #[command(after_help = EXIT_HELP)]
     Add {
         /// Username: 1-32 of a-z 0-9 _ . - (case-insensitive).
@@ -67,6 +68,11 @@ pub enum UserCommand {
     /// nothing).
     #[command(after_help = EXIT_HELP)]
     List {
+        /// One JSON object per user on stdout: name, balance (a decimal string, as the
+        /// protocol writes amounts), admin_locked, locked_until (ISO 8601 or null),
+        /// failed_logins.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         storage: StorageArgs,
     },
@@ -123,8 +129,14 @@ pub enum LedgerCommand {
     },
 }
 
-/// Reads a password: from stdin's first line, or from a no-echo prompt (asked twice).
+/// Reads a password: from stdin's first line, else from `TXSOCK_PASSWORD` (as the client
+/// does), else from a no-echo prompt (asked twice).
 fn read_password(from_stdin: bool) -> Result<String> {
+    if !from_stdin {
+        if let Ok(password) = std::env::var("TXSOCK_PASSWORD") {
+            return Ok(password);
+        }
+    }
     if from_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -134,7 +146,7 @@ fn read_password(from_stdin: bool) -> Result<String> {
         return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no terminal to ask for the password; use --password-stdin");
+        bail!("no terminal to ask for the password; use --password-stdin or set TXSOCK_PASSWORD");
     }
     let first = rpassword::prompt_password("Password: ")?;
     let second = rpassword::prompt_password("Repeat password: ")?;
@@ -185,12 +197,29 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                 .map_err(|e| storage.failed(e))?;
             println!("created user {name} with balance {balance}");
         }
-        UserCommand::List { storage } => {
+        UserCommand::List { json, storage } => {
             let users = storage
                 .open_existing(Access::ReadOnly)?
                 .list_users()
                 .map_err(|e| storage.failed(e))?;
             let now = unix_millis();
+            if json {
+                for u in &users {
+                    let locked_until =
+                        (u.locked_until_ms > now).then(|| stamp_millis(u.locked_until_ms));
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "name": u.name,
+                            "balance": u.balance.to_string(),
+                            "admin_locked": u.admin_locked,
+                            "locked_until": locked_until,
+                            "failed_logins": u.failures,
+                        })
+                    );
+                }
+                return Ok(());
+            }
             println!("{:<32} {:>20}  state", "user", "balance");
             for u in &users {
                 let state = if u.admin_locked {

@@ -412,8 +412,10 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
                     let list: Vec<Value> = entries
                         .iter()
                         .map(|e| {
+                            // ISO 8601 as in the text, and the milliseconds the MAC covers.
+                            let at = (e.at != 0).then(|| crate::clock::stamp_millis(e.at));
                             json!({"id": e.id.as_str(), "from": e.from.as_str(), "to": e.to.as_str(),
-                                   "amount": e.amount.to_string(), "at": e.at})
+                                   "amount": e.amount.to_string(), "at": at, "at_ms": e.at})
                         })
                         .collect();
                     println!(
@@ -424,6 +426,8 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
                 } else {
                     if entries.is_empty() {
                         println!("no transfers yet");
+                    } else {
+                        println!("{}", interactive::HISTORY_HEADER);
                     }
                     for e in &entries {
                         println!("{}", interactive::history_line(&user, e));
