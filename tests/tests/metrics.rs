@@ -248,10 +248,23 @@ fn counters_move_during_a_load_and_agree_with_it_after() {
     assert!(committed > 0.0);
 
     let after = Scrape::take(metrics);
+    let logged = server
+        .log("transactions.log")
+        .lines()
+        .filter(|l| l.contains(" transfer "))
+        .count() as f64;
+    // The counter is the server's own record: one transactions.log line per commit.
+    assert_eq!(
+        after.get(COMMITTED),
+        logged,
+        "counter and transactions.log differ"
+    );
     assert_eq!(
         after.get(COMMITTED) - before.get(COMMITTED),
         committed,
-        "the server's committed counter and the load's verified receipts differ"
+        "the server's committed counter and the load's verified receipts differ \
+         (transactions.log has {logged}; load errors {})",
+        report["errors"]
     );
     let refused_by_load: u64 = report["transfers"]["refused"]
         .as_object()

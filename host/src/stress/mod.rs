@@ -519,7 +519,6 @@ async fn run_load(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = load::start(ctx, load, stop_rx).await?;
-    ctx.rec.reset();
     let before = target.rss_kib();
     let bar = progress(a.duration.as_millis() as u64, "ms");
     let sampler = Sampler::start(
@@ -744,7 +743,6 @@ async fn run_mix(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = load::start(ctx, load, stop_rx).await?;
-    ctx.rec.reset();
     let total = warmup + a.duration + cooldown;
     let bar = progress(total.as_millis() as u64, "ms");
     let sampler = Sampler::start(
