@@ -243,3 +243,33 @@ fn the_python_example_without_a_terminal_says_what_to_do() {
     );
     assert!(!err.contains("Traceback"), "{err}");
 }
+
+/// On a terminal the menu reads with a line editor: Up recalls an earlier answer and
+/// Backspace edits the line before Enter sends it.
+#[cfg(unix)]
+#[test]
+fn the_menu_edits_lines_and_recalls_earlier_answers_on_a_terminal() {
+    use rexpect::session::spawn_command;
+    let mut cmd = Command::new(txsock_bin());
+    cmd.args(["client", "--server", "127.0.0.1:9"])
+        .env_remove("TXSOCK_CONFIG")
+        .env_remove("TXSOCK_USER");
+    let mut pty = spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+    let mut expect = |pty: &mut rexpect::session::PtySession, text: &str| {
+        pty.exp_string(text)
+            .unwrap_or_else(|e| panic!("waiting for {text:?}: {e}"));
+    };
+    expect(&mut pty, "Choose: ");
+    pty.send_line("?").expect("type");
+    expect(&mut pty, "1, r, register");
+    expect(&mut pty, "Choose: ");
+    // Up, then Enter: the earlier `?` again.
+    pty.send("\x1b[A").expect("type");
+    pty.send_line("").expect("type");
+    expect(&mut pty, "1, r, register");
+    expect(&mut pty, "Choose: ");
+    // `qx`, Backspace, Enter: `q`.
+    pty.send("qx\x7f").expect("type");
+    pty.send_line("").expect("type");
+    expect(&mut pty, "Goodbye.");
+}

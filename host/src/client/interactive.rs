@@ -1,7 +1,9 @@
 //! The interactive menu: register, log in, balance, transfer, history, log out, quit.
 //!
-//! Passwords are read without echo when standard input is a terminal (otherwise, for
-//! scripted use, from the next input line). Every input is checked before it is sent.
+//! On a terminal, answers are read with a line editor (rustyline: editing keys, Up for the
+//! session's earlier answers, nothing written to disk) and passwords without echo;
+//! otherwise, for scripted use, every answer and password is the next input line. Every
+//! input is checked before it is sent.
 
 use super::account::{self, Account, Failure, Sink, TransferItem};
 use super::{new_id, parse_amount, parse_user, ClientArgs};
@@ -63,24 +65,50 @@ pub(crate) fn history_line(user: &Username, e: &HistoryEntry) -> String {
     }
 }
 
+/// Where answers come from: a line editor on a terminal (arrow keys, editing, the session's
+/// earlier answers with Up), else plain lines (scripts, pipes).
+enum Input {
+    Editor(Box<rustyline::DefaultEditor>),
+    Lines(Box<dyn BufRead>),
+}
+
 struct Ui<'a> {
     args: &'a ClientArgs,
-    input: Box<dyn BufRead>,
+    input: Input,
     terminal: bool,
 }
 
 impl Ui<'_> {
-    /// Prints `prompt` and reads one line; `None` at end of input.
+    /// Prints `prompt` and reads one line; `None` at end of input (or Ctrl-C, Ctrl-D at the
+    /// line editor).
     fn ask(&mut self, prompt: &str) -> Option<String> {
-        print!("{prompt}");
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        match self.input.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                println!();
-                None
+        match &mut self.input {
+            Input::Editor(editor) => match editor.readline(prompt) {
+                Ok(line) => {
+                    let line = line.trim().to_string();
+                    if !line.is_empty() {
+                        // Passwords never come through here (they are read without echo).
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    Some(line)
+                }
+                Err(_) => {
+                    println!();
+                    None
+                }
+            },
+            Input::Lines(input) => {
+                print!("{prompt}");
+                let _ = std::io::stdout().flush();
+                let mut line = String::new();
+                match input.read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        println!();
+                        None
+                    }
+                    Ok(_) => Some(line.trim().to_string()),
+                }
             }
-            Ok(_) => Some(line.trim().to_string()),
         }
     }
 
@@ -262,9 +290,18 @@ impl Ui<'_> {
 pub fn run(args: &ClientArgs) -> ExitCode {
     let stdin = std::io::stdin();
     let terminal = stdin.is_terminal();
+    let editor = if terminal && std::io::stdout().is_terminal() {
+        rustyline::DefaultEditor::new().ok()
+    } else {
+        None
+    };
+    let input = match editor {
+        Some(editor) => Input::Editor(Box::new(editor)),
+        None => Input::Lines(Box::new(std::io::BufReader::new(stdin))),
+    };
     let mut ui = Ui {
         args,
-        input: Box::new(std::io::BufReader::new(stdin)),
+        input,
         terminal,
     };
     println!("txsock client: server {}", args.server);
