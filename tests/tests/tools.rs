@@ -255,7 +255,7 @@ fn the_menu_edits_lines_and_recalls_earlier_answers_on_a_terminal() {
         .env_remove("TXSOCK_CONFIG")
         .env_remove("TXSOCK_USER");
     let mut pty = spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
-    let mut expect = |pty: &mut rexpect::session::PtySession, text: &str| {
+    let expect = |pty: &mut rexpect::session::PtySession, text: &str| {
         pty.exp_string(text)
             .unwrap_or_else(|e| panic!("waiting for {text:?}: {e}"));
     };
