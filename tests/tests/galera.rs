@@ -18,9 +18,14 @@ fn three_servers_start_at_once_on_three_nodes() {
     let servers: Vec<Server> = std::thread::scope(|scope| {
         let starting: Vec<_> = urls
             .iter()
-            .map(|url| scope.spawn(move || Server::start_on_db(url, &["--opening-balance", "10.00"])))
+            .map(|url| {
+                scope.spawn(move || Server::start_on_db(url, &["--opening-balance", "10.00"]))
+            })
             .collect();
-        starting.into_iter().map(|s| s.join().expect("server start")).collect()
+        starting
+            .into_iter()
+            .map(|s| s.join().expect("server start"))
+            .collect()
     });
     let version = cluster
         .sql(1, "SELECT version FROM txsock_test.schema_version")

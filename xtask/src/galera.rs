@@ -77,7 +77,9 @@ fn find(program: &str) -> Option<PathBuf> {
 pub fn missing() -> Option<String> {
     for program in ["mariadbd", "mariadb-install-db", "mariadb", "rsync"] {
         if find(program).is_none() {
-            return Some(format!("`{program}` not found (Debian: mariadb-server, rsync)"));
+            return Some(format!(
+                "`{program}` not found (Debian: mariadb-server, rsync)"
+            ));
         }
     }
     if !Path::new(PROVIDER).exists() {
@@ -254,7 +256,13 @@ impl Cluster {
         let output = Command::new(&self.client)
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.nodes[node].socket().display()))
-            .args(["--user=root", "--batch", "--skip-column-names", "--execute", sql])
+            .args([
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "--execute",
+                sql,
+            ])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("could not start {}: {e}", self.client.display()))?;
@@ -317,7 +325,10 @@ impl Cluster {
             .status()
             .map_err(|e| format!("could not start {}: {e}", install_db.display()))?;
         if !status.success() {
-            return Err(format!("mariadb-install-db failed ({status}):\n{}", tail(&log)));
+            return Err(format!(
+                "mariadb-install-db failed ({status}):\n{}",
+                tail(&log)
+            ));
         }
         Ok(())
     }
@@ -343,7 +354,10 @@ impl Cluster {
             .arg(format!("--socket={}", n.socket().display()))
             .arg(format!("--port={}", n.sql_port))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!("--pid-file={}", n.dir.join("mariadbd.pid").display()))
+            .arg(format!(
+                "--pid-file={}",
+                n.dir.join("mariadbd.pid").display()
+            ))
             .arg(format!("--log-error={}", n.error_log().display()))
             .args([
                 "--skip-name-resolve",
@@ -361,10 +375,16 @@ impl Cluster {
                 "--wsrep-sst-method=rsync",
             ])
             .arg(format!("--wsrep-provider={PROVIDER}"))
-            .arg(format!("--wsrep-cluster-address=gcomm://{}", members.join(",")))
+            .arg(format!(
+                "--wsrep-cluster-address=gcomm://{}",
+                members.join(",")
+            ))
             .arg(format!("--wsrep-node-address=127.0.0.1:{}", n.group_port))
             .arg(format!("--wsrep-node-name=node{node}"))
-            .arg(format!("--wsrep-sst-receive-address=127.0.0.1:{}", n.sst_port))
+            .arg(format!(
+                "--wsrep-sst-receive-address=127.0.0.1:{}",
+                n.sst_port
+            ))
             .arg(format!("--wsrep-provider-options={provider_options}"))
             .args(bootstrap.then_some("--wsrep-new-cluster"))
             .stdin(Stdio::null())
@@ -407,7 +427,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let mut children: Vec<Child> = self.nodes.iter_mut().filter_map(|n| n.child.take()).collect();
+        let mut children: Vec<Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.child.take())
+            .collect();
         for child in &children {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])

@@ -36,6 +36,38 @@
 //!
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
+//!
+//! # On a Galera cluster
+//!
+//! Each server may use a different node of a MariaDB Galera cluster (multi-primary,
+//! synchronous replication). Galera certifies optimistically: `FOR UPDATE` locks hold only on
+//! the node that takes them, and at `COMMIT` a transaction whose written rows were written
+//! meanwhile by a transaction of another node fails certification, reported as a deadlock
+//! (1213). The rules above then stay correct as follows:
+//!
+//! - **Conflicts abort, then retry.** A certification failure is a rolled-back transaction,
+//!   retried like any deadlock (also when it comes at `COMMIT`, which then changed nothing);
+//!   nothing is acknowledged before a `COMMIT` that succeeded.
+//! - **Causal reads.** On a connection to a Galera node (detected when it connects:
+//!   `wsrep_on`) the session sets `wsrep_sync_wait = 1`: every read first waits until the
+//!   node has applied every transaction committed anywhere in the cluster before it began.
+//!   So the reads that decide (balances, earlier outcomes of an id, credentials) see what
+//!   any other node committed, and a retry of an id on another node sees its first outcome.
+//! - **One certification key per sender.** Every transaction that records outcomes for a
+//!   sender's transfer ids also writes that sender's marker row in `meta`
+//!   ([`SENDER_MARKER`]). A commit writes the sender's balance anyway, but a refusal writes
+//!   none; without the marker, two nodes deciding the same id at once (a client that failed
+//!   over while its first server's batch was still running) could record a refusal on one
+//!   and a commit on the other. With it, the second to commit fails certification, runs
+//!   again, and reads the first's outcome.
+//! - **Nodes that cannot serve.** A node that is not synced or not in the primary component
+//!   answers 1047 (`WSREP has not yet prepared node for application use`): handled like a
+//!   lost connection (reconnect, run again if `COMMIT` was not sent). When the retries run
+//!   out the request is answered `internal`, and clients move to another server.
+//! - **Schema.** `GET_LOCK` is local to a node, so servers starting at once on different
+//!   nodes may migrate at the same time: every migration statement is idempotent DDL, which
+//!   Galera runs in total order on all nodes, and each version is recorded in a retried
+//!   transaction.
 
 use super::row::{
     amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
@@ -138,6 +170,15 @@ const RETRYABLE: &[u16] = &[1205, 1213, 1020];
 /// Duplicate key.
 const ER_DUP_ENTRY: u16 = 1062;
 
+/// Galera: the node is not ready for queries (joining, donating, or outside the primary
+/// component): "WSREP has not yet prepared node for application use".
+const ER_WSREP_NOT_READY: u16 = 1047;
+
+/// On Galera, the `meta` key prefix of the row each transaction that records a transfer
+/// outcome for a sender also writes (followed by the sender's name): see the module
+/// documentation.
+const SENDER_MARKER: &str = "sender.";
+
 /// Most names one locking statement lists; larger lock sets take several, in order.
 const LOCK_CHUNK: usize = 256;
 
@@ -149,6 +190,8 @@ pub struct MysqlStore {
     /// The URL without the password, for messages.
     shown: String,
     opening_balance: Amount,
+    /// Whether the database is a Galera cluster node (seen on the last connection made).
+    galera: bool,
 }
 
 /// How a failed statement is handled.
@@ -173,6 +216,7 @@ fn classify(e: &anyhow::Error) -> Failure {
                 {
                     Failure::Conflict
                 }
+                mysql::Error::MySqlError(s) if s.code == ER_WSREP_NOT_READY => Failure::Connection,
                 mysql::Error::IoError(_)
                 | mysql::Error::DriverError(_)
                 | mysql::Error::CodecError(_) => Failure::Connection,
@@ -253,6 +297,7 @@ impl MysqlStore {
             conn: None,
             shown,
             opening_balance,
+            galera: false,
         };
         if access != Access::Create {
             store.require_schema(access == Access::ReadOnly)?;
@@ -302,14 +347,27 @@ impl MysqlStore {
     fn connect(&mut self) -> Result<&mut Conn> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => Conn::new(self.opts.clone())
-                .with_context(|| format!("connecting to {}", self.shown))?,
+            None => {
+                let mut conn = Conn::new(self.opts.clone())
+                    .with_context(|| format!("connecting to {}", self.shown))?;
+                let galera = causal_reads_if_galera(&mut conn)
+                    .with_context(|| format!("setting up the session on {}", self.shown))?;
+                if galera && !self.galera {
+                    tracing::info!(
+                        "{} is a Galera cluster node: causal reads (wsrep_sync_wait = 1)",
+                        self.shown
+                    );
+                }
+                self.galera = galera;
+                conn
+            }
         };
         Ok(self.conn.insert(conn))
     }
 
     /// Creates or migrates the schema to [`SCHEMA_VERSION`]. A named lock makes servers
     /// that start at once on the same database migrate it one after the other.
+    /// (On Galera the lock is the node's only: see the module documentation.)
     fn migrate(&mut self) -> Result<()> {
         let c = self.connect()?;
         let got: Option<(Option<i64>,)> = first(
@@ -320,10 +378,46 @@ impl MysqlStore {
         if got != Some((Some(1),)) {
             bail!("timed out waiting for another server to migrate the schema");
         }
-        let result = migrate_locked(c);
-        let released = c.query_drop("DO RELEASE_LOCK(CONCAT('txsock.schema.', DATABASE()))");
+        let result = self.migrate_locked();
+        let released = self.connect().and_then(|c| {
+            Ok(c.query_drop("DO RELEASE_LOCK(CONCAT('txsock.schema.', DATABASE()))")?)
+        });
         result?;
-        Ok(released?)
+        released
+    }
+
+    /// Runs the migrations the database lacks, each statement idempotent, and records each
+    /// version reached in a transaction of its own (retried: on Galera, servers on other
+    /// nodes may record the same version at the same time).
+    fn migrate_locked(&mut self) -> Result<()> {
+        self.connect()?.query_drop(VERSION_TABLE)?;
+        loop {
+            let stored: Option<(Option<i64>,)> = first(
+                self.connect()?,
+                "SELECT MAX(version) FROM schema_version",
+                (),
+            )?;
+            let version = stored.and_then(|(v,)| v).unwrap_or(0);
+            if version > SCHEMA_VERSION {
+                bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
+            }
+            if version == SCHEMA_VERSION {
+                return Ok(());
+            }
+            let c = self.connect()?;
+            for statement in MIGRATIONS[version as usize] {
+                c.query_drop(statement)
+                    .with_context(|| format!("migrating from schema version {version}"))?;
+            }
+            self.transaction(|c| {
+                c.exec_drop("DELETE FROM schema_version WHERE version <= ?", (version,))?;
+                c.exec_drop(
+                    "INSERT INTO schema_version (version) VALUES (?)",
+                    (version + 1,),
+                )?;
+                Ok(())
+            })?;
+        }
     }
 
     /// Runs `body` in a transaction and commits it, retrying as the module documentation
@@ -377,26 +471,16 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(1 + jitter)
 }
 
-fn migrate_locked(c: &mut Conn) -> Result<()> {
-    c.query_drop(VERSION_TABLE)?;
-    let stored: Option<(Option<i64>,)> = first(c, "SELECT MAX(version) FROM schema_version", ())?;
-    let mut version = stored.and_then(|(v,)| v).unwrap_or(0);
-    if version > SCHEMA_VERSION {
-        bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
+/// Whether `c` is connected to a Galera node (`wsrep_on` is `ON`; MySQL has no such
+/// variable and MariaDB without a cluster says `OFF`); if so, turns on causal reads for the
+/// session (see the module documentation).
+fn causal_reads_if_galera(c: &mut Conn) -> Result<bool> {
+    let row: Option<(String, String)> = first(c, "SHOW VARIABLES LIKE 'wsrep_on'", ())?;
+    let galera = row.is_some_and(|(_, value)| value.eq_ignore_ascii_case("ON"));
+    if galera {
+        c.query_drop("SET SESSION wsrep_sync_wait = 1")?;
     }
-    while version < SCHEMA_VERSION {
-        for statement in MIGRATIONS[version as usize] {
-            c.query_drop(statement)
-                .with_context(|| format!("migrating from schema version {version}"))?;
-        }
-        version += 1;
-        c.query_drop("DELETE FROM schema_version")?;
-        c.exec_drop(
-            "INSERT INTO schema_version (version) VALUES (?)",
-            (version,),
-        )?;
-    }
-    Ok(())
+    Ok(galera)
 }
 
 /// The user rows a batch writes, sorted and without repeats: the lock set.
@@ -594,10 +678,14 @@ fn insert_rows(
 /// compare-and-set `UPDATE` per changed balance and multi-row inserts into the journal and
 /// the refusals. Any write failing fails the whole batch (a duplicate key is retried: the
 /// next attempt reads the outcome that another transaction recorded first).
+///
+/// On Galera (`galera`), it also writes the marker row of every sender whose outcomes it
+/// records (see the module documentation).
 fn transfers(
     c: &mut Conn,
     run: &[(LedgerRequest, Instant)],
     committed: &mut Vec<Committed>,
+    galera: bool,
 ) -> Result<Vec<LedgerReply>> {
     let now_ms = crate::clock::unix_millis();
     let moves: Vec<(&Username, &TransferId, &Username, Amount)> = run
@@ -767,7 +855,45 @@ fn transfers(
         7,
         &refusals,
     )?;
+    if galera {
+        let mut recorders: Vec<&str> = journal
+            .iter()
+            .chain(&refusals)
+            .filter_map(|row| match row.first() {
+                Some(Value::Bytes(name)) => std::str::from_utf8(name).ok(),
+                _ => None,
+            })
+            .collect();
+        recorders.sort_unstable();
+        recorders.dedup();
+        mark_senders(c, &recorders)?;
+    }
     Ok(replies)
+}
+
+/// Writes a fresh random value into the [`SENDER_MARKER`] row of each of `senders`, so that
+/// Galera certifies this transaction against every other that records an outcome for them.
+/// (A write that changes nothing is skipped by InnoDB and certifies nothing: hence random.)
+fn mark_senders(c: &mut Conn, senders: &[&str]) -> Result<()> {
+    for chunk in senders.chunks(LOCK_CHUNK) {
+        let (names, _) = padded(chunk);
+        let mut params: Vec<Value> = Vec::with_capacity(2 * names.len());
+        for name in &names {
+            let mut fresh = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fresh);
+            params.push(format!("{SENDER_MARKER}{name}").into());
+            params.push(fresh[..].into());
+        }
+        c.exec_drop(
+            format!(
+                "INSERT INTO meta (meta_key, meta_value) VALUES {}
+                 ON DUPLICATE KEY UPDATE meta_value = VALUES(meta_value)",
+                vec!["(?, ?)"; names.len()].join(", ")
+            ),
+            Params::Positional(params),
+        )?;
+    }
+    Ok(())
 }
 
 type HistoryRow = (String, String, String, i64, i64);
@@ -923,6 +1049,7 @@ impl Store for MysqlStore {
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
         let opening = self.opening_balance;
+        let galera = self.galera;
         let names = lock_set(batch);
         let result = self.transaction(|c| {
             committed.truncate(first_committed);
@@ -936,7 +1063,7 @@ impl Store for MysqlStore {
                     .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
                     .count();
                 if run > 0 {
-                    replies.extend(transfers(c, &rest[..run], committed)?);
+                    replies.extend(transfers(c, &rest[..run], committed, galera)?);
                     rest = &rest[run..];
                     continue;
                 }
