@@ -1011,8 +1011,18 @@ pub fn run_client(
     password: Option<&str>,
     stdin: &str,
 ) -> ClientRun {
+    run_client_at(&addr.to_string(), args, password, stdin)
+}
+
+/// [`run_client`] with `--server SERVERS` (one `HOST:PORT`, or several separated by commas).
+pub fn run_client_at(
+    servers: &str,
+    args: &[&str],
+    password: Option<&str>,
+    stdin: &str,
+) -> ClientRun {
     let mut cmd = Command::new(txsock_bin());
-    cmd.args(["client", "--server"]).arg(addr.to_string());
+    cmd.args(["client", "--server", servers]);
     if !args.contains(&"--min-iterations") {
         cmd.args(["--min-iterations", &ITERATIONS.to_string()]);
     }
