@@ -6,6 +6,9 @@
 mod bench;
 mod crash;
 mod fuzz;
+// Shared with the end-to-end kit, which uses all of it; xtask only starts and stops clusters.
+#[allow(dead_code)]
+mod galera;
 mod mariadb;
 mod pgbench;
 mod prerequisites;
@@ -42,7 +45,11 @@ TASKS:
                                         into a temporary directory, mariadbd on a free
                                         loopback port and a socket there, stopped and
                                         deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
-                                        set is used instead
+                                        set is used instead. The Galera tests
+                                        (tests/tests/galera.rs) start their own three-node
+                                        cluster (xtask/src/galera.rs) and are required
+                                        (TXSOCK_REQUIRE_GALERA=1): the short crash test on it
+                                        takes about 1 to 2 minutes
                       5. qemu           what `cargo xtask qemu` does
                       6. tap            firmware-sim's device on a TAP interface in a network
                                         namespace (firmware-sim/tap-netns.sh), reached by
@@ -115,10 +122,16 @@ TASKS:
                     every transfer id sent again gets its original result. Runs on SQLite,
                     then on MariaDB (TXSOCK_TEST_MYSQL_URL if set, else a throwaway server as
                     in `test`), and prints each run's figures (kills, transfers acknowledged,
-                    retries, lost: 0). The short form (5 kills) runs in `test`. Installs
-                    missing prerequisites first, as `test` does.
-        --rounds N      kills per backend [default: 20]
-        --backend B     all, sqlite or mysql [default: all]
+                    retries, lost: 0). The short form (5 kills) runs in `test`. Then on a
+                    throwaway three-node Galera cluster (tests/tests/galera.rs, one `txsock
+                    serve` per node, clients spread over the three and moving to the next
+                    server when theirs fails): each of N rounds SIGKILLs a random server
+                    (restarted) and a random database node (restarted, rejoins by IST/SST)
+                    at random moments under load; the same checks run against every node.
+                    The short form (2 rounds) runs in `test`. Installs missing prerequisites
+                    first, as `test` does.
+        --rounds N      kills (Galera: rounds) per backend [default: 20]
+        --backend B     all, sqlite, mysql or galera [default: all]
     fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
                     list` lists in fuzz/, run `cargo +nightly fuzz run <target>
                     fuzz/corpus-local/<target> fuzz/corpus/<target> --
@@ -296,6 +309,8 @@ fn test() -> Result<(), Error> {
         ("test", &|| {
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]);
+            // The Galera tests start their own cluster; step 1 installed what it needs.
+            test.env("TXSOCK_REQUIRE_GALERA", "1");
             // Kept until the tests are done, then stopped (also when they failed).
             let _mariadb = mariadb::provide(&mut test)?;
             run(&mut test)
@@ -403,6 +418,13 @@ mod tests {
         assert!(parse_str("crash --rounds 0").is_err());
         assert!(parse_str("crash --rounds").is_err());
         assert!(parse_str("crash --backend postgres").is_err());
+        assert_eq!(
+            parse_str("crash --backend galera --rounds 3"),
+            Ok(Task::Crash {
+                rounds: 3,
+                backends: crash::Backends::Galera
+            })
+        );
         assert!(parse_str("crash --seconds 5").is_err());
     }
 }
