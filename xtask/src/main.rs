@@ -9,6 +9,7 @@ mod fuzz;
 // Shared with the end-to-end kit, which uses all of it; xtask only starts and stops clusters.
 #[allow(dead_code)]
 mod galera;
+mod galera_bench;
 mod mariadb;
 mod pgbench;
 mod prerequisites;
@@ -108,7 +109,11 @@ TASKS:
                                 with 32 clients and with 1 (logged, for the median), stopped;
                                 then txsock stress load --spawn with 32 clients (pipeline 8)
                                 and with 1 (one transfer at a time), 15 s each: transfers/s
-                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's
+                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's;
+                                then the 32-client load on a throwaway three-node Galera
+                                cluster (xtask/src/galera.rs) with one `txsock serve` and with
+                                three (clients spread over them): no target (2 shared cores:
+                                correctness under contention, not scaling)
                       3. memory  txsock stress connections --spawn --count 10000 (<= 64 MiB)
                       4. attacks txsock stress mix --spawn --duration 20s (growth <= 2 MiB)
                     Builds txsock with --release. Each stress run's HTML report and JSON go
