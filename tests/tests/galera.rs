@@ -164,6 +164,42 @@ fn start_servers(cluster: &Cluster) -> Vec<Server> {
     })
 }
 
+/// The same transfer id sent at the same moment through two servers on two nodes, `count`
+/// times: both get the same outcome (one node's transaction fails certification, runs again
+/// and reads the other's outcome). Returns the receipts, for the checks at the end.
+fn same_id_on_two_nodes_at_once(servers: &[Server], count: usize) -> HashMap<String, ReceiptInfo> {
+    let mut a = servers[0].login("acct0", false);
+    let mut b = servers[1].login("acct0", false);
+    let mut acked = HashMap::new();
+    for k in 0..count {
+        let id = format!("acct0-twice-{k}");
+        let amount = Amount(1 + random_below(500));
+        let barrier = std::sync::Barrier::new(2);
+        let (first, second) = std::thread::scope(|scope| {
+            let (id, barrier) = (&id, &barrier);
+            let one = scope.spawn(|| {
+                barrier.wait();
+                a.transfer(id, "acct1", amount)
+            });
+            let other = scope.spawn(|| {
+                barrier.wait();
+                b.transfer(id, "acct1", amount)
+            });
+            (one.join().expect("thread"), other.join().expect("thread"))
+        });
+        let (first, second) = (
+            first.unwrap_or_else(|e| panic!("{id} on node 0: {e:?}")),
+            second.unwrap_or_else(|e| panic!("{id} on node 1: {e:?}")),
+        );
+        assert!(
+            same_outcome(&first, &second),
+            "{id} sent through two nodes at once: {first:?} and {second:?}"
+        );
+        acked.insert(id, first);
+    }
+    acked
+}
+
 fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
     let started = Instant::now();
     let mut servers = start_servers(&cluster);
@@ -172,6 +208,7 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
         drop(servers[i % NODES].login(name, true));
         drop(servers[(i + 1) % NODES].login(name, false));
     }
+    let twice = same_id_on_two_nodes_at_once(&servers, 30);
     let addrs: Addresses = Arc::new(RwLock::new(servers.iter().map(|s| s.addr).collect()));
     let deadline = Instant::now() + Duration::from_secs(180 + 40 * plan.rounds as u64);
     let acknowledged = Arc::new(AtomicUsize::new(0));
@@ -266,10 +303,12 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
         rejoin = rejoin.max(restarting.elapsed());
     }
     killing_done.store(true, Ordering::Release);
-    let results: Vec<_> = clients
+    let mut results: Vec<_> = clients
         .into_iter()
         .map(|c| c.join().expect("client thread"))
         .collect();
+    // Checked like the rest from here on.
+    results.push(("acct0", twice, 0, 0));
     assert_eq!(
         (server_kills, node_kills),
         (plan.rounds, plan.rounds),
@@ -312,7 +351,7 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
 
     // On every node: the journal holds exactly the acknowledged transfers, each once.
     let (mut committed, mut refused) = (0, 0);
-    for node in 0..NODES {
+    for (node, server) in servers.iter().enumerate() {
         let (journal, balances) = read_node(&cluster, node);
         let mut journaled: HashMap<(String, String), Vec<(String, u64)>> = HashMap::new();
         for (from, id, to, amount) in journal {
@@ -359,7 +398,7 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
             "node {node}: negative balance: {balances:?}"
         );
         // `ledger check` through the server of this node's configuration (--db of node).
-        let check = servers[node].admin(&["ledger", "check"], "");
+        let check = server.admin(&["ledger", "check"], "");
         assert!(
             check.status.success(),
             "ledger check on node {node}: {}",
