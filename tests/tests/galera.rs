@@ -49,6 +49,8 @@ struct Roamer {
     conn: Option<Client>,
     /// Times it left a server that failed it.
     moves: usize,
+    /// Index of the server that gave the last receipt.
+    answered_by: usize,
 }
 
 impl Roamer {
@@ -59,6 +61,7 @@ impl Roamer {
             at,
             conn: None,
             moves: 0,
+            answered_by: at,
         }
     }
 
@@ -103,7 +106,10 @@ impl Roamer {
             }
             let c = self.conn.as_mut()?;
             match c.transfer(id, to, amount) {
-                Ok(receipt) => return Some(receipt),
+                Ok(receipt) => {
+                    self.answered_by = self.at;
+                    return Some(receipt);
+                }
                 // Lost, or refused as `internal` (this server's node is down): the outcome is
                 // unknown, so the same id goes to the next server.
                 Err(_) => self.move_on(),
@@ -145,6 +151,105 @@ fn read_node(cluster: &Cluster, node: usize) -> (Vec<JournalRow>, Vec<(String, i
         .query("SELECT name, balance FROM users")
         .expect("balances");
     (journal, balances)
+}
+
+/// What happened when, for the messages of a failed check.
+#[derive(Clone)]
+struct Timeline(Arc<std::sync::Mutex<Vec<(Instant, String)>>>, Instant);
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline(Arc::default(), Instant::now())
+    }
+
+    fn note(&self, what: String) {
+        let mut events = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        events.push((Instant::now(), what));
+    }
+
+    /// The events around the one that mentions `needle`: the kills within 20 s before it.
+    fn around(&self, needle: &str) -> String {
+        let events = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(&(at, _)) = events.iter().find(|(_, e)| e.starts_with(needle)) else {
+            return format!("({needle} not in the timeline)");
+        };
+        events
+            .iter()
+            .filter(|(t, e)| {
+                (e.starts_with(needle) || !e.contains("answered"))
+                    && *t + Duration::from_secs(20) >= at
+                    && *t <= at + Duration::from_secs(5)
+            })
+            .map(|(t, e)| format!("{:.3} s {e}", (*t - self.1).as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What each client was told: user, receipts by id, same-id retries, moves.
+type Told = (&'static str, HashMap<String, ReceiptInfo>, usize, usize);
+
+/// On every node, read directly: the journal holds exactly the acknowledged transfers, each
+/// once and as acknowledged, and nothing else; money is conserved; no balance is negative.
+/// Returns the counts of committed and refused acknowledgements.
+fn check_nodes(
+    cluster: &Cluster,
+    results: &[Told],
+    timeline: &Timeline,
+    when: &str,
+) -> (usize, usize) {
+    let (mut committed, mut refused) = (0, 0);
+    for node in 0..NODES {
+        let (journal, balances) = read_node(cluster, node);
+        let mut journaled: HashMap<(String, String), Vec<(String, u64)>> = HashMap::new();
+        for (from, id, to, amount) in journal {
+            journaled.entry((from, id)).or_default().push((to, amount));
+        }
+        (committed, refused) = (0, 0);
+        for (user, acked, _, _) in results {
+            for (id, receipt) in acked {
+                let rows = journaled
+                    .remove(&(user.to_string(), id.clone()))
+                    .unwrap_or_default();
+                match receipt.result {
+                    Ok(()) => {
+                        committed += 1;
+                        assert_eq!(
+                            rows,
+                            [(receipt.to.to_string(), receipt.amount.minor())],
+                            "{when}, node {node}: {user}/{id} acknowledged as {receipt:?}, \
+                             journaled as {rows:?}; timeline: {}",
+                            timeline.around(&format!("{id} answered"))
+                        );
+                    }
+                    Err(_) => {
+                        refused += 1;
+                        assert!(
+                            rows.is_empty(),
+                            "{when}, node {node}: {user}/{id} refused but journaled {rows:?}; \
+                             timeline: {}",
+                            timeline.around(&format!("{id} answered"))
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            journaled.is_empty(),
+            "{when}, node {node}: journaled transfers nobody was told about: {journaled:?}"
+        );
+        let total: i64 = balances.iter().map(|(_, b)| b).sum();
+        assert_eq!(
+            total as u64,
+            OPENING * ACCOUNTS.len() as u64,
+            "{when}, node {node}: money not conserved: {balances:?}"
+        );
+        assert!(
+            balances.iter().all(|(_, b)| *b >= 0),
+            "{when}, node {node}: negative balance: {balances:?}"
+        );
+    }
+    (committed, refused)
 }
 
 fn start_servers(cluster: &Cluster) -> Vec<Server> {
@@ -213,13 +318,18 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
     let deadline = Instant::now() + Duration::from_secs(180 + 40 * plan.rounds as u64);
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let killing_done = Arc::new(AtomicBool::new(false));
+    let timeline = Timeline::new();
 
     let clients: Vec<_> = ACCOUNTS
         .iter()
         .enumerate()
         .map(|(i, &user)| {
-            let (addrs, acknowledged, killing_done) =
-                (addrs.clone(), acknowledged.clone(), killing_done.clone());
+            let (addrs, acknowledged, killing_done, timeline) = (
+                addrs.clone(),
+                acknowledged.clone(),
+                killing_done.clone(),
+                timeline.clone(),
+            );
             let min_transfers = plan.min_transfers;
             std::thread::spawn(move || {
                 let mut acked: HashMap<String, ReceiptInfo> = HashMap::new();
@@ -257,6 +367,10 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
                         );
                         retries += 1;
                     }
+                    timeline.note(format!(
+                        "{id} answered by server {} ({:?})",
+                        roamer.answered_by, receipt.result
+                    ));
                     acked.insert(id, receipt);
                 }
                 (user, acked, retries, roamer.moves)
@@ -285,6 +399,7 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
             break;
         }
         let victim = random_below(NODES as u64) as usize;
+        timeline.note(format!("server {victim} killed"));
         servers[victim].crash_and_restart();
         addrs.write().unwrap()[victim] = servers[victim].addr;
         server_kills += 1;
@@ -292,14 +407,17 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
             break;
         }
         let node = random_below(NODES as u64) as usize;
+        timeline.note(format!("node {node} killed"));
         cluster.kill(node);
         node_kills += 1;
         // Down for a moment under load (its server answers `internal` meanwhile).
         std::thread::sleep(Duration::from_millis(random_below(1500)));
         let restarting = Instant::now();
+        timeline.note(format!("node {node} restarting"));
         cluster
             .restart(node)
             .unwrap_or_else(|e| panic!("node {node} did not rejoin: {e}"));
+        timeline.note(format!("node {node} synced"));
         rejoin = rejoin.max(restarting.elapsed());
     }
     killing_done.store(true, Ordering::Release);
@@ -314,6 +432,9 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
         (plan.rounds, plan.rounds),
         "kills (servers, nodes) short of the plan"
     );
+
+    // Before anything is sent again: every node holds exactly what was acknowledged.
+    check_nodes(&cluster, &results, &timeline, "after the load");
 
     // Every id once more, each client starting on another server: the original answers.
     let final_deadline = Instant::now() + Duration::from_secs(300);
@@ -349,55 +470,10 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
         assert!(server.stop(), "server did not stop cleanly");
     }
 
-    // On every node: the journal holds exactly the acknowledged transfers, each once.
-    let (mut committed, mut refused) = (0, 0);
+    // And after them: nothing changed, and `ledger check` passes against each node.
+    let (committed, refused) = check_nodes(&cluster, &results, &timeline, "at the end");
     for (node, server) in servers.iter().enumerate() {
-        let (journal, balances) = read_node(&cluster, node);
-        let mut journaled: HashMap<(String, String), Vec<(String, u64)>> = HashMap::new();
-        for (from, id, to, amount) in journal {
-            journaled.entry((from, id)).or_default().push((to, amount));
-        }
-        (committed, refused) = (0, 0);
-        for (user, acked, _, _) in &results {
-            for (id, receipt) in acked {
-                let rows = journaled
-                    .remove(&(user.to_string(), id.clone()))
-                    .unwrap_or_default();
-                match receipt.result {
-                    Ok(()) => {
-                        committed += 1;
-                        assert_eq!(
-                            rows,
-                            [(receipt.to.to_string(), receipt.amount.minor())],
-                            "node {node}: {user}/{id} acknowledged as {receipt:?}, journaled as \
-                             {rows:?}"
-                        );
-                    }
-                    Err(_) => {
-                        refused += 1;
-                        assert!(
-                            rows.is_empty(),
-                            "node {node}: {user}/{id} refused but journaled {rows:?}"
-                        );
-                    }
-                }
-            }
-        }
-        assert!(
-            journaled.is_empty(),
-            "node {node}: journaled transfers nobody was told about: {journaled:?}"
-        );
-        let total: i64 = balances.iter().map(|(_, b)| b).sum();
-        assert_eq!(
-            total as u64,
-            OPENING * ACCOUNTS.len() as u64,
-            "node {node}: money not conserved: {balances:?}"
-        );
-        assert!(
-            balances.iter().all(|(_, b)| *b >= 0),
-            "node {node}: negative balance: {balances:?}"
-        );
-        // `ledger check` through the server of this node's configuration (--db of node).
+        // `ledger check` with the configuration of this node's server (its --db).
         let check = server.admin(&["ledger", "check"], "");
         assert!(
             check.status.success(),
