@@ -192,6 +192,8 @@ pub struct MysqlStore {
     opening_balance: Amount,
     /// Whether the database is a Galera cluster node (seen on the last connection made).
     galera: bool,
+    /// Whether every session is `READ ONLY` ([`Access::ReadOnly`]).
+    read_only: bool,
 }
 
 /// How a failed statement is handled.
@@ -207,6 +209,9 @@ enum Failure {
 
 fn classify(e: &anyhow::Error) -> Failure {
     for cause in e.chain() {
+        if cause.downcast_ref::<AbortedByCluster>().is_some() {
+            return Failure::Conflict;
+        }
         if let Some(e) = cause.downcast_ref::<mysql::Error>() {
             return match e {
                 // A duplicate key that no caller handled: an outcome recorded meanwhile by
@@ -225,6 +230,52 @@ fn classify(e: &anyhow::Error) -> Failure {
         }
     }
     Failure::Other
+}
+
+/// Galera rolled this session's transaction back under it (a replicated transaction took its
+/// locks: a "brute force" abort) without any statement reporting it; see [`check_alive`].
+#[derive(Debug)]
+struct AbortedByCluster;
+
+impl std::fmt::Display for AbortedByCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the transaction was rolled back by the cluster (brute-force abort)")
+    }
+}
+
+impl std::error::Error for AbortedByCluster {}
+
+/// On Galera, the first statements of every transaction: a fresh random token in the
+/// session's temporary table `txsock_alive`, written by this transaction, so that
+/// [`check_alive`] can tell that the transaction is still the one that began.
+///
+/// Why: when a replicated transaction needs locks that a local one holds, Galera rolls the
+/// local one back. Normally its next statement then fails with a deadlock (1213) and the
+/// batch runs again; but under load in the crash test, statements after such an abort were
+/// seen to run without an error, outside the rolled-back transaction (a balance update found
+/// the balance changed under a lock it held, and once a transfer was acknowledged that no
+/// node had recorded). The session runs with `autocommit = 0`, so such statements fall into a
+/// new transaction that nothing commits unless the token is still there.
+fn liveness_token(c: &mut Conn) -> Result<u64> {
+    let token = rand_core::RngCore::next_u64(&mut rand_core::OsRng) >> 1;
+    c.query_drop("DELETE FROM txsock_alive")?;
+    c.exec_drop("INSERT INTO txsock_alive (token) VALUES (?)", (token,))?;
+    Ok(token)
+}
+
+/// The last statement before `COMMIT` on Galera: fails with [`AbortedByCluster`] (a conflict:
+/// roll back, run again) unless this transaction's token is still visible, i.e. the
+/// transaction that wrote it is the one about to commit.
+fn check_alive(c: &mut Conn, token: u64) -> Result<()> {
+    let found: Option<(u64,)> = first(
+        c,
+        "SELECT COUNT(*) FROM txsock_alive WHERE token = ?",
+        (token,),
+    )?;
+    if found != Some((1,)) {
+        return Err(anyhow::Error::new(AbortedByCluster));
+    }
+    Ok(())
 }
 
 fn is_duplicate(e: &mysql::Error) -> bool {
@@ -298,6 +349,7 @@ impl MysqlStore {
             shown,
             opening_balance,
             galera: false,
+            read_only: access == Access::ReadOnly,
         };
         if access != Access::Create {
             store.require_schema(access == Access::ReadOnly)?;
@@ -350,7 +402,7 @@ impl MysqlStore {
             None => {
                 let mut conn = Conn::new(self.opts.clone())
                     .with_context(|| format!("connecting to {}", self.shown))?;
-                let galera = causal_reads_if_galera(&mut conn)
+                let galera = causal_reads_if_galera(&mut conn, self.read_only)
                     .with_context(|| format!("setting up the session on {}", self.shown))?;
                 if galera && !self.galera {
                     tracing::info!(
@@ -426,10 +478,22 @@ impl MysqlStore {
         let mut attempt = 1;
         loop {
             let mut commit_sent = false;
-            let result = match self.connect() {
+            // Connecting tells whether this is a Galera node.
+            let connected = self.connect().map(|_| ());
+            // A read-only session writes nothing that could be committed in part.
+            let galera = self.galera && !self.read_only;
+            let result = match connected.and_then(|()| self.connect()) {
                 Ok(c) => (|| {
                     c.query_drop("START TRANSACTION")?;
+                    let token = if galera {
+                        Some(liveness_token(c)?)
+                    } else {
+                        None
+                    };
                     let value = body(c)?;
+                    if let Some(token) = token {
+                        check_alive(c, token)?;
+                    }
                     commit_sent = true;
                     c.query_drop("COMMIT")?;
                     Ok(value)
@@ -473,12 +537,21 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Whether `c` is connected to a Galera node (`wsrep_on` is `ON`; MySQL has no such
 /// variable and MariaDB without a cluster says `OFF`); if so, turns on causal reads for the
-/// session (see the module documentation).
-fn causal_reads_if_galera(c: &mut Conn) -> Result<bool> {
+/// session (see the module documentation) and, unless `read_only`, prepares the liveness
+/// check of [`liveness_token`].
+fn causal_reads_if_galera(c: &mut Conn, read_only: bool) -> Result<bool> {
     let row: Option<(String, String)> = first(c, "SHOW VARIABLES LIKE 'wsrep_on'", ())?;
     let galera = row.is_some_and(|(_, value)| value.eq_ignore_ascii_case("ON"));
     if galera {
         c.query_drop("SET SESSION wsrep_sync_wait = 1")?;
+    }
+    if galera && !read_only {
+        // See `liveness_token`.
+        c.query_drop("SET SESSION autocommit = 0")?;
+        c.query_drop(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS txsock_alive (token BIGINT UNSIGNED NOT NULL)
+             ENGINE=InnoDB",
+        )?;
     }
     Ok(galera)
 }
