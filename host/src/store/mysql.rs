@@ -525,6 +525,91 @@ impl MysqlStore {
             attempt += 1;
         }
     }
+    /// One run of a batch in one transaction (retried as [`MysqlStore::transaction`]
+    /// says); `recorded` gets the `(sender, id)` of every outcome it recorded.
+    fn batch_once(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        names: &[&str],
+        committed: &mut Vec<Committed>,
+        recorded: &mut Vec<IdKey>,
+    ) -> Result<Vec<LedgerReply>> {
+        let first_committed = committed.len();
+        let opening = self.opening_balance;
+        let galera = self.galera;
+        self.transaction(|c| {
+            committed.truncate(first_committed);
+            recorded.clear();
+            // First statement of the transaction: see the module documentation.
+            lock_users(c, names)?;
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut rest = batch;
+            while let Some(((request, _), after)) = rest.split_first() {
+                let run = rest
+                    .iter()
+                    .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
+                    .count();
+                if run > 0 {
+                    replies.extend(transfers(c, &rest[..run], committed, galera, recorded)?);
+                    rest = &rest[run..];
+                    continue;
+                }
+                rest = after;
+                let savepoint = writes(request);
+                if savepoint {
+                    // Replaces the previous request's savepoint of the same name.
+                    c.query_drop("SAVEPOINT r")?;
+                }
+                let before = committed.len();
+                match execute_one(opening, c, request) {
+                    Ok(reply) => replies.push(reply),
+                    Err(e) if classify(&e) != Failure::Other => return Err(e),
+                    Err(e) => {
+                        // One request's failure never undoes the others.
+                        committed.truncate(before);
+                        if savepoint {
+                            c.query_drop("ROLLBACK TO SAVEPOINT r")?;
+                        }
+                        tracing::error!("ledger request failed: {e:#}");
+                        replies.push(LedgerReply::Unavailable);
+                    }
+                }
+            }
+            Ok(replies)
+        })
+    }
+
+    /// How many of `keys` (`(sender, id)`) have a recorded outcome, journal or refusal, read
+    /// in a transaction of its own after a commit. On Galera a `COMMIT` that returned
+    /// success was seen, under load, to have committed nothing (a transaction aborted by the
+    /// cluster just before it, see [`liveness_token`]); this check keeps such a batch from
+    /// being acknowledged.
+    fn recorded_count(&mut self, keys: &[IdKey]) -> Result<usize> {
+        let c = self.connect()?;
+        let mut found = 0;
+        for chunk in keys.chunks(LOCK_CHUNK) {
+            let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+            let mut params: Vec<Value> = Vec::with_capacity(4 * chunk.len());
+            for _ in 0..2 {
+                for (from, id) in chunk {
+                    params.push(from.as_str().into());
+                    params.push(id.as_str().into());
+                }
+            }
+            let count: Option<(i64,)> = first(
+                c,
+                &format!(
+                    "SELECT (SELECT COUNT(*) FROM journal WHERE (from_user, transfer_id) IN ({pairs}))
+                          + (SELECT COUNT(*) FROM refusals WHERE (from_user, transfer_id) IN ({pairs}))"
+                ),
+                Params::Positional(params),
+            )?;
+            found += count.map_or(0, |(n,)| n.max(0) as usize);
+        }
+        // Ends the read (the session may run with autocommit off).
+        c.query_drop("COMMIT")?;
+        Ok(found)
+    }
 }
 
 /// A random pause before attempt `attempt + 1`: up to 2^attempt ms, at most 0.5 s, so that
@@ -753,12 +838,14 @@ fn insert_rows(
 /// next attempt reads the outcome that another transaction recorded first).
 ///
 /// On Galera (`galera`), it also writes the marker row of every sender whose outcomes it
-/// records (see the module documentation).
+/// records (see the module documentation). The `(sender, id)` of every outcome it records
+/// (journal or refusal) is added to `new_outcomes`.
 fn transfers(
     c: &mut Conn,
     run: &[(LedgerRequest, Instant)],
     committed: &mut Vec<Committed>,
     galera: bool,
+    new_outcomes: &mut Vec<IdKey>,
 ) -> Result<Vec<LedgerReply>> {
     let now_ms = crate::clock::unix_millis();
     let moves: Vec<(&Username, &TransferId, &Username, Amount)> = run
@@ -860,6 +947,7 @@ fn transfers(
                     balance.into(),
                     (now_ms as i64).into(),
                 ]);
+                new_outcomes.push(key.clone());
                 outcomes.insert(
                     key,
                     (to.to_string(), amount_sql, balance, Some(code.into())),
@@ -880,6 +968,7 @@ fn transfers(
                     after.into(),
                     (now_ms as i64).into(),
                 ]);
+                new_outcomes.push(key.clone());
                 outcomes.insert(key, (to.to_string(), amount_sql, after, None));
                 committed.push(Committed::transfer(
                     from,
@@ -1121,52 +1210,35 @@ impl Store for MysqlStore {
         committed: &mut Vec<Committed>,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
-        let opening = self.opening_balance;
-        let galera = self.galera;
         let names = lock_set(batch);
-        let result = self.transaction(|c| {
-            committed.truncate(first_committed);
-            // First statement of the transaction: see the module documentation.
-            lock_users(c, &names)?;
-            let mut replies = Vec::with_capacity(batch.len());
-            let mut rest = batch;
-            while let Some(((request, _), after)) = rest.split_first() {
-                let run = rest
-                    .iter()
-                    .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
-                    .count();
-                if run > 0 {
-                    replies.extend(transfers(c, &rest[..run], committed, galera)?);
-                    rest = &rest[run..];
-                    continue;
-                }
-                rest = after;
-                let savepoint = writes(request);
-                if savepoint {
-                    // Replaces the previous request's savepoint of the same name.
-                    c.query_drop("SAVEPOINT r")?;
-                }
-                let before = committed.len();
-                match execute_one(opening, c, request) {
-                    Ok(reply) => replies.push(reply),
-                    Err(e) if classify(&e) != Failure::Other => return Err(e),
-                    Err(e) => {
-                        // One request's failure never undoes the others.
-                        committed.truncate(before);
-                        if savepoint {
-                            c.query_drop("ROLLBACK TO SAVEPOINT r")?;
-                        }
-                        tracing::error!("ledger request failed: {e:#}");
-                        replies.push(LedgerReply::Unavailable);
-                    }
+        let mut recorded = Vec::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let result = self.batch_once(batch, &names, committed, &mut recorded);
+            if result.is_err() {
+                committed.truncate(first_committed);
+            }
+            // On Galera, nothing is acknowledged before the outcomes this batch recorded
+            // are seen in the database after its COMMIT (see `recorded_count`).
+            if result.is_err() || !self.galera || recorded.is_empty() {
+                return result;
+            }
+            let found = self.recorded_count(&recorded);
+            match found {
+                Ok(n) if n == recorded.len() => return result,
+                Ok(n) => tracing::warn!(
+                    "after a COMMIT that succeeded, only {n} of the {} outcomes it recorded are \
+                     in the database: running the batch again (attempt {attempt})",
+                    recorded.len()
+                ),
+                // The outcome is unknown: clients retry the same ids.
+                Err(e) => {
+                    committed.truncate(first_committed);
+                    return Err(e.context("checking the outcomes a commit recorded"));
                 }
             }
-            Ok(replies)
-        });
-        if result.is_err() {
             committed.truncate(first_committed);
         }
-        result
+        bail!("the outcomes of a committed batch kept missing from the database")
     }
 
     fn server_secret(&mut self) -> Result<[u8; 32]> {
