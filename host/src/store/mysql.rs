@@ -60,6 +60,17 @@
 //!   over while its first server's batch was still running) could record a refusal on one
 //!   and a commit on the other. With it, the second to commit fails certification, runs
 //!   again, and reads the first's outcome.
+//! - **Aborts that no statement reports.** When a replicated transaction needs locks that a
+//!   local one holds, Galera rolls the local one back ("brute-force abort"); its next
+//!   statement normally fails with 1213 and the batch runs again. Under the crash test's load
+//!   that was not always so: statements after such an abort ran outside the rolled-back
+//!   transaction (in autocommit mode: money was created), and once a `COMMIT` succeeded that
+//!   committed nothing (a transfer was acknowledged that no node had). So on Galera the
+//!   session runs with `autocommit = 0`, each transaction first writes a random token into
+//!   a session temporary table and checks that it is still there right before `COMMIT`
+//!   ([`liveness_token`]), and after the `COMMIT` the batch reads back the outcomes it
+//!   recorded before anything is acknowledged ([`MysqlStore::recorded_count`]); either
+//!   check failing runs the batch again.
 //! - **Nodes that cannot serve.** A node that is not synced or not in the primary component
 //!   answers 1047 (`WSREP has not yet prepared node for application use`): handled like a
 //!   lost connection (reconnect, run again if `COMMIT` was not sent). When the retries run
