@@ -607,10 +607,13 @@ impl MysqlStore {
                     params.push(id.as_str().into());
                 }
             }
+            // This node's own state is enough (the commit was local): no causal wait, which
+            // can time out while a node leaves the cluster.
             let count: Option<(i64,)> = first(
                 c,
                 &format!(
-                    "SELECT (SELECT COUNT(*) FROM journal WHERE (from_user, transfer_id) IN ({pairs}))
+                    "SET STATEMENT wsrep_sync_wait = 0 FOR
+                 SELECT (SELECT COUNT(*) FROM journal WHERE (from_user, transfer_id) IN ({pairs}))
                           + (SELECT COUNT(*) FROM refusals WHERE (from_user, transfer_id) IN ({pairs}))"
                 ),
                 Params::Positional(params),
@@ -1233,7 +1236,21 @@ impl Store for MysqlStore {
             if result.is_err() || !self.galera || recorded.is_empty() {
                 return result;
             }
-            let found = self.recorded_count(&recorded);
+            // A read only: tried again after a lock or causal-read timeout or a lost
+            // connection (while a node leaves the cluster, say), a few times.
+            let mut found = self.recorded_count(&recorded);
+            for retry in 1..4 {
+                match &found {
+                    Err(e) if classify(e) != Failure::Other => {
+                        if classify(e) == Failure::Connection {
+                            self.conn = None;
+                        }
+                        std::thread::sleep(backoff(retry));
+                        found = self.recorded_count(&recorded);
+                    }
+                    _ => break,
+                }
+            }
             match found {
                 Ok(n) if n == recorded.len() => return result,
                 Ok(n) => tracing::warn!(
