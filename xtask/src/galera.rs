@@ -222,6 +222,20 @@ impl Cluster {
             ));
         }
         cluster.sql(0, &sql)?;
+        // Replication applies the user on the other nodes a moment later: a causal read on
+        // each waits for it, so that servers may connect to any node at once.
+        for node in 1..NODES {
+            let seen = cluster.sql(
+                node,
+                "SET SESSION wsrep_sync_wait = 1; \
+                 SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'txsock'",
+            )?;
+            if seen.trim() != "2" {
+                return Err(format!(
+                    "node {node} does not have the test user after a causal read ({seen:?})"
+                ));
+            }
+        }
         println!(
             "Galera cluster for the tests: {NODES} nodes on 127.0.0.1:{}, data in {} ({} s to \
              start)",
