@@ -93,7 +93,7 @@ fn thousands(value: f64) -> String {
 
 /// The first number after `"key":` in a JSON text (`None` for `null` or no such key). The
 /// stress tool's `headline` keys are unique in its output; xtask has no JSON parser.
-fn number(json: &str, key: &str) -> Option<f64> {
+pub(crate) fn number(json: &str, key: &str) -> Option<f64> {
     let quoted = format!("\"{key}\":");
     let rest = json[json.find(&quoted)? + quoted.len()..].trim_start();
     let end = rest
@@ -103,7 +103,7 @@ fn number(json: &str, key: &str) -> Option<f64> {
 }
 
 /// Where cargo builds: `$CARGO_TARGET_DIR`, or `target`.
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     root.join(
         env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -118,7 +118,7 @@ fn stress(txsock: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<String
 }
 
 /// [`stress`] with `extra` in place of `--spawn` (e.g. nothing, when ARGS name servers).
-fn stress_with(
+pub(crate) fn stress_with(
     txsock: &Path,
     dir: &Path,
     name: &str,

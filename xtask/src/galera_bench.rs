@@ -123,3 +123,41 @@ pub fn measure(
     drop(cluster);
     (one, three)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{number, stress_with, target_dir};
+    use crate::util::repo_root;
+
+    /// The Galera rows alone, without the rest of `cargo xtask bench`: `cargo build --release
+    /// -p txsock-host && cargo test -p xtask -- --ignored galera_rows --nocapture` (needs
+    /// mariadb-server, galera-4 and rsync).
+    #[test]
+    #[ignore = "starts a Galera cluster and loads it for 2 x 15 s (needs galera-4)"]
+    fn galera_rows() {
+        let root = repo_root();
+        let txsock = target_dir(&root).join("release").join("txsock");
+        assert!(
+            txsock.exists(),
+            "build it first: cargo build --release -p txsock-host"
+        );
+        let dir = target_dir(&root).join("bench");
+        std::fs::create_dir_all(&dir).expect("target/bench");
+        let load = ["--clients", "32", "--pipeline", "8", "--duration", "15s"];
+        let (one, three) = measure(&txsock, &dir, &load, |name, args| {
+            stress_with(&txsock, &dir, name, args, &[])
+        });
+        for (servers, result) in [(1, one), (3, three)] {
+            let json = result.unwrap_or_else(|e| panic!("{servers} server(s): {e}"));
+            println!(
+                "Galera, {servers} server(s): {:.0} transfers/s, {:.1} per commit, p50 {:.1} ms, \
+                 p99 {:.1} ms",
+                number(&json, "transfers_per_second").unwrap_or(f64::NAN),
+                number(&json, "transfers_per_commit").unwrap_or(f64::NAN),
+                number(&json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
+                number(&json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
+            );
+        }
+    }
+}
