@@ -7,6 +7,10 @@ mod bench;
 mod crash;
 mod embassy;
 mod fuzz;
+// Shared with the end-to-end kit, which uses all of it; xtask only starts and stops clusters.
+#[allow(dead_code)]
+mod galera;
+mod galera_bench;
 mod mariadb;
 mod pgbench;
 mod prerequisites;
@@ -43,7 +47,11 @@ TASKS:
                                         into a temporary directory, mariadbd on a free
                                         loopback port and a socket there, stopped and
                                         deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
-                                        set is used instead
+                                        set is used instead. The Galera tests
+                                        (tests/tests/galera.rs) start their own three-node
+                                        cluster (xtask/src/galera.rs) and are required
+                                        (TXSOCK_REQUIRE_GALERA=1): the short crash test on it
+                                        takes about 1 to 2 minutes
                       5. qemu           what `cargo xtask qemu` does
                       6. tap            firmware-sim's device on a TAP interface in a network
                                         namespace (firmware-sim/tap-netns.sh), reached by
@@ -114,7 +122,11 @@ TASKS:
                                 with 32 clients and with 1 (logged, for the median), stopped;
                                 then txsock stress load --spawn with 32 clients (pipeline 8)
                                 and with 1 (one transfer at a time), 15 s each: transfers/s
-                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's
+                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's;
+                                then the 32-client load on a throwaway three-node Galera
+                                cluster (xtask/src/galera.rs) with one `txsock serve` and with
+                                three (clients spread over them): no target (2 shared cores:
+                                correctness under contention, not scaling)
                       3. memory  txsock stress connections --spawn --count 10000 (<= 64 MiB)
                       4. attacks txsock stress mix --spawn --duration 20s (growth <= 2 MiB)
                     Builds txsock with --release. Each stress run's HTML report and JSON go
@@ -128,10 +140,16 @@ TASKS:
                     every transfer id sent again gets its original result. Runs on SQLite,
                     then on MariaDB (TXSOCK_TEST_MYSQL_URL if set, else a throwaway server as
                     in `test`), and prints each run's figures (kills, transfers acknowledged,
-                    retries, lost: 0). The short form (5 kills) runs in `test`. Installs
-                    missing prerequisites first, as `test` does.
-        --rounds N      kills per backend [default: 20]
-        --backend B     all, sqlite or mysql [default: all]
+                    retries, lost: 0). The short form (5 kills) runs in `test`. Then on a
+                    throwaway three-node Galera cluster (tests/tests/galera.rs, one `txsock
+                    serve` per node, clients spread over the three and moving to the next
+                    server when theirs fails): each of N rounds SIGKILLs a random server
+                    (restarted) and a random database node (restarted, rejoins by IST/SST)
+                    at random moments under load; the same checks run against every node.
+                    The short form (2 rounds) runs in `test`. Installs missing prerequisites
+                    first, as `test` does.
+        --rounds N      kills (Galera: rounds) per backend [default: 20]
+        --backend B     all, sqlite, mysql or galera [default: all]
     fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
                     list` lists in fuzz/, run `cargo +nightly fuzz run <target>
                     fuzz/corpus-local/<target> fuzz/corpus/<target> --
@@ -312,6 +330,8 @@ fn test() -> Result<(), Error> {
         ("test", &|| {
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]);
+            // The Galera tests start their own cluster; step 1 installed what it needs.
+            test.env("TXSOCK_REQUIRE_GALERA", "1");
             // Kept until the tests are done, then stopped (also when they failed).
             let _mariadb = mariadb::provide(&mut test)?;
             run(&mut test)
@@ -421,6 +441,13 @@ mod tests {
         assert!(parse_str("crash --rounds 0").is_err());
         assert!(parse_str("crash --rounds").is_err());
         assert!(parse_str("crash --backend postgres").is_err());
+        assert_eq!(
+            parse_str("crash --backend galera --rounds 3"),
+            Ok(Task::Crash {
+                rounds: 3,
+                backends: crash::Backends::Galera
+            })
+        );
         assert!(parse_str("crash --seconds 5").is_err());
     }
 }
