@@ -199,6 +199,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         let mut ring = NonceRing::<4>::new();
         let issued: Vec<Nonce> = (0..3).map(|_| ring.issue(&mut rng)).collect();
+        assert!(!ring.is_empty());
         ring.clear();
         assert!(ring.is_empty());
         for nonce in &issued {
@@ -207,5 +208,28 @@ mod tests {
         let fresh = ring.issue(&mut rng);
         assert_eq!(ring.len(), 1);
         assert_eq!(ring.consume(&fresh), Ok(()));
+    }
+
+    /// A run-time limit below the capacity is what the ring keeps: with a limit of 2, a
+    /// third issue evicts the oldest, which is then refused. The limit is clamped to
+    /// `1..=N`.
+    #[test]
+    fn a_lowered_limit_keeps_only_that_many() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut ring = NonceRing::<4>::new();
+        ring.set_limit(2);
+        assert_eq!(ring.limit(), 2);
+        let first = ring.issue(&mut rng);
+        let second = ring.issue(&mut rng);
+        let third = ring.issue(&mut rng);
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.consume(&first), Err(ReplayError));
+        assert_eq!(ring.consume(&second), Ok(()));
+        assert_eq!(ring.consume(&third), Ok(()));
+        ring.set_limit(0);
+        assert_eq!(ring.limit(), 1);
+        ring.set_limit(99);
+        assert_eq!(ring.limit(), 4);
+        assert_eq!(ring.capacity(), 4);
     }
 }
