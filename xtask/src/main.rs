@@ -131,7 +131,8 @@ TASKS:
         --seconds N     time per target, in seconds [default: 60]
     mutants [FILES…]
                     cargo-mutants (on demand, not a CI step; docs/TESTING.md), one file at a
-                    time: `cargo mutants --package P --file F --jobs 1 -- --tests` for each
+                    time: `cargo mutants --package P --file F --jobs 1` (cargo test --tests,
+                    the core built at opt-level 0 for faster builds) for each
                     of FILES (paths from the repository root, under core/, host/ or
                     firmware-sim/; P is that crate), or every core source file that
                     `cargo mutants --list-files` lists when none is given. Exclusions, each
