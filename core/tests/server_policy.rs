@@ -321,3 +321,73 @@ fn a_wrong_password_is_counted_in_the_ledger() {
     assert_eq!(lockout.failures, 1);
     assert_eq!(lockout.last_failure, rig.now);
 }
+
+/// Before login, every request that needs a session is refused with `not_logged_in` and
+/// changes nothing (no nonce issued, no money moved); a proof without a challenge is
+/// `unexpected_message`.
+#[test]
+fn requests_needing_a_session_are_refused_before_login() {
+    let mut rig = Rig::new(config());
+    rig.register("alice");
+    rig.register("bob");
+    let transfer = format!(
+        "{{\"op\":\"transfer\",\"id\":\"t-1\",\"to\":\"bob\",\"amount\":\"1.00\",\"nonce\":\"{}\",\"mac\":\"{}\"}}\n",
+        "0".repeat(32),
+        "0".repeat(64)
+    );
+    let requests = [
+        "{\"op\":\"nonces\",\"count\":2}\n",
+        transfer.as_str(),
+        "{\"op\":\"balance\"}\n",
+        "{\"op\":\"history\",\"offset\":0}\n",
+        "{\"op\":\"logout\"}\n",
+    ];
+    for request in requests {
+        let answer = rig.serve(request.as_bytes());
+        assert!(
+            answer.contains("\"code\":\"not_logged_in\""),
+            "{request}: {answer}"
+        );
+        assert_eq!(rig.server.outstanding_nonces(), 0, "{request}");
+        assert!(!rig.server.is_closing(), "{request}");
+    }
+    let proof = format!("{{\"op\":\"proof\",\"proof\":\"{}=\"}}\n", "A".repeat(43));
+    let answer = rig.serve(proof.as_bytes());
+    assert!(
+        answer.contains("\"code\":\"unexpected_message\""),
+        "{answer}"
+    );
+    assert!(rig.ledger.journal().is_empty());
+    assert!(rig.server.user().is_none());
+}
+
+/// A logged-in session refuses another login or registration with `already_logged_in` and
+/// stays logged in as the same user; a stray proof changes nothing either.
+#[test]
+fn a_logged_in_session_stays_who_it_is() {
+    let mut rig = Rig::new(config());
+    rig.register("bob");
+    rig.register("alice");
+    assert_eq!(rig.login("alice", PASSWORD), ClientEvent::LoggedIn);
+    let alice = Some(user("alice"));
+    for request in [
+        "{\"op\":\"login\",\"user\":\"bob\",\"nonce\":\"abcdefghijklmnop\"}\n".to_string(),
+        format!(
+            "{{\"op\":\"register\",\"user\":\"carol\",\"salt\":\"{salt}\",\"iterations\":{TEST_ITERATIONS},\"stored_key\":\"{key}\",\"server_key\":\"{key}\"}}\n",
+            salt = "AAAAAAAAAAAAAAAAAAAAAA==",
+            key = format!("{}=", "A".repeat(43)),
+        ),
+    ] {
+        let answer = rig.serve(request.as_bytes());
+        assert!(answer.contains("\"code\":\"already_logged_in\""), "{request}: {answer}");
+        assert_eq!(rig.server.user(), alice.as_ref(), "{request}");
+    }
+    let proof = format!("{{\"op\":\"proof\",\"proof\":\"{}=\"}}\n", "A".repeat(43));
+    let answer = rig.serve(proof.as_bytes());
+    assert!(
+        answer.contains("\"code\":\"unexpected_message\""),
+        "{answer}"
+    );
+    assert_eq!(rig.server.user(), alice.as_ref());
+    assert_eq!(rig.ledger.accounts().len(), 2, "nobody registered");
+}

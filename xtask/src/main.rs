@@ -130,20 +130,23 @@ TASKS:
                     it is missing.
         --seconds N     time per target, in seconds [default: 60]
     mutants [FILES…]
-                    cargo-mutants (on demand, not a CI step; docs/TESTING.md), one file at a
-                    time: `cargo mutants --package P --file F --jobs 1` (cargo test --tests,
-                    the core built at opt-level 0 for faster builds) for each
-                    of FILES (paths from the repository root, under core/, host/ or
-                    firmware-sim/; P is that crate), or every core source file that
-                    `cargo mutants --list-files` lists when none is given. Exclusions, each
-                    justified, are in .cargo/mutants.toml. The scratch copies build into the
-                    workspace's target directory (CARGO_TARGET_DIR if set), so dependencies
-                    build once; each file's results go to target/mutants/<file>/. Prints a
-                    table (caught, missed, timeouts, unviable, score = caught / viable) and
-                    every surviving mutant, and fails if any survived. Host files get a
-                    throwaway MariaDB, as in `test`. Installs cargo-mutants as root (cargo
-                    install cargo-mutants --locked), else says to. About 40 s per mutant on
-                    a quiet 2-core machine: the core has about 890.
+                    cargo-mutants (on demand, not a CI step; see docs/TESTING.md), one file
+                    at a time: `cargo mutants --package P --file F --jobs 1` for each of
+                    FILES (paths from the repository root, under core/, host/ or
+                    firmware-sim/; P is that crate), or for every core source file that
+                    `cargo mutants --list-files` lists when none is given. Each mutant is
+                    judged by `cargo test -p P --tests` (unit and integration tests), with
+                    the core built at opt-level 0 (builds 3x faster). Exclusions, each
+                    justified, are in .cargo/mutants.toml. The scratch copies all build in
+                    target/mutants/build (under CARGO_TARGET_DIR if set), apart from the
+                    worktree's builds, so dependencies build once; each file's results go
+                    to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
+                    unviable, score = caught / viable), the timeouts and the missed
+                    mutants, and fails if any was missed. Host
+                    files get a throwaway MariaDB, as in `test`. Installs cargo-mutants as
+                    root (cargo install cargo-mutants --locked), else says to. Each mutant
+                    costs a build and a test run: 10 to 40 s for the core on the shared
+                    2-core machine, which has about 890 of them.
         --all           also the host's store module (host/src/store/) and the firmware
                         device (firmware-sim/src/device.rs)
 
