@@ -1440,7 +1440,9 @@ mod tests {
             p.client.login(&mut p.rng, "alice").unwrap();
             nonce_of(core::str::from_utf8(p.client.poll_transmit()).unwrap()).len()
         };
-        let rewrites: [(&str, fn(&str, usize) -> std::string::String); 4] = [
+        /// How a man in the middle rewrites the full nonce, given the client's length.
+        type Rewrite = fn(&str, usize) -> std::string::String;
+        let rewrites: [(&str, Rewrite); 4] = [
             ("the client's nonce alone", |full, own| full[..own].into()),
             ("another prefix", |full, _| {
                 let first = if full.starts_with('A') { "B" } else { "A" };
