@@ -1555,4 +1555,49 @@ mod tests {
         assert!(p.client.poll_transmit().is_empty(), "nothing sent");
         assert_eq!(p.client.ping(), Ok(()));
     }
+
+    /// The client runs PBKDF2 for any iteration count from its minimum to its maximum, both
+    /// included, and refuses one below (a MITM lowering it) or above (a hostile server making
+    /// it spin) without answering.
+    #[test]
+    fn the_iteration_bounds_include_their_ends() {
+        let cases = [
+            (ITERATIONS, ITERATIONS, None),
+            (
+                ITERATIONS + 1,
+                u32::MAX,
+                Some(IntegrityError::IterationsTooLow {
+                    offered: ITERATIONS,
+                }),
+            ),
+            (
+                1,
+                ITERATIONS - 1,
+                Some(IntegrityError::IterationsTooHigh {
+                    offered: ITERATIONS,
+                }),
+            ),
+        ];
+        for (min_iterations, max_iterations, refusal) in cases {
+            let mut p = Peers::new(24);
+            p.client = ClientSession::new(ClientConfig {
+                min_iterations,
+                max_iterations,
+            });
+            p.client.login(&mut p.rng, "alice").unwrap();
+            let events = p.round();
+            match refusal {
+                None => assert_eq!(
+                    events,
+                    [ClientEvent::Challenge {
+                        iterations: ITERATIONS
+                    }]
+                ),
+                Some(e) => {
+                    assert_eq!(events, [ClientEvent::Integrity(e)]);
+                    assert!(p.client.poll_transmit().is_empty());
+                }
+            }
+        }
+    }
 }
