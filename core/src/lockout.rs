@@ -292,4 +292,21 @@ mod tests {
         assert_eq!(th.len(), 2);
         assert!(!th.is_empty());
     }
+
+    /// The documented defaults, as the lock lengths they give: an account locks at the 5th
+    /// failure for 1 s, doubling up to 15 minutes; an address at the 20th, the same way; both
+    /// forget after a quiet hour.
+    #[test]
+    fn default_policies_are_what_the_docs_say() {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        for (policy, lock_after) in [(Backoff::ACCOUNT, 5), (Backoff::ADDRESS, 20)] {
+            assert_eq!(policy.lock_for(lock_after - 1), Duration::ZERO);
+            assert_eq!(policy.lock_for(lock_after), Duration::from_secs(1));
+            assert_eq!(policy.lock_for(lock_after + 1), Duration::from_secs(2));
+            assert_eq!(policy.lock_for(lock_after + 9), Duration::from_secs(512));
+            assert_eq!(policy.lock_for(lock_after + 10), minutes(15));
+            assert_eq!(policy.lock_for(u32::MAX), minutes(15));
+            assert_eq!(policy.forget_after, minutes(60));
+        }
+    }
 }

@@ -1600,4 +1600,39 @@ mod tests {
             }
         }
     }
+
+    /// A genuine receipt for a later pipelined transfer, arriving first, is reported as
+    /// reordered; the same receipt with its id or its MAC altered is forged. Either way the
+    /// session fails, but the report tells a lossy path from an attacker.
+    #[test]
+    fn only_a_genuine_receipt_of_another_pending_transfer_is_reordered() {
+        let cases = [
+            (None, IntegrityError::Reordered),
+            (
+                Some(("\"id\":\"t-2\"", "\"id\":\"t-9\"")),
+                IntegrityError::ForgedReceipt,
+            ),
+            (
+                Some(("\"mac\":\"", "\"mac\":\"00")),
+                IntegrityError::ForgedReceipt,
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut p = Peers::alice_with_nonces(25);
+            p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+            p.client.transfer("t-2", "bob", Amount(200)).unwrap();
+            let answers = p.exchange();
+            let text = core::str::from_utf8(&answers).unwrap();
+            let second = text.lines().nth(1).unwrap();
+            let mut receipt = std::format!("{second}\n").into_bytes();
+            if let Some((from, to)) = edit {
+                receipt = altered(&receipt, from, to);
+            }
+            assert_eq!(
+                p.deliver(&receipt),
+                [ClientEvent::Integrity(expected)],
+                "{edit:?}"
+            );
+        }
+    }
 }
