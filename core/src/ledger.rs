@@ -961,4 +961,23 @@ mod tests {
         );
         assert_eq!(l.minted(), minted + 250);
     }
+
+    /// `account_mut` reaches the named account and no other (an administrator's lock is
+    /// what the next login sees), and nothing for an unknown name.
+    #[test]
+    fn account_mut_reaches_the_named_account() {
+        let mut l = ledger();
+        let until = Instant::from_millis(60_000);
+        l.account_mut(&user("b")).unwrap().lockout.locked_until = until;
+        let lockout = |l: &mut MemLedger<4, 8>, who: &str| match l.execute(
+            &LedgerRequest::Credentials { user: user(who) },
+            Instant::ZERO,
+        ) {
+            LedgerReply::Credentials { lockout, .. } => lockout,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(lockout(&mut l, "b").locked_until, until);
+        assert_eq!(lockout(&mut l, "a"), LockoutState::default());
+        assert!(l.account_mut(&user("zed")).is_none());
+    }
 }
