@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod cert;
 mod client;
 mod clock;
 mod config;
@@ -13,6 +14,7 @@ mod mitm;
 mod serve;
 mod store;
 mod stress;
+mod tls;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -51,7 +53,8 @@ pub enum Command {
     /// Run the server (TCP on 127.0.0.1:11002, SQLite in ./txsock-data by default).
     #[command(
         after_help = "On Unix: SIGTERM and SIGINT stop gracefully (in-flight requests \
-        finish; exit 0); SIGHUP reopens the audit logs (log rotation). Under systemd \
+        finish; exit 0); SIGHUP reopens the audit logs (log rotation) \
+        and reloads the TLS certificate and key (connections stay open). Under systemd \
         (Type=notify) it sends READY=1 once listening and STOPPING=1 on shutdown; \
         docs/txsock.service is a sample unit file."
     )]
@@ -73,6 +76,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Load and attack generator: throughput, latency, server memory, a report with plots.
     Stress(stress::StressArgs),
+    /// Certificates for TLS (`cert self-signed` for development and tests).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 /// Where the ledger lives; shared by `serve` and the admin commands.
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(mitm::run(args))),
         Command::Stress(args) => stress::run(args),
+        Command::Cert(command) => cert::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! [`ClientSession`]: txsock_core::session::ClientSession
 
 use super::human;
+use crate::tls::{ClientStream, ClientTls, TlsError};
 use embedded_io_adapters::std::FromStd;
 use rand_core::OsRng;
 use std::fmt;
@@ -18,8 +19,8 @@ use txsock_core::message::MAX_NONCE_BATCH;
 use txsock_core::session::{ClientConfig, ClientError, ClientEvent, IntegrityError, RequestKind};
 use txsock_core::{Amount, ErrorCode, TransferId, Username};
 
-/// The core's blocking client on a std TCP stream.
-pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
+/// The core's blocking client on a std TCP stream, plaintext or TLS.
+pub type Client = BlockingClient<FromStd<ClientStream>, OsRng>;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct Link {
     pub config: ClientConfig,
     /// Connections tried for one request before giving up (at least 1).
     pub attempts: u32,
+    /// TLS settings (`None`: plaintext), or why they could not be read.
+    pub tls: Option<Result<ClientTls, TlsError>>,
 }
 
 /// Why a request got no verified answer.
@@ -47,6 +50,9 @@ pub enum Failure {
     Integrity(IntegrityError),
     /// This client could not send the request.
     Local(String),
+    /// TLS failed (certificate refused, or one side does not speak TLS): retrying would
+    /// not change it.
+    Tls(String),
 }
 
 impl Failure {
@@ -60,7 +66,10 @@ impl Failure {
             {
                 Failure::Lost(format!("no reply within {} s", timeout.as_secs_f32()))
             }
-            BlockingError::Io(e) => Failure::Lost(e.to_string()),
+            BlockingError::Io(e) => match TlsError::within(&e) {
+                Some(tls) => Failure::Tls(tls.to_string()),
+                None => Failure::Lost(e.to_string()),
+            },
             BlockingError::Closed => Failure::Lost("the connection was closed".into()),
             BlockingError::Refused(code) if code.is_fatal() => {
                 Failure::Lost(human::refusal(code).into())
@@ -85,6 +94,7 @@ impl Failure {
             Failure::Refused(code) => human::refusal(*code).into(),
             Failure::Integrity(e) => human::integrity(*e, min_iterations),
             Failure::Local(s) => s.clone(),
+            Failure::Tls(s) => s.clone(),
         }
     }
 }
@@ -149,6 +159,11 @@ impl Sink {
 
 /// Opens a TCP connection with the link's timeouts and wraps it in a core client.
 pub fn connect(link: &Link) -> Result<Client, Failure> {
+    let tls = match &link.tls {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => return Err(Failure::Tls(e.to_string())),
+    };
     let addrs: Vec<_> = link
         .server
         .to_socket_addrs()
@@ -166,6 +181,12 @@ pub fn connect(link: &Link) -> Result<Client, Failure> {
                     last = format!("{addr}: {e}");
                     continue;
                 }
+                let stream = match tls {
+                    None => ClientStream::plain(stream),
+                    Some(tls) => tls
+                        .handshake(stream)
+                        .map_err(|e| Failure::Tls(format!("{addr}: {e}")))?,
+                };
                 return Ok(BlockingClient::new(
                     FromStd::new(stream),
                     OsRng,
@@ -367,7 +388,7 @@ impl Account {
             };
             match &failure {
                 // A login failure or a refusal is an answer: retrying would not change it.
-                Failure::Refused(_) | Failure::Local(_) => return Err(failure),
+                Failure::Refused(_) | Failure::Local(_) | Failure::Tls(_) => return Err(failure),
                 Failure::Integrity(e) if self.conn.is_some() => {
                     self.alert(Alert::Integrity(*e));
                 }
@@ -474,7 +495,10 @@ impl Account {
                     // more proofs.
                     let final_refusal = matches!(
                         f,
-                        Failure::Refused(_) | Failure::Local(_) | Failure::Integrity(_)
+                        Failure::Refused(_)
+                            | Failure::Local(_)
+                            | Failure::Integrity(_)
+                            | Failure::Tls(_)
                     );
                     for &i in &pending {
                         if let Failure::Integrity(e) = f {

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
+use crate::tls::Transport;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -199,6 +200,9 @@ pub struct ServeArgs {
     /// Most ledger requests committed in one transaction (group commit).
     #[arg(long, env = "TXSOCK_MAX_BATCH", default_value_t = 512)]
     pub max_batch: usize,
+
+    #[command(flatten)]
+    pub tls: crate::tls::ServeTlsArgs,
 }
 
 impl ServeArgs {
@@ -245,6 +249,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Nothing is created on disk before the port and the data directory are known to be
     // free: a bad --db, a port in use or a second server on the directory changes nothing.
     args.storage.validate()?;
+    let tls = args.tls.server(args.listen)?;
     let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
     let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
     // An SQLite database outside the data directory: its directory is locked the same way.
@@ -278,9 +283,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // announcement is never the default action (on Unix: exit without a graceful stop).
     let mut signals = Signals::new()?;
     #[cfg(unix)]
-    reopen_logs_on_hangup(audit.clone())?;
+    reopen_logs_on_hangup(audit.clone(), tls.clone())?;
     println!(
-        "txsock listening on {local} (data in {})",
+        "txsock listening on {local} ({}data in {})",
+        if tls.is_some() { "TLS 1.3; " } else { "" },
         data_dir.display()
     );
     tracing::info!(%local, registration = ?args.registration, "serving");
@@ -293,6 +299,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let default_sized = usize::from(args.max_frame) <= DEFAULT_MAX_FRAME
         && usize::from(args.nonces) <= DEFAULT_NONCES;
     let permits = Arc::new(Semaphore::new(args.max_connections));
+    let acceptor = tls.as_ref().map(crate::tls::ServerTls::acceptor);
+    let handshake_timeout = StdDuration::from_secs(args.login_deadline);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -308,17 +316,35 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     }
                 };
                 let server = server.clone();
+                let acceptor = acceptor.clone();
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let stop = stop_rx.clone();
                         tasks.spawn(async move {
-                            sized_connection(&server, stream, peer, stop, default_sized).await;
+                            prepare(&server, &stream);
+                            match acceptor {
+                                None => sized_connection(&server, stream, peer, stop, default_sized).await,
+                                Some(acceptor) => {
+                                    if let Some(stream) = handshake(&server, acceptor, stream, peer, handshake_timeout).await {
+                                        sized_connection(&server, stream, peer, stop, default_sized).await;
+                                    }
+                                }
+                            }
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
-                        tasks.spawn(async move { refuse(&server, stream, peer).await });
+                        tasks.spawn(async move {
+                            match acceptor {
+                                None => refuse(&server, stream, peer).await,
+                                Some(acceptor) => {
+                                    if let Some(stream) = handshake(&server, acceptor, stream, peer, handshake_timeout).await {
+                                        refuse(&server, stream, peer).await;
+                                    }
+                                }
+                            }
+                        });
                     }
                 }
             }
@@ -434,11 +460,12 @@ fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// SIGHUP reopens the audit logs (log rotation) and changes nothing else: the server keeps
-/// serving and no connection is dropped. Registered before the listening line is printed,
-/// so a SIGHUP is never the default action (exit).
+/// SIGHUP reopens the audit logs (log rotation) and reads the TLS certificate and key again
+/// (renewal), and changes nothing else: the server keeps serving and no connection is
+/// dropped. Registered before the listening line is printed, so a SIGHUP is never the
+/// default action (exit).
 #[cfg(unix)]
-fn reopen_logs_on_hangup(audit: Arc<Audit>) -> Result<()> {
+fn reopen_logs_on_hangup(audit: Arc<Audit>, tls: Option<crate::tls::ServerTls>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
@@ -448,6 +475,14 @@ fn reopen_logs_on_hangup(audit: Arc<Audit>) -> Result<()> {
                 Err(e) => tracing::error!(
                     "SIGHUP received: cannot reopen the audit logs ({e:#}); still writing to the old files"
                 ),
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP received: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        "SIGHUP received: cannot reload the TLS certificate ({e:#}); still using the old one"
+                    ),
+                }
             }
         }
     });
@@ -496,15 +531,44 @@ fn peer_addr(peer: SocketAddr) -> PeerAddr {
 }
 
 /// Answers a connection over the limit with one error line and closes it.
-async fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr) {
+async fn refuse<S: Transport>(server: &Server, mut stream: S, peer: SocketAddr) {
     let mut session =
         Session::<DEFAULT_MAX_FRAME, DEFAULT_NONCES>::new(peer_addr(peer), clock::now());
     session.close_with(ErrorCode::ServerBusy);
-    let _ = tokio::time::timeout(
-        server.write_timeout,
-        stream.write_all(session.poll_transmit()),
-    )
+    let _ = tokio::time::timeout(server.write_timeout, async {
+        stream.write_all(session.poll_transmit()).await?;
+        stream.shutdown().await
+    })
     .await;
+}
+
+/// Socket options every connection gets, before any handshake.
+fn prepare(server: &Server, stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(server.max_output);
+}
+
+/// The TLS handshake, bounded by the login deadline; a failure is logged to `error.log`
+/// and closes the connection.
+async fn handshake(
+    server: &Server,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: StdDuration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let error = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(e)) => e,
+        Err(_) => std::io::ErrorKind::TimedOut.into(),
+    };
+    let reason = crate::tls::handshake_failure_reason(&error);
+    server.audit.write(
+        Log::Errors,
+        format_args!("tls_failed reason={reason} peer={peer}"),
+    );
+    tracing::debug!(%peer, "TLS handshake failed: {error}");
+    None
 }
 
 enum WriteError {
@@ -512,8 +576,8 @@ enum WriteError {
     Stalled,
 }
 
-async fn flush<const FRAME: usize, const NONCES: usize>(
-    stream: &mut TcpStream,
+async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
+    stream: &mut S,
     session: &mut Session<FRAME, NONCES>,
     timeout: StdDuration,
 ) -> Result<(), WriteError> {
@@ -524,22 +588,38 @@ async fn flush<const FRAME: usize, const NONCES: usize>(
             Err(_) => return Err(WriteError::Stalled),
         }
     }
-    Ok(())
+    // TLS may hold encrypted bytes that the socket did not take yet; plain TCP holds none.
+    match tokio::time::timeout(timeout, stream.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteError::Closed),
+        Err(_) => Err(WriteError::Stalled),
+    }
 }
 
 /// Reads what the socket has into a stack buffer, hands it to the session, and keeps what
 /// the session did not take yet (requests pipelined behind one that waits for the ledger)
 /// in `pending`; false once the peer has closed its side or the socket failed. A separate,
 /// synchronous function so that the buffer is never part of the connection's future.
-fn read_into<const FRAME: usize, const NONCES: usize>(
+fn read_into<S: Transport, const FRAME: usize, const NONCES: usize>(
     server: &Server,
-    stream: &TcpStream,
+    stream: &mut S,
     session: &mut Session<FRAME, NONCES>,
     pending: &mut Vec<u8>,
+    peer: SocketAddr,
+    first: bool,
 ) -> bool {
     let mut chunk = [0u8; READ_CHUNK];
     match stream.try_read(&mut chunk) {
         Ok(0) => false,
+        Ok(n) if first && crate::tls::looks_like_tls(&chunk[..n]) => {
+            // A TLS client at a plaintext port: close at once (it reports a handshake
+            // failure) rather than wait for a newline that may never come.
+            server.audit.write(
+                Log::Errors,
+                format_args!("tls_on_plaintext peer={peer}"),
+            );
+            false
+        }
         Ok(n) => {
             let used = session.handle_input(&mut server.shared(), clock::now(), &chunk[..n]);
             pending.extend_from_slice(&chunk[used..n]);
@@ -553,33 +633,32 @@ fn read_into<const FRAME: usize, const NONCES: usize>(
 
 /// Serves one connection with a default-sized session if `default_sized`, else with the
 /// largest.
-async fn sized_connection(
+async fn sized_connection<S: Transport>(
     server: &Server,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
     default_sized: bool,
 ) {
     if default_sized {
-        connection::<DEFAULT_MAX_FRAME, DEFAULT_NONCES>(server, stream, peer, stop).await
+        connection::<_, DEFAULT_MAX_FRAME, DEFAULT_NONCES>(server, stream, peer, stop).await
     } else {
-        connection::<FRAME_CAPACITY, NONCE_CAPACITY>(server, stream, peer, stop).await
+        connection::<_, FRAME_CAPACITY, NONCE_CAPACITY>(server, stream, peer, stop).await
     }
 }
 
-async fn connection<const FRAME: usize, const NONCES: usize>(
+async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
     server: &Server,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
     let mut session = Box::new(Session::<FRAME, NONCES>::new(peer_addr(peer), clock::now()));
     // Input the session has not taken yet; at most one read's worth, since the socket is
     // read only once this is empty. Freed when drained, so an idle connection holds none.
     let mut pending: Vec<u8> = Vec::new();
     let mut peer_done = false;
+    let mut first = true;
     loop {
         if !pending.is_empty() {
             let used = session.handle_input(&mut server.shared(), clock::now(), &pending);
@@ -616,9 +695,10 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
         }
         let deadline = session.poll_timeout(&server.shared());
         tokio::select! {
-            ready = stream.readable() => {
-                peer_done =
-                    ready.is_err() || !read_into(server, &stream, &mut session, &mut pending);
+            ready = stream.ready() => {
+                peer_done = ready.is_err()
+                    || !read_into(server, &mut stream, &mut session, &mut pending, peer, first);
+                first = false;
             }
             _ = sleep_until(deadline) => {
                 session.handle_timeout(&server.shared(), clock::now());
