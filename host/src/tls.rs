@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -624,8 +623,8 @@ pub fn write_dev_certificate(dir: &Path, certificate: &DevCertificate) -> Result
     Ok(files)
 }
 
-/// How long a client may wait for its handshake (the stress tool's steps).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+
 
 #[cfg(test)]
 mod tests {
