@@ -448,6 +448,11 @@ fn explain_rustls(error: &rustls::Error, name: &ServerName<'_>, plaintext: &str)
             C::NotValidYet | C::NotValidYetContext { .. } => {
                 "the server's certificate is not valid yet: check this machine's clock".into()
             }
+            C::BadSignature | C::BadSignatureContext { .. } => {
+                "the server's certificate does not verify against the trusted CA (bad \
+                 signature): a forged or substituted certificate"
+                    .into()
+            }
             other => format!("the server's certificate was refused: {other:?}"),
         },
         rustls::Error::InvalidMessage(_)
@@ -554,8 +559,13 @@ pub fn dev_certificate(names: &[String], days: u32) -> Result<DevCertificate> {
     let until = now + time::Duration::days(i64::from(days));
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    // A name of its own, so that a certificate from another development CA is an unknown
+    // issuer to clients that trust this one (not a bad signature under the same name).
+    let mut tag = [0u8; 6];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut tag);
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     ca.distinguished_name
-        .push(DnType::CommonName, "txsock development CA");
+        .push(DnType::CommonName, format!("txsock development CA {tag}"));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now - time::Duration::hours(1);
