@@ -448,7 +448,7 @@ fn explain_rustls(error: &rustls::Error, name: &ServerName<'_>, plaintext: &str)
             C::NotValidYet | C::NotValidYetContext { .. } => {
                 "the server's certificate is not valid yet: check this machine's clock".into()
             }
-            C::BadSignature | C::BadSignatureContext { .. } => {
+            C::BadSignature => {
                 "the server's certificate does not verify against the trusted CA (bad \
                  signature): a forged or substituted certificate"
                     .into()
