@@ -27,6 +27,16 @@ fn leaf(matches: &ArgMatches) -> &ArgMatches {
     }
 }
 
+/// The definition of the subcommand that `matches` selected.
+fn leaf_command<'a>(command: &'a clap::Command, matches: &ArgMatches) -> &'a clap::Command {
+    match matches.subcommand() {
+        Some((name, sub)) => command
+            .find_subcommand(name)
+            .map_or(command, |c| leaf_command(c, sub)),
+        None => command,
+    }
+}
+
 /// Parses `argv` with the settings file named by `--config` (default `txsock.toml`, which
 /// may be absent; a file named explicitly must exist).
 pub fn parse_from(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
@@ -62,7 +72,12 @@ pub fn parse_from(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
         )
     })?;
     let sub = leaf(&matches);
-    let known: Vec<String> = sub.ids().map(|id| id.as_str().to_string()).collect();
+    // Every option the subcommand defines, including those without a default (absent from
+    // its matches), such as `db` and `tls-cert`.
+    let known: Vec<String> = leaf_command(&command, &matches)
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str().to_string())
+        .collect();
     let serving = matches!(matches.subcommand_name(), Some("serve"));
     let mut extra = argv;
     for (key, value) in &table {

@@ -59,7 +59,8 @@ impl std::error::Error for TlsError {}
 impl TlsError {
     /// The [`TlsError`] inside an I/O error, if it carries one.
     pub fn within(e: &io::Error) -> Option<&TlsError> {
-        e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>())
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<TlsError>())
     }
 }
 
@@ -183,11 +184,21 @@ pub struct ServeTlsArgs {
     /// Serve TLS 1.3 only, with this certificate chain (PEM, the server's certificate
     /// first); needs --tls-key. SIGHUP reads both files again: new connections get the new
     /// certificate, open ones keep theirs. `txsock cert self-signed` makes one for testing.
-    #[arg(long, env = "TXSOCK_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "TXSOCK_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "TXSOCK_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "TXSOCK_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Serve plaintext on a non-loopback address: anyone on the path reads names, amounts
@@ -296,12 +307,24 @@ pub struct ClientTlsArgs {
 
     /// Trust the CA certificates in this PEM file instead of the system's (with --tls), e.g.
     /// the `ca.pem` of `txsock cert self-signed`.
-    #[arg(long, global = true, env = "TXSOCK_CA", value_name = "FILE", requires = "tls")]
+    #[arg(
+        long,
+        global = true,
+        env = "TXSOCK_CA",
+        value_name = "FILE",
+        requires = "tls"
+    )]
     pub ca: Option<PathBuf>,
 
     /// The name the server's certificate must carry (with --tls; default: the host of
     /// --server), for a server reached by another name or address.
-    #[arg(long, global = true, env = "TXSOCK_TLS_NAME", value_name = "NAME", requires = "tls")]
+    #[arg(
+        long,
+        global = true,
+        env = "TXSOCK_TLS_NAME",
+        value_name = "NAME",
+        requires = "tls"
+    )]
     pub tls_name: Option<String>,
 }
 
@@ -341,7 +364,10 @@ impl ClientTls {
                     })?;
                 for cert in certs {
                     roots.add(cert).map_err(|e| {
-                        TlsError(format!("{}: not a usable CA certificate: {e}", path.display()))
+                        TlsError(format!(
+                            "{}: not a usable CA certificate: {e}",
+                            path.display()
+                        ))
                     })?;
                 }
                 if roots.is_empty() {
@@ -632,9 +658,6 @@ pub fn write_dev_certificate(dir: &Path, certificate: &DevCertificate) -> Result
         .with_context(|| format!("cannot write {}", files.key.display()))?;
     Ok(files)
 }
-
-
-
 
 #[cfg(test)]
 mod tests {

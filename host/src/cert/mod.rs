@@ -68,7 +68,11 @@ pub fn run(command: CertCommand) -> Result<()> {
         args.days,
         args.names.join(", ")
     );
-    println!("serve:  txsock serve --listen {server} --tls-cert {} --tls-key {}", files.cert.display(), files.key.display());
+    println!(
+        "serve:  txsock serve --listen {server} --tls-cert {} --tls-key {}",
+        files.cert.display(),
+        files.key.display()
+    );
     println!(
         "client: txsock client --server {server} --tls --ca {} --user alice balance",
         files.ca.display()

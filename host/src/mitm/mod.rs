@@ -279,7 +279,11 @@ pub async fn run(args: MitmArgs) -> Result<()> {
         redirect_to: args.redirect_to.clone(),
         hold: Duration::from_millis(args.hold_ms),
         tls: match &args.danger_tls_impersonate {
-            Some(name) => Some(Impersonation::new(name, args.upstream_ca.as_deref(), &args.upstream)?),
+            Some(name) => Some(Impersonation::new(
+                name,
+                args.upstream_ca.as_deref(),
+                &args.upstream,
+            )?),
             None => None,
         },
     });
@@ -389,7 +393,14 @@ async fn halves(
     {
         Ok(stream) => stream,
         Err(e) => {
-            log(id, "error", &format!("TLS to the server failed: {}", crate::tls::explain(&e, tls.upstream.name())));
+            log(
+                id,
+                "error",
+                &format!(
+                    "TLS to the server failed: {}",
+                    crate::tls::explain(&e, tls.upstream.name())
+                ),
+            );
             return None;
         }
     };

@@ -7,6 +7,7 @@ mod lock;
 use crate::audit::{Audit, Log};
 use crate::clock;
 use crate::group_commit::{self, CommitQueue};
+use crate::tls::Transport;
 use crate::StorageArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -16,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
-use crate::tls::Transport;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -606,18 +606,19 @@ fn read_into<S: Transport, const FRAME: usize, const NONCES: usize>(
     session: &mut Session<FRAME, NONCES>,
     pending: &mut Vec<u8>,
     peer: SocketAddr,
-    first: bool,
+    first: &mut bool,
 ) -> bool {
     let mut chunk = [0u8; READ_CHUNK];
-    match stream.try_read(&mut chunk) {
+    let read = stream.try_read(&mut chunk);
+    let was_first = std::mem::replace(first, *first && !matches!(read, Ok(1..)));
+    match read {
         Ok(0) => false,
-        Ok(n) if first && crate::tls::looks_like_tls(&chunk[..n]) => {
+        Ok(n) if was_first && crate::tls::looks_like_tls(&chunk[..n]) => {
             // A TLS client at a plaintext port: close at once (it reports a handshake
             // failure) rather than wait for a newline that may never come.
-            server.audit.write(
-                Log::Errors,
-                format_args!("tls_on_plaintext peer={peer}"),
-            );
+            server
+                .audit
+                .write(Log::Errors, format_args!("tls_on_plaintext peer={peer}"));
             false
         }
         Ok(n) => {
@@ -697,8 +698,7 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
         tokio::select! {
             ready = stream.ready() => {
                 peer_done = ready.is_err()
-                    || !read_into(server, &mut stream, &mut session, &mut pending, peer, first);
-                first = false;
+                    || !read_into(server, &mut stream, &mut session, &mut pending, peer, &mut first);
             }
             _ = sleep_until(deadline) => {
                 session.handle_timeout(&server.shared(), clock::now());

@@ -441,7 +441,11 @@ async fn scenario(
             crate::tls::ClientTls::new(Some(&files.ca), None, "127.0.0.1:0")
         } else {
             let server = common.server.map(|a| a.to_string()).unwrap_or_default();
-            crate::tls::ClientTls::new(common.tls.ca.as_deref(), common.tls.tls_name.as_deref(), &server)
+            crate::tls::ClientTls::new(
+                common.tls.ca.as_deref(),
+                common.tls.tls_name.as_deref(),
+                &server,
+            )
         };
         conn::use_tls(server_side.map_err(|e| anyhow::anyhow!("{e}"))?);
         params.push(("transport".into(), "TLS 1.3".into()));
