@@ -321,14 +321,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     Ok(permit) => {
                         let stop = stop_rx.clone();
                         tasks.spawn(async move {
-                            prepare(&server, &stream);
-                            match acceptor {
-                                None => sized_connection(&server, stream, peer, stop, default_sized).await,
-                                Some(acceptor) => {
-                                    if let Some(stream) = handshake(&server, acceptor, stream, peer, handshake_timeout).await {
-                                        sized_connection(&server, stream, peer, stop, default_sized).await;
-                                    }
-                                }
+                            let link = Link { acceptor, handshake_timeout, peer };
+                            if let Some(opened) = link.open(&server, stream).await {
+                                opened.serve(&server, peer, stop, default_sized).await;
                             }
                             drop(permit);
                         });
@@ -336,13 +331,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     Err(_) => {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
                         tasks.spawn(async move {
-                            match acceptor {
-                                None => refuse(&server, stream, peer).await,
-                                Some(acceptor) => {
-                                    if let Some(stream) = handshake(&server, acceptor, stream, peer, handshake_timeout).await {
-                                        refuse(&server, stream, peer).await;
-                                    }
-                                }
+                            let link = Link { acceptor, handshake_timeout, peer };
+                            if let Some(opened) = link.open(&server, stream).await {
+                                opened.refuse(&server, peer).await;
                             }
                         });
                     }
@@ -542,33 +533,68 @@ async fn refuse<S: Transport>(server: &Server, mut stream: S, peer: SocketAddr) 
     .await;
 }
 
-/// Socket options every connection gets, before any handshake.
-fn prepare(server: &Server, stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let _ = socket2::SockRef::from(stream).set_send_buffer_size(server.max_output);
+/// How an accepted connection is opened: plaintext, or TLS with a handshake bounded by the
+/// login deadline.
+struct Link {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: StdDuration,
+    peer: SocketAddr,
 }
 
-/// The TLS handshake, bounded by the login deadline; a failure is logged to `error.log`
-/// and closes the connection.
-async fn handshake(
-    server: &Server,
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    timeout: StdDuration,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let error = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => return Some(stream),
-        Ok(Err(e)) => e,
-        Err(_) => std::io::ErrorKind::TimedOut.into(),
-    };
-    let reason = crate::tls::handshake_failure_reason(&error);
-    server.audit.write(
-        Log::Errors,
-        format_args!("tls_failed reason={reason} peer={peer}"),
-    );
-    tracing::debug!(%peer, "TLS handshake failed: {error}");
-    None
+/// An opened connection.
+enum Opened {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Opened {
+    /// Serves the connection (see [`sized_connection`]).
+    async fn serve(
+        self,
+        server: &Server,
+        peer: SocketAddr,
+        stop: watch::Receiver<bool>,
+        default_sized: bool,
+    ) {
+        match self {
+            Opened::Plain(s) => sized_connection(server, s, peer, stop, default_sized).await,
+            Opened::Tls(s) => sized_connection(server, *s, peer, stop, default_sized).await,
+        }
+    }
+
+    /// Answers `server_busy` and closes (see [`refuse`]).
+    async fn refuse(self, server: &Server, peer: SocketAddr) {
+        match self {
+            Opened::Plain(s) => refuse(server, s, peer).await,
+            Opened::Tls(s) => refuse(server, *s, peer).await,
+        }
+    }
+}
+
+impl Link {
+    /// Sets the socket options and runs the TLS handshake if there is one; a failed
+    /// handshake is logged to `error.log` and closes the connection (`None`).
+    async fn open(self, server: &Server, stream: TcpStream) -> Option<Opened> {
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
+        let Some(acceptor) = self.acceptor else {
+            return Some(Opened::Plain(stream));
+        };
+        let error =
+            match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => return Some(Opened::Tls(Box::new(stream))),
+                Ok(Err(e)) => e,
+                Err(_) => std::io::ErrorKind::TimedOut.into(),
+            };
+        let reason = crate::tls::handshake_failure_reason(&error);
+        let peer = self.peer;
+        server.audit.write(
+            Log::Errors,
+            format_args!("tls_failed reason={reason} peer={peer}"),
+        );
+        tracing::debug!(%peer, "TLS handshake failed: {error}");
+        None
+    }
 }
 
 enum WriteError {
