@@ -558,7 +558,11 @@ impl Opened {
     ) {
         match self {
             Opened::Plain(s) => sized_connection(server, s, peer, stop, default_sized).await,
-            Opened::Tls(s) => sized_connection(server, *s, peer, stop, default_sized).await,
+            // Boxed: a TLS connection's future holds its rustls state (several KiB); inline,
+            // it would size every plaintext connection's task the same.
+            Opened::Tls(s) => {
+                Box::pin(sized_connection(server, *s, peer, stop, default_sized)).await
+            }
         }
     }
 
@@ -566,7 +570,7 @@ impl Opened {
     async fn refuse(self, server: &Server, peer: SocketAddr) {
         match self {
             Opened::Plain(s) => refuse(server, s, peer).await,
-            Opened::Tls(s) => refuse(server, *s, peer).await,
+            Opened::Tls(s) => Box::pin(refuse(server, *s, peer)).await,
         }
     }
 }
@@ -580,8 +584,11 @@ impl Link {
         let Some(acceptor) = self.acceptor else {
             return Some(Opened::Plain(stream));
         };
+        // Boxed for the same reason as in `Opened::serve`: the handshake holds rustls state.
         let error =
-            match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            match tokio::time::timeout(self.handshake_timeout, Box::pin(acceptor.accept(stream)))
+                .await
+            {
                 Ok(Ok(stream)) => return Some(Opened::Tls(Box::new(stream))),
                 Ok(Err(e)) => e,
                 Err(_) => std::io::ErrorKind::TimedOut.into(),
