@@ -332,8 +332,11 @@ impl ClientTlsArgs {
     /// The TLS to use towards `server`: `None` for plaintext, else the settings or why they
     /// cannot be had (an unreadable CA file).
     pub fn client(&self, server: &str) -> Option<Result<ClientTls, TlsError>> {
+        // With several servers (`A,B,C`) each connection takes its own name
+        // ([`ClientTls::for_server`]); the first checks the settings now.
+        let first = server.split(',').next().unwrap_or(server);
         self.tls
-            .then(|| ClientTls::new(self.ca.as_deref(), self.tls_name.as_deref(), server))
+            .then(|| ClientTls::new(self.ca.as_deref(), self.tls_name.as_deref(), first))
     }
 }
 
@@ -342,6 +345,8 @@ impl ClientTlsArgs {
 pub struct ClientTls {
     config: Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
+    /// The name came from `--tls-name`, not from a server's address.
+    explicit: bool,
 }
 
 /// The host part of `HOST:PORT` (without the brackets of `[::1]:PORT`).
@@ -389,6 +394,7 @@ impl ClientTls {
                 }
             }
         }
+        let name_given = name.is_some();
         let name_text = name.unwrap_or_else(|| host_of(server)).to_string();
         let name = ServerName::try_from(name_text.clone()).map_err(|_| {
             TlsError(format!(
@@ -404,6 +410,26 @@ impl ClientTls {
         Ok(ClientTls {
             config: Arc::new(config),
             name,
+            explicit: name_given,
+        })
+    }
+
+    /// The same settings for `server` (one of several, `--server A,B,C`): the certificate
+    /// must carry that server's host, unless `--tls-name` set the name for all.
+    pub fn for_server(&self, server: &str) -> Result<ClientTls, TlsError> {
+        if self.explicit {
+            return Ok(self.clone());
+        }
+        let host = host_of(server).to_string();
+        let name = ServerName::try_from(host.clone()).map_err(|_| {
+            TlsError(format!(
+                "`{host}` is not a host name or IP address to check the certificate against: \
+                 set --tls-name"
+            ))
+        })?;
+        Ok(ClientTls {
+            name,
+            ..self.clone()
         })
     }
 

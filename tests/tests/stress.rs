@@ -60,7 +60,15 @@ fn load_writes_well_formed_json_and_report() {
     );
     let v = json(&out);
     assert_eq!(v["scenario"], "load");
-    assert_eq!(v["parameters"]["clients"], "2");
+    assert_eq!(v["parameters"]["clients"], 2);
+    assert_eq!(v["parameters"]["duration_s"], 1);
+    let keys = v["parameters"].as_object().expect("parameters object");
+    assert!(
+        keys.keys().all(|k| k
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+        "parameter keys are snake_case: {keys:?}"
+    );
 
     // Transfers were sent and verified by their receipts, without integrity failures.
     let committed = count(&v["transfers"], "committed");
@@ -174,6 +182,23 @@ fn replay_attack_gets_refusals_and_moves_money_once() {
         "{answers:?}"
     );
     assert_eq!(v["headline"]["violations"], 0);
+    assert_eq!(v["attacks"]["replay"]["passed"], true);
+
+    // The summary ends the attack with a verdict line and prints counts as integers.
+    let out = stress(
+        dir.path(),
+        &["replay", "--spawn", "--duration", "1s", "--count", "1"],
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("\u{2713} replay: passed, no violation"),
+        "{summary}"
+    );
+    assert!(summary.contains("  duration: 1 s\n"), "{summary}");
+    assert!(
+        !summary.contains(".0)"),
+        "a whole count with a decimal: {summary}"
+    );
 }
 
 /// `user-timing` times failed logins as a real user and as unknown names and reports both
@@ -214,4 +239,38 @@ fn user_timing_reports_both_medians_and_their_ratio() {
         "median_ratio is the ratio of the medians: {f}"
     );
     assert!([0.0, 1.0].contains(&figure("middle_halves_overlap")), "{f}");
+}
+
+/// `load --server A,B`: the client that starts on A, which cannot be reached, moves to B,
+/// and the load runs there (without the move it would commit nothing).
+#[test]
+fn load_moves_to_the_next_server_when_one_is_unreachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = txsock_e2e::Server::start(&["--opening-balance", "1000.00"]);
+    // A loopback port nobody listens on (bound, then released).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let servers = format!("{dead},{}", server.addr);
+    let out = stress(
+        dir.path(),
+        &[
+            "load",
+            "--server",
+            &servers,
+            "--iterations",
+            "4096",
+            "--clients",
+            "1",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["parameters"]["server"], servers.as_str());
+    assert!(
+        count(&v["transfers"], "committed") > 0,
+        "no committed transfers: {v}"
+    );
 }

@@ -5,7 +5,12 @@
 
 mod bench;
 mod crash;
+mod embassy;
 mod fuzz;
+// Shared with the end-to-end kit, which uses all of it; xtask only starts and stops clusters.
+#[allow(dead_code)]
+mod galera;
+mod galera_bench;
 mod mariadb;
 mod pgbench;
 mod prerequisites;
@@ -42,7 +47,11 @@ TASKS:
                                         into a temporary directory, mariadbd on a free
                                         loopback port and a socket there, stopped and
                                         deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
-                                        set is used instead
+                                        set is used instead. The Galera tests
+                                        (tests/tests/galera.rs) start their own three-node
+                                        cluster (xtask/src/galera.rs) and are required
+                                        (TXSOCK_REQUIRE_GALERA=1): the short crash test on it
+                                        takes about 1 to 2 minutes
                       5. qemu           what `cargo xtask qemu` does
                       6. tap            firmware-sim's device on a TAP interface in a network
                                         namespace (firmware-sim/tap-netns.sh), reached by
@@ -50,7 +59,15 @@ TASKS:
                                         no route out, deleted afterwards); prints `SKIPPED:
                                         <reason>` where there is no root, /dev/net/tun or
                                         namespace support
-                      7. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
+                      7. embassy        firmware-sim/embassy (the server on embassy-net, its
+                                        own workspace): fmt, clippy, then its TAP binary in a
+                                        network namespace reached by `txsock client` and
+                                        `txsock mitm` from another (register, login,
+                                        transfers, a replay and a tampered frame refused,
+                                        server_busy past its 4 sessions); `SKIPPED: <reason>`
+                                        as in `tap`. Its thumbv7em image is built and run by
+                                        step 5
+                      8. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
                                         (target/windows; rustup's target if installed, else
                                         Debian's rustc-web with -Z build-std=std,panic_abort;
                                         mingw-w64 for SQLite and linking; the build time is
@@ -76,6 +93,9 @@ TASKS:
                                             in-memory lossy link: transfers, a replay, a
                                             tamper attempt
                       device-alone          the device alone, as a board links it
+                      embassy-image         firmware-sim/embassy's server on embassy-net
+                                            (Cortex-M executor, SysTick time driver, a
+                                            stand-in network driver), booted to `accept`
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and
@@ -85,7 +105,8 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
-    windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
+    embassy         What step 7 of `test` does.
+    windows         What step 8 of `test` does: build txsock.exe and run the smoke test under
                     Wine (or print `SKIPPED: <reason>`).
     bench           Every performance figure of the design brief in one run, each next to
                     its anchor measured in the same run (about 5 minutes once built; not a
@@ -101,7 +122,11 @@ TASKS:
                                 with 32 clients and with 1 (logged, for the median), stopped;
                                 then txsock stress load --spawn with 32 clients (pipeline 8)
                                 and with 1 (one transfer at a time), 15 s each: transfers/s
-                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's
+                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's;
+                                then the 32-client load on a throwaway three-node Galera
+                                cluster (xtask/src/galera.rs) with one `txsock serve` and with
+                                three (clients spread over them): no target (2 shared cores:
+                                correctness under contention, not scaling)
                       3. memory  txsock stress connections --spawn --count 10000 (<= 64 MiB)
                       4. attacks txsock stress mix --spawn --duration 20s (growth <= 2 MiB)
                     Builds txsock with --release. Each stress run's HTML report and JSON go
@@ -115,10 +140,16 @@ TASKS:
                     every transfer id sent again gets its original result. Runs on SQLite,
                     then on MariaDB (TXSOCK_TEST_MYSQL_URL if set, else a throwaway server as
                     in `test`), and prints each run's figures (kills, transfers acknowledged,
-                    retries, lost: 0). The short form (5 kills) runs in `test`. Installs
-                    missing prerequisites first, as `test` does.
-        --rounds N      kills per backend [default: 20]
-        --backend B     all, sqlite or mysql [default: all]
+                    retries, lost: 0). The short form (5 kills) runs in `test`. Then on a
+                    throwaway three-node Galera cluster (tests/tests/galera.rs, one `txsock
+                    serve` per node, clients spread over the three and moving to the next
+                    server when theirs fails): each of N rounds SIGKILLs a random server
+                    (restarted) and a random database node (restarted, rejoins by IST/SST)
+                    at random moments under load; the same checks run against every node.
+                    The short form (2 rounds) runs in `test`. Installs missing prerequisites
+                    first, as `test` does.
+        --rounds N      kills (Galera: rounds) per backend [default: 20]
+        --backend B     all, sqlite, mysql or galera [default: all]
     fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
                     list` lists in fuzz/, run `cargo +nightly fuzz run <target>
                     fuzz/corpus-local/<target> fuzz/corpus/<target> --
@@ -151,6 +182,7 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
+        Task::Embassy => embassy::test(&repo_root()),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
@@ -171,6 +203,7 @@ enum Task {
     Help,
     Test,
     Qemu,
+    Embassy,
     Windows,
     Bench,
     Fuzz {
@@ -193,6 +226,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "help" => Task::Help,
         "test" => Task::Test,
         "qemu" => Task::Qemu,
+        "embassy" => Task::Embassy,
         "windows" => Task::Windows,
         "bench" => Task::Bench,
         "fuzz" => {
@@ -268,7 +302,7 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 7] = [
+    let steps: [Step; 8] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
@@ -296,6 +330,8 @@ fn test() -> Result<(), Error> {
         ("test", &|| {
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]);
+            // The Galera tests start their own cluster; step 1 installed what it needs.
+            test.env("TXSOCK_REQUIRE_GALERA", "1");
             // Kept until the tests are done, then stopped (also when they failed).
             let _mariadb = mariadb::provide(&mut test)?;
             run(&mut test)
@@ -317,6 +353,7 @@ fn test() -> Result<(), Error> {
                 "--nocapture",
             ]))
         }),
+        ("embassy", &|| embassy::test(&root)),
         ("windows", &|| windows::test(&root)),
     ];
     let count = steps.len();
@@ -373,6 +410,7 @@ mod tests {
         assert_eq!(parse_str("test"), Ok(Task::Test));
         assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
         assert_eq!(parse_str("windows"), Ok(Task::Windows));
+        assert_eq!(parse_str("embassy"), Ok(Task::Embassy));
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));
@@ -403,6 +441,13 @@ mod tests {
         assert!(parse_str("crash --rounds 0").is_err());
         assert!(parse_str("crash --rounds").is_err());
         assert!(parse_str("crash --backend postgres").is_err());
+        assert_eq!(
+            parse_str("crash --backend galera --rounds 3"),
+            Ok(Task::Crash {
+                rounds: 3,
+                backends: crash::Backends::Galera
+            })
+        );
         assert!(parse_str("crash --seconds 5").is_err());
     }
 }

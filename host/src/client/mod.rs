@@ -6,6 +6,7 @@
 //! and integrity failures into sentences. Every input is validated before anything is sent.
 
 mod account;
+pub mod failover;
 mod human;
 mod interactive;
 
@@ -64,18 +65,13 @@ balance recorded then beside the current one (\"balance\" and \"balance_now\"). 
 re-sent id from the authenticated history before and after sending (\"already_committed\":
 null when it cannot: more than a page of transfers committed meanwhile).";
 
-/// Parses `--server`: HOST:PORT (`127.0.0.1:11002`, `localhost:11002`, `[::1]:11002`). A
-/// missing port is a usage error (exit 2), not a connection failure.
-fn parse_server(text: &str) -> Result<String, String> {
-    let usable = text
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if usable {
-        Ok(text.to_string())
+/// Parses `--timeout`: whole seconds or a duration, 1 s to 1 h.
+fn client_timeout(text: &str) -> Result<u64, String> {
+    let secs = crate::config::seconds(text)?;
+    if (1..=3600).contains(&secs) {
+        Ok(secs)
     } else {
-        Err(format!(
-            "`{text}` is not HOST:PORT (the server's port is needed, e.g. {text}:11002)"
-        ))
+        Err(format!("`{text}` is outside 1 s to 1 h"))
     }
 }
 
@@ -83,18 +79,21 @@ fn parse_server(text: &str) -> Result<String, String> {
 #[derive(Debug, Args)]
 #[command(after_long_help = EXIT_HELP)]
 pub struct ClientArgs {
-    /// Server address, HOST:PORT.
+    /// Server address, HOST:PORT; or several servers of one ledger, HOST:PORT,HOST:PORT,...:
+    /// the client uses the first that answers and moves to the next when one cannot be
+    /// reached, drops the connection or answers `internal`, logging in again and re-sending a
+    /// pending transfer with the same id (the ledger answers it with its original outcome).
     #[arg(
         long,
         global = true,
         env = "TXSOCK_SERVER",
         default_value = "127.0.0.1:11002",
-        value_parser = parse_server
+        value_parser = failover::parse
     )]
     pub server: String,
 
     /// Username (required by the subcommands; the menu asks for it).
-    #[arg(long, short = 'u', global = true)]
+    #[arg(long, short = 'u', global = true, env = "TXSOCK_USER")]
     pub user: Option<String>,
 
     /// Read the password from the first line of standard input.
@@ -102,23 +101,27 @@ pub struct ClientArgs {
     pub password_stdin: bool,
 
     /// Print one JSON object per result on stdout (warnings still go to stderr).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "TXSOCK_JSON")]
     pub json: bool,
 
     /// Lowest PBKDF2 iteration count accepted at login; registration uses this count too.
     /// A server (or man in the middle) offering fewer is refused before the password is used.
+    /// Its variable is TXSOCK_CLIENT_MIN_ITERATIONS, not the server's TXSOCK_MIN_ITERATIONS,
+    /// so that a shell set up for a test server does not weaken the client.
     #[arg(long, global = true, default_value_t = DEFAULT_ITERATIONS,
+          env = "TXSOCK_CLIENT_MIN_ITERATIONS",
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub min_iterations: u32,
 
-    /// Seconds to wait for a connection and for each answer.
-    #[arg(long, global = true, default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds (or a duration: 10s, 1m) to wait for a connection and for each answer, 1 s
+    /// to 1 h.
+    #[arg(long, global = true, default_value_t = 10, env = "TXSOCK_TIMEOUT",
+          value_parser = client_timeout)]
     pub timeout: u64,
 
     /// Connections tried for one request before giving up; a transfer whose answer was lost
     /// or could not be verified is retried with the same id on a new connection.
-    #[arg(long, global = true, default_value_t = 3,
+    #[arg(long, global = true, default_value_t = 3, env = "TXSOCK_ATTEMPTS",
           value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
 
@@ -158,7 +161,8 @@ pub enum ClientCommand {
 impl ClientArgs {
     fn link(&self) -> Link {
         Link {
-            server: self.server.clone(),
+            // clap checked it with `failover::parse`.
+            servers: failover::Servers::parse(&self.server).expect("a checked --server"),
             timeout: Duration::from_secs(self.timeout),
             config: ClientConfig {
                 min_iterations: self.min_iterations,
@@ -407,8 +411,10 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
                     let list: Vec<Value> = entries
                         .iter()
                         .map(|e| {
+                            // ISO 8601 as in the text, and the milliseconds the MAC covers.
+                            let at = (e.at != 0).then(|| crate::clock::stamp_millis(e.at));
                             json!({"id": e.id.as_str(), "from": e.from.as_str(), "to": e.to.as_str(),
-                                   "amount": e.amount.to_string(), "at": e.at})
+                                   "amount": e.amount.to_string(), "at": at, "at_ms": e.at})
                         })
                         .collect();
                     println!(
@@ -419,6 +425,8 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
                 } else {
                     if entries.is_empty() {
                         println!("no transfers yet");
+                    } else {
+                        println!("{}", interactive::HISTORY_HEADER);
                     }
                     for e in &entries {
                         println!("{}", interactive::history_line(&user, e));

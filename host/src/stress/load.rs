@@ -12,7 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use txsock_core::session::client::MAX_PIPELINE;
 use txsock_core::session::ClientEvent;
-use txsock_core::Amount;
+use txsock_core::{Amount, ErrorCode};
 
 /// Nonces a session may hold outstanding on the server (its ring; `txsock serve --nonces`).
 pub const RING: usize = 16;
@@ -36,9 +36,17 @@ pub async fn register(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Account>> {
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..lanes {
         let mine: Vec<Account> = accounts.iter().skip(lane).step_by(lanes).cloned().collect();
-        let (addr, iterations) = (ctx.addr, ctx.iterations);
+        let (servers, iterations) = (ctx.servers.clone(), ctx.iterations);
         tasks.spawn(async move {
-            let mut conn = Conn::connect(addr, iterations).await?;
+            // The first server that answers (they share one ledger).
+            let mut conn = Err(ConnError::Unexpected);
+            for addr in servers {
+                conn = Conn::connect(addr, iterations).await;
+                if conn.is_ok() {
+                    break;
+                }
+            }
+            let mut conn = conn?;
             for account in &mine {
                 conn.register(account).await?;
             }
@@ -65,8 +73,11 @@ pub struct LoadParams {
 }
 
 /// Registers `params.clients` users (plus a recipient for a lone client), logs each in, and
-/// returns when all are logged in; they then send transfers until `stop` turns true, and
-/// their tasks end after draining (join them with the returned set).
+/// returns when all are logged in, with the recorder reset; they then send transfers until
+/// `stop` turns true, and their tasks end after draining (join them with the returned set).
+/// No client sends a transfer before the reset, so every receipt the server answers is
+/// counted (a client that logged in first used to send a few whose receipts the reset
+/// dropped, while the server committed them).
 pub async fn start(
     ctx: &Ctx,
     params: LoadParams,
@@ -80,59 +91,93 @@ pub async fn start(
     }
     let accounts = register(ctx, names).await?;
     let ready = Arc::new(Semaphore::new(0));
+    let (go_tx, go) = watch::channel(false);
     let mut set = tokio::task::JoinSet::new();
     for i in 0..params.clients {
         let me = accounts[i].clone();
         let to = accounts[(i + 1) % accounts.len()].user.clone();
-        let (addr, iterations, rec) = (ctx.addr, ctx.iterations, ctx.rec.clone());
-        let (stop, ready) = (stop.clone(), ready.clone());
+        let (servers, iterations, rec) = (ctx.servers.clone(), ctx.iterations, ctx.rec.clone());
+        let (stop, ready, go) = (stop.clone(), ready.clone(), go.clone());
         set.spawn(async move {
             let mut client = LoadClient {
-                addr,
+                // Spread over the servers.
+                at: i % servers.len(),
+                servers,
                 iterations,
                 me,
                 to,
                 params,
                 rec,
                 next_id: 0,
+                unanswered: VecDeque::new(),
             };
-            client.run(stop, ready).await;
+            client.run(stop, ready, go).await;
         });
     }
     // Every client adds a permit once logged in (or after giving up on its first login).
     let _all = ready.acquire_many(params.clients as u32).await?;
+    ctx.rec.reset();
+    let _ = go_tx.send(true);
     Ok(set)
 }
 
 struct LoadClient {
-    addr: std::net::SocketAddr,
+    /// The servers of one ledger, and the one in use.
+    servers: Vec<std::net::SocketAddr>,
+    at: usize,
     iterations: u32,
     me: Account,
     to: String,
     params: LoadParams,
     rec: Arc<super::record::Recorder>,
     next_id: u64,
+    /// Transfer ids sent without a verified answer (connection lost, or `internal`): sent
+    /// again, before any new one, with the same id (the ledger answers a recorded id with
+    /// its original outcome).
+    unanswered: VecDeque<String>,
 }
 
 impl LoadClient {
     async fn login(&self) -> Result<Conn, ConnError> {
-        let mut conn = Conn::connect(self.addr, self.iterations).await?;
+        let mut conn = Conn::connect(self.servers[self.at], self.iterations).await?;
         conn.login(&self.me).await?;
         Ok(conn)
     }
 
-    async fn run(&mut self, mut stop: watch::Receiver<bool>, ready: Arc<Semaphore>) {
+    /// Moves to the next server, if there is another, after `e` (no connection, a lost one,
+    /// or `internal`: this server cannot serve now).
+    fn leave_after(&mut self, e: &ConnError) {
+        let cannot_serve = match e {
+            ConnError::Io(_) | ConnError::Timeout => true,
+            ConnError::Refused(code) => *code == ErrorCode::Internal || code.is_fatal(),
+            _ => false,
+        };
+        if self.servers.len() > 1 && cannot_serve {
+            self.at = (self.at + 1) % self.servers.len();
+            self.rec.error("moved_to_next_server");
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        ready: Arc<Semaphore>,
+        mut go: watch::Receiver<bool>,
+    ) {
         let mut first = true;
         while !*stop.borrow() {
             let login = self.login().await;
             if first {
                 ready.add_permits(1);
                 first = false;
+                // Everyone starts together, after the recorder's reset.
+                let _ = go.wait_for(|go| *go).await;
             }
             let conn = match login {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.rec.error(&format!("login_{}", e.name()));
+                    self.leave_after(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = stop.changed() => {}
@@ -142,7 +187,10 @@ impl LoadClient {
             };
             match self.transfers(conn, &mut stop).await {
                 Ok(()) => return,
-                Err(e) => self.rec.error(&format!("{}: {e}", e.name())),
+                Err(e) => {
+                    self.rec.error(&format!("{}: {e}", e.name()));
+                    self.leave_after(&e);
+                }
             }
         }
         if first {
@@ -157,7 +205,22 @@ impl LoadClient {
         mut conn: Conn,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
-        let mut sent: VecDeque<std::time::Instant> = VecDeque::new();
+        // Send time and id of each transfer awaiting its answer, in order.
+        let mut sent: VecDeque<(std::time::Instant, String)> = VecDeque::new();
+        let result = self.send_and_receive(&mut conn, &mut sent, stop).await;
+        // Whatever is unanswered goes again, first, on the next connection.
+        for (_, id) in sent.into_iter().rev() {
+            self.unanswered.push_front(id);
+        }
+        result
+    }
+
+    async fn send_and_receive(
+        &mut self,
+        conn: &mut Conn,
+        sent: &mut VecDeque<(std::time::Instant, String)>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConnError> {
         let mut nonce_requests = 0usize;
         let mut stopping = false;
         let mut drain_until = None;
@@ -176,10 +239,15 @@ impl LoadClient {
                     && conn.has_room()
                 {
                     let session = &mut conn.session;
-                    let id = format!("t{}", self.next_id);
+                    let id = match self.unanswered.front() {
+                        Some(id) => id.clone(),
+                        None => format!("t{}", self.next_id),
+                    };
                     session.transfer(&id, &self.to, self.params.amount)?;
-                    self.next_id += 1;
-                    sent.push_back(std::time::Instant::now());
+                    if self.unanswered.pop_front().is_none() {
+                        self.next_id += 1;
+                    }
+                    sent.push_back((std::time::Instant::now(), id));
                 }
                 let session = &mut conn.session;
                 // Nonces the server will hold once the pending batches are served; never
@@ -199,7 +267,7 @@ impl LoadClient {
             };
             match event {
                 ClientEvent::Receipt(r) => {
-                    let Some(at) = sent.pop_front() else {
+                    let Some((at, _)) = sent.pop_front() else {
                         return Err(ConnError::Unexpected);
                     };
                     self.rec.receipt(at.elapsed(), r.result);
@@ -209,7 +277,15 @@ impl LoadClient {
                     use txsock_core::session::RequestKind;
                     match request {
                         RequestKind::Transfer => {
-                            sent.pop_front();
+                            if let Some((_, id)) = sent.pop_front() {
+                                // No outcome (`internal`, or a nonce refused): the same id
+                                // goes again, here or, for `internal`, on the next server.
+                                self.unanswered.push_back(id);
+                            }
+                            if code == ErrorCode::Internal && self.servers.len() > 1 {
+                                self.rec.error(code.name());
+                                return Err(ConnError::Refused(code));
+                            }
                         }
                         RequestKind::Nonces => nonce_requests = nonce_requests.saturating_sub(1),
                         _ => {}

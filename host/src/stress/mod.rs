@@ -65,14 +65,19 @@ pub enum Scenario {
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// The server to test, a loopback address such as 127.0.0.1:11002.
+    /// The server to test, a loopback address such as 127.0.0.1:11002. `load` takes several
+    /// servers of one ledger, comma-separated (ADDR,ADDR,...): its clients start spread over
+    /// them, and a client whose server cannot be reached, drops the connection or answers
+    /// `internal` moves to the next one, logs in again and re-sends its unanswered transfers
+    /// with the same ids. Other scenarios use the first.
     #[arg(
         long,
         value_name = "ADDR",
+        value_delimiter = ',',
         required_unless_present = "spawn",
         conflicts_with = "spawn"
     )]
-    pub server: Option<SocketAddr>,
+    pub server: Vec<SocketAddr>,
 
     /// Start `txsock serve` (this executable) on a free port with a temporary data directory,
     /// a PBKDF2 minimum of `--iterations`, and limits suited to the scenario; stop it at the end.
@@ -194,8 +199,10 @@ pub struct MixArgs {
 /// What every part of a run shares.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The server.
+    /// The server (the first of `servers`).
     pub addr: SocketAddr,
+    /// Every server given (`load` spreads its clients over them; see [`CommonArgs::server`]).
+    pub servers: Vec<SocketAddr>,
     /// PBKDF2 iterations of the stress users.
     pub iterations: u32,
     /// Prefix of this run's usernames (fresh per run, so reruns against one server work).
@@ -232,7 +239,7 @@ pub fn run(args: StressArgs) -> Result<()> {
         | Scenario::UserTiming(a) => &a.common,
     }
     .clone();
-    if let Some(addr) = common.server {
+    for addr in &common.server {
         if !addr.ip().is_loopback() {
             bail!("txsock stress sends heavy and hostile traffic: only loopback servers (127.0.0.0/8, ::1) may be targeted, not {addr}");
         }
@@ -440,7 +447,11 @@ async fn scenario(
             _certificate_dir = Some(dir);
             crate::tls::ClientTls::new(Some(&files.ca), None, "127.0.0.1:0")
         } else {
-            let server = common.server.map(|a| a.to_string()).unwrap_or_default();
+            let server = common
+                .server
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             crate::tls::ClientTls::new(
                 common.tls.ca.as_deref(),
                 common.tls.tls_name.as_deref(),
@@ -459,8 +470,9 @@ async fn scenario(
         Target::spawn(common.iterations, &flags)?
     } else {
         // Checked by clap: one of --server and --spawn is present.
-        let addr = common.server.context("--server or --spawn")?;
-        params.push(("server".into(), addr.to_string()));
+        let addr = *common.server.first().context("--server or --spawn")?;
+        let all: Vec<String> = common.server.iter().map(|a| a.to_string()).collect();
+        params.push(("server".into(), all.join(",")));
         Target::attach(addr, common.server_pid)
     };
     if let Some(why) = target::RSS_UNAVAILABLE {
@@ -471,12 +483,17 @@ async fn scenario(
     params.push(("scenario".into(), name.into()));
     params.push(("iterations".into(), common.iterations.to_string()));
     params.push((
-        "open file limit".into(),
+        "open_file_limit".into(),
         files.map_or_else(|| "none".into(), |files| files.to_string()),
     ));
-    params.push(("stress threads".into(), common.threads.to_string()));
+    params.push(("stress_threads".into(), common.threads.to_string()));
     let ctx = Ctx {
         addr: target.addr,
+        servers: if common.server.is_empty() {
+            vec![target.addr]
+        } else {
+            common.server.clone()
+        },
         iterations: common.iterations,
         prefix: run_prefix(),
         rec: Arc::new(Recorder::new()),
@@ -543,7 +560,7 @@ async fn run_load(
 ) -> Result<report::Outcome> {
     params.push(("clients".into(), a.clients.to_string()));
     params.push(("pipeline".into(), a.pipeline.to_string()));
-    params.push(("duration".into(), format!("{:?}", a.duration)));
+    params.push(("duration_s".into(), report::seconds(a.duration)));
     let load = load::LoadParams {
         clients: a.clients.max(1),
         pipeline: usize::from(a.pipeline),
@@ -551,7 +568,6 @@ async fn run_load(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = load::start(ctx, load, stop_rx).await?;
-    ctx.rec.reset();
     let before = target.rss_kib();
     let bar = progress(a.duration.as_millis() as u64, "ms");
     let sampler = Sampler::start(
@@ -594,8 +610,8 @@ async fn run_connections(
     notes: &mut Vec<String>,
 ) -> Result<report::Outcome> {
     params.push(("count".into(), a.count.to_string()));
-    params.push(("hold".into(), format!("{:?}", a.hold)));
-    params.push(("parallel logins".into(), a.parallel.to_string()));
+    params.push(("hold_s".into(), report::seconds(a.hold)));
+    params.push(("parallel_logins".into(), a.parallel.to_string()));
     if let Some(files) = files.filter(|&files| a.count as u64 + 64 > files) {
         notes.push(format!(
             "{} connections need more than the open file limit of {files}; raise it (ulimit -n)",
@@ -676,13 +692,13 @@ async fn run_attack(
     let count = a
         .count
         .unwrap_or_else(|| default_count(name, a.limit, spawned));
-    params.push(("duration".into(), format!("{:?}", a.duration)));
+    params.push(("duration_s".into(), report::seconds(a.duration)));
     params.push(("count".into(), count.to_string()));
     if name == "oversize" {
-        params.push(("line size".into(), a.size.to_string()));
+        params.push(("line_size_bytes".into(), a.size.to_string()));
     }
     if spawned {
-        params.push(("server connection limit".into(), a.limit.to_string()));
+        params.push(("server_connection_limit".into(), a.limit.to_string()));
     }
     let account = attack_accounts(ctx).await?;
     let attack_params = attack::AttackParams {
@@ -734,13 +750,11 @@ async fn run_mix(
     let cooldown = Duration::from_secs(3);
     params.push(("clients".into(), a.clients.to_string()));
     params.push(("pipeline".into(), a.pipeline.to_string()));
-    params.push(("attack duration".into(), format!("{:?}", a.duration)));
-    params.push((
-        "warm-up, cool-down".into(),
-        format!("{warmup:?}, {cooldown:?}"),
-    ));
+    params.push(("attack_duration_s".into(), report::seconds(a.duration)));
+    params.push(("warmup_s".into(), report::seconds(warmup)));
+    params.push(("cooldown_s".into(), report::seconds(cooldown)));
     if spawned {
-        params.push(("server connection limit".into(), a.limit.to_string()));
+        params.push(("server_connection_limit".into(), a.limit.to_string()));
     }
     let account = attack_accounts(ctx).await?;
     let chosen: Vec<&'static str> = attack::ALL
@@ -764,7 +778,10 @@ async fn run_mix(
             count,
             size: 65_536,
         };
-        params.push((format!("{name} connections"), count.to_string()));
+        params.push((
+            format!("{}_connections", name.replace('-', "_")),
+            count.to_string(),
+        ));
         let own = attack::prepare(ctx, name, attack_params).await?;
         prepared.push((name, attack_params, own));
     }
@@ -775,7 +792,6 @@ async fn run_mix(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = load::start(ctx, load, stop_rx).await?;
-    ctx.rec.reset();
     let total = warmup + a.duration + cooldown;
     let bar = progress(total.as_millis() as u64, "ms");
     let sampler = Sampler::start(
