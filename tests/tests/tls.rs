@@ -609,3 +609,36 @@ fn impersonating_proxy_is_refused_at_the_handshake() {
     // A client that trusted the proxy's CA would be attacked like a plaintext one: the MACs
     // still stop the change (tested in mitm.rs); the certificate check stops it earlier.
 }
+
+#[test]
+fn several_servers_each_checked_by_its_own_name() {
+    let certs = Certs::new(&["localhost"]);
+    let server = tls_server(&certs);
+    // The first server speaks plaintext: a TLS failure, so the client moves on to the
+    // second, whose certificate is checked against that server's own host name.
+    let plain = Server::start(&[]);
+    let list = format!("{},localhost:{}", plain.addr, server.addr.port());
+    let run = client(
+        &list,
+        "alice",
+        &["--tls", "--ca", &certs.ca, "register"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(plain.wait_for_log("error.log", "tls_on_plaintext"));
+    // The same list with a name that fits neither: every server refused, exit 5.
+    let run = client(
+        &list,
+        "alice",
+        &[
+            "--tls",
+            "--ca",
+            &certs.ca,
+            "--tls-name",
+            "bank.example",
+            "balance",
+        ],
+        &[],
+    );
+    fails_with(&run, "bank.example");
+}
