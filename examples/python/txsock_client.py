@@ -12,8 +12,12 @@ Usage:
     python3 txsock_client.py --user alice balance
     python3 txsock_client.py --user alice transfer bob 12.50 [--id rent-2026-01]
     python3 txsock_client.py --user alice history
+    python3 txsock_client.py --server bank.example:11002 --tls --user alice balance
+    python3 txsock_client.py --tls --ca certs/ca.pem --user alice balance
 Options: --server HOST:PORT (default 127.0.0.1:11002), --min-iterations N (default 600000,
-also the count used to register), --timeout SECONDS (default 10).
+also the count used to register), --timeout SECONDS (default 10), --tls (TLS 1.3 with the
+server's certificate checked against the system's CAs, or --ca FILE), --tls-name NAME (the
+name the certificate must carry; default: the host of --server).
 
 Several servers of one ledger: --server HOST:PORT,HOST:PORT,... The client uses the first that
 answers and, when one cannot be reached, drops the connection or answers `internal`, moves to
@@ -23,7 +27,8 @@ recorded id with its original outcome, so money still moves at most once).
 The password comes from TXSOCK_PASSWORD or a no-echo prompt, never from the command line.
 
 Exit status: 0 success, 2 invalid input (nothing sent), 3 refused by the server,
-4 integrity failure (a forged or altered answer), 5 connection failure or no answer.
+4 integrity failure (a forged or altered answer), 5 connection failure or no answer, and
+every TLS failure (unknown CA, wrong name, expired certificate, plaintext on one side).
 """
 
 import argparse
@@ -36,6 +41,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import sys
 
 DEFAULT_SERVER = "127.0.0.1:11002"
@@ -87,7 +93,8 @@ class Servers:
     # session for its own reasons (§14). Another server may serve.
     CANNOT_SERVE = ("internal", "server_busy", "timeout")
 
-    def __init__(self, text):
+    def __init__(self, text, tls=False, ca=None, tls_name=None):
+        self.tls = (tls, ca, tls_name)
         self.list = [part.strip() for part in text.split(",")]
         for server in self.list:
             host, _, port = server.rpartition(":")
@@ -103,7 +110,7 @@ class Servers:
         for step in range(len(self.list)):
             index = (self.current + step) % len(self.list)
             try:
-                conn = Connection(self.list[index], timeout)
+                conn = Connection(Endpoint(self.list[index], *self.tls), timeout)
             except ConnectionFailure as e:
                 last = e
                 continue
@@ -219,15 +226,66 @@ def tag_ok(expected, text):
 # --- the connection ----------------------------------------------------------------------
 
 
-class Connection:
-    """One TCP connection: JSON lines out, JSON lines in (§2)."""
+class Endpoint:
+    """Where to connect: HOST:PORT, and the TLS context and name to check (None: plaintext)."""
 
-    def __init__(self, server, timeout):
-        host, _, port = server.rpartition(":")
+    def __init__(self, server, tls=False, ca=None, tls_name=None):
+        self.server = server
+        host, _, self.port = server.rpartition(":")
+        self.host = host.strip("[]") or "127.0.0.1"
+        self.context = None
+        self.name = tls_name or self.host
+        if tls:
+            try:
+                # The system's CAs unless --ca; certificate and host name checked (§16).
+                self.context = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as e:
+                raise ConnectionFailure("cannot read the CA file %s: %s" % (ca, e))
+            self.context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+    def __str__(self):
+        return self.server
+
+
+def tls_reason(e, endpoint):
+    """A readable reason for a failed TLS handshake."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        message = (e.verify_message or str(e)).lower()
+        if "issuer" in message or "self-signed" in message or "self signed" in message:
+            return ("the server's certificate is not signed by an authority this client trusts "
+                    "(unknown CA): pass the CA that signed it with --ca FILE")
+        if "hostname" in message or "ip address mismatch" in message:
+            return ("the server's certificate is not valid for the name `%s` (wrong name): "
+                    "connect by a name the certificate carries, or set --tls-name" % endpoint.name)
+        if "expired" in message:
+            return "the server's certificate has expired: the server must renew it"
+        return "the server's certificate was refused: %s" % message
+    if isinstance(e, (ssl.SSLEOFError, ConnectionResetError, ConnectionAbortedError)):
+        return ("the server closed the connection during the TLS handshake: it may be serving "
+                "plaintext (then leave out --tls)")
+    if isinstance(e, socket.timeout):
+        return ("no TLS handshake answer in time: the server may be serving plaintext (then "
+                "leave out --tls)")
+    if isinstance(e, ssl.SSLError) and "wrong version" in str(e).lower():
+        return "the server did not answer in TLS: it may be serving plaintext (then leave out --tls)"
+    return "TLS handshake: %s" % e
+
+
+class Connection:
+    """One TCP connection, plaintext or TLS: JSON lines out, JSON lines in (§2)."""
+
+    def __init__(self, endpoint, timeout):
         try:
-            self.sock = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+            sock = socket.create_connection((endpoint.host, int(endpoint.port)), timeout=timeout)
         except (OSError, ValueError) as e:
-            raise ConnectionFailure("cannot connect to %s: %s" % (server, e))
+            raise ConnectionFailure("cannot connect to %s: %s" % (endpoint, e))
+        if endpoint.context is not None:
+            try:
+                sock = endpoint.context.wrap_socket(sock, server_hostname=endpoint.name)
+            except (OSError, ssl.SSLError) as e:
+                sock.close()
+                raise ConnectionFailure("%s: TLS failure: %s" % (endpoint, tls_reason(e, endpoint)))
+        self.sock = sock
         self.sock.settimeout(timeout)
         self.pending = b""
 
@@ -250,6 +308,10 @@ class Connection:
                 raise ConnectionFailure("connection lost: %s" % e)
             if not chunk:
                 raise ConnectionFailure("the connection was closed")
+            if not self.pending and chunk[:1] in (b"\x15", b"\x16") and chunk[1:2] == b"\x03":
+                # A TLS record (alert or handshake), never a JSON line: a TLS server.
+                raise ConnectionFailure("TLS failure: the server speaks TLS (it answered with a "
+                                        "TLS record): add --tls (and --ca FILE)")
             self.pending += chunk
         line, _, self.pending = self.pending.partition(b"\n")
         try:
@@ -565,6 +627,9 @@ def main(argv=None):
     parser.add_argument("--user", required=True)
     parser.add_argument("--min-iterations", type=int, default=DEFAULT_ITERATIONS)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--tls", action="store_true", help="TLS 1.3, certificate checked")
+    parser.add_argument("--ca", help="trust the CA certificates in this PEM file (with --tls)")
+    parser.add_argument("--tls-name", help="the name the certificate must carry (with --tls)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("register")
     sub.add_parser("balance")
@@ -574,9 +639,11 @@ def main(argv=None):
     t.add_argument("amount")
     t.add_argument("--id")
     args = parser.parse_args(argv)
+    if (args.ca or args.tls_name) and not args.tls:
+        parser.error("--ca and --tls-name need --tls")
 
     try:
-        args.servers = Servers(args.server)
+        args.servers = Servers(args.server, args.tls, args.ca, args.tls_name)
         user = normalise_user(args.user)
         if args.command == "transfer":
             to = normalise_user(args.to)

@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod cert;
 mod client;
 mod clock;
 mod config;
@@ -16,6 +17,7 @@ mod mitm;
 mod serve;
 mod store;
 mod stress;
+mod tls;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -77,7 +79,8 @@ pub enum Command {
     /// Run the server (TCP on 127.0.0.1:11002, SQLite in ./txsock-data by default).
     #[command(
         after_help = "On Unix: SIGTERM and SIGINT stop gracefully (in-flight requests \
-        finish; exit 0); SIGHUP reopens the audit logs (log rotation). Under systemd \
+        finish; exit 0); SIGHUP reopens the audit logs (log rotation) \
+        and reloads the TLS certificate and key (connections stay open). Under systemd \
         (Type=notify) it sends READY=1 once listening and STOPPING=1 on shutdown; \
         docs/txsock.service is a sample unit file.\n\nExit status: 0 stopped on request; \
         1 could not start (port in use, another server on the data directory, ...); 2 invalid \
@@ -102,6 +105,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Load and attack generator: throughput, latency, server memory, a report with plots.
     Stress(stress::StressArgs),
+    /// Certificates for TLS (`cert self-signed` for development and tests).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
     /// Print a shell completion script, e.g. `txsock completions bash >
     /// /etc/bash_completion.d/txsock` (or zsh, fish, elvish, powershell).
     Completions {
@@ -205,6 +211,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(mitm::run(args))),
         Command::Stress(args) => stress::run(args),
+        Command::Cert(command) => cert::run(command),
         Command::Completions { shell } => manual::completions(shell),
         Command::Man => manual::man(),
     };

@@ -28,11 +28,12 @@ fn demo_catches_every_attack_and_exits_zero() {
         "A forged reply",
         "A lost reply",
         "Reordered requests",
+        "TLS: a proxy that impersonates the server",
         "The ledger and the audit logs",
     ] {
         assert!(text.contains(act), "missing act {act:?}:\n{text}");
     }
-    assert_eq!(text.matches("  ✓ ").count(), 7, "{text}");
+    assert_eq!(text.matches("  ✓ ").count(), 9, "{text}");
     assert!(!text.contains('✗'), "{text}");
     assert!(text.contains("rejected code=bad_mac"), "{text}");
     assert!(text.contains("rejected code=unknown_nonce"), "{text}");

@@ -9,7 +9,9 @@
 //!    then the same load on a throwaway three-node Galera cluster with one server and with
 //!    three ([`crate::galera_bench`]);
 //! 3. server memory with 10,000 idle logged-in connections (`txsock stress connections`);
-//! 4. server memory growth under the attack mix (`txsock stress mix`).
+//! 4. server memory growth under the attack mix (`txsock stress mix`);
+//! 5. the figures of 2 and 3 again over TLS 1.3 (`--tls`), each beside its plaintext figure
+//!    from this run.
 //!
 //! It reports and asserts nothing: a figure that could not be measured says why in the table.
 
@@ -428,6 +430,111 @@ pub fn bench() -> Result<(), Error> {
             });
         }
         Err(e) => rows.push(Row::failed(mix_figure, &mix_target, e)),
+    }
+
+    // 5. TLS beside plaintext: the same loads and connections with `--tls`.
+    let tls_runs = [
+        (
+            "load-32-tls",
+            vec![
+                "load",
+                "--tls",
+                "--clients",
+                &clients,
+                "--pipeline",
+                &pipeline,
+                "--duration",
+                &seconds,
+            ],
+        ),
+        (
+            "load-1-tls",
+            vec![
+                "load",
+                "--tls",
+                "--clients",
+                "1",
+                "--pipeline",
+                "1",
+                "--duration",
+                &seconds,
+            ],
+        ),
+        (
+            "connections-tls",
+            vec!["connections", "--tls", "--count", &count],
+        ),
+    ];
+    let mut tls: Vec<Result<String, Error>> = Vec::new();
+    for (name, args) in &tls_runs {
+        tls.push(
+            txsock
+                .as_ref()
+                .map_err(clone_error)
+                .and_then(|bin| stress(bin, &dir, name, args)),
+        );
+    }
+    let plain = [&many, &one, &connections];
+    let figures = [
+        "TLS 1.3: durable transfers/s, 32 clients",
+        "TLS 1.3: single-client round trip, median",
+        "TLS 1.3: server memory, 10,000 idle logged-in connections",
+    ];
+    for (i, figure) in figures.into_iter().enumerate() {
+        let (Ok(with_tls), Ok(without)) = (&tls[i], plain[i]) else {
+            let error = match (&tls[i], plain[i]) {
+                (Err(e), _) | (_, Err(e)) => clone_error(e),
+                _ => Error::new("unreachable"),
+            };
+            rows.push(Row::failed(figure, "reported", &error));
+            continue;
+        };
+        let (txsock_text, anchor, ratio) = match i {
+            0 => {
+                let (t, p) = (
+                    number(with_tls, "transfers_per_second").unwrap_or(f64::NAN),
+                    number(without, "transfers_per_second").unwrap_or(f64::NAN),
+                );
+                (
+                    format!("{}/s", thousands(t)),
+                    format!("plaintext: {}/s", thousands(p)),
+                    t / p,
+                )
+            }
+            1 => {
+                let (t, p) = (
+                    number(with_tls, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
+                    number(without, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
+                );
+                (format!("{t:.2} ms"), format!("plaintext: {p:.2} ms"), t / p)
+            }
+            _ => {
+                let (t, p) = (
+                    number(with_tls, "held_kib").unwrap_or(f64::NAN) / 1024.0,
+                    number(without, "held_kib").unwrap_or(f64::NAN) / 1024.0,
+                );
+                let per = |json: &str| {
+                    thousands(number(json, "per_connection_bytes").unwrap_or(f64::NAN))
+                };
+                (
+                    format!(
+                        "{t:.1} MiB ({} logged in, {} bytes each)",
+                        thousands(number(with_tls, "connections_logged_in").unwrap_or(f64::NAN)),
+                        per(with_tls)
+                    ),
+                    format!("plaintext: {p:.1} MiB ({} bytes each)", per(without)),
+                    t / p,
+                )
+            }
+        };
+        rows.push(Row {
+            figure,
+            txsock: txsock_text,
+            anchor,
+            ratio: format!("{ratio:.2}x"),
+            target: "reported".into(),
+            met: "-",
+        });
     }
 
     // Details under the table.

@@ -7,6 +7,7 @@
 
 use super::failover::{self, Servers};
 use super::human;
+use crate::tls::{ClientStream, ClientTls, TlsError};
 use embedded_io_adapters::std::FromStd;
 use rand_core::OsRng;
 use std::fmt;
@@ -19,8 +20,8 @@ use txsock_core::message::MAX_NONCE_BATCH;
 use txsock_core::session::{ClientConfig, ClientError, ClientEvent, IntegrityError, RequestKind};
 use txsock_core::{Amount, ErrorCode, TransferId, Username};
 
-/// The core's blocking client on a std TCP stream.
-pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
+/// The core's blocking client on a std TCP stream, plaintext or TLS.
+pub type Client = BlockingClient<FromStd<ClientStream>, OsRng>;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct Link {
     pub config: ClientConfig,
     /// Connections tried for one request before giving up (at least 1).
     pub attempts: u32,
+    /// TLS settings (`None`: plaintext), or why they could not be read.
+    pub tls: Option<Result<ClientTls, TlsError>>,
 }
 
 /// Why a request got no verified answer.
@@ -48,6 +51,9 @@ pub enum Failure {
     Integrity(IntegrityError),
     /// This client could not send the request.
     Local(String),
+    /// TLS failed (certificate refused, or one side does not speak TLS): retrying would
+    /// not change it.
+    Tls(String),
 }
 
 impl Failure {
@@ -61,7 +67,10 @@ impl Failure {
             {
                 Failure::Lost(format!("no reply within {} s", timeout.as_secs_f32()))
             }
-            BlockingError::Io(e) => Failure::Lost(e.to_string()),
+            BlockingError::Io(e) => match TlsError::within(&e) {
+                Some(tls) => Failure::Tls(tls.to_string()),
+                None => Failure::Lost(e.to_string()),
+            },
             BlockingError::Closed => Failure::Lost("the connection was closed".into()),
             BlockingError::Refused(code) if code.is_fatal() => {
                 Failure::Lost(human::refusal(code).into())
@@ -86,6 +95,7 @@ impl Failure {
             Failure::Refused(code) => human::refusal(*code).into(),
             Failure::Integrity(e) => human::integrity(*e, min_iterations),
             Failure::Local(s) => s.clone(),
+            Failure::Tls(s) => s.clone(),
         }
     }
 }
@@ -154,8 +164,17 @@ pub fn connect(link: &Link) -> Result<Client, Failure> {
     link.servers.connect(|server| connect_to(link, server))
 }
 
-/// Opens a TCP connection to `server` with the link's timeouts and wraps it in a core client.
+/// Opens a TCP connection to `server` with the link's timeouts, runs the TLS handshake if
+/// the link has TLS, and wraps it in a core client.
 fn connect_to(link: &Link, server: &str) -> Result<Client, Failure> {
+    let tls = match &link.tls {
+        None => None,
+        Some(Ok(tls)) => Some(
+            tls.for_server(server)
+                .map_err(|e| Failure::Tls(e.to_string()))?,
+        ),
+        Some(Err(e)) => return Err(Failure::Tls(e.to_string())),
+    };
     let addrs: Vec<_> = server
         .to_socket_addrs()
         .map_err(|e| Failure::Connect(format!("{server}: {e}")))?
@@ -172,6 +191,12 @@ fn connect_to(link: &Link, server: &str) -> Result<Client, Failure> {
                     last = format!("{addr}: {e}");
                     continue;
                 }
+                let stream = match tls {
+                    None => ClientStream::plain(stream),
+                    Some(tls) => tls
+                        .handshake(stream)
+                        .map_err(|e| Failure::Tls(format!("{addr}: {e}")))?,
+                };
                 return Ok(BlockingClient::new(
                     FromStd::new(stream),
                     OsRng,
@@ -381,9 +406,11 @@ impl Account {
             };
             let moved = self.leave(&failure);
             match &failure {
-                // A login failure or a refusal is an answer: retrying would not change it
-                // (unless it says that this server cannot serve and there is another).
-                Failure::Refused(_) | Failure::Local(_) if moved.is_none() => return Err(failure),
+                // A login failure, a refusal or a TLS failure is an answer: retrying would not
+                // change it (unless it says that this server cannot serve and there is another).
+                Failure::Refused(_) | Failure::Local(_) | Failure::Tls(_) if moved.is_none() => {
+                    return Err(failure)
+                }
                 Failure::Integrity(e) if self.conn.is_some() => {
                     self.alert(Alert::Integrity(*e));
                 }
@@ -493,7 +520,10 @@ impl Account {
                     let final_refusal = moved.is_none()
                         && matches!(
                             f,
-                            Failure::Refused(_) | Failure::Local(_) | Failure::Integrity(_)
+                            Failure::Refused(_)
+                                | Failure::Local(_)
+                                | Failure::Integrity(_)
+                                | Failure::Tls(_)
                         );
                     for &i in &pending {
                         if let Failure::Integrity(e) = f {

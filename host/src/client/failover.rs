@@ -104,10 +104,12 @@ impl Servers {
 /// Whether `failure` is a reason to try another server: no connection, a lost one, or an
 /// answer saying this server cannot serve now (`internal`: its storage failed). Refusals
 /// that are answers (wrong password, insufficient funds, ...) and integrity failures (an
-/// attack, which another server would not cure) are not.
+/// attack, which another server would not cure) are not. A TLS failure is: this server's
+/// certificate (or its transport) could not be trusted, and every other server's is checked
+/// on its own.
 pub fn leaves(failure: &Failure) -> bool {
     match failure {
-        Failure::Connect(_) | Failure::Lost(_) => true,
+        Failure::Connect(_) | Failure::Lost(_) | Failure::Tls(_) => true,
         Failure::Refused(code) => *code == ErrorCode::Internal || code.is_fatal(),
         Failure::Integrity(_) | Failure::Local(_) => false,
     }

@@ -46,7 +46,9 @@ Exit status:
   4  integrity failure: a forged, altered, replayed or reordered message was detected
      (the output says what was verified afterwards)
   5  connection failure: no connection or no answer; a transfer's outcome may be unknown
-     (re-run with the same --id: a retry never moves money twice)
+     (re-run with the same --id: a retry never moves money twice). Also every TLS failure,
+     with its reason: a certificate from an unknown CA, for another name, or expired; a
+     plaintext server reached with --tls, or a TLS server without it
 
 Examples:
   txsock client                                   # interactive menu
@@ -54,6 +56,8 @@ Examples:
   txsock client --user alice --password-stdin balance < pw.txt
   txsock client --user alice --json transfer bob 12.50 --id rent-2026-01
   txsock client --user alice transfer bob 1.00 carol 2.50   # two transfers, pipelined
+  txsock client --server bank.example:11002 --tls --user alice balance   # system CAs
+  txsock client --tls --ca certs/ca.pem --user alice balance   # txsock cert self-signed
 
 A transfer id sent again gets its original outcome and moves nothing: the client says
 \"already committed earlier, nothing moved\" (--json: \"already_committed\": true) and shows the
@@ -121,6 +125,9 @@ pub struct ClientArgs {
           value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
 
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
+
     #[command(subcommand)]
     pub command: Option<ClientCommand>,
 }
@@ -162,6 +169,7 @@ impl ClientArgs {
                 ..ClientConfig::default()
             },
             attempts: self.attempts,
+            tls: self.tls.client(&self.server),
         }
     }
 }
@@ -302,6 +310,7 @@ fn transfers(
 fn failure_status(f: &Failure) -> (&'static str, u8) {
     match f {
         Failure::Connect(_) | Failure::Lost(_) => ("connection_failure", EXIT_CONNECTION),
+        Failure::Tls(_) => ("tls_failure", EXIT_CONNECTION),
         Failure::Refused(_) => ("refused", EXIT_REFUSED),
         Failure::Integrity(_) => ("integrity_failure", EXIT_INTEGRITY),
         Failure::Local(_) => ("error", 1),

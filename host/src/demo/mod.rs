@@ -512,7 +512,9 @@ fn demo(args: DemoArgs) -> Result<bool> {
     );
     drop(proxy);
 
-    heading(8, "The ledger and the audit logs");
+    tls_step(&mut d)?;
+
+    heading(9, "The ledger and the audit logs");
     print!("{}", indent(&d.admin(&["user", "list"])?));
     let check = d.admin(&["ledger", "check"])?;
     print!("{}", indent(&check));
@@ -548,6 +550,126 @@ fn demo(args: DemoArgs) -> Result<bool> {
         println!("Data and audit logs kept in {}", kept.display());
     }
     Ok(failed.is_empty())
+}
+
+/// Step 8: a second server, speaking TLS, and a proxy that tries to impersonate it with a
+/// certificate of its own. The client refuses it at the handshake: no frame ever reaches
+/// the proxy, so there is nothing to alter, replay or even read.
+fn tls_step(d: &mut Demo) -> Result<()> {
+    heading(
+        8,
+        "TLS: a proxy that impersonates the server with a forged certificate",
+    );
+    why("A second server speaks TLS 1.3 with a development certificate; clients trust its CA with --ca. The proxy terminates TLS itself with a certificate from a CA of its own making.");
+    let certs = d.dir.join("certs");
+    let certs_arg = certs.display().to_string();
+    let mut cmd = Command::new(&d.exe);
+    cmd.args([
+        "cert",
+        "self-signed",
+        "--name",
+        "127.0.0.1",
+        "--out",
+        &certs_arg,
+    ])
+    .current_dir(&d.dir)
+    .stdin(Stdio::null());
+    scrub(&mut cmd);
+    println!("  $ txsock cert self-signed --name 127.0.0.1 --out {certs_arg}");
+    let output = cmd.output().context("running txsock cert")?;
+    if !output.status.success() {
+        bail!(
+            "txsock cert failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let files = crate::tls::DevFiles::in_dir(&certs);
+    let (cert, key, ca) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+        files.ca.display().to_string(),
+    );
+    let data = d.dir.join("data-tls");
+    let data_arg = data.display().to_string();
+    let iterations = d.iterations.to_string();
+    let (server_proc, first) = Proc::spawn(
+        &d.exe,
+        &d.dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_arg,
+            "--min-iterations",
+            &iterations,
+            "--opening-balance",
+            "100.00",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )?;
+    let server = address_after(&first, "txsock listening on ")?;
+    println!("  TLS server listening on {server} (--tls-cert {cert} --tls-key {key})");
+    let tls = ["--tls", "--ca", ca.as_str()];
+    for user in ["alice", "bob"] {
+        let mut args = tls.to_vec();
+        args.push("register");
+        if d.client(&server, user, &args)?.code != 0 {
+            bail!("could not register {user} on the TLS server");
+        }
+    }
+    let mut args = tls.to_vec();
+    args.extend(["transfer", "bob", "10.00", "--id", "demo-tls"]);
+    let honest = d.client(&server, "alice", &args)?;
+    d.check(
+        "over TLS: the same protocol inside, committed, exit 0",
+        honest.code == 0 && honest.out.contains("committed"),
+    );
+
+    let (proxy, first) = Proc::spawn(
+        &d.exe,
+        &d.dir,
+        &[
+            "mitm",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &server,
+            "--mode",
+            "tamper",
+            "--danger-tls-impersonate",
+            "127.0.0.1",
+            "--upstream-ca",
+            &ca,
+        ],
+    )?;
+    let via = address_after(&first, "txsock mitm listening on ")?;
+    println!(
+        "  (proxy: txsock mitm --mode tamper --danger-tls-impersonate 127.0.0.1, listening on {via})"
+    );
+    let mut args = tls.to_vec();
+    args.extend(["transfer", "bob", "5.00", "--id", "demo-tls-mitm"]);
+    let run = d.client(&via, "alice", &args)?;
+    d.show_actions(&proxy);
+    let frames = proxy
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" c->s ") || l.contains(" s->c "))
+        .count();
+    let moved = std::fs::read_to_string(data.join("transactions.log"))
+        .unwrap_or_default()
+        .contains("id=demo-tls-mitm ");
+    d.check(
+        "refused at the handshake: the client did not trust the forged certificate (exit 5), \
+         the proxy saw no frame, nothing moved",
+        run.code == 5 && run.out.contains("not signed by an authority") && frames == 0 && !moved,
+    );
+    drop(proxy);
+    drop(server_proc);
+    Ok(())
 }
 
 /// Prints why the next step should turn out the way it does, wrapped at 90 columns.

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use txsock_core::Amount;
 
@@ -86,7 +85,49 @@ pub struct MitmArgs {
     /// Allow listening on a non-loopback address (this tool attacks whatever passes it).
     #[arg(long)]
     pub danger_any_address: bool,
+
+    /// Attack a TLS server: present clients a forged certificate for NAME (from a CA made
+    /// up on the spot) and connect upstream with TLS, checking NAME against --upstream-ca.
+    /// A client that checks certificates refuses the forgery at the handshake, before any
+    /// frame reaches this proxy.
+    #[arg(long, value_name = "NAME")]
+    pub danger_tls_impersonate: Option<String>,
+
+    /// With --danger-tls-impersonate: the CA (PEM) of the real server's certificate
+    /// (default: the system's CAs).
+    #[arg(long, value_name = "FILE", requires = "danger_tls_impersonate")]
+    pub upstream_ca: Option<std::path::PathBuf>,
 }
+
+/// The TLS of an impersonating proxy: a forged server side and a real client side.
+struct Impersonation {
+    name: String,
+    forged: tokio_rustls::TlsAcceptor,
+    upstream: crate::tls::ClientTls,
+    /// Holds the forged certificate's files while the proxy runs.
+    _files: tempfile::TempDir,
+}
+
+impl Impersonation {
+    fn new(name: &str, upstream_ca: Option<&std::path::Path>, upstream: &str) -> Result<Self> {
+        let dir = tempfile::tempdir().context("a directory for the forged certificate")?;
+        let forged = crate::tls::dev_certificate(&[name.to_string()], 1)?;
+        let files = crate::tls::write_dev_certificate(dir.path(), &forged)?;
+        let acceptor = crate::tls::ServerTls::load(&files.cert, &files.key)?.acceptor();
+        let upstream = crate::tls::ClientTls::new(upstream_ca, Some(name), upstream)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Impersonation {
+            name: name.to_string(),
+            forged: acceptor,
+            upstream,
+            _files: dir,
+        })
+    }
+}
+
+/// A read half and a write half, plaintext or TLS.
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
 /// One forwarded request, awaiting its answer (the server answers in request order).
 struct Pending {
@@ -111,6 +152,7 @@ struct Proxy {
     limited: bool,
     redirect_to: Option<String>,
     hold: Duration,
+    tls: Option<Impersonation>,
 }
 
 impl Proxy {
@@ -236,7 +278,21 @@ pub async fn run(args: MitmArgs) -> Result<()> {
         limited: args.limit > 0,
         redirect_to: args.redirect_to.clone(),
         hold: Duration::from_millis(args.hold_ms),
+        tls: match &args.danger_tls_impersonate {
+            Some(name) => Some(Impersonation::new(
+                name,
+                args.upstream_ca.as_deref(),
+                &args.upstream,
+            )?),
+            None => None,
+        },
     });
+    if let Some(tls) = &proxy.tls {
+        println!(
+            "TLS: presenting clients a forged certificate for {} (not signed by the server's CA)",
+            tls.name
+        );
+    }
     let mut next = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -279,8 +335,11 @@ async fn connection(id: u64, client: TcpStream, proxy: &Proxy) {
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
+    let Some((client_read, client_write, server_read, server_write)) =
+        halves(id, client, server, proxy).await
+    else {
+        return;
+    };
     let conversation = Mutex::new(Conversation::default());
     let up = upstream(id, client_read, server_write, &conversation, proxy);
     let down = downstream(id, server_read, client_write, &conversation, proxy);
@@ -292,8 +351,71 @@ async fn connection(id: u64, client: TcpStream, proxy: &Proxy) {
     }
 }
 
+/// The two directions of both connections: plaintext, or (impersonating) TLS with the
+/// client under the forged certificate and TLS to the server. `None` if a handshake failed.
+async fn halves(
+    id: u64,
+    client: TcpStream,
+    server: TcpStream,
+    proxy: &Proxy,
+) -> Option<(Reader, Writer, Reader, Writer)> {
+    let Some(tls) = &proxy.tls else {
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        return Some((
+            Box::new(client_read),
+            Box::new(client_write),
+            Box::new(server_read),
+            Box::new(server_write),
+        ));
+    };
+    let client = match tls.forged.accept(client).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            log(
+                id,
+                "TLS",
+                &format!(
+                    "handshake with the client failed ({e}): it refused the forged certificate for {}; \
+                     nothing to attack",
+                    tls.name
+                ),
+            );
+            return None;
+        }
+    };
+    log(id, "TLS", "the client accepted the forged certificate");
+    let server = match tls
+        .upstream
+        .connector()
+        .connect(tls.upstream.name().clone(), server)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            log(
+                id,
+                "error",
+                &format!(
+                    "TLS to the server failed: {}",
+                    crate::tls::explain(&e, tls.upstream.name())
+                ),
+            );
+            return None;
+        }
+    };
+    let (client_read, client_write) = tokio::io::split(client);
+    let (server_read, server_write) = tokio::io::split(server);
+    Some((
+        Box::new(client_read),
+        Box::new(client_write),
+        Box::new(server_read),
+        Box::new(server_write),
+    ))
+}
+
 /// Reads one line (with its newline) of at most [`MAX_LINE`] bytes; `None` at end of stream.
-async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> Option<Vec<u8>> {
+async fn read_line(reader: &mut BufReader<Reader>) -> Option<Vec<u8>> {
     let mut line = Vec::new();
     match (&mut *reader)
         .take(MAX_LINE as u64)
@@ -317,8 +439,8 @@ fn push(conversation: &Mutex<Conversation>, injected: bool, frame: &Option<Value
 /// Client to server: tamper, replay and reorder happen here.
 async fn upstream(
     id: u64,
-    client: OwnedReadHalf,
-    mut server: OwnedWriteHalf,
+    client: Reader,
+    mut server: Writer,
     conversation: &Mutex<Conversation>,
     proxy: &Proxy,
 ) {
@@ -416,7 +538,7 @@ async fn upstream(
 /// record), then writes it. False if the server side is gone.
 async fn send_all(
     id: u64,
-    server: &mut OwnedWriteHalf,
+    server: &mut Writer,
     conversation: &Mutex<Conversation>,
     frames: Vec<(bool, Option<Value>, Vec<u8>)>,
 ) -> bool {
@@ -438,8 +560,8 @@ async fn send_all(
 /// are hidden.
 async fn downstream(
     id: u64,
-    server: OwnedReadHalf,
-    mut client: OwnedWriteHalf,
+    server: Reader,
+    mut client: Writer,
     conversation: &Mutex<Conversation>,
     proxy: &Proxy,
 ) {

@@ -8,6 +8,7 @@ use crate::audit::{Audit, Log};
 use crate::clock;
 use crate::config::{millis, seconds};
 use crate::group_commit::{self, CommitQueue};
+use crate::tls::Transport;
 use crate::StorageArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -204,6 +205,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_MAX_BATCH", default_value_t = 512)]
     pub max_batch: usize,
 
+    #[command(flatten)]
+    pub tls: crate::tls::ServeTlsArgs,
+
     /// Serve Prometheus metrics (text format) at http://ADDR/metrics, e.g. 127.0.0.1:9102:
     /// connections, logins, transfers, refused frames, commit batch sizes and latency,
     /// memory. Off by default; the endpoint has no authentication, so keep it on loopback
@@ -256,6 +260,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Nothing is created on disk before the port and the data directory are known to be
     // free: a bad --db, a port in use or a second server on the directory changes nothing.
     args.storage.validate()?;
+    let tls = args.tls.server(args.listen)?;
     let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
     let metrics = match args.metrics {
         Some(address) => Some(crate::metrics::bind(address).await?),
@@ -310,9 +315,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // announcement is never the default action (on Unix: exit without a graceful stop).
     let mut signals = Signals::new()?;
     #[cfg(unix)]
-    reopen_logs_on_hangup(audit.clone())?;
+    reopen_logs_on_hangup(audit.clone(), tls.clone())?;
     println!(
-        "txsock listening on {local} (data in {}{metrics_line})",
+        "txsock listening on {local} ({}data in {}{metrics_line})",
+        if tls.is_some() { "TLS 1.3; " } else { "" },
         data_dir.display()
     );
     tracing::info!(%local, registration = ?args.registration, "serving");
@@ -325,6 +331,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let default_sized = usize::from(args.max_frame) <= DEFAULT_MAX_FRAME
         && usize::from(args.nonces) <= DEFAULT_NONCES;
     let permits = Arc::new(Semaphore::new(args.max_connections));
+    let acceptor = tls.as_ref().map(crate::tls::ServerTls::acceptor);
+    let handshake_timeout = StdDuration::from_secs(args.login_deadline);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -340,13 +348,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     }
                 };
                 let server = server.clone();
+                let acceptor = acceptor.clone();
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let stop = stop_rx.clone();
                         let open = crate::metrics::connection_opened();
                         tasks.spawn(async move {
                             let _open = open;
-                            sized_connection(&server, stream, peer, stop, default_sized).await;
+                            let link = Link { acceptor, handshake_timeout, peer };
+                            if let Some(opened) = link.open(&server, stream).await {
+                                opened.serve(&server, peer, stop, default_sized).await;
+                            }
                             drop(permit);
                         });
                     }
@@ -354,7 +366,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
                         crate::metrics::connection_refused("max_connections");
                         crate::logging::connection_refused(peer, args.max_connections);
-                        tasks.spawn(async move { refuse(&server, stream, peer).await });
+                        tasks.spawn(async move {
+                            let link = Link { acceptor, handshake_timeout, peer };
+                            if let Some(opened) = link.open(&server, stream).await {
+                                opened.refuse(&server, peer).await;
+                            }
+                        });
                     }
                 }
             }
@@ -470,11 +487,12 @@ fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// SIGHUP reopens the audit logs (log rotation) and changes nothing else: the server keeps
-/// serving and no connection is dropped. Registered before the listening line is printed,
-/// so a SIGHUP is never the default action (exit).
+/// SIGHUP reopens the audit logs (log rotation) and reads the TLS certificate and key again
+/// (renewal), and changes nothing else: the server keeps serving and no connection is
+/// dropped. Registered before the listening line is printed, so a SIGHUP is never the
+/// default action (exit).
 #[cfg(unix)]
-fn reopen_logs_on_hangup(audit: Arc<Audit>) -> Result<()> {
+fn reopen_logs_on_hangup(audit: Arc<Audit>, tls: Option<crate::tls::ServerTls>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
@@ -484,6 +502,14 @@ fn reopen_logs_on_hangup(audit: Arc<Audit>) -> Result<()> {
                 Err(e) => tracing::error!(
                     "SIGHUP received: cannot reopen the audit logs ({e:#}); still writing to the old files"
                 ),
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP received: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        "SIGHUP received: cannot reload the TLS certificate ({e:#}); still using the old one"
+                    ),
+                }
             }
         }
     });
@@ -532,15 +558,86 @@ fn peer_addr(peer: SocketAddr) -> PeerAddr {
 }
 
 /// Answers a connection over the limit with one error line and closes it.
-async fn refuse(server: &Server, mut stream: TcpStream, peer: SocketAddr) {
+async fn refuse<S: Transport>(server: &Server, mut stream: S, peer: SocketAddr) {
     let mut session =
         Session::<DEFAULT_MAX_FRAME, DEFAULT_NONCES>::new(peer_addr(peer), clock::now());
     session.close_with(ErrorCode::ServerBusy);
-    let _ = tokio::time::timeout(
-        server.write_timeout,
-        stream.write_all(session.poll_transmit()),
-    )
+    let _ = tokio::time::timeout(server.write_timeout, async {
+        stream.write_all(session.poll_transmit()).await?;
+        stream.shutdown().await
+    })
     .await;
+}
+
+/// How an accepted connection is opened: plaintext, or TLS with a handshake bounded by the
+/// login deadline.
+struct Link {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: StdDuration,
+    peer: SocketAddr,
+}
+
+/// An opened connection.
+enum Opened {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Opened {
+    /// Serves the connection (see [`sized_connection`]).
+    async fn serve(
+        self,
+        server: &Server,
+        peer: SocketAddr,
+        stop: watch::Receiver<bool>,
+        default_sized: bool,
+    ) {
+        match self {
+            Opened::Plain(s) => sized_connection(server, s, peer, stop, default_sized).await,
+            // Boxed: a TLS connection's future holds its rustls state (several KiB); inline,
+            // it would size every plaintext connection's task the same.
+            Opened::Tls(s) => {
+                Box::pin(sized_connection(server, *s, peer, stop, default_sized)).await
+            }
+        }
+    }
+
+    /// Answers `server_busy` and closes (see [`refuse`]).
+    async fn refuse(self, server: &Server, peer: SocketAddr) {
+        match self {
+            Opened::Plain(s) => refuse(server, s, peer).await,
+            Opened::Tls(s) => Box::pin(refuse(server, *s, peer)).await,
+        }
+    }
+}
+
+impl Link {
+    /// Sets the socket options and runs the TLS handshake if there is one; a failed
+    /// handshake is logged to `error.log` and closes the connection (`None`).
+    async fn open(self, server: &Server, stream: TcpStream) -> Option<Opened> {
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
+        let Some(acceptor) = self.acceptor else {
+            return Some(Opened::Plain(stream));
+        };
+        // Boxed for the same reason as in `Opened::serve`: the handshake holds rustls state.
+        let error =
+            match tokio::time::timeout(self.handshake_timeout, Box::pin(acceptor.accept(stream)))
+                .await
+            {
+                Ok(Ok(stream)) => return Some(Opened::Tls(Box::new(stream))),
+                Ok(Err(e)) => e,
+                Err(_) => std::io::ErrorKind::TimedOut.into(),
+            };
+        let reason = crate::tls::handshake_failure_reason(&error);
+        let peer = self.peer;
+        server.audit.write(
+            Log::Errors,
+            format_args!("tls_failed reason={reason} peer={peer}"),
+        );
+        tracing::debug!(%peer, "TLS handshake failed: {error}");
+        None
+    }
 }
 
 enum WriteError {
@@ -548,8 +645,8 @@ enum WriteError {
     Stalled,
 }
 
-async fn flush<const FRAME: usize, const NONCES: usize>(
-    stream: &mut TcpStream,
+async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
+    stream: &mut S,
     session: &mut Session<FRAME, NONCES>,
     timeout: StdDuration,
 ) -> Result<(), WriteError> {
@@ -560,22 +657,39 @@ async fn flush<const FRAME: usize, const NONCES: usize>(
             Err(_) => return Err(WriteError::Stalled),
         }
     }
-    Ok(())
+    // TLS may hold encrypted bytes that the socket did not take yet; plain TCP holds none.
+    match tokio::time::timeout(timeout, stream.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteError::Closed),
+        Err(_) => Err(WriteError::Stalled),
+    }
 }
 
 /// Reads what the socket has into a stack buffer, hands it to the session, and keeps what
 /// the session did not take yet (requests pipelined behind one that waits for the ledger)
 /// in `pending`; false once the peer has closed its side or the socket failed. A separate,
 /// synchronous function so that the buffer is never part of the connection's future.
-fn read_into<const FRAME: usize, const NONCES: usize>(
+fn read_into<S: Transport, const FRAME: usize, const NONCES: usize>(
     server: &Server,
-    stream: &TcpStream,
+    stream: &mut S,
     session: &mut Session<FRAME, NONCES>,
     pending: &mut Vec<u8>,
+    peer: SocketAddr,
+    first: &mut bool,
 ) -> bool {
     let mut chunk = [0u8; READ_CHUNK];
-    match stream.try_read(&mut chunk) {
+    let read = stream.try_read(&mut chunk);
+    let was_first = std::mem::replace(first, *first && !matches!(read, Ok(1..)));
+    match read {
         Ok(0) => false,
+        Ok(n) if was_first && crate::tls::looks_like_tls(&chunk[..n]) => {
+            // A TLS client at a plaintext port: close at once (it reports a handshake
+            // failure) rather than wait for a newline that may never come.
+            server
+                .audit
+                .write(Log::Errors, format_args!("tls_on_plaintext peer={peer}"));
+            false
+        }
         Ok(n) => {
             let used = session.handle_input(&mut server.shared(), clock::now(), &chunk[..n]);
             pending.extend_from_slice(&chunk[used..n]);
@@ -589,34 +703,33 @@ fn read_into<const FRAME: usize, const NONCES: usize>(
 
 /// Serves one connection with a default-sized session if `default_sized`, else with the
 /// largest.
-async fn sized_connection(
+async fn sized_connection<S: Transport>(
     server: &Server,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
     default_sized: bool,
 ) {
     if default_sized {
-        connection::<DEFAULT_MAX_FRAME, DEFAULT_NONCES>(server, stream, peer, stop).await
+        connection::<_, DEFAULT_MAX_FRAME, DEFAULT_NONCES>(server, stream, peer, stop).await
     } else {
-        connection::<FRAME_CAPACITY, NONCE_CAPACITY>(server, stream, peer, stop).await
+        connection::<_, FRAME_CAPACITY, NONCE_CAPACITY>(server, stream, peer, stop).await
     }
 }
 
-async fn connection<const FRAME: usize, const NONCES: usize>(
+async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
     server: &Server,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
     crate::logging::connection_accepted(peer);
-    let _ = stream.set_nodelay(true);
-    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
     let mut session = Box::new(Session::<FRAME, NONCES>::new(peer_addr(peer), clock::now()));
     // Input the session has not taken yet; at most one read's worth, since the socket is
     // read only once this is empty. Freed when drained, so an idle connection holds none.
     let mut pending: Vec<u8> = Vec::new();
     let mut peer_done = false;
+    let mut first = true;
     loop {
         if !pending.is_empty() {
             let used = session.handle_input(&mut server.shared(), clock::now(), &pending);
@@ -653,9 +766,9 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
         }
         let deadline = session.poll_timeout(&server.shared());
         tokio::select! {
-            ready = stream.readable() => {
-                peer_done =
-                    ready.is_err() || !read_into(server, &stream, &mut session, &mut pending);
+            ready = stream.ready() => {
+                peer_done = ready.is_err()
+                    || !read_into(server, &mut stream, &mut session, &mut pending, peer, &mut first);
             }
             _ = sleep_until(deadline) => {
                 session.handle_timeout(&server.shared(), clock::now());

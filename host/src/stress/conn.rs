@@ -111,9 +111,70 @@ impl Account {
     }
 }
 
+/// The TLS every new [`Conn`] of this run uses, if any (set once, before the first).
+static TLS: std::sync::OnceLock<crate::tls::ClientTls> = std::sync::OnceLock::new();
+
+/// Makes every later [`Conn::connect`] use TLS with `tls`.
+pub fn use_tls(tls: crate::tls::ClientTls) {
+    // A second call (never made: one run per process) would keep the first settings.
+    let _ = TLS.set(tls);
+}
+
+/// A connection's stream: plaintext, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One client connection.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// The protocol engine.
     pub session: StressSession,
     buf: Box<[u8; 4096]>,
@@ -149,6 +210,17 @@ impl Conn {
             .map_err(|_| ConnError::Timeout)?
             .map_err(io)?;
         let _ = stream.set_nodelay(true);
+        let stream = match TLS.get() {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let handshake = tls.connector().connect(tls.name().clone(), stream);
+                let stream = tokio::time::timeout(STEP_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| ConnError::Timeout)?
+                    .map_err(|e| ConnError::Io(crate::tls::explain(&e, tls.name()).to_string()))?;
+                Stream::Tls(Box::new(stream))
+            }
+        };
         let config = ClientConfig {
             min_iterations: iterations,
             ..ClientConfig::default()
@@ -180,7 +252,11 @@ impl Conn {
             }
             self.session.advance_transmit(n);
         }
-        Ok(())
+        // TLS may hold encrypted bytes the socket did not take yet; plain TCP holds none.
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| ConnError::Io(e.to_string()))
     }
 
     /// Flushes, then reads until the session has an event.
@@ -258,6 +334,10 @@ impl Conn {
     /// has read but not consumed are returned too.
     pub fn into_raw(self) -> (TcpStream, Vec<u8>) {
         let rest = self.buf[self.start..self.end].to_vec();
-        (self.stream, rest)
+        match self.stream {
+            Stream::Plain(stream) => (stream, rest),
+            // Invariant: `stress::run` refuses --tls for the attacks, the only callers.
+            Stream::Tls(_) => unreachable!("raw bytes over TLS: --tls is refused for attacks"),
+        }
     }
 }

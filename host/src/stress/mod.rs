@@ -110,6 +110,12 @@ pub struct CommonArgs {
     /// Worker threads of the stress tool's runtime.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+
+    /// TLS (`load` and `connections` only): with --spawn the server gets a throwaway
+    /// certificate that the clients trust; with --server, --ca and --tls-name as for
+    /// `txsock client`.
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -425,6 +431,36 @@ async fn scenario(
             ],
         ),
     };
+    let mut ours = ours;
+    // Kept until the run ends: the spawned server's throwaway certificate.
+    let mut _certificate_dir = None;
+    if common.tls.tls {
+        if !matches!(name, "load" | "connections") {
+            bail!("--tls works with `load` and `connections`; the attacks write raw bytes");
+        }
+        let server_side = if common.spawn {
+            let dir = tempfile::tempdir().context("a directory for the test certificate")?;
+            let certificate = crate::tls::dev_certificate(&["127.0.0.1".into()], 1)?;
+            let files = crate::tls::write_dev_certificate(dir.path(), &certificate)?;
+            ours.push(("--tls-cert", files.cert.display().to_string()));
+            ours.push(("--tls-key", files.key.display().to_string()));
+            _certificate_dir = Some(dir);
+            crate::tls::ClientTls::new(Some(&files.ca), None, "127.0.0.1:0")
+        } else {
+            let server = common
+                .server
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            crate::tls::ClientTls::new(
+                common.tls.ca.as_deref(),
+                common.tls.tls_name.as_deref(),
+                &server,
+            )
+        };
+        conn::use_tls(server_side.map_err(|e| anyhow::anyhow!("{e}"))?);
+        params.push(("transport".into(), "TLS 1.3".into()));
+    }
     let mut target = if common.spawn {
         let flags = server_flags(&ours, &common.server_args);
         params.push((
