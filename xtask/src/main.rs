@@ -4,6 +4,7 @@
 //! install is there.
 
 mod bench;
+mod board;
 mod crash;
 mod fuzz;
 mod mariadb;
@@ -61,6 +62,16 @@ TASKS:
                                         txsock.exe client against the Linux server; installs
                                         gcc-mingw-w64-x86-64 and wine64 as root, else prints
                                         `SKIPPED: <reason>`
+                      8. board          firmware-sim/board under QEMU: flash-check (the
+                                        semihosting NOR flash against a new file), then
+                                        tests/tests/board.rs: the image booted with a free
+                                        port, `txsock client` registers, logs in and
+                                        transfers (receipts, balances, a retried id), `txsock
+                                        mitm --mode tamper` is caught, a bounded `txsock
+                                        stress load`, the footprint against the device budget
+                                        (96 KiB flash, 48 KiB RAM, 8 KiB stack), and a
+                                        SIGKILL and reboot (the boot counter and device secret
+                                        persist)
     qemu            Build the images of core/cortex-m-test and firmware-sim/cortex-m for
                     thumbv7em-none-eabihf (release) into target/cortex-m and run each under
                     QEMU (Cortex-M4, mps2-an386, semihosting, 300 s timeout each), stopping at
@@ -85,6 +96,16 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
+    board           The txsock device on QEMU's mps2-an386 board (firmware-sim/board: Cortex-M4,
+                    SMSC LAN9118 Ethernet, polled): builds the image as `qemu` does, boots it with
+                    QEMU's user-mode network (the device is 10.0.2.15:11002, forwarded from
+                    127.0.0.1:PORT), prints the address to use, and runs in the foreground until
+                    Ctrl-C. The board's flash is target/board/flash.bin, a host file reached
+                    through semihosting that persists between boots (a reboot, not a new board);
+                    a new one is provisioned with a device secret and RNG seed from
+                    /dev/urandom.
+        --port P        host port forwarded to the device [default: 11002]
+        --fresh         erase the flash first (a new board)
     windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
                     Wine (or print `SKIPPED: <reason>`).
     bench           Every performance figure of the design brief in one run, each next to
@@ -151,6 +172,7 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
+        Task::Board { port, fresh } => board::run(port, fresh),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
@@ -171,6 +193,10 @@ enum Task {
     Help,
     Test,
     Qemu,
+    Board {
+        port: u16,
+        fresh: bool,
+    },
     Windows,
     Bench,
     Fuzz {
@@ -202,6 +228,16 @@ fn parse(args: &[String]) -> Result<Task, String> {
                 seconds = positive(option, value)?;
             }
             return Ok(Task::Fuzz { seconds });
+        }
+        "board" => {
+            let mut port = board::DEFAULT_PORT;
+            let flags: Vec<String> = rest.iter().filter(|a| *a != "--fresh").cloned().collect();
+            let fresh = flags.len() < rest.len();
+            for (option, value) in options(&flags, &["--port"], "board")? {
+                debug_assert_eq!(option, "--port");
+                port = positive(option, value)?;
+            }
+            return Ok(Task::Board { port, fresh });
         }
         "crash" => {
             let (mut rounds, mut backends) = (20, crash::Backends::All);
@@ -268,14 +304,15 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 7] = [
+    let steps: [Step; 8] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
         }),
         ("fmt", &|| {
             run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-            for manifest in qemu::image_manifests(&root) {
+            let board = board::manifest(&root);
+            for manifest in qemu::image_manifests(&root).into_iter().chain([board]) {
                 run(cargo(&root)
                     .args(["fmt", "--manifest-path"])
                     .arg(manifest)
@@ -318,6 +355,15 @@ fn test() -> Result<(), Error> {
             ]))
         }),
         ("windows", &|| windows::test(&root)),
+        ("board", &|| {
+            // The device on QEMU's mps2-an386 with its LAN9118, reached by the real tools.
+            let env = board::prepare_test(&root)?;
+            build_txsock(&root)?;
+            run(cargo(&root)
+                .args(["test", "-p", "txsock-e2e", "--test", "board"])
+                .args(["--", "--ignored", "--nocapture"])
+                .envs(env))
+        }),
     ];
     let count = steps.len();
     for (index, (name, step)) in steps.iter().enumerate() {
@@ -376,6 +422,10 @@ mod tests {
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));
+        let board = |port, fresh| Ok(Task::Board { port, fresh });
+        assert_eq!(parse_str("board"), board(11002, false));
+        assert_eq!(parse_str("board --fresh --port 12000"), board(12000, true));
+        assert_eq!(parse_str("board --port=12001"), board(12001, false));
         assert_eq!(parse_str("fuzz"), Ok(Task::Fuzz { seconds: 60 }));
         assert_eq!(parse_str("fuzz --seconds 5"), Ok(Task::Fuzz { seconds: 5 }));
         assert_eq!(parse_str("fuzz --seconds=7"), Ok(Task::Fuzz { seconds: 7 }));
@@ -400,6 +450,9 @@ mod tests {
         assert!(parse_str("fuzz --seconds 0").is_err());
         assert!(parse_str("fuzz --seconds x").is_err());
         assert!(parse_str("fuzz --minutes 1").is_err());
+        assert!(parse_str("board --port 0").is_err());
+        assert!(parse_str("board --port 70000").is_err());
+        assert!(parse_str("board --fast").is_err());
         assert!(parse_str("crash --rounds 0").is_err());
         assert!(parse_str("crash --rounds").is_err());
         assert!(parse_str("crash --backend postgres").is_err());

@@ -189,7 +189,7 @@ fn verdict(bytes: u64, budget: u64) -> &'static str {
 /// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
 /// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
 /// `rust-lld` points at an `lld` that Debian 12 does not ship.
-fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
+pub fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
     let mut command;
     if rustup_target_installed() {
         println!("toolchain: the default rustc's prebuilt {TARGET} target");

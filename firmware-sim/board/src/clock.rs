@@ -47,7 +47,10 @@ pub fn fine() -> u32 {
 #[exception]
 fn SysTick() {
     // The only writer: no update is lost between the load and the store.
-    TICKS.store(TICKS.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    TICKS.store(
+        TICKS.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// A 64-bit millisecond clock extended from [`TICKS`]: see the [module documentation](self).

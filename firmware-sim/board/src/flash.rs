@@ -33,8 +33,8 @@
 //! buffers whose lengths are passed beside them; QEMU reads or writes exactly those bytes.
 
 use embedded_storage::nor_flash::{
-    check_erase, check_read, check_write, ErrorType, MultiwriteNorFlash, NorFlash,
-    NorFlashError, NorFlashErrorKind, ReadNorFlash,
+    check_erase, check_read, check_write, ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError,
+    NorFlashErrorKind, ReadNorFlash,
 };
 
 /// Erase granularity: one sector.

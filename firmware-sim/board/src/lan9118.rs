@@ -203,7 +203,12 @@ impl<'a> Lan9118<'a> {
         }
         this.regs.write(HW_CFG, HW_CFG_SRST);
         this.wait(HW_CFG, HW_CFG_SRST, 0, "HW_CFG.SRST to clear")?;
-        this.wait(PMT_CTRL, PMT_CTRL_READY, PMT_CTRL_READY, "READY after reset")?;
+        this.wait(
+            PMT_CTRL,
+            PMT_CTRL_READY,
+            PMT_CTRL_READY,
+            "READY after reset",
+        )?;
 
         // Polled: no interrupt sources, the IRQ pin disabled, stale statuses cleared.
         this.regs.write(INT_EN, 0);
@@ -224,10 +229,8 @@ impl<'a> Lan9118<'a> {
         this.mac_write(MAC_ADDRL, u32::from_le_bytes([a, b, c, d]))?;
         this.mac_write(MAC_ADDRH, u32::from_le_bytes([e, f, 0, 0]))?;
         let cr = this.mac_read(MAC_CR)?;
-        let cr = (cr & !(MAC_CR_PRMS | MAC_CR_BCAST_DISABLE))
-            | MAC_CR_FDPX
-            | MAC_CR_TXEN
-            | MAC_CR_RXEN;
+        let cr =
+            (cr & !(MAC_CR_PRMS | MAC_CR_BCAST_DISABLE)) | MAC_CR_FDPX | MAC_CR_TXEN | MAC_CR_RXEN;
         this.mac_write(MAC_CR, cr)?;
 
         // Frames start at the first byte of the first RX word, and end on a word boundary.

@@ -55,7 +55,7 @@ use crate::flash::Flash;
 use crate::lan9118::Lan9118;
 use crate::mmio::Block;
 use crate::provision::{
-    FLASH_FILE, BOOT_COUNTER_BASE, PROVISIONING_BASE,
+    BOOT_COUNTER_BASE, FLASH_FILE, LEDGER_BASE, LEDGER_SECTORS, PROVISIONING_BASE,
 };
 
 /// The name in failure messages (used by the runtime).
@@ -123,11 +123,20 @@ fn main() -> ! {
     let boot = Flash::open(FLASH_FILE, BOOT_COUNTER_BASE, flash::SECTOR as u32)
         .and_then(|mut region| provision::next_boot(&mut region))
         .unwrap_or_else(|error| fail("boot counter", error));
+    // The ledger's region, opened (and the file grown to its full size) now so that a broken
+    // flash stops the boot; the RAM ledger does not use it yet.
+    let _ledger_flash = Flash::open(
+        FLASH_FILE,
+        LEDGER_BASE,
+        LEDGER_SECTORS * flash::SECTOR as u32,
+    )
+    .unwrap_or_else(|error| fail("ledger flash", error));
 
     // SAFETY: 0x4020_0000..+0x100 is the LAN9118's register window on mps2-an386 (32-bit
     // accesses), and this is the only `Block` over it.
     let registers = unsafe { Block::new(lan9118::MPS2_BASE, lan9118::WINDOW) };
-    let mut eth = Lan9118::init(registers, frames, MAC).unwrap_or_else(|error| fail("LAN9118", error));
+    let mut eth =
+        Lan9118::init(registers, frames, MAC).unwrap_or_else(|error| fail("LAN9118", error));
 
     let seed = provision::boot_seed(&record, boot, [clock::fine(), eth.free_run()]);
     let mut rng = ChaCha20Rng::from_seed(seed);
@@ -162,7 +171,9 @@ fn main() -> ! {
         clock.now(),
     );
     let budget = device.memory_budget::<RX, TX>();
-    let mac = eth.mac_address().unwrap_or_else(|error| fail("LAN9118", error));
+    let mac = eth
+        .mac_address()
+        .unwrap_or_else(|error| fail("LAN9118", error));
     let [a, b, c, d] = ADDRESS;
     print(format_args!(
         "{IMAGE} listening on {a}.{b}.{c}.{d}:{DEFAULT_PORT} (LAN9118 ID_REV {:#010x}, mac \
@@ -178,14 +189,14 @@ fn main() -> ! {
         if eth.link_up() { "up" } else { "down" },
     ));
     let device_ram = budget.total() + size_of_frames();
-    let mut stack_peak = report_footprint(device_ram, 0);
+    let mut stack_peak = report_footprint(device_ram, &eth, 0);
     let mut next_footprint = Instant::ZERO;
 
     loop {
         let now = clock.now();
         device.poll_with(now, &mut eth, log);
         if now >= next_footprint {
-            stack_peak = report_footprint(device_ram, stack_peak);
+            stack_peak = report_footprint(device_ram, &eth, stack_peak);
             next_footprint = now + txsock_core::Duration::from_millis(FOOTPRINT_EVERY_MS);
         }
         let due = device.poll_at(now).is_some_and(|at| at <= now);
@@ -201,14 +212,22 @@ fn size_of_frames() -> usize {
     core::mem::size_of::<lan9118::Buffers>()
 }
 
-/// Prints the footprint line if the peak stack grew beyond `last` (or at the first call), and
-/// returns the peak.
-fn report_footprint(device_ram: usize, last: usize) -> usize {
+/// Prints the footprint line (and the driver's frame counters) if the peak stack grew beyond
+/// `last` (or at the first call), and returns the peak.
+fn report_footprint(device_ram: usize, eth: &Lan9118<'_>, last: usize) -> usize {
     let footprint = Footprint::measure();
     if last == 0 || footprint.stack_peak > last {
+        let net = eth.stats();
         print(format_args!(
-            "{IMAGE} footprint flash={} ram={} stack_peak={} device_ram={device_ram}\n",
-            footprint.flash, footprint.ram, footprint.stack_peak
+            "{IMAGE} footprint flash={} ram={} stack_peak={} device_ram={device_ram}\n\
+             {IMAGE} frames rx={} rx_dropped={} tx={} tx_errors={}\n",
+            footprint.flash,
+            footprint.ram,
+            footprint.stack_peak,
+            net.rx_frames,
+            net.rx_dropped,
+            net.tx_frames,
+            net.tx_errors
         ));
     }
     footprint.stack_peak
@@ -219,18 +238,21 @@ fn log(event: DeviceEvent<'_>) {
     match event {
         DeviceEvent::Refused { .. } => print(format_args!("{IMAGE}: refused a client: busy\n")),
         DeviceEvent::Session { slot, event } => match event {
-            ServerEvent::Registered { user } => {
-                print(format_args!("{IMAGE}: session {slot}: registered {}\n", user.as_str()))
-            }
-            ServerEvent::LoggedIn { user } => {
-                print(format_args!("{IMAGE}: session {slot}: {} logged in\n", user.as_str()))
-            }
+            ServerEvent::Registered { user } => print(format_args!(
+                "{IMAGE}: session {slot}: registered {}\n",
+                user.as_str()
+            )),
+            ServerEvent::LoggedIn { user } => print(format_args!(
+                "{IMAGE}: session {slot}: {} logged in\n",
+                user.as_str()
+            )),
             ServerEvent::LoginFailed { .. } => {
                 print(format_args!("{IMAGE}: session {slot}: login failed\n"))
             }
-            ServerEvent::Rejected { code, .. } => {
-                print(format_args!("{IMAGE}: session {slot}: rejected a frame: {code:?}\n"))
-            }
+            ServerEvent::Rejected { code, .. } => print(format_args!(
+                "{IMAGE}: session {slot}: rejected a frame: {}\n",
+                code.name()
+            )),
             _ => {}
         },
         _ => {}

@@ -37,8 +37,6 @@ pub const BOOT_COUNTER_BASE: u32 = SECTOR as u32;
 pub const LEDGER_BASE: u32 = 2 * SECTOR as u32;
 /// Sectors of the ledger's region (120 KiB).
 pub const LEDGER_SECTORS: u32 = 30;
-/// The whole flash file: provisioning, boot counter and ledger (128 KiB).
-pub const FLASH_BYTES: u32 = LEDGER_BASE + LEDGER_SECTORS * SECTOR as u32;
 
 /// The first bytes of a provisioning record; `cargo xtask board` writes the same.
 pub const MAGIC: [u8; 16] = *b"TXSOCK-BOARD-V1\0";

@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+// The footprint half of the shared runtime is not used by this image.
+#[allow(dead_code)]
 #[path = "../../../../core/cortex-m-test/src/runtime.rs"]
 mod runtime;
 
@@ -53,30 +55,43 @@ fn kind<T>(result: Result<T, FlashError>) -> Option<NorFlashErrorKind> {
 fn main() -> ! {
     let mut checks = Checks(0);
     let size = SECTORS * SECTOR as u32;
-    let (Ok(mut low), Ok(mut high)) = (
-        Flash::open(FILE, 0, size),
-        Flash::open(FILE, size, size),
-    ) else {
+    let (Ok(mut low), Ok(mut high)) = (Flash::open(FILE, 0, size), Flash::open(FILE, size, size))
+    else {
         print(format_args!("{IMAGE} FAILED: open {FILE}\n"));
         exit(false)
     };
-    checks.check(low.capacity() == size as usize, "capacity is the region's size");
+    checks.check(
+        low.capacity() == size as usize,
+        "capacity is the region's size",
+    );
     checks.check(
         Flash::WRITE_SIZE == 4 && Flash::ERASE_SIZE == SECTOR && Flash::READ_SIZE == 1,
         "granularity: write 4, erase 4096, read 1",
     );
 
     // A new file reads erased, in both regions.
-    checks.check(read::<64>(&mut low, 0) == [0xFF; 64], "a new flash reads 0xFF");
+    checks.check(
+        read::<64>(&mut low, 0) == [0xFF; 64],
+        "a new flash reads 0xFF",
+    );
     checks.check(
         read::<64>(&mut high, size - 64) == [0xFF; 64],
         "the file was grown to the last region's end, erased",
     );
 
     // A write stores the bytes; writing again can only clear bits (the AND of both).
-    checks.check(low.write(8, &[0xF0, 0x0F, 0xAA, 0x55]).is_ok(), "write a word");
-    checks.check(read::<4>(&mut low, 8) == [0xF0, 0x0F, 0xAA, 0x55], "read it back");
-    checks.check(low.write(8, &[0xFF, 0xFF, 0x0F, 0xFF]).is_ok(), "write it again");
+    checks.check(
+        low.write(8, &[0xF0, 0x0F, 0xAA, 0x55]).is_ok(),
+        "write a word",
+    );
+    checks.check(
+        read::<4>(&mut low, 8) == [0xF0, 0x0F, 0xAA, 0x55],
+        "read it back",
+    );
+    checks.check(
+        low.write(8, &[0xFF, 0xFF, 0x0F, 0xFF]).is_ok(),
+        "write it again",
+    );
     checks.check(
         read::<4>(&mut low, 8) == [0xF0, 0x0F, 0x0A, 0x55],
         "a second write ANDs: no bit is set again",
@@ -85,7 +100,10 @@ fn main() -> ! {
     checks.check(read::<4>(&mut low, 12) == [0xFF; 4], "neighbours untouched");
 
     // Regions are separate: writing one leaves the other erased.
-    checks.check(read::<4>(&mut high, 8) == [0xFF; 4], "regions do not overlap");
+    checks.check(
+        read::<4>(&mut high, 8) == [0xFF; 4],
+        "regions do not overlap",
+    );
 
     // A write across sectors and longer than one host chunk.
     let pattern = [0x3C; 600];
@@ -138,13 +156,19 @@ fn main() -> ! {
     );
 
     // What was written survives closing the file: a new handle reads it.
-    checks.check(high.write(0, &[1, 2, 3, 4]).is_ok(), "write before reopening");
+    checks.check(
+        high.write(0, &[1, 2, 3, 4]).is_ok(),
+        "write before reopening",
+    );
     drop(high);
     let Ok(mut again) = Flash::open(FILE, size, size) else {
         print(format_args!("{IMAGE} FAILED: reopen {FILE}\n"));
         exit(false)
     };
-    checks.check(read::<4>(&mut again, 0) == [1, 2, 3, 4], "data persists across opens");
+    checks.check(
+        read::<4>(&mut again, 0) == [1, 2, 3, 4],
+        "data persists across opens",
+    );
 
     print(format_args!("{IMAGE} ok: {} checks\n", checks.0));
     exit(true)
