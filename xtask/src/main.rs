@@ -11,6 +11,7 @@ mod mariadb;
 mod pgbench;
 mod prerequisites;
 mod qemu;
+mod targets;
 mod util;
 mod windows;
 
@@ -35,8 +36,9 @@ TASKS:
                                         the command to run and fail) and the rustfmt/clippy
                                         components (rustup component add)
                       2. fmt            cargo fmt --all -- --check, and the same for
-                                        core/cortex-m-test and firmware-sim/cortex-m
-                                        (not workspace members)
+                                        core/cortex-m-test, firmware-sim/cortex-m,
+                                        firmware-sim/board and firmware-sim/targets (not
+                                        workspace members)
                       3. clippy         cargo clippy --workspace --all-targets -- -D warnings
                       4. test           cargo test --workspace, with TXSOCK_TEST_MYSQL_URL
                                         pointing at a throwaway MariaDB (mariadb-install-db
@@ -72,6 +74,11 @@ TASKS:
                                         (96 KiB flash, 48 KiB RAM, 8 KiB stack), and a
                                         SIGKILL and reboot (the boot counter and device secret
                                         persist)
+                      9. targets        the core and the device built (not run) for
+                                        thumbv6m-none-eabi and riscv32imc-unknown-none-elf
+                                        (firmware-sim/targets; rustup's targets if installed,
+                                        else Debian's rustc-web with -Z build-std=core), and
+                                        their linked sizes read from the ELF
     qemu            Build the images of core/cortex-m-test and firmware-sim/cortex-m for
                     thumbv7em-none-eabihf (release) into target/cortex-m and run each under
                     QEMU (Cortex-M4, mps2-an386, semihosting, 300 s timeout each), stopping at
@@ -106,6 +113,8 @@ TASKS:
                     /dev/urandom.
         --port P        host port forwarded to the device [default: 11002]
         --fresh         erase the flash first (a new board)
+    targets         What step 9 of `test` does: the device built for thumbv6m-none-eabi and
+                    riscv32imc-unknown-none-elf, with its linked sizes.
     windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
                     Wine (or print `SKIPPED: <reason>`).
     bench           Every performance figure of the design brief in one run, each next to
@@ -173,6 +182,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
         Task::Board { port, fresh } => board::run(port, fresh),
+        Task::Targets => targets::targets(&repo_root()),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
@@ -197,6 +207,7 @@ enum Task {
         port: u16,
         fresh: bool,
     },
+    Targets,
     Windows,
     Bench,
     Fuzz {
@@ -219,6 +230,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "help" => Task::Help,
         "test" => Task::Test,
         "qemu" => Task::Qemu,
+        "targets" => Task::Targets,
         "windows" => Task::Windows,
         "bench" => Task::Bench,
         "fuzz" => {
@@ -304,7 +316,7 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 8] = [
+    let steps: [Step; 9] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
@@ -312,7 +324,11 @@ fn test() -> Result<(), Error> {
         ("fmt", &|| {
             run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
             let board = board::manifest(&root);
-            for manifest in qemu::image_manifests(&root).into_iter().chain([board]) {
+            let ports = targets::manifest(&root);
+            for manifest in qemu::image_manifests(&root)
+                .into_iter()
+                .chain([board, ports])
+            {
                 run(cargo(&root)
                     .args(["fmt", "--manifest-path"])
                     .arg(manifest)
@@ -364,6 +380,7 @@ fn test() -> Result<(), Error> {
                 .args(["--", "--ignored", "--nocapture"])
                 .envs(env))
         }),
+        ("targets", &|| targets::targets(&root)),
     ];
     let count = steps.len();
     for (index, (name, step)) in steps.iter().enumerate() {
@@ -418,6 +435,7 @@ mod tests {
     fn parses_tasks() {
         assert_eq!(parse_str("test"), Ok(Task::Test));
         assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
+        assert_eq!(parse_str("targets"), Ok(Task::Targets));
         assert_eq!(parse_str("windows"), Ok(Task::Windows));
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));

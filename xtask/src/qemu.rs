@@ -184,15 +184,20 @@ fn verdict(bytes: u64, budget: u64) -> &'static str {
 
 /// Builds the release images of the image crate in `crate_dir` (all its binaries, one cargo
 /// invocation) into `target_dir` and returns the directory that holds the ELFs.
+pub fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
+    build_for(crate_dir, TARGET, target_dir)
+}
+
+/// [`build`] for any bare-metal `target`.
 ///
 /// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
 /// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
 /// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
 /// `rust-lld` points at an `lld` that Debian 12 does not ship.
-pub fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
+pub fn build_for(crate_dir: &Path, target: &str, target_dir: &Path) -> Result<PathBuf, Error> {
     let mut command;
-    if rustup_target_installed() {
-        println!("toolchain: the default rustc's prebuilt {TARGET} target");
+    if prebuilt_std(target) {
+        println!("toolchain: the default rustc's prebuilt {target} target");
         command = Command::new("cargo");
     } else {
         let linker = rust_lld()?;
@@ -200,20 +205,24 @@ pub fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
             "toolchain: Debian's /usr/bin/rustc with -Z build-std=core, linker {}",
             linker.display()
         );
+        let linker_variable = format!(
+            "CARGO_TARGET_{}_LINKER",
+            target.to_uppercase().replace('-', "_")
+        );
         command = Command::new("/usr/bin/cargo");
         command
             .env("RUSTC", "/usr/bin/rustc")
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER", linker)
+            .env(linker_variable, linker)
             .args(["-Z", "build-std=core"]);
     }
     // Run inside the crate so that its `.cargo/config.toml` (rustflags `-Tlink.x`) applies.
     command
         .current_dir(crate_dir)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .args(["build", "--release", "--target", target, "--target-dir"])
         .arg(target_dir);
     run(&mut command)?;
-    Ok(target_dir.join(TARGET).join("release"))
+    Ok(target_dir.join(target).join("release"))
 }
 
 /// Runs `elf` under QEMU with its output going to `log` (a file: QEMU's semihosting output must
