@@ -43,7 +43,9 @@
 
 pub mod client;
 pub mod device;
+pub mod flash_ledger;
 pub mod link;
+pub mod ram_flash;
 pub mod scenario;
 
 #[cfg(feature = "std")]
