@@ -155,6 +155,11 @@ impl<F: NorFlash> NorFlashPages<F> {
         &self.flash
     }
 
+    /// The flash, to save or inspect its image (see [`FlashLedger::with_flash`]).
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
     /// Gives the flash back.
     pub fn into_inner(self) -> F {
         self.flash
@@ -747,6 +752,16 @@ impl<F: LedgerFlash> FlashLedger<F> {
     /// (pass it as [`DeviceConfig::secret`](crate::device::DeviceConfig::secret)).
     pub fn secret(&self) -> [u8; 32] {
         self.meta.secret
+    }
+
+    /// Runs `f` on the flash under the ledger: to save its image, or to take it back at a
+    /// simulated power-off (ekv keeps the flash until the ledger is dropped). Writing to it
+    /// behind the ledger's back corrupts the ledger.
+    pub fn with_flash<T>(&mut self, f: impl FnOnce(&mut F) -> T) -> T {
+        block_on(async {
+            let mut flash = self.db.lock_flash().await;
+            f(&mut flash)
+        })
     }
 
     /// Transfers committed so far (the journal's length).

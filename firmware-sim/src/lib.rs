@@ -49,6 +49,8 @@ pub mod ram_flash;
 pub mod scenario;
 
 #[cfg(feature = "std")]
+pub mod power_cut;
+#[cfg(feature = "std")]
 pub mod sim;
 #[cfg(feature = "std")]
 pub mod sweep;
