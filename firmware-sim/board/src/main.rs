@@ -20,7 +20,9 @@
 //! the peak stack grew. It serves until QEMU is stopped. A boot that cannot start (flash not
 //! provisioned, no LAN9118) prints `board FAILED: <why>` and exits with failure.
 //!
-//! The ledger is the core's `MemLedger` in RAM: it starts empty at every boot.
+//! The ledger is firmware-sim's [`FlashLedger`] on the flash file's ledger region: accounts,
+//! balances, the outcome of every transfer id and the device secret survive reboots and power
+//! cuts (QEMU killed with SIGKILL).
 
 #![no_std]
 #![no_main]
@@ -43,11 +45,12 @@ use rand_core::{RngCore, SeedableRng};
 use runtime::{exit, print, Footprint};
 use smoltcp::iface::SocketStorage;
 use txsock_core::session::{ServerConfig, ServerEvent};
-use txsock_core::{Amount, Instant, MemLedger};
+use txsock_core::{Amount, Instant};
 use txsock_firmware_sim::device::{
     Device, DeviceConfig, DeviceEvent, DeviceParts, SocketBuffers, DEFAULT_PORT,
 };
 use txsock_firmware_sim::scenario::board::{RX, SESSIONS, SOCKETS, TX};
+use txsock_firmware_sim::flash_ledger::{FlashLedger, NorFlashPages};
 use txsock_firmware_sim::scenario::ITERATIONS;
 
 use crate::clock::Clock;
@@ -70,16 +73,10 @@ const MAC: [u8; 6] = [0x02, 0x74, 0x78, 0x73, 0x00, 0x01];
 /// Opening balance of a registered account: 100.00.
 const OPENING: Amount = Amount(10_000);
 
-/// Accounts in the ledger.
-const USERS: usize = 16;
-/// Journal entries (committed transfers and final refusals); when full, transfers are refused
-/// with `ledger_full`.
-const TRANSFERS: usize = 64;
-
 /// How often the loop checks whether the peak stack grew (the check scans the stack region).
 const FOOTPRINT_EVERY_MS: u64 = 2_000;
 
-type BoardLedger = MemLedger<USERS, TRANSFERS>;
+type BoardLedger = FlashLedger<NorFlashPages<Flash>>;
 type BoardBuffers = SocketBuffers<SESSIONS, RX, TX>;
 type BoardDevice<'a> = Device<'a, BoardLedger, ChaCha20Rng, SESSIONS, SOCKETS>;
 
@@ -123,9 +120,7 @@ fn main() -> ! {
     let boot = Flash::open(FLASH_FILE, BOOT_COUNTER_BASE, flash::SECTOR as u32)
         .and_then(|mut region| provision::next_boot(&mut region))
         .unwrap_or_else(|error| fail("boot counter", error));
-    // The ledger's region, opened (and the file grown to its full size) now so that a broken
-    // flash stops the boot; the RAM ledger does not use it yet.
-    let _ledger_flash = Flash::open(
+    let ledger_flash = Flash::open(
         FLASH_FILE,
         LEDGER_BASE,
         LEDGER_SECTORS * flash::SECTOR as u32,
@@ -140,7 +135,7 @@ fn main() -> ! {
 
     let seed = provision::boot_seed(&record, boot, [clock::fine(), eth.free_run()]);
     let mut rng = ChaCha20Rng::from_seed(seed);
-    let config = DeviceConfig {
+    let mut config = DeviceConfig {
         mac: MAC,
         address: ADDRESS,
         prefix_len: PREFIX_LEN,
@@ -152,11 +147,15 @@ fn main() -> ! {
             unknown_user_iterations: ITERATIONS,
             ..ServerConfig::DEFAULT
         },
-        secret: record.secret,
+        // The ledger's (provisioned at its first boot, kept with the accounts): set below.
+        secret: [0; 32],
         net_seed: rng.next_u64(),
     };
 
-    let ledger = ledger.write(BoardLedger::new(OPENING));
+    let opened = BoardLedger::open(ledger_flash, OPENING, &mut rng, clock.now())
+        .unwrap_or_else(|error| fail("ledger", error));
+    let ledger = ledger.write(opened);
+    config.secret = ledger.secret();
     let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
     let device = BoardDevice::init(
         device,
@@ -177,8 +176,8 @@ fn main() -> ! {
     let [a, b, c, d] = ADDRESS;
     print(format_args!(
         "{IMAGE} listening on {a}.{b}.{c}.{d}:{DEFAULT_PORT} (LAN9118 ID_REV {:#010x}, mac \
-         {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, boot {boot}, ledger MemLedger<{USERS}, \
-         {TRANSFERS}> in RAM)\n",
+         {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, boot {boot}, ledger FlashLedger on \
+         {} KiB of flash)\n",
         eth.id_rev(),
         mac[0],
         mac[1],
@@ -187,6 +186,7 @@ fn main() -> ! {
         mac[4],
         mac[5],
         if eth.link_up() { "up" } else { "down" },
+        LEDGER_SECTORS as usize * flash::SECTOR / 1024,
     ));
     let device_ram = budget.total() + size_of_frames();
     let mut stack_peak = report_footprint(device_ram, &eth, 0);

@@ -1,13 +1,14 @@
-//! What makes one board this board: the provisioning record (device secret and RNG seed), the
-//! boot counter, and the boot's RNG seed derived from them.
+//! What makes one board this board: the provisioning record (its RNG seed), the boot counter,
+//! and the boot's RNG seed derived from them. (The device secret is the flash ledger's, drawn
+//! from this RNG at the ledger's first boot and kept with the accounts.)
 //!
 //! # Flash layout
 //!
 //! | region | sectors | what |
 //! | --- | --- | --- |
-//! | provisioning | 0 | [`Record`]: [`MAGIC`], the device secret, the RNG seed. Written once, at provisioning (`cargo xtask board` writes it into a new flash file from the host's `/dev/urandom`, as a factory would over the debug port); read-only for the board. |
+//! | provisioning | 0 | [`Record`]: [`MAGIC`], the RNG seed, 32 reserved bytes. Written once, at provisioning (`cargo xtask board` writes it into a new flash file from the host's `/dev/urandom`, as a factory would over the debug port); read-only for the board. |
 //! | boot counter | 1 | one bit cleared per boot ([`next_boot`]) |
-//! | ledger | 2.. | the ledger's ([`LEDGER_BASE`], [`LEDGER_SECTORS`]) |
+//! | ledger | 2.. | the flash ledger's ([`LEDGER_BASE`], [`LEDGER_SECTORS`]) |
 //!
 //! # The RNG seed
 //!
@@ -35,16 +36,16 @@ pub const PROVISIONING_BASE: u32 = 0;
 pub const BOOT_COUNTER_BASE: u32 = SECTOR as u32;
 /// Start of the ledger's region.
 pub const LEDGER_BASE: u32 = 2 * SECTOR as u32;
-/// Sectors of the ledger's region (120 KiB).
-pub const LEDGER_SECTORS: u32 = 30;
+/// Sectors of the ledger's region: the rest of a 1 MiB flash (1,016 KiB), within the flash
+/// ledger's limit of 256 pages. Every committed transfer stays on flash (its outcome answers a
+/// retried id), so this bounds the transfers a board can make, a few thousand.
+pub const LEDGER_SECTORS: u32 = 254;
 
 /// The first bytes of a provisioning record; `cargo xtask board` writes the same.
 pub const MAGIC: [u8; 16] = *b"TXSOCK-BOARD-V1\0";
 
-/// The provisioning record: [`MAGIC`], then the secret, then the seed (80 bytes).
+/// The provisioning record: [`MAGIC`], then the seed, then 32 reserved bytes (80 bytes).
 pub struct Record {
-    /// The device secret ([`txsock_firmware_sim::device::DeviceConfig::secret`]).
-    pub secret: [u8; 32],
     /// The RNG seed, mixed into every boot's seed.
     pub seed: [u8; 32],
 }
@@ -69,8 +70,8 @@ impl core::fmt::Display for ProvisionError {
         match self {
             ProvisionError::Flash(error) => write!(f, "flash: {error}"),
             ProvisionError::NotProvisioned => f.write_str(
-                "the flash holds no provisioning record (secret and seed): run `cargo xtask \
-                 board --fresh` to provision a new board",
+                "the flash holds no provisioning record (RNG seed): run `cargo xtask board \
+                 --fresh` to provision a new board",
             ),
         }
     }
@@ -78,17 +79,13 @@ impl core::fmt::Display for ProvisionError {
 
 /// Reads the provisioning record from its region.
 pub fn read_record(flash: &mut Flash) -> Result<Record, ProvisionError> {
-    let mut bytes = [0u8; 80];
+    let mut bytes = [0u8; 48];
     flash.read(0, &mut bytes)?;
     if bytes[..16] != MAGIC {
         return Err(ProvisionError::NotProvisioned);
     }
-    let mut record = Record {
-        secret: [0; 32],
-        seed: [0; 32],
-    };
-    record.secret.copy_from_slice(&bytes[16..48]);
-    record.seed.copy_from_slice(&bytes[48..80]);
+    let mut record = Record { seed: [0; 32] };
+    record.seed.copy_from_slice(&bytes[16..48]);
     Ok(record)
 }
 
