@@ -73,8 +73,10 @@ impl Board {
             log,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         };
+        // The footprint line comes after the whole `listening` line (semihosting writes a
+        // line in pieces).
         assert!(
-            board.wait_for("board listening on", Duration::from_secs(60)),
+            board.wait_for("board footprint", Duration::from_secs(60)),
             "the board did not start:\n{}",
             board.output()
         );
