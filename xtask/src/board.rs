@@ -5,9 +5,9 @@
 //! there and the image opens it through semihosting). It persists between boots: stopping QEMU
 //! and booting again is a reboot of the same board. A new flash file is *provisioned* here, as
 //! a factory would over the debug port: sector 0 gets the provisioning record that
-//! firmware-sim/board/src/provision.rs reads (16-byte magic, a 32-byte device secret and a
-//! 32-byte RNG seed, both from the host's /dev/urandom), the rest stays erased (the image grows
-//! the file to its full size, erased, at its first boot).
+//! firmware-sim/board/src/provision.rs reads (16-byte magic, a 32-byte RNG seed and 32
+//! reserved bytes, from the host's /dev/urandom), the rest stays erased (the image grows the
+//! file to its full size, erased, at its first boot, and the flash ledger formats its region).
 
 use std::fs;
 use std::io::Read as _;
@@ -105,7 +105,7 @@ pub fn run(port: u16, fresh: bool) -> Result<(), Error> {
     if !flash.exists() {
         provision(&flash)?;
         println!(
-            "provisioned a new board: {} (device secret and RNG seed from /dev/urandom)",
+            "provisioned a new board: {} (RNG seed from /dev/urandom)",
             flash.display()
         );
     }

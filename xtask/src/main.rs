@@ -71,9 +71,10 @@ TASKS:
                                         transfers (receipts, balances, a retried id), `txsock
                                         mitm --mode tamper` is caught, a bounded `txsock
                                         stress load`, the footprint against the device budget
-                                        (96 KiB flash, 48 KiB RAM, 8 KiB stack), and a
-                                        SIGKILL and reboot (the boot counter and device secret
-                                        persist)
+                                        (96 KiB flash, 48 KiB RAM, 8 KiB stack; reported),
+                                        and a SIGKILL of QEMU mid-transfers and a reboot:
+                                        every acknowledged transfer still there exactly
+                                        once, balances add up, same device secret
                       9. targets        the core and the device built (not run) for
                                         thumbv6m-none-eabi and riscv32imc-unknown-none-elf
                                         (firmware-sim/targets; rustup's targets if installed,
@@ -109,8 +110,8 @@ TASKS:
                     127.0.0.1:PORT), prints the address to use, and runs in the foreground until
                     Ctrl-C. The board's flash is target/board/flash.bin, a host file reached
                     through semihosting that persists between boots (a reboot, not a new board);
-                    a new one is provisioned with a device secret and RNG seed from
-                    /dev/urandom.
+                    its ledger is firmware-sim's FlashLedger on it. A new one is provisioned
+                    with an RNG seed from /dev/urandom.
         --port P        host port forwarded to the device [default: 11002]
         --fresh         erase the flash first (a new board)
     targets         What step 9 of `test` does: the device built for thumbv6m-none-eabi and

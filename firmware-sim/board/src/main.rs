@@ -49,8 +49,8 @@ use txsock_core::{Amount, Instant};
 use txsock_firmware_sim::device::{
     Device, DeviceConfig, DeviceEvent, DeviceParts, SocketBuffers, DEFAULT_PORT,
 };
-use txsock_firmware_sim::scenario::board::{RX, SESSIONS, SOCKETS, TX};
 use txsock_firmware_sim::flash_ledger::{FlashLedger, NorFlashPages};
+use txsock_firmware_sim::scenario::board::{RX, SESSIONS, SOCKETS, TX};
 use txsock_firmware_sim::scenario::ITERATIONS;
 
 use crate::clock::Clock;
