@@ -98,7 +98,7 @@ impl Flash {
     /// QEMU's working directory). A file shorter than the region's end is extended with erased
     /// bytes; a missing file is created (erased). `base` and `capacity` must be whole sectors.
     pub fn open(path: &str, base: u32, capacity: u32) -> Result<Flash, FlashError> {
-        if base as usize % SECTOR != 0 || capacity as usize % SECTOR != 0 {
+        if !(base as usize).is_multiple_of(SECTOR) || !(capacity as usize).is_multiple_of(SECTOR) {
             return Err(FlashError::NotAligned);
         }
         let end = base.checked_add(capacity).ok_or(FlashError::OutOfBounds)?;
@@ -124,6 +124,13 @@ impl Flash {
             }
         }
         Ok(flash)
+    }
+}
+
+/// Closes the host handle (`SYS_CLOSE`); what was written stays in the file.
+impl Drop for Flash {
+    fn drop(&mut self) {
+        host::close(self.handle);
     }
 }
 
@@ -200,6 +207,13 @@ mod host {
         // `len - 1`, which is the length passed), the mode and the length. QEMU only reads them.
         let handle = unsafe { syscall(nr::OPEN, &block) };
         (handle as isize != -1).then_some(handle)
+    }
+
+    /// `SYS_CLOSE`: best effort (a handle the host no longer has is closed already).
+    pub fn close(handle: usize) {
+        let block = [handle];
+        // SAFETY: a block of one integer; QEMU reads it.
+        let _ = unsafe { syscall(nr::CLOSE, &block) };
     }
 
     /// `SYS_FLEN`: the file's length.

@@ -52,7 +52,7 @@ impl Block {
 
     fn address(&self, offset: usize) -> usize {
         assert!(
-            offset % 4 == 0 && offset + 4 <= self.size,
+            offset.is_multiple_of(4) && offset + 4 <= self.size,
             "register offset outside the block"
         );
         self.base + offset
