@@ -340,12 +340,17 @@ fn the_real_tools_work_against_the_device_on_the_emulated_board() {
     while acknowledged.lock().unwrap().len() < 3 && !sender.is_finished() {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Then at a random moment within about one transfer's time, so that runs cut at different
+    // points of a transfer (connecting, logging in, committing, answering).
+    let delay = rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 200;
+    std::thread::sleep(Duration::from_millis(u64::from(delay)));
     board.power_cut();
     sender.join().expect("the sending thread");
     let acknowledged = acknowledged.lock().unwrap().clone();
     let in_flight = in_flight.lock().unwrap().clone();
     println!(
-        "power cut after {} acknowledged transfers, in flight: {in_flight:?}",
+        "power cut {delay} ms after the third acknowledgement: {} acknowledged transfers, in \
+         flight: {in_flight:?}",
         acknowledged.len()
     );
     assert!(acknowledged.len() >= 3);
