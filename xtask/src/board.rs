@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 
 use crate::prerequisites::{self, Need};
 use crate::qemu;
+use crate::targets;
 use crate::util::{self, Error};
 
 /// The board's crate, relative to the repository root (its own workspace).
@@ -195,4 +196,27 @@ pub fn prepare_test(root: &Path) -> Result<Vec<(&'static str, PathBuf)>, Error> 
         ("TXSOCK_BOARD_ELF", bin_dir.join(IMAGE)),
         ("TXSOCK_BOARD_FLASH", template),
     ])
+}
+
+/// Clippy on the board's and the targets' crates, which are not workspace members. They are
+/// linted for the host's target (their bare-metal targets may have no clippy: Debian's
+/// toolchain has none), which checks all their code but the few `cfg(thumb)` lines of their
+/// dependencies; `cargo` is the cargo that runs xtask.
+pub fn clippy(root: &Path, cargo: &std::ffi::OsStr) -> Result<(), Error> {
+    let version = util::output(Command::new("rustc").arg("-vV"))?;
+    let host = version
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .ok_or_else(|| Error::new("`rustc -vV` printed no `host:` line"))?
+        .to_owned();
+    for manifest in [manifest(root), targets::manifest(root)] {
+        util::run(
+            Command::new(cargo)
+                .current_dir(root)
+                .args(["clippy", "--release", "--target", &host, "--manifest-path"])
+                .arg(&manifest)
+                .args(["--", "-D", "warnings"]),
+        )?;
+    }
+    Ok(())
 }

@@ -39,7 +39,9 @@ TASKS:
                                         core/cortex-m-test, firmware-sim/cortex-m,
                                         firmware-sim/board and firmware-sim/targets (not
                                         workspace members)
-                      3. clippy         cargo clippy --workspace --all-targets -- -D warnings
+                      3. clippy         cargo clippy --workspace --all-targets -- -D warnings,
+                                        and firmware-sim/board and firmware-sim/targets for
+                                        the host's target (--release)
                       4. test           cargo test --workspace, with TXSOCK_TEST_MYSQL_URL
                                         pointing at a throwaway MariaDB (mariadb-install-db
                                         into a temporary directory, mariadbd on a free
@@ -345,7 +347,8 @@ fn test() -> Result<(), Error> {
                 "--",
                 "-D",
                 "warnings",
-            ]))
+            ]))?;
+            board::clippy(&root, cargo(&root).get_program())
         }),
         ("test", &|| {
             let mut test = cargo(&root);
