@@ -215,6 +215,9 @@ pub fn clippy(root: &Path, cargo: &std::ffi::OsStr) -> Result<(), Error> {
                 .current_dir(root)
                 .args(["clippy", "--release", "--target", &host, "--manifest-path"])
                 .arg(&manifest)
+                // Beside the images (target/cortex-m/<host>/), not in a target dir of their own.
+                .arg("--target-dir")
+                .arg(root.join("target").join("cortex-m"))
                 .args(["--", "-D", "warnings"]),
         )?;
     }
