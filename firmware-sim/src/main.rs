@@ -68,8 +68,7 @@ POWER CUTS (the flash ledger on a simulated NOR flash whose power goes at a writ
                       run must end as an uncut one. Exit status 1 on the first failure.
     --ops N           operations per power-cut run [default: 40]
     --torn-bits       tear writes inside a word too (some bits of the word being programmed
-                      made it, as on bit-programmed SPI NOR): a known limit of the ledger's
-                      store (ekv 1.0), which this shows failing
+                      made it, as on bit-programmed SPI NOR)
 
 TAP (the device on a Linux TAP interface that already exists, e.g. made by
 firmware-sim/tap-netns.sh; needs /dev/net/tun, usually root):
@@ -289,7 +288,7 @@ fn main() -> ExitCode {
             seed,
             tear,
         } => {
-            // ekv panics on one flash error (caught and counted); keep its message off stderr.
+            // A store panicking on a flash error is caught and counted; keep it off stderr.
             std::panic::set_hook(Box::new(|_| {}));
             match power_cut::random(runs, ops, seed, tear) {
                 Ok(report) => {

@@ -21,7 +21,8 @@
 //! the end, must reach the same balances as a run without cuts.
 //!
 //! [`exhaustive`] cuts a fixed scenario at every one of its write and erase steps in turn,
-//! once clean and once torn: the test suite runs it (`tests/power_cut.rs`). [`random`] runs
+//! three times each (the operation not done, torn at a word, torn inside a word): the test
+//! suite runs it (`tests/power_cut.rs`). [`random`] runs
 //! longer random scenarios with cuts at random steps, several per run, all torn at random:
 //! `txsock-firmware-sim --power-cuts N --seed S` runs it on demand.
 
@@ -40,9 +41,13 @@ use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
 use crate::flash_ledger::{FlashLedger, NorFlashPages};
 use crate::ram_flash::{RamFlash, ERASE_SIZE, WRITE_SIZE};
 
-/// Sectors of the simulated flash (128 KiB: enough that ekv compacts as it goes, small
-/// enough that a run is quick).
-pub const SECTORS: usize = 32;
+/// Sectors of the simulated flash for [`exhaustive`] (12 KiB: so small that the store must
+/// reuse sectors, moving live items out and erasing, within the small scenario).
+pub const EXHAUSTIVE_SECTORS: usize = 3;
+
+/// Sectors of the simulated flash for [`random`] (64 KiB: room for a long scenario's
+/// records, still reused many times over).
+pub const RANDOM_SECTORS: usize = 16;
 
 /// Opening balance of every account in the scenarios.
 const OPENING: Amount = Amount(1000);
@@ -76,8 +81,7 @@ pub enum Tear {
     /// garbage.
     Words,
     /// As [`Tear::Words`], and the word being programmed gets some of its bits: the model of
-    /// NOR programmed bit by bit (SPI NOR). ekv 1.0 does not survive it (see the module
-    /// documentation); `--torn-bits` shows it.
+    /// NOR programmed bit by bit (SPI NOR), the harshest.
     Bits,
 }
 
@@ -104,6 +108,7 @@ pub struct CutFlash {
     flash: RamFlash<Vec<u8>>,
     cut: Option<Cut>,
     steps: u64,
+    erases: u64,
     dead: bool,
 }
 
@@ -114,6 +119,7 @@ impl CutFlash {
             flash: RamFlash::new(image),
             cut,
             steps: 0,
+            erases: 0,
             dead: false,
         }
     }
@@ -170,6 +176,7 @@ impl NorFlash for CutFlash {
     const ERASE_SIZE: usize = ERASE_SIZE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), CutError> {
+        self.erases += 1;
         let Some(cut) = self.step()? else {
             return self
                 .flash
@@ -286,6 +293,9 @@ pub fn small_scenario() -> Vec<Op> {
         Op::Register("dave".into()),
         t("dave", "4", "alice", 10),
         t("alice", "5", "dave", 1),
+        t("bob", "6", "alice", 7),
+        t("carol", "3", "alice", 25),
+        t("alice", "7", "bob", 3),
     ]
 }
 
@@ -325,8 +335,8 @@ pub fn random_scenario(rng: &mut ChaCha20Rng, len: usize) -> Vec<Op> {
 }
 
 /// A blank flash with the scenario's users registered (the state every run starts from).
-fn provisioned() -> Vec<u8> {
-    let mut flash = RamFlash::new(vec![0xFF; SECTORS * ERASE_SIZE]);
+fn provisioned(sectors: usize) -> Vec<u8> {
+    let mut flash = RamFlash::new(vec![0xFF; sectors * ERASE_SIZE]);
     {
         let mut ledger = open(&mut flash, 1).expect("a blank flash opens");
         for name in USERS {
@@ -405,8 +415,8 @@ fn run<F: NorFlash>(
     for (i, op) in ops.iter().enumerate().skip(from) {
         *clock += 1;
         let at = Instant::from_millis(*clock);
-        // ekv 1.0 unwraps one flash error (writing a new metadata page); on a board the
-        // panic is a reset, here it ends the powered stretch like the cut itself.
+        // A store that panics on a flash error (ekv 1.0 did, once) would reset a board; here
+        // it ends the powered stretch like the cut itself, and is counted.
         let Ok(reply) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             ledger.execute(&op.request(at), at)
         })) else {
@@ -541,8 +551,10 @@ pub struct CutReport {
     pub torn: u64,
     /// Write and erase steps of the scenario without cuts.
     pub steps: u64,
-    /// Cuts at which ekv panicked on the flash error instead of returning it (a reset on a
-    /// board; recovered from like the others).
+    /// Of them, erases (the store reusing sectors).
+    pub erases: u64,
+    /// Cuts at which the store panicked on the flash error instead of returning it (a reset
+    /// on a board; recovered from like the others).
     pub panics: u64,
 }
 
@@ -554,7 +566,11 @@ impl std::fmt::Display for CutReport {
             self.runs, self.cuts, self.torn
         )?;
         if self.steps > 0 {
-            write!(f, "; the scenario has {} write/erase steps", self.steps)?;
+            write!(
+                f,
+                "; the scenario has {} write/erase steps ({} erases)",
+                self.steps, self.erases
+            )?;
         }
         if self.panics > 0 {
             write!(
@@ -615,10 +631,10 @@ fn run_with_cuts(image: Vec<u8>, ops: &[Op], cuts: &[Cut]) -> Result<(Vec<Cut>, 
     Ok((made, panics))
 }
 
-/// Cuts `ops` at every write and erase step in turn, once leaving the operation undone and
-/// once torn; every run must recover (see the module documentation).
+/// Cuts `ops` at every write and erase step in turn, once leaving the operation undone, once
+/// torn at a word and once inside one; every run must recover (see the module documentation).
 pub fn exhaustive(ops: &[Op]) -> Result<CutReport, String> {
-    let start = provisioned();
+    let start = provisioned(EXHAUSTIVE_SECTORS);
     // The uncut run, to count its steps.
     let mut flash = CutFlash::new(start.clone(), None);
     {
@@ -631,10 +647,11 @@ pub fn exhaustive(ops: &[Op]) -> Result<CutReport, String> {
     let steps = flash.steps();
     let mut report = CutReport {
         steps,
+        erases: flash.erases,
         ..CutReport::default()
     };
     for step in 0..steps {
-        for tear in [Tear::None, Tear::Words] {
+        for tear in [Tear::None, Tear::Words, Tear::Bits] {
             let cut = Cut {
                 step,
                 tear,
@@ -653,7 +670,7 @@ pub fn exhaustive(ops: &[Op]) -> Result<CutReport, String> {
 /// `runs` random scenarios of `ops` operations from `seed`, each cut several times at random
 /// steps, 3 in 4 of them torn with `tear`. Stops at the first failure, which names the run.
 pub fn random(runs: u64, ops: usize, seed: u64, tear: Tear) -> Result<CutReport, String> {
-    let start = provisioned();
+    let start = provisioned(RANDOM_SECTORS);
     let mut report = CutReport::default();
     for run_index in 0..runs {
         let run_seed = seed
