@@ -152,8 +152,13 @@ fn main() -> ! {
         net_seed: rng.next_u64(),
     };
 
-    let opened = BoardLedger::open(ledger_flash, OPENING, &mut rng, clock.now())
-        .unwrap_or_else(|error| fail("ledger", error));
+    let opened =
+        BoardLedger::open(ledger_flash, OPENING, &mut rng, clock.now()).unwrap_or_else(|error| {
+            fail(
+                "ledger (`cargo xtask board --fresh` starts a new board)",
+                error,
+            )
+        });
     let ledger = ledger.write(opened);
     config.secret = ledger.secret();
     let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
@@ -207,7 +212,7 @@ fn main() -> ! {
     }
 }
 
-/// The driver's frame buffers, which are the board's RAM but not the device's budget.
+/// The driver's frame buffers: RAM the board adds to the device's own (`device_ram` counts both).
 fn size_of_frames() -> usize {
     core::mem::size_of::<lan9118::Buffers>()
 }
