@@ -116,6 +116,7 @@ TASKS:
                     with an RNG seed from /dev/urandom.
         --port P        host port forwarded to the device [default: 11002]
         --fresh         erase the flash first (a new board)
+        --test          run step 8 of `test` instead (flash-check and tests/tests/board.rs)
     targets         What step 9 of `test` does: the device built for thumbv6m-none-eabi and
                     riscv32imc-unknown-none-elf, with its linked sizes.
     windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
@@ -184,7 +185,8 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
-        Task::Board { port, fresh } => board::run(port, fresh),
+        Task::Board { test: true, .. } => board_test(&repo_root()),
+        Task::Board { port, fresh, .. } => board::run(port, fresh),
         Task::Targets => targets::targets(&repo_root()),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
@@ -209,6 +211,7 @@ enum Task {
     Board {
         port: u16,
         fresh: bool,
+        test: bool,
     },
     Targets,
     Windows,
@@ -246,13 +249,15 @@ fn parse(args: &[String]) -> Result<Task, String> {
         }
         "board" => {
             let mut port = board::DEFAULT_PORT;
-            let flags: Vec<String> = rest.iter().filter(|a| *a != "--fresh").cloned().collect();
-            let fresh = flags.len() < rest.len();
+            let is_flag = |arg: &String| arg == "--fresh" || arg == "--test";
+            let flags: Vec<String> = rest.iter().filter(|a| !is_flag(a)).cloned().collect();
+            let fresh = rest.iter().any(|arg| arg == "--fresh");
+            let test = rest.iter().any(|arg| arg == "--test");
             for (option, value) in options(&flags, &["--port"], "board")? {
                 debug_assert_eq!(option, "--port");
                 port = positive(option, value)?;
             }
-            return Ok(Task::Board { port, fresh });
+            return Ok(Task::Board { port, fresh, test });
         }
         "crash" => {
             let (mut rounds, mut backends) = (20, crash::Backends::All);
@@ -375,15 +380,7 @@ fn test() -> Result<(), Error> {
             ]))
         }),
         ("windows", &|| windows::test(&root)),
-        ("board", &|| {
-            // The device on QEMU's mps2-an386 with its LAN9118, reached by the real tools.
-            let env = board::prepare_test(&root)?;
-            build_txsock(&root)?;
-            run(cargo(&root)
-                .args(["test", "-p", "txsock-e2e", "--test", "board"])
-                .args(["--", "--ignored", "--nocapture"])
-                .envs(env))
-        }),
+        ("board", &|| board_test(&root)),
         ("targets", &|| targets::targets(&root)),
     ];
     let count = steps.len();
@@ -408,6 +405,17 @@ fn test() -> Result<(), Error> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Step `board` (and `cargo xtask board --test`): the device on QEMU's mps2-an386 with its
+/// LAN9118, reached by the real tools (see [`board::prepare_test`] and tests/tests/board.rs).
+fn board_test(root: &Path) -> Result<(), Error> {
+    let env = board::prepare_test(root)?;
+    build_txsock(root)?;
+    run(cargo(root)
+        .args(["test", "-p", "txsock-e2e", "--test", "board"])
+        .args(["--", "--ignored", "--nocapture"])
+        .envs(env))
 }
 
 /// Builds the `txsock` binary (dev profile) that the end-to-end tests start.
@@ -444,10 +452,14 @@ mod tests {
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));
-        let board = |port, fresh| Ok(Task::Board { port, fresh });
-        assert_eq!(parse_str("board"), board(11002, false));
-        assert_eq!(parse_str("board --fresh --port 12000"), board(12000, true));
-        assert_eq!(parse_str("board --port=12001"), board(12001, false));
+        let board = |port, fresh, test| Ok(Task::Board { port, fresh, test });
+        assert_eq!(parse_str("board"), board(11002, false, false));
+        assert_eq!(
+            parse_str("board --fresh --port 12000"),
+            board(12000, true, false)
+        );
+        assert_eq!(parse_str("board --port=12001"), board(12001, false, false));
+        assert_eq!(parse_str("board --test"), board(11002, false, true));
         assert_eq!(parse_str("fuzz"), Ok(Task::Fuzz { seconds: 60 }));
         assert_eq!(parse_str("fuzz --seconds 5"), Ok(Task::Fuzz { seconds: 5 }));
         assert_eq!(parse_str("fuzz --seconds=7"), Ok(Task::Fuzz { seconds: 7 }));
