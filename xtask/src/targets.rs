@@ -4,9 +4,10 @@
 //! - thumbv6m-none-eabi: Cortex-M0/M0+, which has no atomic compare-and-swap;
 //! - riscv32imc-unknown-none-elf: 32-bit RISC-V without atomics (ESP32-C3 class).
 //!
-//! Build only: the images have no runtime and are never run. Each is the device with
-//! `device-alone`'s sizes, so building it compiles all of txsock-core and firmware-sim's device
-//! for that target. Uses rustup's target if installed, else Debian's rustc-web with `-Z
+//! Build only: the images have no runtime and are never run. `device-size` is the device with
+//! `device-alone`'s sizes (MemLedger), `flash-ledger` the same with firmware-sim's FlashLedger
+//! over a NOR flash; building them compiles all of txsock-core and firmware-sim's device and
+//! flash ledger for that target. Uses rustup's target if installed, else Debian's rustc-web with `-Z
 //! build-std=core` (rustc-web 1.96 lists both targets), linked with a rustup toolchain's
 //! rust-lld, as `cargo xtask qemu` does.
 
@@ -19,8 +20,8 @@ use crate::util::Error;
 
 /// The crate that links the device for each target, relative to the repository root.
 pub const CRATE: &str = "firmware-sim/targets";
-/// Its image.
-const IMAGE: &str = "device-size";
+/// Its images: the device with `MemLedger`, and with the flash ledger.
+const IMAGES: [&str; 2] = ["device-size", "flash-ledger"];
 /// The targets, besides the Cortex-M4's thumbv7em-none-eabihf.
 pub const TARGETS: [&str; 2] = ["thumbv6m-none-eabi", "riscv32imc-unknown-none-elf"];
 
@@ -39,24 +40,30 @@ pub fn targets(root: &Path) -> Result<(), Error> {
     for target in TARGETS {
         println!("--> {target}");
         let bin_dir = qemu::build_for(&root.join(CRATE), target, &target_dir)?;
-        let elf = bin_dir.join(IMAGE);
-        let bytes =
-            fs::read(&elf).map_err(|error| Error::new(format!("{}: {error}", elf.display())))?;
-        let sizes = Sizes::of(&bytes).ok_or_else(|| {
-            Error::new(format!("{}: not a 32-bit little-endian ELF", elf.display()))
-        })?;
-        lines.push(format!(
-            "  {target:<28} flash={} (text {} + rodata {} + data {}) ram={} (data {} + bss {})",
-            sizes.text + sizes.rodata + sizes.data,
-            sizes.text,
-            sizes.rodata,
-            sizes.data,
-            sizes.data + sizes.bss,
-            sizes.data,
-            sizes.bss
-        ));
+        for image in IMAGES {
+            let elf = bin_dir.join(image);
+            let io = |error: std::io::Error| Error::new(format!("{}: {error}", elf.display()));
+            let bytes = fs::read(&elf).map_err(io)?;
+            let sizes = Sizes::of(&bytes).ok_or_else(|| {
+                Error::new(format!("{}: not a 32-bit little-endian ELF", elf.display()))
+            })?;
+            lines.push(format!(
+                "  {target:<28} {image:<12} flash={} (text {} + rodata {} + data {}) ram={} \
+                 (data {} + bss {})",
+                sizes.text + sizes.rodata + sizes.data,
+                sizes.text,
+                sizes.rodata,
+                sizes.data,
+                sizes.data + sizes.bss,
+                sizes.data,
+                sizes.bss
+            ));
+        }
     }
-    println!("device linked for other targets (bytes; no runtime, not run):");
+    println!(
+        "device linked for other targets (bytes; no runtime, not run; device-size: MemLedger, \
+         flash-ledger: FlashLedger):"
+    );
     for line in lines {
         println!("{line}");
     }

@@ -11,15 +11,19 @@
 #![no_std]
 #![no_main]
 
+// The flash stand-in is the `flash-ledger` image's.
+#[allow(dead_code)]
+mod opaque;
+
 use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::panic::PanicInfo;
 use core::ptr::addr_of_mut;
 
+use opaque::Opaque;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use smoltcp::iface::SocketStorage;
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use txsock_core::{Duration, Instant};
 use txsock_firmware_sim::device::DeviceParts;
 use txsock_firmware_sim::scenario::board::*;
@@ -30,57 +34,6 @@ static mut BUFFERS: BoardBuffers = BoardBuffers::new();
 static mut SOCKET_STORAGE: MaybeUninit<[SocketStorage<'static>; SOCKETS]> = MaybeUninit::uninit();
 static mut DEVICE: MaybeUninit<BoardDevice<'static>> = MaybeUninit::uninit();
 static mut FRAME: [u8; MTU + 14] = [0; MTU + 14];
-
-/// A network device whose received frames the optimiser cannot predict.
-struct Opaque {
-    frame: &'static mut [u8; MTU + 14],
-}
-
-struct Rx<'a>(&'a [u8]);
-struct Tx<'a>(&'a mut [u8]);
-
-impl phy::RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let len = len.min(self.0.len());
-        let result = f(&mut self.0[..len]);
-        black_box(&mut self.0[..len]);
-        result
-    }
-}
-
-impl phy::Device for Opaque {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(
-        &mut self,
-        _now: smoltcp::time::Instant,
-    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let len = black_box(0usize).min(self.frame.len());
-        if len == 0 {
-            return None;
-        }
-        let (rx, tx) = self.frame.split_at_mut(len);
-        Some((Rx(rx), Tx(tx)))
-    }
-
-    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(&mut self.frame[..]))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MTU + 14;
-        caps
-    }
-}
 
 /// The entry point the linker script keeps; everything the device needs is reached from here.
 #[no_mangle]
