@@ -77,7 +77,8 @@ TASKS:
                                         and a SIGKILL of QEMU mid-transfers and a reboot:
                                         every acknowledged transfer still there exactly
                                         once, balances add up, same device secret
-                      9. targets        the core and the device built (not run) for
+                      9. targets        the core and the device (with MemLedger and with
+                                        the flash ledger) built (not run) for
                                         thumbv6m-none-eabi and riscv32imc-unknown-none-elf
                                         (firmware-sim/targets; rustup's targets if installed,
                                         else Debian's rustc-web with -Z build-std=core), and
