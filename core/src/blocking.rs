@@ -6,67 +6,25 @@
 //! synchronous [`Ledger`] until the session closes.
 
 use crate::amount::Amount;
-use crate::error::ErrorCode;
+use crate::driver::{expect, pick, InputBuffer, NONCE_REFILL};
 use crate::ledger::{HistoryPage, Ledger};
-use crate::session::client::{
-    ClientConfig, ClientError, ClientEvent, ClientSession, IntegrityError, ReceiptInfo,
-};
+use crate::session::client::{ClientConfig, ClientEvent, ClientSession, ReceiptInfo};
 use crate::session::server::{ServerSession, ServerShared};
 use crate::time::Instant;
-use core::fmt;
 use embedded_io::{Read, Write};
 use rand_core::{CryptoRng, RngCore};
 
-/// Size of the drivers' read buffer in bytes. Any size works; bigger means fewer reads.
-pub const READ_CHUNK: usize = 256;
+pub use crate::driver::READ_CHUNK;
 
-/// Error returned by the blocking drivers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BlockingError<E> {
-    /// The stream failed.
-    Io(E),
-    /// The peer closed the stream.
-    Closed,
-    /// The client could not send the request.
-    Client(ClientError),
-    /// The server refused the request.
-    Refused(ErrorCode),
-    /// The server's answer cannot be trusted.
-    Integrity(IntegrityError),
-    /// The server answered something this call did not ask for.
-    Unexpected,
-}
-
-impl<E: fmt::Debug> fmt::Display for BlockingError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BlockingError::Io(e) => write!(f, "stream error: {e:?}"),
-            BlockingError::Closed => f.write_str("connection closed"),
-            BlockingError::Client(e) => write!(f, "{e}"),
-            BlockingError::Refused(code) => write!(f, "refused: {code}"),
-            BlockingError::Integrity(e) => write!(f, "integrity failure: {e}"),
-            BlockingError::Unexpected => f.write_str("unexpected response"),
-        }
-    }
-}
-
-impl<E: fmt::Debug> core::error::Error for BlockingError<E> {}
-
-impl<E> From<ClientError> for BlockingError<E> {
-    fn from(e: ClientError) -> Self {
-        BlockingError::Client(e)
-    }
-}
+/// Error returned by the blocking drivers: the drivers' shared [`DriverError`](crate::driver::DriverError).
+pub use crate::driver::DriverError as BlockingError;
 
 /// A client session on a blocking stream.
 pub struct BlockingClient<T, R> {
     io: T,
     rng: R,
     session: ClientSession,
-    buf: [u8; READ_CHUNK],
-    start: usize,
-    end: usize,
+    input: InputBuffer,
 }
 
 impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
@@ -76,9 +34,7 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
             io,
             rng,
             session: ClientSession::new(config),
-            buf: [0; READ_CHUNK],
-            start: 0,
-            end: 0,
+            input: InputBuffer::new(),
         }
     }
 
@@ -114,29 +70,26 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
                 return Ok(event);
             }
             self.flush()?;
-            if self.start == self.end {
-                let n = self.io.read(&mut self.buf).map_err(BlockingError::Io)?;
+            if self.input.is_empty() {
+                let n = self
+                    .io
+                    .read(self.input.space())
+                    .map_err(BlockingError::Io)?;
                 if n == 0 {
                     return Err(BlockingError::Closed);
                 }
-                self.start = 0;
-                self.end = n;
+                self.input.filled(n);
             }
-            self.start += self.session.handle_input(&self.buf[self.start..self.end]);
+            let used = self.session.handle_input(self.input.pending());
+            self.input.consume(used);
         }
     }
 
     fn expect<V>(
         &mut self,
-        pick: impl Fn(ClientEvent) -> Option<V>,
+        pick: impl FnOnce(ClientEvent) -> Option<V>,
     ) -> Result<V, BlockingError<T::Error>> {
-        match self.next_event()? {
-            ClientEvent::Refused { code, .. } | ClientEvent::Closed { code } => {
-                Err(BlockingError::Refused(code))
-            }
-            ClientEvent::Integrity(e) => Err(BlockingError::Integrity(e)),
-            other => pick(other).ok_or(BlockingError::Unexpected),
-        }
+        expect(self.next_event()?, pick)
     }
 
     /// Registers `user`; PBKDF2 with `iterations` runs here.
@@ -148,15 +101,15 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
     ) -> Result<(), BlockingError<T::Error>> {
         self.session
             .register(&mut self.rng, user, password, iterations)?;
-        self.expect(|e| matches!(e, ClientEvent::Registered).then_some(()))
+        self.expect(pick::registered)
     }
 
     /// Logs in with a password.
     pub fn login(&mut self, user: &str, password: &str) -> Result<(), BlockingError<T::Error>> {
         self.session.login(&mut self.rng, user)?;
-        self.expect(|e| matches!(e, ClientEvent::Challenge { .. }).then_some(()))?;
+        self.expect(pick::challenge)?;
         self.session.answer_with_password(password)?;
-        self.expect(|e| matches!(e, ClientEvent::LoggedIn).then_some(()))
+        self.expect(pick::logged_in)
     }
 
     /// Sends one transfer and waits for its verified receipt (fetching nonces if needed).
@@ -168,38 +121,29 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
         amount: Amount,
     ) -> Result<ReceiptInfo, BlockingError<T::Error>> {
         if self.session.available_nonces() == 0 {
-            self.session.request_nonces(4)?;
-            self.expect(|e| matches!(e, ClientEvent::Nonces { .. }).then_some(()))?;
+            self.session.request_nonces(NONCE_REFILL)?;
+            self.expect(pick::nonces)?;
         }
         self.session.transfer(id, to, amount)?;
-        self.expect(|e| match e {
-            ClientEvent::Receipt(r) => Some(r),
-            _ => None,
-        })
+        self.expect(pick::receipt)
     }
 
     /// The verified balance.
     pub fn balance(&mut self) -> Result<Amount, BlockingError<T::Error>> {
         self.session.balance()?;
-        self.expect(|e| match e {
-            ClientEvent::Balance(b) => Some(b),
-            _ => None,
-        })
+        self.expect(pick::balance)
     }
 
     /// A verified page of history.
     pub fn history(&mut self, offset: u32) -> Result<HistoryPage, BlockingError<T::Error>> {
         self.session.history(offset)?;
-        self.expect(|e| match e {
-            ClientEvent::History(h) => Some(h),
-            _ => None,
-        })
+        self.expect(pick::history)
     }
 
     /// Logs out.
     pub fn logout(&mut self) -> Result<(), BlockingError<T::Error>> {
         self.session.logout()?;
-        self.expect(|e| matches!(e, ClientEvent::LoggedOut).then_some(()))
+        self.expect(pick::logged_out)
     }
 }
 
@@ -228,29 +172,26 @@ where
     R: RngCore + CryptoRng,
     L: Ledger,
 {
-    let mut buf = [0u8; READ_CHUNK];
-    let (mut start, mut end) = (0, 0);
+    let mut input = InputBuffer::new();
     loop {
         // The blocking driver does not log, so events are dropped as they come.
-        start += session.drive(
+        let used = session.drive(
             shared,
             ledger,
             clock(),
-            &buf[start..end],
+            input.pending(),
             |out| io.write(out),
             |_| {},
         )?;
+        input.consume(used);
         io.flush()?;
         if session.is_closed() {
             return Ok(());
         }
-        if start == end {
-            match io.read(&mut buf) {
+        if input.is_empty() {
+            match io.read(input.space()) {
                 Ok(0) => return Ok(()),
-                Ok(n) => {
-                    start = 0;
-                    end = n;
-                }
+                Ok(n) => input.filled(n),
                 Err(e) => {
                     session.handle_timeout(shared, clock());
                     continue_write(io, session)?;

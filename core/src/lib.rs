@@ -25,7 +25,10 @@
 //! - [`ledger`]: the contract between a session and storage, and [`MemLedger`], a
 //!   fixed-capacity ledger.
 //! - [`session`]: the two state machines, [`ServerSession`] and [`ClientSession`].
-//! - [`blocking`]: drivers for boards with `embedded-io` streams and no async runtime.
+//! - [`blocking`]: drivers for boards with `embedded-io` streams and no async runtime;
+//!   `asynch` (feature `async`): the same drivers over `embedded-io-async` streams, for
+//!   embassy and other executors. Both run one drive loop ([`session::DriveLoop`]) and share
+//!   [`driver`]'s error type and buffers.
 //!
 //! ## Sizing
 //!
@@ -37,6 +40,9 @@
 //! ## Features
 //!
 //! - `defmt`: derives `defmt::Format` for public types, for logging on embedded targets.
+//! - `async`: the `asynch` module, async drivers over `embedded-io-async` 0.7 streams (the
+//!   traits embassy-net's `TcpSocket` implements), with an async ledger trait and a
+//!   caller-provided timer, so that the core depends on no executor.
 //! - `_testkit` (private): the `selftest` and `fuzzing` modules, for the crate's tests,
 //!   benches, fuzz targets and the QEMU self-test image. It holds a seeded, predictable RNG
 //!   and code that panics on purpose, so no product build turns it on.
@@ -46,9 +52,12 @@
 #![forbid(unsafe_code)]
 
 pub mod amount;
+#[cfg(feature = "async")]
+pub mod asynch;
 pub mod auth;
 pub mod blocking;
 pub mod crypto;
+pub mod driver;
 pub mod encoding;
 pub mod error;
 pub mod framing;

@@ -528,7 +528,14 @@ def main(argv=None):
                 raise InvalidInput("you cannot send money to yourself")
         password = os.environ.get("TXSOCK_PASSWORD")
         if password is None:
-            password = getpass.getpass("Password: ")
+            # getpass falls back to echoing the password, or fails with a traceback, when
+            # there is no terminal: say what to do instead (exit 2, as the Rust client).
+            if not sys.stdin.isatty():
+                raise InvalidInput("no terminal to ask for the password: set TXSOCK_PASSWORD")
+            try:
+                password = getpass.getpass("Password: ")
+            except (EOFError, KeyboardInterrupt):
+                raise InvalidInput("no password given")
         check_password(password)
 
         if args.command == "register":

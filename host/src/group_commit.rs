@@ -116,10 +116,27 @@ fn run(
         batch.clear();
         batch.extend(jobs.iter().map(|j| (j.request.clone(), j.now)));
         committed.clear();
+        let started = std::time::Instant::now();
         let replies = match store.execute_batch(&batch, &mut committed) {
-            Ok(replies) => replies,
+            Ok(replies) => {
+                let elapsed = started.elapsed();
+                crate::metrics::commit(&batch, &replies, committed.len(), elapsed);
+                crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
+                replies
+            }
             Err(e) => {
-                tracing::error!("commit of {} requests failed: {e:#}", jobs.len());
+                crate::metrics::commit_failed();
+                match crate::store::advice(&e) {
+                    Some(advice) => tracing::error!(
+                        "commit of {} requests failed (all answered internal): {e:#}; what to \
+                         do: {advice}",
+                        jobs.len()
+                    ),
+                    None => tracing::error!(
+                        "commit of {} requests failed (all answered internal): {e:#}",
+                        jobs.len()
+                    ),
+                }
                 audit.write(
                     Log::Errors,
                     format_args!("storage_failure requests={} error={e:#}", jobs.len()),

@@ -9,12 +9,15 @@ mod clock;
 mod config;
 mod demo;
 mod group_commit;
+mod logging;
+mod manual;
+mod metrics;
 mod mitm;
 mod serve;
 mod store;
 mod stress;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,8 +25,9 @@ use txsock_core::Amount;
 
 /// Authenticated money transfers over TCP.
 ///
-/// Every setting can also come from a `TXSOCK_*` environment variable or from `txsock.toml`
-/// in the current directory (keys are the long option names); command-line flags win.
+/// Every setting of `serve`, the admin commands and `client` can also come from a `TXSOCK_*`
+/// environment variable or from `txsock.toml` in the current directory (keys are the long
+/// option names, under `[serve]` or `[client]`); command-line flags win.
 #[derive(Debug, Parser)]
 #[command(
     name = "txsock",
@@ -32,7 +36,8 @@ use txsock_core::Amount;
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Settings file; its keys are long option names, e.g. `listen = "127.0.0.1:11002"`.
+    /// Settings file: `[serve]` and `[client]` sections of long option names, e.g. `[serve]`
+    /// `listen = "127.0.0.1:11002"` (keys outside a section are the server's).
     #[arg(
         long,
         global = true,
@@ -40,6 +45,27 @@ pub struct Cli {
         default_value = "txsock.toml"
     )]
     pub config: PathBuf,
+
+    /// Stderr log format: `text` (coloured only on a terminal, unless NO_COLOR is set) or
+    /// `json`, one object per line for log shippers. `RUST_LOG` sets the level (default
+    /// info; debug adds connections, logins and commits).
+    #[arg(
+        long,
+        global = true,
+        env = "TXSOCK_LOG_FORMAT",
+        value_enum,
+        default_value_t = logging::LogFormat::Text
+    )]
+    pub log_format: logging::LogFormat,
+
+    /// More on stderr: -v adds debug lines (connections, logins, commits), -vv trace.
+    /// Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less on stderr: -q only warnings and errors, -qq only errors. Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
 
     #[command(subcommand)]
     pub command: Command,
@@ -53,14 +79,17 @@ pub enum Command {
         after_help = "On Unix: SIGTERM and SIGINT stop gracefully (in-flight requests \
         finish; exit 0); SIGHUP reopens the audit logs (log rotation). Under systemd \
         (Type=notify) it sends READY=1 once listening and STOPPING=1 on shutdown; \
-        docs/txsock.service is a sample unit file."
+        docs/txsock.service is a sample unit file.\n\nExit status: 0 stopped on request; \
+        1 could not start (port in use, another server on the data directory, ...); 2 invalid \
+        input, or the database or data directory missing, damaged, not writable or on a full \
+        disk (the message names it and says what to do)."
     )]
     Serve(serve::ServeArgs),
     /// Manage users (works whether or not a server is running).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = admin::EXIT_HELP)]
     User(admin::UserCommand),
     /// Manage account balances.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = admin::EXIT_HELP)]
     Account(admin::AccountCommand),
     /// Inspect the ledger.
     #[command(subcommand)]
@@ -73,6 +102,15 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Load and attack generator: throughput, latency, server memory, a report with plots.
     Stress(stress::StressArgs),
+    /// Print a shell completion script, e.g. `txsock completions bash >
+    /// /etc/bash_completion.d/txsock` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `txsock man > /usr/local/share/man/man1/txsock.1`.
+    Man,
 }
 
 /// Where the ledger lives; shared by `serve` and the admin commands.
@@ -95,7 +133,10 @@ impl StorageArgs {
     /// Where the database is: `--db`, else `DATA_DIR/txsock.db`.
     pub fn location(&self) -> Result<store::Location> {
         match &self.db {
-            Some(url) => store::Location::parse(url),
+            // An unknown scheme is invalid input: exit status 2, as for a usage error.
+            Some(url) => {
+                store::Location::parse(url).map_err(|e| store::Invalid(format!("{e:#}")).into())
+            }
             None => Ok(store::Location::Sqlite(self.data_dir.join("txsock.db"))),
         }
     }
@@ -106,44 +147,51 @@ impl StorageArgs {
     }
 
     /// Opens the store and returns it with the data directory, both created if missing
-    /// (`serve`, `user add`).
+    /// (`serve`, `user add`). A failure is a [`store::storage_failure`] naming the database.
     pub fn open(&self, opening_balance: Amount) -> Result<(Box<dyn store::Store>, PathBuf)> {
         // An invalid `--db` must not leave a data directory behind.
         let location = self.location()?;
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create data directory {}: {e}",
-                self.data_dir.display()
-            )
-        })?;
-        let store = store::open_at(&location, opening_balance, store::Access::Create)?;
+        let failed = |e| store::storage_failure(&location, e);
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))
+            .map_err(failed)?;
+        let store =
+            store::open_at(&location, opening_balance, store::Access::Create).map_err(failed)?;
         Ok((store, self.data_dir.clone()))
     }
 
     /// Opens an existing store as `access` says ([`store::Access::Existing`] or
     /// [`store::Access::ReadOnly`]); creates nothing, and names the missing data directory
-    /// or database if there is none.
+    /// or database if there is none. A failure is a [`store::storage_failure`].
     pub fn open_existing(&self, access: store::Access) -> Result<Box<dyn store::Store>> {
         let location = self.location()?;
+        let failed = |e| store::storage_failure(&location, e);
         if self.db.is_none() && !self.data_dir.is_dir() {
-            anyhow::bail!(
+            return Err(failed(anyhow::anyhow!(
                 "data directory {} does not exist (nothing was created; check --data-dir or \
                  TXSOCK_DATA_DIR)",
                 self.data_dir.display()
-            );
+            )));
         }
-        store::open_at(&location, Amount(0), access)
+        store::open_at(&location, Amount(0), access).map_err(failed)
+    }
+
+    /// Marks `e`, from an operation on this store, as a failure of its database (unless it
+    /// is the ledger's refusal).
+    pub fn failed(&self, e: anyhow::Error) -> anyhow::Error {
+        match self.location() {
+            Ok(location) => store::storage_failure(&location, e),
+            Err(_) => e,
+        }
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = config::parse();
+    logging::init(
+        cli.log_format,
+        i16::from(cli.verbose) - i16::from(cli.quiet),
+    );
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
@@ -157,12 +205,11 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(mitm::run(args))),
         Command::Stress(args) => stress::run(args),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man => manual::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("txsock: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => store::report(&e),
     }
 }

@@ -282,12 +282,13 @@ pub fn admin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn txsock");
-    child
+    // A command that refuses its arguments exits before reading stdin: the write then
+    // fails with a broken pipe, which is not the test's failure.
+    let _ = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+        .write_all(stdin.as_bytes());
     child.wait_with_output().expect("wait")
 }
 

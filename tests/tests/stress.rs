@@ -60,7 +60,15 @@ fn load_writes_well_formed_json_and_report() {
     );
     let v = json(&out);
     assert_eq!(v["scenario"], "load");
-    assert_eq!(v["parameters"]["clients"], "2");
+    assert_eq!(v["parameters"]["clients"], 2);
+    assert_eq!(v["parameters"]["duration_s"], 1);
+    let keys = v["parameters"].as_object().expect("parameters object");
+    assert!(
+        keys.keys().all(|k| k
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+        "parameter keys are snake_case: {keys:?}"
+    );
 
     // Transfers were sent and verified by their receipts, without integrity failures.
     let committed = count(&v["transfers"], "committed");
@@ -174,6 +182,23 @@ fn replay_attack_gets_refusals_and_moves_money_once() {
         "{answers:?}"
     );
     assert_eq!(v["headline"]["violations"], 0);
+    assert_eq!(v["attacks"]["replay"]["passed"], true);
+
+    // The summary ends the attack with a verdict line and prints counts as integers.
+    let out = stress(
+        dir.path(),
+        &["replay", "--spawn", "--duration", "1s", "--count", "1"],
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("\u{2713} replay: passed, no violation"),
+        "{summary}"
+    );
+    assert!(summary.contains("  duration: 1 s\n"), "{summary}");
+    assert!(
+        !summary.contains(".0)"),
+        "a whole count with a decimal: {summary}"
+    );
 }
 
 /// `user-timing` times failed logins as a real user and as unknown names and reports both

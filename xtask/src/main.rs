@@ -6,6 +6,7 @@
 mod bench;
 mod board;
 mod crash;
+mod embassy;
 mod fuzz;
 mod mariadb;
 mod pgbench;
@@ -55,7 +56,15 @@ TASKS:
                                         no route out, deleted afterwards); prints `SKIPPED:
                                         <reason>` where there is no root, /dev/net/tun or
                                         namespace support
-                      7. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
+                      7. embassy        firmware-sim/embassy (the server on embassy-net, its
+                                        own workspace): fmt, clippy, then its TAP binary in a
+                                        network namespace reached by `txsock client` and
+                                        `txsock mitm` from another (register, login,
+                                        transfers, a replay and a tampered frame refused,
+                                        server_busy past its 4 sessions); `SKIPPED: <reason>`
+                                        as in `tap`. Its thumbv7em image is built and run by
+                                        step 5
+                      8. windows        txsock.exe cross-built for x86_64-pc-windows-gnu
                                         (target/windows; rustup's target if installed, else
                                         Debian's rustc-web with -Z build-std=std,panic_abort;
                                         mingw-w64 for SQLite and linking; the build time is
@@ -66,7 +75,7 @@ TASKS:
                                         txsock.exe client against the Linux server; installs
                                         gcc-mingw-w64-x86-64 and wine64 as root, else prints
                                         `SKIPPED: <reason>`
-                      8. board          firmware-sim/board under QEMU: flash-check (the
+                      9. board          firmware-sim/board under QEMU: flash-check (the
                                         semihosting NOR flash against a new file), then
                                         tests/tests/board.rs: the image booted with a free
                                         port, `txsock client` registers, logs in and
@@ -77,7 +86,7 @@ TASKS:
                                         and a SIGKILL of QEMU mid-transfers and a reboot:
                                         every acknowledged transfer still there exactly
                                         once, balances add up, same device secret
-                      9. targets        the core and the device (with MemLedger and with
+                     10. targets        the core and the device (with MemLedger and with
                                         the flash ledger) built (not run) for
                                         thumbv6m-none-eabi and riscv32imc-unknown-none-elf
                                         (firmware-sim/targets; rustup's targets if installed,
@@ -98,6 +107,9 @@ TASKS:
                                             in-memory lossy link: transfers, a replay, a
                                             tamper attempt
                       device-alone          the device alone, as a board links it
+                      embassy-image         firmware-sim/embassy's server on embassy-net
+                                            (Cortex-M executor, SysTick time driver, a
+                                            stand-in network driver), booted to `accept`
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and
@@ -117,10 +129,11 @@ TASKS:
                     with an RNG seed from /dev/urandom.
         --port P        host port forwarded to the device [default: 11002]
         --fresh         erase the flash first (a new board)
-        --test          run step 8 of `test` instead (flash-check and tests/tests/board.rs)
-    targets         What step 9 of `test` does: the device built for thumbv6m-none-eabi and
+        --test          run step 9 of `test` instead (flash-check and tests/tests/board.rs)
+    targets         What step 10 of `test` does: the device built for thumbv6m-none-eabi and
                     riscv32imc-unknown-none-elf, with its linked sizes.
-    windows         What step 7 of `test` does: build txsock.exe and run the smoke test under
+    embassy         What step 7 of `test` does.
+    windows         What step 8 of `test` does: build txsock.exe and run the smoke test under
                     Wine (or print `SKIPPED: <reason>`).
     bench           Every performance figure of the design brief in one run, each next to
                     its anchor measured in the same run (about 5 minutes once built; not a
@@ -189,6 +202,7 @@ fn main() -> ExitCode {
         Task::Board { test: true, .. } => board_test(&repo_root()),
         Task::Board { port, fresh, .. } => board::run(port, fresh),
         Task::Targets => targets::targets(&repo_root()),
+        Task::Embassy => embassy::test(&repo_root()),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
@@ -215,6 +229,7 @@ enum Task {
         test: bool,
     },
     Targets,
+    Embassy,
     Windows,
     Bench,
     Fuzz {
@@ -238,6 +253,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "test" => Task::Test,
         "qemu" => Task::Qemu,
         "targets" => Task::Targets,
+        "embassy" => Task::Embassy,
         "windows" => Task::Windows,
         "bench" => Task::Bench,
         "fuzz" => {
@@ -325,7 +341,7 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 9] = [
+    let steps: [Step; 10] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
@@ -380,6 +396,7 @@ fn test() -> Result<(), Error> {
                 "--nocapture",
             ]))
         }),
+        ("embassy", &|| embassy::test(&root)),
         ("windows", &|| windows::test(&root)),
         ("board", &|| board_test(&root)),
         ("targets", &|| targets::targets(&root)),
@@ -450,6 +467,7 @@ mod tests {
         assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
         assert_eq!(parse_str("targets"), Ok(Task::Targets));
         assert_eq!(parse_str("windows"), Ok(Task::Windows));
+        assert_eq!(parse_str("embassy"), Ok(Task::Embassy));
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));

@@ -118,6 +118,9 @@ pub fn qemu() -> Result<(), Error> {
             })?;
         footprints.push((image, footprint.to_owned()));
     }
+    // The embassy-net server's image (firmware-sim/embassy, its own build), reported beside the
+    // device's figures.
+    let embassy = crate::embassy::image(&root, &target_dir)?;
     let value = |image: &Image, key: &str| -> Result<u64, Error> {
         footprints
             .iter()
@@ -163,6 +166,20 @@ pub fn qemu() -> Result<(), Error> {
         verdict(device_ram, DEVICE_RAM_BUDGET),
         verdict(device_stack, DEVICE_STACK_BUDGET)
     );
+    // Both `ram` figures are every static of the image (the device_alone image's, not the
+    // device's own `device_ram`), so the difference is what embassy costs.
+    let embassy_flash = field(&embassy, "flash").unwrap_or(0);
+    let embassy_ram = field(&embassy, "ram").unwrap_or(0);
+    let alone_ram = value(&DEVICE_ALONE, "ram")?;
+    println!(
+        "  embassy_image flash={embassy_flash} ({:+} against device_alone; budget \
+         {DEVICE_FLASH_BUDGET}: {}) ram={embassy_ram} ({:+} against device_alone's {alone_ram}; \
+         budget {DEVICE_RAM_BUDGET}: {}): the same server on embassy-net, same sizes [{embassy}]",
+        embassy_flash as i64 - device_flash as i64,
+        verdict(embassy_flash, DEVICE_FLASH_BUDGET),
+        embassy_ram as i64 - alone_ram as i64,
+        verdict(embassy_ram, DEVICE_RAM_BUDGET),
+    );
     Ok(())
 }
 
@@ -185,16 +202,26 @@ fn verdict(bytes: u64, budget: u64) -> &'static str {
 /// Builds the release images of the image crate in `crate_dir` (all its binaries, one cargo
 /// invocation) into `target_dir` and returns the directory that holds the ELFs.
 pub fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
-    build_for(crate_dir, TARGET, target_dir)
+    build_with(crate_dir, target_dir, &[])
 }
 
-/// [`build`] for any bare-metal `target`.
+/// [`build`] with `extra` cargo arguments (features, one binary).
+pub fn build_with(crate_dir: &Path, target_dir: &Path, extra: &[&str]) -> Result<PathBuf, Error> {
+    build_for(crate_dir, TARGET, target_dir, extra)
+}
+
+/// [`build_with`] for any bare-metal `target`.
 ///
 /// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
 /// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
 /// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
 /// `rust-lld` points at an `lld` that Debian 12 does not ship.
-pub fn build_for(crate_dir: &Path, target: &str, target_dir: &Path) -> Result<PathBuf, Error> {
+pub fn build_for(
+    crate_dir: &Path,
+    target: &str,
+    target_dir: &Path,
+    extra: &[&str],
+) -> Result<PathBuf, Error> {
     let mut command;
     if prebuilt_std(target) {
         println!("toolchain: the default rustc's prebuilt {target} target");
@@ -220,14 +247,15 @@ pub fn build_for(crate_dir: &Path, target: &str, target_dir: &Path) -> Result<Pa
     command
         .current_dir(crate_dir)
         .args(["build", "--release", "--target", target, "--target-dir"])
-        .arg(target_dir);
+        .arg(target_dir)
+        .args(extra);
     run(&mut command)?;
     Ok(target_dir.join(target).join("release"))
 }
 
 /// Runs `elf` under QEMU with its output going to `log` (a file: QEMU's semihosting output must
 /// never go to a pipe that may close early, or the image retries forever), then prints it.
-fn run_image(elf: &Path, log: &Path) -> Result<String, Error> {
+pub fn run_image(elf: &Path, log: &Path) -> Result<String, Error> {
     let io_error = |error: std::io::Error| Error::new(format!("{}: {error}", log.display()));
     let stdout = File::create(log).map_err(io_error)?;
     let stderr = stdout.try_clone().map_err(io_error)?;

@@ -39,7 +39,7 @@ pub fn targets(root: &Path) -> Result<(), Error> {
     let mut lines = Vec::new();
     for target in TARGETS {
         println!("--> {target}");
-        let bin_dir = qemu::build_for(&root.join(CRATE), target, &target_dir)?;
+        let bin_dir = qemu::build_for(&root.join(CRATE), target, &target_dir, &[])?;
         for image in IMAGES {
             let elf = bin_dir.join(image);
             let io = |error: std::io::Error| Error::new(format!("{}: {error}", elf.display()));

@@ -5,9 +5,11 @@
 //! the firmware and the tests drive the same code.
 
 pub mod client;
+pub mod drive;
 pub mod server;
 
 pub use client::{
     ClientConfig, ClientError, ClientEvent, ClientSession, IntegrityError, ReceiptInfo, RequestKind,
 };
+pub use drive::{DriveLoop, DriveStep};
 pub use server::{LoginFailure, ServerConfig, ServerEvent, ServerSession, ServerShared};

@@ -18,6 +18,7 @@ use crate::message::{
 };
 use crate::names::{TransferId, Username};
 use crate::replay::{Nonce, NonceRing, DEFAULT_NONCES, NONCE_LEN};
+use crate::session::drive::{DriveLoop, DriveStep};
 use crate::time::{Duration, Instant};
 use heapless::{Deque, String, Vec};
 use rand_core::{CryptoRng, RngCore};
@@ -523,7 +524,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     /// passes.
     ///
     /// Every synchronous driver (the blocking driver, the firmware, the test kit) runs this
-    /// loop and no other; an asynchronous driver does the same steps with its own awaits.
+    /// loop and no other; the loop's steps are [`DriveLoop`]'s, which the asynchronous driver
+    /// (`asynch`, feature `async`) runs with awaits.
     pub fn drive<R, L, E, const ADDRS: usize>(
         &mut self,
         shared: &mut ServerShared<R, ADDRS>,
@@ -537,26 +539,20 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         R: RngCore + CryptoRng,
         L: Ledger + ?Sized,
     {
-        let mut used = 0;
+        // The loop itself is `DriveLoop`'s, shared with the async driver.
+        let mut steps = DriveLoop::new();
         loop {
-            let consumed = self.handle_input(shared, now, &input[used..]);
-            used += consumed;
-            let mut progressed = consumed > 0;
-            if let Some(request) = self.poll_ledger() {
-                let reply = ledger.execute(&request, now);
-                self.handle_ledger(shared, now, reply);
-                progressed = true;
-            }
-            while let Some(e) = self.poll_event() {
-                event(e);
-            }
-            if !self.out.is_empty() {
-                let n = transmit(self.poll_transmit())?;
-                self.advance_transmit(n);
-                progressed |= n > 0;
-            }
-            if !progressed {
-                return Ok(used);
+            match steps.next(self, shared, now, input) {
+                DriveStep::Ledger(request) => {
+                    let reply = ledger.execute(&request, now);
+                    steps.answer(self, shared, now, reply);
+                }
+                DriveStep::Event(e) => event(e),
+                DriveStep::Transmit => {
+                    let n = transmit(self.poll_transmit())?;
+                    steps.transmitted(self, n);
+                }
+                DriveStep::Done { consumed } => return Ok(consumed),
             }
         }
     }

@@ -2,7 +2,7 @@
 //! They open the same store as `serve` and work whether or not a server is running.
 
 use crate::clock::{stamp_millis, unix_millis};
-use crate::store::Access;
+use crate::store::{Access, Invalid};
 use crate::StorageArgs;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -12,6 +12,15 @@ use txsock_core::auth::{Verifier, DEFAULT_ITERATIONS, SALT_LEN};
 use txsock_core::names::check_password;
 use txsock_core::session::ServerConfig;
 use txsock_core::{Amount, Username};
+
+/// The admin commands' exit statuses, shown by `--help` (the same for a storage failure as
+/// `serve` and `ledger check`).
+pub const EXIT_HELP: &str = "Exit status:
+  0  done
+  1  local error (e.g. no terminal to ask for the password)
+  2  invalid input or usage, or the database missing, unreachable, damaged, not writable or
+     on a full disk: nothing was done (the message names the database and says what to do)
+  3  refused by the ledger: the user exists, no such user, the balance would pass the ceiling";
 
 /// The server's default minimum PBKDF2 iteration count (`serve --min-iterations`).
 const MIN_ITERATIONS: u32 = ServerConfig::DEFAULT.min_iterations;
@@ -31,7 +40,9 @@ fn parse_user(s: &str) -> Result<Username, String> {
 /// `txsock user …`.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Create a user (the password is asked without echo, or read from stdin).
+    /// Create a user. The password comes from the first line of stdin with
+    /// --password-stdin, else from TXSOCK_PASSWORD, else it is asked without echo (twice).
+    #[command(after_help = EXIT_HELP)]
     Add {
         /// Username: 1-32 of a-z 0-9 _ . - (case-insensitive).
         #[arg(value_parser = parse_user)]
@@ -55,11 +66,18 @@ pub enum UserCommand {
     },
     /// List users with balances and lock state (opens the database read-only and creates
     /// nothing).
+    #[command(after_help = EXIT_HELP)]
     List {
+        /// One JSON object per user on stdout: name, balance (a decimal string, as the
+        /// protocol writes amounts), admin_locked, locked_until (ISO 8601 or null),
+        /// failed_logins.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         storage: StorageArgs,
     },
     /// Lock a user out until unlocked (open sessions are not affected).
+    #[command(after_help = EXIT_HELP)]
     Lock {
         /// Username.
         #[arg(value_parser = parse_user)]
@@ -68,6 +86,7 @@ pub enum UserCommand {
         storage: StorageArgs,
     },
     /// Unlock a user and clear their failed logins.
+    #[command(after_help = EXIT_HELP)]
     Unlock {
         /// Username.
         #[arg(value_parser = parse_user)]
@@ -81,6 +100,7 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
     /// Add money to an account (creates money; journaled as a deposit).
+    #[command(after_help = EXIT_HELP)]
     Deposit {
         /// Username.
         #[arg(value_parser = parse_user)]
@@ -109,8 +129,14 @@ pub enum LedgerCommand {
     },
 }
 
-/// Reads a password: from stdin's first line, or from a no-echo prompt (asked twice).
+/// Reads a password: from stdin's first line, else from `TXSOCK_PASSWORD` (as the client
+/// does), else from a no-echo prompt (asked twice).
 fn read_password(from_stdin: bool) -> Result<String> {
+    if !from_stdin {
+        if let Ok(password) = std::env::var("TXSOCK_PASSWORD") {
+            return Ok(password);
+        }
+    }
     if from_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -120,7 +146,7 @@ fn read_password(from_stdin: bool) -> Result<String> {
         return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no terminal to ask for the password; use --password-stdin");
+        bail!("no terminal to ask for the password; use --password-stdin or set TXSOCK_PASSWORD");
     }
     let first = rpassword::prompt_password("Password: ")?;
     let second = rpassword::prompt_password("Repeat password: ")?;
@@ -144,32 +170,56 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             storage.validate()?;
             let iterations = iterations.unwrap_or(DEFAULT_ITERATIONS.max(min_iterations));
             if iterations < min_iterations {
-                bail!(
+                return Err(Invalid(format!(
                     "--iterations {iterations} is below the server's minimum of {min_iterations} \
                      PBKDF2 iterations (--min-iterations): the server would refuse every \
                      login of this user; use at least {min_iterations}"
-                );
+                ))
+                .into());
             }
             if iterations > txsock_core::auth::MAX_ITERATIONS {
-                bail!(
+                return Err(Invalid(format!(
                     "--iterations {iterations} is above {}, the most a conforming client runs \
                      at login (docs/PROTOCOL.md): no client could log in as this user",
                     txsock_core::auth::MAX_ITERATIONS
-                );
+                ))
+                .into());
             }
             let password = read_password(password_stdin)?;
             check_password(&password)
-                .map_err(|e| anyhow::anyhow!("password {e} (at least 8 characters)"))?;
+                .map_err(|e| Invalid(format!("password {e} (at least 8 characters)")))?;
             let (mut store, _) = storage.open(Amount(0))?;
             let mut salt = [0u8; SALT_LEN];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
             let verifier = Verifier::from_password(password.as_bytes(), &salt, iterations);
-            store.add_user(&name, &verifier, balance, unix_millis())?;
+            store
+                .add_user(&name, &verifier, balance, unix_millis())
+                .map_err(|e| storage.failed(e))?;
             println!("created user {name} with balance {balance}");
         }
-        UserCommand::List { storage } => {
-            let users = storage.open_existing(Access::ReadOnly)?.list_users()?;
+        UserCommand::List { json, storage } => {
+            let users = storage
+                .open_existing(Access::ReadOnly)?
+                .list_users()
+                .map_err(|e| storage.failed(e))?;
             let now = unix_millis();
+            if json {
+                for u in &users {
+                    let locked_until =
+                        (u.locked_until_ms > now).then(|| stamp_millis(u.locked_until_ms));
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "name": u.name,
+                            "balance": u.balance.to_string(),
+                            "admin_locked": u.admin_locked,
+                            "locked_until": locked_until,
+                            "failed_logins": u.failures,
+                        })
+                    );
+                }
+                return Ok(());
+            }
             println!("{:<32} {:>20}  state", "user", "balance");
             for u in &users {
                 let state = if u.admin_locked {
@@ -192,7 +242,8 @@ pub fn user(cmd: UserCommand) -> Result<()> {
         UserCommand::Lock { name, storage } => {
             storage
                 .open_existing(Access::Existing)?
-                .set_admin_lock(&name, true)?;
+                .set_admin_lock(&name, true)
+                .map_err(|e| storage.failed(e))?;
             println!(
                 "locked {name}: every login is refused, with the same answer as a wrong \
                  password, until `txsock user unlock {name}` (open sessions are not affected)"
@@ -201,7 +252,8 @@ pub fn user(cmd: UserCommand) -> Result<()> {
         UserCommand::Unlock { name, storage } => {
             storage
                 .open_existing(Access::Existing)?
-                .set_admin_lock(&name, false)?;
+                .set_admin_lock(&name, false)
+                .map_err(|e| storage.failed(e))?;
             println!("unlocked {name}");
         }
     }
@@ -217,7 +269,9 @@ pub fn account(cmd: AccountCommand) -> Result<()> {
             storage,
         } => {
             let mut store = storage.open_existing(Access::Existing)?;
-            let balance = store.deposit(&name, amount, unix_millis())?;
+            let balance = store
+                .deposit(&name, amount, unix_millis())
+                .map_err(|e| storage.failed(e))?;
             println!("deposited {amount} to {name}; balance {balance}");
         }
     }
@@ -229,9 +283,10 @@ pub fn account(cmd: AccountCommand) -> Result<()> {
 /// checked (no such database, not a txsock database, unreachable server, invalid `--db`).
 pub fn ledger(cmd: LedgerCommand) -> ExitCode {
     let LedgerCommand::Check { storage } = cmd;
+    // Not checked: the same words and status as any command's storage failure.
     let failed = |e: anyhow::Error| {
-        eprintln!("txsock: {e:#}");
-        ExitCode::from(2)
+        crate::store::report(&storage.failed(e));
+        ExitCode::from(crate::store::EXIT_STORAGE)
     };
     let mut store = match storage.open_existing(Access::ReadOnly) {
         Ok(store) => store,

@@ -1,7 +1,9 @@
 //! The interactive menu: register, log in, balance, transfer, history, log out, quit.
 //!
-//! Passwords are read without echo when standard input is a terminal (otherwise, for
-//! scripted use, from the next input line). Every input is checked before it is sent.
+//! On a terminal, answers are read with a line editor (rustyline: editing keys, Up for the
+//! session's earlier answers, nothing written to disk) and passwords without echo;
+//! otherwise, for scripted use, every answer and password is the next input line. Every
+//! input is checked before it is sent.
 
 use super::account::{self, Account, Failure, Sink, TransferItem};
 use super::{new_id, parse_amount, parse_user, ClientArgs};
@@ -12,8 +14,32 @@ use txsock_core::ledger::HistoryEntry;
 use txsock_core::names::check_password;
 use txsock_core::Username;
 
+/// The menu's help before login (`?`, `help`).
+const HELP_LOGGED_OUT: &str = "\
+Choices (the number, the letter or the word):
+  1, r, register  create an account: the password never leaves this machine (a SCRAM
+                  verifier is computed here), then log in
+  2, l, login     log in; the server must prove it knows your account's verifier
+  q, quit         leave (an empty line does nothing)
+End of input quits. `txsock client --help` lists the scriptable commands (balance,
+transfer, history) and their exit statuses.";
+
+/// The menu's help once logged in.
+const HELP_LOGGED_IN: &str = "\
+Choices (the number, the letter or the word):
+  1, b, balance   the balance, authenticated by the server's MAC
+  2, t, transfer  send money: recipient, amount, then confirm; the receipt is verified
+                  and a lost answer is retried with the same id (never moves money twice)
+  3, h, history   your latest transfers, newest first, each authenticated
+  4, o, logout    end the session
+  q, quit         log out and leave";
+
 /// History entries shown by the menu.
 const HISTORY_SHOWN: usize = 10;
+
+/// The header row above [`history_line`]s, aligned with them.
+pub(crate) const HISTORY_HEADER: &str =
+    "committed at (UTC, ISO 8601)  id               direction         amount  counterparty";
 
 /// One history entry as a line, from `user`'s point of view.
 pub(crate) fn history_line(user: &Username, e: &HistoryEntry) -> String {
@@ -24,14 +50,14 @@ pub(crate) fn history_line(user: &Username, e: &HistoryEntry) -> String {
     };
     if &e.from == user {
         format!(
-            "{when}  {:<16} sent     {:>14}  to {}",
+            "{when:<28}  {:<16} sent     {:>14}  to {}",
             e.id.as_str(),
             e.amount.to_string(),
             e.to
         )
     } else {
         format!(
-            "{when}  {:<16} received {:>14}  from {}",
+            "{when:<28}  {:<16} received {:>14}  from {}",
             e.id.as_str(),
             e.amount.to_string(),
             e.from
@@ -39,24 +65,50 @@ pub(crate) fn history_line(user: &Username, e: &HistoryEntry) -> String {
     }
 }
 
+/// Where answers come from: a line editor on a terminal (arrow keys, editing, the session's
+/// earlier answers with Up), else plain lines (scripts, pipes).
+enum Input {
+    Editor(Box<rustyline::DefaultEditor>),
+    Lines(Box<dyn BufRead>),
+}
+
 struct Ui<'a> {
     args: &'a ClientArgs,
-    input: Box<dyn BufRead>,
+    input: Input,
     terminal: bool,
 }
 
 impl Ui<'_> {
-    /// Prints `prompt` and reads one line; `None` at end of input.
+    /// Prints `prompt` and reads one line; `None` at end of input (or Ctrl-C, Ctrl-D at the
+    /// line editor).
     fn ask(&mut self, prompt: &str) -> Option<String> {
-        print!("{prompt}");
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        match self.input.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                println!();
-                None
+        match &mut self.input {
+            Input::Editor(editor) => match editor.readline(prompt) {
+                Ok(line) => {
+                    let line = line.trim().to_string();
+                    if !line.is_empty() {
+                        // Passwords never come through here (they are read without echo).
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    Some(line)
+                }
+                Err(_) => {
+                    println!();
+                    None
+                }
+            },
+            Input::Lines(input) => {
+                print!("{prompt}");
+                let _ = std::io::stdout().flush();
+                let mut line = String::new();
+                match input.read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        println!();
+                        None
+                    }
+                    Ok(_) => Some(line.trim().to_string()),
+                }
             }
-            Ok(_) => Some(line.trim().to_string()),
         }
     }
 
@@ -98,8 +150,27 @@ impl Ui<'_> {
         self.args.link()
     }
 
+    /// Checks that the server answers before a password is asked for: a wrong `--server`
+    /// or a stopped server should cost a moment, not a password typed for nothing.
+    fn reachable(&self) -> bool {
+        match account::connect(&self.link()) {
+            Ok(_) => true,
+            Err(f) => {
+                println!(
+                    "Cannot reach the server: {}. Check --server ({}); nothing was sent.",
+                    f.describe(self.args.min_iterations),
+                    self.args.server
+                );
+                false
+            }
+        }
+    }
+
     fn register(&mut self) -> Option<Account> {
         let user = self.ask_valid("New username: ", |s| parse_user("username", s))?;
+        if !self.reachable() {
+            return None;
+        }
         let password = loop {
             let first = self.ask_password("Choose a password (8+ characters, not shown): ")?;
             if let Err(e) = check_password(&first) {
@@ -136,6 +207,9 @@ impl Ui<'_> {
 
     fn login(&mut self) -> Option<Account> {
         let user = self.ask_valid("Username: ", |s| parse_user("username", s))?;
+        if !self.reachable() {
+            return None;
+        }
         let password = self.ask_password("Password (not shown): ")?;
         if password.is_empty() {
             return None;
@@ -216,9 +290,18 @@ impl Ui<'_> {
 pub fn run(args: &ClientArgs) -> ExitCode {
     let stdin = std::io::stdin();
     let terminal = stdin.is_terminal();
+    let editor = if terminal && std::io::stdout().is_terminal() {
+        rustyline::DefaultEditor::new().ok()
+    } else {
+        None
+    };
+    let input = match editor {
+        Some(editor) => Input::Editor(Box::new(editor)),
+        None => Input::Lines(Box::new(std::io::BufReader::new(stdin))),
+    };
     let mut ui = Ui {
         args,
-        input: Box::new(std::io::BufReader::new(stdin)),
+        input,
         terminal,
     };
     println!("txsock client: server {}", args.server);
@@ -227,10 +310,12 @@ pub fn run(args: &ClientArgs) -> ExitCode {
     if let Some(name) = &args.user {
         match parse_user("user", name) {
             Ok(user) => {
-                if let Some(password) =
-                    ui.ask_password(&format!("Password for {user} (not shown): "))
-                {
-                    account = ui.login_as(user, password);
+                if ui.reachable() {
+                    if let Some(password) =
+                        ui.ask_password(&format!("Password for {user} (not shown): "))
+                    {
+                        account = ui.login_as(user, password);
+                    }
                 }
             }
             Err(e) => println!("{e}"),
@@ -243,7 +328,7 @@ pub fn run(args: &ClientArgs) -> ExitCode {
                 println!("Not logged in.");
                 println!("  1) Register a new account");
                 println!("  2) Log in");
-                println!("  q) Quit");
+                println!("  q) Quit         ?) Help");
                 let Some(choice) = ui.ask("Choose: ") else {
                     break;
                 };
@@ -251,8 +336,9 @@ pub fn run(args: &ClientArgs) -> ExitCode {
                     "1" | "r" | "register" => account = ui.register(),
                     "2" | "l" | "login" => account = ui.login(),
                     "q" | "quit" | "exit" => break,
+                    "?" | "help" => println!("{HELP_LOGGED_OUT}"),
                     "" => {}
-                    other => println!("Unknown choice {other:?}: type 1, 2 or q."),
+                    other => println!("Unknown choice {other:?}: type 1, 2 or q (? for help)."),
                 }
             }
             Some(acc) => {
@@ -262,7 +348,7 @@ pub fn run(args: &ClientArgs) -> ExitCode {
                 println!("  2) Transfer");
                 println!("  3) History");
                 println!("  4) Log out");
-                println!("  q) Quit");
+                println!("  q) Quit         ?) Help");
                 let Some(choice) = ui.ask("Choose: ") else {
                     break;
                 };
@@ -276,6 +362,8 @@ pub fn run(args: &ClientArgs) -> ExitCode {
                         Ok((entries, more)) => {
                             if entries.is_empty() {
                                 println!("No transfers yet.");
+                            } else {
+                                println!("{HISTORY_HEADER}");
                             }
                             for e in &entries {
                                 println!("{}", history_line(&acc.user, e));
@@ -292,8 +380,9 @@ pub fn run(args: &ClientArgs) -> ExitCode {
                         account = None;
                     }
                     "q" | "quit" | "exit" => break,
+                    "?" | "help" => println!("{HELP_LOGGED_IN}"),
                     "" => {}
-                    other => println!("Unknown choice {other:?}: type 1-4 or q."),
+                    other => println!("Unknown choice {other:?}: type 1-4 or q (? for help)."),
                 }
             }
         }

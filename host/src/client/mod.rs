@@ -75,6 +75,16 @@ fn parse_server(text: &str) -> Result<String, String> {
     }
 }
 
+/// Parses `--timeout`: whole seconds or a duration, 1 s to 1 h.
+fn client_timeout(text: &str) -> Result<u64, String> {
+    let secs = crate::config::seconds(text)?;
+    if (1..=3600).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("`{text}` is outside 1 s to 1 h"))
+    }
+}
+
 /// Options of `txsock client`.
 #[derive(Debug, Args)]
 #[command(after_long_help = EXIT_HELP)]
@@ -90,7 +100,7 @@ pub struct ClientArgs {
     pub server: String,
 
     /// Username (required by the subcommands; the menu asks for it).
-    #[arg(long, short = 'u', global = true)]
+    #[arg(long, short = 'u', global = true, env = "TXSOCK_USER")]
     pub user: Option<String>,
 
     /// Read the password from the first line of standard input.
@@ -98,23 +108,27 @@ pub struct ClientArgs {
     pub password_stdin: bool,
 
     /// Print one JSON object per result on stdout (warnings still go to stderr).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "TXSOCK_JSON")]
     pub json: bool,
 
     /// Lowest PBKDF2 iteration count accepted at login; registration uses this count too.
     /// A server (or man in the middle) offering fewer is refused before the password is used.
+    /// Its variable is TXSOCK_CLIENT_MIN_ITERATIONS, not the server's TXSOCK_MIN_ITERATIONS,
+    /// so that a shell set up for a test server does not weaken the client.
     #[arg(long, global = true, default_value_t = DEFAULT_ITERATIONS,
+          env = "TXSOCK_CLIENT_MIN_ITERATIONS",
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub min_iterations: u32,
 
-    /// Seconds to wait for a connection and for each answer.
-    #[arg(long, global = true, default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds (or a duration: 10s, 1m) to wait for a connection and for each answer, 1 s
+    /// to 1 h.
+    #[arg(long, global = true, default_value_t = 10, env = "TXSOCK_TIMEOUT",
+          value_parser = client_timeout)]
     pub timeout: u64,
 
     /// Connections tried for one request before giving up; a transfer whose answer was lost
     /// or could not be verified is retried with the same id on a new connection.
-    #[arg(long, global = true, default_value_t = 3,
+    #[arg(long, global = true, default_value_t = 3, env = "TXSOCK_ATTEMPTS",
           value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
 
@@ -398,8 +412,10 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
                     let list: Vec<Value> = entries
                         .iter()
                         .map(|e| {
+                            // ISO 8601 as in the text, and the milliseconds the MAC covers.
+                            let at = (e.at != 0).then(|| crate::clock::stamp_millis(e.at));
                             json!({"id": e.id.as_str(), "from": e.from.as_str(), "to": e.to.as_str(),
-                                   "amount": e.amount.to_string(), "at": e.at})
+                                   "amount": e.amount.to_string(), "at": at, "at_ms": e.at})
                         })
                         .collect();
                     println!(
@@ -410,6 +426,8 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
                 } else {
                     if entries.is_empty() {
                         println!("no transfers yet");
+                    } else {
+                        println!("{}", interactive::HISTORY_HEADER);
                     }
                     for e in &entries {
                         println!("{}", interactive::history_line(&user, e));

@@ -6,6 +6,7 @@ mod lock;
 
 use crate::audit::{Audit, Log};
 use crate::clock;
+use crate::config::{millis, seconds};
 use crate::group_commit::{self, CommitQueue};
 use crate::StorageArgs;
 use anyhow::{Context, Result};
@@ -146,20 +147,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_MAX_FRAME", default_value_t = default::MAX_FRAME, value_parser = clap::value_parser!(u16).range(64..=FRAME_CAPACITY as i64))]
     pub max_frame: u16,
 
-    /// Seconds without a request before a connection is closed.
-    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = default::IDLE_TIMEOUT_SECS)]
+    /// Seconds (or a duration: 90s, 5m) without a request before a connection is closed.
+    #[arg(long, env = "TXSOCK_IDLE_TIMEOUT", default_value_t = default::IDLE_TIMEOUT_SECS, value_parser = seconds)]
     pub idle_timeout: u64,
 
-    /// Seconds a new connection has to complete its login (slow clients are cut off).
-    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = default::LOGIN_DEADLINE_SECS)]
+    /// Seconds (or a duration: 30s, 1m) a new connection has to complete its login (slow
+    /// clients are cut off).
+    #[arg(long, env = "TXSOCK_LOGIN_DEADLINE", default_value_t = default::LOGIN_DEADLINE_SECS, value_parser = seconds)]
     pub login_deadline: u64,
 
     /// Bytes of unread responses held for one connection (its socket send buffer).
     #[arg(long, env = "TXSOCK_MAX_OUTPUT", default_value_t = 65_536)]
     pub max_output: usize,
 
-    /// Seconds a response may wait for a client that does not read before it is cut off.
-    #[arg(long, env = "TXSOCK_WRITE_TIMEOUT", default_value_t = 10)]
+    /// Seconds (or a duration: 10s, 1m) a response may wait for a client that does not read
+    /// before it is cut off.
+    #[arg(long, env = "TXSOCK_WRITE_TIMEOUT", default_value_t = 10, value_parser = seconds)]
     pub write_timeout: u64,
 
     /// Invalid frames (bad MAC, replay, malformed, oversize) tolerated per connection; the next
@@ -182,23 +185,31 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_ADDRESS_LOCKOUT_AFTER", default_value_t = default::ADDRESS_LOCK_AFTER)]
     pub address_lockout_after: u32,
 
-    /// First lockout length in milliseconds, for accounts and addresses; it doubles with each
-    /// further failure.
-    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = default::LOCKOUT_BASE_MS)]
+    /// First lockout length in milliseconds (or a duration: 500ms, 2s), for accounts and
+    /// addresses; it doubles with each further failure.
+    #[arg(long, env = "TXSOCK_LOCKOUT_BASE_MS", default_value_t = default::LOCKOUT_BASE_MS, value_parser = millis)]
     pub lockout_base_ms: u64,
 
-    /// Longest lockout in seconds, for accounts and addresses.
-    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = default::LOCKOUT_MAX_SECS)]
+    /// Longest lockout in seconds (or a duration: 15m, 1h), for accounts and addresses.
+    #[arg(long, env = "TXSOCK_LOCKOUT_MAX", default_value_t = default::LOCKOUT_MAX_SECS, value_parser = seconds)]
     pub lockout_max: u64,
 
-    /// Seconds after which failed logins are forgotten, for accounts and addresses: a failure
-    /// more than this long after the previous one counts as the first again.
-    #[arg(long, env = "TXSOCK_FORGET_AFTER", default_value_t = default::FORGET_AFTER_SECS)]
+    /// Seconds (or a duration: 1h, 1d) after which failed logins are forgotten, for accounts
+    /// and addresses: a failure more than this long after the previous one counts as the
+    /// first again.
+    #[arg(long, env = "TXSOCK_FORGET_AFTER", default_value_t = default::FORGET_AFTER_SECS, value_parser = seconds)]
     pub forget_after: u64,
 
     /// Most ledger requests committed in one transaction (group commit).
     #[arg(long, env = "TXSOCK_MAX_BATCH", default_value_t = 512)]
     pub max_batch: usize,
+
+    /// Serve Prometheus metrics (text format) at http://ADDR/metrics, e.g. 127.0.0.1:9102:
+    /// connections, logins, transfers, refused frames, commit batch sizes and latency,
+    /// memory. Off by default; the endpoint has no authentication, so keep it on loopback
+    /// or a private network.
+    #[arg(long, env = "TXSOCK_METRICS", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -246,18 +257,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // free: a bad --db, a port in use or a second server on the directory changes nothing.
     args.storage.validate()?;
     let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
-    let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
+    let metrics = match args.metrics {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
+    let data_dir_failure = |e| {
+        let dir = &args.storage.data_dir;
+        crate::store::io_failure_of(format!("data directory {}", dir.display()), dir, e)
+    };
+    let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)
+        .map_err(data_dir_failure)?;
     // An SQLite database outside the data directory: its directory is locked the same way.
     let _database_lock = match args.storage.location()? {
         crate::store::Location::Sqlite(path) => {
-            lock::lock_database_dir(&path, &args.storage.data_dir, listener.local_addr()?)?
+            lock::lock_database_dir(&path, &args.storage.data_dir, listener.local_addr()?)
+                .map_err(data_dir_failure)?
         }
         crate::store::Location::Mysql(_) => None,
     };
     let (store, data_dir) = args.storage.open(args.opening_balance)?;
     let mut store = store;
-    let secret = store.server_secret()?;
-    let audit = Arc::new(Audit::open(&data_dir)?);
+    let secret = store.server_secret().map_err(|e| args.storage.failed(e))?;
+    let audit = Arc::new(Audit::open(&data_dir).map_err(|e| {
+        let what = format!("audit logs in {}", data_dir.display());
+        crate::store::failure_of(what, Some(data_dir.clone()), e)
+    })?);
     let (ledger, worker) = group_commit::spawn(
         store,
         audit.clone(),
@@ -274,13 +298,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_output: args.max_output,
     });
     let local = listener.local_addr()?;
+    let metrics_line = match metrics {
+        Some(metrics) => {
+            let address = metrics.local_addr()?;
+            crate::metrics::install(metrics);
+            format!("; metrics on http://{address}/metrics")
+        }
+        None => String::new(),
+    };
     // Before announcing the address, so that a stop request from whoever waits for the
     // announcement is never the default action (on Unix: exit without a graceful stop).
     let mut signals = Signals::new()?;
     #[cfg(unix)]
     reopen_logs_on_hangup(audit.clone())?;
     println!(
-        "txsock listening on {local} (data in {})",
+        "txsock listening on {local} (data in {}{metrics_line})",
         data_dir.display()
     );
     tracing::info!(%local, registration = ?args.registration, "serving");
@@ -311,13 +343,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let stop = stop_rx.clone();
+                        let open = crate::metrics::connection_opened();
                         tasks.spawn(async move {
+                            let _open = open;
                             sized_connection(&server, stream, peer, stop, default_sized).await;
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
+                        crate::metrics::connection_refused("max_connections");
+                        crate::logging::connection_refused(peer, args.max_connections);
                         tasks.spawn(async move { refuse(&server, stream, peer).await });
                     }
                 }
@@ -573,6 +609,7 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
+    crate::logging::connection_accepted(peer);
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
     let mut session = Box::new(Session::<FRAME, NONCES>::new(peer_addr(peer), clock::now()));
@@ -632,6 +669,7 @@ async fn connection<const FRAME: usize, const NONCES: usize>(
             format_args!("disconnect user={user} peer={peer}"),
         );
     }
+    crate::logging::connection_closed(peer, session.user().map(|u| u.as_str()));
 }
 
 async fn sleep_until(at: Option<txsock_core::Instant>) {
@@ -647,10 +685,12 @@ fn log_events<const FRAME: usize, const NONCES: usize>(
     peer: SocketAddr,
 ) {
     while let Some(event) = session.poll_event() {
+        crate::metrics::server_event(&event);
         let user = session
             .user()
             .map(|u| u.to_string())
             .unwrap_or_else(|| "-".into());
+        crate::logging::server_event(&event, &user, peer);
         let audit = &server.audit;
         match event {
             ServerEvent::Registered { user } => audit.write(
@@ -745,6 +785,11 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(args.forget_after, 120);
+        assert_eq!(serve_args(&["--forget-after", "5m"]).forget_after, 300);
+        assert_eq!(
+            serve_args(&["--lockout-base-ms", "2s"]).lockout_base_ms,
+            2000
+        );
         assert!(parse_from(
             ["txsock", "serve", "--forget-after", "soon"]
                 .iter()

@@ -6,9 +6,14 @@
 
 #[cfg(test)]
 mod conformance;
+mod failure;
 pub mod mysql;
 pub mod row;
 pub mod sqlite;
+
+pub use failure::{
+    advice, failure_of, io_failure_of, report, storage_failure, Invalid, Refused, EXIT_STORAGE,
+};
 
 use anyhow::{bail, Result};
 use txsock_core::auth::Verifier;
@@ -149,6 +154,23 @@ pub enum Location {
 }
 
 impl Location {
+    /// The database as shown in messages: the path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Mysql(url) => match url.split_once("://") {
+                Some((scheme, rest)) => match rest.rsplit_once('@') {
+                    Some((credentials, host)) => {
+                        let user = credentials.split(':').next().unwrap_or("");
+                        format!("{scheme}://{user}@{host}")
+                    }
+                    None => url.clone(),
+                },
+                None => url.clone(),
+            },
+        }
+    }
+
     /// Parses a `--db` value: `mysql://…` or `mariadb://…`, `sqlite://PATH`, or a plain path.
     /// Any other `SCHEME://` is refused (a typo such as `mysq://` or an unsupported
     /// database such as `postgres://` must not become a directory named after the URL).
@@ -212,6 +234,10 @@ mod tests {
             Location::parse("mariadb://u:p@h:1/d").unwrap(),
             Location::Mysql(_)
         ));
+        assert_eq!(
+            Location::parse("mysql://u:secret@h:1/d").unwrap().shown(),
+            "mysql://u@h:1/d"
+        );
         for bad in [
             "postgres://u@h/d",
             "mysq://u@h/d",

@@ -1001,8 +1001,15 @@ impl Store for MysqlStore {
     ) -> Result<()> {
         match self.transaction(|c| register(c, user, verifier, balance, now_ms))? {
             Ok(()) => {}
-            Err(ErrorCode::UserExists) => bail!("user {user} already exists"),
-            Err(_) => bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}"),
+            Err(ErrorCode::UserExists) => {
+                return Err(super::Refused(format!("user {user} already exists")).into())
+            }
+            Err(_) => {
+                return Err(super::Refused(format!(
+                    "the balance of {user} would pass the ceiling of {MAX_BALANCE}"
+                ))
+                .into())
+            }
         }
         Ok(())
     }
@@ -1044,7 +1051,7 @@ impl Store for MysqlStore {
             Ok(c.affected_rows())
         })?;
         if matched == 0 {
-            bail!("no user named {user}");
+            return Err(super::Refused(format!("no user named {user}")).into());
         }
         Ok(())
     }
@@ -1052,10 +1059,13 @@ impl Store for MysqlStore {
     fn deposit(&mut self, user: &Username, amount: Amount, now_ms: u64) -> Result<Amount> {
         let new = self.transaction(|c| {
             let Some(old) = balance(c, user, true)? else {
-                bail!("no user named {user}")
+                return Err(super::Refused(format!("no user named {user}")).into());
             };
             let Ok(new) = credit(amount_of(old), amount).map(sql_amount) else {
-                bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}")
+                return Err(super::Refused(format!(
+                    "the balance of {user} would pass the ceiling of {MAX_BALANCE}"
+                ))
+                .into());
             };
             c.exec_drop(
                 "UPDATE users SET balance = ? WHERE name = ?",

@@ -649,8 +649,15 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         match register(&tx, user, verifier, balance, now_ms)? {
             Ok(()) => {}
-            Err(ErrorCode::UserExists) => bail!("user {user} already exists"),
-            Err(_) => bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}"),
+            Err(ErrorCode::UserExists) => {
+                return Err(super::Refused(format!("user {user} already exists")).into())
+            }
+            Err(_) => {
+                return Err(super::Refused(format!(
+                    "the balance of {user} would pass the ceiling of {MAX_BALANCE}"
+                ))
+                .into())
+            }
         }
         tx.commit()?;
         Ok(())
@@ -686,7 +693,7 @@ impl Store for SqliteStore {
             )?
         };
         if n == 0 {
-            bail!("no user named {user}");
+            return Err(super::Refused(format!("no user named {user}")).into());
         }
         Ok(())
     }
@@ -696,10 +703,13 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(old) = balance(&tx, user)? else {
-            bail!("no user named {user}")
+            return Err(super::Refused(format!("no user named {user}")).into());
         };
         let Ok(new) = credit(amount_of(old), amount).map(sql_amount) else {
-            bail!("the balance of {user} would pass the ceiling of {MAX_BALANCE}")
+            return Err(super::Refused(format!(
+                "the balance of {user} would pass the ceiling of {MAX_BALANCE}"
+            ))
+            .into());
         };
         tx.execute(
             "UPDATE users SET balance = ?2 WHERE name = ?1",

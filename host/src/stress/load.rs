@@ -65,8 +65,11 @@ pub struct LoadParams {
 }
 
 /// Registers `params.clients` users (plus a recipient for a lone client), logs each in, and
-/// returns when all are logged in; they then send transfers until `stop` turns true, and
-/// their tasks end after draining (join them with the returned set).
+/// returns when all are logged in, with the recorder reset; they then send transfers until
+/// `stop` turns true, and their tasks end after draining (join them with the returned set).
+/// No client sends a transfer before the reset, so every receipt the server answers is
+/// counted (a client that logged in first used to send a few whose receipts the reset
+/// dropped, while the server committed them).
 pub async fn start(
     ctx: &Ctx,
     params: LoadParams,
@@ -80,12 +83,13 @@ pub async fn start(
     }
     let accounts = register(ctx, names).await?;
     let ready = Arc::new(Semaphore::new(0));
+    let (go_tx, go) = watch::channel(false);
     let mut set = tokio::task::JoinSet::new();
     for i in 0..params.clients {
         let me = accounts[i].clone();
         let to = accounts[(i + 1) % accounts.len()].user.clone();
         let (addr, iterations, rec) = (ctx.addr, ctx.iterations, ctx.rec.clone());
-        let (stop, ready) = (stop.clone(), ready.clone());
+        let (stop, ready, go) = (stop.clone(), ready.clone(), go.clone());
         set.spawn(async move {
             let mut client = LoadClient {
                 addr,
@@ -96,11 +100,13 @@ pub async fn start(
                 rec,
                 next_id: 0,
             };
-            client.run(stop, ready).await;
+            client.run(stop, ready, go).await;
         });
     }
     // Every client adds a permit once logged in (or after giving up on its first login).
     let _all = ready.acquire_many(params.clients as u32).await?;
+    ctx.rec.reset();
+    let _ = go_tx.send(true);
     Ok(set)
 }
 
@@ -121,13 +127,20 @@ impl LoadClient {
         Ok(conn)
     }
 
-    async fn run(&mut self, mut stop: watch::Receiver<bool>, ready: Arc<Semaphore>) {
+    async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        ready: Arc<Semaphore>,
+        mut go: watch::Receiver<bool>,
+    ) {
         let mut first = true;
         while !*stop.borrow() {
             let login = self.login().await;
             if first {
                 ready.add_permits(1);
                 first = false;
+                // Everyone starts together, after the recorder's reset.
+                let _ = go.wait_for(|go| *go).await;
             }
             let conn = match login {
                 Ok(conn) => conn,

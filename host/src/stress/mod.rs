@@ -439,10 +439,10 @@ async fn scenario(
     params.push(("scenario".into(), name.into()));
     params.push(("iterations".into(), common.iterations.to_string()));
     params.push((
-        "open file limit".into(),
+        "open_file_limit".into(),
         files.map_or_else(|| "none".into(), |files| files.to_string()),
     ));
-    params.push(("stress threads".into(), common.threads.to_string()));
+    params.push(("stress_threads".into(), common.threads.to_string()));
     let ctx = Ctx {
         addr: target.addr,
         iterations: common.iterations,
@@ -511,7 +511,7 @@ async fn run_load(
 ) -> Result<report::Outcome> {
     params.push(("clients".into(), a.clients.to_string()));
     params.push(("pipeline".into(), a.pipeline.to_string()));
-    params.push(("duration".into(), format!("{:?}", a.duration)));
+    params.push(("duration_s".into(), report::seconds(a.duration)));
     let load = load::LoadParams {
         clients: a.clients.max(1),
         pipeline: usize::from(a.pipeline),
@@ -519,7 +519,6 @@ async fn run_load(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = load::start(ctx, load, stop_rx).await?;
-    ctx.rec.reset();
     let before = target.rss_kib();
     let bar = progress(a.duration.as_millis() as u64, "ms");
     let sampler = Sampler::start(
@@ -562,8 +561,8 @@ async fn run_connections(
     notes: &mut Vec<String>,
 ) -> Result<report::Outcome> {
     params.push(("count".into(), a.count.to_string()));
-    params.push(("hold".into(), format!("{:?}", a.hold)));
-    params.push(("parallel logins".into(), a.parallel.to_string()));
+    params.push(("hold_s".into(), report::seconds(a.hold)));
+    params.push(("parallel_logins".into(), a.parallel.to_string()));
     if let Some(files) = files.filter(|&files| a.count as u64 + 64 > files) {
         notes.push(format!(
             "{} connections need more than the open file limit of {files}; raise it (ulimit -n)",
@@ -644,13 +643,13 @@ async fn run_attack(
     let count = a
         .count
         .unwrap_or_else(|| default_count(name, a.limit, spawned));
-    params.push(("duration".into(), format!("{:?}", a.duration)));
+    params.push(("duration_s".into(), report::seconds(a.duration)));
     params.push(("count".into(), count.to_string()));
     if name == "oversize" {
-        params.push(("line size".into(), a.size.to_string()));
+        params.push(("line_size_bytes".into(), a.size.to_string()));
     }
     if spawned {
-        params.push(("server connection limit".into(), a.limit.to_string()));
+        params.push(("server_connection_limit".into(), a.limit.to_string()));
     }
     let account = attack_accounts(ctx).await?;
     let attack_params = attack::AttackParams {
@@ -702,13 +701,11 @@ async fn run_mix(
     let cooldown = Duration::from_secs(3);
     params.push(("clients".into(), a.clients.to_string()));
     params.push(("pipeline".into(), a.pipeline.to_string()));
-    params.push(("attack duration".into(), format!("{:?}", a.duration)));
-    params.push((
-        "warm-up, cool-down".into(),
-        format!("{warmup:?}, {cooldown:?}"),
-    ));
+    params.push(("attack_duration_s".into(), report::seconds(a.duration)));
+    params.push(("warmup_s".into(), report::seconds(warmup)));
+    params.push(("cooldown_s".into(), report::seconds(cooldown)));
     if spawned {
-        params.push(("server connection limit".into(), a.limit.to_string()));
+        params.push(("server_connection_limit".into(), a.limit.to_string()));
     }
     let account = attack_accounts(ctx).await?;
     let chosen: Vec<&'static str> = attack::ALL
@@ -732,7 +729,10 @@ async fn run_mix(
             count,
             size: 65_536,
         };
-        params.push((format!("{name} connections"), count.to_string()));
+        params.push((
+            format!("{}_connections", name.replace('-', "_")),
+            count.to_string(),
+        ));
         let own = attack::prepare(ctx, name, attack_params).await?;
         prepared.push((name, attack_params, own));
     }
@@ -743,7 +743,6 @@ async fn run_mix(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = load::start(ctx, load, stop_rx).await?;
-    ctx.rec.reset();
     let total = warmup + a.duration + cooldown;
     let bar = progress(total.as_millis() as u64, "ms");
     let sampler = Sampler::start(

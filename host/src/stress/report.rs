@@ -162,13 +162,80 @@ fn num(v: Option<f64>) -> Option<Num> {
     v.map(Num)
 }
 
-/// Pairs as one JSON object, in their order.
+/// A length of time as a parameter's value: seconds, as few digits as it needs (`3`,
+/// `0.5`); its key ends in `_s`.
+pub fn seconds(d: std::time::Duration) -> String {
+    format!("{}", d.as_secs_f64())
+}
+
+/// The parameters as one JSON object, in their order, with typed values: a whole number or
+/// a decimal as a number, `none` as null, anything else as a string. Keys are snake_case
+/// and name their unit (`duration_s`).
 struct Pairs<'a>(&'a [(String, String)]);
+
+/// One parameter's value, typed for JSON.
+enum ParamValue<'a> {
+    Integer(u64),
+    Decimal(Num),
+    Null,
+    Text(&'a str),
+}
+
+impl<'a> ParamValue<'a> {
+    fn of(text: &'a str) -> ParamValue<'a> {
+        if let Ok(n) = text.parse::<u64>() {
+            ParamValue::Integer(n)
+        } else if let Some(x) = text.parse::<f64>().ok().filter(|x| x.is_finite()) {
+            ParamValue::Decimal(Num(x))
+        } else if text == "none" {
+            ParamValue::Null
+        } else {
+            ParamValue::Text(text)
+        }
+    }
+}
+
+impl Serialize for ParamValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ParamValue::Integer(n) => s.serialize_u64(*n),
+            ParamValue::Decimal(x) => x.serialize(s),
+            ParamValue::Null => s.serialize_none(),
+            ParamValue::Text(t) => s.serialize_str(t),
+        }
+    }
+}
 
 impl Serialize for Pairs<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        s.collect_map(self.0.iter().map(|(k, v)| (k, ParamValue::of(v))))
     }
+}
+
+/// A parameter for people: `duration_s`, `3` becomes `duration`, `3 s`; `open_file_limit`
+/// becomes `open file limit`.
+fn param_text(key: &str, value: &str) -> (String, String) {
+    match key.strip_suffix("_s") {
+        Some(key) => (key.replace('_', " "), format!("{value} s")),
+        None => match key.strip_suffix("_bytes") {
+            Some(key) => (key.replace('_', " "), format!("{value} bytes")),
+            None => (key.replace('_', " "), value.to_string()),
+        },
+    }
+}
+
+/// A figure for people: whole numbers without decimals (`rounds: 3`), others with one.
+fn figure_text(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Whether an attack's run is a pass: none of its violations happened.
+fn passed(f: &Findings) -> bool {
+    f.violations.values().all(|n| *n == 0)
 }
 
 /// The run as `--json` prints it; field order is output order.
@@ -240,6 +307,8 @@ struct Quantiles {
 
 #[derive(Serialize)]
 struct Attack<'a> {
+    /// No violation: the server did what the protocol promises under this attack.
+    passed: bool,
     answers: &'a BTreeMap<String, u64>,
     violations: &'a BTreeMap<String, u64>,
     figures: BTreeMap<&'a str, Num>,
@@ -325,6 +394,7 @@ pub fn json(o: &Outcome) -> String {
             .map(|(name, answers)| {
                 let f = o.findings.get(name).unwrap_or(&no_findings);
                 let attack = Attack {
+                    passed: passed(f),
                     answers,
                     violations: &f.violations,
                     figures: f
@@ -408,6 +478,7 @@ pub fn text(o: &Outcome) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "txsock stress {}", o.scenario);
     for (k, v) in &o.params {
+        let (k, v) = param_text(k, v);
         let _ = writeln!(s, "  {k}: {v}");
     }
     if let Some(rate) = o.transfers_per_second() {
@@ -464,10 +535,37 @@ pub fn text(o: &Outcome) -> String {
         }
         if let Some(f) = o.findings.get(attack) {
             for (k, v) in &f.figures {
-                let _ = writeln!(s, "  ({k}: {v:.1})");
+                let _ = writeln!(s, "  ({k}: {})", figure_text(*v));
             }
             for (k, v) in &f.violations {
                 let _ = writeln!(s, "  VIOLATION {k} x{v}");
+            }
+        }
+    }
+    // One verdict line per attack, as the demo has: pass when no violation happened.
+    let attacks: std::collections::BTreeSet<&String> =
+        o.totals.answers.keys().chain(o.findings.keys()).collect();
+    if !attacks.is_empty() {
+        let _ = writeln!(s, "verdicts:");
+        let none = Findings::default();
+        for attack in attacks {
+            let f = o.findings.get(attack).unwrap_or(&none);
+            if passed(f) {
+                let checked: Vec<&str> = f.violations.keys().map(String::as_str).collect();
+                let what = if checked.is_empty() {
+                    "no violation".to_string()
+                } else {
+                    format!("no violation ({} checked)", checked.join(", "))
+                };
+                let _ = writeln!(s, "  \u{2713} {attack}: passed, {what}");
+            } else {
+                let failed: Vec<String> = f
+                    .violations
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| format!("{k} x{n}"))
+                    .collect();
+                let _ = writeln!(s, "  \u{2717} {attack}: FAILED: {}", failed.join(", "));
             }
         }
     }
@@ -747,8 +845,18 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The self-contained HTML report.
+/// The points whose interval was a full one: a rate over the short interval that closes a
+/// run (the tail after the load stopped) would be drawn as a drop towards 0.
+fn full_intervals(series: &[Point]) -> Vec<&Point> {
+    let mut lengths: Vec<f64> = series.iter().map(|p| p.secs).collect();
+    lengths.sort_by(f64::total_cmp);
+    let typical = lengths.get(lengths.len() / 2).copied().unwrap_or(0.0);
+    series.iter().filter(|p| p.secs >= typical * 0.5).collect()
+}
+
 pub fn html(o: &Outcome) -> String {
     let series = &o.series;
+    let rated = full_intervals(series);
     let bands: Vec<(f64, f64, String)> = if o.phases.len() > 1 {
         o.phases
             .iter()
@@ -762,7 +870,7 @@ pub fn html(o: &Outcome) -> String {
         "transfers/s",
         &[Line {
             name: "committed/s".into(),
-            points: series
+            points: rated
                 .iter()
                 .map(|p| (p.t, p.committed as f64 / p.secs.max(1e-9)))
                 .collect(),
@@ -817,7 +925,7 @@ pub fn html(o: &Outcome) -> String {
         .iter()
         .map(|name| Line {
             name: name.clone(),
-            points: series
+            points: rated
                 .iter()
                 .map(|p| {
                     let n = p.errors.get(name).or(p.answers.get(name)).copied();
@@ -835,7 +943,7 @@ pub fn html(o: &Outcome) -> String {
     if names.len() > shown.len() {
         lines.push(Line {
             name: "other".into(),
-            points: series
+            points: rated
                 .iter()
                 .map(|p| {
                     let n: u64 = p
@@ -850,11 +958,20 @@ pub fn html(o: &Outcome) -> String {
                 .collect(),
         });
     }
+    // One busy name (nonce-flood's nonces, 10^5 a second) would flatten the others on a
+    // linear axis: past a 20-fold spread the axis is logarithmic.
+    let busiest = names.first().map_or(0, |n| n.1);
+    let quietest = names.iter().take(7).map(|n| n.1).min().unwrap_or(0);
+    let log = quietest > 0 && busiest > 20 * quietest;
     let errors = chart(
         "Errors and attack answers per second",
-        "per second",
+        if log {
+            "per second (log)"
+        } else {
+            "per second"
+        },
         &lines,
-        false,
+        log,
         &bands,
     );
 
@@ -870,7 +987,10 @@ pub fn html(o: &Outcome) -> String {
         &["parameter", "value"],
         &o.params
             .iter()
-            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .map(|(k, v)| {
+                let (k, v) = param_text(k, v);
+                vec![k, v]
+            })
             .collect::<Vec<_>>(),
     ));
     body.push_str("<h2>Plots</h2>");
@@ -884,10 +1004,10 @@ pub fn html(o: &Outcome) -> String {
         .lines()
         .filter(|l| {
             !l.starts_with("  ")
-                || !o
-                    .params
-                    .iter()
-                    .any(|(k, _)| l.trim_start().starts_with(&format!("{k}:")))
+                || !o.params.iter().any(|(k, v)| {
+                    l.trim_start()
+                        .starts_with(&format!("{}:", param_text(k, v).0))
+                })
         })
         .collect();
     body.push_str(&esc(&summary.join("\n")));
@@ -992,6 +1112,8 @@ mod tests {
             scenario: "mix".into(),
             params: vec![
                 ("clients".into(), "4".into()),
+                ("duration_s".into(), "2.5".into()),
+                ("open_file_limit".into(), "none".into()),
                 ("note \"q\"".into(), "a\nb".into()),
             ],
             notes: vec!["first".into(), "tab\there".into()],
@@ -1074,12 +1196,56 @@ mod tests {
     /// figures, `null`s, absent connections figures in the headline when there are none.
     #[test]
     fn json_document() {
-        let want = r#"{"scenario":"mix","parameters":{"clients":"4","note \"q\"":"a\nb"},"headline":{"transfers_per_second":400.4,"latency_p50_us":250,"latency_p99_us":90047,"memory_growth_kib":100,"memory_after_growth_kib":-10,"transfers_per_commit":12.465,"largest_batch":null,"violations":0,"connections_logged_in":9,"held_kib":1100,"per_connection_bytes":11377.778},"transfers":{"committed":1234,"committed_in_window":1001,"window_s":2.5,"per_second":400.4,"refused":{"insufficient_funds":3}},"latency_us":{"count":5,"p50":250,"p90":90047,"p99":90047,"p99_9":90047,"max":90047,"mean":18923.4},"errors":{"closed":2},"attacks":{"flood":{"answers":{},"violations":{},"figures":{}},"replay":{"answers":{"unknown_nonce":9},"violations":{"replay_accepted":0},"figures":{"inf":null,"rate":0.333,"whole":42}}},"memory":[{"name":"attacks","start_s":0.5,"end_s":2.25,"before_kib":20000,"peak_kib":20100,"after_kib":19990,"growth_kib":100},{"name":"idle","start_s":0,"end_s":0,"before_kib":null,"peak_kib":null,"after_kib":null,"growth_kib":null}],"connections":{"count":10,"logged_in":9,"still_open":8,"failed":{"refused":1},"setup_s":0.123,"before_kib":1000,"held_kib":1100,"per_connection_bytes":11377.778},"server":{"line":"txsock stopped: 1234 transfers in 99 commits","transfers":1234,"commits":99,"largest_batch":null,"clean_exit":true},"notes":["first","tab\there"],"series":[{"t":1,"committed":500,"per_second":500,"p50_us":250,"p90_us":4000,"p99_us":90000,"max_us":90000,"rss_kib":20480,"errors":{"closed":1},"answers":{"replay/unknown_nonce":4}},{"t":2.5,"committed":0,"per_second":0,"p50_us":0,"p90_us":0,"p99_us":0,"max_us":0,"rss_kib":null,"errors":{},"answers":{}}]}"#;
+        let want = r#"{"scenario":"mix","parameters":{"clients":4,"duration_s":2.5,"open_file_limit":null,"note \"q\"":"a\nb"},"headline":{"transfers_per_second":400.4,"latency_p50_us":250,"latency_p99_us":90047,"memory_growth_kib":100,"memory_after_growth_kib":-10,"transfers_per_commit":12.465,"largest_batch":null,"violations":0,"connections_logged_in":9,"held_kib":1100,"per_connection_bytes":11377.778},"transfers":{"committed":1234,"committed_in_window":1001,"window_s":2.5,"per_second":400.4,"refused":{"insufficient_funds":3}},"latency_us":{"count":5,"p50":250,"p90":90047,"p99":90047,"p99_9":90047,"max":90047,"mean":18923.4},"errors":{"closed":2},"attacks":{"flood":{"passed":true,"answers":{},"violations":{},"figures":{}},"replay":{"passed":true,"answers":{"unknown_nonce":9},"violations":{"replay_accepted":0},"figures":{"inf":null,"rate":0.333,"whole":42}}},"memory":[{"name":"attacks","start_s":0.5,"end_s":2.25,"before_kib":20000,"peak_kib":20100,"after_kib":19990,"growth_kib":100},{"name":"idle","start_s":0,"end_s":0,"before_kib":null,"peak_kib":null,"after_kib":null,"growth_kib":null}],"connections":{"count":10,"logged_in":9,"still_open":8,"failed":{"refused":1},"setup_s":0.123,"before_kib":1000,"held_kib":1100,"per_connection_bytes":11377.778},"server":{"line":"txsock stopped: 1234 transfers in 99 commits","transfers":1234,"commits":99,"largest_batch":null,"clean_exit":true},"notes":["first","tab\there"],"series":[{"t":1,"committed":500,"per_second":500,"p50_us":250,"p90_us":4000,"p99_us":90000,"max_us":90000,"rss_kib":20480,"errors":{"closed":1},"answers":{"replay/unknown_nonce":4}},{"t":2.5,"committed":0,"per_second":0,"p50_us":0,"p90_us":0,"p99_us":0,"max_us":0,"rss_kib":null,"errors":{},"answers":{}}]}"#;
         assert_eq!(json(&sample()), want);
         let empty = json(&Outcome::default());
         assert!(empty.contains(r#""latency_us":{"count":0},"#), "{empty}");
         assert!(!empty.contains("connections_logged_in"), "{empty}");
         assert!(empty.contains(r#""connections":null,"#), "{empty}");
+    }
+
+    /// The summary: parameters with their unit, whole figures without decimals, one
+    /// verdict line per attack (a violation fails it).
+    #[test]
+    fn text_has_verdicts_and_whole_counts() {
+        let mut o = sample();
+        let t = text(&o);
+        assert!(t.contains("  duration: 2.5 s\n"), "{t}");
+        assert!(t.contains("(whole: 42)") && !t.contains("42.0"), "{t}");
+        assert!(
+            t.contains("\u{2713} replay: passed, no violation (replay_accepted checked)"),
+            "{t}"
+        );
+        assert!(t.contains("\u{2713} flood: passed"), "{t}");
+        o.findings
+            .get_mut("replay")
+            .unwrap()
+            .violations
+            .insert("replay_accepted".into(), 2);
+        let t = text(&o);
+        assert!(
+            t.contains("\u{2717} replay: FAILED: replay_accepted x2"),
+            "{t}"
+        );
+        assert!(json(&o).contains(r#""replay":{"passed":false"#));
+    }
+
+    /// The short interval that closes a run is not drawn as a rate (it would be a drop to
+    /// 0); one busy answer puts the errors plot on a log axis.
+    #[test]
+    fn plots_skip_the_closing_interval_and_use_a_log_axis_for_a_wide_spread() {
+        let mut o = sample();
+        let page = html(&o);
+        let throughput = &page[page.find("Throughput").unwrap()..];
+        let throughput = &throughput[..throughput.find("</svg>").unwrap()];
+        // Only the full interval (t = 1) is drawn: one point, so a dot and no line.
+        assert_eq!(throughput.matches("<circle").count(), 1, "{throughput}");
+        assert!(!throughput.contains("<polyline"), "{throughput}");
+        assert!(!page.contains("per second (log)"));
+        o.series[0]
+            .answers
+            .insert("nonce-flood/nonces".into(), 150_000);
+        assert!(html(&o).contains("per second (log)"));
     }
 
     #[test]

@@ -1,0 +1,275 @@
+//! The smaller operator and user tools of issue 19: `user list --json`, `user add` from
+//! `TXSOCK_PASSWORD`, `-q`/`-v`, shell completions and the man page, the history's header
+//! row and ISO 8601 timestamps, the menu's help and its server check before the password,
+//! and the Python example without a terminal.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use txsock_e2e::*;
+
+fn txsock(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let child = Command::new(txsock_bin())
+        .args(args)
+        .env_remove("TXSOCK_CONFIG")
+        .env_remove("TXSOCK_PASSWORD")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn txsock");
+    output_within(child, Duration::from_secs(60))
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn user_add_takes_the_password_from_the_environment_and_user_list_prints_json() {
+    let server = Server::start(&[]);
+    let data = server.data_dir.to_str().expect("utf-8").to_string();
+    let iterations = ITERATIONS.to_string();
+    let alice = password("alice");
+    let add = txsock(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--balance",
+            "12.50",
+            "--iterations",
+            &iterations,
+            "--min-iterations",
+            &iterations,
+            "--data-dir",
+            &data,
+        ],
+        &[("TXSOCK_PASSWORD", &alice)],
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    // The password from the environment is the account's: the client logs in with it.
+    let balance = run_client(
+        server.addr,
+        &["--user", "alice", "balance"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(balance.code, 0, "{}", balance.stderr);
+    assert!(balance.stdout.contains("12.50"), "{}", balance.stdout);
+    drop(server.login("bob", true));
+    assert!(txsock(&["user", "lock", "bob", "--data-dir", &data], &[])
+        .status
+        .success());
+
+    let list = txsock(&["user", "list", "--json", "--data-dir", &data], &[]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let users: Vec<serde_json::Value> = stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(users.len(), 2, "{}", stdout(&list));
+    assert_eq!(users[0]["name"], "alice");
+    assert_eq!(users[0]["balance"], "12.50");
+    assert_eq!(users[0]["admin_locked"], false);
+    assert_eq!(users[1]["name"], "bob");
+    assert_eq!(users[1]["admin_locked"], true);
+    assert!(users[1]["locked_until"].is_null() && users[1]["failed_logins"] == 0);
+}
+
+/// `txsock ARGS` collected with `Command::output`, which reads while the command runs (a
+/// completion script is larger than a pipe's buffer; these commands never wait on input).
+fn generated(args: &[&str]) -> std::process::Output {
+    Command::new(txsock_bin())
+        .args(args)
+        .env_remove("TXSOCK_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run txsock")
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definitions() {
+    let bash = generated(&["completions", "bash"]);
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let script = stdout(&bash);
+    assert!(
+        script.contains("_txsock()") && script.contains("complete -F"),
+        "{script}"
+    );
+    assert!(
+        script.contains("--metrics"),
+        "serve's options are completed"
+    );
+    let zsh = generated(&["completions", "zsh"]);
+    assert!(stdout(&zsh).starts_with("#compdef txsock"));
+    let bad = generated(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    let man = generated(&["man"]);
+    assert!(man.status.success(), "{}", stderr(&man));
+    let page = stdout(&man);
+    assert!(page.contains(".TH txsock 1"), "{page}");
+    for section in ["TXSOCK SERVE", "TXSOCK CLIENT", "TXSOCK LEDGER"] {
+        assert!(page.contains(section), "no {section} section");
+    }
+    assert!(page.contains("metrics"), "serve's options are in the page");
+}
+
+#[test]
+fn quiet_and_verbose_set_the_log_level_over_rust_log() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    // A server started and stopped: its start and stop lines are INFO. -q drops them;
+    // -v overrides RUST_LOG=warn, which alone would drop them too.
+    let serve = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data];
+        args.extend_from_slice(flags);
+        let child = Command::new(txsock_bin())
+            .args(&args)
+            .env_remove("TXSOCK_CONFIG")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        std::thread::sleep(Duration::from_millis(700));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        output_within(child, Duration::from_secs(20))
+    };
+    let quiet = serve(&["-q"], &[]);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert!(!stderr(&quiet).contains("INFO"), "{}", stderr(&quiet));
+    let normal = serve(&[], &[]);
+    assert!(stderr(&normal).contains("INFO"), "{}", stderr(&normal));
+    let verbose = serve(&["-v"], &[("RUST_LOG", "warn")]);
+    assert!(stderr(&verbose).contains("INFO"), "{}", stderr(&verbose));
+    let both = txsock(&["-q", "-v", "ledger", "check"], &[]);
+    assert_eq!(both.status.code(), Some(2), "-q and -v conflict");
+}
+
+#[test]
+fn history_has_a_header_row_and_iso_8601_times_in_text_and_json() {
+    let server = Server::start(&["--opening-balance", "10"]);
+    drop(server.login("alice", true));
+    drop(server.login("bob", true));
+    let alice = password("alice");
+    let sent = run_client(
+        server.addr,
+        &["--user", "alice", "transfer", "bob", "1.00", "--id", "h-1"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    let text = run_client(
+        server.addr,
+        &["--user", "alice", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert!(lines[0].starts_with("committed at"), "{}", text.stdout);
+    let entry = lines
+        .iter()
+        .find(|l| l.contains("h-1"))
+        .expect("the transfer");
+    let stamp = entry.split_whitespace().next().unwrap_or("");
+    assert!(
+        stamp.len() == 24 && stamp.as_bytes()[10] == b'T' && stamp.ends_with('Z'),
+        "not ISO 8601: {entry}"
+    );
+    let json = run_client(
+        server.addr,
+        &["--user", "alice", "--json", "history"],
+        Some(&alice),
+        "",
+    );
+    let v = &json.json()[0];
+    let e = &v["entries"][0];
+    assert_eq!(e["at"].as_str(), Some(stamp), "{v}");
+    assert!(e["at_ms"].as_u64().is_some_and(|ms| ms > 0), "{v}");
+}
+
+#[test]
+fn the_menu_has_help_and_checks_the_server_before_the_password() {
+    let help = run_client("127.0.0.1:9".parse().expect("address"), &[], None, "?\nq\n");
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    assert!(help.stdout.contains("1, r, register"), "{}", help.stdout);
+    assert!(help.stdout.contains("?) Help"), "{}", help.stdout);
+
+    // Nothing listens on the port: the menu says so and never asks for the password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("address");
+    drop(closed);
+    let menu = run_client(addr, &["--user", "alice"], None, "a-password\nq\n");
+    assert!(
+        menu.stdout.contains("Cannot reach the server"),
+        "{}",
+        menu.stdout
+    );
+    assert!(!menu.stdout.contains("Password for"), "{}", menu.stdout);
+}
+
+#[test]
+fn the_python_example_without_a_terminal_says_what_to_do() {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python/txsock_client.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args(["--server", "127.0.0.1:9", "--user", "alice", "balance"])
+        .env_remove("TXSOCK_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for this test");
+    let out = output_within(child, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no terminal") && err.contains("TXSOCK_PASSWORD"),
+        "{err}"
+    );
+    assert!(!err.contains("Traceback"), "{err}");
+}
+
+/// On a terminal the menu reads with a line editor: Up recalls an earlier answer and
+/// Backspace edits the line before Enter sends it.
+#[cfg(unix)]
+#[test]
+fn the_menu_edits_lines_and_recalls_earlier_answers_on_a_terminal() {
+    use rexpect::session::spawn_command;
+    let mut cmd = Command::new(txsock_bin());
+    cmd.args(["client", "--server", "127.0.0.1:9"])
+        .env_remove("TXSOCK_CONFIG")
+        .env_remove("TXSOCK_USER");
+    let mut pty = spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+    let expect = |pty: &mut rexpect::session::PtySession, text: &str| {
+        pty.exp_string(text)
+            .unwrap_or_else(|e| panic!("waiting for {text:?}: {e}"));
+    };
+    expect(&mut pty, "Choose: ");
+    pty.send_line("?").expect("type");
+    expect(&mut pty, "1, r, register");
+    expect(&mut pty, "Choose: ");
+    // Up, then Enter: the earlier `?` again.
+    pty.send("\x1b[A").expect("type");
+    pty.send_line("").expect("type");
+    expect(&mut pty, "1, r, register");
+    expect(&mut pty, "Choose: ");
+    // `qx`, Backspace, Enter: `q`.
+    pty.send("qx\x7f").expect("type");
+    pty.send_line("").expect("type");
+    expect(&mut pty, "Goodbye.");
+}
