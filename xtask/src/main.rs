@@ -76,6 +76,9 @@ TASKS:
                                             in-memory lossy link: transfers, a replay, a
                                             tamper attempt
                       device-alone          the device alone, as a board links it
+                      device-flash          the device alone with the flash ledger on
+                                            simulated flash (ledger calls and a reboot
+                                            first): what the flash ledger costs
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and
