@@ -614,7 +614,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 rng.fill_bytes(&mut ledger.meta.secret);
                 let meta = ledger.meta;
                 ledger
-                    .transact(now, &meta, &mut [])
+                    .commit(now, &meta)
                     .await
                     .map_err(OpenError::Storage)?;
             }
@@ -820,42 +820,53 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             .ok_or(StorageError::Corrupted)
     }
 
-    /// Writes `writes` and the metadata `meta` (with the time floor raised to `now`) as one
-    /// transaction: the write-ahead record first (the commit point), then each record. On
-    /// success `meta` becomes the cached metadata.
-    async fn transact(
-        &mut self,
-        now: Instant,
-        meta: &Meta,
-        writes: &mut [(&[u8], &[u8])],
-    ) -> Result<(), StorageError> {
+    /// Adds `writes` to the transaction being built (the write-ahead record in
+    /// `self.record`). Synchronous on purpose: the records' encodings are temporaries of the
+    /// caller's statement, never held across an `.await`, so they stay out of the futures
+    /// (whose size is the device's stack).
+    fn stage(&mut self, writes: &[(&[u8], &[u8])]) -> Result<(), StorageError> {
+        if self.record.is_empty() {
+            // The entry count, raised as entries come.
+            let _ = self.record.push(0);
+        }
+        for (key, value) in writes {
+            let record = &mut self.record;
+            let fits = record.extend_from_slice(&[key.len() as u8]).is_ok()
+                && record.extend_from_slice(key).is_ok()
+                && record
+                    .extend_from_slice(&(value.len() as u16).to_le_bytes())
+                    .is_ok()
+                && record.extend_from_slice(value).is_ok();
+            if !fits {
+                // Bounded by the record sizes checked at compile time: cannot happen.
+                self.record.clear();
+                return Err(StorageError::Corrupted);
+            }
+            self.record[0] += 1;
+        }
+        Ok(())
+    }
+
+    /// Commits the staged writes and the metadata `meta` (with the time floor raised to
+    /// `now`) as one transaction: the write-ahead record first (the commit point), then each
+    /// record. On success `meta` becomes the cached metadata.
+    async fn commit(&mut self, now: Instant, meta: &Meta) -> Result<(), StorageError> {
         let mut meta = *meta;
         meta.floor = meta.floor.max(self.ledger_time(now));
-        let meta_value = encode_meta(&meta);
-        self.record.clear();
-        let mut put = |bytes: &[u8]| self.record.extend_from_slice(bytes);
-        let count = writes.len() as u8 + 1;
-        let mut fits = put(&[count]).is_ok();
-        for (key, value) in writes
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .chain([(META, &meta_value[..])])
-        {
-            fits &= put(&[key.len() as u8]).is_ok()
-                && put(key).is_ok()
-                && put(&(value.len() as u16).to_le_bytes()).is_ok()
-                && put(value).is_ok();
-        }
-        if !fits {
-            // Bounded by the record sizes checked at compile time: cannot happen.
-            return Err(StorageError::Corrupted);
-        }
+        self.stage(&[(META, &encode_meta(&meta))])?;
         let wal = Key::from_slice(WAL).map_err(|_| StorageError::Corrupted)?;
-        self.map
+        let stored = self
+            .map
             .store_item(&mut self.buffer.0, &wal, &self.record.as_slice())
-            .await?;
+            .await;
+        if let Err(e) = stored {
+            self.record.clear();
+            return Err(e.into());
+        }
         // Committed: from here on, a cut is finished by the next boot.
-        self.apply(false).await?;
+        let applied = self.apply(false).await;
+        self.record.clear();
+        applied?;
         self.meta = meta;
         Ok(())
     }
@@ -955,15 +966,14 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 match self.read_account(user).await? {
                     Some(mut account) => {
                         account.lockout.record_failure(at_ledger, policy);
-                        let key = account_key(user);
-                        let value = encode_account(&account);
-                        self.transact(now, &meta, &mut [(&key, &value)]).await?;
+                        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+                        self.commit(now, &meta).await?;
                         LedgerReply::Recorded(self.to_driver(account.lockout))
                     }
                     None => {
                         // The same storage work as for a known user (see the contract).
-                        let decoy = [0; ACCOUNT_RECORD_MAX];
-                        self.transact(now, &meta, &mut [(DECOY, &decoy)]).await?;
+                        self.stage(&[(DECOY, &[0; ACCOUNT_RECORD_MAX])])?;
+                        self.commit(now, &meta).await?;
                         LedgerReply::Recorded(LockoutState::default())
                     }
                 }
@@ -973,10 +983,9 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                     // Most logins follow no failure: nothing to write then.
                     if account.lockout != LockoutState::default() {
                         account.lockout.record_success();
-                        let key = account_key(user);
-                        let value = encode_account(&account);
+                        self.stage(&[(&account_key(user), &encode_account(&account))])?;
                         let meta = self.meta;
-                        self.transact(now, &meta, &mut [(&key, &value)]).await?;
+                        self.commit(now, &meta).await?;
                     }
                 }
                 LedgerReply::Recorded(LockoutState::default())
@@ -1034,9 +1043,11 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         match decision {
             TransferDecision::Answer(_) => Ok(outcome),
             TransferDecision::Refuse(refusal) => {
-                let key = outcome_key(from, id);
-                let value = encode_outcome(&record(refusal.result, refusal.balance));
-                match self.transact(now, &meta, &mut [(&key, &value)]).await {
+                self.stage(&[(
+                    &outcome_key(from, id),
+                    &encode_outcome(&record(refusal.result, refusal.balance)),
+                )])?;
+                match self.commit(now, &meta).await {
                     // Recorded so a retry gets the same answer; a full flash only loses that.
                     Ok(()) | Err(StorageError::Full) => Ok(outcome),
                     Err(e) => Err(e),
@@ -1052,36 +1063,30 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 };
                 sender.balance = sender_after;
                 recipient.balance = recipient_after;
-                let entry = JournalEntry {
-                    id: id.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
-                    amount,
-                    balance_after: sender_after,
-                    at: 0,
-                    refused: None,
-                };
                 let mut next = meta;
                 next.next_seq = meta.next_seq.checked_add(1).ok_or(StorageError::Full)?;
-                let keys = [
-                    account_key(from),
-                    account_key(to),
-                    outcome_key(from, id),
-                    journal_key(meta.next_seq),
-                ];
-                let values = [
-                    encode_account(&sender),
-                    encode_account(&recipient),
-                    encode_outcome(&record(Ok(()), sender_after)),
-                    encode_journal(&entry),
-                ];
-                let mut writes = [
-                    (&keys[0][..], &values[0][..]),
-                    (&keys[1][..], &values[1][..]),
-                    (&keys[2][..], &values[2][..]),
-                    (&keys[3][..], &values[3][..]),
-                ];
-                match self.transact(now, &next, &mut writes).await {
+                self.stage(&[
+                    (&account_key(from), &encode_account(&sender)),
+                    (&account_key(to), &encode_account(&recipient)),
+                    (
+                        &outcome_key(from, id),
+                        &encode_outcome(&record(Ok(()), sender_after)),
+                    ),
+                    (
+                        &journal_key(meta.next_seq),
+                        &encode_journal(&JournalEntry {
+                            id: id.clone(),
+                            from: from.clone(),
+                            to: to.clone(),
+                            amount,
+                            balance_after: sender_after,
+                            at: 0,
+                            refused: None,
+                        }),
+                    ),
+                ])?;
+                drop((sender, recipient));
+                match self.commit(now, &next).await {
                     Ok(()) => Ok(outcome),
                     Err(StorageError::Full) => Ok(TransferOutcome {
                         result: Err(ErrorCode::LedgerFull),
@@ -1147,13 +1152,12 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             deposited: balance.minor(),
             deposits: u32::from(balance.minor() > 0),
         };
-        let key = account_key(user);
-        let value = encode_account(&account);
-        let name = Put::<VALUE_CAP>::new()
-            .bytes(user.as_str().as_bytes())
-            .done();
-        self.transact(now, &meta, &mut [(&key, &value), (&index, &name)])
-            .await?;
+        self.stage(&[
+            (&account_key(user), &encode_account(&account)),
+            (&index, user.as_str().as_bytes()),
+        ])?;
+        drop(account);
+        self.commit(now, &meta).await?;
         Ok(Ok(()))
     }
 
@@ -1180,10 +1184,11 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         account.deposited = deposited;
         account.deposits = account.deposits.saturating_add(1);
         meta.minted = minted;
-        let key = account_key(user);
-        let value = encode_account(&account);
-        self.transact(now, &meta, &mut [(&key, &value)]).await?;
-        Ok(Ok(account.balance))
+        let balance = account.balance;
+        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+        drop(account);
+        self.commit(now, &meta).await?;
+        Ok(Ok(balance))
     }
 
     async fn try_update(
@@ -1206,10 +1211,10 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         };
         account.lockout.last_failure = t(account.lockout.last_failure);
         account.lockout.locked_until = t(account.lockout.locked_until);
-        let key = account_key(user);
-        let value = encode_account(&account);
+        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+        drop(account);
         let meta = self.meta;
-        self.transact(now, &meta, &mut [(&key, &value)]).await?;
+        self.commit(now, &meta).await?;
         Ok(true)
     }
 }

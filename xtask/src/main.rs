@@ -110,6 +110,9 @@ TASKS:
                       embassy-image         firmware-sim/embassy's server on embassy-net
                                             (Cortex-M executor, SysTick time driver, a
                                             stand-in network driver), booted to `accept`
+                      device-flash          the device alone with the flash ledger on
+                                            simulated flash (ledger calls and a reboot
+                                            first): what the flash ledger costs
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and

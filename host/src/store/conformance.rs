@@ -602,7 +602,7 @@ impl Store for FlashStore {
         shared
             .ledger()
             .for_each_account(|a| accounts.push(a.clone()))?;
-        Ok(accounts
+        let mut users: Vec<UserSummary> = accounts
             .into_iter()
             .map(|a| UserSummary {
                 admin_locked: shared.admin_locked.contains(a.user.as_str()),
@@ -611,7 +611,9 @@ impl Store for FlashStore {
                 locked_until_ms: a.lockout.locked_until.millis(),
                 failures: a.lockout.failures,
             })
-            .collect())
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
     }
 
     fn set_admin_lock(&mut self, user: &Username, locked: bool) -> Result<()> {
