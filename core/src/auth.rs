@@ -341,4 +341,28 @@ mod tests {
         assert_eq!(decimal(4096, &mut b), b"4096");
         assert_eq!(decimal(u32::MAX, &mut b), b"4294967295");
     }
+
+    /// An unknown user's fake salt is what keeps usernames from being probed: the same name
+    /// always gets the same salt (as a real user's would), two names get different salts, and
+    /// another server secret gives other salts (nobody can compute them without it).
+    #[test]
+    fn fake_salts_are_stable_distinct_and_secret() {
+        let secret = Key::from_bytes([1; 32]);
+        let name = |s: &str| Username::parse(s).unwrap();
+        let mallory = fake_salt(&secret, &name("mallory"));
+        assert_eq!(
+            mallory,
+            fake_salt(&Key::from_bytes([1; 32]), &name("mallory"))
+        );
+        assert_ne!(mallory, fake_salt(&secret, &name("mallorz")));
+        assert_ne!(
+            mallory,
+            fake_salt(&Key::from_bytes([2; 32]), &name("mallory"))
+        );
+        assert_ne!(mallory, [0; SALT_LEN]);
+        let distinct: std::collections::HashSet<_> = (0..64)
+            .map(|i| fake_salt(&secret, &name(&std::format!("user{i}"))))
+            .collect();
+        assert_eq!(distinct.len(), 64);
+    }
 }

@@ -373,4 +373,84 @@ mod tests {
             prop_assert_eq!(frames_of::<16>(&chunks), whole);
         }
     }
+
+    #[derive(serde::Serialize)]
+    struct Op<'a> {
+        op: &'a str,
+    }
+
+    /// `{"op":"ping"}`: 13 bytes of JSON, 14 with the newline.
+    const PING: Op<'static> = Op { op: "ping" };
+
+    /// A frame needs room for its newline: a buffer exactly as long as the JSON is too small
+    /// (and says it needs one byte more), one byte more is enough.
+    #[test]
+    fn encode_needs_room_for_the_newline() {
+        let json = br#"{"op":"ping"}"#;
+        let mut exact = [0u8; 13];
+        assert_eq!(
+            encode_frame(&PING, &mut exact),
+            Err(InsufficientSizeError {
+                required: json.len() + 1
+            })
+        );
+        let mut enough = [0u8; 14];
+        assert_eq!(encode_frame(&PING, &mut enough), Ok(14));
+        assert_eq!(&enough[..13], json);
+        assert_eq!(enough[13], b'\n');
+    }
+
+    /// The output buffer hands out exactly the frames pushed, in order, however they are
+    /// drained; `free` is the capacity minus what is pending; and a push that must compact
+    /// (less than `reserve` left at the tail) keeps the pending bytes.
+    #[test]
+    fn output_buffer_keeps_frames_in_order_through_partial_writes() {
+        let mut out = OutputBuffer::<40>::new();
+        assert!(out.is_empty());
+        assert_eq!(out.free(), 40);
+        out.push(&PING, 14).unwrap();
+        out.push(&Op { op: "pong" }, 14).unwrap();
+        assert_eq!(out.pending(), b"{\"op\":\"ping\"}\n{\"op\":\"pong\"}\n");
+        assert_eq!(out.free(), 40 - 28);
+        out.advance(5);
+        assert_eq!(out.pending(), b":\"ping\"}\n{\"op\":\"pong\"}\n");
+        assert_eq!(out.free(), 40 - 23, "written bytes are free again");
+        assert!(!out.is_empty());
+        // 12 bytes left at the tail, 14 needed: the push compacts first.
+        out.push(&Op { op: "gone" }, 14).unwrap();
+        assert_eq!(
+            out.pending(),
+            b":\"ping\"}\n{\"op\":\"pong\"}\n{\"op\":\"gone\"}\n"
+        );
+        assert_eq!(out.free(), 3);
+        // No room even after compacting: an error, and nothing added.
+        assert_eq!(
+            out.push(&PING, 14),
+            Err(InsufficientSizeError { required: 14 })
+        );
+        assert_eq!(out.free(), 3);
+        // Writing more than is pending drains exactly what is pending.
+        out.advance(100);
+        assert!(out.is_empty());
+        assert_eq!(out.pending(), b"");
+        assert_eq!(out.free(), 40);
+        out.push(&PING, 40).unwrap();
+        assert_eq!(out.pending(), b"{\"op\":\"ping\"}\n");
+    }
+
+    /// A push that has room at the tail leaves pending bytes where they are (no compaction
+    /// needed), and the frames still come out in order.
+    #[test]
+    fn output_buffer_appends_without_compacting_when_the_tail_has_room() {
+        let mut out = OutputBuffer::<64>::new();
+        out.push(&PING, 14).unwrap();
+        out.advance(13);
+        out.push(&Op { op: "pong" }, 14).unwrap();
+        assert_eq!(out.pending(), b"\n{\"op\":\"pong\"}\n");
+        assert_eq!(out.free(), 64 - 15);
+        out.advance(1);
+        assert_eq!(out.pending(), b"{\"op\":\"pong\"}\n");
+        out.advance(14);
+        assert!(out.is_empty());
+    }
 }

@@ -881,4 +881,103 @@ mod tests {
             }
         }
     }
+
+    fn history(l: &mut MemLedger<4, 8>, who: &str, offset: u32) -> HistoryPage {
+        match l.execute(
+            &LedgerRequest::History {
+                user: user(who),
+                offset,
+            },
+            Instant::ZERO,
+        ) {
+            LedgerReply::History(Ok(page)) => page,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The whole balance may be sent: it commits, empties the sender and credits the
+    /// recipient with all of it; one minor unit more than the balance is refused.
+    #[test]
+    fn the_whole_balance_can_be_sent() {
+        let mut l = ledger();
+        assert_eq!(
+            send(&mut l, "a", "all", "b", 1000),
+            TransferOutcome {
+                result: Ok(()),
+                balance: Amount(0)
+            }
+        );
+        assert_eq!(l.accounts()[1].balance, Amount(2000));
+        assert_eq!(
+            send(&mut l, "b", "over", "c", 2001).result,
+            Err(ErrorCode::InsufficientFunds)
+        );
+        assert_eq!(l.total(), l.minted());
+    }
+
+    /// A user's history holds the transfers they sent and those they received, and nothing
+    /// between other users, nor recorded refusals.
+    #[test]
+    fn history_shows_both_directions_and_nobody_elses() {
+        let mut l = ledger();
+        send(&mut l, "a", "out", "b", 10);
+        send(&mut l, "b", "in", "a", 20);
+        send(&mut l, "b", "theirs", "c", 30);
+        send(&mut l, "c", "theirs-too", "b", 40);
+        send(&mut l, "a", "refused", "b", 100_000);
+        let ids = |page: HistoryPage| {
+            page.entries
+                .iter()
+                .map(|e| (e.id.as_str().to_owned(), e.from.as_str().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(history(&mut l, "a", 0)),
+            [("in".into(), "b".into()), ("out".into(), "a".into())]
+        );
+        let c = history(&mut l, "c", 0);
+        assert!(!c.more);
+        assert_eq!(
+            ids(c),
+            [
+                ("theirs-too".into(), "c".into()),
+                ("theirs".into(), "b".into())
+            ]
+        );
+    }
+
+    /// A deposit credits exactly its amount, is minted money, and refuses unknown users.
+    #[test]
+    fn deposits_credit_the_account_and_count_as_minted() {
+        let mut l = ledger();
+        let minted = l.minted();
+        assert_eq!(l.deposit(&user("b"), Amount(250)), Ok(Amount(1250)));
+        assert_eq!(l.accounts()[1].balance, Amount(1250));
+        assert_eq!(l.minted(), minted + 250);
+        assert_eq!(l.total(), l.minted());
+        assert_eq!(
+            l.deposit(&user("zed"), Amount(1)),
+            Err(ErrorCode::UnknownRecipient)
+        );
+        assert_eq!(l.minted(), minted + 250);
+    }
+
+    /// `account_mut` reaches the named account and no other (an administrator's lock is
+    /// what the next login sees), and nothing for an unknown name.
+    #[test]
+    fn account_mut_reaches_the_named_account() {
+        let mut l = ledger();
+        let until = Instant::from_millis(60_000);
+        l.account_mut(&user("b")).unwrap().lockout.locked_until = until;
+        let lockout = |l: &mut MemLedger<4, 8>, who: &str| match l.execute(
+            &LedgerRequest::Credentials { user: user(who) },
+            Instant::ZERO,
+        ) {
+            LedgerReply::Credentials { lockout, .. } => lockout,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(lockout(&mut l, "b").locked_until, until);
+        assert_eq!(lockout(&mut l, "a"), LockoutState::default());
+        assert!(l.account_mut(&user("zed")).is_none());
+    }
 }

@@ -244,4 +244,69 @@ mod tests {
         assert!(!th.is_throttled(a, t(50)), "oldest entry replaced");
         assert!(th.is_throttled(c, t(50)));
     }
+
+    /// Past failures are kept through a quiet period of exactly `forget_after` and forgotten
+    /// one millisecond later.
+    #[test]
+    fn forgetting_happens_exactly_after_forget_after() {
+        let p = Backoff {
+            lock_after: 10,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            forget_after: Duration::from_secs(1),
+        };
+        let mut s = LockoutState::default();
+        s.record_failure(t(10), &p);
+        s.record_failure(t(1_010), &p);
+        assert_eq!(
+            s.failures, 2,
+            "a quiet period of exactly forget_after keeps them"
+        );
+        s.record_failure(t(2_011), &p);
+        assert_eq!(s.failures, 1, "one millisecond more forgets them");
+        assert_eq!(s.last_failure, t(2_011));
+    }
+
+    /// An address's failures count across its attempts and stop at its own throttle; other
+    /// addresses are unaffected.
+    #[test]
+    fn an_address_is_throttled_at_its_own_lock_after() {
+        let p = Backoff {
+            lock_after: 3,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            forget_after: Duration::from_secs(60),
+        };
+        let mut th = AddressThrottle::<4>::new();
+        let a = PeerAddr::ipv4([10, 0, 0, 1]);
+        let b = PeerAddr::ipv4([10, 0, 0, 2]);
+        assert!(th.is_empty());
+        assert!(!th.record_failure(a, t(0), &p));
+        assert!(!th.record_failure(b, t(0), &p));
+        assert!(!th.record_failure(a, t(1), &p));
+        assert!(!th.is_throttled(a, t(1)));
+        assert!(th.record_failure(a, t(2), &p));
+        assert!(th.is_throttled(a, t(2)));
+        assert!(!th.is_throttled(a, t(102)));
+        assert!(!th.is_throttled(b, t(2)));
+        assert_eq!(th.len(), 2);
+        assert!(!th.is_empty());
+    }
+
+    /// The documented defaults, as the lock lengths they give: an account locks at the 5th
+    /// failure for 1 s, doubling up to 15 minutes; an address at the 20th, the same way; both
+    /// forget after a quiet hour.
+    #[test]
+    fn default_policies_are_what_the_docs_say() {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        for (policy, lock_after) in [(Backoff::ACCOUNT, 5), (Backoff::ADDRESS, 20)] {
+            assert_eq!(policy.lock_for(lock_after - 1), Duration::ZERO);
+            assert_eq!(policy.lock_for(lock_after), Duration::from_secs(1));
+            assert_eq!(policy.lock_for(lock_after + 1), Duration::from_secs(2));
+            assert_eq!(policy.lock_for(lock_after + 9), Duration::from_secs(512));
+            assert_eq!(policy.lock_for(lock_after + 10), minutes(15));
+            assert_eq!(policy.lock_for(u32::MAX), minutes(15));
+            assert_eq!(policy.forget_after, minutes(60));
+        }
+    }
 }

@@ -183,4 +183,37 @@ mod tests {
         assert!(check_password("correct horse").is_ok());
         assert!(check_password("contraseña").is_ok());
     }
+
+    /// The password bounds, exactly: at least [`MIN_PASSWORD`] characters (not bytes), at most
+    /// [`MAX_PASSWORD`] bytes (not characters), never empty, no control character anywhere.
+    #[test]
+    fn password_bounds_are_exact() {
+        assert_eq!(check_password(""), Err(NameError::Empty));
+        assert_eq!(
+            check_password("ñññññññ"),
+            Err(NameError::TooShort),
+            "7 chars, 14 bytes"
+        );
+        assert_eq!(check_password("ñññññññ1"), Ok(()), "8 chars");
+        assert_eq!(
+            check_password(&"a".repeat(MIN_PASSWORD - 1)),
+            Err(NameError::TooShort)
+        );
+        assert_eq!(check_password(&"a".repeat(MAX_PASSWORD)), Ok(()));
+        assert_eq!(
+            check_password(&"a".repeat(MAX_PASSWORD + 1)),
+            Err(NameError::TooLong)
+        );
+        let long_chars = "ñ".repeat(MAX_PASSWORD / 2 + 1);
+        assert_eq!(
+            check_password(&long_chars),
+            Err(NameError::TooLong),
+            "65 chars, 130 bytes"
+        );
+        assert_eq!(
+            check_password("password\u{7f}"),
+            Err(NameError::BadCharacter)
+        );
+        assert_eq!(check_password("pass\tword"), Err(NameError::BadCharacter));
+    }
 }

@@ -97,14 +97,6 @@ impl<const N: usize> NonceRing<N> {
         nonce
     }
 
-    /// True if `nonce` is outstanding. Changes nothing.
-    pub fn contains(&self, nonce: &Nonce) -> bool {
-        // Visit every slot so the time taken does not reveal where a match was.
-        self.slots[..self.len]
-            .iter()
-            .fold(false, |found, s| found | ct_eq(s, nonce))
-    }
-
     /// Removes `nonce` if outstanding; call only after the frame carrying it verified.
     pub fn consume(&mut self, nonce: &Nonce) -> Result<(), ReplayError> {
         let mut at = None;
@@ -195,8 +187,49 @@ mod tests {
         let second = ring.issue(&mut rng);
         let third = ring.issue(&mut rng);
         assert_eq!(ring.consume(&first), Err(ReplayError));
-        assert!(ring.contains(&second));
         assert_eq!(ring.consume(&third), Ok(()));
         assert_eq!(ring.consume(&third), Err(ReplayError));
+        assert_eq!(ring.consume(&second), Ok(()));
+    }
+
+    /// A cleared ring (a logout) accepts none of the nonces it issued before, and issues
+    /// fresh ones as a new ring does.
+    #[test]
+    fn a_cleared_ring_accepts_nothing_it_issued_before() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut ring = NonceRing::<4>::new();
+        let issued: Vec<Nonce> = (0..3).map(|_| ring.issue(&mut rng)).collect();
+        assert!(!ring.is_empty());
+        ring.clear();
+        assert!(ring.is_empty());
+        for nonce in &issued {
+            assert_eq!(ring.consume(nonce), Err(ReplayError));
+        }
+        let fresh = ring.issue(&mut rng);
+        assert_eq!(ring.len(), 1);
+        assert_eq!(ring.consume(&fresh), Ok(()));
+    }
+
+    /// A run-time limit below the capacity is what the ring keeps: with a limit of 2, a
+    /// third issue evicts the oldest, which is then refused. The limit is clamped to
+    /// `1..=N`.
+    #[test]
+    fn a_lowered_limit_keeps_only_that_many() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut ring = NonceRing::<4>::new();
+        ring.set_limit(2);
+        assert_eq!(ring.limit(), 2);
+        let first = ring.issue(&mut rng);
+        let second = ring.issue(&mut rng);
+        let third = ring.issue(&mut rng);
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.consume(&first), Err(ReplayError));
+        assert_eq!(ring.consume(&second), Ok(()));
+        assert_eq!(ring.consume(&third), Ok(()));
+        ring.set_limit(0);
+        assert_eq!(ring.limit(), 1);
+        ring.set_limit(99);
+        assert_eq!(ring.limit(), 4);
+        assert_eq!(ring.capacity(), 4);
     }
 }

@@ -15,6 +15,11 @@ Usage:
 Options: --server HOST:PORT (default 127.0.0.1:11002), --min-iterations N (default 600000,
 also the count used to register), --timeout SECONDS (default 10).
 
+Several servers of one ledger: --server HOST:PORT,HOST:PORT,... The client uses the first that
+answers and, when one cannot be reached, drops the connection or answers `internal`, moves to
+the next, logs in again and re-sends a pending transfer with the same id (the ledger answers a
+recorded id with its original outcome, so money still moves at most once).
+
 The password comes from TXSOCK_PASSWORD or a no-echo prompt, never from the command line.
 
 Exit status: 0 success, 2 invalid input (nothing sent), 3 refused by the server,
@@ -70,6 +75,52 @@ class IntegrityFailure(Exception):
 
 class ConnectionFailure(Exception):
     exit_status = 5
+
+
+# --- servers: failover ---------------------------------------------------------------------
+
+
+class Servers:
+    """The servers given with --server (one ledger), and the one in use."""
+
+    # Answers saying "this server cannot serve now": its storage failed, or it closed the
+    # session for its own reasons (§14). Another server may serve.
+    CANNOT_SERVE = ("internal", "server_busy", "timeout")
+
+    def __init__(self, text):
+        self.list = [part.strip() for part in text.split(",")]
+        for server in self.list:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InvalidInput("--server: %r is not HOST:PORT" % server)
+        if len(set(self.list)) != len(self.list):
+            raise InvalidInput("--server lists a server twice")
+        self.current = 0
+
+    def connect(self, timeout):
+        """A connection to the first server that answers, starting with the one in use."""
+        last = None
+        for step in range(len(self.list)):
+            index = (self.current + step) % len(self.list)
+            try:
+                conn = Connection(self.list[index], timeout)
+            except ConnectionFailure as e:
+                last = e
+                continue
+            self.current = index
+            return conn
+        raise last
+
+    def leave(self, failure):
+        """After `failure`, moves to the next server if the failure says this one cannot serve
+        now and there is another; returns the server moved to, or None."""
+        cannot_serve = isinstance(failure, ConnectionFailure) or (
+            isinstance(failure, Refused) and failure.code in self.CANNOT_SERVE
+        )
+        if len(self.list) < 2 or not cannot_serve:
+            return None
+        self.current = (self.current + 1) % len(self.list)
+        return self.list[self.current]
 
 
 # --- values (§4) -------------------------------------------------------------------------
@@ -335,12 +386,12 @@ class Session:
         self.conn.close()
 
 
-def register(server, timeout, user, password, iterations):
+def register(servers, timeout, user, password, iterations):
     """§7: the verifier is computed here; the password never crosses the wire."""
     salt = secrets.token_bytes(16)
     salted = salted_password(password, salt, iterations)
     client_key = hmac_sha256(salted, "Client Key")
-    conn = Connection(server, timeout)
+    conn = servers.connect(timeout)
     try:
         conn.request(
             {
@@ -357,9 +408,9 @@ def register(server, timeout, user, password, iterations):
         conn.close()
 
 
-def login(server, timeout, user, password, min_iterations):
+def login(servers, timeout, user, password, min_iterations):
     """§8 (SCRAM-SHA-256 without GS2 header) and §9 (session keys)."""
-    conn = Connection(server, timeout)
+    conn = servers.connect(timeout)
     try:
         client_nonce = b64(secrets.token_bytes(18))  # 24 characters, none of , " \
         challenge = conn.request({"op": "login", "user": user, "nonce": client_nonce}, "challenge")
@@ -436,7 +487,8 @@ def committed_earlier(user, transfer_id, before, after):
 
 def transfer(args, user, password, to, minor, transfer_id):
     """§13: a transfer without a verified receipt is sent again with the same id and a fresh
-    nonce on a new connection; the server answers a repeated id with the original result."""
+    nonce on a new connection (on the next server if this one cannot serve); every server of
+    the ledger answers a repeated id with the original result."""
     alerts = []
     last = None
     before = None
@@ -447,7 +499,7 @@ def transfer(args, user, password, to, minor, transfer_id):
     for attempt in range(1, ATTEMPTS + 1):
         session = None
         try:
-            session = login(args.server, args.timeout, user, password, args.min_iterations)
+            session = login(args.servers, args.timeout, user, password, args.min_iterations)
             if attempt == 1:
                 before, _ = session.history(0)
             result, balance = session.transfer(transfer_id, to, minor)
@@ -460,7 +512,8 @@ def transfer(args, user, password, to, minor, transfer_id):
             session.logout()
             return result, balance, alerts, attempt, earlier, now
         except Refused as e:
-            if session is None:
+            moved = args.servers.leave(e)
+            if session is None and moved is None:
                 raise  # the login was refused: a definite answer
             # An error frame is not authenticated and proves nothing (§13): try again.
             last = e
@@ -476,14 +529,18 @@ def transfer(args, user, password, to, minor, transfer_id):
             if session is None:
                 raise  # a refused challenge or signature: retrying only hands out more proofs
             last = e
+            moved = None
             alerts.append(str(e))
             print("WARNING: " + str(e), file=sys.stderr)
         except ConnectionFailure as e:
             last = e
+            moved = args.servers.leave(e)
         if session is not None:
             session.conn.close()
+        on = " on %s" % moved if moved else ""
         print(
-            "transfer %s: no verified answer (%s); retrying with the same id" % (transfer_id, last),
+            "transfer %s: no verified answer (%s); retrying with the same id%s"
+            % (transfer_id, last, on),
             file=sys.stderr,
         )
     if altered == ATTEMPTS:
@@ -504,7 +561,7 @@ def transfer(args, user, password, to, minor, transfer_id):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="txsock client (Python, standard library only)")
-    parser.add_argument("--server", default=DEFAULT_SERVER)
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT[,HOST:PORT...]")
     parser.add_argument("--user", required=True)
     parser.add_argument("--min-iterations", type=int, default=DEFAULT_ITERATIONS)
     parser.add_argument("--timeout", type=float, default=10.0)
@@ -519,6 +576,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
+        args.servers = Servers(args.server)
         user = normalise_user(args.user)
         if args.command == "transfer":
             to = normalise_user(args.to)
@@ -539,7 +597,7 @@ def main(argv=None):
         check_password(password)
 
         if args.command == "register":
-            register(args.server, args.timeout, user, password, args.min_iterations)
+            register(args.servers, args.timeout, user, password, args.min_iterations)
             print("registered %s" % user)
             return 0
         if args.command == "transfer":
@@ -563,7 +621,7 @@ def main(argv=None):
             print("refused: %s: %s; nothing moved; your balance when it was refused: %s%s"
                   % (what, result, fmt_minor(balance), note))
             return 4 if alerts else 3
-        session = login(args.server, args.timeout, user, password, args.min_iterations)
+        session = login(args.servers, args.timeout, user, password, args.min_iterations)
         if args.command == "balance":
             print("balance of %s: %s" % (user, fmt_minor(session.balance())))
         else:

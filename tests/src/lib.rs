@@ -19,6 +19,10 @@ use txsock_core::session::client::ClientEvent;
 use txsock_core::session::{ClientConfig, ClientSession};
 use txsock_core::{Amount, ErrorCode, Username};
 
+/// The throwaway Galera cluster, the same code `cargo xtask bench` starts it with.
+#[path = "../../xtask/src/galera.rs"]
+pub mod galera;
+
 /// PBKDF2 iterations the test servers accept and the test clients use (fast, test only).
 pub const ITERATIONS: u32 = 4096;
 
@@ -844,6 +848,25 @@ impl Drop for MysqlDatabase {
     }
 }
 
+/// A throwaway Galera cluster for a test, or `None` when Galera tests are to be skipped here
+/// (it prints why). Panics, failing the test, when a cluster cannot be had but Galera tests
+/// are required: when `CI` is set or `TXSOCK_REQUIRE_GALERA=1` (`cargo xtask test` installs
+/// Debian's galera-4 and sets it).
+pub fn galera_cluster() -> Option<galera::Cluster> {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    let required = std::env::var("TXSOCK_REQUIRE_GALERA").is_ok_and(|v| v == "1");
+    if let Some(why) = galera::missing() {
+        assert!(
+            !(ci || required),
+            "Galera tests are required here (CI or TXSOCK_REQUIRE_GALERA=1) but {why}: run \
+             them with `cargo xtask test`, which installs what they need as root"
+        );
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(galera::Cluster::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
 // ---------------------------------------------------------------------------------------
 // The tools as processes: `txsock mitm` (the testing proxy) and `txsock client`.
 // ---------------------------------------------------------------------------------------
@@ -995,8 +1018,18 @@ pub fn run_client(
     password: Option<&str>,
     stdin: &str,
 ) -> ClientRun {
+    run_client_at(&addr.to_string(), args, password, stdin)
+}
+
+/// [`run_client`] with `--server SERVERS` (one `HOST:PORT`, or several separated by commas).
+pub fn run_client_at(
+    servers: &str,
+    args: &[&str],
+    password: Option<&str>,
+    stdin: &str,
+) -> ClientRun {
     let mut cmd = Command::new(txsock_bin());
-    cmd.args(["client", "--server"]).arg(addr.to_string());
+    cmd.args(["client", "--server", servers]);
     if !args.contains(&"--min-iterations") {
         cmd.args(["--min-iterations", &ITERATIONS.to_string()]);
     }

@@ -274,3 +274,115 @@ fn throughput_sqlite_vs_mysql() {
     b.stop();
     println!("mariadb, 2 servers, 32 clients: {rate:.0} durable transfers/s");
 }
+
+/// Failover, end to end: the server a client is connected to dies in the middle of a transfer
+/// (after committing it, before its answer got out). The client, given `--server A,B` (`run`
+/// gets that list), moves to B, logs in again and re-sends the transfer with the same id; B
+/// answers with the original outcome, and the money moves exactly once. Returns the client's
+/// run and B's address.
+fn fails_over_mid_transfer(
+    suffix: &str,
+    run: impl FnOnce(String) -> ClientRun + Send + 'static,
+) -> Option<(ClientRun, String)> {
+    let db = MysqlDatabase::create(suffix)?;
+    let flags = ["--opening-balance", "100.00"];
+    let mut a = Server::start_on_db(&db.url, &flags);
+    let b = Server::start_on_db(&db.url, &flags);
+    drop(a.login("alice", true));
+    drop(a.login("bob", true));
+    // The client reaches A through a proxy that swallows A's answer to the transfer: A commits
+    // it, and the client is left waiting.
+    let mitm = Mitm::start(&a, "drop-reply", &[]);
+    let servers = format!("{},{}", mitm.addr, b.addr);
+    let client = std::thread::spawn(move || run(servers));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mitm.actions("DROP").is_empty() {
+        assert!(Instant::now() < deadline, "the transfer never reached A");
+    }
+    // Now A (and the proxy, the address the client is connected to) die with SIGKILL.
+    a.kill();
+    drop(mitm);
+    let run = client.join().expect("client thread");
+    // Committed once, by A; B answered the retry with A's outcome and moved nothing.
+    assert_eq!(a.committed("f1"), 1, "{run:?}");
+    assert_eq!(b.committed("f1"), 0);
+    let journaled: Vec<(String, String, u64)> = db
+        .connect()
+        .exec(
+            "SELECT from_user, to_user, amount FROM journal WHERE transfer_id = ?",
+            ("f1",),
+        )
+        .expect("journal");
+    assert_eq!(journaled, [("alice".into(), "bob".into(), 700)]);
+    assert_eq!(b.user_balance("alice"), money("93.00"));
+    assert_eq!(b.user_balance("bob"), money("107.00"));
+    assert!(b.ledger_ok());
+    Some((run, b.addr.to_string()))
+}
+
+#[test]
+fn client_fails_over_when_its_server_dies_mid_transfer() {
+    let Some((run, b)) = fails_over_mid_transfer("failover", |servers| {
+        let args = [
+            "--json",
+            "--user",
+            "alice",
+            "--timeout",
+            "30",
+            "transfer",
+            "bob",
+            "7.00",
+            "--id",
+            "f1",
+        ];
+        run_client_at(&servers, &args, Some(&password("alice")), "")
+    }) else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{run:?}");
+    let r = &run.json()[0];
+    assert_eq!(r["status"], "committed", "{run:?}");
+    assert_eq!(r["sends"], 2, "{run:?}");
+    assert_eq!(r["balance"], "93.00", "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("on {b}")),
+        "the client did not say it moved to B: {}",
+        run.stderr
+    );
+}
+
+/// The same with the Python example client (`examples/python/txsock_client.py`).
+#[test]
+fn python_client_fails_over_when_its_server_dies_mid_transfer() {
+    let Some((run, b)) = fails_over_mid_transfer("failover_py", |servers| {
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/python/txsock_client.py");
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--server", &servers, "--user", "alice", "--timeout", "30"])
+            .args(["--min-iterations", &ITERATIONS.to_string()])
+            .args(["transfer", "bob", "7.00", "--id", "f1"])
+            .env("TXSOCK_PASSWORD", password("alice"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for this test");
+        let out = output_within(child, Duration::from_secs(60));
+        ClientRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }) else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("93.00"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("retrying with the same id on {b}")),
+        "the client did not say it moved to B: {}",
+        run.stderr
+    );
+}

@@ -240,3 +240,37 @@ fn user_timing_reports_both_medians_and_their_ratio() {
     );
     assert!([0.0, 1.0].contains(&figure("middle_halves_overlap")), "{f}");
 }
+
+/// `load --server A,B`: the client that starts on A, which cannot be reached, moves to B,
+/// and the load runs there (without the move it would commit nothing).
+#[test]
+fn load_moves_to_the_next_server_when_one_is_unreachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = txsock_e2e::Server::start(&["--opening-balance", "1000.00"]);
+    // A loopback port nobody listens on (bound, then released).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let servers = format!("{dead},{}", server.addr);
+    let out = stress(
+        dir.path(),
+        &[
+            "load",
+            "--server",
+            &servers,
+            "--iterations",
+            "4096",
+            "--clients",
+            "1",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["parameters"]["server"], servers.as_str());
+    assert!(
+        count(&v["transfers"], "committed") > 0,
+        "no committed transfers: {v}"
+    );
+}

@@ -6,6 +6,8 @@
 //! 2. durable transfers/s with 32 clients and the 1-client median round trip (`txsock stress
 //!    load --spawn`) against pgbench's TPC-B on a throwaway PostgreSQL cluster, fsync on
 //!    ([`crate::pgbench`]);
+//!    then the same load on a throwaway three-node Galera cluster with one server and with
+//!    three ([`crate::galera_bench`]);
 //! 3. server memory with 10,000 idle logged-in connections (`txsock stress connections`);
 //! 4. server memory growth under the attack mix (`txsock stress mix`).
 //!
@@ -18,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-use crate::cargo;
 use crate::pgbench::{self, Postgres};
 use crate::util::{display, repo_root, run, Error};
+use crate::{cargo, galera_bench};
 
 /// The bench group of `core/benches/session.rs`.
 const GROUP: &str = "session";
@@ -91,7 +93,7 @@ fn thousands(value: f64) -> String {
 
 /// The first number after `"key":` in a JSON text (`None` for `null` or no such key). The
 /// stress tool's `headline` keys are unique in its output; xtask has no JSON parser.
-fn number(json: &str, key: &str) -> Option<f64> {
+pub(crate) fn number(json: &str, key: &str) -> Option<f64> {
     let quoted = format!("\"{key}\":");
     let rest = json[json.find(&quoted)? + quoted.len()..].trim_start();
     let end = rest
@@ -101,7 +103,7 @@ fn number(json: &str, key: &str) -> Option<f64> {
 }
 
 /// Where cargo builds: `$CARGO_TARGET_DIR`, or `target`.
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     root.join(
         env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -112,12 +114,24 @@ fn target_dir(root: &Path) -> PathBuf {
 /// Runs `txsock stress ARGS --spawn --json --report DIR/NAME.html`, keeps the JSON in
 /// `DIR/NAME.json` and returns it.
 fn stress(txsock: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<String, Error> {
+    stress_with(txsock, dir, name, args, &["--spawn"])
+}
+
+/// [`stress`] with `extra` in place of `--spawn` (e.g. nothing, when ARGS name servers).
+pub(crate) fn stress_with(
+    txsock: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    extra: &[&str],
+) -> Result<String, Error> {
     let report = dir.join(format!("{name}.html"));
     let mut command = Command::new(txsock);
     command
         .arg("stress")
         .args(args)
-        .args(["--spawn", "--json", "--report"])
+        .args(extra)
+        .args(["--json", "--report"])
         .arg(&report)
         .env_remove("TXSOCK_CONFIG")
         .current_dir(dir)
@@ -295,6 +309,68 @@ pub fn bench() -> Result<(), Error> {
         }
     }
 
+    // The same load on a three-node Galera cluster: one server, then three.
+    let load = [
+        "--clients",
+        clients.as_str(),
+        "--pipeline",
+        pipeline.as_str(),
+        "--duration",
+        seconds.as_str(),
+    ];
+    let (galera_one, galera_three) = match &txsock {
+        Ok(bin) => galera_bench::measure(bin, &dir, &load, |name, args| {
+            stress_with(bin, &dir, name, args, &[])
+        }),
+        Err(e) => (Err(clone_error(e)), Err(clone_error(e))),
+    };
+    let sqlite_tps = many
+        .as_ref()
+        .ok()
+        .and_then(|json| number(json, "transfers_per_second"));
+    for (figure, result) in [
+        (
+            "durable transfers/s, 32 clients, Galera (3 nodes), 1 server",
+            &galera_one,
+        ),
+        (
+            "durable transfers/s, 32 clients, Galera (3 nodes), 3 servers",
+            &galera_three,
+        ),
+    ] {
+        let target = "none: on 2 shared cores, correctness under contention, not scaling";
+        match result {
+            Ok(json) => {
+                let tps = number(json, "transfers_per_second").unwrap_or(f64::NAN);
+                rows.push(Row {
+                    figure,
+                    txsock: format!("{}/s (pipeline {PIPELINE})", thousands(tps)),
+                    anchor: sqlite_tps.map_or("-".into(), |s| {
+                        format!("the SQLite row: {}/s", thousands(s))
+                    }),
+                    ratio: sqlite_tps.map_or("-".into(), |s| format!("{:.2}x", tps / s)),
+                    target: target.into(),
+                    met: "-",
+                });
+                notes.push(format!(
+                    "{figure}: {} transfers per commit on average, latency p50 {:.2} ms, p99 \
+                     {:.2} ms; load errors (internal answers, lost connections, moves to \
+                     another server): {} (`{}`).",
+                    number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}")),
+                    number(json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
+                    number(json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
+                    errors_of(json),
+                    if figure.ends_with("1 server") {
+                        "galera-1.html"
+                    } else {
+                        "galera-3.html"
+                    },
+                ));
+            }
+            Err(e) => rows.push(Row::failed(figure, target, e)),
+        }
+    }
+
     // 3. Memory of idle logged-in connections.
     let count = CONNECTIONS.to_string();
     let connections = txsock.as_ref().map_err(clone_error).and_then(|bin| {
@@ -433,6 +509,18 @@ pub fn bench() -> Result<(), Error> {
     fs::write(&path, &md).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
     println!("\n{md}\nwritten to {}", path.display());
     Ok(())
+}
+
+/// The `"errors"` object of a stress JSON report, as text (`{}` when none).
+fn errors_of(json: &str) -> String {
+    let Some(start) = json.find("\"errors\":") else {
+        return "?".into();
+    };
+    let rest = &json[start + "\"errors\":".len()..];
+    match rest.find('}') {
+        Some(end) => rest[..=end].trim().to_string(),
+        None => "?".into(),
+    }
 }
 
 fn clone_error(e: &Error) -> Error {

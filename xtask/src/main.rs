@@ -8,7 +8,12 @@ mod board;
 mod crash;
 mod embassy;
 mod fuzz;
+// Shared with the end-to-end kit, which uses all of it; xtask only starts and stops clusters.
+#[allow(dead_code)]
+mod galera;
+mod galera_bench;
 mod mariadb;
+mod mutants;
 mod pgbench;
 mod prerequisites;
 mod qemu;
@@ -48,7 +53,11 @@ TASKS:
                                         into a temporary directory, mariadbd on a free
                                         loopback port and a socket there, stopped and
                                         deleted afterwards); a TXSOCK_TEST_MYSQL_URL already
-                                        set is used instead
+                                        set is used instead. The Galera tests
+                                        (tests/tests/galera.rs) start their own three-node
+                                        cluster (xtask/src/galera.rs) and are required
+                                        (TXSOCK_REQUIRE_GALERA=1): the short crash test on it
+                                        takes about 1 to 2 minutes
                       5. qemu           what `cargo xtask qemu` does
                       6. tap            firmware-sim's device on a TAP interface in a network
                                         namespace (firmware-sim/tap-netns.sh), reached by
@@ -152,7 +161,11 @@ TASKS:
                                 with 32 clients and with 1 (logged, for the median), stopped;
                                 then txsock stress load --spawn with 32 clients (pipeline 8)
                                 and with 1 (one transfer at a time), 15 s each: transfers/s
-                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's
+                                >= 10x pgbench tps, median round trip <= 1/3 of pgbench's;
+                                then the 32-client load on a throwaway three-node Galera
+                                cluster (xtask/src/galera.rs) with one `txsock serve` and with
+                                three (clients spread over them): no target (2 shared cores:
+                                correctness under contention, not scaling)
                       3. memory  txsock stress connections --spawn --count 10000 (<= 64 MiB)
                       4. attacks txsock stress mix --spawn --duration 20s (growth <= 2 MiB)
                     Builds txsock with --release. Each stress run's HTML report and JSON go
@@ -166,10 +179,16 @@ TASKS:
                     every transfer id sent again gets its original result. Runs on SQLite,
                     then on MariaDB (TXSOCK_TEST_MYSQL_URL if set, else a throwaway server as
                     in `test`), and prints each run's figures (kills, transfers acknowledged,
-                    retries, lost: 0). The short form (5 kills) runs in `test`. Installs
-                    missing prerequisites first, as `test` does.
-        --rounds N      kills per backend [default: 20]
-        --backend B     all, sqlite or mysql [default: all]
+                    retries, lost: 0). The short form (5 kills) runs in `test`. Then on a
+                    throwaway three-node Galera cluster (tests/tests/galera.rs, one `txsock
+                    serve` per node, clients spread over the three and moving to the next
+                    server when theirs fails): each of N rounds SIGKILLs a random server
+                    (restarted) and a random database node (restarted, rejoins by IST/SST)
+                    at random moments under load; the same checks run against every node.
+                    The short form (2 rounds) runs in `test`. Installs missing prerequisites
+                    first, as `test` does.
+        --rounds N      kills (Galera: rounds) per backend [default: 20]
+        --backend B     all, sqlite, mysql or galera [default: all]
     fuzz            cargo +nightly fuzz build, then for each target that `cargo +nightly fuzz
                     list` lists in fuzz/, run `cargo +nightly fuzz run <target>
                     fuzz/corpus-local/<target> fuzz/corpus/<target> --
@@ -179,6 +198,26 @@ TASKS:
                     executions per second. Installs cargo-fuzz (cargo install cargo-fuzz) if
                     it is missing.
         --seconds N     time per target, in seconds [default: 60]
+    mutants [FILES…]
+                    cargo-mutants (on demand, not a CI step; see docs/TESTING.md), one file
+                    at a time: `cargo mutants --package P --file F --jobs 1` for each of
+                    FILES (paths from the repository root, under core/, host/ or
+                    firmware-sim/; P is that crate), or for every core source file that
+                    `cargo mutants --list-files` lists when none is given. Each mutant is
+                    judged by `cargo test -p P --tests` (unit and integration tests), with
+                    the core built at opt-level 0 (builds 3x faster). Exclusions, each
+                    justified, are in .cargo/mutants.toml. The scratch copies all build in
+                    target/mutants/build (under CARGO_TARGET_DIR if set), apart from the
+                    worktree's builds, so dependencies build once; each file's results go
+                    to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
+                    unviable, score = caught / viable), the timeouts and the missed
+                    mutants, and fails if any was missed. Host
+                    files get a throwaway MariaDB, as in `test`. Installs cargo-mutants as
+                    root (cargo install cargo-mutants --locked), else says to. Each mutant
+                    costs a build and a test run: 10 to 40 s for the core on the shared
+                    2-core machine, which has about 890 of them.
+        --all           also the host's store module (host/src/store/) and the firmware
+                        device (firmware-sim/src/device.rs)
 
 OPTIONS:
     -h, --help      Print this help
@@ -210,6 +249,7 @@ fn main() -> ExitCode {
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
+        Task::Mutants { files, all } => mutants::mutants(&files, all),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,6 +281,10 @@ enum Task {
     Crash {
         rounds: u32,
         backends: crash::Backends,
+    },
+    Mutants {
+        files: Vec<String>,
+        all: bool,
     },
 }
 
@@ -288,6 +332,19 @@ fn parse(args: &[String]) -> Result<Task, String> {
                 }
             }
             return Ok(Task::Crash { rounds, backends });
+        }
+        "mutants" => {
+            let (mut files, mut all) = (Vec::new(), false);
+            for arg in rest {
+                match arg.as_str() {
+                    "--all" => all = true,
+                    option if option.starts_with('-') => {
+                        return Err(format!("unexpected argument `{option}` for `mutants`"))
+                    }
+                    file => files.push(file.to_string()),
+                }
+            }
+            return Ok(Task::Mutants { files, all });
         }
         other => return Err(format!("unknown task `{other}`")),
     };
@@ -378,6 +435,8 @@ fn test() -> Result<(), Error> {
         ("test", &|| {
             let mut test = cargo(&root);
             test.args(["test", "--workspace"]);
+            // The Galera tests start their own cluster; step 1 installed what it needs.
+            test.env("TXSOCK_REQUIRE_GALERA", "1");
             // Kept until the tests are done, then stopped (also when they failed).
             let _mariadb = mariadb::provide(&mut test)?;
             run(&mut test)
@@ -495,6 +554,17 @@ mod tests {
             parse_str("crash --backend=mariadb --rounds=21"),
             crash(21, crash::Backends::Mysql)
         );
+        let mutants = |files: &[&str], all| {
+            Ok(Task::Mutants {
+                files: files.iter().map(|f| f.to_string()).collect(),
+                all,
+            })
+        };
+        assert_eq!(parse_str("mutants"), mutants(&[], false));
+        assert_eq!(
+            parse_str("mutants core/src/replay.rs --all"),
+            mutants(&["core/src/replay.rs"], true)
+        );
     }
 
     #[test]
@@ -512,6 +582,14 @@ mod tests {
         assert!(parse_str("crash --rounds 0").is_err());
         assert!(parse_str("crash --rounds").is_err());
         assert!(parse_str("crash --backend postgres").is_err());
+        assert_eq!(
+            parse_str("crash --backend galera --rounds 3"),
+            Ok(Task::Crash {
+                rounds: 3,
+                backends: crash::Backends::Galera
+            })
+        );
         assert!(parse_str("crash --seconds 5").is_err());
+        assert!(parse_str("mutants --jobs 2").is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::util::{self, run, Error};
-use crate::{qemu, windows};
+use crate::{galera, qemu, windows};
 
 /// Which task needs a prerequisite.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -66,6 +66,10 @@ pub const PREREQUISITES: &[Prerequisite] = &[
         Need::Tests,
     ),
     prerequisite(Present::OnPath("mariadb"), "mariadb-client", Need::Tests),
+    // The Galera tests run a throwaway three-node cluster (see `galera.rs`): the provider,
+    // and rsync for the state transfers of nodes that rejoin.
+    prerequisite(Present::Exists(galera::PROVIDER), "galera-4", Need::Tests),
+    prerequisite(Present::OnPath("rsync"), "rsync", Need::Tests),
     // The benchmark's anchor runs pgbench against a throwaway cluster (see `pgbench.rs`).
     // (pg_ctlcluster: Debian's postgresql-common, which comes with every server version.)
     prerequisite(Present::OnPath("pg_ctlcluster"), "postgresql", Need::Bench),

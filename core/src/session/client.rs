@@ -1424,4 +1424,215 @@ mod tests {
         assert_eq!(p.client.user(), None);
         assert_eq!(p.client.balance(), Err(ClientError::NotLoggedIn));
     }
+
+    /// The SCRAM nonce binding: the challenge's nonce must be the client's own nonce followed
+    /// by a non-empty extension of nonce characters. A challenge breaking any one of these is
+    /// a mismatch, and the session answers nothing to it.
+    #[test]
+    fn a_challenge_nonce_must_extend_the_clients_own() {
+        let nonce_of = |frame: &str| {
+            let start = frame.find("\"nonce\":\"").unwrap() + "\"nonce\":\"".len();
+            let end = start + frame[start..].find('"').unwrap();
+            frame[start..end].to_string()
+        };
+        let client_nonce_len = {
+            let mut p = Peers::new(20);
+            p.client.login(&mut p.rng, "alice").unwrap();
+            nonce_of(core::str::from_utf8(p.client.poll_transmit()).unwrap()).len()
+        };
+        /// How a man in the middle rewrites the full nonce, given the client's length.
+        type Rewrite = fn(&str, usize) -> std::string::String;
+        let rewrites: [(&str, Rewrite); 4] = [
+            ("the client's nonce alone", |full, own| full[..own].into()),
+            ("another prefix", |full, _| {
+                let first = if full.starts_with('A') { "B" } else { "A" };
+                std::format!("{first}{}", &full[1..])
+            }),
+            ("a comma in the extension", |full, own| {
+                std::format!("{},{}", &full[..own], &full[own + 1..])
+            }),
+            ("a space in the extension", |full, own| {
+                std::format!("{} {}", &full[..own], &full[own + 1..])
+            }),
+        ];
+        for (what, rewrite) in rewrites {
+            let mut p = Peers::new(20);
+            p.client.login(&mut p.rng, "alice").unwrap();
+            let challenge = std::string::String::from_utf8(p.exchange()).unwrap();
+            let full = nonce_of(&challenge);
+            let forged = challenge.replace(&full, &rewrite(&full, client_nonce_len));
+            assert_eq!(
+                p.deliver(forged.as_bytes()),
+                [ClientEvent::Integrity(IntegrityError::NonceMismatch)],
+                "{what}: {forged}"
+            );
+            assert_eq!(
+                p.client.answer_with_password("a long password"),
+                Err(ClientError::Failed),
+                "{what}"
+            );
+        }
+        let mut p = Peers::new(20);
+        p.client.login(&mut p.rng, "alice").unwrap();
+        assert!(matches!(p.round()[..], [ClientEvent::Challenge { .. }]));
+    }
+
+    /// A receipt's echo of the transfer must match what was sent in every field: a genuine
+    /// MAC (which covers what was sent) does not make a receipt naming another recipient,
+    /// id or amount acceptable.
+    #[test]
+    fn a_receipt_echo_differing_in_any_one_field_is_forged() {
+        for (from, to) in [
+            ("\"to\":\"bob\"", "\"to\":\"eve\""),
+            ("\"id\":\"t-1\"", "\"id\":\"t-2\""),
+            ("\"amount\":\"1.00\"", "\"amount\":\"1.01\""),
+        ] {
+            let mut p = Peers::alice_with_nonces(21);
+            p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+            let forged = altered(&p.exchange(), from, to);
+            assert_eq!(
+                p.deliver(&forged),
+                [ClientEvent::Integrity(IntegrityError::ForgedReceipt)],
+                "{from} -> {to}"
+            );
+        }
+    }
+
+    /// A session that failed its integrity check refuses every further request, sends
+    /// nothing more, and ignores what the server sends after.
+    #[test]
+    fn a_failed_session_refuses_all_further_use() {
+        let mut p = Peers::alice_with_nonces(22);
+        p.client.balance().unwrap();
+        let forged = altered(&p.exchange(), "\"mac\":\"", "\"mac\":\"00");
+        assert_eq!(
+            p.deliver(&forged),
+            [ClientEvent::Integrity(IntegrityError::ForgedResponse)]
+        );
+        assert!(p.client.is_failed());
+        assert_eq!(p.client.user(), None);
+        let c = &mut p.client;
+        let refusals = [
+            c.transfer("t-1", "bob", Amount(1)),
+            c.balance(),
+            c.history(0),
+            c.request_nonces(1),
+            c.logout(),
+            c.ping(),
+            c.answer_with_password("a long password"),
+            c.answer_with_key(&Key::from_bytes([0; 32])),
+            c.register_with_verifier(
+                &Username::parse("carol").unwrap(),
+                &Verifier::from_password(b"a long password", &[1; SALT_LEN], ITERATIONS),
+            ),
+        ];
+        for (i, refusal) in refusals.into_iter().enumerate() {
+            assert_eq!(refusal, Err(ClientError::Failed), "request {i}");
+        }
+        assert_eq!(
+            p.client.login(&mut p.rng, "alice"),
+            Err(ClientError::Failed)
+        );
+        assert!(p.client.poll_transmit().is_empty(), "nothing sent");
+        assert!(p.deliver(b"{\"op\":\"pong\"}\n").is_empty());
+    }
+
+    /// Before login, requests that need a session are refused without sending anything.
+    #[test]
+    fn requests_needing_a_login_are_refused_before_it() {
+        let mut p = Peers::new(23);
+        let c = &mut p.client;
+        let refusals = [
+            c.balance(),
+            c.history(0),
+            c.request_nonces(1),
+            c.logout(),
+            c.transfer("t-1", "bob", Amount(1)),
+        ];
+        for (i, refusal) in refusals.into_iter().enumerate() {
+            assert_eq!(refusal, Err(ClientError::NotLoggedIn), "request {i}");
+        }
+        assert!(p.client.poll_transmit().is_empty(), "nothing sent");
+        assert_eq!(p.client.ping(), Ok(()));
+    }
+
+    /// The client runs PBKDF2 for any iteration count from its minimum to its maximum, both
+    /// included, and refuses one below (a MITM lowering it) or above (a hostile server making
+    /// it spin) without answering.
+    #[test]
+    fn the_iteration_bounds_include_their_ends() {
+        let cases = [
+            (ITERATIONS, ITERATIONS, None),
+            (
+                ITERATIONS + 1,
+                u32::MAX,
+                Some(IntegrityError::IterationsTooLow {
+                    offered: ITERATIONS,
+                }),
+            ),
+            (
+                1,
+                ITERATIONS - 1,
+                Some(IntegrityError::IterationsTooHigh {
+                    offered: ITERATIONS,
+                }),
+            ),
+        ];
+        for (min_iterations, max_iterations, refusal) in cases {
+            let mut p = Peers::new(24);
+            p.client = ClientSession::new(ClientConfig {
+                min_iterations,
+                max_iterations,
+            });
+            p.client.login(&mut p.rng, "alice").unwrap();
+            let events = p.round();
+            match refusal {
+                None => assert_eq!(
+                    events,
+                    [ClientEvent::Challenge {
+                        iterations: ITERATIONS
+                    }]
+                ),
+                Some(e) => {
+                    assert_eq!(events, [ClientEvent::Integrity(e)]);
+                    assert!(p.client.poll_transmit().is_empty());
+                }
+            }
+        }
+    }
+
+    /// A genuine receipt for a later pipelined transfer, arriving first, is reported as
+    /// reordered; the same receipt with its id or its MAC altered is forged. Either way the
+    /// session fails, but the report tells a lossy path from an attacker.
+    #[test]
+    fn only_a_genuine_receipt_of_another_pending_transfer_is_reordered() {
+        let cases = [
+            (None, IntegrityError::Reordered),
+            (
+                Some(("\"id\":\"t-2\"", "\"id\":\"t-9\"")),
+                IntegrityError::ForgedReceipt,
+            ),
+            (
+                Some(("\"mac\":\"", "\"mac\":\"00")),
+                IntegrityError::ForgedReceipt,
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut p = Peers::alice_with_nonces(25);
+            p.client.transfer("t-1", "bob", Amount(100)).unwrap();
+            p.client.transfer("t-2", "bob", Amount(200)).unwrap();
+            let answers = p.exchange();
+            let text = core::str::from_utf8(&answers).unwrap();
+            let second = text.lines().nth(1).unwrap();
+            let mut receipt = std::format!("{second}\n").into_bytes();
+            if let Some((from, to)) = edit {
+                receipt = altered(&receipt, from, to);
+            }
+            assert_eq!(
+                p.deliver(&receipt),
+                [ClientEvent::Integrity(expected)],
+                "{edit:?}"
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //!
 //! [`ClientSession`]: txsock_core::session::ClientSession
 
+use super::failover::{self, Servers};
 use super::human;
 use embedded_io_adapters::std::FromStd;
 use rand_core::OsRng;
@@ -24,8 +25,8 @@ pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct Link {
-    /// `HOST:PORT`.
-    pub server: String,
+    /// The servers (`HOST:PORT` each), and the one in use.
+    pub servers: Servers,
     /// Connect timeout, and how long to wait for each reply.
     pub timeout: Duration,
     /// The session's policy (minimum PBKDF2 iterations at login).
@@ -147,14 +148,19 @@ impl Sink {
     }
 }
 
-/// Opens a TCP connection with the link's timeouts and wraps it in a core client.
+/// Opens a TCP connection to the first of the link's servers that answers (see
+/// [`failover`]) and wraps it in a core client.
 pub fn connect(link: &Link) -> Result<Client, Failure> {
-    let addrs: Vec<_> = link
-        .server
+    link.servers.connect(|server| connect_to(link, server))
+}
+
+/// Opens a TCP connection to `server` with the link's timeouts and wraps it in a core client.
+fn connect_to(link: &Link, server: &str) -> Result<Client, Failure> {
+    let addrs: Vec<_> = server
         .to_socket_addrs()
-        .map_err(|e| Failure::Connect(format!("{}: {e}", link.server)))?
+        .map_err(|e| Failure::Connect(format!("{server}: {e}")))?
         .collect();
-    let mut last = format!("{}: no address", link.server);
+    let mut last = format!("{server}: no address");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, link.timeout) {
             Ok(stream) => {
@@ -336,6 +342,14 @@ impl Account {
         Ok(self.conn.as_mut().expect("connection present"))
     }
 
+    /// Gives up the current server after `failure` if it says that server cannot serve now
+    /// and there is another ([`failover`]); returns the server to use next.
+    fn leave(&mut self, failure: &Failure) -> Option<String> {
+        let next = self.link.servers.leave_after(failure)?.to_string();
+        self.conn = None;
+        Some(next)
+    }
+
     /// Logs in now (used to check credentials before showing a menu).
     pub fn login(&mut self) -> Result<(), Failure> {
         self.ensure().map(|_| ())
@@ -365,9 +379,11 @@ impl Account {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
+            let moved = self.leave(&failure);
             match &failure {
-                // A login failure or a refusal is an answer: retrying would not change it.
-                Failure::Refused(_) | Failure::Local(_) => return Err(failure),
+                // A login failure or a refusal is an answer: retrying would not change it
+                // (unless it says that this server cannot serve and there is another).
+                Failure::Refused(_) | Failure::Local(_) if moved.is_none() => return Err(failure),
                 Failure::Integrity(e) if self.conn.is_some() => {
                     self.alert(Alert::Integrity(*e));
                 }
@@ -379,8 +395,9 @@ impl Account {
             self.conn = None;
             if attempt < attempts {
                 let why = failure.describe(self.link.config.min_iterations);
+                let to = moved.map_or(String::new(), |server| format!(" to {server}"));
                 self.sink.say(&format!(
-                    "{what}: {why}; reconnecting (attempt {} of {attempts})",
+                    "{what}: {why}; reconnecting{to} (attempt {} of {attempts})",
                     attempt + 1
                 ));
             }
@@ -471,11 +488,13 @@ impl Account {
                 Err(f) => {
                     // Wrong password or locked out: more attempts only extend a lockout. A
                     // refused challenge or server signature: more would only hand an attacker
-                    // more proofs.
-                    let final_refusal = matches!(
-                        f,
-                        Failure::Refused(_) | Failure::Local(_) | Failure::Integrity(_)
-                    );
+                    // more proofs. A server that cannot serve: the next one may.
+                    let moved = self.leave(&f);
+                    let final_refusal = moved.is_none()
+                        && matches!(
+                            f,
+                            Failure::Refused(_) | Failure::Local(_) | Failure::Integrity(_)
+                        );
                     for &i in &pending {
                         if let Failure::Integrity(e) = f {
                             reports[i].alerts.push(Alert::Integrity(e));
@@ -487,8 +506,9 @@ impl Account {
                     }
                     if round < attempts {
                         let why = f.describe(self.link.config.min_iterations);
+                        let on = moved.map_or(String::new(), |server| format!(" on {server}"));
                         self.sink.say(&format!(
-                            "login failed ({why}); trying again (attempt {} of {attempts})",
+                            "login failed ({why}); trying again{on} (attempt {} of {attempts})",
                             round + 1
                         ));
                     }
@@ -571,6 +591,15 @@ impl Account {
                 self.alert(Alert::Integrity(*e));
             }
         }
+        // A server that lost its connection or answered `internal` (its storage failed):
+        // the pending transfers go to the next server, if there is one.
+        let unserved = broken.clone().or_else(|| {
+            pending.iter().find_map(|&i| match &reports[i].outcome {
+                Outcome::Unknown { last } if failover::leaves(last) => Some(last.clone()),
+                _ => None,
+            })
+        });
+        let moved = unserved.and_then(|f| self.leave(&f));
         for &i in pending {
             let report = &mut reports[i];
             let Outcome::Unknown { last } = &report.outcome else {
@@ -601,10 +630,10 @@ impl Account {
             report.outcome = Outcome::Unknown { last: last.clone() };
             if round < attempts {
                 let why = last.describe(self.link.config.min_iterations);
-                let how = if broken.is_some() {
-                    "on a new connection"
-                } else {
-                    "and a fresh nonce"
+                let how = match (&moved, &broken) {
+                    (Some(server), _) => format!("on {server}"),
+                    (None, Some(_)) => "on a new connection".into(),
+                    (None, None) => "and a fresh nonce".into(),
                 };
                 self.sink.say(&format!(
                     "transfer {}: no verified answer ({why}); retrying with the same id {how} \

@@ -6,6 +6,7 @@
 //! and integrity failures into sentences. Every input is validated before anything is sent.
 
 mod account;
+pub mod failover;
 mod human;
 mod interactive;
 
@@ -60,21 +61,6 @@ balance recorded then beside the current one (\"balance\" and \"balance_now\"). 
 re-sent id from the authenticated history before and after sending (\"already_committed\":
 null when it cannot: more than a page of transfers committed meanwhile).";
 
-/// Parses `--server`: HOST:PORT (`127.0.0.1:11002`, `localhost:11002`, `[::1]:11002`). A
-/// missing port is a usage error (exit 2), not a connection failure.
-fn parse_server(text: &str) -> Result<String, String> {
-    let usable = text
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if usable {
-        Ok(text.to_string())
-    } else {
-        Err(format!(
-            "`{text}` is not HOST:PORT (the server's port is needed, e.g. {text}:11002)"
-        ))
-    }
-}
-
 /// Parses `--timeout`: whole seconds or a duration, 1 s to 1 h.
 fn client_timeout(text: &str) -> Result<u64, String> {
     let secs = crate::config::seconds(text)?;
@@ -89,13 +75,16 @@ fn client_timeout(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 #[command(after_long_help = EXIT_HELP)]
 pub struct ClientArgs {
-    /// Server address, HOST:PORT.
+    /// Server address, HOST:PORT; or several servers of one ledger, HOST:PORT,HOST:PORT,...:
+    /// the client uses the first that answers and moves to the next when one cannot be
+    /// reached, drops the connection or answers `internal`, logging in again and re-sending a
+    /// pending transfer with the same id (the ledger answers it with its original outcome).
     #[arg(
         long,
         global = true,
         env = "TXSOCK_SERVER",
         default_value = "127.0.0.1:11002",
-        value_parser = parse_server
+        value_parser = failover::parse
     )]
     pub server: String,
 
@@ -165,7 +154,8 @@ pub enum ClientCommand {
 impl ClientArgs {
     fn link(&self) -> Link {
         Link {
-            server: self.server.clone(),
+            // clap checked it with `failover::parse`.
+            servers: failover::Servers::parse(&self.server).expect("a checked --server"),
             timeout: Duration::from_secs(self.timeout),
             config: ClientConfig {
                 min_iterations: self.min_iterations,

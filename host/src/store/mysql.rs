@@ -36,6 +36,49 @@
 //!
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
+//!
+//! # On a Galera cluster
+//!
+//! Each server may use a different node of a MariaDB Galera cluster (multi-primary,
+//! synchronous replication). Galera certifies optimistically: `FOR UPDATE` locks hold only on
+//! the node that takes them, and at `COMMIT` a transaction whose written rows were written
+//! meanwhile by a transaction of another node fails certification, reported as a deadlock
+//! (1213). The rules above then stay correct as follows:
+//!
+//! - **Conflicts abort, then retry.** A certification failure is a rolled-back transaction,
+//!   retried like any deadlock (also when it comes at `COMMIT`, which then changed nothing);
+//!   nothing is acknowledged before a `COMMIT` that succeeded.
+//! - **Causal reads.** On a connection to a Galera node (detected when it connects:
+//!   `wsrep_on`) the session sets `wsrep_sync_wait = 1`: every read first waits until the
+//!   node has applied every transaction committed anywhere in the cluster before it began.
+//!   So the reads that decide (balances, earlier outcomes of an id, credentials) see what
+//!   any other node committed, and a retry of an id on another node sees its first outcome.
+//! - **One certification key per sender.** Every transaction that records outcomes for a
+//!   sender's transfer ids also writes that sender's marker row in `meta`
+//!   ([`SENDER_MARKER`]). A commit writes the sender's balance anyway, but a refusal writes
+//!   none; without the marker, two nodes deciding the same id at once (a client that failed
+//!   over while its first server's batch was still running) could record a refusal on one
+//!   and a commit on the other. With it, the second to commit fails certification, runs
+//!   again, and reads the first's outcome.
+//! - **Aborts that no statement reports.** When a replicated transaction needs locks that a
+//!   local one holds, Galera rolls the local one back ("brute-force abort"); its next
+//!   statement normally fails with 1213 and the batch runs again. Under the crash test's load
+//!   that was not always so: statements after such an abort ran outside the rolled-back
+//!   transaction (in autocommit mode: money was created), and once a `COMMIT` succeeded that
+//!   committed nothing (a transfer was acknowledged that no node had). So on Galera the
+//!   session runs with `autocommit = 0`, each transaction first writes a random token into
+//!   a session temporary table and checks that it is still there right before `COMMIT`
+//!   ([`liveness_token`]), and after the `COMMIT` the batch reads back the outcomes it
+//!   recorded before anything is acknowledged ([`MysqlStore::recorded_count`]); either
+//!   check failing runs the batch again.
+//! - **Nodes that cannot serve.** A node that is not synced or not in the primary component
+//!   answers 1047 (`WSREP has not yet prepared node for application use`): handled like a
+//!   lost connection (reconnect, run again if `COMMIT` was not sent). When the retries run
+//!   out the request is answered `internal`, and clients move to another server.
+//! - **Schema.** `GET_LOCK` is local to a node, so servers starting at once on different
+//!   nodes may migrate at the same time: every migration statement is idempotent DDL, which
+//!   Galera runs in total order on all nodes, and each version is recorded in a retried
+//!   transaction.
 
 use super::row::{
     amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
@@ -138,6 +181,15 @@ const RETRYABLE: &[u16] = &[1205, 1213, 1020];
 /// Duplicate key.
 const ER_DUP_ENTRY: u16 = 1062;
 
+/// Galera: the node is not ready for queries (joining, donating, or outside the primary
+/// component): "WSREP has not yet prepared node for application use".
+const ER_WSREP_NOT_READY: u16 = 1047;
+
+/// On Galera, the `meta` key prefix of the row each transaction that records a transfer
+/// outcome for a sender also writes (followed by the sender's name): see the module
+/// documentation.
+const SENDER_MARKER: &str = "sender.";
+
 /// Most names one locking statement lists; larger lock sets take several, in order.
 const LOCK_CHUNK: usize = 256;
 
@@ -149,6 +201,10 @@ pub struct MysqlStore {
     /// The URL without the password, for messages.
     shown: String,
     opening_balance: Amount,
+    /// Whether the database is a Galera cluster node (seen on the last connection made).
+    galera: bool,
+    /// Whether every session is `READ ONLY` ([`Access::ReadOnly`]).
+    read_only: bool,
 }
 
 /// How a failed statement is handled.
@@ -164,6 +220,9 @@ enum Failure {
 
 fn classify(e: &anyhow::Error) -> Failure {
     for cause in e.chain() {
+        if cause.downcast_ref::<AbortedByCluster>().is_some() {
+            return Failure::Conflict;
+        }
         if let Some(e) = cause.downcast_ref::<mysql::Error>() {
             return match e {
                 // A duplicate key that no caller handled: an outcome recorded meanwhile by
@@ -173,6 +232,7 @@ fn classify(e: &anyhow::Error) -> Failure {
                 {
                     Failure::Conflict
                 }
+                mysql::Error::MySqlError(s) if s.code == ER_WSREP_NOT_READY => Failure::Connection,
                 mysql::Error::IoError(_)
                 | mysql::Error::DriverError(_)
                 | mysql::Error::CodecError(_) => Failure::Connection,
@@ -181,6 +241,52 @@ fn classify(e: &anyhow::Error) -> Failure {
         }
     }
     Failure::Other
+}
+
+/// Galera rolled this session's transaction back under it (a replicated transaction took its
+/// locks: a "brute force" abort) without any statement reporting it; see [`check_alive`].
+#[derive(Debug)]
+struct AbortedByCluster;
+
+impl std::fmt::Display for AbortedByCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the transaction was rolled back by the cluster (brute-force abort)")
+    }
+}
+
+impl std::error::Error for AbortedByCluster {}
+
+/// On Galera, the first statements of every transaction: a fresh random token in the
+/// session's temporary table `txsock_alive`, written by this transaction, so that
+/// [`check_alive`] can tell that the transaction is still the one that began.
+///
+/// Why: when a replicated transaction needs locks that a local one holds, Galera rolls the
+/// local one back. Normally its next statement then fails with a deadlock (1213) and the
+/// batch runs again; but under load in the crash test, statements after such an abort were
+/// seen to run without an error, outside the rolled-back transaction (a balance update found
+/// the balance changed under a lock it held, and once a transfer was acknowledged that no
+/// node had recorded). The session runs with `autocommit = 0`, so such statements fall into a
+/// new transaction that nothing commits unless the token is still there.
+fn liveness_token(c: &mut Conn) -> Result<u64> {
+    let token = rand_core::RngCore::next_u64(&mut rand_core::OsRng) >> 1;
+    c.query_drop("DELETE FROM txsock_alive")?;
+    c.exec_drop("INSERT INTO txsock_alive (token) VALUES (?)", (token,))?;
+    Ok(token)
+}
+
+/// The last statement before `COMMIT` on Galera: fails with [`AbortedByCluster`] (a conflict:
+/// roll back, run again) unless this transaction's token is still visible, i.e. the
+/// transaction that wrote it is the one about to commit.
+fn check_alive(c: &mut Conn, token: u64) -> Result<()> {
+    let found: Option<(u64,)> = first(
+        c,
+        "SELECT COUNT(*) FROM txsock_alive WHERE token = ?",
+        (token,),
+    )?;
+    if found != Some((1,)) {
+        return Err(anyhow::Error::new(AbortedByCluster));
+    }
+    Ok(())
 }
 
 fn is_duplicate(e: &mysql::Error) -> bool {
@@ -253,6 +359,8 @@ impl MysqlStore {
             conn: None,
             shown,
             opening_balance,
+            galera: false,
+            read_only: access == Access::ReadOnly,
         };
         if access != Access::Create {
             store.require_schema(access == Access::ReadOnly)?;
@@ -302,14 +410,27 @@ impl MysqlStore {
     fn connect(&mut self) -> Result<&mut Conn> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => Conn::new(self.opts.clone())
-                .with_context(|| format!("connecting to {}", self.shown))?,
+            None => {
+                let mut conn = Conn::new(self.opts.clone())
+                    .with_context(|| format!("connecting to {}", self.shown))?;
+                let galera = causal_reads_if_galera(&mut conn, self.read_only)
+                    .with_context(|| format!("setting up the session on {}", self.shown))?;
+                if galera && !self.galera {
+                    tracing::info!(
+                        "{} is a Galera cluster node: causal reads (wsrep_sync_wait = 1)",
+                        self.shown
+                    );
+                }
+                self.galera = galera;
+                conn
+            }
         };
         Ok(self.conn.insert(conn))
     }
 
     /// Creates or migrates the schema to [`SCHEMA_VERSION`]. A named lock makes servers
     /// that start at once on the same database migrate it one after the other.
+    /// (On Galera the lock is the node's only: see the module documentation.)
     fn migrate(&mut self) -> Result<()> {
         let c = self.connect()?;
         let got: Option<(Option<i64>,)> = first(
@@ -320,10 +441,46 @@ impl MysqlStore {
         if got != Some((Some(1),)) {
             bail!("timed out waiting for another server to migrate the schema");
         }
-        let result = migrate_locked(c);
-        let released = c.query_drop("DO RELEASE_LOCK(CONCAT('txsock.schema.', DATABASE()))");
+        let result = self.migrate_locked();
+        let released = self.connect().and_then(|c| {
+            Ok(c.query_drop("DO RELEASE_LOCK(CONCAT('txsock.schema.', DATABASE()))")?)
+        });
         result?;
-        Ok(released?)
+        released
+    }
+
+    /// Runs the migrations the database lacks, each statement idempotent, and records each
+    /// version reached in a transaction of its own (retried: on Galera, servers on other
+    /// nodes may record the same version at the same time).
+    fn migrate_locked(&mut self) -> Result<()> {
+        self.connect()?.query_drop(VERSION_TABLE)?;
+        loop {
+            let stored: Option<(Option<i64>,)> = first(
+                self.connect()?,
+                "SELECT MAX(version) FROM schema_version",
+                (),
+            )?;
+            let version = stored.and_then(|(v,)| v).unwrap_or(0);
+            if version > SCHEMA_VERSION {
+                bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
+            }
+            if version == SCHEMA_VERSION {
+                return Ok(());
+            }
+            let c = self.connect()?;
+            for statement in MIGRATIONS[version as usize] {
+                c.query_drop(statement)
+                    .with_context(|| format!("migrating from schema version {version}"))?;
+            }
+            self.transaction(|c| {
+                c.exec_drop("DELETE FROM schema_version WHERE version <= ?", (version,))?;
+                c.exec_drop(
+                    "INSERT INTO schema_version (version) VALUES (?)",
+                    (version + 1,),
+                )?;
+                Ok(())
+            })?;
+        }
     }
 
     /// Runs `body` in a transaction and commits it, retrying as the module documentation
@@ -332,10 +489,22 @@ impl MysqlStore {
         let mut attempt = 1;
         loop {
             let mut commit_sent = false;
-            let result = match self.connect() {
+            // Connecting tells whether this is a Galera node.
+            let connected = self.connect().map(|_| ());
+            // A read-only session writes nothing that could be committed in part.
+            let galera = self.galera && !self.read_only;
+            let result = match connected.and_then(|()| self.connect()) {
                 Ok(c) => (|| {
                     c.query_drop("START TRANSACTION")?;
+                    let token = if galera {
+                        Some(liveness_token(c)?)
+                    } else {
+                        None
+                    };
                     let value = body(c)?;
+                    if let Some(token) = token {
+                        check_alive(c, token)?;
+                    }
                     commit_sent = true;
                     c.query_drop("COMMIT")?;
                     Ok(value)
@@ -367,6 +536,94 @@ impl MysqlStore {
             attempt += 1;
         }
     }
+    /// One run of a batch in one transaction (retried as [`MysqlStore::transaction`]
+    /// says); `recorded` gets the `(sender, id)` of every outcome it recorded.
+    fn batch_once(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        names: &[&str],
+        committed: &mut Vec<Committed>,
+        recorded: &mut Vec<IdKey>,
+    ) -> Result<Vec<LedgerReply>> {
+        let first_committed = committed.len();
+        let opening = self.opening_balance;
+        let galera = self.galera;
+        self.transaction(|c| {
+            committed.truncate(first_committed);
+            recorded.clear();
+            // First statement of the transaction: see the module documentation.
+            lock_users(c, names)?;
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut rest = batch;
+            while let Some(((request, _), after)) = rest.split_first() {
+                let run = rest
+                    .iter()
+                    .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
+                    .count();
+                if run > 0 {
+                    replies.extend(transfers(c, &rest[..run], committed, galera, recorded)?);
+                    rest = &rest[run..];
+                    continue;
+                }
+                rest = after;
+                let savepoint = writes(request);
+                if savepoint {
+                    // Replaces the previous request's savepoint of the same name.
+                    c.query_drop("SAVEPOINT r")?;
+                }
+                let before = committed.len();
+                match execute_one(opening, c, request) {
+                    Ok(reply) => replies.push(reply),
+                    Err(e) if classify(&e) != Failure::Other => return Err(e),
+                    Err(e) => {
+                        // One request's failure never undoes the others.
+                        committed.truncate(before);
+                        if savepoint {
+                            c.query_drop("ROLLBACK TO SAVEPOINT r")?;
+                        }
+                        tracing::error!("ledger request failed: {e:#}");
+                        replies.push(LedgerReply::Unavailable);
+                    }
+                }
+            }
+            Ok(replies)
+        })
+    }
+
+    /// How many of `keys` (`(sender, id)`) have a recorded outcome, journal or refusal, read
+    /// in a transaction of its own after a commit. On Galera a `COMMIT` that returned
+    /// success was seen, under load, to have committed nothing (a transaction aborted by the
+    /// cluster just before it, see [`liveness_token`]); this check keeps such a batch from
+    /// being acknowledged.
+    fn recorded_count(&mut self, keys: &[IdKey]) -> Result<usize> {
+        let c = self.connect()?;
+        let mut found = 0;
+        for chunk in keys.chunks(LOCK_CHUNK) {
+            let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+            let mut params: Vec<Value> = Vec::with_capacity(4 * chunk.len());
+            for _ in 0..2 {
+                for (from, id) in chunk {
+                    params.push(from.as_str().into());
+                    params.push(id.as_str().into());
+                }
+            }
+            // This node's own state is enough (the commit was local): no causal wait, which
+            // can time out while a node leaves the cluster.
+            let count: Option<(i64,)> = first(
+                c,
+                &format!(
+                    "SET STATEMENT wsrep_sync_wait = 0 FOR
+                 SELECT (SELECT COUNT(*) FROM journal WHERE (from_user, transfer_id) IN ({pairs}))
+                          + (SELECT COUNT(*) FROM refusals WHERE (from_user, transfer_id) IN ({pairs}))"
+                ),
+                Params::Positional(params),
+            )?;
+            found += count.map_or(0, |(n,)| n.max(0) as usize);
+        }
+        // Ends the read (the session may run with autocommit off).
+        c.query_drop("COMMIT")?;
+        Ok(found)
+    }
 }
 
 /// A random pause before attempt `attempt + 1`: up to 2^attempt ms, at most 0.5 s, so that
@@ -377,26 +634,25 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(1 + jitter)
 }
 
-fn migrate_locked(c: &mut Conn) -> Result<()> {
-    c.query_drop(VERSION_TABLE)?;
-    let stored: Option<(Option<i64>,)> = first(c, "SELECT MAX(version) FROM schema_version", ())?;
-    let mut version = stored.and_then(|(v,)| v).unwrap_or(0);
-    if version > SCHEMA_VERSION {
-        bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
+/// Whether `c` is connected to a Galera node (`wsrep_on` is `ON`; MySQL has no such
+/// variable and MariaDB without a cluster says `OFF`); if so, turns on causal reads for the
+/// session (see the module documentation) and, unless `read_only`, prepares the liveness
+/// check of [`liveness_token`].
+fn causal_reads_if_galera(c: &mut Conn, read_only: bool) -> Result<bool> {
+    let row: Option<(String, String)> = first(c, "SHOW VARIABLES LIKE 'wsrep_on'", ())?;
+    let galera = row.is_some_and(|(_, value)| value.eq_ignore_ascii_case("ON"));
+    if galera {
+        c.query_drop("SET SESSION wsrep_sync_wait = 1")?;
     }
-    while version < SCHEMA_VERSION {
-        for statement in MIGRATIONS[version as usize] {
-            c.query_drop(statement)
-                .with_context(|| format!("migrating from schema version {version}"))?;
-        }
-        version += 1;
-        c.query_drop("DELETE FROM schema_version")?;
-        c.exec_drop(
-            "INSERT INTO schema_version (version) VALUES (?)",
-            (version,),
+    if galera && !read_only {
+        // See `liveness_token`.
+        c.query_drop("SET SESSION autocommit = 0")?;
+        c.query_drop(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS txsock_alive (token BIGINT UNSIGNED NOT NULL)
+             ENGINE=InnoDB",
         )?;
     }
-    Ok(())
+    Ok(galera)
 }
 
 /// The user rows a batch writes, sorted and without repeats: the lock set.
@@ -594,10 +850,16 @@ fn insert_rows(
 /// compare-and-set `UPDATE` per changed balance and multi-row inserts into the journal and
 /// the refusals. Any write failing fails the whole batch (a duplicate key is retried: the
 /// next attempt reads the outcome that another transaction recorded first).
+///
+/// On Galera (`galera`), it also writes the marker row of every sender whose outcomes it
+/// records (see the module documentation). The `(sender, id)` of every outcome it records
+/// (journal or refusal) is added to `new_outcomes`.
 fn transfers(
     c: &mut Conn,
     run: &[(LedgerRequest, Instant)],
     committed: &mut Vec<Committed>,
+    galera: bool,
+    new_outcomes: &mut Vec<IdKey>,
 ) -> Result<Vec<LedgerReply>> {
     let now_ms = crate::clock::unix_millis();
     let moves: Vec<(&Username, &TransferId, &Username, Amount)> = run
@@ -699,6 +961,7 @@ fn transfers(
                     balance.into(),
                     (now_ms as i64).into(),
                 ]);
+                new_outcomes.push(key.clone());
                 outcomes.insert(
                     key,
                     (to.to_string(), amount_sql, balance, Some(code.into())),
@@ -719,6 +982,7 @@ fn transfers(
                     after.into(),
                     (now_ms as i64).into(),
                 ]);
+                new_outcomes.push(key.clone());
                 outcomes.insert(key, (to.to_string(), amount_sql, after, None));
                 committed.push(Committed::transfer(
                     from,
@@ -767,7 +1031,45 @@ fn transfers(
         7,
         &refusals,
     )?;
+    if galera {
+        let mut recorders: Vec<&str> = journal
+            .iter()
+            .chain(&refusals)
+            .filter_map(|row| match row.first() {
+                Some(Value::Bytes(name)) => std::str::from_utf8(name).ok(),
+                _ => None,
+            })
+            .collect();
+        recorders.sort_unstable();
+        recorders.dedup();
+        mark_senders(c, &recorders)?;
+    }
     Ok(replies)
+}
+
+/// Writes a fresh random value into the [`SENDER_MARKER`] row of each of `senders`, so that
+/// Galera certifies this transaction against every other that records an outcome for them.
+/// (A write that changes nothing is skipped by InnoDB and certifies nothing: hence random.)
+fn mark_senders(c: &mut Conn, senders: &[&str]) -> Result<()> {
+    for chunk in senders.chunks(LOCK_CHUNK) {
+        let (names, _) = padded(chunk);
+        let mut params: Vec<Value> = Vec::with_capacity(2 * names.len());
+        for name in &names {
+            let mut fresh = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fresh);
+            params.push(format!("{SENDER_MARKER}{name}").into());
+            params.push(fresh[..].into());
+        }
+        c.exec_drop(
+            format!(
+                "INSERT INTO meta (meta_key, meta_value) VALUES {}
+                 ON DUPLICATE KEY UPDATE meta_value = VALUES(meta_value)",
+                vec!["(?, ?)"; names.len()].join(", ")
+            ),
+            Params::Positional(params),
+        )?;
+    }
+    Ok(())
 }
 
 type HistoryRow = (String, String, String, i64, i64);
@@ -922,51 +1224,49 @@ impl Store for MysqlStore {
         committed: &mut Vec<Committed>,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
-        let opening = self.opening_balance;
         let names = lock_set(batch);
-        let result = self.transaction(|c| {
-            committed.truncate(first_committed);
-            // First statement of the transaction: see the module documentation.
-            lock_users(c, &names)?;
-            let mut replies = Vec::with_capacity(batch.len());
-            let mut rest = batch;
-            while let Some(((request, _), after)) = rest.split_first() {
-                let run = rest
-                    .iter()
-                    .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
-                    .count();
-                if run > 0 {
-                    replies.extend(transfers(c, &rest[..run], committed)?);
-                    rest = &rest[run..];
-                    continue;
-                }
-                rest = after;
-                let savepoint = writes(request);
-                if savepoint {
-                    // Replaces the previous request's savepoint of the same name.
-                    c.query_drop("SAVEPOINT r")?;
-                }
-                let before = committed.len();
-                match execute_one(opening, c, request) {
-                    Ok(reply) => replies.push(reply),
-                    Err(e) if classify(&e) != Failure::Other => return Err(e),
-                    Err(e) => {
-                        // One request's failure never undoes the others.
-                        committed.truncate(before);
-                        if savepoint {
-                            c.query_drop("ROLLBACK TO SAVEPOINT r")?;
+        let mut recorded = Vec::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let result = self.batch_once(batch, &names, committed, &mut recorded);
+            if result.is_err() {
+                committed.truncate(first_committed);
+            }
+            // On Galera, nothing is acknowledged before the outcomes this batch recorded
+            // are seen in the database after its COMMIT (see `recorded_count`).
+            if result.is_err() || !self.galera || recorded.is_empty() {
+                return result;
+            }
+            // A read only: tried again after a lock or causal-read timeout or a lost
+            // connection (while a node leaves the cluster, say), a few times.
+            let mut found = self.recorded_count(&recorded);
+            for retry in 1..4 {
+                match &found {
+                    Err(e) if classify(e) != Failure::Other => {
+                        if classify(e) == Failure::Connection {
+                            self.conn = None;
                         }
-                        tracing::error!("ledger request failed: {e:#}");
-                        replies.push(LedgerReply::Unavailable);
+                        std::thread::sleep(backoff(retry));
+                        found = self.recorded_count(&recorded);
                     }
+                    _ => break,
                 }
             }
-            Ok(replies)
-        });
-        if result.is_err() {
+            match found {
+                Ok(n) if n == recorded.len() => return result,
+                Ok(n) => tracing::warn!(
+                    "after a COMMIT that succeeded, only {n} of the {} outcomes it recorded are \
+                     in the database: running the batch again (attempt {attempt})",
+                    recorded.len()
+                ),
+                // The outcome is unknown: clients retry the same ids.
+                Err(e) => {
+                    committed.truncate(first_committed);
+                    return Err(e.context("checking the outcomes a commit recorded"));
+                }
+            }
             committed.truncate(first_committed);
         }
-        result
+        bail!("the outcomes of a committed batch kept missing from the database")
     }
 
     fn server_secret(&mut self) -> Result<[u8; 32]> {

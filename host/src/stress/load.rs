@@ -12,7 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use txsock_core::session::client::MAX_PIPELINE;
 use txsock_core::session::ClientEvent;
-use txsock_core::Amount;
+use txsock_core::{Amount, ErrorCode};
 
 /// Nonces a session may hold outstanding on the server (its ring; `txsock serve --nonces`).
 pub const RING: usize = 16;
@@ -36,9 +36,17 @@ pub async fn register(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Account>> {
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..lanes {
         let mine: Vec<Account> = accounts.iter().skip(lane).step_by(lanes).cloned().collect();
-        let (addr, iterations) = (ctx.addr, ctx.iterations);
+        let (servers, iterations) = (ctx.servers.clone(), ctx.iterations);
         tasks.spawn(async move {
-            let mut conn = Conn::connect(addr, iterations).await?;
+            // The first server that answers (they share one ledger).
+            let mut conn = Err(ConnError::Unexpected);
+            for addr in servers {
+                conn = Conn::connect(addr, iterations).await;
+                if conn.is_ok() {
+                    break;
+                }
+            }
+            let mut conn = conn?;
             for account in &mine {
                 conn.register(account).await?;
             }
@@ -88,17 +96,20 @@ pub async fn start(
     for i in 0..params.clients {
         let me = accounts[i].clone();
         let to = accounts[(i + 1) % accounts.len()].user.clone();
-        let (addr, iterations, rec) = (ctx.addr, ctx.iterations, ctx.rec.clone());
+        let (servers, iterations, rec) = (ctx.servers.clone(), ctx.iterations, ctx.rec.clone());
         let (stop, ready, go) = (stop.clone(), ready.clone(), go.clone());
         set.spawn(async move {
             let mut client = LoadClient {
-                addr,
+                // Spread over the servers.
+                at: i % servers.len(),
+                servers,
                 iterations,
                 me,
                 to,
                 params,
                 rec,
                 next_id: 0,
+                unanswered: VecDeque::new(),
             };
             client.run(stop, ready, go).await;
         });
@@ -111,20 +122,40 @@ pub async fn start(
 }
 
 struct LoadClient {
-    addr: std::net::SocketAddr,
+    /// The servers of one ledger, and the one in use.
+    servers: Vec<std::net::SocketAddr>,
+    at: usize,
     iterations: u32,
     me: Account,
     to: String,
     params: LoadParams,
     rec: Arc<super::record::Recorder>,
     next_id: u64,
+    /// Transfer ids sent without a verified answer (connection lost, or `internal`): sent
+    /// again, before any new one, with the same id (the ledger answers a recorded id with
+    /// its original outcome).
+    unanswered: VecDeque<String>,
 }
 
 impl LoadClient {
     async fn login(&self) -> Result<Conn, ConnError> {
-        let mut conn = Conn::connect(self.addr, self.iterations).await?;
+        let mut conn = Conn::connect(self.servers[self.at], self.iterations).await?;
         conn.login(&self.me).await?;
         Ok(conn)
+    }
+
+    /// Moves to the next server, if there is another, after `e` (no connection, a lost one,
+    /// or `internal`: this server cannot serve now).
+    fn leave_after(&mut self, e: &ConnError) {
+        let cannot_serve = match e {
+            ConnError::Io(_) | ConnError::Timeout => true,
+            ConnError::Refused(code) => *code == ErrorCode::Internal || code.is_fatal(),
+            _ => false,
+        };
+        if self.servers.len() > 1 && cannot_serve {
+            self.at = (self.at + 1) % self.servers.len();
+            self.rec.error("moved_to_next_server");
+        }
     }
 
     async fn run(
@@ -146,6 +177,7 @@ impl LoadClient {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.rec.error(&format!("login_{}", e.name()));
+                    self.leave_after(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = stop.changed() => {}
@@ -155,7 +187,10 @@ impl LoadClient {
             };
             match self.transfers(conn, &mut stop).await {
                 Ok(()) => return,
-                Err(e) => self.rec.error(&format!("{}: {e}", e.name())),
+                Err(e) => {
+                    self.rec.error(&format!("{}: {e}", e.name()));
+                    self.leave_after(&e);
+                }
             }
         }
         if first {
@@ -170,7 +205,22 @@ impl LoadClient {
         mut conn: Conn,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
-        let mut sent: VecDeque<std::time::Instant> = VecDeque::new();
+        // Send time and id of each transfer awaiting its answer, in order.
+        let mut sent: VecDeque<(std::time::Instant, String)> = VecDeque::new();
+        let result = self.send_and_receive(&mut conn, &mut sent, stop).await;
+        // Whatever is unanswered goes again, first, on the next connection.
+        for (_, id) in sent.into_iter().rev() {
+            self.unanswered.push_front(id);
+        }
+        result
+    }
+
+    async fn send_and_receive(
+        &mut self,
+        conn: &mut Conn,
+        sent: &mut VecDeque<(std::time::Instant, String)>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConnError> {
         let mut nonce_requests = 0usize;
         let mut stopping = false;
         let mut drain_until = None;
@@ -189,10 +239,15 @@ impl LoadClient {
                     && conn.has_room()
                 {
                     let session = &mut conn.session;
-                    let id = format!("t{}", self.next_id);
+                    let id = match self.unanswered.front() {
+                        Some(id) => id.clone(),
+                        None => format!("t{}", self.next_id),
+                    };
                     session.transfer(&id, &self.to, self.params.amount)?;
-                    self.next_id += 1;
-                    sent.push_back(std::time::Instant::now());
+                    if self.unanswered.pop_front().is_none() {
+                        self.next_id += 1;
+                    }
+                    sent.push_back((std::time::Instant::now(), id));
                 }
                 let session = &mut conn.session;
                 // Nonces the server will hold once the pending batches are served; never
@@ -212,7 +267,7 @@ impl LoadClient {
             };
             match event {
                 ClientEvent::Receipt(r) => {
-                    let Some(at) = sent.pop_front() else {
+                    let Some((at, _)) = sent.pop_front() else {
                         return Err(ConnError::Unexpected);
                     };
                     self.rec.receipt(at.elapsed(), r.result);
@@ -222,7 +277,15 @@ impl LoadClient {
                     use txsock_core::session::RequestKind;
                     match request {
                         RequestKind::Transfer => {
-                            sent.pop_front();
+                            if let Some((_, id)) = sent.pop_front() {
+                                // No outcome (`internal`, or a nonce refused): the same id
+                                // goes again, here or, for `internal`, on the next server.
+                                self.unanswered.push_back(id);
+                            }
+                            if code == ErrorCode::Internal && self.servers.len() > 1 {
+                                self.rec.error(code.name());
+                                return Err(ConnError::Refused(code));
+                            }
                         }
                         RequestKind::Nonces => nonce_requests = nonce_requests.saturating_sub(1),
                         _ => {}

@@ -65,14 +65,19 @@ pub enum Scenario {
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// The server to test, a loopback address such as 127.0.0.1:11002.
+    /// The server to test, a loopback address such as 127.0.0.1:11002. `load` takes several
+    /// servers of one ledger, comma-separated (ADDR,ADDR,...): its clients start spread over
+    /// them, and a client whose server cannot be reached, drops the connection or answers
+    /// `internal` moves to the next one, logs in again and re-sends its unanswered transfers
+    /// with the same ids. Other scenarios use the first.
     #[arg(
         long,
         value_name = "ADDR",
+        value_delimiter = ',',
         required_unless_present = "spawn",
         conflicts_with = "spawn"
     )]
-    pub server: Option<SocketAddr>,
+    pub server: Vec<SocketAddr>,
 
     /// Start `txsock serve` (this executable) on a free port with a temporary data directory,
     /// a PBKDF2 minimum of `--iterations`, and limits suited to the scenario; stop it at the end.
@@ -188,8 +193,10 @@ pub struct MixArgs {
 /// What every part of a run shares.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The server.
+    /// The server (the first of `servers`).
     pub addr: SocketAddr,
+    /// Every server given (`load` spreads its clients over them; see [`CommonArgs::server`]).
+    pub servers: Vec<SocketAddr>,
     /// PBKDF2 iterations of the stress users.
     pub iterations: u32,
     /// Prefix of this run's usernames (fresh per run, so reruns against one server work).
@@ -226,7 +233,7 @@ pub fn run(args: StressArgs) -> Result<()> {
         | Scenario::UserTiming(a) => &a.common,
     }
     .clone();
-    if let Some(addr) = common.server {
+    for addr in &common.server {
         if !addr.ip().is_loopback() {
             bail!("txsock stress sends heavy and hostile traffic: only loopback servers (127.0.0.0/8, ::1) may be targeted, not {addr}");
         }
@@ -427,8 +434,9 @@ async fn scenario(
         Target::spawn(common.iterations, &flags)?
     } else {
         // Checked by clap: one of --server and --spawn is present.
-        let addr = common.server.context("--server or --spawn")?;
-        params.push(("server".into(), addr.to_string()));
+        let addr = *common.server.first().context("--server or --spawn")?;
+        let all: Vec<String> = common.server.iter().map(|a| a.to_string()).collect();
+        params.push(("server".into(), all.join(",")));
         Target::attach(addr, common.server_pid)
     };
     if let Some(why) = target::RSS_UNAVAILABLE {
@@ -445,6 +453,11 @@ async fn scenario(
     params.push(("stress_threads".into(), common.threads.to_string()));
     let ctx = Ctx {
         addr: target.addr,
+        servers: if common.server.is_empty() {
+            vec![target.addr]
+        } else {
+            common.server.clone()
+        },
         iterations: common.iterations,
         prefix: run_prefix(),
         rec: Arc::new(Recorder::new()),
