@@ -43,9 +43,13 @@
 
 pub mod client;
 pub mod device;
+pub mod flash_ledger;
 pub mod link;
+pub mod ram_flash;
 pub mod scenario;
 
+#[cfg(feature = "std")]
+pub mod power_cut;
 #[cfg(feature = "std")]
 pub mod sim;
 #[cfg(feature = "std")]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use txsock_core::Duration;
 use txsock_firmware_sim::link::{LinkConfig, Probability, MIN_MTU};
+use txsock_firmware_sim::power_cut;
 use txsock_firmware_sim::sim::{self, SimConfig, MAX_CLIENTS, MAX_MTU};
 use txsock_firmware_sim::sweep::{self, SweepConfig};
 use txsock_firmware_sim::tap::{self, TapConfig};
@@ -17,6 +18,8 @@ USAGE:
     txsock-firmware-sim [OPTIONS]              simulate a device and clients on a lossy link
     txsock-firmware-sim --sweep N [--seed S]   run N random scenarios, report the failing ones
     txsock-firmware-sim --tap NAME [OPTIONS]   serve real clients on TAP interface NAME
+    txsock-firmware-sim --power-cuts N [--seed S] [--ops N]
+                                               cut the flash ledger's power N times at random
 
 SIMULATION (all deterministic: the same options give the same transcript hash):
     --transfers N     transfers in total [default: 100]
@@ -37,6 +40,10 @@ SIMULATION (all deterministic: the same options give the same transcript hash):
     --resets N        each client resets its own connection N times, a few receipts in, then
                       reconnects and re-sends what is unanswered [default: 0]
     --seed N          seed of everything random [default: 1]
+    --flash           keep the device's ledger on a simulated 1 MiB NOR flash (the flash
+                      ledger, ekv) instead of in RAM; a --restart-at reboots it from the
+                      flash image. At most 1000 transfers. With --sweep: every scenario
+                      uses it
 
 SWEEP (the simulator as a fault explorer):
     --sweep N         draw N scenarios from --seed: loss 0-50%, reorder 0-20%, corruption
@@ -48,6 +55,20 @@ SWEEP (the simulator as a fault explorer):
                       command that replays it, then a summary line; progress goes to stderr.
                       Exit status 1 if any scenario failed.
     --jobs N          worker threads for --sweep [default: 1]
+
+POWER CUTS (the flash ledger on a simulated NOR flash whose power goes at a write or erase):
+    --power-cuts N    N random runs from --seed, each a random scenario of --ops transfers,
+                      failed logins, retries and a registration, cut 1 to 6 times at random
+                      write/erase steps (3 in 4 torn: a write programs some of its words,
+                      each whole or not at all; an erase stops part-way or leaves garbage).
+                      After each
+                      cut the ledger reboots from the flash image and must have every
+                      acknowledged transfer exactly once, nothing half-applied, money
+                      conserved and every re-sent id answered with its original outcome; each
+                      run must end as an uncut one. Exit status 1 on the first failure.
+    --ops N           operations per power-cut run [default: 40]
+    --torn-bits       tear writes inside a word too (some bits of the word being programmed
+                      made it, as on bit-programmed SPI NOR)
 
 TAP (the device on a Linux TAP interface that already exists, e.g. made by
 firmware-sim/tap-netns.sh; needs /dev/net/tun, usually root):
@@ -69,6 +90,12 @@ enum Mode {
     Simulate(SimConfig),
     Sweep(SweepConfig),
     Tap(TapConfig),
+    PowerCuts {
+        runs: u64,
+        ops: usize,
+        seed: u64,
+        tear: power_cut::Tear,
+    },
 }
 
 fn parse(args: &[String]) -> Result<Mode, String> {
@@ -80,6 +107,9 @@ fn parse(args: &[String]) -> Result<Mode, String> {
     let mut seed_given = false;
     let mut sweep_count = None;
     let mut jobs = 1;
+    let mut power_cuts = None;
+    let mut cut_ops = 40;
+    let mut tear = power_cut::Tear::Words;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -141,7 +171,26 @@ fn parse(args: &[String]) -> Result<Mode, String> {
                 config.faults.clock_jump = Some((Duration::from_secs(at), by));
             }
             "--resets" => config.faults.resets = number(flag, &value()?)?,
+            "--torn-bits" => {
+                if inline.is_some() {
+                    return Err("--torn-bits takes no value".into());
+                }
+                tear = power_cut::Tear::Bits;
+            }
+            "--flash" => {
+                if inline.is_some() {
+                    return Err("--flash takes no value".into());
+                }
+                config.flash = true;
+            }
             "--sweep" => sweep_count = Some(number(flag, &value()?)?),
+            "--power-cuts" => power_cuts = Some(number(flag, &value()?)?),
+            "--ops" => {
+                cut_ops = number(flag, &value()?)?;
+                if cut_ops == 0 {
+                    return Err("--ops must be at least 1".into());
+                }
+            }
             "--jobs" => {
                 jobs = number(flag, &value()?)?;
                 if jobs == 0 {
@@ -159,6 +208,17 @@ fn parse(args: &[String]) -> Result<Mode, String> {
         }
     }
     config.link = link;
+    if let Some(runs) = power_cuts {
+        if tap_name.is_some() || sweep_count.is_some() {
+            return Err("--power-cuts goes with neither --sweep nor --tap".into());
+        }
+        return Ok(Mode::PowerCuts {
+            runs,
+            ops: cut_ops,
+            seed: config.seed,
+            tear,
+        });
+    }
     if let Some(scenarios) = sweep_count {
         if tap_name.is_some() {
             return Err("--sweep and --tap do not go together".into());
@@ -168,6 +228,7 @@ fn parse(args: &[String]) -> Result<Mode, String> {
             seed: config.seed,
             jobs,
             repeat_every: 10,
+            flash: config.flash,
         }));
     }
     Ok(match tap_name {
@@ -221,6 +282,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Mode::Sweep(config) => run_sweep(&config),
+        Mode::PowerCuts {
+            runs,
+            ops,
+            seed,
+            tear,
+        } => {
+            // A store panicking on a flash error is caught and counted; keep it off stderr.
+            std::panic::set_hook(Box::new(|_| {}));
+            match power_cut::random(runs, ops, seed, tear) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(problem) => {
+                    println!("FAILED: {problem}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Mode::Simulate(config) => match sim::run(&config) {
             Ok(report) => {
                 println!("{report}");

@@ -25,7 +25,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use smoltcp::iface::SocketStorage;
 use smoltcp::phy;
-use txsock_core::ledger::MemLedger;
+use txsock_core::ledger::{JournalEntry, Ledger, MemLedger};
 use txsock_core::session::{
     ClientConfig, ClientError, ClientEvent, ClientSession, RequestKind, ServerConfig,
 };
@@ -35,7 +35,9 @@ use crate::client::{pump, ClientNet, ClientNetConfig, ClientRng, SimClock, TcpBu
 use crate::device::{
     Device, DeviceConfig, DeviceParts, DeviceStats, MemoryBudget, SocketBuffers, DEFAULT_PORT,
 };
+use crate::flash_ledger::{FlashLedger, NorFlashPages};
 use crate::link::{Link, LinkConfig, LinkStats, Side, ETHERNET_HEADER};
+use crate::ram_flash::{RamFlash, ERASE_SIZE};
 
 /// Sessions of the simulated device (the Cortex-M image has the same number).
 pub const SESSIONS: usize = 4;
@@ -63,8 +65,16 @@ pub const ITERATIONS: u32 = 4096;
 
 /// The simulated device's ledger.
 pub type SimLedger = MemLedger<LEDGER_USERS, LEDGER_TRANSFERS>;
+/// The simulated device's ledger with `--flash`: on a simulated NOR flash of
+/// [`FLASH_SECTORS`] sectors.
+pub type SimFlashLedger = FlashLedger<NorFlashPages<RamFlash<Vec<u8>>>>;
+/// Sectors of the simulated flash with `--flash` (1 MiB, the most the ledger uses).
+pub const FLASH_SECTORS: usize = 256;
+/// The most transfers a run with `--flash` may make (the flash's room, with compaction's
+/// headroom).
+pub const FLASH_TRANSFERS: usize = 1000;
 /// The simulated device.
-pub type SimDevice<'a> = Device<'a, SimLedger, ChaCha20Rng, SESSIONS, { SESSIONS + 1 }>;
+pub type SimDevice<'a, L = SimLedger> = Device<'a, L, ChaCha20Rng, SESSIONS, { SESSIONS + 1 }>;
 type SimBuffers = SocketBuffers<SESSIONS, SOCKET_RX, SOCKET_TX>;
 type SimLink = Link<64, { MAX_MTU + ETHERNET_HEADER }>;
 
@@ -100,6 +110,9 @@ pub struct SimConfig {
     pub time_limit: Duration,
     /// Faults beyond the link's: device restarts, a clock jump, peers that reset.
     pub faults: Faults,
+    /// The device's ledger is a [`FlashLedger`] on a simulated 1 MiB NOR flash (opened again
+    /// from the flash image at every device restart) instead of a [`MemLedger`].
+    pub flash: bool,
 }
 
 /// Faults of the device and the clients, beyond what the [`Link`] does to frames.
@@ -135,6 +148,7 @@ impl Default for SimConfig {
             seed: 1,
             time_limit: Duration::from_secs(24 * 3600),
             faults: Faults::default(),
+            flash: false,
         }
     }
 }
@@ -278,10 +292,18 @@ impl fmt::Display for SimReport {
             self.simulated.millis() as f64 / 1000.0,
             self.wall.as_secs_f64()
         )?;
+        let ledger = if c.flash {
+            format!(
+                "flash ledger on {} KiB of simulated NOR flash",
+                FLASH_SECTORS * ERASE_SIZE / 1024
+            )
+        } else {
+            format!("{LEDGER_USERS} accounts, {LEDGER_TRANSFERS} journal entries")
+        };
         writeln!(
             f,
             "device memory (static): {} total = socket buffers {} + socket storage {} + \
-             device {} ({} sessions x {}) + ledger {} ({} accounts, {} journal entries)",
+             device {} ({} sessions x {}) + ledger {} ({ledger})",
             kib(b.total()),
             kib(b.socket_buffers),
             kib(b.socket_storage),
@@ -289,8 +311,6 @@ impl fmt::Display for SimReport {
             b.sessions,
             kib(b.session_bytes),
             kib(b.ledger),
-            LEDGER_USERS,
-            LEDGER_TRANSFERS
         )?;
         write!(f, "transcript: {}", self.transcript_hex())
     }
@@ -753,8 +773,132 @@ fn request(result: Result<(), ClientError>) -> Result<(), SimError> {
     result.map_err(|e| SimError(format!("client request: {e}")))
 }
 
+/// The device's ledger as a run keeps it across device restarts, and reads it at the end.
+trait SimStore {
+    /// The ledger the device answers from.
+    type Ledger: Ledger;
+    /// The ledger for a (re)booting device at `now`, and the device secret it keeps (if it
+    /// keeps one).
+    fn boot(
+        &mut self,
+        now: Instant,
+        boot: u64,
+    ) -> Result<(&mut Self::Ledger, Option<[u8; 32]>), SimError>;
+    /// Every journal entry (committed or, where kept there, refused), oldest first.
+    fn journal(&mut self) -> Result<Vec<JournalEntry>, SimError>;
+    /// Every account's balance.
+    fn balances(&mut self) -> Result<Vec<(Username, Amount)>, SimError>;
+    /// Money created, minor units.
+    fn minted(&self) -> u128;
+}
+
+/// A [`MemLedger`], kept in RAM across restarts (as a board whose RAM survives a reset).
+struct MemStore(Box<SimLedger>);
+
+impl SimStore for MemStore {
+    type Ledger = SimLedger;
+    fn boot(&mut self, _: Instant, _: u64) -> Result<(&mut SimLedger, Option<[u8; 32]>), SimError> {
+        Ok((&mut self.0, None))
+    }
+    fn journal(&mut self) -> Result<Vec<JournalEntry>, SimError> {
+        Ok(self.0.journal().to_vec())
+    }
+    fn balances(&mut self) -> Result<Vec<(Username, Amount)>, SimError> {
+        Ok(self
+            .0
+            .accounts()
+            .iter()
+            .map(|a| (a.user.clone(), a.balance))
+            .collect())
+    }
+    fn minted(&self) -> u128 {
+        self.0.minted()
+    }
+}
+
+/// A [`FlashLedger`] on a simulated NOR flash, opened again from the flash image at every
+/// boot: nothing but the flash survives a restart.
+struct FlashStore {
+    image: Vec<u8>,
+    ledger: Option<SimFlashLedger>,
+    opening: Amount,
+    seed: u64,
+}
+
+impl SimStore for FlashStore {
+    type Ledger = SimFlashLedger;
+    fn boot(
+        &mut self,
+        now: Instant,
+        boot: u64,
+    ) -> Result<(&mut SimFlashLedger, Option<[u8; 32]>), SimError> {
+        if let Some(mut old) = self.ledger.take() {
+            // Power off: only the flash image is kept.
+            self.image = old.with_flash(|pages| {
+                core::mem::replace(pages.flash_mut(), RamFlash::new(Vec::new())).into_inner()
+            });
+        }
+        let mut rng = ChaCha20Rng::seed_from_u64(mix(self.seed ^ 0xf1a5 ^ (boot << 32)));
+        let flash = RamFlash::new(core::mem::take(&mut self.image));
+        let ledger = FlashLedger::open(flash, self.opening, &mut rng, now).map_err(|e| {
+            SimError(format!(
+                "the flash ledger does not open at boot {boot}: {e}"
+            ))
+        })?;
+        let secret = ledger.secret();
+        Ok((self.ledger.insert(ledger), Some(secret)))
+    }
+    fn journal(&mut self) -> Result<Vec<JournalEntry>, SimError> {
+        let mut entries = Vec::new();
+        if let Some(ledger) = &mut self.ledger {
+            ledger
+                .for_each_committed(|e| entries.push(e.clone()))
+                .map_err(|e| SimError(format!("reading the journal: {e}")))?;
+        }
+        Ok(entries)
+    }
+    fn balances(&mut self) -> Result<Vec<(Username, Amount)>, SimError> {
+        let mut balances = Vec::new();
+        if let Some(ledger) = &mut self.ledger {
+            ledger
+                .for_each_account(|a| balances.push((a.user.clone(), a.balance)))
+                .map_err(|e| SimError(format!("reading the accounts: {e}")))?;
+        }
+        Ok(balances)
+    }
+    fn minted(&self) -> u128 {
+        self.ledger.as_ref().map_or(0, FlashLedger::minted)
+    }
+}
+
+/// The opening balance of every simulated account: enough for all of a run's transfers.
+fn opening(config: &SimConfig) -> Amount {
+    Amount(10_000u64.max(100 * u64::from(config.transfers) + 100))
+}
+
 /// Runs a simulation to the end and checks the ledger.
 pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
+    if config.flash {
+        if config.transfers as usize > FLASH_TRANSFERS {
+            return fail(format!(
+                "at most {FLASH_TRANSFERS} transfers with the flash ledger (its simulated flash)"
+            ));
+        }
+        run_on(
+            config,
+            FlashStore {
+                image: vec![0xFF; FLASH_SECTORS * ERASE_SIZE],
+                ledger: None,
+                opening: opening(config),
+                seed: config.seed,
+            },
+        )
+    } else {
+        run_on(config, MemStore(Box::new(SimLedger::new(opening(config)))))
+    }
+}
+
+fn run_on<S: SimStore>(config: &SimConfig, mut store: S) -> Result<SimReport, SimError> {
     if config.clients == 0 || config.clients > MAX_CLIENTS {
         return fail(format!("clients must be 1 to {MAX_CLIENTS}"));
     }
@@ -775,8 +919,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
 
     // The device's parts that outlive a restart: the ledger (in flash on a board) and the
     // socket buffers (statics). Everything else is built again at each boot.
-    let opening = Amount(10_000u64.max(100 * u64::from(config.transfers) + 100));
-    let mut ledger = Box::new(SimLedger::new(opening));
+    let opening = opening(config);
     let mut buffers = Box::new(SimBuffers::new());
 
     // The clients' side.
@@ -841,18 +984,22 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
     'boot: loop {
         // The device: everything it owns is sized at compile time.
         let mut sockets = [SocketStorage::EMPTY; SESSIONS + 1];
-        let mut slot = Box::new(MaybeUninit::<SimDevice<'_>>::uninit());
+        let mut slot = Box::new(MaybeUninit::<SimDevice<'_, S::Ledger>>::uninit());
         let mut boot_config = device_config(DEVICE_ADDRESS, seed);
         if boot > 0 {
             // A board seeds its RNG and TCP from its TRNG at every boot.
             boot_config.net_seed = mix(boot_config.net_seed ^ boot);
+        }
+        let (ledger, secret) = store.boot(clock.now(), boot)?;
+        if let Some(secret) = secret {
+            boot_config.secret = secret;
         }
         let device = SimDevice::init(
             &mut *slot,
             DeviceParts {
                 sockets: &mut sockets,
                 buffers: &mut buffers,
-                ledger: &mut ledger,
+                ledger,
             },
             ChaCha20Rng::seed_from_u64(mix(seed ^ 0xd0 ^ (boot << 32))),
             &boot_config,
@@ -951,12 +1098,12 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
     let simulated = clock.now().saturating_since(start);
     // Set at the first boot.
     let budget = budget.unwrap_or_else(|| unreachable!("the device booted at least once"));
-    let ledger = &*ledger;
-
     // The ledger's view: every transfer exactly once, nothing else, money conserved.
+    let journal = store.journal()?;
+    let balances = store.balances()?;
     let mut seen = vec![0u32; config.transfers as usize];
     let mut strays = 0;
-    for entry in ledger.journal() {
+    for entry in &journal {
         let index = entry
             .id
             .as_str()
@@ -981,13 +1128,10 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimError> {
     let confirmed = tally.confirmed.iter().filter(|&&c| c).count() as u32;
     let balance = |name: &str| {
         let name = Username::parse(name).ok()?;
-        ledger
-            .accounts()
-            .iter()
-            .find(|a| a.user == name)
-            .map(|a| a.balance)
+        balances.iter().find(|(u, _)| *u == name).map(|(_, b)| *b)
     };
-    let mut conserved = ledger.total() == ledger.minted();
+    let total: u128 = balances.iter().map(|(_, b)| u128::from(b.minor())).sum();
+    let mut conserved = total == store.minted();
     let mut received = 0u64;
     for k in 0..config.clients {
         let sent: u64 = (0..config.transfers)

@@ -43,6 +43,8 @@ pub struct SweepConfig {
     pub jobs: usize,
     /// Every this many scenarios, one runs twice and must give the same transcript (0: never).
     pub repeat_every: u64,
+    /// Every scenario's device keeps its ledger on simulated flash ([`SimConfig::flash`]).
+    pub flash: bool,
 }
 
 /// A scenario that failed.
@@ -207,6 +209,9 @@ pub fn command(config: &SimConfig) -> String {
     if f.resets > 0 {
         c += &format!(" --resets {}", f.resets);
     }
+    if config.flash {
+        c += " --flash";
+    }
     c + &format!(" --seed {}", config.seed)
 }
 
@@ -276,7 +281,8 @@ pub fn sweep(
                 if index >= config.scenarios {
                     return;
                 }
-                let sim = scenario(config.seed, index);
+                let mut sim = scenario(config.seed, index);
+                sim.flash = config.flash;
                 let repeat = config.repeat_every > 0 && index % config.repeat_every == 0;
                 transfers.fetch_add(u64::from(sim.transfers), Ordering::Relaxed);
                 if let Err(problem) = check(&sim, repeat) {

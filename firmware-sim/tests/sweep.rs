@@ -42,6 +42,7 @@ fn a_fixed_sweep_of_random_scenarios_passes() {
             seed: 20,
             jobs: 2,
             repeat_every: 10,
+            flash: false,
         },
         WallDuration::from_secs(3600),
         |_, _| {},

@@ -899,6 +899,12 @@ pub struct Mitm {
 impl Mitm {
     /// Starts `txsock mitm --mode MODE EXTRA` on a free loopback port in front of `server`.
     pub fn start(server: &Server, mode: &str, extra: &[&str]) -> Mitm {
+        Mitm::start_upstream(server.addr, mode, extra)
+    }
+
+    /// Starts `txsock mitm --mode MODE EXTRA` on a free loopback port in front of `upstream`
+    /// (a server this kit did not start, such as the QEMU board).
+    pub fn start_upstream(upstream: SocketAddr, mode: &str, extra: &[&str]) -> Mitm {
         let mut child = Command::new(txsock_bin())
             .args([
                 "mitm",
@@ -908,7 +914,7 @@ impl Mitm {
                 mode,
                 "--upstream",
             ])
-            .arg(server.addr.to_string())
+            .arg(upstream.to_string())
             .args(extra)
             .env_remove("TXSOCK_CONFIG")
             .stdin(Stdio::null())

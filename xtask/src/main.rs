@@ -4,6 +4,7 @@
 //! install is there.
 
 mod bench;
+mod board;
 mod crash;
 mod embassy;
 mod fuzz;
@@ -16,6 +17,7 @@ mod mutants;
 mod pgbench;
 mod prerequisites;
 mod qemu;
+mod targets;
 mod util;
 mod windows;
 
@@ -40,9 +42,12 @@ TASKS:
                                         the command to run and fail) and the rustfmt/clippy
                                         components (rustup component add)
                       2. fmt            cargo fmt --all -- --check, and the same for
-                                        core/cortex-m-test and firmware-sim/cortex-m
-                                        (not workspace members)
-                      3. clippy         cargo clippy --workspace --all-targets -- -D warnings
+                                        core/cortex-m-test, firmware-sim/cortex-m,
+                                        firmware-sim/board and firmware-sim/targets (not
+                                        workspace members)
+                      3. clippy         cargo clippy --workspace --all-targets -- -D warnings,
+                                        and firmware-sim/board and firmware-sim/targets for
+                                        the host's target (--release)
                       4. test           cargo test --workspace, with TXSOCK_TEST_MYSQL_URL
                                         pointing at a throwaway MariaDB (mariadb-install-db
                                         into a temporary directory, mariadbd on a free
@@ -79,6 +84,23 @@ TASKS:
                                         txsock.exe client against the Linux server; installs
                                         gcc-mingw-w64-x86-64 and wine64 as root, else prints
                                         `SKIPPED: <reason>`
+                      9. board          firmware-sim/board under QEMU: flash-check (the
+                                        semihosting NOR flash against a new file), then
+                                        tests/tests/board.rs: the image booted with a free
+                                        port, `txsock client` registers, logs in and
+                                        transfers (receipts, balances, a retried id), `txsock
+                                        mitm --mode tamper` is caught, a bounded `txsock
+                                        stress load`, the footprint against the device budget
+                                        (96 KiB flash, 48 KiB RAM, 8 KiB stack; reported),
+                                        and a SIGKILL of QEMU mid-transfers and a reboot:
+                                        every acknowledged transfer still there exactly
+                                        once, balances add up, same device secret
+                     10. targets        the core and the device (with MemLedger and with
+                                        the flash ledger) built (not run) for
+                                        thumbv6m-none-eabi and riscv32imc-unknown-none-elf
+                                        (firmware-sim/targets; rustup's targets if installed,
+                                        else Debian's rustc-web with -Z build-std=core), and
+                                        their linked sizes read from the ELF
     qemu            Build the images of core/cortex-m-test and firmware-sim/cortex-m for
                     thumbv7em-none-eabihf (release) into target/cortex-m and run each under
                     QEMU (Cortex-M4, mps2-an386, semihosting, 300 s timeout each), stopping at
@@ -97,6 +119,9 @@ TASKS:
                       embassy-image         firmware-sim/embassy's server on embassy-net
                                             (Cortex-M executor, SysTick time driver, a
                                             stand-in network driver), booted to `accept`
+                      device-flash          the device alone with the flash ledger on
+                                            simulated flash (ledger calls and a reboot
+                                            first): what the flash ledger costs
                     Prints each image's output, then a summary of their footprint lines
                     (`flash=.. ram=.. stack_peak=.. server_session=..`, bytes), and
                     `server_engine_net_flash` (server-engine minus baseline flash) and
@@ -106,6 +131,19 @@ TASKS:
                     else Debian's rustc-web/cargo-web with -Z build-std=core, linked with a
                     rustup toolchain's rust-lld. Installs missing prerequisites first, as
                     `test` does.
+    board           The txsock device on QEMU's mps2-an386 board (firmware-sim/board: Cortex-M4,
+                    SMSC LAN9118 Ethernet, polled): builds the image as `qemu` does, boots it with
+                    QEMU's user-mode network (the device is 10.0.2.15:11002, forwarded from
+                    127.0.0.1:PORT), prints the address to use, and runs in the foreground until
+                    Ctrl-C. The board's flash is target/board/flash.bin, a host file reached
+                    through semihosting that persists between boots (a reboot, not a new board);
+                    its ledger is firmware-sim's FlashLedger on it. A new one is provisioned
+                    with an RNG seed from /dev/urandom.
+        --port P        host port forwarded to the device [default: 11002]
+        --fresh         erase the flash first (a new board)
+        --test          run step 9 of `test` instead (flash-check and tests/tests/board.rs)
+    targets         What step 10 of `test` does: the device built for thumbv6m-none-eabi and
+                    riscv32imc-unknown-none-elf, with its linked sizes.
     embassy         What step 7 of `test` does.
     windows         What step 8 of `test` does: build txsock.exe and run the smoke test under
                     Wine (or print `SKIPPED: <reason>`).
@@ -203,6 +241,9 @@ fn main() -> ExitCode {
         }
         Task::Test => test(),
         Task::Qemu => qemu::qemu(),
+        Task::Board { test: true, .. } => board_test(&repo_root()),
+        Task::Board { port, fresh, .. } => board::run(port, fresh),
+        Task::Targets => targets::targets(&repo_root()),
         Task::Embassy => embassy::test(&repo_root()),
         Task::Windows => windows::test(&repo_root()),
         Task::Bench => bench::bench(),
@@ -225,6 +266,12 @@ enum Task {
     Help,
     Test,
     Qemu,
+    Board {
+        port: u16,
+        fresh: bool,
+        test: bool,
+    },
+    Targets,
     Embassy,
     Windows,
     Bench,
@@ -252,6 +299,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "help" => Task::Help,
         "test" => Task::Test,
         "qemu" => Task::Qemu,
+        "targets" => Task::Targets,
         "embassy" => Task::Embassy,
         "windows" => Task::Windows,
         "bench" => Task::Bench,
@@ -262,6 +310,18 @@ fn parse(args: &[String]) -> Result<Task, String> {
                 seconds = positive(option, value)?;
             }
             return Ok(Task::Fuzz { seconds });
+        }
+        "board" => {
+            let mut port = board::DEFAULT_PORT;
+            let is_flag = |arg: &String| arg == "--fresh" || arg == "--test";
+            let flags: Vec<String> = rest.iter().filter(|a| !is_flag(a)).cloned().collect();
+            let fresh = rest.iter().any(|arg| arg == "--fresh");
+            let test = rest.iter().any(|arg| arg == "--test");
+            for (option, value) in options(&flags, &["--port"], "board")? {
+                debug_assert_eq!(option, "--port");
+                port = positive(option, value)?;
+            }
+            return Ok(Task::Board { port, fresh, test });
         }
         "crash" => {
             let (mut rounds, mut backends) = (20, crash::Backends::All);
@@ -341,14 +401,19 @@ type Step<'a> = (&'static str, &'a dyn Fn() -> Result<(), Error>);
 fn test() -> Result<(), Error> {
     let root = repo_root();
     let started = Instant::now();
-    let steps: [Step; 8] = [
+    let steps: [Step; 10] = [
         ("prerequisites", &|| {
             prerequisites::ensure(&[Need::Tests, Need::Qemu])?;
             prerequisites::ensure_rustup_components(&["rustfmt", "clippy"])
         }),
         ("fmt", &|| {
             run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-            for manifest in qemu::image_manifests(&root) {
+            let board = board::manifest(&root);
+            let ports = targets::manifest(&root);
+            for manifest in qemu::image_manifests(&root)
+                .into_iter()
+                .chain([board, ports])
+            {
                 run(cargo(&root)
                     .args(["fmt", "--manifest-path"])
                     .arg(manifest)
@@ -364,7 +429,8 @@ fn test() -> Result<(), Error> {
                 "--",
                 "-D",
                 "warnings",
-            ]))
+            ]))?;
+            board::clippy(&root, cargo(&root).get_program())
         }),
         ("test", &|| {
             let mut test = cargo(&root);
@@ -394,6 +460,8 @@ fn test() -> Result<(), Error> {
         }),
         ("embassy", &|| embassy::test(&root)),
         ("windows", &|| windows::test(&root)),
+        ("board", &|| board_test(&root)),
+        ("targets", &|| targets::targets(&root)),
     ];
     let count = steps.len();
     for (index, (name, step)) in steps.iter().enumerate() {
@@ -417,6 +485,17 @@ fn test() -> Result<(), Error> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Step `board` (and `cargo xtask board --test`): the device on QEMU's mps2-an386 with its
+/// LAN9118, reached by the real tools (see [`board::prepare_test`] and tests/tests/board.rs).
+fn board_test(root: &Path) -> Result<(), Error> {
+    let env = board::prepare_test(root)?;
+    build_txsock(root)?;
+    run(cargo(root)
+        .args(["test", "-p", "txsock-e2e", "--test", "board"])
+        .args(["--", "--ignored", "--nocapture"])
+        .envs(env))
 }
 
 /// Builds the `txsock` binary (dev profile) that the end-to-end tests start.
@@ -448,11 +527,20 @@ mod tests {
     fn parses_tasks() {
         assert_eq!(parse_str("test"), Ok(Task::Test));
         assert_eq!(parse_str("qemu"), Ok(Task::Qemu));
+        assert_eq!(parse_str("targets"), Ok(Task::Targets));
         assert_eq!(parse_str("windows"), Ok(Task::Windows));
         assert_eq!(parse_str("embassy"), Ok(Task::Embassy));
         assert_eq!(parse_str("bench"), Ok(Task::Bench));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("qemu -h"), Ok(Task::Help));
+        let board = |port, fresh, test| Ok(Task::Board { port, fresh, test });
+        assert_eq!(parse_str("board"), board(11002, false, false));
+        assert_eq!(
+            parse_str("board --fresh --port 12000"),
+            board(12000, true, false)
+        );
+        assert_eq!(parse_str("board --port=12001"), board(12001, false, false));
+        assert_eq!(parse_str("board --test"), board(11002, false, true));
         assert_eq!(parse_str("fuzz"), Ok(Task::Fuzz { seconds: 60 }));
         assert_eq!(parse_str("fuzz --seconds 5"), Ok(Task::Fuzz { seconds: 5 }));
         assert_eq!(parse_str("fuzz --seconds=7"), Ok(Task::Fuzz { seconds: 7 }));
@@ -488,6 +576,9 @@ mod tests {
         assert!(parse_str("fuzz --seconds 0").is_err());
         assert!(parse_str("fuzz --seconds x").is_err());
         assert!(parse_str("fuzz --minutes 1").is_err());
+        assert!(parse_str("board --port 0").is_err());
+        assert!(parse_str("board --port 70000").is_err());
+        assert!(parse_str("board --fast").is_err());
         assert!(parse_str("crash --rounds 0").is_err());
         assert!(parse_str("crash --rounds").is_err());
         assert!(parse_str("crash --backend postgres").is_err());

@@ -64,8 +64,23 @@ const DEVICE_ALONE: Image = Image {
     label: "device_alone",
 };
 
+/// The device alone with firmware-sim's flash ledger on simulated flash (in RAM): what the
+/// flash ledger costs.
+const DEVICE_FLASH: Image = Image {
+    bin: "device-flash",
+    footprint: "device_flash flash=",
+    label: "device_flash",
+};
+
 /// Every image, in the order they run.
-const IMAGES: [&Image; 5] = [&SELFTEST, &SERVER_ENGINE, &BASELINE, &DEVICE, &DEVICE_ALONE];
+const IMAGES: [&Image; 6] = [
+    &SELFTEST,
+    &SERVER_ENGINE,
+    &BASELINE,
+    &DEVICE,
+    &DEVICE_ALONE,
+    &DEVICE_FLASH,
+];
 
 /// The issue's budgets for the device image (smoltcp + core + 4 sessions + ledger): flash, RAM
 /// and peak stack.
@@ -180,6 +195,19 @@ pub fn qemu() -> Result<(), Error> {
         embassy_ram as i64 - alone_ram as i64,
         verdict(embassy_ram, DEVICE_RAM_BUDGET),
     );
+    // With the flash ledger: its RAM net of the simulated flash (a board's flash is not RAM).
+    let flash_flash = value(&DEVICE_FLASH, "flash")?;
+    let flash_ram =
+        value(&DEVICE_FLASH, "ram")?.saturating_sub(value(&DEVICE_FLASH, "flash_image")?);
+    let flash_stack = value(&DEVICE_FLASH, "stack_peak")?;
+    println!(
+        "  device_flash_ledger flash={flash_flash} (budget {DEVICE_FLASH_BUDGET}: {}) \
+         ram={flash_ram} (whole image less the simulated flash; budget {DEVICE_RAM_BUDGET}: {}) \
+         stack_peak={flash_stack} (set-up and ledger calls; budget {DEVICE_STACK_BUDGET}: {})",
+        verdict(flash_flash, DEVICE_FLASH_BUDGET),
+        verdict(flash_ram, DEVICE_RAM_BUDGET),
+        verdict(flash_stack, DEVICE_STACK_BUDGET)
+    );
     Ok(())
 }
 
@@ -201,20 +229,30 @@ fn verdict(bytes: u64, budget: u64) -> &'static str {
 
 /// Builds the release images of the image crate in `crate_dir` (all its binaries, one cargo
 /// invocation) into `target_dir` and returns the directory that holds the ELFs.
-///
-/// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
-/// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
-/// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
-/// `rust-lld` points at an `lld` that Debian 12 does not ship.
-fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
+pub fn build(crate_dir: &Path, target_dir: &Path) -> Result<PathBuf, Error> {
     build_with(crate_dir, target_dir, &[])
 }
 
 /// [`build`] with `extra` cargo arguments (features, one binary).
 pub fn build_with(crate_dir: &Path, target_dir: &Path, extra: &[&str]) -> Result<PathBuf, Error> {
+    build_for(crate_dir, TARGET, target_dir, extra)
+}
+
+/// [`build_with`] for any bare-metal `target`.
+///
+/// With a prebuilt target in the default toolchain, a plain `cargo build`. Otherwise Debian's
+/// rustc-web/cargo-web build `core` from rust-web-src (`-Z build-std`, allowed on a stable
+/// compiler by `RUSTC_BOOTSTRAP=1`), and a rustup toolchain's `rust-lld` links, because Debian's
+/// `rust-lld` points at an `lld` that Debian 12 does not ship.
+pub fn build_for(
+    crate_dir: &Path,
+    target: &str,
+    target_dir: &Path,
+    extra: &[&str],
+) -> Result<PathBuf, Error> {
     let mut command;
-    if rustup_target_installed() {
-        println!("toolchain: the default rustc's prebuilt {TARGET} target");
+    if prebuilt_std(target) {
+        println!("toolchain: the default rustc's prebuilt {target} target");
         command = Command::new("cargo");
     } else {
         let linker = rust_lld()?;
@@ -222,21 +260,25 @@ pub fn build_with(crate_dir: &Path, target_dir: &Path, extra: &[&str]) -> Result
             "toolchain: Debian's /usr/bin/rustc with -Z build-std=core, linker {}",
             linker.display()
         );
+        let linker_variable = format!(
+            "CARGO_TARGET_{}_LINKER",
+            target.to_uppercase().replace('-', "_")
+        );
         command = Command::new("/usr/bin/cargo");
         command
             .env("RUSTC", "/usr/bin/rustc")
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER", linker)
+            .env(linker_variable, linker)
             .args(["-Z", "build-std=core"]);
     }
     // Run inside the crate so that its `.cargo/config.toml` (rustflags `-Tlink.x`) applies.
     command
         .current_dir(crate_dir)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .args(["build", "--release", "--target", target, "--target-dir"])
         .arg(target_dir)
         .args(extra);
     run(&mut command)?;
-    Ok(target_dir.join(TARGET).join("release"))
+    Ok(target_dir.join(target).join("release"))
 }
 
 /// Runs `elf` under QEMU with its output going to `log` (a file: QEMU's semihosting output must

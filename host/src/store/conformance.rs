@@ -6,7 +6,10 @@
 //! `mem::*` runs the ledger contract's tests on the core's [`MemLedger`] (the device's
 //! ledger) behind a test adapter, so that the device and the host answer every case alike;
 //! the tests of SQL-only behaviour (schema versions, `ledger check` on a corrupted journal)
-//! are not in its list. `sqlite::*` runs on a temporary SQLite file. `mysql::*` runs on the MySQL/MariaDB server
+//! are not in its list. `flash::*` runs the same cases on the device's flash ledger
+//! (`txsock_firmware_sim::flash_ledger::FlashLedger`) over a simulated NOR flash in RAM,
+//! reopening the ledger from the flash image at every `open` (a reboot), behind the same kind
+//! of adapter. `sqlite::*` runs on a temporary SQLite file. `mysql::*` runs on the MySQL/MariaDB server
 //! named by `TXSOCK_TEST_MYSQL_URL` (`mysql://USER:PASS@HOST:PORT/DB`; each test creates and
 //! drops its own database `DB_<pid>_<test>`, so USER needs CREATE and DROP on `DB%`).
 //! `cargo xtask test` starts a throwaway MariaDB and sets it. When it is not set, the MySQL
@@ -25,6 +28,8 @@ use txsock_core::ledger::{Ledger, LedgerReply, LedgerRequest, MemLedger, Transfe
 use txsock_core::lockout::{Backoff, LockoutState};
 use txsock_core::message::HISTORY_PAGE;
 use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
+use txsock_firmware_sim::flash_ledger::{FlashLedger, NorFlashPages};
+use txsock_firmware_sim::ram_flash::RamFlash;
 
 /// A database to run one test on.
 trait Backend: Sync {
@@ -428,6 +433,259 @@ impl Store for MemStore {
     }
 }
 
+/// The device's flash ledger on a simulated NOR flash.
+type DeviceFlashLedger = FlashLedger<NorFlashPages<RamFlash<Vec<u8>>>>;
+
+/// Sectors of the simulated flash (512 KiB: room for every test's accounts and journal).
+const FLASH_SECTORS: usize = 128;
+
+/// What every store opened on one [`FlashBackend`] shares: the flash (and the ledger open on
+/// it), and the admin's locks (a host concept the device does not have, as for [`MemShared`]).
+struct FlashShared {
+    ledger: Option<DeviceFlashLedger>,
+    image: Vec<u8>,
+    admin_locked: std::collections::BTreeSet<String>,
+    boots: u64,
+}
+
+impl FlashShared {
+    /// Powers the ledger off and on again: it reopens from the flash image alone.
+    fn reboot(&mut self) -> Result<()> {
+        if let Some(mut old) = self.ledger.take() {
+            self.image = old
+                .with_flash(|pages| std::mem::replace(pages.flash_mut(), RamFlash::new(Vec::new())))
+                .into_inner();
+        }
+        self.boots += 1;
+        let mut rng =
+            <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(self.boots);
+        let flash = RamFlash::new(std::mem::take(&mut self.image));
+        let ledger = FlashLedger::open(flash, Amount(0), &mut rng, now())
+            .map_err(|e| anyhow::anyhow!("the flash ledger does not open: {e}"))?;
+        self.ledger = Some(ledger);
+        Ok(())
+    }
+
+    fn ledger(&mut self) -> &mut DeviceFlashLedger {
+        self.ledger.as_mut().expect("booted when opened")
+    }
+}
+
+/// One [`DeviceFlashLedger`] shared by every store opened on it; each `open` reboots it.
+struct FlashBackend {
+    shared: Arc<Mutex<FlashShared>>,
+}
+
+impl FlashBackend {
+    fn new() -> FlashBackend {
+        FlashBackend {
+            shared: Arc::new(Mutex::new(FlashShared {
+                ledger: None,
+                image: vec![0xFF; FLASH_SECTORS * txsock_firmware_sim::ram_flash::ERASE_SIZE],
+                admin_locked: Default::default(),
+                boots: 0,
+            })),
+        }
+    }
+}
+
+impl Backend for FlashBackend {
+    fn try_open(&self, opening: Amount) -> Result<Box<dyn Store>> {
+        self.shared.lock().unwrap().reboot()?;
+        Ok(Box::new(FlashStore {
+            shared: self.shared.clone(),
+            opening,
+        }))
+    }
+
+    fn sql(&self, statement: &str) {
+        panic!("no SQL on the flash ledger: {statement}");
+    }
+
+    fn has_clock(&self) -> bool {
+        false
+    }
+
+    fn set_balance(&self, name: &str, minor: i64) {
+        let mut shared = self.shared.lock().unwrap();
+        let found = shared
+            .ledger()
+            .update_account(&user(name), now(), |a| {
+                a.balance = Amount(u64::try_from(minor).unwrap());
+            })
+            .expect("writing the account");
+        assert!(found, "no account {name}");
+    }
+}
+
+/// A [`Store`] over the shared [`DeviceFlashLedger`]: as [`MemStore`], every ledger request
+/// goes to `execute` but registration, which goes to `add_user` with this store's opening
+/// balance.
+struct FlashStore {
+    shared: Arc<Mutex<FlashShared>>,
+    opening: Amount,
+}
+
+impl Store for FlashStore {
+    fn execute_batch(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        committed: &mut Vec<Committed>,
+    ) -> Result<Vec<LedgerReply>> {
+        let mut shared = self.shared.lock().unwrap();
+        let mut replies = Vec::new();
+        for (request, now) in batch {
+            let admin_locked = match request {
+                LedgerRequest::Credentials { user } => shared.admin_locked.contains(user.as_str()),
+                _ => false,
+            };
+            let ledger = shared.ledger();
+            let before = ledger.committed();
+            let mut reply = match request {
+                LedgerRequest::Register { user, verifier } => {
+                    LedgerReply::Registered(ledger.add_user(user, verifier, self.opening, *now))
+                }
+                other => ledger.execute(other, *now),
+            };
+            if let LedgerReply::Credentials { lockout, .. } = &mut reply {
+                if admin_locked {
+                    lockout.locked_until = Instant::from_millis(FOREVER);
+                }
+            }
+            if ledger.committed() > before {
+                if let (
+                    LedgerRequest::Transfer {
+                        from,
+                        id,
+                        to,
+                        amount,
+                    },
+                    LedgerReply::Transfer(outcome),
+                ) = (request, &reply)
+                {
+                    committed.push(Committed::transfer(
+                        from,
+                        id,
+                        to,
+                        *amount,
+                        outcome.balance,
+                        crate::clock::unix_millis(),
+                    ));
+                }
+            }
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    fn server_secret(&mut self) -> Result<[u8; 32]> {
+        Ok(self.shared.lock().unwrap().ledger().secret())
+    }
+
+    fn add_user(
+        &mut self,
+        user: &Username,
+        verifier: &Verifier,
+        balance: Amount,
+        _now_ms: u64,
+    ) -> Result<()> {
+        let mut shared = self.shared.lock().unwrap();
+        shared
+            .ledger()
+            .add_user(user, verifier, balance, now())
+            .map_err(|code| anyhow::anyhow!("cannot add {user}: {}", code.message()))
+    }
+
+    fn list_users(&mut self) -> Result<Vec<UserSummary>> {
+        let mut shared = self.shared.lock().unwrap();
+        let mut accounts = Vec::new();
+        shared
+            .ledger()
+            .for_each_account(|a| accounts.push(a.clone()))?;
+        let mut users: Vec<UserSummary> = accounts
+            .into_iter()
+            .map(|a| UserSummary {
+                admin_locked: shared.admin_locked.contains(a.user.as_str()),
+                name: a.user.to_string(),
+                balance: a.balance,
+                locked_until_ms: a.lockout.locked_until.millis(),
+                failures: a.lockout.failures,
+            })
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
+    }
+
+    fn set_admin_lock(&mut self, user: &Username, locked: bool) -> Result<()> {
+        let mut shared = self.shared.lock().unwrap();
+        let found = shared.ledger().update_account(user, now(), |a| {
+            if !locked {
+                a.lockout = LockoutState::default();
+            }
+        })?;
+        if !found {
+            anyhow::bail!("no user named {user}");
+        }
+        if locked {
+            shared.admin_locked.insert(user.to_string());
+        } else {
+            shared.admin_locked.remove(user.as_str());
+        }
+        Ok(())
+    }
+
+    fn deposit(&mut self, user: &Username, amount: Amount, _now_ms: u64) -> Result<Amount> {
+        let mut shared = self.shared.lock().unwrap();
+        shared
+            .ledger()
+            .deposit(user, amount, now())
+            .map_err(|code| anyhow::anyhow!("cannot deposit to {user}: {}", code.message()))
+    }
+
+    fn integrity(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn check(&mut self) -> Result<CheckReport> {
+        let mut shared = self.shared.lock().unwrap();
+        let ledger = shared.ledger();
+        let mut accounts = Vec::new();
+        ledger.for_each_account(|a| accounts.push(a.clone()))?;
+        let mut journal = Vec::new();
+        ledger.for_each_committed(|e| journal.push(e.clone()))?;
+        let mut report = CheckReport::default();
+        for account in &accounts {
+            let name = &account.user;
+            let credits: u128 = journal
+                .iter()
+                .filter(|e| e.to == *name)
+                .map(|e| u128::from(e.amount.minor()))
+                .sum();
+            let debits: u128 = journal
+                .iter()
+                .filter(|e| e.from == *name)
+                .map(|e| u128::from(e.amount.minor()))
+                .sum();
+            let expected = (u128::from(account.deposited) + credits) as i128 - debits as i128;
+            report.accounts += 1;
+            report.total += i128::from(account.balance.minor());
+            if i128::from(account.balance.minor()) != expected {
+                report.problems.push(format!(
+                    "{name}: balance {} but the journal gives {expected}",
+                    account.balance
+                ));
+            }
+        }
+        report.entries =
+            journal.len() as u64 + accounts.iter().map(|a| u64::from(a.deposits)).sum::<u64>();
+        report.minted = ledger.minted() as i128;
+        if report.total != report.minted {
+            report.problems.push("money not conserved".into());
+        }
+        Ok(report)
+    }
+}
+
 /// Declares each test once per backend: `sqlite::NAME` and `mysql::NAME`.
 macro_rules! conformance {
     (sql_only: [$($sql_name:ident),* $(,)?], all: [$($name:ident),* $(,)?] $(,)?) => {
@@ -436,6 +694,14 @@ macro_rules! conformance {
                 #[test]
                 fn $name() {
                     super::$name(&super::MemBackend::new());
+                }
+            )*
+        }
+        mod flash {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::FlashBackend::new());
                 }
             )*
         }

@@ -1,0 +1,270 @@
+//! The device alone with its ledger on flash, as a board links it: `device-alone`'s device
+//! (smoltcp, the core's server engine, 4 sessions, the ChaCha20 RNG) with firmware-sim's
+//! [`FlashLedger`] in place of the `MemLedger`, on [`FLASH_SECTORS`] sectors of NOR flash
+//! simulated in RAM ([`RamFlash`]; a board lends its own `NorFlash`, the QEMU board a
+//! semihosted file). It measures what the flash ledger adds.
+//!
+//! Before the device starts it drives the ledger as the device would (registrations, a
+//! transfer, its retry, a refusal, a failed login, history), reboots it (reopens it from the
+//! flash image alone) and checks that everything is still there and the secret unchanged.
+//! Then it builds the device on the ledger, polls it idle, and prints
+//!
+//! ```text
+//! device_flash flash=<bytes> ram=<bytes> stack_peak=<bytes> flash_image=<bytes> ledger=<bytes>
+//! ```
+//!
+//! `ram` includes the simulated flash (`flash_image` bytes), which a board does not have in
+//! RAM; `ledger` is the `FlashLedger` itself; `stack_peak` is the whole run's (painted at
+//! reset), the ledger calls' included.
+
+#![no_std]
+#![no_main]
+
+#[path = "../../../../core/cortex-m-test/src/runtime.rs"]
+mod runtime;
+
+use core::hint::black_box;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::addr_of_mut;
+
+use cortex_m_rt::entry;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use runtime::{exit, print, Footprint};
+use smoltcp::iface::SocketStorage;
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use txsock_core::auth::Verifier;
+use txsock_core::ledger::{Ledger, LedgerReply, LedgerRequest, TransferOutcome};
+use txsock_core::lockout::Backoff;
+use txsock_core::{Amount, Duration, Instant, TransferId, Username};
+use txsock_firmware_sim::device::{Device, DeviceParts};
+use txsock_firmware_sim::flash_ledger::{FlashLedger, NorFlashPages};
+use txsock_firmware_sim::ram_flash::{RamFlash, ERASE_SIZE};
+use txsock_firmware_sim::scenario::board::*;
+use txsock_firmware_sim::scenario::OPENING;
+
+/// The name in failure messages.
+const IMAGE: &str = "device_flash";
+
+/// Fixed RNG seed: QEMU's mps2-an386 has no TRNG. Test only.
+const SEED: u64 = 0x7853_6f63;
+
+/// Sectors of the simulated flash: the fewest that let the store reuse sectors.
+const FLASH_SECTORS: usize = 4;
+
+type Flash = RamFlash<&'static mut [u8]>;
+type BoardFlashLedger = FlashLedger<NorFlashPages<Flash>>;
+type FlashDevice<'a> = Device<'a, BoardFlashLedger, ChaCha20Rng, SESSIONS, SOCKETS>;
+
+static mut FLASH: [u8; FLASH_SECTORS * ERASE_SIZE] = [0; FLASH_SECTORS * ERASE_SIZE];
+static mut LEDGER: MaybeUninit<BoardFlashLedger> = MaybeUninit::uninit();
+static mut BUFFERS: BoardBuffers = BoardBuffers::new();
+static mut SOCKET_STORAGE: MaybeUninit<[SocketStorage<'static>; SOCKETS]> = MaybeUninit::uninit();
+static mut DEVICE: MaybeUninit<FlashDevice<'static>> = MaybeUninit::uninit();
+static mut FRAME: [u8; MTU + 14] = [0; MTU + 14];
+
+/// A network device that never receives (see `device-alone`).
+struct Opaque {
+    frame: &'static mut [u8; MTU + 14],
+}
+
+struct Rx<'a>(&'a [u8]);
+struct Tx<'a>(&'a mut [u8]);
+
+impl phy::RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let len = len.min(self.0.len());
+        let result = f(&mut self.0[..len]);
+        black_box(&mut self.0[..len]);
+        result
+    }
+}
+
+impl phy::Device for Opaque {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(
+        &mut self,
+        _now: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let len = black_box(0usize).min(self.frame.len());
+        if len == 0 {
+            return None;
+        }
+        let (rx, tx) = self.frame.split_at_mut(len);
+        Some((Rx(rx), Tx(tx)))
+    }
+
+    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx(&mut self.frame[..]))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MTU + 14;
+        caps
+    }
+}
+
+fn fail(what: &str) -> ! {
+    print(format_args!("{IMAGE} FAILED: {what}\n"));
+    exit(false)
+}
+
+fn name(s: &str) -> Username {
+    Username::parse(s).unwrap_or_else(|_| fail("bad name"))
+}
+
+fn transfer(id: &str, amount: u64) -> LedgerRequest {
+    LedgerRequest::Transfer {
+        from: name("alice"),
+        id: TransferId::parse(id).unwrap_or_else(|_| fail("bad id")),
+        to: name("bob"),
+        amount: Amount(amount),
+    }
+}
+
+/// Runs `request` on `ledger`, as a device poll would.
+fn call(ledger: &mut BoardFlashLedger, request: &LedgerRequest) -> LedgerReply {
+    ledger.execute(request, Instant::from_millis(1))
+}
+
+/// Drives the ledger as a device would, reboots it, checks it; returns the ledger.
+#[inline(never)]
+fn exercise(flash: Flash) -> BoardFlashLedger {
+    let mut rng = ChaCha20Rng::seed_from_u64(SEED);
+    let mut ledger = BoardFlashLedger::open(flash, OPENING, &mut rng, Instant::ZERO)
+        .unwrap_or_else(|_| fail("a blank flash does not open"));
+    let secret = ledger.secret();
+    for user in ["alice", "bob"] {
+        let mut verifier = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [user.len() as u8; 32],
+            server_key: [0x5a; 32],
+        };
+        let _ = verifier.salt.extend_from_slice(&[7; 16]);
+        let reply = call(
+            &mut ledger,
+            &LedgerRequest::Register {
+                user: name(user),
+                verifier,
+            },
+        );
+        if reply != LedgerReply::Registered(Ok(())) {
+            fail("registration");
+        }
+    }
+    let sent = TransferOutcome {
+        result: Ok(()),
+        balance: Amount(OPENING.minor() - 250),
+    };
+    for _ in 0..2 {
+        // The second time is the retry: the same outcome, nothing moved.
+        if call(&mut ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
+            fail("transfer");
+        }
+    }
+    let refused = call(&mut ledger, &transfer("t2", OPENING.minor()));
+    if !matches!(
+        refused,
+        LedgerReply::Transfer(TransferOutcome { result: Err(_), .. })
+    ) {
+        fail("refusal");
+    }
+    let failed = LedgerRequest::LoginFailed {
+        user: name("bob"),
+        now: Instant::from_millis(1),
+        policy: Backoff::ACCOUNT,
+    };
+    if !matches!(call(&mut ledger, &failed), LedgerReply::Recorded(_)) {
+        fail("failed login");
+    }
+    let history = LedgerRequest::History {
+        user: name("bob"),
+        offset: 0,
+    };
+    if !matches!(call(&mut ledger, &history), LedgerReply::History(Ok(p)) if p.entries.len() == 1) {
+        fail("history");
+    }
+    // Reboot: only the flash is kept.
+    let flash = ledger.into_flash().into_inner();
+    let Ok(mut ledger) = BoardFlashLedger::open(flash, OPENING, &mut rng, Instant::ZERO) else {
+        fail("the ledger does not reopen")
+    };
+    if ledger.secret() != secret {
+        fail("the secret changed across a reboot");
+    }
+    if call(&mut ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
+        fail("the transfer's outcome after the reboot");
+    }
+    let balance = call(&mut ledger, &LedgerRequest::Balance { user: name("bob") });
+    if balance != LedgerReply::Balance(Ok(Amount(OPENING.minor() + 250))) {
+        fail("the balance after the reboot");
+    }
+    ledger
+}
+
+#[entry]
+fn main() -> ! {
+    // SAFETY: `main` runs once and takes each static exactly once here.
+    let (image, ledger_slot, buffers, sockets, device, frame) = unsafe {
+        (
+            &mut *addr_of_mut!(FLASH),
+            &mut *addr_of_mut!(LEDGER),
+            &mut *addr_of_mut!(BUFFERS),
+            &mut *addr_of_mut!(SOCKET_STORAGE),
+            &mut *addr_of_mut!(DEVICE),
+            &mut *addr_of_mut!(FRAME),
+        )
+    };
+    // A new chip is erased; the zeroed static is not.
+    let mut flash = RamFlash::new(&mut image[..]);
+    if BoardFlashLedger::erase_all(&mut flash).is_err() {
+        fail("erase");
+    }
+    let ledger = exercise(flash);
+    let ledger = ledger_slot.write(ledger);
+    let mut config = device_config(SEED);
+    config.secret = ledger.secret();
+    let mut phy = Opaque { frame };
+    let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
+    let device = FlashDevice::init(
+        device,
+        DeviceParts {
+            sockets,
+            buffers,
+            ledger,
+        },
+        ChaCha20Rng::seed_from_u64(SEED),
+        &config,
+        &mut phy,
+        Instant::ZERO,
+    );
+    let mut now = Instant::ZERO;
+    for _ in 0..10 {
+        device.poll(now, &mut phy);
+        now = now + Duration::from_millis(100);
+    }
+    if device.open_sessions() != 0 || device.stats().accepted != 0 {
+        fail("an idle device accepted a connection");
+    }
+    let footprint = Footprint::measure();
+    print(format_args!(
+        "device_flash flash={} ram={} stack_peak={} flash_image={} ledger={}\n",
+        footprint.flash,
+        footprint.ram,
+        footprint.stack_peak,
+        FLASH_SECTORS * ERASE_SIZE,
+        size_of::<BoardFlashLedger>()
+    ));
+    exit(true)
+}
