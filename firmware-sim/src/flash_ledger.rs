@@ -921,7 +921,10 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         self.record
             .extend_from_slice(record)
             .map_err(|_| StorageError::Corrupted)?;
-        self.apply(true).await
+        let applied = self.apply(true).await;
+        // The next transaction builds its own record.
+        self.record.clear();
+        applied
     }
 
     async fn try_execute(

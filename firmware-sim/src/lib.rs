@@ -19,6 +19,9 @@
 //! ## Layers
 //!
 //! - [`device`]: the device itself.
+//! - [`flash_ledger`]: a [`Ledger`](txsock_core::Ledger) on NOR flash that survives power
+//!   cuts (sequential-storage plus a write-ahead record), for boards whose money must outlive
+//!   a reset; [`ram_flash`]: NOR flash simulated in RAM.
 //! - [`link`]: a simulated Ethernet link with seeded loss, delay, reordering, corruption and
 //!   an MTU, modelled on smoltcp's `FaultInjector`, which also hashes everything it carries
 //!   (the transcript) and counts TCP retransmissions.
@@ -31,6 +34,8 @@
 //! - `sweep` (with `std`): the simulator as a fault explorer: many scenarios drawn from one
 //!   seed (link faults, device restarts, clock jumps, resetting peers), each checked, every
 //!   failure printed as the command that replays it.
+//! - `power_cut` (with `std`): power cuts at every flash write and erase of the flash ledger,
+//!   each followed by a reboot and the checks that nothing acknowledged was lost or doubled.
 //! - `tap` (with `std`): the device on a Linux TAP interface, for real clients.
 //!
 //! ## Features

@@ -613,6 +613,12 @@ fn run_with_cuts(image: Vec<u8>, ops: &[Op], cuts: &[Cut]) -> Result<(Vec<Cut>, 
             // Everything done before the cut's step came.
             break;
         }
+        if !flash.is_dead() {
+            return Err(format!(
+                "op {:?} failed with the power on",
+                stretch.in_flight.map(|i| &ops[i])
+            ));
+        }
         made.extend(cut);
         panics += u64::from(stretch.panicked);
         let in_flight = stretch.in_flight;
