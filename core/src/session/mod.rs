@@ -10,4 +10,7 @@ pub mod server;
 pub use client::{
     ClientConfig, ClientError, ClientEvent, ClientSession, IntegrityError, ReceiptInfo, RequestKind,
 };
-pub use server::{LoginFailure, ServerConfig, ServerEvent, ServerSession, ServerShared};
+pub use server::{
+    LoginFailure, NoPipeline, PipelineQueue, PipelinedRequest, ServerConfig, ServerEvent,
+    ServerSession, ServerShared, DEFAULT_PIPELINE,
+};
