@@ -455,6 +455,13 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                 && waiting < usize::from(self.pipeline_limit))
     }
 
+    /// True while a frame is held behind answers still owed (see the type's doc on
+    /// pipelining): once [`wants_input`](Self::wants_input), `handle_input` processes it even
+    /// with empty input.
+    pub fn holds_frame(&self) -> bool {
+        self.decoder.is_holding()
+    }
+
     /// True when [`handle_ledger`](Self::handle_ledger) has room for the answer it writes:
     /// the output has [`MAX_RESPONSE`] bytes free. A driver that has several answers from
     /// the ledger at once writes out [`poll_transmit`](Self::poll_transmit) when this is
