@@ -314,12 +314,32 @@ impl<const N: usize> OutputBuffer<N> {
         message: &T,
         reserve: usize,
     ) -> Result<(), InsufficientSizeError> {
+        self.push_with(reserve, |out| encode_frame(message, out))
+    }
+
+    /// [`push`](Self::push) with the server's response encoder
+    /// ([`encode_response`](crate::response::encode_response)): the same bytes, faster.
+    pub fn push_response<T: crate::response::WriteJson + ?Sized>(
+        &mut self,
+        message: &T,
+        reserve: usize,
+    ) -> Result<(), InsufficientSizeError> {
+        self.push_with(reserve, |out| {
+            crate::response::encode_response(message, out)
+        })
+    }
+
+    fn push_with(
+        &mut self,
+        reserve: usize,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, InsufficientSizeError>,
+    ) -> Result<(), InsufficientSizeError> {
         if N - self.end < reserve {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let n = encode_frame(message, &mut self.buf[self.end..])?;
+        let n = encode(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(())
     }

@@ -1211,8 +1211,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
         let _ = self.events.push_back(event);
     }
 
-    fn send<T: serde::Serialize>(&mut self, message: &T) {
-        match self.out.push(message, MAX_RESPONSE) {
+    fn send<T: crate::response::WriteJson>(&mut self, message: &T) {
+        match self.out.push_response(message, MAX_RESPONSE) {
             Ok(()) => {}
             // Only reachable if output was not drained before a close; the frame is dropped
             // and the connection ends.

@@ -246,8 +246,9 @@ pub struct ServeArgs {
     pub max_batch: usize,
 
     /// Requests (transfers, balances, history pages) one connection may have waiting on the
-    /// ledger at once, 1 to 16 and at most `--nonces`. Pipelined transfers of many clients
-    /// share commits; answers still leave in request order.
+    /// ledger at once, 1 to 16; never more than `--nonces` (a client cannot sign more
+    /// transfers than it holds nonces). Pipelined transfers of many clients share commits;
+    /// answers still leave in request order.
     #[arg(long, env = "TXSOCK_PIPELINE", default_value_t = default::PIPELINE, value_parser = clap::value_parser!(u16).range(1..=PIPELINE_CAPACITY as i64))]
     pub pipeline: u16,
 }
@@ -297,14 +298,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Nothing is created on disk before the port and the data directory are known to be
     // free: a bad --db, a port in use or a second server on the directory changes nothing.
     args.storage.validate()?;
-    if args.pipeline > args.nonces {
-        anyhow::bail!(
-            "--pipeline {} is more than --nonces {}: a client cannot have more transfers signed \
-             than it holds nonces; lower --pipeline or raise --nonces",
-            args.pipeline,
-            args.nonces
-        );
-    }
     let listener = listen(args.listen).map_err(|e| listen_error(args.listen, e))?;
     let _lock = lock::DataDirLock::acquire(&args.storage.data_dir, listener.local_addr()?)?;
     // An SQLite database outside the data directory: its directory is locked the same way.
