@@ -56,7 +56,8 @@ fn main() {
     let mut pair = Pair::new(1);
     pair.register_and_login("bob", "bob's password").unwrap();
     pair.reconnect();
-    pair.register_and_login("alice", "alice's password").unwrap();
+    pair.register_and_login("alice", "alice's password")
+        .unwrap();
     let accounts: Vec<LedgerRequest> = ["alice", "bob"]
         .iter()
         .map(|name| {

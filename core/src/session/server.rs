@@ -260,7 +260,9 @@ pub trait PipelineQueue {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Appends `request`, or gives it back when full.
+    /// Appends `request`, or gives it back when full (as `heapless::Deque` does; the session
+    /// never pushes past [`capacity`](Self::capacity)).
+    #[allow(clippy::result_large_err)] // Given back by value, as heapless does: no heap in core.
     fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest>;
     /// Removes and returns the oldest request.
     fn pop_front(&mut self) -> Option<PipelinedRequest>;
@@ -280,6 +282,7 @@ impl PipelineQueue for NoPipeline {
     fn len(&self) -> usize {
         0
     }
+    #[allow(clippy::result_large_err)] // The trait's signature.
     fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
         Err(request)
     }
@@ -298,6 +301,7 @@ impl<const N: usize> PipelineQueue for Deque<PipelinedRequest, N> {
     fn len(&self) -> usize {
         Deque::len(self)
     }
+    #[allow(clippy::result_large_err)] // The trait's signature.
     fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
         Deque::push_back(self, request)
     }
@@ -810,9 +814,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
     /// Events wait in a queue of three. When an event arrives while three are waiting, the
     /// oldest waiting one is dropped, silently. A driver that drains this after every
     /// `handle_*` call loses nothing with the default `OUT` ([`MAX_RESPONSE`]): one call then
-    /// adds at most two events. `handle_input` takes at most one frame per call (after it
+    /// adds at most two events. `handle_input` answers at most one frame per call (after it
     /// the session waits for the ledger, is closing, or holds an answer that leaves less than
-    /// `MAX_RESPONSE` of output free), and a frame adds at most two events: `Rejected` and
+    /// `MAX_RESPONSE` of output free; frames pipelined behind a request that waits on the
+    /// ledger add no event), and a frame adds at most two events: `Rejected` and
     /// `Closing`, or `AddressThrottled` and `LoginFailed`; `handle_ledger`, `handle_timeout`
     /// and `close_with` add at most one. [`drive`](Self::drive) drains after each
     /// `handle_input` and `handle_ledger` pair (at most three events) and so loses none

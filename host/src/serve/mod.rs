@@ -65,6 +65,7 @@ impl<const N: usize> PipelineQueue for HeapPipeline<N> {
         self.0.as_ref().map_or(0, |q| q.len())
     }
 
+    #[allow(clippy::result_large_err)] // The trait's signature.
     fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
         self.0
             .get_or_insert_with(|| Box::new(heapless::Deque::new()))
