@@ -63,6 +63,20 @@ pub struct FrameDecoder<const N: usize = DEFAULT_MAX_FRAME> {
     discarding: bool,
     /// True when the previous call returned a frame that must be dropped now.
     frame_pending: bool,
+    /// True when the previous call reported a [`FrameError::TooLong`].
+    error_reported: bool,
+    /// What [`hold`](Self::hold) kept for the next call to return again.
+    held: Held,
+}
+
+/// What a [`FrameDecoder`] keeps for its next call after [`FrameDecoder::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Nothing,
+    /// The frame in the buffer.
+    Frame,
+    /// A [`FrameError::TooLong`] report.
+    TooLong,
 }
 
 impl<const N: usize> Default for FrameDecoder<N> {
@@ -81,6 +95,8 @@ impl<const N: usize> FrameDecoder<N> {
             limit: N,
             discarding: false,
             frame_pending: false,
+            error_reported: false,
+            held: Held::Nothing,
         }
     }
 
@@ -105,11 +121,44 @@ impl<const N: usize> FrameDecoder<N> {
         self.len
     }
 
+    /// Keeps what the last [`decode`](Self::decode) returned (a frame or an error) so that the
+    /// next call returns it again, consuming nothing. A server session holds a frame whose
+    /// answer must wait behind answers still owed to earlier frames; the frame costs no
+    /// memory beyond the buffer it already sits in. Does nothing after `Incomplete`.
+    pub fn hold(&mut self) {
+        if self.frame_pending {
+            self.frame_pending = false;
+            self.held = Held::Frame;
+        } else if self.error_reported {
+            self.error_reported = false;
+            self.held = Held::TooLong;
+        }
+    }
+
+    /// True while a [`hold`](Self::hold) is in force: the next `decode` returns the held
+    /// frame or error whatever its input.
+    pub const fn is_holding(&self) -> bool {
+        !matches!(self.held, Held::Nothing)
+    }
+
     /// Consumes bytes from `input` until a frame or an error is found or the input ends.
     ///
     /// Returns the number of bytes consumed and what was found. Bytes after the newline
-    /// that ended a frame are not consumed.
+    /// that ended a frame are not consumed. After [`hold`](Self::hold) it returns the held
+    /// frame or error again and consumes nothing.
     pub fn decode(&mut self, input: &[u8]) -> (usize, Decoded<'_>) {
+        match core::mem::replace(&mut self.held, Held::Nothing) {
+            Held::Nothing => {}
+            Held::Frame => {
+                self.frame_pending = true;
+                return (0, Decoded::Frame(self.frame()));
+            }
+            Held::TooLong => {
+                self.error_reported = true;
+                return (0, Decoded::Error(FrameError::TooLong { max: self.limit }));
+            }
+        }
+        self.error_reported = false;
         if self.frame_pending {
             self.frame_pending = false;
             self.len = 0;
@@ -133,6 +182,7 @@ impl<const N: usize> FrameDecoder<N> {
             // The line cannot fit: report it now, after consuming exactly what fit plus the
             // byte that overflowed, and skip the rest up to its newline.
             self.discarding = true;
+            self.error_reported = true;
             self.len = 0;
             return (
                 skipped + room + 1,
@@ -144,14 +194,16 @@ impl<const N: usize> FrameDecoder<N> {
         match newline {
             Some(i) => {
                 self.frame_pending = true;
-                let mut end = self.len;
-                if end > 0 && self.buf[end - 1] == b'\r' {
-                    end -= 1;
-                }
-                (skipped + i + 1, Decoded::Frame(&self.buf[..end]))
+                (skipped + i + 1, Decoded::Frame(self.frame()))
             }
             None => (skipped + input.len(), Decoded::Incomplete),
         }
+    }
+
+    /// The complete frame in the buffer, without a trailing CR.
+    fn frame(&self) -> &[u8] {
+        let line = &self.buf[..self.len];
+        line.strip_suffix(b"\r").unwrap_or(line)
     }
 }
 
@@ -262,12 +314,32 @@ impl<const N: usize> OutputBuffer<N> {
         message: &T,
         reserve: usize,
     ) -> Result<(), InsufficientSizeError> {
+        self.push_with(reserve, |out| encode_frame(message, out))
+    }
+
+    /// [`push`](Self::push) with the server's response encoder
+    /// ([`encode_response`](crate::response::encode_response)): the same bytes, faster.
+    pub fn push_response<T: crate::response::WriteJson + ?Sized>(
+        &mut self,
+        message: &T,
+        reserve: usize,
+    ) -> Result<(), InsufficientSizeError> {
+        self.push_with(reserve, |out| {
+            crate::response::encode_response(message, out)
+        })
+    }
+
+    fn push_with(
+        &mut self,
+        reserve: usize,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, InsufficientSizeError>,
+    ) -> Result<(), InsufficientSizeError> {
         if N - self.end < reserve {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let n = encode_frame(message, &mut self.buf[self.end..])?;
+        let n = encode(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(())
     }
@@ -350,7 +422,67 @@ mod tests {
         assert_eq!(&big[..n], b"{\"op\":\"ping\"}\n");
     }
 
+    /// A held frame or error comes back once more, consuming nothing, and the stream goes on
+    /// after it as if it had not been held.
+    #[test]
+    fn held_frames_and_errors_come_back_once() {
+        let mut dec = FrameDecoder::<4>::new();
+        let (n, d) = dec.decode(b"ab\r\ntoolong\ncd\n");
+        assert_eq!((n, d), (4, Decoded::Frame(b"ab")));
+        dec.hold();
+        assert!(dec.is_holding());
+        assert_eq!(dec.decode(b"ignored"), (0, Decoded::Frame(&b"ab"[..])));
+        assert!(!dec.is_holding());
+        let (n, d) = dec.decode(b"toolong\ncd\n");
+        assert_eq!((n, d), (5, Decoded::Error(FrameError::TooLong { max: 4 })));
+        dec.hold();
+        assert_eq!(
+            dec.decode(b"x"),
+            (0, Decoded::Error(FrameError::TooLong { max: 4 }))
+        );
+        let (n, d) = dec.decode(b"ng\ncd\n");
+        assert_eq!((n, d), (6, Decoded::Frame(&b"cd"[..])));
+        // Nothing to hold after an incomplete line.
+        let (_, d) = dec.decode(b"e");
+        assert_eq!(d, Decoded::Incomplete);
+        dec.hold();
+        assert!(!dec.is_holding());
+        assert_eq!(dec.decode(b"f\n"), (2, Decoded::Frame(&b"ef"[..])));
+    }
+
     proptest! {
+        /// Holding any frame or error and decoding it again changes nothing in the stream's
+        /// frames.
+        #[test]
+        fn holding_does_not_change_frames(
+            lines in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..24), 0..12),
+            holds in proptest::collection::vec(any::<bool>(), 0..40),
+        ) {
+            let mut stream = Vec::new();
+            for mut l in lines {
+                l.retain(|&b| b != b'\n');
+                stream.extend_from_slice(&l);
+                stream.push(b'\n');
+            }
+            let whole = frames_of::<16>(&[&stream]);
+            let mut dec = FrameDecoder::<16>::new();
+            let mut got = Vec::new();
+            let mut rest: &[u8] = &stream;
+            let mut holds = holds.into_iter();
+            while !rest.is_empty() || dec.is_holding() {
+                let (n, d) = dec.decode(rest);
+                let hold = holds.next().unwrap_or(false);
+                match d {
+                    Decoded::Incomplete => {}
+                    Decoded::Frame(f) if !hold => got.push(Ok(f.to_vec())),
+                    Decoded::Error(e) if !hold => got.push(Err(e)),
+                    _ => dec.hold(),
+                }
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(got, whole);
+        }
+
         /// However the stream is cut into reads, the decoder yields the same frames.
         #[test]
         fn chunking_does_not_change_frames(

@@ -111,6 +111,133 @@ pub fn messages(data: &[u8]) {
     }
 }
 
+/// The server's response encoder against serde-json-core: byte 0 picks the output size
+/// (0 to 1020, in steps of 4), byte 1 the frame kind, bytes 2 to 9 the numbers; the rest,
+/// split at `0xff` bytes and read as lossy UTF-8, gives the strings (any characters, those
+/// that need escaping included). Checks that [`encode_response`](crate::response::encode_response)
+/// writes exactly the bytes [`encode_frame`] writes, or fails when it fails.
+pub fn response_encoder(data: &[u8]) {
+    use crate::message::{
+        BalanceFrame, BareFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
+        NoncesFrame, ReceiptFrame, RegisteredFrame, WelcomeFrame, HISTORY_PAGE,
+    };
+    use crate::response::{encode_response, WriteJson};
+    extern crate std;
+    use std::borrow::Cow;
+    use std::string::String;
+
+    let [size, kind, n0, n1, n2, n3, n4, n5, n6, n7, rest @ ..] = data else {
+        return;
+    };
+    let size = 4 * usize::from(*size);
+    let number = u64::from_le_bytes([*n0, *n1, *n2, *n3, *n4, *n5, *n6, *n7]);
+    let seq = number as u32;
+    let mut parts = rest.split(|&b| b == 0xff).map(String::from_utf8_lossy);
+    let mut strings: [Cow<'_, str>; 8] = Default::default();
+    for s in strings.iter_mut() {
+        *s = parts.next().unwrap_or_default();
+    }
+    let s = &strings;
+
+    fn check<T: WriteJson + serde::Serialize>(message: &T, size: usize) {
+        let mut ours = std::vec![0u8; size];
+        let mut theirs = std::vec![0u8; size];
+        match (
+            encode_response(message, &mut ours),
+            encode_frame(message, &mut theirs),
+        ) {
+            (Ok(n), Ok(m)) => assert_eq!(ours[..n], theirs[..m], "different bytes"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("response encoder {a:?}, serde-json-core {b:?}"),
+        }
+    }
+
+    match kind % 9 {
+        0 => check(&BareFrame { op: "pong" }, size),
+        1 => check(
+            &ErrorFrame {
+                op: &s[0],
+                code: &s[1],
+                message: &s[2],
+            },
+            size,
+        ),
+        2 => check(
+            &ReceiptFrame {
+                op: &s[0],
+                seq,
+                id: &s[1],
+                to: &s[2],
+                amount: &s[3],
+                result: &s[4],
+                balance: &s[5],
+                mac: &s[6],
+            },
+            size,
+        ),
+        3 => check(
+            &BalanceFrame {
+                op: &s[0],
+                seq,
+                balance: &s[1],
+                mac: &s[2],
+            },
+            size,
+        ),
+        4 => {
+            let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
+            for i in 0..usize::from(*n7) % (HISTORY_PAGE + 1) {
+                let _ = entries.push(HistoryEntryFrame {
+                    id: &s[(1 + i) % 8],
+                    from: &s[(2 + i) % 8],
+                    to: &s[(3 + i) % 8],
+                    amount: &s[(4 + i) % 8],
+                    at: number,
+                });
+            }
+            check(
+                &HistoryFrame {
+                    op: &s[0],
+                    seq,
+                    entries,
+                    more: number & 1 == 1,
+                    mac: &s[7],
+                },
+                size,
+            )
+        }
+        5 => {
+            let count = usize::from(*n7) % (MAX_NONCE_BATCH + 1);
+            let nonces = (0..count).map(|i| &*s[i % 8]).collect();
+            check(&NoncesFrame { op: &s[0], nonces }, size)
+        }
+        6 => check(
+            &ChallengeFrame {
+                op: &s[0],
+                nonce: &s[1],
+                salt: &s[2],
+                iterations: seq,
+            },
+            size,
+        ),
+        7 => check(
+            &WelcomeFrame {
+                op: &s[0],
+                user: &s[1],
+                signature: &s[2],
+            },
+            size,
+        ),
+        _ => check(
+            &RegisteredFrame {
+                op: &s[0],
+                user: &s[1],
+            },
+            size,
+        ),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Shared set-up
 // ---------------------------------------------------------------------------------------
@@ -502,6 +629,20 @@ mod tests {
         server_session(&twice);
     }
 
+    /// Every frame kind, with strings that need escaping and ones that do not, at a size
+    /// that fits and at sizes that do not.
+    #[test]
+    fn response_encoder_covers_every_kind() {
+        for kind in 0..9u8 {
+            for size in [0u8, 10, 40, 255] {
+                let mut input = std::vec![size, kind, 7, 1, 0, 0, 0, 0, 0, 3];
+                input
+                    .extend_from_slice(b"alice\xffbo\"b\\\n\x01\xffx\xff\xc3\xa9\xff1.00\xff\xffz");
+                response_encoder(&input);
+            }
+        }
+    }
+
     #[test]
     fn targets_accept_junk() {
         let junk: &[&[u8]] = &[
@@ -515,6 +656,7 @@ mod tests {
         for j in junk {
             frame_decoder(j);
             messages(j);
+            response_encoder(j);
             server_session(j);
             client_session(j);
         }

@@ -67,6 +67,7 @@ pub mod mac;
 pub mod message;
 pub mod names;
 pub mod replay;
+pub mod response;
 pub mod session;
 pub mod time;
 

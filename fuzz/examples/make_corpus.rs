@@ -22,6 +22,27 @@ fn main() {
     messages(&root.join("messages"));
     server_session(&root.join("server_session"));
     client_session(&root.join("client_session"));
+    response_encoder(&root.join("response_encoder"));
+}
+
+/// Seeds for `response_encoder`: size byte, kind byte, 8 number bytes, strings split at 0xff.
+fn response_encoder(dir: &Path) {
+    let strings: &[u8] = b"receipt\xfft-1\xffbob\xff1.25\xffcommitted\xff98.75\xff\
+        0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\xffhistory";
+    let escapes: &[u8] = b"a\"b\xffc\\d\xff\x01\x1f\n\t\xff\xc3\xa9\xf0\x9f\x98\x80\xff\xfe";
+    for (kind, name) in [
+        (2u8, "receipt"),
+        (3, "balance"),
+        (4, "history-two-entries"),
+        (5, "nonces-eight"),
+        (1, "error"),
+    ] {
+        let mut seed = vec![255, kind, 7, 0, 0, 0, 0, 0, 0, 2 + 6 * u8::from(kind == 5)];
+        seed.extend_from_slice(strings);
+        write(dir, name, &seed);
+    }
+    write(dir, "escapes-everywhere", &cat(&[&[255, 2, 1, 2, 3, 4, 0, 0, 0, 2], escapes]));
+    write(dir, "too-small", &cat(&[&[20, 2, 9, 9, 9, 9, 9, 9, 9, 9], strings]));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

@@ -3,10 +3,13 @@
 //! core's money rule; this module decides only what goes into each commit and when the
 //! replies may leave (after the commit returned).
 //!
-//! Sessions send their request and wait for the reply. The worker takes whatever is
-//! queued (up to a batch limit) as one batch, so under load a commit carries many
-//! transfers while a lone request is committed at once. Replies go out only after the
-//! commit returned, so an acknowledged transfer is on disk.
+//! Sessions send their requests (up to their pipeline limit each, in request order) and
+//! wait for the replies. The worker takes whatever is queued (up to a batch limit) as one
+//! batch, in queue order, so under load a commit carries up to clients × pipeline transfers
+//! while a lone request is committed at once. One session's requests keep their order: it
+//! sends them one after another into one FIFO queue, and a batch applies its requests in
+//! order. Replies go out only after the commit returned, so an acknowledged transfer is on
+//! disk.
 
 use crate::audit::{Audit, Log};
 use crate::store::{Committed, Store};
@@ -57,8 +60,8 @@ impl CommitWorker {
 }
 
 /// Starts the worker over `store`. `queue` bounds the requests waiting (each session has at
-/// most one outstanding, so the connection limit is a natural size); `max_batch` bounds one
-/// commit.
+/// most its pipeline limit outstanding, so connections × pipeline is a natural size; a full
+/// queue makes senders wait); `max_batch` bounds one commit.
 pub fn spawn(
     store: Box<dyn Store>,
     audit: Arc<Audit>,
@@ -75,23 +78,41 @@ pub fn spawn(
     (CommitQueue { tx, stats }, CommitWorker { thread })
 }
 
-impl CommitQueue {
-    /// Executes `request` durably and returns the reply; `Unavailable` if the worker is gone.
-    pub async fn call(&self, request: LedgerRequest, now: Instant) -> LedgerReply {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Job {
-                request,
-                now,
-                reply,
-            })
-            .await
-            .is_err()
-        {
-            return LedgerReply::Unavailable;
+/// The reply to one submitted request, to await once the requests before it are answered.
+pub struct PendingReply(Option<oneshot::Receiver<LedgerReply>>);
+
+impl std::future::Future for PendingReply {
+    type Output = LedgerReply;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<LedgerReply> {
+        match &mut self.0 {
+            None => std::task::Poll::Ready(LedgerReply::Unavailable),
+            Some(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(LedgerReply::Unavailable)),
         }
-        rx.await.unwrap_or(LedgerReply::Unavailable)
+    }
+}
+
+impl CommitQueue {
+    /// Queues `request` behind every request submitted before it, waiting for room in the
+    /// queue; the returned reply resolves once its commit has returned (`Unavailable` if
+    /// the worker is gone).
+    pub async fn submit(&self, request: LedgerRequest, now: Instant) -> PendingReply {
+        // `reserve` first, so that the waiting future does not hold the request.
+        let Ok(permit) = self.tx.reserve().await else {
+            return PendingReply(None);
+        };
+        let (reply, rx) = oneshot::channel();
+        permit.send(Job {
+            request,
+            now,
+            reply,
+        });
+        PendingReply(Some(rx))
     }
 }
 

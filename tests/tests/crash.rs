@@ -4,7 +4,9 @@
 //! acknowledged transfer is journaled exactly once with its recipient and amount, nothing
 //! refused or unacknowledged is journaled, money is conserved, no balance is negative,
 //! `txsock ledger check` passes, and every transfer id sent again (during the run and once
-//! more at the end) gets back its original result.
+//! more at the end) gets back its original result. Clients pipeline: each sends a window of
+//! transfers back to back before reading their receipts, so a kill lands while several of a
+//! connection's transfers wait on the ledger at once (PROTOCOL.md §5, pipelining).
 //!
 //! Runs on SQLite and on MySQL/MariaDB (`TXSOCK_TEST_MYSQL_URL`; see `tests/mysql.rs`).
 //! The short forms run in `cargo test`; `cargo xtask crash --rounds N` runs the long forms
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use txsock_core::session::ReceiptInfo;
+use txsock_core::session::{ClientEvent, ReceiptInfo};
 use txsock_core::{Amount, ErrorCode};
 use txsock_e2e::*;
 
@@ -105,26 +107,53 @@ fn connect(addr: &RwLock<SocketAddr>, user: &str, deadline: Instant) -> Option<C
     None
 }
 
-/// Sends transfer `id` until a verified receipt arrives, reconnecting as needed.
+/// Transfers sent back to back before their receipts are read: fewer than the server's
+/// default `--pipeline`, so all of them wait on the ledger together.
+const WINDOW: usize = 4;
+
+/// One transfer of a window: id, recipient, amount.
+type Planned = (String, &'static str, Amount);
+
+/// Sends `window` back to back, pipelined, then reads the verified receipts in order.
+fn send_window(c: &mut Client, window: &[Planned]) -> Option<Vec<ReceiptInfo>> {
+    if c.session().available_nonces() < window.len() {
+        c.session().request_nonces(WINDOW as u8).ok()?;
+        match c.next_event() {
+            Ok(ClientEvent::Nonces { .. }) => {}
+            _ => return None,
+        }
+    }
+    for (id, to, amount) in window {
+        c.session().transfer(id, to, *amount).ok()?;
+    }
+    let mut receipts = Vec::with_capacity(window.len());
+    for _ in window {
+        match c.next_event() {
+            Ok(ClientEvent::Receipt(r)) => receipts.push(r),
+            _ => return None,
+        }
+    }
+    Some(receipts)
+}
+
+/// Sends `window` until verified receipts for all of it arrive, reconnecting as needed.
 fn transfer_until_answered(
     addr: &RwLock<SocketAddr>,
     conn: &mut Option<Client>,
     user: &str,
-    id: &str,
-    to: &str,
-    amount: Amount,
+    window: &[Planned],
     deadline: Instant,
-) -> Option<ReceiptInfo> {
+) -> Option<Vec<ReceiptInfo>> {
     while Instant::now() < deadline {
         if conn.is_none() {
             *conn = connect(addr, user, deadline);
         }
         let c = conn.as_mut()?;
-        match c.transfer(id, to, amount) {
-            Ok(receipt) => return Some(receipt),
-            // Connection lost or refused mid-flight: the outcome is unknown, so retry the
-            // same id on a new connection; the server answers with the original result.
-            Err(_) => *conn = None,
+        match send_window(c, window) {
+            Some(receipts) => return Some(receipts),
+            // Connection lost or refused mid-flight: the outcomes are unknown, so retry the
+            // same ids on a new connection; the server answers with the original results.
+            None => *conn = None,
         }
     }
     None
@@ -170,35 +199,51 @@ fn run_bank(backend: Backend, plan: Plan) {
                 while (k < min_transfers || !killing_done.load(Ordering::Acquire))
                     && k < 50 * min_transfers
                 {
-                    let id = format!("{user}-{k}");
-                    k += 1;
-                    let to = ACCOUNTS[(i + 1 + random_below(3) as usize) % ACCOUNTS.len()];
-                    let amount = Amount(1 + random_below(30_000));
-                    let Some(receipt) =
-                        transfer_until_answered(&addr, &mut conn, user, &id, to, amount, deadline)
+                    let window: Vec<Planned> = (0..WINDOW)
+                        .map(|j| {
+                            let to = ACCOUNTS[(i + 1 + random_below(3) as usize) % ACCOUNTS.len()];
+                            (
+                                format!("{user}-{}", k + j),
+                                to,
+                                Amount(1 + random_below(30_000)),
+                            )
+                        })
+                        .collect();
+                    k += WINDOW;
+                    let Some(receipts) =
+                        transfer_until_answered(&addr, &mut conn, user, &window, deadline)
                     else {
-                        panic!("{user}: no answer for {id} before the deadline");
+                        panic!("{user}: no answer for {window:?} before the deadline");
                     };
-                    assert!(
-                        receipt.result.is_ok()
-                            || receipt.result == Err(ErrorCode::InsufficientFunds),
-                        "{id}: {receipt:?}"
-                    );
-                    acknowledged.fetch_add(1, Ordering::Release);
-                    // Now and then, act as if the reply was lost: send the same id again and
-                    // demand the original result.
-                    if k % 7 == 3 {
-                        let again = transfer_until_answered(
-                            &addr, &mut conn, user, &id, to, amount, deadline,
-                        )
-                        .unwrap_or_else(|| panic!("{user}: retry of {id} not answered"));
+                    for ((id, _, _), receipt) in window.iter().zip(&receipts) {
                         assert!(
-                            same_outcome(&again, &receipt),
-                            "{id}: retry got {again:?}, first answer {receipt:?}"
+                            receipt.result.is_ok()
+                                || receipt.result == Err(ErrorCode::InsufficientFunds),
+                            "{id}: {receipt:?}"
                         );
-                        retries += 1;
+                        acknowledged.fetch_add(1, Ordering::Release);
                     }
-                    acked.insert(id, receipt);
+                    // Now and then, act as if the replies were lost: send the same ids again
+                    // and demand the original results.
+                    if k % (7 * WINDOW) == 3 * WINDOW {
+                        let again =
+                            transfer_until_answered(&addr, &mut conn, user, &window, deadline)
+                                .unwrap_or_else(|| {
+                                    panic!("{user}: retry of {window:?} not answered")
+                                });
+                        for ((id, _, _), (again, receipt)) in
+                            window.iter().zip(again.iter().zip(&receipts))
+                        {
+                            assert!(
+                                same_outcome(again, receipt),
+                                "{id}: retry got {again:?}, first answer {receipt:?}"
+                            );
+                            retries += 1;
+                        }
+                    }
+                    for ((id, _, _), receipt) in window.into_iter().zip(receipts) {
+                        acked.insert(id, receipt);
+                    }
                 }
                 (user, acked, retries)
             })
@@ -246,22 +291,27 @@ fn run_bank(backend: Backend, plan: Plan) {
                 let addr = &addr;
                 scope.spawn(move || {
                     let mut conn = None;
-                    for (id, receipt) in acked {
-                        let again = transfer_until_answered(
-                            addr,
-                            &mut conn,
-                            user,
-                            id,
-                            receipt.to.as_str(),
-                            receipt.amount,
-                            final_deadline,
-                        )
-                        .unwrap_or_else(|| panic!("{user}: final retry of {id} not answered"));
-                        assert!(
-                            same_outcome(&again, receipt),
-                            "{user}/{id}: after the last restart {again:?}, first answer \
-                             {receipt:?}"
-                        );
+                    let all: Vec<_> = acked.iter().collect();
+                    for chunk in all.chunks(WINDOW) {
+                        let window: Vec<Planned> = chunk
+                            .iter()
+                            .map(|(id, r)| {
+                                let to = ACCOUNTS.into_iter().find(|a| *a == r.to.as_str());
+                                (id.to_string(), to.expect("an account"), r.amount)
+                            })
+                            .collect();
+                        let again =
+                            transfer_until_answered(addr, &mut conn, user, &window, final_deadline)
+                                .unwrap_or_else(|| {
+                                    panic!("{user}: final retry of {window:?} not answered")
+                                });
+                        for ((id, receipt), again) in chunk.iter().zip(&again) {
+                            assert!(
+                                same_outcome(again, receipt),
+                                "{user}/{id}: after the last restart {again:?}, first answer \
+                                 {receipt:?}"
+                            );
+                        }
                     }
                     acked.len()
                 })

@@ -11,7 +11,12 @@
 //! 3. server memory with 10,000 idle logged-in connections (`txsock stress connections`);
 //! 4. server memory growth under the attack mix (`txsock stress mix`);
 //! 5. the figures of 2 and 3 again over TLS 1.3 (`--tls`), each beside its plaintext figure
-//!    from this run.
+//!    from this run;
+//! 6. the same 32-client load on a throwaway MariaDB server ([`crate::mariadb`]) against the
+//!    same pgbench figure;
+//! 7. the physical floor of a durable commit: the median of one 4 KiB write and `fdatasync`
+//!    on the disk where the spawned servers keep their data, the anchor of the single-client
+//!    round trip.
 //!
 //! It reports and asserts nothing: a figure that could not be measured says why in the table.
 
@@ -41,13 +46,44 @@ const CLIENTS: u32 = 32;
 const PIPELINE: u32 = 8;
 /// Idle logged-in connections of the memory figure, and its target.
 const CONNECTIONS: u32 = 10_000;
-const CONNECTIONS_TARGET_MIB: f64 = 64.0;
+const CONNECTIONS_TARGET_MIB: f64 = 48.0;
 /// How long the attack mix runs, and the growth target.
 const MIX_SECONDS: u32 = 20;
 const MIX_TARGET_MIB: f64 = 2.0;
 /// Durable transfers/s as a multiple of pgbench's tps, and the round-trip fraction.
 const THROUGHPUT_TARGET: f64 = 10.0;
 const ROUND_TRIP_TARGET: f64 = 1.0 / 3.0;
+/// The single-client round trip as a multiple of one fdatasync on the same disk.
+const FLOOR_TARGET: f64 = 1.5;
+/// Rounds of the fdatasync loop (the median is reported).
+const FSYNC_ROUNDS: usize = 400;
+
+/// The physical floor of a durable commit on the disk of `dir`: the median time, in
+/// milliseconds, of writing 4 KiB at the start of a file and `fdatasync`ing it
+/// (`File::sync_data`), over [`FSYNC_ROUNDS`] rounds. One commit of SQLite's WAL or
+/// PostgreSQL's does at least this.
+fn fdatasync_floor(dir: &Path) -> Result<f64, Error> {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = dir.join(format!("txsock-fdatasync-{}", std::process::id()));
+    let result = (|| -> std::io::Result<f64> {
+        let mut file = fs::File::create(&path)?;
+        let block = [0x5au8; 4096];
+        file.write_all(&block)?;
+        file.sync_all()?;
+        let mut times = Vec::with_capacity(FSYNC_ROUNDS);
+        for _ in 0..FSYNC_ROUNDS {
+            let started = std::time::Instant::now();
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&block)?;
+            file.sync_data()?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    })();
+    let _ = fs::remove_file(&path);
+    result.map_err(|e| Error::new(format!("fdatasync loop in {}: {e}", dir.display())))
+}
 
 /// One row of the summary table.
 struct Row {
@@ -222,6 +258,9 @@ pub fn bench() -> Result<(), Error> {
         Err(e) => rows.push(Row::failed(core_figure, "≥ 0.33", &e)),
     }
 
+    // The physical floor, on the disk where the spawned servers keep their data.
+    let floor = fdatasync_floor(&env::temp_dir());
+
     // The server and the stress tool, optimised.
     let txsock = run(cargo(&root).args(["build", "--release", "-p", "txsock-host"]))
         .map(|()| target_dir(&root).join("release").join("txsock"));
@@ -276,7 +315,12 @@ pub fn bench() -> Result<(), Error> {
             let ratio = tps / pg.tps;
             rows.push(Row {
                 figure: throughput_figure,
-                txsock: format!("{}/s (pipeline {PIPELINE})", thousands(tps)),
+                txsock: format!(
+                    "{}/s (pipeline {PIPELINE}; {} transfers per commit, largest {})",
+                    thousands(tps),
+                    number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}")),
+                    number(json, "largest_batch").map_or("?".into(), |v| format!("{v:.0}")),
+                ),
                 anchor: format!(
                     "pgbench TPC-B, {CLIENTS} clients, scale {PG_SCALE}, fsync on: {} tps",
                     thousands(pg.tps)
@@ -289,6 +333,26 @@ pub fn bench() -> Result<(), Error> {
         (Err(e), _) | (_, Err(e)) => {
             rows.push(Row::failed(throughput_figure, &throughput_target, e))
         }
+    }
+    let floor_figure = "single-client transfer round trip, durable, median, against the disk";
+    let floor_target = format!("≤ {FLOOR_TARGET:.1}x one fdatasync");
+    match (&one, &floor) {
+        (Ok(json), Ok(floor_ms)) => {
+            let ms = number(json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0;
+            let ratio = ms / floor_ms;
+            rows.push(Row {
+                figure: floor_figure,
+                txsock: format!("{ms:.2} ms"),
+                anchor: format!(
+                    "one 4 KiB write + fdatasync on the same disk, median of {FSYNC_ROUNDS}: \
+                     {floor_ms:.3} ms"
+                ),
+                ratio: format!("{ratio:.2}x"),
+                target: floor_target,
+                met: met(ratio <= FLOOR_TARGET),
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => rows.push(Row::failed(floor_figure, &floor_target, e)),
     }
     let round_trip_figure = "single-client transfer round trip, durable, median";
     let round_trip_target = "≤ 1/3 of pgbench's".to_string();
@@ -535,6 +599,51 @@ pub fn bench() -> Result<(), Error> {
             target: "reported".into(),
             met: "-",
         });
+    }
+
+    // 6. The 32-client load on MariaDB, against the same pgbench figure.
+    let mariadb_figure = "durable transfers/s, 32 clients, loopback, MariaDB";
+    let mariadb = txsock.as_ref().map_err(clone_error).and_then(|bin| {
+        let server = crate::mariadb::MariaDb::start()?;
+        let db = format!("--server-arg=--db={}", server.url);
+        stress(
+            bin,
+            &dir,
+            "load-32-mariadb",
+            &[
+                "load",
+                "--clients",
+                &clients,
+                "--pipeline",
+                &pipeline,
+                "--duration",
+                &seconds,
+                &db,
+            ],
+        )
+    });
+    match (&mariadb, &anchor) {
+        (Ok(json), Ok((pg, _))) => {
+            let tps = number(json, "transfers_per_second").unwrap_or(f64::NAN);
+            let ratio = tps / pg.tps;
+            rows.push(Row {
+                figure: mariadb_figure,
+                txsock: format!(
+                    "{}/s (pipeline {PIPELINE}; {} transfers per commit)",
+                    thousands(tps),
+                    number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}"))
+                ),
+                anchor: format!("the same pgbench figure: {} tps", thousands(pg.tps)),
+                ratio: format!("{ratio:.1}x"),
+                target: format!("≥ {THROUGHPUT_TARGET:.0}x pgbench tps"),
+                met: met(ratio >= THROUGHPUT_TARGET),
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => rows.push(Row::failed(
+            mariadb_figure,
+            &format!("≥ {THROUGHPUT_TARGET:.0}x pgbench tps"),
+            e,
+        )),
     }
 
     // Details under the table.

@@ -30,7 +30,7 @@
 //! decides anything on its own.
 
 use crate::ledger::{LedgerReply, LedgerRequest};
-use crate::session::server::{ServerEvent, ServerSession, ServerShared};
+use crate::session::server::{PipelineQueue, ServerEvent, ServerSession, ServerShared};
 use crate::time::Instant;
 use rand_core::{CryptoRng, RngCore};
 
@@ -95,15 +95,23 @@ impl DriveLoop {
 
     /// The next step. `now` is the time the session sees for input; after
     /// [`DriveStep::Done`] every further call returns `Done` again.
-    pub fn next<R, const FRAME: usize, const NONCES: usize, const OUT: usize, const ADDRS: usize>(
+    pub fn next<
+        R,
+        Q,
+        const FRAME: usize,
+        const NONCES: usize,
+        const OUT: usize,
+        const ADDRS: usize,
+    >(
         &mut self,
-        session: &mut ServerSession<FRAME, NONCES, OUT>,
+        session: &mut ServerSession<FRAME, NONCES, OUT, Q>,
         shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         input: &[u8],
     ) -> DriveStep
     where
         R: RngCore + CryptoRng,
+        Q: PipelineQueue + Default,
     {
         loop {
             match self.phase {
@@ -116,6 +124,11 @@ impl DriveLoop {
                 }
                 Phase::Ledger => {
                     self.phase = Phase::Events;
+                    // One request at a time, each answered at once, and only with room for
+                    // its answer: the rest of a pipeline waits for the output to drain.
+                    if !session.has_room_for_reply() {
+                        continue;
+                    }
                     if let Some(request) = session.poll_ledger() {
                         self.progressed = true;
                         return DriveStep::Ledger(request);
@@ -151,29 +164,33 @@ impl DriveLoop {
     /// [`DriveStep::Ledger`], at `now`.
     pub fn answer<
         R,
+        Q,
         const FRAME: usize,
         const NONCES: usize,
         const OUT: usize,
         const ADDRS: usize,
     >(
         &mut self,
-        session: &mut ServerSession<FRAME, NONCES, OUT>,
+        session: &mut ServerSession<FRAME, NONCES, OUT, Q>,
         shared: &mut ServerShared<R, ADDRS>,
         now: Instant,
         reply: LedgerReply,
     ) where
         R: RngCore + CryptoRng,
+        Q: PipelineQueue + Default,
     {
         session.handle_ledger(shared, now, reply);
     }
 
     /// Marks `n` bytes of the session's output, offered by the last [`DriveStep::Transmit`],
     /// as written.
-    pub fn transmitted<const FRAME: usize, const NONCES: usize, const OUT: usize>(
+    pub fn transmitted<Q, const FRAME: usize, const NONCES: usize, const OUT: usize>(
         &mut self,
-        session: &mut ServerSession<FRAME, NONCES, OUT>,
+        session: &mut ServerSession<FRAME, NONCES, OUT, Q>,
         n: usize,
-    ) {
+    ) where
+        Q: PipelineQueue + Default,
+    {
         session.advance_transmit(n);
         self.progressed |= n > 0;
     }

@@ -12,4 +12,7 @@ pub use client::{
     ClientConfig, ClientError, ClientEvent, ClientSession, IntegrityError, ReceiptInfo, RequestKind,
 };
 pub use drive::{DriveLoop, DriveStep};
-pub use server::{LoginFailure, ServerConfig, ServerEvent, ServerSession, ServerShared};
+pub use server::{
+    LoginFailure, NoPipeline, PipelineQueue, PipelinedRequest, ServerConfig, ServerEvent,
+    ServerSession, ServerShared, DEFAULT_PIPELINE,
+};

@@ -52,13 +52,17 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// Outstanding nonces per session; capped by the session's `NONCES`.
     pub max_nonces: usize,
+    /// Requests a session may have waiting on the ledger at once (pipelined transfers, balances
+    /// and history pages); capped by the session's pipeline capacity (one plus its
+    /// [`PipelineQueue`]'s, so one for [`NoPipeline`]) and by `max_nonces`.
+    pub max_pipeline: usize,
 }
 
 impl ServerConfig {
     /// The defaults, in one place for every driver (the host's `txsock serve` flags take
     /// their default values from here): open registration, [`auth::DEFAULT_ITERATIONS`], 8
     /// bad frames, 30 s to log in, 300 s idle, [`Backoff::ACCOUNT`] and [`Backoff::ADDRESS`],
-    /// [`DEFAULT_MAX_FRAME`] and [`DEFAULT_NONCES`].
+    /// [`DEFAULT_MAX_FRAME`], [`DEFAULT_NONCES`] and [`DEFAULT_PIPELINE`].
     pub const DEFAULT: ServerConfig = ServerConfig {
         registration_open: true,
         min_iterations: auth::DEFAULT_ITERATIONS,
@@ -70,8 +74,14 @@ impl ServerConfig {
         address_backoff: Backoff::ADDRESS,
         max_frame: DEFAULT_MAX_FRAME,
         max_nonces: DEFAULT_NONCES,
+        max_pipeline: DEFAULT_PIPELINE,
     };
 }
+
+/// The default of [`ServerConfig::max_pipeline`]: requests one session may have waiting on
+/// the ledger at once. 8 is where the host's 32-client load stopped gaining (docs/BENCHMARKS.md);
+/// a session without pipeline room ([`NoPipeline`]) uses 1 whatever this says.
+pub const DEFAULT_PIPELINE: usize = 8;
 
 impl Default for ServerConfig {
     /// [`ServerConfig::DEFAULT`].
@@ -228,6 +238,82 @@ enum Waiting {
     },
 }
 
+/// A request waiting on the ledger behind the first one a session has outstanding: a
+/// transfer (with what its receipt needs: id, recipient, amount and nonce), a balance or a
+/// history page. Opaque: only the session reads it; a [`PipelineQueue`] only stores it.
+pub struct PipelinedRequest(Waiting);
+
+/// Where a [`ServerSession`] keeps the requests that wait on the ledger behind the first
+/// one (the first always has its place in the session). Its capacity plus one is the
+/// session's pipeline capacity: how many requests may wait on the ledger at once, before
+/// [`ServerConfig::max_pipeline`] lowers it at run time.
+///
+/// Two stores come with the core: [`NoPipeline`] (no room: one request at a time, as a
+/// device or the blocking driver runs) and a `heapless::Deque<PipelinedRequest, N>` (room
+/// for `N` more, inside the session). A host that must keep idle sessions small supplies
+/// one that lives on the heap only while it holds something.
+pub trait PipelineQueue {
+    /// The most requests this can hold.
+    fn capacity(&self) -> usize;
+    /// Requests held now.
+    fn len(&self) -> usize;
+    /// True when it holds nothing.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Appends `request`, or gives it back when full (as `heapless::Deque` does; the session
+    /// never pushes past [`capacity`](Self::capacity)).
+    #[allow(clippy::result_large_err)] // Given back by value, as heapless does: no heap in core.
+    fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest>;
+    /// Removes and returns the oldest request.
+    fn pop_front(&mut self) -> Option<PipelinedRequest>;
+    /// The request at `index`, oldest first.
+    fn get(&self, index: usize) -> Option<&PipelinedRequest>;
+}
+
+/// A [`PipelineQueue`] without room: the session has at most one request waiting on the
+/// ledger, and takes no further request until it is answered. Takes no memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPipeline;
+
+impl PipelineQueue for NoPipeline {
+    fn capacity(&self) -> usize {
+        0
+    }
+    fn len(&self) -> usize {
+        0
+    }
+    #[allow(clippy::result_large_err)] // The trait's signature.
+    fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
+        Err(request)
+    }
+    fn pop_front(&mut self) -> Option<PipelinedRequest> {
+        None
+    }
+    fn get(&self, _index: usize) -> Option<&PipelinedRequest> {
+        None
+    }
+}
+
+impl<const N: usize> PipelineQueue for Deque<PipelinedRequest, N> {
+    fn capacity(&self) -> usize {
+        N
+    }
+    fn len(&self) -> usize {
+        Deque::len(self)
+    }
+    #[allow(clippy::result_large_err)] // The trait's signature.
+    fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
+        Deque::push_back(self, request)
+    }
+    fn pop_front(&mut self) -> Option<PipelinedRequest> {
+        Deque::pop_front(self)
+    }
+    fn get(&self, index: usize) -> Option<&PipelinedRequest> {
+        self.iter().nth(index)
+    }
+}
+
 /// Length of the server's extension of the SCRAM nonce, in base64 characters.
 const NONCE_EXTENSION: usize = 24;
 
@@ -253,35 +339,55 @@ enum State {
 ///
 /// `FRAME` is the longest request line accepted ([`DEFAULT_MAX_FRAME`]); `NONCES` is the
 /// number of outstanding nonces ([`DEFAULT_NONCES`]); `OUT` is the output buffer, at least
-/// [`MAX_RESPONSE`] bytes. Memory is fixed: about `FRAME + OUT + 16 * NONCES + 500` bytes.
+/// [`MAX_RESPONSE`] bytes; `Q` keeps the requests pipelined behind the first one that waits
+/// on the ledger ([`PipelineQueue`]; [`NoPipeline`] by default: one at a time). Memory is
+/// fixed: about `FRAME + OUT + 16 * NONCES + 500` bytes, plus `Q`.
 ///
 /// # Driving a session
 ///
 /// - Inputs: [`handle_input`](Self::handle_input) with bytes read from the peer,
-///   [`handle_ledger`](Self::handle_ledger) with the answer to the last ledger request,
-///   [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
-///   passes.
+///   [`handle_ledger`](Self::handle_ledger) with the answer to the oldest ledger request not
+///   yet answered, [`handle_timeout`](Self::handle_timeout) when
+///   [`poll_timeout`](Self::poll_timeout) passes.
 /// - Outputs: [`poll_ledger`](Self::poll_ledger) (a request to answer),
 ///   [`poll_transmit`](Self::poll_transmit) / [`advance_transmit`](Self::advance_transmit)
 ///   (bytes to write), [`poll_event`](Self::poll_event) (things to log),
 ///   [`is_closed`](Self::is_closed) (close the connection once output is flushed).
 ///
-/// A driver loops: feed input until `handle_input` consumes nothing more (it stops while a
-/// ledger request is outstanding or output is backed up), answer `poll_ledger`, write out
-/// `poll_transmit`, log `poll_event`, and sleep until more input or `poll_timeout`. A driver
-/// whose ledger answers at once runs exactly that loop with [`drive`](Self::drive).
+/// A driver loops: feed input until `handle_input` consumes nothing more (it stops while
+/// the ledger owes it as many answers as it may wait for, or output is backed up), answer
+/// `poll_ledger`, write out `poll_transmit`, log `poll_event`, and sleep until more input or
+/// `poll_timeout`. A driver whose ledger answers at once runs exactly that loop with
+/// [`drive`](Self::drive).
+///
+/// # Pipelining
+///
+/// While logged in, a session with pipeline room takes further transfers, balances and
+/// history pages while earlier ones wait on the ledger, up to
+/// [`ServerConfig::max_pipeline`] at once; `poll_ledger` hands each out once, in request
+/// order, and `handle_ledger` takes the answers in the same order. Answers leave in request
+/// order: a frame whose answer needs no ledger (an error, a `pong`, nonces, `bye`) is held in
+/// the frame decoder, unanswered and unprocessed, until every earlier answer has been
+/// written; `handle_input` processes it then, even with empty input. `handle_ledger` writes
+/// one answer: call it only while [`has_room_for_reply`](Self::has_room_for_reply).
 pub struct ServerSession<
     const FRAME: usize = DEFAULT_MAX_FRAME,
     const NONCES: usize = DEFAULT_NONCES,
     const OUT: usize = DEFAULT_OUTPUT,
+    Q = NoPipeline,
 > {
     decoder: FrameDecoder<FRAME>,
     out: OutputBuffer<OUT>,
     ring: NonceRing<NONCES>,
     state: State,
+    /// The oldest request waiting on the ledger.
     waiting: Option<Waiting>,
-    /// True until `poll_ledger` has handed out the request for `waiting`.
-    request_ready: bool,
+    /// The requests waiting behind it, oldest first.
+    queue: Q,
+    /// How many of the waiting requests `poll_ledger` has handed out (the oldest first).
+    handed_out: u8,
+    /// Requests that may wait on the ledger at once, from the configuration and capacities.
+    pipeline_limit: u8,
     events: Deque<ServerEvent, 3>,
     peer: PeerAddr,
     opened: Instant,
@@ -291,7 +397,9 @@ pub struct ServerSession<
     closing: bool,
 }
 
-impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FRAME, NONCES, OUT> {
+impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue + Default>
+    ServerSession<FRAME, NONCES, OUT, Q>
+{
     /// A session for a connection from `peer` accepted at `now`.
     pub fn new(peer: PeerAddr, now: Instant) -> Self {
         const {
@@ -306,7 +414,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             ring: NonceRing::new(),
             state: State::Anonymous,
             waiting: None,
-            request_ready: false,
+            queue: Q::default(),
+            handed_out: 0,
+            pipeline_limit: 1,
             events: Deque::new(),
             peer,
             opened: now,
@@ -330,9 +440,39 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         self.ring.len()
     }
 
-    /// True when the session will take more input now.
+    /// Requests waiting on the ledger: handed out by [`poll_ledger`](Self::poll_ledger) and
+    /// not yet answered, or ready to be handed out.
+    pub fn waiting_on_ledger(&self) -> usize {
+        usize::from(self.waiting.is_some()) + self.queue.len()
+    }
+
+    /// True when the session will take more input now (a held frame included).
     pub fn wants_input(&self) -> bool {
-        self.waiting.is_none() && !self.closing && self.out.free() >= MAX_RESPONSE
+        if self.closing || self.out.free() < MAX_RESPONSE {
+            return false;
+        }
+        let waiting = self.waiting_on_ledger();
+        // A held frame's answer waits for every earlier one; further frames only while
+        // logged in, where every request taken while others wait goes to the ledger.
+        waiting == 0
+            || (!self.decoder.is_holding()
+                && matches!(self.state, State::LoggedIn { .. })
+                && waiting < usize::from(self.pipeline_limit))
+    }
+
+    /// True while a frame is held behind answers still owed (see the type's doc on
+    /// pipelining): once [`wants_input`](Self::wants_input), `handle_input` processes it even
+    /// with empty input.
+    pub fn holds_frame(&self) -> bool {
+        self.decoder.is_holding()
+    }
+
+    /// True when [`handle_ledger`](Self::handle_ledger) has room for the answer it writes:
+    /// the output has [`MAX_RESPONSE`] bytes free. A driver that has several answers from
+    /// the ledger at once writes out [`poll_transmit`](Self::poll_transmit) when this is
+    /// false before it hands over the next.
+    pub fn has_room_for_reply(&self) -> bool {
+        self.out.free() >= MAX_RESPONSE
     }
 
     /// Feeds bytes read from the peer; returns how many were consumed. Bytes not consumed
@@ -344,8 +484,18 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         input: &[u8],
     ) -> usize {
         self.decoder.set_limit(shared.config.max_frame);
+        let capacity = 1 + self.queue.capacity();
+        let limit = shared
+            .config
+            .max_pipeline
+            .min(capacity)
+            .min(shared.config.max_nonces)
+            .clamp(1, usize::from(u8::MAX));
+        // Clamped to 1..=255 above.
+        self.pipeline_limit = limit as u8;
         let mut used = 0;
-        while used < input.len() && self.wants_input() {
+        while (used < input.len() || self.decoder.is_holding()) && self.wants_input() {
+            let pipelining = self.waiting_on_ledger() > 0;
             let (n, decoded) = self.decoder.decode(&input[used..]);
             used += n;
             let parsed = match decoded {
@@ -357,6 +507,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
                 Decoded::Error(_) => Err(ErrorCode::FrameTooLong),
             };
             self.last_activity = now;
+            if pipelining {
+                // Only requests for the ledger join the pipeline; anything else is answered
+                // once the answers owed before it have been written.
+                if !self.pipeline(parsed) {
+                    self.decoder.hold();
+                }
+                continue;
+            }
             match parsed {
                 Ok(request) => self.handle_request(shared, now, request),
                 Err(code) => self.reject(shared, code),
@@ -365,22 +523,49 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         used
     }
 
-    /// True while a ledger request is ready for [`poll_ledger`](Self::poll_ledger).
-    pub fn wants_ledger(&self) -> bool {
-        self.request_ready
+    /// Takes a request that arrived while others wait on the ledger, if it goes to the
+    /// ledger too: a transfer whose MAC and nonce are good, a balance or a history page
+    /// (the session is logged in: [`wants_input`](Self::wants_input)). False for anything
+    /// else, which changed nothing and is processed again once the pipeline has drained.
+    fn pipeline(&mut self, parsed: Result<Request, ErrorCode>) -> bool {
+        match parsed {
+            Ok(Request::Transfer(t)) => match self.verify_transfer(&t) {
+                Ok(()) => self.wait(Waiting::Transfer {
+                    id: t.id,
+                    to: t.to,
+                    amount: t.amount,
+                    nonce: t.nonce,
+                }),
+                Err(_) => return false,
+            },
+            Ok(Request::Balance) => self.wait(Waiting::Balance),
+            Ok(Request::History { offset }) => self.wait(Waiting::History { offset }),
+            _ => return false,
+        }
+        true
     }
 
-    /// Takes the ledger request the session is waiting on, if one is ready.
+    /// True while a ledger request is ready for [`poll_ledger`](Self::poll_ledger).
+    pub fn wants_ledger(&self) -> bool {
+        usize::from(self.handed_out) < self.waiting_on_ledger()
+    }
+
+    /// Takes the next ledger request not yet handed out, if any, oldest first. Each is
+    /// handed out once; their answers go to [`handle_ledger`](Self::handle_ledger) in the
+    /// same order.
     pub fn poll_ledger(&mut self) -> Option<LedgerRequest> {
-        if !self.request_ready {
-            return None;
-        }
-        self.request_ready = false;
+        let next = usize::from(self.handed_out);
+        let waiting = match next {
+            0 => self.waiting.as_ref()?,
+            _ => &self.queue.get(next - 1)?.0,
+        };
         let user = match &self.state {
             State::LoggedIn { user, .. } => Some(user.clone()),
             _ => None,
         };
-        Some(match self.waiting.as_ref()? {
+        // At most the pipeline limit (a u8) wait, so this cannot overflow.
+        self.handed_out += 1;
+        Some(match waiting {
             Waiting::Register { user, verifier } => LedgerRequest::Register {
                 user: user.clone(),
                 verifier: verifier.clone(),
@@ -408,7 +593,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         })
     }
 
-    /// Hands the session the ledger's answer to its last request.
+    /// Hands the session the ledger's answer to the oldest request it handed out and has
+    /// not had answered, and writes the answer to the peer (call it only while
+    /// [`has_room_for_reply`](Self::has_room_for_reply)). An answer when none is owed is
+    /// ignored.
     pub fn handle_ledger<R: RngCore + CryptoRng, const ADDRS: usize>(
         &mut self,
         shared: &mut ServerShared<R, ADDRS>,
@@ -416,10 +604,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         reply: LedgerReply,
     ) {
         self.last_activity = now;
+        if self.handed_out == 0 {
+            return;
+        }
         let Some(waiting) = self.waiting.take() else {
             return;
         };
-        self.request_ready = false;
+        self.handed_out -= 1;
+        self.waiting = self.queue.pop_front().map(|p| p.0);
         match (waiting, reply) {
             (_, LedgerReply::Unavailable) => self.send_error(ErrorCode::Internal),
             (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match result {
@@ -557,12 +749,14 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever. Never
+    /// while requests wait on the ledger: the server's own slowness does not time a peer out
+    /// (the deadlines run again from the last answer).
     pub fn poll_timeout<R, const ADDRS: usize>(
         &self,
         shared: &ServerShared<R, ADDRS>,
     ) -> Option<Instant> {
-        if self.closing {
+        if self.closing || self.waiting_on_ledger() > 0 {
             return None;
         }
         let idle = self.last_activity + shared.config.idle_timeout;
@@ -612,9 +806,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     /// Events wait in a queue of three. When an event arrives while three are waiting, the
     /// oldest waiting one is dropped, silently. A driver that drains this after every
     /// `handle_*` call loses nothing with the default `OUT` ([`MAX_RESPONSE`]): one call then
-    /// adds at most two events. `handle_input` takes at most one frame per call (after it
+    /// adds at most two events. `handle_input` answers at most one frame per call (after it
     /// the session waits for the ledger, is closing, or holds an answer that leaves less than
-    /// `MAX_RESPONSE` of output free), and a frame adds at most two events: `Rejected` and
+    /// `MAX_RESPONSE` of output free; frames pipelined behind a request that waits on the
+    /// ledger add no event), and a frame adds at most two events: `Rejected` and
     /// `Closing`, or `AddressThrottled` and `LoginFailed`; `handle_ledger`, `handle_timeout`
     /// and `close_with` add at most one. [`drive`](Self::drive) drains after each
     /// `handle_input` and `handle_ledger` pair (at most three events) and so loses none
@@ -701,8 +896,13 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
     }
 
     fn wait(&mut self, waiting: Waiting) {
-        self.waiting = Some(waiting);
-        self.request_ready = true;
+        if self.waiting.is_none() {
+            self.waiting = Some(waiting);
+        } else if self.queue.push_back(PipelinedRequest(waiting)).is_err() {
+            // wants_input keeps the pipeline within the queue's capacity; should that ever
+            // fail, end the connection rather than answer out of order.
+            self.closing = true;
+        }
     }
 
     fn challenge<R: RngCore + CryptoRng, const ADDRS: usize>(
@@ -849,8 +1049,21 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         shared: &mut ServerShared<R, ADDRS>,
         t: TransferRequest,
     ) {
+        if let Err(code) = self.verify_transfer(&t) {
+            return self.reject(shared, code);
+        }
+        self.wait(Waiting::Transfer {
+            id: t.id,
+            to: t.to,
+            amount: t.amount,
+            nonce: t.nonce,
+        });
+    }
+
+    /// Checks a transfer's MAC, then consumes its nonce; on error nothing changed.
+    fn verify_transfer(&mut self, t: &TransferRequest) -> Result<(), ErrorCode> {
         let State::LoggedIn { user, keys } = &self.state else {
-            return;
+            return Err(ErrorCode::NotLoggedIn);
         };
         let expected = mac::transfer(
             &keys.client_to_server,
@@ -861,17 +1074,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
             &t.nonce,
         );
         if !expected.ct_eq(&t.mac) {
-            return self.reject(shared, ErrorCode::BadMac);
+            return Err(ErrorCode::BadMac);
         }
-        if self.ring.consume(&t.nonce).is_err() {
-            return self.reject(shared, ErrorCode::UnknownNonce);
-        }
-        self.wait(Waiting::Transfer {
-            id: t.id,
-            to: t.to,
-            amount: t.amount,
-            nonce: t.nonce,
-        });
+        self.ring
+            .consume(&t.nonce)
+            .map_err(|_| ErrorCode::UnknownNonce)
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -1001,8 +1208,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ServerSession<FR
         let _ = self.events.push_back(event);
     }
 
-    fn send<T: serde::Serialize>(&mut self, message: &T) {
-        match self.out.push(message, MAX_RESPONSE) {
+    fn send<T: crate::response::WriteJson>(&mut self, message: &T) {
+        match self.out.push_response(message, MAX_RESPONSE) {
             Ok(()) => {}
             // Only reachable if output was not drained before a close; the frame is dropped
             // and the connection ends.

@@ -7,13 +7,14 @@ mod lock;
 use crate::audit::{Audit, Log};
 use crate::clock;
 use crate::config::{millis, seconds};
-use crate::group_commit::{self, CommitQueue};
+use crate::group_commit::{self, CommitQueue, PendingReply};
 use crate::tls::Transport;
 use crate::StorageArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -24,13 +25,18 @@ use tokio::sync::{watch, Semaphore};
 use txsock_core::framing::{DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use txsock_core::lockout::{Backoff, PeerAddr};
 use txsock_core::replay::DEFAULT_NONCES;
-use txsock_core::session::{ServerConfig, ServerEvent, ServerSession, ServerShared};
+use txsock_core::session::{
+    PipelineQueue, PipelinedRequest, ServerConfig, ServerEvent, ServerSession, ServerShared,
+};
 use txsock_core::{Amount, Duration, ErrorCode};
 
 /// The largest frame capacity compiled in; `--max-frame` chooses up to this at run time.
 pub const FRAME_CAPACITY: usize = 1024;
 /// The largest nonce ring compiled in; `--nonces` chooses up to this at run time.
 pub const NONCE_CAPACITY: usize = 64;
+/// The most requests one connection may have waiting on the ledger at once; `--pipeline`
+/// chooses up to this at run time.
+pub const PIPELINE_CAPACITY: usize = 16;
 /// Peer addresses whose failed logins are remembered.
 const ADDRESSES: usize = 4096;
 /// Bytes read from a socket at once. The buffer lives on the stack only while it is read
@@ -41,7 +47,46 @@ const READ_CHUNK: usize = 1024;
 /// The host's session: the output buffer holds the largest response. Every connection
 /// gets the core's default capacities while `--max-frame` and `--nonces` are within the
 /// defaults (1.3 KB less than the largest, 12 MiB at 10,000 connections), else the largest.
-type Session<const FRAME: usize, const NONCES: usize> = ServerSession<FRAME, NONCES, MAX_RESPONSE>;
+/// Pipelined requests wait in a [`HeapPipeline`], which an idle connection does not hold.
+type Session<const FRAME: usize, const NONCES: usize> =
+    ServerSession<FRAME, NONCES, MAX_RESPONSE, HeapPipeline<{ PIPELINE_CAPACITY - 1 }>>;
+
+/// Where a session keeps the requests pipelined behind the first one that waits on the
+/// ledger: a fixed queue of `N` on the heap, allocated when the second request arrives and
+/// freed when the last leaves, so that an idle connection's session holds one empty pointer
+/// (8 bytes) instead of `N` requests (about 200 bytes each).
+#[derive(Default)]
+pub struct HeapPipeline<const N: usize>(Option<Box<heapless::Deque<PipelinedRequest, N>>>);
+
+impl<const N: usize> PipelineQueue for HeapPipeline<N> {
+    fn capacity(&self) -> usize {
+        N
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    #[allow(clippy::result_large_err)] // The trait's signature.
+    fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
+        self.0
+            .get_or_insert_with(|| Box::new(heapless::Deque::new()))
+            .push_back(request)
+    }
+
+    fn pop_front(&mut self) -> Option<PipelinedRequest> {
+        let queue = self.0.as_mut()?;
+        let first = queue.pop_front();
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        first
+    }
+
+    fn get(&self, index: usize) -> Option<&PipelinedRequest> {
+        self.0.as_ref()?.iter().nth(index)
+    }
+}
 type Shared = ServerShared<ChaCha20Rng, ADDRESSES>;
 
 /// Who may register.
@@ -81,6 +126,7 @@ mod default {
 
     pub const MAX_FRAME: u16 = CORE.max_frame as u16;
     pub const NONCES: u16 = CORE.max_nonces as u16;
+    pub const PIPELINE: u16 = CORE.max_pipeline as u16;
     pub const MAX_BAD_FRAMES: u16 = CORE.max_bad_frames;
     pub const MIN_ITERATIONS: u32 = CORE.min_iterations;
     pub const IDLE_TIMEOUT_SECS: u64 = CORE.idle_timeout.secs();
@@ -214,6 +260,13 @@ pub struct ServeArgs {
     /// or a private network.
     #[arg(long, env = "TXSOCK_METRICS", value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
+
+    /// Requests (transfers, balances, history pages) one connection may have waiting on the
+    /// ledger at once, 1 to 16; never more than `--nonces` (a client cannot sign more
+    /// transfers than it holds nonces). Pipelined transfers of many clients share commits;
+    /// answers still leave in request order.
+    #[arg(long, env = "TXSOCK_PIPELINE", default_value_t = default::PIPELINE, value_parser = clap::value_parser!(u16).range(1..=PIPELINE_CAPACITY as i64))]
+    pub pipeline: u16,
 }
 
 impl ServeArgs {
@@ -235,6 +288,7 @@ impl ServeArgs {
             address_backoff: backoff(self.address_lockout_after),
             max_frame: usize::from(self.max_frame),
             max_nonces: usize::from(self.nonces),
+            max_pipeline: usize::from(self.pipeline),
         }
     }
 }
@@ -290,7 +344,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (ledger, worker) = group_commit::spawn(
         store,
         audit.clone(),
-        args.max_connections + 16,
+        args.max_connections
+            .saturating_mul(usize::from(args.pipeline))
+            + 16,
         args.max_batch,
     );
     let rng = ChaCha20Rng::from_rng(OsRng)
@@ -728,10 +784,15 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
     // Input the session has not taken yet; at most one read's worth, since the socket is
     // read only once this is empty. Freed when drained, so an idle connection holds none.
     let mut pending: Vec<u8> = Vec::new();
+    // Replies owed by the ledger, oldest first (at most `--pipeline`). Freed when drained.
+    let mut in_flight: VecDeque<PendingReply> = VecDeque::new();
     let mut peer_done = false;
     let mut first = true;
+    // Once the server stops: no more input; the replies owed are still delivered.
+    let mut stopping = false;
     loop {
-        if !pending.is_empty() {
+        // A frame held behind earlier answers is taken even without new input.
+        if !pending.is_empty() || (session.holds_frame() && session.wants_input()) {
             let used = session.handle_input(&mut server.shared(), clock::now(), &pending);
             pending.drain(..used);
             if pending.is_empty() {
@@ -740,11 +801,9 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
         }
         // Log what the input caused before waiting on the ledger, so nothing queued is lost.
         log_events(server, &mut session, peer);
-        if let Some(request) = session.poll_ledger() {
-            let reply = server.ledger.call(request, clock::now()).await;
-            session.handle_ledger(&mut server.shared(), clock::now(), reply);
+        while let Some(request) = session.poll_ledger() {
+            in_flight.push_back(server.ledger.submit(request, clock::now()).await);
         }
-        log_events(server, &mut session, peer);
         match flush(&mut stream, &mut session, server.write_timeout).await {
             Ok(()) => {}
             Err(WriteError::Closed) => break,
@@ -758,22 +817,38 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
                 break;
             }
         }
-        if session.is_closed() || (peer_done && pending.is_empty()) {
+        if session.is_closed()
+            || (in_flight.is_empty() && (stopping || (peer_done && pending.is_empty())))
+        {
             break;
         }
-        if !pending.is_empty() || session.wants_ledger() {
+        if (!pending.is_empty() || session.holds_frame()) && session.wants_input() {
             continue;
         }
         let deadline = session.poll_timeout(&server.shared());
+        let reading = pending.is_empty() && !peer_done && !stopping;
         tokio::select! {
-            ready = stream.ready() => {
+            // Replies first: they free the pipeline for the input behind them.
+            biased;
+            reply = async { in_flight.front_mut().expect("guarded: not empty").await },
+                if !in_flight.is_empty() =>
+            {
+                in_flight.pop_front();
+                if in_flight.is_empty() {
+                    in_flight = VecDeque::new();
+                }
+                // flush above left the output empty, so the answer has room.
+                session.handle_ledger(&mut server.shared(), clock::now(), reply);
+                log_events(server, &mut session, peer);
+            }
+            ready = stream.ready(), if reading => {
                 peer_done = ready.is_err()
                     || !read_into(server, &mut stream, &mut session, &mut pending, peer, &mut first);
             }
             _ = sleep_until(deadline) => {
                 session.handle_timeout(&server.shared(), clock::now());
             }
-            _ = stop.changed() => break,
+            _ = stop.changed(), if !stopping => stopping = true,
         }
     }
     if let Some(user) = session.user() {

@@ -1,0 +1,380 @@
+//! The server's response encoder: the same bytes as serde-json-core, written in pieces.
+//!
+//! serde-json-core's serializer escapes every string one `char` at a time. Every string a
+//! server response carries (names, ids, hex, base64, amounts, codes, messages) was validated
+//! when it entered the core and needs no escaping, so [`JsonWriter::string`] copies each run
+//! of bytes that needs none in one piece, and escapes what does exactly as serde-json-core
+//! does (so a string that did need escaping would still come out the same). Field names are
+//! constants written whole. Requests are still parsed, and the client's requests still
+//! written, by serde-json-core.
+//!
+//! The claim "byte for byte what serde-json-core writes, for every response" is checked by
+//! the proptest at the bottom of this file over arbitrary strings and numbers, and by the
+//! fuzz target `fuzz/fuzz_targets/response_encoder.rs` (through [`crate::fuzzing`]).
+
+use crate::framing::InsufficientSizeError;
+use crate::message::{
+    BalanceFrame, BareFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
+    NoncesFrame, ReceiptFrame, RegisteredFrame, WelcomeFrame,
+};
+
+/// A JSON writer into a fixed slice. Once the slice is full it writes nothing more and
+/// [`finish`](Self::finish) reports the size the whole text needs.
+pub struct JsonWriter<'a> {
+    buf: &'a mut [u8],
+    /// Bytes of the text so far, written or not.
+    len: usize,
+}
+
+impl<'a> JsonWriter<'a> {
+    /// A writer at the start of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        JsonWriter { buf, len: 0 }
+    }
+
+    /// Appends `bytes` as they are (punctuation, field names, already valid JSON).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+
+    /// Appends `text` as a JSON string: runs that need no escaping are copied whole; `"`,
+    /// `\` and U+0000 to U+001F are escaped as serde-json-core escapes them (`\b`, `\t`, `\n`,
+    /// `\f`, `\r` where they exist, else `\u00XX` in upper-case hex).
+    pub fn string(&mut self, text: &str) {
+        self.raw(b"\"");
+        let bytes = text.as_bytes();
+        let mut run = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let short = match b {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                0x08 => b'b',
+                b'\t' => b't',
+                b'\n' => b'n',
+                0x0c => b'f',
+                b'\r' => b'r',
+                0x00..=0x1f => 0,
+                _ => continue,
+            };
+            self.raw(&bytes[run..i]);
+            run = i + 1;
+            if short != 0 {
+                self.raw(&[b'\\', short]);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                self.raw(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+            }
+        }
+        self.raw(&bytes[run..]);
+        self.raw(b"\"");
+    }
+
+    /// Appends an unsigned integer in decimal.
+    pub fn uint(&mut self, value: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = value;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.raw(&digits[i..]);
+    }
+
+    /// Appends `true` or `false`.
+    pub fn boolean(&mut self, value: bool) {
+        self.raw(if value { b"true" } else { b"false" });
+    }
+
+    /// Appends `,"name":` (or `{"name":` for the first field, `first`).
+    fn key(&mut self, open: bool, name: &[u8]) {
+        self.raw(if open { b"{\"" } else { b",\"" });
+        self.raw(name);
+        self.raw(b"\":");
+    }
+
+    /// The number of bytes written, or the size the text needs if the slice was too small.
+    pub fn finish(self) -> Result<usize, InsufficientSizeError> {
+        if self.len <= self.buf.len() {
+            Ok(self.len)
+        } else {
+            Err(InsufficientSizeError { required: self.len })
+        }
+    }
+}
+
+/// A response frame that [`JsonWriter`] writes as serde-json-core would serialize it (the
+/// fields in declaration order, as `#[derive(Serialize)]` does).
+pub trait WriteJson {
+    /// Appends the frame's JSON object (no newline).
+    fn write_json(&self, w: &mut JsonWriter<'_>);
+}
+
+/// Writes `message` and a newline into `out`, returning the bytes written: the same bytes
+/// as [`encode_frame`](crate::framing::encode_frame). If `out` is too small the error says
+/// how many bytes the frame needs.
+pub fn encode_response<T: WriteJson + ?Sized>(
+    message: &T,
+    out: &mut [u8],
+) -> Result<usize, InsufficientSizeError> {
+    let mut w = JsonWriter::new(out);
+    message.write_json(&mut w);
+    w.raw(b"\n");
+    w.finish()
+}
+
+impl WriteJson for BareFrame {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for ErrorFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"code");
+        w.string(self.code);
+        w.key(false, b"message");
+        w.string(self.message);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for ReceiptFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"seq");
+        w.uint(self.seq.into());
+        w.key(false, b"id");
+        w.string(self.id);
+        w.key(false, b"to");
+        w.string(self.to);
+        w.key(false, b"amount");
+        w.string(self.amount);
+        w.key(false, b"result");
+        w.string(self.result);
+        w.key(false, b"balance");
+        w.string(self.balance);
+        w.key(false, b"mac");
+        w.string(self.mac);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for BalanceFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"seq");
+        w.uint(self.seq.into());
+        w.key(false, b"balance");
+        w.string(self.balance);
+        w.key(false, b"mac");
+        w.string(self.mac);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for HistoryEntryFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"id");
+        w.string(self.id);
+        w.key(false, b"from");
+        w.string(self.from);
+        w.key(false, b"to");
+        w.string(self.to);
+        w.key(false, b"amount");
+        w.string(self.amount);
+        w.key(false, b"at");
+        w.uint(self.at);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for HistoryFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"seq");
+        w.uint(self.seq.into());
+        w.key(false, b"entries");
+        w.raw(b"[");
+        for (i, entry) in self.entries.iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            entry.write_json(w);
+        }
+        w.raw(b"]");
+        w.key(false, b"more");
+        w.boolean(self.more);
+        w.key(false, b"mac");
+        w.string(self.mac);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for NoncesFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"nonces");
+        w.raw(b"[");
+        for (i, nonce) in self.nonces.iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            w.string(nonce);
+        }
+        w.raw(b"]}");
+    }
+}
+
+impl WriteJson for ChallengeFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"nonce");
+        w.string(self.nonce);
+        w.key(false, b"salt");
+        w.string(self.salt);
+        w.key(false, b"iterations");
+        w.uint(self.iterations.into());
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for WelcomeFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"user");
+        w.string(self.user);
+        w.key(false, b"signature");
+        w.string(self.signature);
+        w.raw(b"}");
+    }
+}
+
+impl WriteJson for RegisteredFrame<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.key(true, b"op");
+        w.string(self.op);
+        w.key(false, b"user");
+        w.string(self.user);
+        w.raw(b"}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::encode_frame;
+    use crate::message::{HISTORY_PAGE, MAX_NONCE_BATCH};
+    use proptest::prelude::*;
+
+    /// Both encoders into buffers of `size`: the same bytes, or both too small (with the same
+    /// required size when serde-json-core can measure it, that is up to `MAX_RESPONSE`).
+    fn same<T: WriteJson + serde::Serialize>(
+        message: &T,
+        size: usize,
+    ) -> Result<(), TestCaseError> {
+        let mut a = vec![0u8; size];
+        let mut b = vec![0u8; size];
+        let ours = encode_response(message, &mut a);
+        let theirs = encode_frame(message, &mut b);
+        match (ours, theirs) {
+            (Ok(n), Ok(m)) => prop_assert_eq!(
+                String::from_utf8_lossy(&a[..n]),
+                String::from_utf8_lossy(&b[..m])
+            ),
+            (Err(e), Err(f)) => {
+                if f.required <= crate::framing::MAX_RESPONSE {
+                    prop_assert_eq!(e.required, f.required);
+                }
+            }
+            (ours, theirs) => prop_assert!(false, "ours {:?}, serde-json-core {:?}", ours, theirs),
+        }
+        Ok(())
+    }
+
+    /// Any string, weighted towards what needs escaping.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9_.-]{0,32}",
+            "[\\x00-\\x1f\"\\\\a\u{e9}\u{1f600}]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// Every response frame, with any strings and numbers, into a buffer of any size:
+        /// byte for byte what serde-json-core writes.
+        #[test]
+        fn responses_match_serde_json_core(
+            s in proptest::collection::vec(text(), 8),
+            n in any::<u64>(),
+            flag in any::<bool>(),
+            count in 0usize..=MAX_NONCE_BATCH,
+            entries in 0usize..=HISTORY_PAGE,
+            size in prop_oneof![Just(4096usize), 0usize..700],
+        ) {
+            let seq = n as u32;
+            same(&BareFrame { op: "pong" }, size)?;
+            same(&ErrorFrame { op: &s[0], code: &s[1], message: &s[2] }, size)?;
+            same(&ReceiptFrame {
+                op: &s[0], seq, id: &s[1], to: &s[2], amount: &s[3], result: &s[4],
+                balance: &s[5], mac: &s[6],
+            }, size)?;
+            same(&BalanceFrame { op: &s[7], seq, balance: &s[1], mac: &s[2] }, size)?;
+            let entry = HistoryEntryFrame { id: &s[3], from: &s[4], to: &s[5], amount: &s[6], at: n };
+            let mut list = heapless::Vec::new();
+            for _ in 0..entries {
+                let _ = list.push(entry.clone());
+            }
+            same(&HistoryFrame { op: &s[0], seq, entries: list, more: flag, mac: &s[7] }, size)?;
+            let nonces = (0..count).map(|i| s[i % 8].as_str()).collect();
+            same(&NoncesFrame { op: &s[1], nonces }, size)?;
+            same(&ChallengeFrame { op: &s[2], nonce: &s[3], salt: &s[4], iterations: seq }, size)?;
+            same(&WelcomeFrame { op: &s[5], user: &s[6], signature: &s[7] }, size)?;
+            same(&RegisteredFrame { op: &s[0], user: &s[1] }, size)?;
+        }
+    }
+
+    #[test]
+    fn escapes_like_serde_json_core() {
+        let mut buf = [0u8; 128];
+        let n = encode_response(
+            &ErrorFrame {
+                op: "e",
+                code: "a\"b\\c\u{1}\u{8}\t\n\u{c}\r\u{1f}",
+                message: "\u{e9}",
+            },
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(
+            core::str::from_utf8(&buf[..n]).unwrap(),
+            "{\"op\":\"e\",\"code\":\"a\\\"b\\\\c\\u0001\\b\\t\\n\\f\\r\\u001F\",\"message\":\"\u{e9}\"}\n"
+        );
+    }
+}
