@@ -113,8 +113,9 @@ pub fn messages(data: &[u8]) {
 
 /// The server's response encoder against serde-json-core: byte 0 picks the output size
 /// (0 to 1020, in steps of 4), byte 1 the frame kind, bytes 2 to 9 the numbers; the rest,
-/// split at `0xff` bytes and read as lossy UTF-8, gives the strings (any characters, those
-/// that need escaping included). Checks that [`encode_response`](crate::response::encode_response)
+/// split at `0xff` bytes, gives the strings, each its longest valid UTF-8 prefix (any
+/// characters, those that need escaping included). Allocation-free, like the rest of the
+/// test kit, so that the kit also builds for bare-metal self-test images. Checks that [`encode_response`](crate::response::encode_response)
 /// writes exactly the bytes [`encode_frame`] writes, or fails when it fails.
 pub fn response_encoder(data: &[u8]) {
     use crate::message::{
@@ -122,9 +123,6 @@ pub fn response_encoder(data: &[u8]) {
         NoncesFrame, ReceiptFrame, RegisteredFrame, WelcomeFrame, HISTORY_PAGE,
     };
     use crate::response::{encode_response, WriteJson};
-    extern crate std;
-    use std::borrow::Cow;
-    use std::string::String;
 
     let [size, kind, n0, n1, n2, n3, n4, n5, n6, n7, rest @ ..] = data else {
         return;
@@ -132,19 +130,24 @@ pub fn response_encoder(data: &[u8]) {
     let size = 4 * usize::from(*size);
     let number = u64::from_le_bytes([*n0, *n1, *n2, *n3, *n4, *n5, *n6, *n7]);
     let seq = number as u32;
-    let mut parts = rest.split(|&b| b == 0xff).map(String::from_utf8_lossy);
-    let mut strings: [Cow<'_, str>; 8] = Default::default();
+    let mut parts = rest.split(|&b| b == 0xff).map(|part| {
+        core::str::from_utf8(part).unwrap_or_else(|e| {
+            // The prefix up to `valid_up_to` is valid UTF-8 by definition.
+            core::str::from_utf8(&part[..e.valid_up_to()]).unwrap_or_default()
+        })
+    });
+    let mut strings: [&str; 8] = [""; 8];
     for s in strings.iter_mut() {
         *s = parts.next().unwrap_or_default();
     }
     let s = &strings;
 
     fn check<T: WriteJson + serde::Serialize>(message: &T, size: usize) {
-        let mut ours = std::vec![0u8; size];
-        let mut theirs = std::vec![0u8; size];
+        let (mut ours, mut theirs) = ([0u8; 1024], [0u8; 1024]);
+        let (ours, theirs) = (&mut ours[..size], &mut theirs[..size]);
         match (
-            encode_response(message, &mut ours),
-            encode_frame(message, &mut theirs),
+            encode_response(message, ours),
+            encode_frame(message, theirs),
         ) {
             (Ok(n), Ok(m)) => assert_eq!(ours[..n], theirs[..m], "different bytes"),
             (Err(_), Err(_)) => {}
@@ -156,31 +159,31 @@ pub fn response_encoder(data: &[u8]) {
         0 => check(&BareFrame { op: "pong" }, size),
         1 => check(
             &ErrorFrame {
-                op: &s[0],
-                code: &s[1],
-                message: &s[2],
+                op: s[0],
+                code: s[1],
+                message: s[2],
             },
             size,
         ),
         2 => check(
             &ReceiptFrame {
-                op: &s[0],
+                op: s[0],
                 seq,
-                id: &s[1],
-                to: &s[2],
-                amount: &s[3],
-                result: &s[4],
-                balance: &s[5],
-                mac: &s[6],
+                id: s[1],
+                to: s[2],
+                amount: s[3],
+                result: s[4],
+                balance: s[5],
+                mac: s[6],
             },
             size,
         ),
         3 => check(
             &BalanceFrame {
-                op: &s[0],
+                op: s[0],
                 seq,
-                balance: &s[1],
-                mac: &s[2],
+                balance: s[1],
+                mac: s[2],
             },
             size,
         ),
@@ -188,50 +191,50 @@ pub fn response_encoder(data: &[u8]) {
             let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
             for i in 0..usize::from(*n7) % (HISTORY_PAGE + 1) {
                 let _ = entries.push(HistoryEntryFrame {
-                    id: &s[(1 + i) % 8],
-                    from: &s[(2 + i) % 8],
-                    to: &s[(3 + i) % 8],
-                    amount: &s[(4 + i) % 8],
+                    id: s[(1 + i) % 8],
+                    from: s[(2 + i) % 8],
+                    to: s[(3 + i) % 8],
+                    amount: s[(4 + i) % 8],
                     at: number,
                 });
             }
             check(
                 &HistoryFrame {
-                    op: &s[0],
+                    op: s[0],
                     seq,
                     entries,
                     more: number & 1 == 1,
-                    mac: &s[7],
+                    mac: s[7],
                 },
                 size,
             )
         }
         5 => {
             let count = usize::from(*n7) % (MAX_NONCE_BATCH + 1);
-            let nonces = (0..count).map(|i| &*s[i % 8]).collect();
-            check(&NoncesFrame { op: &s[0], nonces }, size)
+            let nonces = (0..count).map(|i| s[i % 8]).collect();
+            check(&NoncesFrame { op: s[0], nonces }, size)
         }
         6 => check(
             &ChallengeFrame {
-                op: &s[0],
-                nonce: &s[1],
-                salt: &s[2],
+                op: s[0],
+                nonce: s[1],
+                salt: s[2],
                 iterations: seq,
             },
             size,
         ),
         7 => check(
             &WelcomeFrame {
-                op: &s[0],
-                user: &s[1],
-                signature: &s[2],
+                op: s[0],
+                user: s[1],
+                signature: s[2],
             },
             size,
         ),
         _ => check(
             &RegisteredFrame {
-                op: &s[0],
-                user: &s[1],
+                op: s[0],
+                user: s[1],
             },
             size,
         ),
