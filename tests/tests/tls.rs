@@ -310,8 +310,8 @@ fn every_tls_failure_exits_5_with_its_reason() {
     );
     fails_with(&run, "not valid for the name `bank.example`");
 
-    // A plaintext client at the TLS port: told at once, not after its timeout.
-    let started = Instant::now();
+    // A plaintext client at the TLS port: told at once (the wording, which a timeout would not
+    // print), not after its timeout.
     let run = client(
         &addr,
         "alice",
@@ -319,10 +319,6 @@ fn every_tls_failure_exits_5_with_its_reason() {
         &[],
     );
     fails_with(&run, "the server speaks TLS");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "a plaintext client at a TLS port waited for its timeout"
-    );
     assert!(server.wait_for_log("error.log", "tls_failed reason=not_tls"));
 
     // A TLS client at a plaintext port: the server closes at once.
