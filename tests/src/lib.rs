@@ -19,6 +19,9 @@ use txsock_core::session::client::ClientEvent;
 use txsock_core::session::{ClientConfig, ClientSession};
 use txsock_core::{Amount, ErrorCode, Username};
 
+/// What the kill -9 tests (`tests/crash.rs`, `tests/galera.rs`) share: load and ledger checks.
+pub mod crash;
+
 /// The throwaway Galera cluster, the same code `cargo xtask bench` starts it with.
 #[path = "../../xtask/src/galera.rs"]
 pub mod galera;
@@ -294,6 +297,99 @@ pub fn admin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
         .expect("stdin")
         .write_all(stdin.as_bytes());
     child.wait_with_output().expect("wait")
+}
+
+/// The environment variables that would hand `txsock` settings of this process's
+/// surroundings (a settings file, a database, a data directory, a minimum of iterations):
+/// an operator's command in a test names everything it uses on its command line.
+const SETTINGS_VARIABLES: [&str; 4] = [
+    "TXSOCK_CONFIG",
+    "TXSOCK_DB",
+    "TXSOCK_DATA_DIR",
+    "TXSOCK_MIN_ITERATIONS",
+];
+
+/// `txsock ARGS` in `cwd`, with none of the [`SETTINGS_VARIABLES`], its output piped.
+fn operator_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for variable in SETTINGS_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Runs `txsock ARGS` in `cwd` as an operator types it (no settings from the environment,
+/// standard input closed); killed after 30 s.
+pub fn txsock_in(cwd: &Path, args: &[&str]) -> Output {
+    let child = operator_command(txsock_bin(), cwd)
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn txsock");
+    output_within(child, Duration::from_secs(30))
+}
+
+/// [`txsock_in`] with `stdin` on standard input.
+pub fn txsock_in_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = operator_command(txsock_bin(), cwd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn txsock");
+    // A command that refuses its arguments exits before reading stdin: the write then
+    // fails with a broken pipe, which is not the test's failure.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    output_within(child, Duration::from_secs(30))
+}
+
+/// Runs `txsock ARGS` in `cwd` as user `nobody` (who may write nowhere here), otherwise as
+/// [`txsock_in`]; or says why this process cannot switch users (it needs root and setpriv).
+pub fn as_nobody(cwd: &Path, args: &[&str]) -> Result<Output, String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not running as root, so cannot run a command as another user".into());
+    }
+    let child = operator_command("setpriv", cwd)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(txsock_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("setpriv: {e}"))?;
+    let out = output_within(child, Duration::from_secs(30));
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
+        return Err(format!(
+            "setpriv failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out)
+}
+
+/// Whether user `nobody` can run the `txsock` binary from `cwd` (a target directory under a
+/// private home is out of its reach), or why not: the test that needs it skips with that.
+pub fn nobody_can_run_txsock(cwd: &Path) -> Result<(), String> {
+    let out = as_nobody(cwd, &["--version"])?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "user nobody cannot run {}: {}{}",
+        txsock_bin().display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// Sends raw bytes and reads lines until `count` lines or EOF or timeout.
