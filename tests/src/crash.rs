@@ -57,6 +57,15 @@ pub fn same_outcome(a: &ReceiptInfo, b: &ReceiptInfo) -> bool {
     (a.result, &a.to, a.amount, a.balance) == (b.result, &b.to, b.amount, b.balance)
 }
 
+/// Checks that a transfer id sent again got the original outcome (`again`, after the `first`
+/// answer); `what` says which id and when, for the message.
+pub fn assert_same_outcome(what: &str, again: &ReceiptInfo, first: &ReceiptInfo) {
+    assert!(
+        same_outcome(again, first),
+        "{what}: {again:?}, first answer {first:?}"
+    );
+}
+
 /// Checks the one answer a transfer of the load may get: committed, or refused for want of
 /// funds (anything else means the kills leaked into answers).
 pub fn assert_committed_or_short_of_funds(id: &str, receipt: &ReceiptInfo) {
@@ -124,6 +133,32 @@ impl Load {
         std::thread::sleep(Duration::from_millis(random_below(25)));
         !all_finished() && Instant::now() < deadline
     }
+}
+
+/// Sends every acknowledged transfer id once more, each client's ids in a thread of its own:
+/// `resend(i, user, acked)` sends those of the `i`th client (`user`, who was told `acked`) and
+/// checks that each gets its original answer. Returns how many ids were sent.
+pub fn resend_all<'a>(
+    told: impl IntoIterator<Item = (&'a str, &'a Acknowledged)>,
+    resend: impl Fn(usize, &'a str, &'a Acknowledged) + Sync,
+) -> usize {
+    std::thread::scope(|scope| {
+        let resend = &resend;
+        let checkers: Vec<_> = told
+            .into_iter()
+            .enumerate()
+            .map(|(i, (user, acked))| {
+                scope.spawn(move || {
+                    resend(i, user, acked);
+                    acked.len()
+                })
+            })
+            .collect();
+        checkers
+            .into_iter()
+            .map(|c| c.join().expect("checker"))
+            .sum()
+    })
 }
 
 /// What [`check_ledger`] found acknowledged, by outcome.

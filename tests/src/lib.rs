@@ -277,6 +277,17 @@ fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child,
     (child, addr)
 }
 
+/// Writes `stdin` to `child`'s piped standard input and closes it.
+fn feed_stdin(child: &mut Child, stdin: &str) {
+    // A command that refuses its arguments exits before reading stdin: the write then
+    // fails with a broken pipe, which is not the test's failure.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+}
+
 /// Runs an admin command on `data_dir`.
 pub fn admin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(txsock_bin())
@@ -289,13 +300,7 @@ pub fn admin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn txsock");
-    // A command that refuses its arguments exits before reading stdin: the write then
-    // fails with a broken pipe, which is not the test's failure.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
+    feed_stdin(&mut child, stdin);
     child.wait_with_output().expect("wait")
 }
 
@@ -340,13 +345,7 @@ pub fn txsock_in_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn txsock");
-    // A command that refuses its arguments exits before reading stdin: the write then
-    // fails with a broken pipe, which is not the test's failure.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
+    feed_stdin(&mut child, stdin);
     output_within(child, Duration::from_secs(30))
 }
 

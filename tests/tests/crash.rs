@@ -204,10 +204,7 @@ fn run_bank(backend: Backend, plan: Plan) {
                         for ((id, _, _), (again, receipt)) in
                             window.iter().zip(again.iter().zip(&receipts))
                         {
-                            assert!(
-                                same_outcome(again, receipt),
-                                "{id}: retry got {again:?}, first answer {receipt:?}"
-                            );
+                            assert_same_outcome(&format!("{id}: retry got"), again, receipt);
                             retries += 1;
                         }
                     }
@@ -243,43 +240,28 @@ fn run_bank(backend: Backend, plan: Plan) {
 
     // After the last restart, every transfer id once more: each gets its original answer.
     let final_deadline = Instant::now() + Duration::from_secs(300);
-    let final_retries: usize = std::thread::scope(|scope| {
-        let checkers: Vec<_> = results
-            .iter()
-            .map(|(user, acked, _)| {
-                let addr = &addr;
-                scope.spawn(move || {
-                    let mut conn = None;
-                    let all: Vec<_> = acked.iter().collect();
-                    for chunk in all.chunks(WINDOW) {
-                        let window: Vec<Planned> = chunk
-                            .iter()
-                            .map(|(id, r)| {
-                                let to = ACCOUNTS.into_iter().find(|a| *a == r.to.as_str());
-                                (id.to_string(), to.expect("an account"), r.amount)
-                            })
-                            .collect();
-                        let again =
-                            transfer_until_answered(addr, &mut conn, user, &window, final_deadline)
-                                .unwrap_or_else(|| {
-                                    panic!("{user}: final retry of {window:?} not answered")
-                                });
-                        for ((id, receipt), again) in chunk.iter().zip(&again) {
-                            assert!(
-                                same_outcome(again, receipt),
-                                "{user}/{id}: after the last restart {again:?}, first answer \
-                                 {receipt:?}"
-                            );
-                        }
-                    }
-                    acked.len()
+    let told = results.iter().map(|(user, acked, _)| (*user, acked));
+    let final_retries = resend_all(told, |_, user, acked| {
+        let mut conn = None;
+        let all: Vec<_> = acked.iter().collect();
+        for chunk in all.chunks(WINDOW) {
+            let window: Vec<Planned> = chunk
+                .iter()
+                .map(|(id, r)| {
+                    let to = ACCOUNTS.into_iter().find(|a| *a == r.to.as_str());
+                    (id.to_string(), to.expect("an account"), r.amount)
                 })
-            })
-            .collect();
-        checkers
-            .into_iter()
-            .map(|c| c.join().expect("checker"))
-            .sum()
+                .collect();
+            let again = transfer_until_answered(&addr, &mut conn, user, &window, final_deadline)
+                .unwrap_or_else(|| panic!("{user}: final retry of {window:?} not answered"));
+            for ((id, receipt), again) in chunk.iter().zip(&again) {
+                assert_same_outcome(
+                    &format!("{user}/{id}: after the last restart"),
+                    again,
+                    receipt,
+                );
+            }
+        }
     });
     let retries = final_retries + results.iter().map(|r| r.2).sum::<usize>();
     assert!(server.stop(), "server did not stop cleanly");

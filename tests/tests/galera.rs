@@ -33,7 +33,7 @@ type Addresses = Arc<RwLock<Vec<SocketAddr>>>;
 /// A client that moves to the next server whenever its server cannot answer.
 struct Roamer {
     addrs: Addresses,
-    user: &'static str,
+    user: String,
     /// Index of the server in use.
     at: usize,
     conn: Option<Client>,
@@ -44,10 +44,10 @@ struct Roamer {
 }
 
 impl Roamer {
-    fn new(addrs: Addresses, user: &'static str, at: usize) -> Roamer {
+    fn new(addrs: Addresses, user: &str, at: usize) -> Roamer {
         Roamer {
             addrs,
-            user,
+            user: user.to_owned(),
             at,
             conn: None,
             moves: 0,
@@ -71,7 +71,7 @@ impl Roamer {
             {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
                 let mut c = client_over(stream);
-                if c.login(self.user, &password(self.user)).is_ok() {
+                if c.login(&self.user, &password(&self.user)).is_ok() {
                     self.conn = Some(c);
                     return true;
                 }
@@ -279,9 +279,10 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
                         let again = roamer
                             .transfer(&id, to, amount, deadline)
                             .unwrap_or_else(|| panic!("{user}: retry of {id} not answered"));
-                        assert!(
-                            same_outcome(&again, &receipt),
-                            "{id}: retry on another server got {again:?}, first answer {receipt:?}"
+                        assert_same_outcome(
+                            &format!("{id}: retry on another server got"),
+                            &again,
+                            &receipt,
                         );
                         retries += 1;
                     }
@@ -345,31 +346,15 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
 
     // Every id once more, each client starting on another server: the original answers.
     let final_deadline = Instant::now() + Duration::from_secs(300);
-    let final_retries: usize = std::thread::scope(|scope| {
-        let checkers: Vec<_> = results
-            .iter()
-            .enumerate()
-            .map(|(i, (user, acked, _, _))| {
-                let addrs = addrs.clone();
-                scope.spawn(move || {
-                    let mut roamer = Roamer::new(addrs, user, (i + 1) % NODES);
-                    for (id, receipt) in acked {
-                        let again = roamer
-                            .transfer(id, receipt.to.as_str(), receipt.amount, final_deadline)
-                            .unwrap_or_else(|| panic!("{user}: final retry of {id} not answered"));
-                        assert!(
-                            same_outcome(&again, receipt),
-                            "{user}/{id}: at the end {again:?}, first answer {receipt:?}"
-                        );
-                    }
-                    acked.len()
-                })
-            })
-            .collect();
-        checkers
-            .into_iter()
-            .map(|c| c.join().expect("checker"))
-            .sum()
+    let told = results.iter().map(|(user, acked, _, _)| (*user, acked));
+    let final_retries = resend_all(told, |i, user, acked| {
+        let mut roamer = Roamer::new(addrs.clone(), user, (i + 1) % NODES);
+        for (id, receipt) in acked {
+            let again = roamer
+                .transfer(id, receipt.to.as_str(), receipt.amount, final_deadline)
+                .unwrap_or_else(|| panic!("{user}: final retry of {id} not answered"));
+            assert_same_outcome(&format!("{user}/{id}: at the end"), &again, receipt);
+        }
     });
     let retries = final_retries + results.iter().map(|r| r.2).sum::<usize>();
     let moves: usize = results.iter().map(|r| r.3).sum();
