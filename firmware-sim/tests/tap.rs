@@ -9,7 +9,7 @@
 //! machine cannot run it, it prints `SKIPPED: <reason>` and passes.
 
 use std::time::Duration;
-use txsock_tap_kit::{client, skip_reason, stdout, Namespaces, Process, SERVER};
+use txsock_tap_kit::{register_log_in_and_transfer, skip_reason, Namespaces, Process};
 
 #[test]
 #[ignore = "needs root, /dev/net/tun, network namespaces and the txsock binary: `cargo xtask test` runs it (step tap)"]
@@ -21,33 +21,7 @@ fn txsock_client_registers_logs_in_and_transfers_against_the_device_on_a_tap() {
     let ns = Namespaces::up(&format!("{}", std::process::id() % 100_000_000));
     let mut device =
         Process::start_server("device", &ns, env!("CARGO_BIN_EXE_txsock-firmware-sim"));
-    let (alice, bob) = ("alice's password", "bob's password");
-
-    let out = client(&ns, SERVER, "alice", alice, &["register"]);
-    assert!(out.status.success(), "register alice");
-    let out = client(&ns, SERVER, "bob", bob, &["register"]);
-    assert!(out.status.success(), "register bob");
-    let out = client(&ns, SERVER, "alice", alice, &["register"]);
-    assert_eq!(out.status.code(), Some(3), "a taken name is refused");
-
-    let transfer = ["--json", "transfer", "bob", "1.25", "--id", "tap-1"];
-    let out = client(&ns, SERVER, "alice", alice, &transfer);
-    assert!(out.status.success(), "transfer");
-    let text = stdout(&out);
-    assert!(text.contains("\"status\":\"committed\""), "{text}");
-    assert!(text.contains("\"balance\":\"98.75\""), "{text}");
-    // The same id again: the original result, no second debit.
-    let out = client(&ns, SERVER, "alice", alice, &transfer);
-    assert!(out.status.success(), "transfer retried");
-    assert!(stdout(&out).contains("\"balance\":\"98.75\""));
-
-    let out = client(&ns, SERVER, "alice", "not alice's password", &["balance"]);
-    assert_eq!(out.status.code(), Some(3), "a wrong password is refused");
-    let out = client(&ns, SERVER, "alice", alice, &["balance"]);
-    assert!(out.status.success() && stdout(&out).contains("98.75"));
-    let out = client(&ns, SERVER, "bob", bob, &["balance"]);
-    assert!(out.status.success() && stdout(&out).contains("101.25"));
-
+    register_log_in_and_transfer(&ns);
     device.wait_for("registered bob", Duration::from_secs(5));
     device.wait_for("alice logged in", Duration::from_secs(5));
     drop(device);

@@ -5,7 +5,8 @@
 //!
 //! Used by `firmware-sim/tests/tap.rs` and `firmware-sim/embassy/tests/tap.rs` (a workspace of
 //! its own, hence a crate rather than a module): standard library only, so that it adds no
-//! dependency to either. It does no checks of the server's behaviour; the tests do.
+//! dependency to either. Besides the set-up, it holds the checks every server on a TAP passes
+//! ([`register_log_in_and_transfer`]); the tests add their own.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -264,4 +265,41 @@ pub fn client(ns: &Namespaces, server: &str, user: &str, password: &str, args: &
 /// What a finished command printed on stdout.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The password of alice, registered by [`register_log_in_and_transfer`].
+pub const ALICE: &str = "alice's password";
+
+/// The password of bob, registered by [`register_log_in_and_transfer`].
+pub const BOB: &str = "bob's password";
+
+/// The checks every txsock server on a TAP passes, through the real client at [`SERVER`]:
+/// alice and bob register (100.00 each); a taken name and a wrong password are refused (exit
+/// 3); alice sends bob 1.25 (id `tap-1`), committed, and the same id sent again gets the
+/// original result and no second debit: balances 98.75 and 101.25 afterwards.
+pub fn register_log_in_and_transfer(ns: &Namespaces) {
+    let out = client(ns, SERVER, "alice", ALICE, &["register"]);
+    assert!(out.status.success(), "register alice");
+    let out = client(ns, SERVER, "bob", BOB, &["register"]);
+    assert!(out.status.success(), "register bob");
+    let out = client(ns, SERVER, "alice", ALICE, &["register"]);
+    assert_eq!(out.status.code(), Some(3), "a taken name is refused");
+    let out = client(ns, SERVER, "alice", "not alice's password", &["balance"]);
+    assert_eq!(out.status.code(), Some(3), "a wrong password is refused");
+
+    let transfer = ["--json", "transfer", "bob", "1.25", "--id", "tap-1"];
+    let out = client(ns, SERVER, "alice", ALICE, &transfer);
+    assert!(out.status.success(), "transfer");
+    let text = stdout(&out);
+    assert!(text.contains("\"status\":\"committed\""), "{text}");
+    assert!(text.contains("\"balance\":\"98.75\""), "{text}");
+    // The same id again: the original result, no second debit.
+    let out = client(ns, SERVER, "alice", ALICE, &transfer);
+    assert!(out.status.success(), "transfer retried");
+    assert!(stdout(&out).contains("\"balance\":\"98.75\""));
+
+    let out = client(ns, SERVER, "alice", ALICE, &["balance"]);
+    assert!(out.status.success() && stdout(&out).contains("98.75"));
+    let out = client(ns, SERVER, "bob", BOB, &["balance"]);
+    assert!(out.status.success() && stdout(&out).contains("101.25"));
 }
