@@ -692,7 +692,20 @@ fn conversation_vector_verifies() {
                     let mut input = mac::history_start(&keys.s2c, h.seq, h.more);
                     for e in &h.entries {
                         let amount = Amount::parse(e.amount).unwrap();
-                        input = mac::history_entry(input, e.id, e.from, e.to, amount, e.at);
+                        let (id, from) = (e.id.unwrap(), e.from.unwrap());
+                        input = mac::history_entry(input, id, from, e.to, amount, e.at);
+                    }
+                    assert_eq!(hex(input.finish().as_bytes()), h.mac, "{frame}");
+                }
+                Response::Statement(h) => {
+                    assert_eq!(h.seq, last_seq + 1, "{frame}");
+                    last_seq = h.seq;
+                    let mut input = mac::statement_start(&keys.s2c, h.seq, h.more);
+                    for e in &h.entries {
+                        let amount = Amount::parse(e.amount).unwrap();
+                        let (id, from) = (e.id.unwrap_or(""), e.from.unwrap_or(""));
+                        let kind = e.kind.unwrap();
+                        input = mac::statement_entry(input, kind, id, from, e.to, amount, e.at);
                     }
                     assert_eq!(hex(input.finish().as_bytes()), h.mac, "{frame}");
                 }

@@ -48,6 +48,9 @@ pub struct Server {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its first line on stdout (`txsock listening on ADDR (...)`), which also names the
+    /// metrics endpoint: [`metrics_addr`](Self::metrics_addr).
+    pub banner: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
@@ -78,10 +81,11 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr) = spawn(data_dir, &args, &env);
+        let (child, addr, banner) = spawn(data_dir, &args, &env);
         Server {
             child: Some(child),
             addr,
+            banner,
             data_dir: data_dir.to_path_buf(),
             args,
             env,
@@ -123,17 +127,29 @@ impl Server {
     /// Stops and starts again on the same data directory and flags (new port).
     pub fn restart(&mut self) {
         assert!(self.stop(), "server did not stop cleanly");
-        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        let (child, addr, banner) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.banner = banner;
     }
 
     /// Kills the server with SIGKILL and starts it again on the same data (new port).
     pub fn crash_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        let (child, addr, banner) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.banner = banner;
+    }
+
+    /// The metrics endpoint the server announced (`--metrics 127.0.0.1:0` lets the server
+    /// pick the port, so no other process can take it between choosing and binding).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.banner
+            .split_once("metrics on http://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics endpoint in {:?}", self.banner))
     }
 
     /// Process id.
@@ -242,7 +258,12 @@ pub fn client_over(stream: TcpStream) -> Client {
 /// A blocking protocol client over TCP.
 pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
 
-fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
+/// Starts `txsock serve`; returns the child, its address and its first line (the banner).
+fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, SocketAddr, String) {
     let mut cmd = Command::new(txsock_bin());
     cmd.arg("serve")
         .arg("--listen")
@@ -271,7 +292,7 @@ fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child,
         .unwrap_or_else(|| panic!("unexpected first line from txsock serve: {first:?}"));
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, first)
 }
 
 /// Runs an admin command on `data_dir`.
