@@ -505,7 +505,10 @@ fn request_op(r: &Request) -> &'static str {
         Request::Nonces { .. } => "nonces",
         Request::Transfer(_) => "transfer",
         Request::Balance => "balance",
-        Request::History { .. } => "history",
+        Request::History {
+            deposits: false, ..
+        } => "history",
+        Request::History { deposits: true, .. } => "statement",
         Request::Logout => "logout",
         Request::Ping => "ping",
         _ => "other",
