@@ -350,6 +350,24 @@ fn mac_of(name: &str, f: &Value, keys: &Keys) -> [u8; 32] {
             }
             *input.finish().as_bytes()
         }
+        "statement" => {
+            let more = f["more"].as_bool().expect("more is a bool");
+            let mut input = mac::statement_start(&keys.s2c, seq(f), more);
+            for e in f["entries"].as_array().unwrap() {
+                // A deposit has no id and no sender: empty fields in the input.
+                let text = |k: &str| e[k].as_str().unwrap_or("");
+                input = mac::statement_entry(
+                    input,
+                    s(e, "kind"),
+                    text("id"),
+                    text("from"),
+                    s(e, "to"),
+                    Amount(n(e, "amount_minor")),
+                    n(e, "at"),
+                );
+            }
+            *input.finish().as_bytes()
+        }
         other => panic!("unknown MAC vector {other}"),
     }
 }
