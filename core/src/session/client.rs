@@ -1171,6 +1171,47 @@ mod tests {
         TransferId::parse(text).unwrap()
     }
 
+    /// A statement from a real server verifies. A man in the middle who turns the request
+    /// into `history` (to hide deposits) gets an honest history page past the client only
+    /// as a failure, and so does one who changes an entry's kind.
+    #[test]
+    fn statements_verify_and_a_rewritten_request_or_entry_is_caught() {
+        let mut p = Peers::alice_with_nonces(1);
+        p.client.transfer("t-1", "bob", Amount(250)).unwrap();
+        p.round();
+        p.client.statement(0).unwrap();
+        match &p.round()[..] {
+            [ClientEvent::History(page)] => {
+                let e = &page.entries[0];
+                assert_eq!(e.id().map(|i| i.as_str()), Some("t-1"));
+                assert_eq!(e.from().map(|u| u.as_str()), Some("alice"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (from, to) in [
+            ("statement", "history"),
+            ("\"kind\":\"transfer\"", "\"kind\":\"deposit\""),
+        ] {
+            let mut p = Peers::alice_with_nonces(1);
+            p.client.transfer("t-1", "bob", Amount(250)).unwrap();
+            p.round();
+            p.client.statement(0).unwrap();
+            let request = p.client.poll_transmit().to_vec();
+            p.client.advance_transmit(request.len());
+            let answer = if from == "statement" {
+                p.server_answer(&altered(&request, from, to))
+            } else {
+                altered(&p.server_answer(&request), from, to)
+            };
+            let events = p.deliver(&answer);
+            assert!(
+                matches!(events[..], [ClientEvent::Integrity(_)]),
+                "{from} -> {to}: {events:?}"
+            );
+            assert!(p.client.is_failed());
+        }
+    }
+
     #[test]
     fn receipts_balances_and_history_from_a_real_server_verify() {
         let mut p = Peers::alice_with_nonces(1);
