@@ -168,8 +168,8 @@ fn notifications_until(socket: &std::os::unix::net::UnixDatagram, want: &str) ->
     }
 }
 
-/// SIGHUP reads txsock.toml again (issue 19): a reloadable setting (`registration`) takes
-/// effect without a restart and without dropping a connection, one that needs a restart
+/// SIGHUP reads txsock.toml again (issue 19): reloadable settings (`registration`,
+/// `log-filter`) take effect without a restart and without dropping a connection, one that needs a restart
 /// (`max-connections`) is logged as such and keeps its running value, `RELOADING=1` then
 /// `READY=1` reach systemd around it, and with `WATCHDOG_USEC` the server pets the watchdog
 /// (after each answered ledger probe) until it stops.
@@ -219,7 +219,7 @@ fn sighup_reloads_settings_and_the_watchdog_is_petted() {
 
     std::fs::write(
         &settings,
-        "[serve]\nregistration = \"open\"\nmax-connections = 7\n",
+        "[serve]\nregistration = \"open\"\nmax-connections = 7\nlog-filter = \"debug\"\n",
     )
     .expect("rewrite settings");
     signal(pid, "HUP");
@@ -255,6 +255,12 @@ fn sighup_reloads_settings_and_the_watchdog_is_petted() {
         .read_to_string(&mut log)
         .expect("read stderr");
     assert!(log.contains("applied registration = Open"), "{log}");
+    // The log filter changed too: debug lines (one per connection) only after the reload.
+    let (before, after) = log
+        .split_once("applied log-filter")
+        .unwrap_or_else(|| panic!("log-filter not applied: {log}"));
+    assert!(!before.contains("connection accepted"), "{log}");
+    assert!(after.contains("connection accepted"), "{log}");
     assert!(
         log.contains("`max-connections` changed but needs a restart"),
         "{log}"
