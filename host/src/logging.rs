@@ -34,6 +34,7 @@ static RELOAD: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
 static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// The format [`init`] installed (text if none was).
+#[cfg_attr(not(unix), allow(dead_code))] // Only SIGHUP (Unix) asks.
 pub fn current_format() -> LogFormat {
     FORMAT.get().copied().unwrap_or(LogFormat::Text)
 }
@@ -88,6 +89,7 @@ pub fn init(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
 }
 
 /// Replaces the filter of the logger [`init`] installed.
+#[cfg_attr(not(unix), allow(dead_code))] // Only SIGHUP (Unix) reloads.
 pub fn reload_filter(filter: tracing_subscriber::EnvFilter) -> Result<(), String> {
     match RELOAD.get() {
         Some(reload) => reload(filter),

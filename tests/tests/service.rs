@@ -243,6 +243,14 @@ fn sighup_reloads_settings_and_the_watchdog_is_petted() {
         .expect("the connection from before the reload registers too");
     notifications_until(&socket, "WATCHDOG=1");
 
+    // A settings file that no longer parses changes nothing: registration stays open.
+    std::fs::write(&settings, "[serve]\nregistration = \"maybe\"\n").expect("rewrite");
+    signal(pid, "HUP");
+    notifications_until(&socket, "READY=1");
+    connect()
+        .register("carol", &password("carol"), ITERATIONS)
+        .expect("registration still open after a bad settings file");
+
     signal(pid, "TERM");
     notifications_until(&socket, "STOPPING=1");
     let status = child.wait().expect("wait");
@@ -266,4 +274,8 @@ fn sighup_reloads_settings_and_the_watchdog_is_petted() {
         "{log}"
     );
     assert!(log.contains("systemd watchdog enabled"), "{log}");
+    assert!(
+        log.contains("settings not read again") && log.contains("registration"),
+        "{log}"
+    );
 }
