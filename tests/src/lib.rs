@@ -748,6 +748,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy; it serves until the test process ends.
     pub fn start(upstream: SocketAddr, rewrite: fn(&str) -> String) -> Proxy {
+        Proxy::start_both(upstream, str::to_string, rewrite)
+    }
+
+    /// [`start`](Self::start), also passing the client's lines through `rewrite_up` on their
+    /// way to the server (`client_lines` records them as the client sent them).
+    pub fn start_both(
+        upstream: SocketAddr,
+        rewrite_up: fn(&str) -> String,
+        rewrite: fn(&str) -> String,
+    ) -> Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let client_lines = Arc::new(Mutex::new(Vec::new()));
@@ -769,7 +779,11 @@ impl Proxy {
                             .lock()
                             .unwrap()
                             .push(String::from_utf8_lossy(&line).into_owned());
-                        let mut out = line;
+                        // Bytes that are not UTF-8 pass as they are.
+                        let mut out = match std::str::from_utf8(&line) {
+                            Ok(text) => rewrite_up(text).into_bytes(),
+                            Err(_) => line,
+                        };
                         out.push(b'\n');
                         if server_w.write_all(&out).is_err() {
                             break;

@@ -382,3 +382,54 @@ fn history_lists_deposits_and_the_old_history_request_lists_transfers_only() {
     assert!(!line.contains("kind") && !line.contains("2.50"), "{line}");
     assert!(line.contains("\"more\":false"), "{line}");
 }
+
+/// Against a server older than statements (imitated by a proxy that turns the client's
+/// `statement` into an op the server does not know, so it answers `malformed` and numbers
+/// nothing, as an older server does), the client reads the transfers-only history and says
+/// that deposits are not shown, in text and in JSON.
+#[test]
+fn history_from_a_server_without_statements_says_deposits_are_not_shown() {
+    let server = Server::start(&["--opening-balance", "10"]);
+    drop(server.login("alice", true));
+    drop(server.login("bob", true));
+    let alice = password("alice");
+    let sent = run_client(
+        server.addr,
+        &["--user", "alice", "transfer", "bob", "1.00", "--id", "o-1"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    let older = Proxy::start_both(
+        server.addr,
+        |line| line.replace("\"op\":\"statement\"", "\"op\":\"statement-unknown\""),
+        str::to_string,
+    );
+    let text = run_client(
+        older.addr,
+        &["--user", "alice", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("o-1"), "{}", text.stdout);
+    assert!(!text.stdout.contains(" deposit "), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("this server lists transfers only"),
+        "{}",
+        text.stdout
+    );
+    let json = run_client(
+        older.addr,
+        &["--user", "alice", "--json", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v = &json.json()[0];
+    assert_eq!(v["deposits_listed"], false, "{v}");
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(1), "{v}");
+    // The request really went out as `statement` first, then as `history`.
+    let sent = older.client_lines.lock().expect("lines").join("\n");
+    assert!(sent.contains("\"op\":\"statement\"") && sent.contains("\"op\":\"history\""));
+}
