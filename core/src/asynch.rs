@@ -375,6 +375,12 @@ impl<T: Read + Write, R: RngCore + CryptoRng> AsyncClient<T, R> {
         self.expect(pick::history).await
     }
 
+    /// A verified page of the statement (history with deposits).
+    pub async fn statement(&mut self, offset: u32) -> Result<HistoryPage, AsyncError<T::Error>> {
+        self.session.statement(offset)?;
+        self.expect(pick::history).await
+    }
+
     /// Logs out.
     pub async fn logout(&mut self) -> Result<(), AsyncError<T::Error>> {
         self.session.logout()?;

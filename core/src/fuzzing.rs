@@ -190,9 +190,12 @@ pub fn response_encoder(data: &[u8]) {
         4 => {
             let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
             for i in 0..usize::from(*n7) % (HISTORY_PAGE + 1) {
+                // The bits of `number` pick which optional fields an entry has.
+                let bit = |b: usize| number >> (b + 3 * i) & 1 == 1;
                 let _ = entries.push(HistoryEntryFrame {
-                    id: s[(1 + i) % 8],
-                    from: s[(2 + i) % 8],
+                    kind: bit(1).then_some(s[(5 + i) % 8]),
+                    id: bit(2).then_some(s[(1 + i) % 8]),
+                    from: bit(3).then_some(s[(2 + i) % 8]),
                     to: s[(3 + i) % 8],
                     amount: s[(4 + i) % 8],
                     at: number,

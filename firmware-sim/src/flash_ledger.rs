@@ -1005,7 +1005,8 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                     .map(|a| a.balance)
                     .ok_or(ErrorCode::NotLoggedIn),
             ),
-            LedgerRequest::History { user, offset } => {
+            // Deposits are kept as per-account totals, not as journal entries: none listed.
+            LedgerRequest::History { user, offset, .. } => {
                 LedgerReply::History(Ok(self.history(user, *offset).await?))
             }
             // A request this ledger does not know yet (the enum may grow): not answerable.
@@ -1403,6 +1404,7 @@ mod tests {
             &LedgerRequest::History {
                 user: user("bob"),
                 offset: 0,
+                deposits: true,
             },
             Instant::ZERO,
         ) else {

@@ -51,6 +51,9 @@ pub struct Server {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its first line on stdout (`txsock listening on ADDR (...)`), which also names the
+    /// metrics endpoint: [`metrics_addr`](Self::metrics_addr).
+    pub banner: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
@@ -81,10 +84,11 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr) = spawn(data_dir, &args, &env);
+        let (child, addr, banner) = spawn(data_dir, &args, &env);
         Server {
             child: Some(child),
             addr,
+            banner,
             data_dir: data_dir.to_path_buf(),
             args,
             env,
@@ -126,17 +130,29 @@ impl Server {
     /// Stops and starts again on the same data directory and flags (new port).
     pub fn restart(&mut self) {
         assert!(self.stop(), "server did not stop cleanly");
-        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        let (child, addr, banner) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.banner = banner;
     }
 
     /// Kills the server with SIGKILL and starts it again on the same data (new port).
     pub fn crash_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        let (child, addr, banner) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.banner = banner;
+    }
+
+    /// The metrics endpoint the server announced (`--metrics 127.0.0.1:0` lets the server
+    /// pick the port, so no other process can take it between choosing and binding).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.banner
+            .split_once("metrics on http://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics endpoint in {:?}", self.banner))
     }
 
     /// Process id.
@@ -245,7 +261,12 @@ pub fn client_over(stream: TcpStream) -> Client {
 /// A blocking protocol client over TCP.
 pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
 
-fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
+/// Starts `txsock serve`; returns the child, its address and its first line (the banner).
+fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, SocketAddr, String) {
     let mut cmd = Command::new(txsock_bin());
     cmd.arg("serve")
         .arg("--listen")
@@ -274,7 +295,7 @@ fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child,
         .unwrap_or_else(|| panic!("unexpected first line from txsock serve: {first:?}"));
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, first)
 }
 
 /// Writes `stdin` to `child`'s piped standard input and closes it.
@@ -822,6 +843,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy; it serves until the test process ends.
     pub fn start(upstream: SocketAddr, rewrite: fn(&str) -> String) -> Proxy {
+        Proxy::start_both(upstream, str::to_string, rewrite)
+    }
+
+    /// [`start`](Self::start), also passing the client's lines through `rewrite_up` on their
+    /// way to the server (`client_lines` records them as the client sent them).
+    pub fn start_both(
+        upstream: SocketAddr,
+        rewrite_up: fn(&str) -> String,
+        rewrite: fn(&str) -> String,
+    ) -> Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let client_lines = Arc::new(Mutex::new(Vec::new()));
@@ -843,7 +874,11 @@ impl Proxy {
                             .lock()
                             .unwrap()
                             .push(String::from_utf8_lossy(&line).into_owned());
-                        let mut out = line;
+                        // Bytes that are not UTF-8 pass as they are.
+                        let mut out = match std::str::from_utf8(&line) {
+                            Ok(text) => rewrite_up(text).into_bytes(),
+                            Err(_) => line,
+                        };
                         out.push(b'\n');
                         if server_w.write_all(&out).is_err() {
                             break;

@@ -495,18 +495,24 @@ fn transfer(
     Ok(decision.outcome())
 }
 
-fn history(tx: &Connection, user: &Username, offset: u32) -> Result<HistoryPage> {
-    let mut stmt = tx.prepare_cached(
+/// A page of `user`'s history; with `deposits`, the deposits to `user` too (a deposit has
+/// no `from_user`, so `to_user = ?1` is what finds it).
+fn history(tx: &Connection, user: &Username, offset: u32, deposits: bool) -> Result<HistoryPage> {
+    let mut stmt = tx.prepare_cached(if deposits {
+        "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
+         WHERE from_user = ?1 OR to_user = ?1
+         ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+    } else {
         "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
          WHERE kind = 'transfer' AND (from_user = ?1 OR to_user = ?1)
-         ORDER BY seq DESC LIMIT ?2 OFFSET ?3",
-    )?;
+         ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+    })?;
     let rows = stmt.query_map(
         params![user.as_str(), HISTORY_PAGE as i64 + 1, offset],
         |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
@@ -521,9 +527,7 @@ fn history(tx: &Connection, user: &Username, offset: u32) -> Result<HistoryPage>
             break;
         }
         let entry = HistoryEntry {
-            id: TransferId::parse(&id)
-                .map_err(|e| anyhow::anyhow!("bad transfer id {id:?}: {e}"))?,
-            from: name_of(from)?,
+            kind: super::row::entry_kind(id, from)?,
             to: name_of(to)?,
             amount: amount_of(amount),
             at: at as u64,
@@ -565,9 +569,11 @@ fn execute_one(
                 .map(amount_of)
                 .ok_or(ErrorCode::NotLoggedIn),
         ),
-        LedgerRequest::History { user, offset } => {
-            LedgerReply::History(Ok(history(tx, user, *offset)?))
-        }
+        LedgerRequest::History {
+            user,
+            offset,
+            deposits,
+        } => LedgerReply::History(Ok(history(tx, user, *offset, *deposits)?)),
         _ => {
             let _ = now;
             LedgerReply::Unavailable

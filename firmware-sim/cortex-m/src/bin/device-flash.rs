@@ -191,6 +191,7 @@ fn exercise(flash: Flash) -> BoardFlashLedger {
     let history = LedgerRequest::History {
         user: name("bob"),
         offset: 0,
+        deposits: true,
     };
     if !matches!(call(&mut ledger, &history), LedgerReply::History(Ok(p)) if p.entries.len() == 1) {
         fail("history");
