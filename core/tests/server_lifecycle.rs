@@ -419,7 +419,8 @@ fn relay<Q: PipelineQueue + Default>(
 }
 
 /// A pipeline store that checks, whenever the session uses it, that `is_empty` (the trait's
-/// provided method) agrees with `len`, for itself and for the deque it wraps.
+/// provided method) agrees with `len`, for itself and for the deque it wraps, and that
+/// [`NoPipeline`] refuses (gives back) every request offered to it.
 #[derive(Default)]
 struct Checked(Deque<PipelinedRequest, 4>);
 
@@ -439,6 +440,10 @@ impl PipelineQueue for Checked {
     }
     fn push_back(&mut self, request: PipelinedRequest) -> Result<(), PipelinedRequest> {
         self.check();
+        // The store without room gives back every request it is offered.
+        let Err(request) = NoPipeline.push_back(request) else {
+            panic!("NoPipeline has no room, yet took a request");
+        };
         let pushed = PipelineQueue::push_back(&mut self.0, request);
         self.check();
         pushed
