@@ -63,7 +63,7 @@ fn a_nonce_request_asks_for_one_to_eight() {
 #[test]
 fn a_full_nonce_store_keeps_the_newest() {
     let mut p = logged_in(33, "kim");
-    let mut small: ClientSession<512, 2> = ClientSession::new(ClientConfig {
+    let mut small: ClientSession<576, 2> = ClientSession::new(ClientConfig {
         min_iterations: TEST_ITERATIONS,
         ..ClientConfig::default()
     });
@@ -113,7 +113,10 @@ fn answer_nonces(answer: &[u8]) -> Vec<String> {
 }
 
 /// `client`'s pending requests through the pair's server; the server's answer.
-fn through_server<const N: usize>(p: &mut Pair, client: &mut ClientSession<512, N>) -> Vec<u8> {
+fn through_server<const F: usize, const N: usize, const O: usize>(
+    p: &mut Pair,
+    client: &mut ClientSession<F, N, O>,
+) -> Vec<u8> {
     let request = client.poll_transmit().to_vec();
     client.advance_transmit(request.len());
     let mut out = vec![0u8; 4096];
@@ -161,4 +164,65 @@ fn a_refused_proof_returns_to_logged_out_and_a_new_login_works() {
     p.reconnect();
     p.login("mona", "a long password").unwrap();
     assert_eq!(p.client.user().map(|u| u.as_str()), Some("mona"));
+}
+
+/// The answer to a challenge waits while the output is not drained or the pipeline is full
+/// (`Busy`), and the challenge survives that: once there is room the same answer logs in.
+#[test]
+fn a_busy_answer_to_a_challenge_keeps_the_challenge() {
+    // Output not drained: a client whose output holds one request at a time.
+    let mut p = Pair::new(36);
+    p.register_and_login("nina", "a long password").unwrap();
+    p.reconnect();
+    let mut client: ClientSession<576, 16, 384> = ClientSession::new(ClientConfig {
+        min_iterations: TEST_ITERATIONS,
+        ..ClientConfig::default()
+    });
+    client.login(&mut p.rng, "nina").unwrap();
+    let answer = through_server(&mut p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert!(matches!(
+        client.poll_event(),
+        Some(ClientEvent::Challenge { .. })
+    ));
+    client.ping().unwrap();
+    assert_eq!(
+        client.answer_with_password("a long password"),
+        Err(ClientError::Busy)
+    );
+    let answer = through_server(&mut p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert_eq!(client.poll_event(), Some(ClientEvent::Pong));
+    client.answer_with_password("a long password").unwrap();
+    let answer = through_server(&mut p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert_eq!(client.poll_event(), Some(ClientEvent::LoggedIn));
+
+    // Pipeline full: sixteen requests outstanding, the output drained.
+    let mut p = Pair::new(37);
+    p.register_and_login("omar", "a long password").unwrap();
+    p.reconnect();
+    p.client.login(&mut p.rng, "omar").unwrap();
+    assert!(matches!(p.step(), Some(ClientEvent::Challenge { .. })));
+    for _ in 0..16 {
+        p.client.ping().unwrap();
+    }
+    assert_eq!(p.client.ping(), Err(ClientError::Busy));
+    let pending = p.client.poll_transmit().to_vec();
+    let mut out = vec![0u8; 4096];
+    let n = p.server_receive(&pending, &mut out);
+    p.client.advance_transmit(pending.len());
+    assert!(p.client.poll_transmit().is_empty());
+    assert_eq!(
+        p.client.answer_with_password("a long password"),
+        Err(ClientError::Busy)
+    );
+    let mut used = 0;
+    for _ in 0..16 {
+        used += p.client.handle_input(&out[used..n]);
+        assert_eq!(p.client.poll_event(), Some(ClientEvent::Pong));
+    }
+    assert_eq!(used, n);
+    p.client.answer_with_password("a long password").unwrap();
+    assert_eq!(p.step(), Some(ClientEvent::LoggedIn));
 }
