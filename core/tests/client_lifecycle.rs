@@ -226,3 +226,29 @@ fn a_busy_answer_to_a_challenge_keeps_the_challenge() {
     p.client.answer_with_password("a long password").unwrap();
     assert_eq!(p.step(), Some(ClientEvent::LoggedIn));
 }
+
+/// A transfer's amount is refused before anything is sent (and no nonce is taken) when it is
+/// zero or above `Amount::MAX`; one unit and `Amount::MAX` itself are sent.
+#[test]
+fn transfer_amounts_are_checked_at_both_ends() {
+    let mut p = logged_in(38, "pia");
+    p.client.request_nonces(2).unwrap();
+    assert_eq!(p.step(), Some(ClientEvent::Nonces { available: 2 }));
+    for amount in [Amount(0), Amount(Amount::MAX.minor() + 1), Amount(u64::MAX)] {
+        assert_eq!(
+            p.client.transfer("t-1", "pia", amount),
+            Err(ClientError::InvalidAmount),
+            "{amount:?}"
+        );
+        assert_eq!(p.client.available_nonces(), 2);
+        assert!(p.client.poll_transmit().is_empty());
+    }
+    for (id, amount) in [("t-2", Amount(1)), ("t-3", Amount::MAX)] {
+        p.client.transfer(id, "pia", amount).unwrap();
+        let sent = String::from_utf8(p.client.poll_transmit().to_vec()).unwrap();
+        assert!(sent.contains(&format!("\"id\":\"{id}\"")), "{sent}");
+        let n = sent.len();
+        p.client.advance_transmit(n);
+    }
+    assert_eq!(p.client.available_nonces(), 0);
+}
