@@ -252,3 +252,66 @@ fn transfer_amounts_are_checked_at_both_ends() {
     }
     assert_eq!(p.client.available_nonces(), 0);
 }
+
+/// A client whose output holds one request at a time, logged in over `p`'s server as the
+/// pair's user `user` (password "a long password"), with two nonces.
+fn small_logged_in(p: &mut Pair, user: &str) -> ClientSession<576, 16, 384> {
+    p.reconnect();
+    let mut client: ClientSession<576, 16, 384> = ClientSession::new(ClientConfig {
+        min_iterations: TEST_ITERATIONS,
+        ..ClientConfig::default()
+    });
+    client.login(&mut p.rng, user).unwrap();
+    let answer = through_server(p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert!(matches!(
+        client.poll_event(),
+        Some(ClientEvent::Challenge { .. })
+    ));
+    client.answer_with_password("a long password").unwrap();
+    let answer = through_server(p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert_eq!(client.poll_event(), Some(ClientEvent::LoggedIn));
+    client.request_nonces(2).unwrap();
+    let answer = through_server(p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert_eq!(client.poll_event(), Some(ClientEvent::Nonces { available: 2 }));
+    client
+}
+
+/// A transfer is refused as `Busy`, keeping its nonce, while the output is not drained or
+/// the pipeline is full; with room it is sent.
+#[test]
+fn a_busy_transfer_keeps_its_nonce() {
+    let mut p = logged_in(39, "quinn");
+    let mut client = small_logged_in(&mut p, "quinn");
+    client.ping().unwrap();
+    assert_eq!(
+        client.transfer("t-1", "quinn", Amount(1)),
+        Err(ClientError::Busy)
+    );
+    assert_eq!(client.available_nonces(), 2);
+    let answer = through_server(&mut p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert_eq!(client.poll_event(), Some(ClientEvent::Pong));
+    client.transfer("t-1", "quinn", Amount(1)).unwrap();
+    assert_eq!(client.available_nonces(), 1);
+    let answer = through_server(&mut p, &mut client);
+    assert_eq!(client.handle_input(&answer), answer.len());
+    assert!(matches!(client.poll_event(), Some(ClientEvent::Receipt(_))));
+
+    // Sixteen requests outstanding, the output drained.
+    let mut p = logged_in(40, "rita");
+    p.client.request_nonces(2).unwrap();
+    assert_eq!(p.step(), Some(ClientEvent::Nonces { available: 2 }));
+    for _ in 0..16 {
+        p.client.ping().unwrap();
+    }
+    let n = p.client.poll_transmit().len();
+    p.client.advance_transmit(n);
+    assert_eq!(
+        p.client.transfer("t-1", "rita", Amount(1)),
+        Err(ClientError::Busy)
+    );
+    assert_eq!(p.client.available_nonces(), 2);
+}
