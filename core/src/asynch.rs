@@ -437,6 +437,21 @@ mod tests {
         closed: Cell<bool>,
         /// Everything that ever crossed this wire.
         log: RefCell<Vec<u8>>,
+        /// Flushes of the end that sends on this wire (see [`MAX_FLUSHES`]).
+        flushes: Cell<usize>,
+    }
+
+    /// More flushes than any conversation here needs: a driver past it loops without reading
+    /// or writing, and the test fails instead of hanging.
+    const MAX_FLUSHES: usize = 100_000;
+
+    /// Counts a flush; fails past [`MAX_FLUSHES`].
+    fn count_flush(flushes: &Cell<usize>) {
+        flushes.set(flushes.get() + 1);
+        assert!(
+            flushes.get() < MAX_FLUSHES,
+            "the driver loops without reading or writing"
+        );
     }
 
     /// One end of an in-memory duplex stream; dropping it closes its sending side.
@@ -497,6 +512,7 @@ mod tests {
             Ok(buf.len())
         }
         async fn flush(&mut self) -> Result<(), Self::Error> {
+            count_flush(&self.tx.flushes);
             Ok(())
         }
     }
@@ -624,6 +640,7 @@ mod tests {
         let mut stream = Recorded {
             input: &client_bytes,
             output: Vec::new(),
+            flushes: Cell::new(0),
         };
         let mut shared = shared_state();
         let mut ledger = TestLedger::new(Amount(10_000));
@@ -643,6 +660,7 @@ mod tests {
     struct Recorded<'a> {
         input: &'a [u8],
         output: Vec<u8>,
+        flushes: Cell<usize>,
     }
 
     impl embedded_io::ErrorType for Recorded<'_> {
@@ -664,6 +682,7 @@ mod tests {
             Ok(buf.len())
         }
         fn flush(&mut self) -> Result<(), Self::Error> {
+            count_flush(&self.flushes);
             Ok(())
         }
     }
