@@ -494,3 +494,30 @@ fn drain_any<const F: usize, const N: usize, const O: usize, Q: PipelineQueue + 
     let n = server.poll_transmit().len();
     server.advance_transmit(n);
 }
+
+/// A frame that needs no ledger, arriving while a request waits on the ledger, is held
+/// (unanswered) until the answers owed before it are written, and `holds_frame` says so; then
+/// `handle_input` answers it even with no new input.
+#[test]
+fn a_frame_behind_a_waiting_request_is_held_and_answered_in_order() {
+    let mut p = Pair::new(28);
+    p.register_and_login("ivy", "ivy's password").unwrap();
+    let mut server: ServerSession<512, 16, 576, Deque<PipelinedRequest, 4>> =
+        ServerSession::new(PEER, p.now);
+    assert!(login_with_pair(&mut p, &mut server));
+    assert!(!server.holds_frame());
+    let input = b"{\"op\":\"balance\"}\n{\"op\":\"ping\"}\n";
+    assert_eq!(server.handle_input(&mut p.shared, p.now, input), input.len());
+    assert!(server.holds_frame());
+    assert!(server.poll_transmit().is_empty(), "nothing answered out of order");
+    let request = server.poll_ledger().unwrap();
+    let reply = txsock_core::Ledger::execute(&mut p.ledger, &request, p.now);
+    server.handle_ledger(&mut p.shared, p.now, reply);
+    assert!(server.holds_frame(), "held until the balance is written");
+    let balance = String::from_utf8(server.poll_transmit().to_vec()).unwrap();
+    assert!(balance.starts_with("{\"op\":\"balance\""), "{balance}");
+    drain_any(&mut server);
+    assert_eq!(server.handle_input(&mut p.shared, p.now, &[]), 0);
+    assert!(!server.holds_frame());
+    assert_eq!(server.poll_transmit(), b"{\"op\":\"pong\"}\n");
+}
