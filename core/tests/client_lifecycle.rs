@@ -315,3 +315,42 @@ fn a_busy_transfer_keeps_its_nonce() {
     );
     assert_eq!(p.client.available_nonces(), 2);
 }
+
+/// A welcome is accepted only with the server signature that proves the server holds the
+/// verifier: a well-formed signature of 32 other bytes, or a short one, fails the session
+/// with `BadServerSignature` and logs nobody in.
+#[test]
+fn only_the_genuine_server_signature_logs_in() {
+    for forge in [
+        |sig: &str| {
+            let mut s = sig.as_bytes().to_vec();
+            s[0] = if s[0] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(s).unwrap()
+        },
+        |sig: &str| sig[..40].to_string() + "==",
+    ] {
+        let mut p = logged_in(45, "tess");
+        p.reconnect();
+        p.client.login(&mut p.rng, "tess").unwrap();
+        assert!(matches!(p.step(), Some(ClientEvent::Challenge { .. })));
+        p.client.answer_with_password("a long password").unwrap();
+        let proof = p.client.poll_transmit().to_vec();
+        p.client.advance_transmit(proof.len());
+        let mut out = vec![0u8; 1024];
+        let n = p.server_receive(&proof, &mut out);
+        let welcome = String::from_utf8(out[..n].to_vec()).unwrap();
+        let at = welcome.find("\"signature\":\"").unwrap() + 13;
+        let sig = &welcome[at..at + 44];
+        let forged = welcome.replace(sig, &forge(sig));
+        assert_ne!(forged, welcome);
+        assert_eq!(p.client.handle_input(forged.as_bytes()), forged.len());
+        assert_eq!(
+            p.client.poll_event(),
+            Some(ClientEvent::Integrity(
+                txsock_core::session::client::IntegrityError::BadServerSignature
+            ))
+        );
+        assert_eq!(p.client.user(), None);
+        assert!(p.client.is_failed());
+    }
+}
