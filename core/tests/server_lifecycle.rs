@@ -521,3 +521,83 @@ fn a_frame_behind_a_waiting_request_is_held_and_answered_in_order() {
     assert!(!server.holds_frame());
     assert_eq!(server.poll_transmit(), b"{\"op\":\"pong\"}\n");
 }
+
+/// Blank lines (empty, spaces and tabs, a lone CR) carry nothing: no answer, no rejection,
+/// and they do not count towards the bad-frame limit.
+#[test]
+fn blank_lines_are_skipped_without_an_answer_or_a_strike() {
+    let mut shared = shared(ServerConfig {
+        max_bad_frames: 0,
+        ..config()
+    });
+    let mut server: ServerSession = ServerSession::new(PEER, Instant::ZERO);
+    let input = b"\n  \t\n\r\n\n{\"op\":\"ping\"}\n";
+    assert_eq!(
+        server.handle_input(&mut shared, Instant::ZERO, input),
+        input.len()
+    );
+    assert_eq!(drain(&mut server), "{\"op\":\"pong\"}\n");
+    assert!(events(&mut server).is_empty());
+    assert!(!server.is_closing());
+}
+
+/// Logged in with pipeline room, transfers with a good MAC and nonce join the pipeline
+/// (both wait on the ledger at once); one with a bad MAC does not (it is held, then refused
+/// in its turn, and moves nothing).
+#[test]
+fn good_transfers_join_the_pipeline_and_a_forged_one_waits_its_turn() {
+    let mut p = Pair::new(29);
+    p.register_and_login("uma", "uma's password").unwrap();
+    let mut server: ServerSession<512, 16, 576, Deque<PipelinedRequest, 4>> =
+        ServerSession::new(PEER, p.now);
+    assert!(login_with_pair(&mut p, &mut server));
+    p.client.request_nonces(3).unwrap();
+    assert!(relay(&mut p, &mut server));
+    assert!(matches!(
+        p.client.poll_event(),
+        Some(ClientEvent::Nonces { available: 3 })
+    ));
+    p.client.transfer("t-1", "uma", Amount(1)).unwrap();
+    p.client.transfer("t-2", "uma", Amount(2)).unwrap();
+    let good = p.client.poll_transmit().to_vec();
+    p.client.advance_transmit(good.len());
+    assert_eq!(server.handle_input(&mut p.shared, p.now, &good), good.len());
+    assert_eq!(server.waiting_on_ledger(), 2, "both transfers in the pipeline");
+    assert!(!server.holds_frame());
+
+    p.client.transfer("t-3", "uma", Amount(3)).unwrap();
+    let text = String::from_utf8(p.client.poll_transmit().to_vec()).unwrap();
+    let at = text.find("\"mac\":\"").unwrap() + 7;
+    let flipped = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    let forged = format!("{}{}{}", &text[..at], flipped, &text[at + 1..]);
+    assert_eq!(
+        server.handle_input(&mut p.shared, p.now, forged.as_bytes()),
+        forged.len()
+    );
+    assert_eq!(server.waiting_on_ledger(), 2, "a forged transfer does not join");
+    assert!(server.holds_frame());
+    let journal = p.ledger.journal().len();
+    let mut answers = String::new();
+    while let Some(request) = server.poll_ledger() {
+        let reply = txsock_core::Ledger::execute(&mut p.ledger, &request, p.now);
+        server.handle_ledger(&mut p.shared, p.now, reply);
+        answers += &drain_text(&mut server);
+    }
+    assert_eq!(server.handle_input(&mut p.shared, p.now, &[]), 0);
+    answers += &drain_text(&mut server);
+    assert_eq!(p.ledger.journal().len(), journal + 2);
+    let ops: Vec<&str> = answers
+        .lines()
+        .map(|l| l.split('"').nth(3).unwrap_or(""))
+        .collect();
+    assert_eq!(ops, ["receipt", "receipt", "error"], "{answers}");
+    assert!(answers.contains("\"bad_mac\""), "{answers}");
+}
+
+fn drain_text<const F: usize, const N: usize, const O: usize, Q: PipelineQueue + Default>(
+    server: &mut ServerSession<F, N, O, Q>,
+) -> String {
+    let text = String::from_utf8(server.poll_transmit().to_vec()).unwrap();
+    server.advance_transmit(text.len());
+    text
+}
