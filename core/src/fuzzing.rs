@@ -687,7 +687,10 @@ mod tests {
             while let Some(e) = p.client.poll_event() {
                 events.push(e);
             }
-            assert!(n > 0 || events.len() > before, "the client made no progress");
+            assert!(
+                n > 0 || events.len() > before,
+                "the client made no progress"
+            );
         }
         assert!(
             matches!(&events[..], [

@@ -84,7 +84,10 @@ fn a_full_nonce_store_keeps_the_newest() {
     small.request_nonces(3).unwrap();
     let answer = through_server(&mut p, &mut small);
     assert_eq!(small.handle_input(&answer), answer.len());
-    assert_eq!(small.poll_event(), Some(ClientEvent::Nonces { available: 2 }));
+    assert_eq!(
+        small.poll_event(),
+        Some(ClientEvent::Nonces { available: 2 })
+    );
     assert_eq!(small.available_nonces(), 2);
     // The kept two are the newest, used oldest first.
     let nonces: Vec<String> = answer_nonces(&answer);
@@ -275,7 +278,10 @@ fn small_logged_in(p: &mut Pair, user: &str) -> ClientSession<576, 16, 384> {
     client.request_nonces(2).unwrap();
     let answer = through_server(p, &mut client);
     assert_eq!(client.handle_input(&answer), answer.len());
-    assert_eq!(client.poll_event(), Some(ClientEvent::Nonces { available: 2 }));
+    assert_eq!(
+        client.poll_event(),
+        Some(ClientEvent::Nonces { available: 2 })
+    );
     client
 }
 

@@ -38,5 +38,9 @@ fn buffered_counts_the_bytes_of_an_unfinished_frame() {
         (5, Decoded::Frame(b"{\"op\":\"ping\"}"))
     );
     assert_eq!(decoder.decode(b"xy"), (2, Decoded::Incomplete));
-    assert_eq!(decoder.buffered(), 2, "the frame returned last time is dropped");
+    assert_eq!(
+        decoder.buffered(),
+        2,
+        "the frame returned last time is dropped"
+    );
 }

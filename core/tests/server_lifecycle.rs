@@ -88,7 +88,10 @@ fn before_login_the_earlier_of_login_deadline_and_idle_timeout_closes() {
         Some(Instant::from_millis(11_000))
     );
     let ping_at = Instant::from_millis(5_000);
-    assert_eq!(server.handle_input(&mut shared, ping_at, b"{\"op\":\"ping\"}\n"), 14);
+    assert_eq!(
+        server.handle_input(&mut shared, ping_at, b"{\"op\":\"ping\"}\n"),
+        14
+    );
     assert_eq!(drain(&mut server), "{\"op\":\"pong\"}\n");
     assert_eq!(
         server.poll_timeout(&shared),
@@ -141,7 +144,10 @@ fn close_with_closes_once_and_is_closed_after_the_output_is_written() {
     server.close_with(ErrorCode::ServerBusy);
     server.close_with(ErrorCode::OutputOverflow);
     assert!(server.is_closing());
-    assert!(!server.is_closed(), "the final frame is still to be written");
+    assert!(
+        !server.is_closed(),
+        "the final frame is still to be written"
+    );
     let out = String::from_utf8(server.poll_transmit().to_vec()).unwrap();
     assert_eq!(out.matches('\n').count(), 1, "{out}");
     assert!(out.contains("\"code\":\"server_busy\""), "{out}");
@@ -303,10 +309,16 @@ fn the_pipeline_takes_up_to_its_limit_and_hands_out_in_order() {
         assert!(login, "logged in");
         let mut input = Vec::new();
         for offset in 0..5 {
-            input.extend_from_slice(format!("{{\"op\":\"history\",\"offset\":{offset}}}\n").as_bytes());
+            input.extend_from_slice(
+                format!("{{\"op\":\"history\",\"offset\":{offset}}}\n").as_bytes(),
+            );
         }
         let used = server.handle_input(&mut p.shared, p.now, &input);
-        assert_eq!(server.waiting_on_ledger(), expect, "{max_pipeline} {max_nonces}");
+        assert_eq!(
+            server.waiting_on_ledger(),
+            expect,
+            "{max_pipeline} {max_nonces}"
+        );
         assert_eq!(used, input.len() / 5 * expect);
         for offset in 0..expect as u32 {
             assert!(server.wants_ledger());
@@ -349,7 +361,10 @@ fn without_pipeline_room_requests_are_taken_one_at_a_time() {
         p.server.handle_ledger(&mut p.shared, p.now, reply);
         assert!(drain(&mut p.server).starts_with("{\"op\":\"balance\""));
         assert!(!p.server.is_closing());
-        assert_eq!(p.server.handle_input(&mut p.shared, p.now, &input[17..]), 17);
+        assert_eq!(
+            p.server.handle_input(&mut p.shared, p.now, &input[17..]),
+            17
+        );
     }
 }
 
@@ -364,7 +379,8 @@ fn nonces_are_issued_up_to_what_the_session_keeps() {
         let request = format!("{{\"op\":\"nonces\",\"count\":{count}}}\n");
         let before = p.server.outstanding_nonces();
         assert_eq!(
-            p.server.handle_input(&mut p.shared, p.now, request.as_bytes()),
+            p.server
+                .handle_input(&mut p.shared, p.now, request.as_bytes()),
             request.len()
         );
         let out = drain(&mut p.server);
@@ -373,7 +389,10 @@ fn nonces_are_issued_up_to_what_the_session_keeps() {
             .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
             .count();
         assert_eq!(issued, expect, "{out}");
-        assert_eq!(p.server.outstanding_nonces(), (before + expect).min(max_nonces));
+        assert_eq!(
+            p.server.outstanding_nonces(),
+            (before + expect).min(max_nonces)
+        );
     }
 }
 
@@ -475,8 +494,15 @@ fn pipeline_stores_report_capacity_length_and_emptiness() {
     let mut server: ServerSession<512, 16, 576, Checked> = ServerSession::new(PEER, p.now);
     assert!(login_with_pair(&mut p, &mut server));
     let input = b"{\"op\":\"balance\"}\n{\"op\":\"balance\"}\n{\"op\":\"balance\"}\n";
-    assert_eq!(server.handle_input(&mut p.shared, p.now, input), input.len());
-    assert_eq!(server.waiting_on_ledger(), 3, "one in the session, two queued");
+    assert_eq!(
+        server.handle_input(&mut p.shared, p.now, input),
+        input.len()
+    );
+    assert_eq!(
+        server.waiting_on_ledger(),
+        3,
+        "one in the session, two queued"
+    );
     let mut answered = 0;
     while let Some(request) = server.poll_ledger() {
         let reply = txsock_core::Ledger::execute(&mut p.ledger, &request, p.now);
@@ -507,9 +533,15 @@ fn a_frame_behind_a_waiting_request_is_held_and_answered_in_order() {
     assert!(login_with_pair(&mut p, &mut server));
     assert!(!server.holds_frame());
     let input = b"{\"op\":\"balance\"}\n{\"op\":\"ping\"}\n";
-    assert_eq!(server.handle_input(&mut p.shared, p.now, input), input.len());
+    assert_eq!(
+        server.handle_input(&mut p.shared, p.now, input),
+        input.len()
+    );
     assert!(server.holds_frame());
-    assert!(server.poll_transmit().is_empty(), "nothing answered out of order");
+    assert!(
+        server.poll_transmit().is_empty(),
+        "nothing answered out of order"
+    );
     let request = server.poll_ledger().unwrap();
     let reply = txsock_core::Ledger::execute(&mut p.ledger, &request, p.now);
     server.handle_ledger(&mut p.shared, p.now, reply);
@@ -562,7 +594,11 @@ fn good_transfers_join_the_pipeline_and_a_forged_one_waits_its_turn() {
     let good = p.client.poll_transmit().to_vec();
     p.client.advance_transmit(good.len());
     assert_eq!(server.handle_input(&mut p.shared, p.now, &good), good.len());
-    assert_eq!(server.waiting_on_ledger(), 2, "both transfers in the pipeline");
+    assert_eq!(
+        server.waiting_on_ledger(),
+        2,
+        "both transfers in the pipeline"
+    );
     assert!(!server.holds_frame());
 
     p.client.transfer("t-3", "uma", Amount(3)).unwrap();
@@ -574,7 +610,11 @@ fn good_transfers_join_the_pipeline_and_a_forged_one_waits_its_turn() {
         server.handle_input(&mut p.shared, p.now, forged.as_bytes()),
         forged.len()
     );
-    assert_eq!(server.waiting_on_ledger(), 2, "a forged transfer does not join");
+    assert_eq!(
+        server.waiting_on_ledger(),
+        2,
+        "a forged transfer does not join"
+    );
     assert!(server.holds_frame());
     let journal = p.ledger.journal().len();
     let mut answers = String::new();
