@@ -437,20 +437,21 @@ mod tests {
         closed: Cell<bool>,
         /// Everything that ever crossed this wire.
         log: RefCell<Vec<u8>>,
-        /// Flushes of the end that sends on this wire (see [`MAX_FLUSHES`]).
+        /// Writes and flushes of the end that sends on this wire (see [`MAX_FLUSHES`]).
         flushes: Cell<usize>,
     }
 
-    /// More flushes than any conversation here needs: a driver past it loops without reading
-    /// or writing, and the test fails instead of hanging.
+    /// More writes and flushes than any conversation here needs: a driver past it loops
+    /// without making progress (flushing without reading, or writing the same bytes again
+    /// and again), and the test fails instead of hanging.
     const MAX_FLUSHES: usize = 100_000;
 
-    /// Counts a flush; fails past [`MAX_FLUSHES`].
+    /// Counts a write or a flush; fails past [`MAX_FLUSHES`].
     fn count_flush(flushes: &Cell<usize>) {
         flushes.set(flushes.get() + 1);
         assert!(
             flushes.get() < MAX_FLUSHES,
-            "the driver loops without reading or writing"
+            "the driver loops without making progress"
         );
     }
 
@@ -504,6 +505,7 @@ mod tests {
 
     impl Write for End {
         async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            count_flush(&self.tx.flushes);
             if self.tx.closed.get() {
                 return Ok(0);
             }
@@ -678,6 +680,7 @@ mod tests {
 
     impl embedded_io::Write for Recorded<'_> {
         fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            count_flush(&self.flushes);
             self.output.extend_from_slice(buf);
             Ok(buf.len())
         }
