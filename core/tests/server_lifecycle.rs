@@ -228,6 +228,7 @@ fn drive_reports_the_input_it_consumed() {
         input,
         |b: &[u8]| {
             written.extend_from_slice(b);
+            assert!(written.len() < 1 << 20, "the server keeps offering output");
             Ok::<_, ()>(b.len())
         },
         |_| {},
@@ -430,6 +431,7 @@ fn relay<Q: PipelineQueue + Default>(
         &request,
         |b: &[u8]| {
             out.extend_from_slice(b);
+            assert!(out.len() < 1 << 20, "the server keeps offering output");
             Ok::<_, core::convert::Infallible>(b.len())
         },
         |_| {},
