@@ -684,10 +684,16 @@ mod tests {
         let mut events = std::vec::Vec::new();
         let mut used = 0;
         while used < m {
-            used += p.client.handle_input(&answer[used..m]);
+            let n = p.client.handle_input(&answer[used..m]);
+            used += n;
+            let before = events.len();
             while let Some(e) = p.client.poll_event() {
                 events.push(e);
             }
+            assert!(
+                n > 0 || events.len() > before,
+                "the client made no progress"
+            );
         }
         assert!(
             matches!(&events[..], [
