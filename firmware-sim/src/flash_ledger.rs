@@ -100,6 +100,9 @@
 //! transfers and registrations are refused with `LedgerFull`.
 
 use core::future::Future;
+use core::mem::{align_of, size_of, MaybeUninit};
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
 
 use embedded_storage::nor_flash::NorFlash;
 use embedded_storage_async::nor_flash::NorFlash as AsyncNorFlash;
@@ -520,13 +523,109 @@ struct Buffer([u8; BUFFER]);
 
 type Map<F> = MapStorage<Key, F, Cache<Uncached, Uncached, Uncached, Key>>;
 
-/// The ledger on NOR flash that survives power loss: see the [module documentation](self).
+/// Bytes the map's futures may take while they run (the larger of `fetch_item`'s and
+/// `store_item`'s state, checked at compile time in [`run`]). They are measured per pointer
+/// width: a future holds references.
+const ARENA: usize = if cfg!(target_pointer_width = "64") {
+    ARENA_64
+} else {
+    ARENA_32
+};
+/// [`ARENA`] on 32-bit targets (Cortex-M, RISC-V).
+const ARENA_32: usize = 2048;
+/// [`ARENA`] on 64-bit hosts.
+const ARENA_64: usize = 2048;
+
+/// Where a running map operation's future lives: in the ledger (RAM), not on the stack.
+#[repr(C, align(8))]
+struct Arena(MaybeUninit<[u8; ARENA]>);
+
+/// The map with everything its operations need, each operation polled from one place
+/// ([`run`]) with its future in the arena.
 ///
-/// `F` is the flash: any async [`NorFlash`](embedded_storage_async::nor_flash::NorFlash), or
-/// a blocking [`NorFlash`] in [`NorFlashPages`] (what [`open`](Self::open) makes).
-pub struct FlashLedger<F: AsyncNorFlash> {
+/// Why: sequential-storage is async only, and its futures nest a dozen `async fn`s deep.
+/// Awaited from the ledger's own async code (as the ledger first did), every level's state was
+/// moved through the stack frames of the levels above, and the device's stack peaked at 19.9
+/// KiB against its 8 KiB budget. Here the ledger's logic is synchronous and only the map's two
+/// entry points are futures, each written once into the arena and polled in place.
+struct Store<F: AsyncNorFlash> {
     map: Map<F>,
     buffer: Buffer,
+    arena: Arena,
+}
+
+impl<F: AsyncNorFlash> Store<F> {
+    /// The latest value of `key`, in the working buffer.
+    fn fetch(&mut self, key: &Key) -> Result<Option<&[u8]>, StorageError> {
+        let Store { map, buffer, arena } = self;
+        Ok(run(arena, || map.fetch_item::<&[u8]>(&mut buffer.0, key))?)
+    }
+
+    /// The sizes of the map operations' futures, which [`ARENA`] must hold.
+    fn future_sizes(&mut self) -> [usize; 2] {
+        fn size<T>(_: &impl FnOnce() -> T) -> usize {
+            size_of::<T>()
+        }
+        let Store { map, buffer, .. } = self;
+        let key = Key::new();
+        let value: &[u8] = &[];
+        let fetch = size(&|| map.fetch_item::<&[u8]>(&mut buffer.0, &key));
+        let store = size(&|| map.store_item(&mut buffer.0, &key, &value));
+        [fetch, store]
+    }
+
+    /// Stores `value` as `key`'s latest value.
+    fn store(&mut self, key: &Key, value: &[u8]) -> Result<(), StorageError> {
+        let Store { map, buffer, arena } = self;
+        Ok(run(arena, || map.store_item(&mut buffer.0, key, &value))?)
+    }
+}
+
+/// Runs the future `make` returns to completion, in `arena`. Over [`NorFlashPages`] every
+/// flash operation is done when first polled, so this never waits; an async flash that is not
+/// ready is polled again at once (the ledger answers synchronously).
+///
+/// Not inlined, so that its frame is the same for every call: the callers' frames stay small.
+#[inline(never)]
+fn run<T: Future>(arena: &mut Arena, make: impl FnOnce() -> T) -> T::Output {
+    const {
+        assert!(
+            size_of::<T>() <= ARENA && align_of::<T>() <= align_of::<Arena>(),
+            "a map future outgrew the arena: raise ARENA_32 / ARENA_64"
+        )
+    };
+    /// Drops the future in place when the call ends, also if a poll panics (pinned memory is
+    /// dropped before it is reused).
+    struct Slot<T>(*mut T);
+    impl<T> Drop for Slot<T> {
+        fn drop(&mut self) {
+            // SAFETY: the slot holds a future written by `run` and not yet dropped.
+            unsafe { core::ptr::drop_in_place(self.0) }
+        }
+    }
+    let slot = Slot(arena.0.as_mut_ptr().cast::<T>());
+    // SAFETY: the arena is large and aligned enough for `T` (checked above) and exclusively
+    // borrowed for this whole call; the future is written once, then pinned there and never
+    // moved, and `Slot` drops it in place before the borrow ends.
+    let mut future = unsafe {
+        slot.0.write(make());
+        Pin::new_unchecked(&mut *slot.0)
+    };
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+    }
+}
+
+/// The ledger on NOR flash that survives power loss: see the [module documentation](self).
+///
+/// `F` is the flash: a blocking [`NorFlash`] in [`NorFlashPages`] (what [`open`](Self::open)
+/// makes), or any async [`NorFlash`](embedded_storage_async::nor_flash::NorFlash)
+/// ([`open_on`](Self::open_on)), whose operations the ledger runs to completion.
+pub struct FlashLedger<F: AsyncNorFlash> {
+    store: Store<F>,
     /// The write-ahead record being written or replayed.
     record: heapless::Vec<u8, BUFFER>,
     opening_balance: Amount,
@@ -548,26 +647,15 @@ impl<F: AsyncNorFlash> core::fmt::Debug for FlashLedger<F> {
     }
 }
 
-/// Runs `future` to completion on this thread. Over [`NorFlashPages`] every flash operation
-/// is done when first polled, so this never waits.
-fn block_on<T>(future: impl Future<Output = T>) -> T {
-    embassy_futures::block_on(future)
-}
-
 impl<F: NorFlash> FlashLedger<NorFlashPages<F>> {
-    /// Opens the ledger on a blocking flash: see [`open_async`](Self::open_async).
+    /// Opens the ledger on a blocking flash: see [`open_on`](Self::open_on).
     pub fn open(
         flash: F,
         opening_balance: Amount,
         rng: &mut (impl RngCore + CryptoRng),
         now: Instant,
     ) -> Result<Self, OpenError> {
-        block_on(Self::open_async(
-            NorFlashPages::new(flash),
-            opening_balance,
-            rng,
-            now,
-        ))
+        Self::open_on(NorFlashPages::new(flash), opening_balance, rng, now)
     }
 
     /// Erases the whole flash (a factory reset): the next [`open`](Self::open) starts a new,
@@ -583,7 +671,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     /// time `now`: finishes the last transaction if a cut interrupted it, and provisions a
     /// flash without a ledger with a secret drawn from `rng`. New accounts get
     /// `opening_balance` (minted money).
-    pub async fn open_async(
+    pub fn open_on(
         flash: F,
         opening_balance: Amount,
         rng: &mut (impl RngCore + CryptoRng),
@@ -592,8 +680,11 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         let end = (flash.capacity() / F::ERASE_SIZE * F::ERASE_SIZE) as u32;
         let config = MapConfig::try_new(0..end).map_err(|_| OpenError::Geometry)?;
         let mut ledger = FlashLedger {
-            map: MapStorage::new(flash, config, Cache::new_uncached()),
-            buffer: Buffer([0; BUFFER]),
+            store: Store {
+                map: MapStorage::new(flash, config, Cache::new_uncached()),
+                buffer: Buffer([0; BUFFER]),
+                arena: Arena(MaybeUninit::uninit()),
+            },
             record: heapless::Vec::new(),
             opening_balance,
             meta: Meta {
@@ -606,17 +697,14 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             epoch: 0,
             stale: false,
         };
-        ledger.recover().await.map_err(OpenError::Storage)?;
-        match ledger.read_meta().await.map_err(OpenError::Storage)? {
+        ledger.recover().map_err(OpenError::Storage)?;
+        match ledger.read_meta().map_err(OpenError::Storage)? {
             Some(meta) => ledger.meta = meta,
             None => {
                 // First boot: provision the secret, once.
                 rng.fill_bytes(&mut ledger.meta.secret);
                 let meta = ledger.meta;
-                ledger
-                    .commit(now, &meta)
-                    .await
-                    .map_err(OpenError::Storage)?;
+                ledger.commit(now, &meta).map_err(OpenError::Storage)?;
             }
         }
         ledger.epoch = ledger.meta.floor.saturating_sub(now.millis());
@@ -632,12 +720,19 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     /// Runs `f` on the flash under the ledger: to save its image, or to take it back at a
     /// simulated power-off. Writing to it behind the ledger's back corrupts the ledger.
     pub fn with_flash<T>(&mut self, f: impl FnOnce(&mut F) -> T) -> T {
-        f(self.map.flash())
+        f(self.store.map.flash())
     }
 
     /// Gives the flash back (the ledger is closed; the flash holds everything).
     pub fn into_flash(self) -> F {
-        self.map.destroy().0
+        self.store.map.destroy().0
+    }
+
+    /// The bytes the map's futures take while they run (`fetch_item`, `store_item`): they live
+    /// in the ledger, in an arena of [`ARENA`] bytes, rather than on the stack. For footprint
+    /// reports.
+    pub fn map_future_sizes(&mut self) -> [usize; 2] {
+        self.store.future_sizes()
     }
 
     /// Transfers committed so far (the journal's length).
@@ -656,10 +751,9 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         self.epoch
     }
 
-    /// Answers `request` as the [`Ledger`] contract says; the async form of
-    /// [`Ledger::execute`].
-    pub async fn execute_async(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
-        match self.try_execute(request, now).await {
+    /// Answers `request` as the [`Ledger`] contract says ([`Ledger::execute`]).
+    fn execute_now(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
+        match self.try_execute(request, now) {
             Ok(reply) => reply,
             Err(_) => {
                 self.stale = true;
@@ -672,40 +766,40 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     /// provisions an account: `UserExists`, `BalanceOverflow` past
     /// [`MAX_BALANCE`](txsock_core::ledger::MAX_BALANCE), `LedgerFull` when the flash is
     /// full, `Internal` if the flash failed.
-    pub async fn add_user_async(
+    pub fn add_user(
         &mut self,
         user: &Username,
         verifier: &Verifier,
         balance: Amount,
         now: Instant,
     ) -> Result<(), ErrorCode> {
-        let result = self.try_add_user(user, verifier, balance, now).await;
+        let result = self.try_add_user(user, verifier, balance, now);
         self.settle(result)
     }
 
     /// Adds `amount` to `user` (money created by an administrator); returns the new balance.
     /// `UnknownRecipient`, `BalanceOverflow`, `LedgerFull`, or `Internal` as
-    /// [`add_user_async`](Self::add_user_async).
-    pub async fn deposit_async(
+    /// [`add_user`](Self::add_user).
+    pub fn deposit(
         &mut self,
         user: &Username,
         amount: Amount,
         now: Instant,
     ) -> Result<Amount, ErrorCode> {
-        let result = self.try_deposit(user, amount, now).await;
+        let result = self.try_deposit(user, amount, now);
         self.settle(result)
     }
 
     /// Changes `user`'s account with `change` (an administrator's unlock, a test's
     /// corruption) and writes it back; `Ok(false)` for an unknown user. Changing a balance
     /// here bypasses the money rule.
-    pub async fn update_account_async(
+    pub fn update_account(
         &mut self,
         user: &Username,
         now: Instant,
         change: impl FnOnce(&mut FlashAccount),
     ) -> Result<bool, StorageError> {
-        let result = self.try_update(user, now, change).await;
+        let result = self.try_update(user, now, change);
         if result.is_err() {
             self.stale = true;
         }
@@ -713,7 +807,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     }
 
     /// Calls `f` with every account, in the order they were created.
-    pub async fn for_each_account_async(
+    pub fn for_each_account(
         &mut self,
         mut f: impl FnMut(&FlashAccount),
     ) -> Result<(), StorageError> {
@@ -723,13 +817,9 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                     core::str::from_utf8(v)
                         .ok()
                         .and_then(|name| Username::parse(name).ok())
-                })
-                .await?
+                })?
                 .ok_or(StorageError::Corrupted)?;
-            let mut account = self
-                .read_account(&name)
-                .await?
-                .ok_or(StorageError::Corrupted)?;
+            let mut account = self.read_account(&name)?.ok_or(StorageError::Corrupted)?;
             account.lockout = self.to_driver(account.lockout);
             f(&account);
         }
@@ -738,12 +828,12 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
 
     /// Calls `f` with every committed transfer, oldest first (`at` is 0: the ledger keeps no
     /// wall clock).
-    pub async fn for_each_committed_async(
+    pub fn for_each_committed(
         &mut self,
         mut f: impl FnMut(&JournalEntry),
     ) -> Result<(), StorageError> {
         for seq in 0..self.meta.next_seq {
-            f(&self.read_journal(seq).await?);
+            f(&self.read_journal(seq)?);
         }
         Ok(())
     }
@@ -778,52 +868,41 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     }
 
     /// Reads `key`'s latest value into the buffer and decodes it with `decode`.
-    async fn read<T>(
+    fn read<T>(
         &mut self,
         key: &[u8],
         decode: impl FnOnce(&[u8]) -> Option<T>,
     ) -> Result<Option<T>, StorageError> {
         let key = Key::from_slice(key).map_err(|_| StorageError::Corrupted)?;
-        match self
-            .map
-            .fetch_item::<&[u8]>(&mut self.buffer.0, &key)
-            .await?
-        {
+        match self.store.fetch(&key)? {
             Some(value) => decode(value).map(Some).ok_or(StorageError::Corrupted),
             None => Ok(None),
         }
     }
 
-    async fn read_meta(&mut self) -> Result<Option<Meta>, StorageError> {
-        self.read(META, decode_meta).await
+    fn read_meta(&mut self) -> Result<Option<Meta>, StorageError> {
+        self.read(META, decode_meta)
     }
 
-    async fn read_account(
-        &mut self,
-        user: &Username,
-    ) -> Result<Option<FlashAccount>, StorageError> {
+    fn read_account(&mut self, user: &Username) -> Result<Option<FlashAccount>, StorageError> {
         self.read(&account_key(user), |v| decode_account(user.clone(), v))
-            .await
     }
 
-    async fn read_outcome(
+    fn read_outcome(
         &mut self,
         from: &Username,
         id: &TransferId,
     ) -> Result<Option<Outcome>, StorageError> {
-        self.read(&outcome_key(from, id), decode_outcome).await
+        self.read(&outcome_key(from, id), decode_outcome)
     }
 
-    async fn read_journal(&mut self, seq: u32) -> Result<JournalEntry, StorageError> {
-        self.read(&journal_key(seq), decode_journal)
-            .await?
+    fn read_journal(&mut self, seq: u32) -> Result<JournalEntry, StorageError> {
+        self.read(&journal_key(seq), decode_journal)?
             .ok_or(StorageError::Corrupted)
     }
 
     /// Adds `writes` to the transaction being built (the write-ahead record in
-    /// `self.record`). Synchronous on purpose: the records' encodings are temporaries of the
-    /// caller's statement, never held across an `.await`, so they stay out of the futures
-    /// (whose size is the device's stack).
+    /// `self.record`).
     fn stage(&mut self, writes: &[(&[u8], &[u8])]) -> Result<(), StorageError> {
         if self.record.is_empty() {
             // The entry count, raised as entries come.
@@ -850,21 +929,18 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     /// Commits the staged writes and the metadata `meta` (with the time floor raised to
     /// `now`) as one transaction: the write-ahead record first (the commit point), then each
     /// record. On success `meta` becomes the cached metadata.
-    async fn commit(&mut self, now: Instant, meta: &Meta) -> Result<(), StorageError> {
+    fn commit(&mut self, now: Instant, meta: &Meta) -> Result<(), StorageError> {
         let mut meta = *meta;
         meta.floor = meta.floor.max(self.ledger_time(now));
         self.stage(&[(META, &encode_meta(&meta))])?;
         let wal = Key::from_slice(WAL).map_err(|_| StorageError::Corrupted)?;
-        let stored = self
-            .map
-            .store_item(&mut self.buffer.0, &wal, &self.record.as_slice())
-            .await;
+        let stored = self.store.store(&wal, &self.record);
         if let Err(e) = stored {
             self.record.clear();
-            return Err(e.into());
+            return Err(e);
         }
         // Committed: from here on, a cut is finished by the next boot.
-        let applied = self.apply(false).await;
+        let applied = self.apply(false);
         self.record.clear();
         applied?;
         self.meta = meta;
@@ -874,7 +950,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     /// Stores each record of the write-ahead record in `self.record`; with `check`, only
     /// those that do not already hold their value (a replay at boot writes nothing when the
     /// transaction had finished).
-    async fn apply(&mut self, check: bool) -> Result<(), StorageError> {
+    fn apply(&mut self, check: bool) -> Result<(), StorageError> {
         let Some((&count, mut rest)) = self.record.split_first() else {
             return Ok(());
         };
@@ -892,42 +968,32 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             rest = get.0;
             let key = Key::from_slice(key).map_err(|_| StorageError::Corrupted)?;
             if check {
-                let now = self
-                    .map
-                    .fetch_item::<&[u8]>(&mut self.buffer.0, &key)
-                    .await?;
-                if now == Some(value) {
+                if self.store.fetch(&key)? == Some(value) {
                     continue;
                 }
             }
-            self.map
-                .store_item(&mut self.buffer.0, &key, &value)
-                .await?;
+            self.store.store(&key, value)?;
         }
         Ok(())
     }
 
     /// Finishes the last transaction from its write-ahead record (see the module docs).
-    async fn recover(&mut self) -> Result<(), StorageError> {
+    fn recover(&mut self) -> Result<(), StorageError> {
         let wal = Key::from_slice(WAL).map_err(|_| StorageError::Corrupted)?;
-        let Some(record) = self
-            .map
-            .fetch_item::<&[u8]>(&mut self.buffer.0, &wal)
-            .await?
-        else {
+        let Some(record) = self.store.fetch(&wal)? else {
             return Ok(());
         };
         self.record.clear();
         self.record
             .extend_from_slice(record)
             .map_err(|_| StorageError::Corrupted)?;
-        let applied = self.apply(true).await;
+        let applied = self.apply(true);
         // The next transaction builds its own record.
         self.record.clear();
         applied
     }
 
-    async fn try_execute(
+    fn try_execute(
         &mut self,
         request: &LedgerRequest,
         now: Instant,
@@ -935,8 +1001,8 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         if self.stale {
             // After a failed transaction, finish it from its write-ahead record and believe
             // the flash, not the cache.
-            self.recover().await?;
-            if let Some(meta) = self.read_meta().await? {
+            self.recover()?;
+            if let Some(meta) = self.read_meta()? {
                 self.meta = meta;
             }
             self.stale = false;
@@ -944,12 +1010,12 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         Ok(match request {
             LedgerRequest::Register { user, verifier } => {
                 let opening = self.opening_balance;
-                match self.try_add_user(user, verifier, opening, now).await {
+                match self.try_add_user(user, verifier, opening, now) {
                     Err(StorageError::Full) => LedgerReply::Registered(Err(ErrorCode::LedgerFull)),
                     other => LedgerReply::Registered(other?),
                 }
             }
-            LedgerRequest::Credentials { user } => match self.read_account(user).await? {
+            LedgerRequest::Credentials { user } => match self.read_account(user)? {
                 Some(account) => LedgerReply::Credentials {
                     verifier: Some(account.verifier),
                     lockout: self.to_driver(account.lockout),
@@ -966,29 +1032,29 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             } => {
                 let at_ledger = Instant::from_millis(self.ledger_time(*at));
                 let meta = self.meta;
-                match self.read_account(user).await? {
+                match self.read_account(user)? {
                     Some(mut account) => {
                         account.lockout.record_failure(at_ledger, policy);
                         self.stage(&[(&account_key(user), &encode_account(&account))])?;
-                        self.commit(now, &meta).await?;
+                        self.commit(now, &meta)?;
                         LedgerReply::Recorded(self.to_driver(account.lockout))
                     }
                     None => {
                         // The same storage work as for a known user (see the contract).
                         self.stage(&[(DECOY, &[0; ACCOUNT_RECORD_MAX])])?;
-                        self.commit(now, &meta).await?;
+                        self.commit(now, &meta)?;
                         LedgerReply::Recorded(LockoutState::default())
                     }
                 }
             }
             LedgerRequest::LoginSucceeded { user } => {
-                if let Some(mut account) = self.read_account(user).await? {
+                if let Some(mut account) = self.read_account(user)? {
                     // Most logins follow no failure: nothing to write then.
                     if account.lockout != LockoutState::default() {
                         account.lockout.record_success();
                         self.stage(&[(&account_key(user), &encode_account(&account))])?;
                         let meta = self.meta;
-                        self.commit(now, &meta).await?;
+                        self.commit(now, &meta)?;
                     }
                 }
                 LedgerReply::Recorded(LockoutState::default())
@@ -998,22 +1064,21 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 id,
                 to,
                 amount,
-            } => LedgerReply::Transfer(self.transfer(from, id, to, *amount, now).await?),
+            } => LedgerReply::Transfer(self.transfer(from, id, to, *amount, now)?),
             LedgerRequest::Balance { user } => LedgerReply::Balance(
-                self.read_account(user)
-                    .await?
+                self.read_account(user)?
                     .map(|a| a.balance)
                     .ok_or(ErrorCode::NotLoggedIn),
             ),
             LedgerRequest::History { user, offset } => {
-                LedgerReply::History(Ok(self.history(user, *offset).await?))
+                LedgerReply::History(Ok(self.history(user, *offset)?))
             }
             // A request this ledger does not know yet (the enum may grow): not answerable.
             _ => LedgerReply::Unavailable,
         })
     }
 
-    async fn transfer(
+    fn transfer(
         &mut self,
         from: &Username,
         id: &TransferId,
@@ -1021,9 +1086,9 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         amount: Amount,
         now: Instant,
     ) -> Result<TransferOutcome, StorageError> {
-        let sender = self.read_account(from).await?;
-        let recipient = self.read_account(to).await?;
-        let earlier = self.read_outcome(from, id).await?;
+        let sender = self.read_account(from)?;
+        let recipient = self.read_account(to)?;
+        let earlier = self.read_outcome(from, id)?;
         let facts = TransferFacts {
             sender: sender.as_ref().map(|a| a.balance),
             recipient: recipient.as_ref().map(|a| a.balance),
@@ -1050,7 +1115,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                     &outcome_key(from, id),
                     &encode_outcome(&record(refusal.result, refusal.balance)),
                 )])?;
-                match self.commit(now, &meta).await {
+                match self.commit(now, &meta) {
                     // Recorded so a retry gets the same answer; a full flash only loses that.
                     Ok(()) | Err(StorageError::Full) => Ok(outcome),
                     Err(e) => Err(e),
@@ -1089,7 +1154,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                     ),
                 ])?;
                 drop((sender, recipient));
-                match self.commit(now, &next).await {
+                match self.commit(now, &next) {
                     Ok(()) => Ok(outcome),
                     Err(StorageError::Full) => Ok(TransferOutcome {
                         result: Err(ErrorCode::LedgerFull),
@@ -1101,11 +1166,11 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         }
     }
 
-    async fn history(&mut self, user: &Username, offset: u32) -> Result<HistoryPage, StorageError> {
+    fn history(&mut self, user: &Username, offset: u32) -> Result<HistoryPage, StorageError> {
         let mut page = HistoryPage::default();
         let mut skip = offset;
         for seq in (0..self.meta.next_seq).rev() {
-            let entry = self.read_journal(seq).await?;
+            let entry = self.read_journal(seq)?;
             if entry.from != *user && entry.to != *user {
                 continue;
             }
@@ -1123,14 +1188,14 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         Ok(page)
     }
 
-    async fn try_add_user(
+    fn try_add_user(
         &mut self,
         user: &Username,
         verifier: &Verifier,
         balance: Amount,
         now: Instant,
     ) -> Result<Result<(), ErrorCode>, StorageError> {
-        if self.read_account(user).await?.is_some() {
+        if self.read_account(user)?.is_some() {
             return Ok(Err(ErrorCode::UserExists));
         }
         let balance = match credit(Amount(0), balance) {
@@ -1160,17 +1225,17 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             (&index, user.as_str().as_bytes()),
         ])?;
         drop(account);
-        self.commit(now, &meta).await?;
+        self.commit(now, &meta)?;
         Ok(Ok(()))
     }
 
-    async fn try_deposit(
+    fn try_deposit(
         &mut self,
         user: &Username,
         amount: Amount,
         now: Instant,
     ) -> Result<Result<Amount, ErrorCode>, StorageError> {
-        let Some(mut account) = self.read_account(user).await? else {
+        let Some(mut account) = self.read_account(user)? else {
             return Ok(Err(ErrorCode::UnknownRecipient));
         };
         let mut meta = self.meta;
@@ -1190,17 +1255,17 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         let balance = account.balance;
         self.stage(&[(&account_key(user), &encode_account(&account))])?;
         drop(account);
-        self.commit(now, &meta).await?;
+        self.commit(now, &meta)?;
         Ok(Ok(balance))
     }
 
-    async fn try_update(
+    fn try_update(
         &mut self,
         user: &Username,
         now: Instant,
         change: impl FnOnce(&mut FlashAccount),
     ) -> Result<bool, StorageError> {
-        let Some(mut account) = self.read_account(user).await? else {
+        let Some(mut account) = self.read_account(user)? else {
             return Ok(false);
         };
         let epoch = self.epoch;
@@ -1217,54 +1282,12 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         self.stage(&[(&account_key(user), &encode_account(&account))])?;
         drop(account);
         let meta = self.meta;
-        self.commit(now, &meta).await?;
+        self.commit(now, &meta)?;
         Ok(true)
     }
 }
 
-/// The blocking forms, for [`NorFlashPages`] (whose operations complete at once).
 impl<F: AsyncNorFlash> FlashLedger<F> {
-    /// Blocking [`add_user_async`](Self::add_user_async).
-    pub fn add_user(
-        &mut self,
-        user: &Username,
-        verifier: &Verifier,
-        balance: Amount,
-        now: Instant,
-    ) -> Result<(), ErrorCode> {
-        block_on(self.add_user_async(user, verifier, balance, now))
-    }
-
-    /// Blocking [`deposit_async`](Self::deposit_async).
-    pub fn deposit(
-        &mut self,
-        user: &Username,
-        amount: Amount,
-        now: Instant,
-    ) -> Result<Amount, ErrorCode> {
-        block_on(self.deposit_async(user, amount, now))
-    }
-
-    /// Blocking [`update_account_async`](Self::update_account_async).
-    pub fn update_account(
-        &mut self,
-        user: &Username,
-        now: Instant,
-        change: impl FnOnce(&mut FlashAccount),
-    ) -> Result<bool, StorageError> {
-        block_on(self.update_account_async(user, now, change))
-    }
-
-    /// Blocking [`for_each_account_async`](Self::for_each_account_async).
-    pub fn for_each_account(&mut self, f: impl FnMut(&FlashAccount)) -> Result<(), StorageError> {
-        block_on(self.for_each_account_async(f))
-    }
-
-    /// Blocking [`for_each_committed_async`](Self::for_each_committed_async).
-    pub fn for_each_committed(&mut self, f: impl FnMut(&JournalEntry)) -> Result<(), StorageError> {
-        block_on(self.for_each_committed_async(f))
-    }
-
     /// Sum of all balances, minor units.
     pub fn total(&mut self) -> Result<u128, StorageError> {
         let mut total = 0u128;
@@ -1275,7 +1298,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
 
 impl<F: AsyncNorFlash> Ledger for FlashLedger<F> {
     fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
-        block_on(self.execute_async(request, now))
+        self.execute_now(request, now)
     }
 }
 

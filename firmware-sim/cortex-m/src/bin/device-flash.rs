@@ -258,13 +258,16 @@ fn main() -> ! {
         fail("an idle device accepted a connection");
     }
     let footprint = Footprint::measure();
+    let [fetch, store] = device.ledger_mut().map_future_sizes();
     print(format_args!(
-        "device_flash flash={} ram={} stack_peak={} flash_image={} ledger={}\n",
+        "device_flash flash={} ram={} stack_peak={} flash_image={} ledger={} map_futures={}/{}\n",
         footprint.flash,
         footprint.ram,
         footprint.stack_peak,
         FLASH_SECTORS * ERASE_SIZE,
-        size_of::<BoardFlashLedger>()
+        size_of::<BoardFlashLedger>(),
+        fetch,
+        store
     ));
     exit(true)
 }
