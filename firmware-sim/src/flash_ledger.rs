@@ -102,6 +102,7 @@
 use core::future::Future;
 use core::mem::{align_of, size_of, MaybeUninit};
 use core::pin::Pin;
+use core::ptr::addr_of_mut;
 use core::task::{Context, Poll, Waker};
 
 use embedded_storage::nor_flash::NorFlash;
@@ -658,6 +659,17 @@ impl<F: NorFlash> FlashLedger<NorFlashPages<F>> {
         Self::open_on(NorFlashPages::new(flash), opening_balance, rng, now)
     }
 
+    /// [`open`](Self::open) into `slot`: see [`open_on_in`](Self::open_on_in).
+    pub fn open_in<'s>(
+        slot: &'s mut MaybeUninit<Self>,
+        flash: F,
+        opening_balance: Amount,
+        rng: &mut (impl RngCore + CryptoRng),
+        now: Instant,
+    ) -> Result<&'s mut Self, OpenError> {
+        Self::open_on_in(slot, NorFlashPages::new(flash), opening_balance, rng, now)
+    }
+
     /// Erases the whole flash (a factory reset): the next [`open`](Self::open) starts a new,
     /// empty ledger with a new secret.
     pub fn erase_all(flash: &mut F) -> Result<(), F::Error> {
@@ -677,38 +689,78 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         rng: &mut (impl RngCore + CryptoRng),
         now: Instant,
     ) -> Result<Self, OpenError> {
+        let mut slot = MaybeUninit::uninit();
+        Self::open_on_in(&mut slot, flash, opening_balance, rng, now)?;
+        // SAFETY: `open_on_in` succeeded, so it initialised the slot.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`open_on`](Self::open_on) into `slot` (say a `static`), without moving the ledger
+    /// through the stack: its buffers are a few KiB, a device's stack budget 8 KiB. On an error
+    /// the slot is left uninitialised (the flash is dropped).
+    pub fn open_on_in<'s>(
+        slot: &'s mut MaybeUninit<Self>,
+        flash: F,
+        opening_balance: Amount,
+        rng: &mut (impl RngCore + CryptoRng),
+        now: Instant,
+    ) -> Result<&'s mut Self, OpenError> {
         let end = (flash.capacity() / F::ERASE_SIZE * F::ERASE_SIZE) as u32;
         let config = MapConfig::try_new(0..end).map_err(|_| OpenError::Geometry)?;
-        let mut ledger = FlashLedger {
-            store: Store {
-                map: MapStorage::new(flash, config, Cache::new_uncached()),
-                buffer: Buffer([0; BUFFER]),
-                arena: Arena(MaybeUninit::uninit()),
-            },
-            record: heapless::Vec::new(),
-            opening_balance,
-            meta: Meta {
+        let at = slot.as_mut_ptr();
+        // SAFETY: `at` is valid for writes and every field is written here, the large ones in
+        // place (the working buffer zeroed, the arena left uninitialised: it is a
+        // `MaybeUninit`), before the reference below is made.
+        let ledger = unsafe {
+            addr_of_mut!((*at).store.map).write(MapStorage::new(
+                flash,
+                config,
+                Cache::new_uncached(),
+            ));
+            addr_of_mut!((*at).store.buffer).write_bytes(0, 1);
+            addr_of_mut!((*at).record).write(heapless::Vec::new());
+            addr_of_mut!((*at).opening_balance).write(opening_balance);
+            addr_of_mut!((*at).meta).write(Meta {
                 secret: [0; 32],
                 next_seq: 0,
                 floor: now.millis(),
                 minted: 0,
                 accounts: 0,
-            },
-            epoch: 0,
-            stale: false,
+            });
+            addr_of_mut!((*at).epoch).write(0);
+            addr_of_mut!((*at).stale).write(false);
+            &mut *at
         };
-        ledger.recover().map_err(OpenError::Storage)?;
-        match ledger.read_meta().map_err(OpenError::Storage)? {
-            Some(meta) => ledger.meta = meta,
-            None => {
-                // First boot: provision the secret, once.
-                rng.fill_bytes(&mut ledger.meta.secret);
-                let meta = ledger.meta;
-                ledger.commit(now, &meta).map_err(OpenError::Storage)?;
+        match ledger.boot(rng, now) {
+            Ok(()) => Ok(ledger),
+            Err(e) => {
+                // SAFETY: initialised above and not used after; the caller's slot goes back to
+                // uninitialised.
+                unsafe { core::ptr::drop_in_place(ledger) };
+                Err(OpenError::Storage(e))
             }
         }
-        ledger.epoch = ledger.meta.floor.saturating_sub(now.millis());
-        Ok(ledger)
+    }
+
+    /// At open: finishes the last transaction, reads the metadata or provisions the secret,
+    /// fixes the epoch.
+    fn boot(
+        &mut self,
+        rng: &mut (impl RngCore + CryptoRng),
+        now: Instant,
+    ) -> Result<(), StorageError> {
+        self.recover()?;
+        match self.read_meta()? {
+            Some(meta) => self.meta = meta,
+            None => {
+                // First boot: provision the secret, once.
+                rng.fill_bytes(&mut self.meta.secret);
+                let meta = self.meta;
+                self.commit(now, &meta)?;
+            }
+        }
+        self.epoch = self.meta.floor.saturating_sub(now.millis());
+        Ok(())
     }
 
     /// The device secret: random, drawn at the first boot, the same at every boot after
@@ -901,28 +953,27 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             .ok_or(StorageError::Corrupted)
     }
 
-    /// Adds `writes` to the transaction being built (the write-ahead record in
-    /// `self.record`).
-    fn stage(&mut self, writes: &[(&[u8], &[u8])]) -> Result<(), StorageError> {
+    /// Adds the write of `value` to `key` to the transaction being built (the write-ahead
+    /// record in `self.record`).
+    #[inline(never)]
+    fn stage(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         if self.record.is_empty() {
             // The entry count, raised as entries come.
             let _ = self.record.push(0);
         }
-        for (key, value) in writes {
-            let record = &mut self.record;
-            let fits = record.extend_from_slice(&[key.len() as u8]).is_ok()
-                && record.extend_from_slice(key).is_ok()
-                && record
-                    .extend_from_slice(&(value.len() as u16).to_le_bytes())
-                    .is_ok()
-                && record.extend_from_slice(value).is_ok();
-            if !fits {
-                // Bounded by the record sizes checked at compile time: cannot happen.
-                self.record.clear();
-                return Err(StorageError::Corrupted);
-            }
-            self.record[0] += 1;
+        let record = &mut self.record;
+        let fits = record.extend_from_slice(&[key.len() as u8]).is_ok()
+            && record.extend_from_slice(key).is_ok()
+            && record
+                .extend_from_slice(&(value.len() as u16).to_le_bytes())
+                .is_ok()
+            && record.extend_from_slice(value).is_ok();
+        if !fits {
+            // Bounded by the record sizes checked at compile time: cannot happen.
+            self.record.clear();
+            return Err(StorageError::Corrupted);
         }
+        self.record[0] += 1;
         Ok(())
     }
 
@@ -932,7 +983,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     fn commit(&mut self, now: Instant, meta: &Meta) -> Result<(), StorageError> {
         let mut meta = *meta;
         meta.floor = meta.floor.max(self.ledger_time(now));
-        self.stage(&[(META, &encode_meta(&meta))])?;
+        self.stage(META, &encode_meta(&meta))?;
         let wal = Key::from_slice(WAL).map_err(|_| StorageError::Corrupted)?;
         let stored = self.store.store(&wal, &self.record);
         if let Err(e) = stored {
@@ -1035,13 +1086,13 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 match self.read_account(user)? {
                     Some(mut account) => {
                         account.lockout.record_failure(at_ledger, policy);
-                        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+                        self.stage(&account_key(user), &encode_account(&account))?;
                         self.commit(now, &meta)?;
                         LedgerReply::Recorded(self.to_driver(account.lockout))
                     }
                     None => {
                         // The same storage work as for a known user (see the contract).
-                        self.stage(&[(DECOY, &[0; ACCOUNT_RECORD_MAX])])?;
+                        self.stage(DECOY, &[0; ACCOUNT_RECORD_MAX])?;
                         self.commit(now, &meta)?;
                         LedgerReply::Recorded(LockoutState::default())
                     }
@@ -1052,7 +1103,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                     // Most logins follow no failure: nothing to write then.
                     if account.lockout != LockoutState::default() {
                         account.lockout.record_success();
-                        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+                        self.stage(&account_key(user), &encode_account(&account))?;
                         let meta = self.meta;
                         self.commit(now, &meta)?;
                     }
@@ -1111,10 +1162,10 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         match decision {
             TransferDecision::Answer(_) => Ok(outcome),
             TransferDecision::Refuse(refusal) => {
-                self.stage(&[(
+                self.stage(
                     &outcome_key(from, id),
                     &encode_outcome(&record(refusal.result, refusal.balance)),
-                )])?;
+                )?;
                 match self.commit(now, &meta) {
                     // Recorded so a retry gets the same answer; a full flash only loses that.
                     Ok(()) | Err(StorageError::Full) => Ok(outcome),
@@ -1133,26 +1184,25 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 recipient.balance = recipient_after;
                 let mut next = meta;
                 next.next_seq = meta.next_seq.checked_add(1).ok_or(StorageError::Full)?;
-                self.stage(&[
-                    (&account_key(from), &encode_account(&sender)),
-                    (&account_key(to), &encode_account(&recipient)),
-                    (
-                        &outcome_key(from, id),
-                        &encode_outcome(&record(Ok(()), sender_after)),
-                    ),
-                    (
-                        &journal_key(meta.next_seq),
-                        &encode_journal(&JournalEntry {
-                            id: id.clone(),
-                            from: from.clone(),
-                            to: to.clone(),
-                            amount,
-                            balance_after: sender_after,
-                            at: 0,
-                            refused: None,
-                        }),
-                    ),
-                ])?;
+                // One record per statement, so that their encodings share stack slots.
+                self.stage(&account_key(from), &encode_account(&sender))?;
+                self.stage(&account_key(to), &encode_account(&recipient))?;
+                self.stage(
+                    &outcome_key(from, id),
+                    &encode_outcome(&record(Ok(()), sender_after)),
+                )?;
+                self.stage(
+                    &journal_key(meta.next_seq),
+                    &encode_journal(&JournalEntry {
+                        id: id.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        amount,
+                        balance_after: sender_after,
+                        at: 0,
+                        refused: None,
+                    }),
+                )?;
                 drop((sender, recipient));
                 match self.commit(now, &next) {
                     Ok(()) => Ok(outcome),
@@ -1220,10 +1270,8 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             deposited: balance.minor(),
             deposits: u32::from(balance.minor() > 0),
         };
-        self.stage(&[
-            (&account_key(user), &encode_account(&account)),
-            (&index, user.as_str().as_bytes()),
-        ])?;
+        self.stage(&account_key(user), &encode_account(&account))?;
+        self.stage(&index, user.as_str().as_bytes())?;
         drop(account);
         self.commit(now, &meta)?;
         Ok(Ok(()))
@@ -1253,7 +1301,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         account.deposits = account.deposits.saturating_add(1);
         meta.minted = minted;
         let balance = account.balance;
-        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+        self.stage(&account_key(user), &encode_account(&account))?;
         drop(account);
         self.commit(now, &meta)?;
         Ok(Ok(balance))
@@ -1279,7 +1327,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         };
         account.lockout.last_failure = t(account.lockout.last_failure);
         account.lockout.locked_until = t(account.lockout.locked_until);
-        self.stage(&[(&account_key(user), &encode_account(&account))])?;
+        self.stage(&account_key(user), &encode_account(&account))?;
         drop(account);
         let meta = self.meta;
         self.commit(now, &meta)?;
