@@ -115,7 +115,7 @@ use txsock_core::ledger::{
     credit, decide_transfer, HistoryPage, JournalEntry, Ledger, LedgerReply, LedgerRequest,
     RecordedOutcome, TransferDecision, TransferFacts, TransferOutcome,
 };
-use txsock_core::lockout::LockoutState;
+use txsock_core::lockout::{Backoff, LockoutState};
 use txsock_core::message::HISTORY_PAGE;
 use txsock_core::names::{MAX_TRANSFER_ID, MAX_USERNAME};
 use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
@@ -255,8 +255,8 @@ pub struct FlashAccount {
 }
 
 /// Key and value bounds of the ledger's records.
-const KEY_CAP: usize = 128;
-const VALUE_CAP: usize = 256;
+const KEY_CAP: usize = 2 + MAX_USERNAME + MAX_TRANSFER_ID;
+const VALUE_CAP: usize = ACCOUNT_RECORD_MAX;
 type Key = heapless::Vec<u8, KEY_CAP>;
 type Value = heapless::Vec<u8, VALUE_CAP>;
 
@@ -279,9 +279,12 @@ const FORMAT: u8 = 1;
 const ACCOUNT_RECORD_MAX: usize = 8 + 8 + 4 + 4 + 8 + 8 + 4 + 32 + 32 + 1 + MAX_SALT;
 
 const _: () = {
+    // The longest key is an outcome's; the longest values, an account's and a journal
+    // entry's. (Keys on flash are read back into a `Key`: a longer one would not load.)
     assert!(1 + 1 + MAX_USERNAME + MAX_TRANSFER_ID <= KEY_CAP);
     assert!(ACCOUNT_RECORD_MAX <= VALUE_CAP);
     assert!(3 + 2 * MAX_USERNAME + MAX_TRANSFER_ID + 16 <= VALUE_CAP);
+    assert!(1 + MAX_USERNAME + 8 + 1 + 32 + 8 <= VALUE_CAP);
 };
 
 /// What the ledger keeps beside the accounts, in one record rewritten by every transaction.
@@ -356,6 +359,13 @@ impl<'a> Get<'a> {
         let n = self.u8()? as usize;
         core::str::from_utf8(self.bytes(n)?).ok()
     }
+}
+
+/// The key of a fixed record (`META`, `WAL`).
+fn fixed_key(name: &[u8]) -> Key {
+    let mut k = Put::<KEY_CAP>::new();
+    k.bytes(name);
+    k.done()
 }
 
 fn account_key(user: &Username) -> Key {
@@ -922,18 +932,17 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
     /// Reads `key`'s latest value into the buffer and decodes it with `decode`.
     fn read<T>(
         &mut self,
-        key: &[u8],
+        key: &Key,
         decode: impl FnOnce(&[u8]) -> Option<T>,
     ) -> Result<Option<T>, StorageError> {
-        let key = Key::from_slice(key).map_err(|_| StorageError::Corrupted)?;
-        match self.store.fetch(&key)? {
+        match self.store.fetch(key)? {
             Some(value) => decode(value).map(Some).ok_or(StorageError::Corrupted),
             None => Ok(None),
         }
     }
 
     fn read_meta(&mut self) -> Result<Option<Meta>, StorageError> {
-        self.read(META, decode_meta)
+        self.read(&fixed_key(META), decode_meta)
     }
 
     fn read_account(&mut self, user: &Username) -> Result<Option<FlashAccount>, StorageError> {
@@ -984,7 +993,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         let mut meta = *meta;
         meta.floor = meta.floor.max(self.ledger_time(now));
         self.stage(META, &encode_meta(&meta))?;
-        let wal = Key::from_slice(WAL).map_err(|_| StorageError::Corrupted)?;
+        let wal = fixed_key(WAL);
         let stored = self.store.store(&wal, &self.record);
         if let Err(e) = stored {
             self.record.clear();
@@ -1030,7 +1039,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
 
     /// Finishes the last transaction from its write-ahead record (see the module docs).
     fn recover(&mut self) -> Result<(), StorageError> {
-        let wal = Key::from_slice(WAL).map_err(|_| StorageError::Corrupted)?;
+        let wal = fixed_key(WAL);
         let Some(record) = self.store.fetch(&wal)? else {
             return Ok(());
         };
@@ -1080,34 +1089,9 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
                 user,
                 now: at,
                 policy,
-            } => {
-                let at_ledger = Instant::from_millis(self.ledger_time(*at));
-                let meta = self.meta;
-                match self.read_account(user)? {
-                    Some(mut account) => {
-                        account.lockout.record_failure(at_ledger, policy);
-                        self.stage(&account_key(user), &encode_account(&account))?;
-                        self.commit(now, &meta)?;
-                        LedgerReply::Recorded(self.to_driver(account.lockout))
-                    }
-                    None => {
-                        // The same storage work as for a known user (see the contract).
-                        self.stage(DECOY, &[0; ACCOUNT_RECORD_MAX])?;
-                        self.commit(now, &meta)?;
-                        LedgerReply::Recorded(LockoutState::default())
-                    }
-                }
-            }
+            } => LedgerReply::Recorded(self.login_failed(user, *at, policy, now)?),
             LedgerRequest::LoginSucceeded { user } => {
-                if let Some(mut account) = self.read_account(user)? {
-                    // Most logins follow no failure: nothing to write then.
-                    if account.lockout != LockoutState::default() {
-                        account.lockout.record_success();
-                        self.stage(&account_key(user), &encode_account(&account))?;
-                        let meta = self.meta;
-                        self.commit(now, &meta)?;
-                    }
-                }
+                self.login_succeeded(user, now)?;
                 LedgerReply::Recorded(LockoutState::default())
             }
             LedgerRequest::Transfer {
@@ -1129,6 +1113,51 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         })
     }
 
+    /// Records a failed login of `user` at `at` (the driver's clock).
+    // Each request kind in its own frame (here and below): the device's stack holds only the
+    // one that runs, not all of them side by side.
+    #[inline(never)]
+    fn login_failed(
+        &mut self,
+        user: &Username,
+        at: Instant,
+        policy: &Backoff,
+        now: Instant,
+    ) -> Result<LockoutState, StorageError> {
+        let at_ledger = Instant::from_millis(self.ledger_time(at));
+        let meta = self.meta;
+        match self.read_account(user)? {
+            Some(mut account) => {
+                account.lockout.record_failure(at_ledger, policy);
+                self.stage(&account_key(user), &encode_account(&account))?;
+                self.commit(now, &meta)?;
+                Ok(self.to_driver(account.lockout))
+            }
+            None => {
+                // The same storage work as for a known user (see the contract).
+                self.stage(DECOY, &[0; ACCOUNT_RECORD_MAX])?;
+                self.commit(now, &meta)?;
+                Ok(LockoutState::default())
+            }
+        }
+    }
+
+    /// Clears `user`'s failed logins, if any.
+    #[inline(never)]
+    fn login_succeeded(&mut self, user: &Username, now: Instant) -> Result<(), StorageError> {
+        if let Some(mut account) = self.read_account(user)? {
+            // Most logins follow no failure: nothing to write then.
+            if account.lockout != LockoutState::default() {
+                account.lockout.record_success();
+                self.stage(&account_key(user), &encode_account(&account))?;
+                let meta = self.meta;
+                self.commit(now, &meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
     fn transfer(
         &mut self,
         from: &Username,
@@ -1216,6 +1245,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         }
     }
 
+    #[inline(never)]
     fn history(&mut self, user: &Username, offset: u32) -> Result<HistoryPage, StorageError> {
         let mut page = HistoryPage::default();
         let mut skip = offset;
@@ -1238,6 +1268,7 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
         Ok(page)
     }
 
+    #[inline(never)]
     fn try_add_user(
         &mut self,
         user: &Username,
