@@ -152,14 +152,14 @@ fn main() -> ! {
         net_seed: rng.next_u64(),
     };
 
-    let opened =
-        BoardLedger::open(ledger_flash, OPENING, &mut rng, clock.now()).unwrap_or_else(|error| {
+    // Opened in its static: the ledger is a few KiB, never moved through the stack.
+    let ledger = BoardLedger::open_in(ledger, ledger_flash, OPENING, &mut rng, clock.now())
+        .unwrap_or_else(|error| {
             fail(
                 "ledger (`cargo xtask board --fresh` starts a new board)",
                 error,
             )
         });
-    let ledger = ledger.write(opened);
     config.secret = ledger.secret();
     let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
     let device = BoardDevice::init(
