@@ -1043,10 +1043,8 @@ impl<F: AsyncNorFlash> FlashLedger<F> {
             };
             rest = get.0;
             let key = Key::from_slice(key).map_err(|_| StorageError::Corrupted)?;
-            if check {
-                if self.store.fetch(&key)? == Some(value) {
-                    continue;
-                }
+            if check && self.store.fetch(&key)? == Some(value) {
+                continue;
             }
             self.store.store(&key, value)?;
         }
