@@ -315,7 +315,7 @@ fn the_real_tools_work_against_the_device_on_the_emulated_board() {
     assert!(
         over.is_empty(),
         "the board image is over the device budget: {} (the peak stack is the largest the \
-         board printed, after the load above; see docs/PORTING.md, \"Footprint\")",
+         board printed, after the load above; see docs/PORTING.md, \"Measured footprint\")",
         over.join("; ")
     );
 

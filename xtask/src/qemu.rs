@@ -231,7 +231,7 @@ pub fn qemu() -> Result<(), Error> {
         Err(Error::new(format!(
             "over the device budget: {} (find what grew with `llvm-nm --size-sort` on the ELF \
              in {} and the images' frames in their disassembly; see docs/PORTING.md, \
-             \"Footprint\")",
+             \"Measured footprint\")",
             over.join("; "),
             bin_dir.display()
         )))
