@@ -10,12 +10,14 @@
 //! Then it builds the device on the ledger, polls it idle, and prints
 //!
 //! ```text
-//! device_flash flash=<bytes> ram=<bytes> stack_peak=<bytes> flash_image=<bytes> ledger=<bytes>
+//! device_flash flash=<bytes> ram=<bytes> stack_peak=<bytes> flash_image=<bytes> ledger=<bytes> map_futures=<fetch>/<store>
 //! ```
 //!
 //! `ram` includes the simulated flash (`flash_image` bytes), which a board does not have in
-//! RAM; `ledger` is the `FlashLedger` itself; `stack_peak` is the whole run's (painted at
-//! reset), the ledger calls' included.
+//! RAM; `ledger` is the `FlashLedger` itself (opened in place in its `static`, as a board
+//! does); `map_futures` the sizes of sequential-storage's two futures, which run in an arena
+//! inside the ledger; `stack_peak` is the whole run's (painted at reset), the ledger calls'
+//! included.
 
 #![no_std]
 #![no_main]
