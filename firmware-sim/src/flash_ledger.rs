@@ -631,14 +631,17 @@ fn run<T: Future>(arena: &mut Arena, make: impl FnOnce() -> T) -> T::Output {
             unsafe { core::ptr::drop_in_place(self.0) }
         }
     }
-    let slot = Slot(arena.0.as_mut_ptr().cast::<T>());
+    let at = arena.0.as_mut_ptr().cast::<T>();
     // SAFETY: the arena is large and aligned enough for `T` (checked above) and exclusively
-    // borrowed for this whole call; the future is written once, then pinned there and never
-    // moved, and `Slot` drops it in place before the borrow ends.
-    let mut future = unsafe {
-        slot.0.write(make());
-        Pin::new_unchecked(&mut *slot.0)
+    // borrowed for this whole call. The future is written once; only then does `Slot` own it
+    // (so a panic in `make` drops nothing), and it is pinned there, never moved, and dropped
+    // in place by `Slot` before the borrow ends.
+    let slot = unsafe {
+        at.write(make());
+        Slot(at)
     };
+    // SAFETY: as above: initialised, never moved until dropped in place.
+    let mut future = unsafe { Pin::new_unchecked(&mut *slot.0) };
     let mut context = Context::from_waker(Waker::noop());
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
