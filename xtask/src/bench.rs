@@ -406,7 +406,8 @@ pub fn bench() -> Result<(), Error> {
     ] {
         let target = "none: on 2 shared cores, correctness under contention, not scaling";
         match result {
-            Ok(json) => {
+            Ok(galera_bench::Run { json, commits }) => {
+                let commits = *commits;
                 let tps = number(json, "transfers_per_second").unwrap_or(f64::NAN);
                 rows.push(Row {
                     figure,
@@ -419,10 +420,15 @@ pub fn bench() -> Result<(), Error> {
                     met: "-",
                 });
                 notes.push(format!(
-                    "{figure}: {} transfers per commit on average, latency p50 {:.2} ms, p99 \
-                     {:.2} ms; load errors (internal answers, lost connections, moves to \
-                     another server): {} (`{}`).",
-                    number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}")),
+                    "{figure}: {} transfers per commit on average (largest commit {} \
+                     requests), latency p50 {:.2} ms, p99 {:.2} ms; load errors (internal \
+                     answers, lost connections, moves to another server): {} (`{}`).",
+                    commits
+                        .and_then(|c| c.per_commit())
+                        .map_or("? (a server did not stop cleanly)".into(), |v| format!("{v:.1}")),
+                    commits
+                        .and_then(|c| c.largest_batch)
+                        .map_or("?".into(), |v| v.to_string()),
                     number(json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
                     number(json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
                     errors_of(json),
