@@ -710,18 +710,10 @@ async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
     timeout: StdDuration,
 ) -> Result<(), WriteError> {
     if !outgoing.is_empty() {
-        // One write for everything.
+        // One write for everything. Boxed: inline, the second write loop's state would
+        // size every connection's task, idle ones included.
         take_output(session, outgoing);
-        while !outgoing.is_empty() {
-            match tokio::time::timeout(timeout, stream.write(outgoing)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteError::Closed),
-                Ok(Ok(n)) => {
-                    outgoing.drain(..n);
-                }
-                Err(_) => return Err(WriteError::Stalled),
-            }
-        }
-        *outgoing = Vec::new();
+        Box::pin(write_outgoing(stream, outgoing, timeout)).await?;
     }
     while !session.poll_transmit().is_empty() {
         match tokio::time::timeout(timeout, stream.write(session.poll_transmit())).await {
@@ -736,6 +728,25 @@ async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
         Ok(Err(_)) => Err(WriteError::Closed),
         Err(_) => Err(WriteError::Stalled),
     }
+}
+
+/// Writes all of `outgoing` and frees it.
+async fn write_outgoing<S: Transport>(
+    stream: &mut S,
+    outgoing: &mut Vec<u8>,
+    timeout: StdDuration,
+) -> Result<(), WriteError> {
+    while !outgoing.is_empty() {
+        match tokio::time::timeout(timeout, stream.write(outgoing)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteError::Closed),
+            Ok(Ok(n)) => {
+                outgoing.drain(..n);
+            }
+            Err(_) => return Err(WriteError::Stalled),
+        }
+    }
+    *outgoing = Vec::new();
+    Ok(())
 }
 
 /// Moves the session's output to the end of `outgoing`, making room for the next answer.

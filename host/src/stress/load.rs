@@ -432,3 +432,22 @@ pub async fn connections(
         still_open,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_connections_spread_over_loopback_source_addresses() {
+        let v4: std::net::SocketAddr = "127.0.0.1:11002".parse().unwrap();
+        assert!(source_addresses(v4, PER_SOURCE).is_empty());
+        let sources = source_addresses(v4, 100_000);
+        assert_eq!(sources.len(), 5);
+        assert_eq!(sources[0].to_string(), "127.0.0.1");
+        assert_eq!(sources[4].to_string(), "127.0.0.5");
+        assert_eq!(source_addresses(v4, PER_SOURCE + 1).len(), 2);
+        // No other loopback address to spread over.
+        let v6: std::net::SocketAddr = "[::1]:11002".parse().unwrap();
+        assert!(source_addresses(v6, 100_000).is_empty());
+    }
+}
