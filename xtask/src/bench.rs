@@ -227,7 +227,10 @@ fn stress_telling_why(
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no error output");
-        return Err(Error::new(format!("`{shown}` failed ({}): {why}", out.status)));
+        return Err(Error::new(format!(
+            "`{shown}` failed ({}): {why}",
+            out.status
+        )));
     }
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
     let path = dir.join(format!("{name}.json"));
@@ -471,7 +474,9 @@ pub fn bench() -> Result<(), Error> {
                      answers, lost connections, moves to another server): {} (`{}`).",
                     commits
                         .and_then(|c| c.per_commit())
-                        .map_or("? (a server did not stop cleanly)".into(), |v| format!("{v:.1}")),
+                        .map_or("? (a server did not stop cleanly)".into(), |v| format!(
+                            "{v:.1}"
+                        )),
                     commits
                         .and_then(|c| c.largest_batch)
                         .map_or("?".into(), |v| v.to_string()),
@@ -550,8 +555,9 @@ pub fn bench() -> Result<(), Error> {
                 anchor: "-".into(),
                 ratio: "-".into(),
                 target: many_target,
-                met: met(mib <= MANY_CONNECTIONS_TARGET_MIB
-                    && logged_in >= f64::from(MANY_CONNECTIONS)),
+                met: met(
+                    mib <= MANY_CONNECTIONS_TARGET_MIB && logged_in >= f64::from(MANY_CONNECTIONS)
+                ),
             });
         }
         Err(e) => rows.push(Row::failed(many_figure, &many_target, e)),

@@ -250,7 +250,10 @@ mod tests {
             ]
         };
         let mut commits = Commits::default();
-        assert!(commits.add(&lines("txsock stopped: 1200 transfers in 100 commits", "40")));
+        assert!(commits.add(&lines(
+            "txsock stopped: 1200 transfers in 100 commits",
+            "40"
+        )));
         assert!(commits.add(&lines("txsock stopped: 600 transfers in 20 commits", "64")));
         assert_eq!(
             commits,
@@ -292,9 +295,7 @@ mod tests {
                 "Galera, {servers} server(s): {:.0} transfers/s, {:.1} per commit, p50 {:.1} ms, \
                  p99 {:.1} ms",
                 number(&json, "transfers_per_second").unwrap_or(f64::NAN),
-                run.commits
-                    .and_then(|c| c.per_commit())
-                    .unwrap_or(f64::NAN),
+                run.commits.and_then(|c| c.per_commit()).unwrap_or(f64::NAN),
                 number(&json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
                 number(&json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
             );

@@ -847,7 +847,14 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
         while let Some(request) = session.poll_ledger() {
             in_flight.push_back(server.ledger.submit(request, clock::now()).await);
         }
-        match flush(&mut stream, &mut session, &mut outgoing, server.write_timeout).await {
+        match flush(
+            &mut stream,
+            &mut session,
+            &mut outgoing,
+            server.write_timeout,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(WriteError::Closed) => break,
             Err(WriteError::Stalled) => {

@@ -1178,7 +1178,12 @@ mod tests {
         tx.commit().unwrap();
         let committed = committed
             .iter()
-            .map(|c| format!("{} {} {} {} {}", c.from, c.id, c.to, c.amount, c.balance_after))
+            .map(|c| {
+                format!(
+                    "{} {} {} {} {}",
+                    c.from, c.id, c.to, c.amount, c.balance_after
+                )
+            })
             .collect();
         (replies, committed)
     }
@@ -1307,7 +1312,9 @@ mod tests {
                 user: user(name),
                 verifier: verifier(i as u8),
             };
-            store.execute_batch(&[(request, now())], &mut Vec::new()).unwrap();
+            store
+                .execute_batch(&[(request, now())], &mut Vec::new())
+                .unwrap();
         }
         store
             .conn
@@ -1333,7 +1340,12 @@ mod tests {
                 now(),
             ),
             (transfer("t2", "2.00"), now()),
-            (LedgerRequest::Balance { user: user("alice") }, now()),
+            (
+                LedgerRequest::Balance {
+                    user: user("alice"),
+                },
+                now(),
+            ),
         ];
         let mut committed = Vec::new();
         let replies = store.execute_batch(&batch, &mut committed).unwrap();

@@ -513,9 +513,7 @@ async fn scenario(
     };
     let result = match scenario {
         Scenario::Load(a) => run_load(&ctx, &target, &a, &mut params).await,
-        Scenario::Connections(a) => {
-            run_connections(&ctx, &target, &a, files, &mut params).await
-        }
+        Scenario::Connections(a) => run_connections(&ctx, &target, &a, files, &mut params).await,
         Scenario::Mix(a) => run_mix(&ctx, &target, &a, &mut params).await,
         Scenario::Flood(a)
         | Scenario::Slowloris(a)
