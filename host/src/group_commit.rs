@@ -97,20 +97,6 @@ impl std::future::Future for PendingReply {
     }
 }
 
-impl PendingReply {
-    /// The reply if it has arrived, without waiting (`Unavailable` if the worker is gone).
-    pub fn ready(&mut self) -> Option<LedgerReply> {
-        match &mut self.0 {
-            None => Some(LedgerReply::Unavailable),
-            Some(rx) => match rx.try_recv() {
-                Ok(reply) => Some(reply),
-                Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => Some(LedgerReply::Unavailable),
-            },
-        }
-    }
-}
-
 impl CommitQueue {
     /// Queues `request` behind every request submitted before it, waiting for room in the
     /// queue; the returned reply resolves once its commit has returned (`Unavailable` if

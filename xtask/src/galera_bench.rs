@@ -184,7 +184,7 @@ impl Serve {
         if !(clean && commits.as_mut().is_some_and(|c| c.add(&lines))) {
             *commits = None;
         }
-        // Drop terminates again: harmless, the process has exited.
+        // Drop then finds it exited.
     }
 }
 

@@ -701,20 +701,11 @@ enum WriteError {
     Stalled,
 }
 
-/// Writes `outgoing` (answers taken out of the session, see [`connection`]) and then the
-/// session's output; `outgoing` is freed once written.
 async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
     stream: &mut S,
     session: &mut Session<FRAME, NONCES>,
-    outgoing: &mut Vec<u8>,
     timeout: StdDuration,
 ) -> Result<(), WriteError> {
-    if !outgoing.is_empty() {
-        // One write for everything. Boxed: inline, the second write loop's state would
-        // size every connection's task, idle ones included.
-        take_output(session, outgoing);
-        Box::pin(write_outgoing(stream, outgoing, timeout)).await?;
-    }
     while !session.poll_transmit().is_empty() {
         match tokio::time::timeout(timeout, stream.write(session.poll_transmit())).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteError::Closed),
@@ -728,36 +719,6 @@ async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
         Ok(Err(_)) => Err(WriteError::Closed),
         Err(_) => Err(WriteError::Stalled),
     }
-}
-
-/// Writes all of `outgoing` and frees it.
-async fn write_outgoing<S: Transport>(
-    stream: &mut S,
-    outgoing: &mut Vec<u8>,
-    timeout: StdDuration,
-) -> Result<(), WriteError> {
-    while !outgoing.is_empty() {
-        match tokio::time::timeout(timeout, stream.write(outgoing)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteError::Closed),
-            Ok(Ok(n)) => {
-                outgoing.drain(..n);
-            }
-            Err(_) => return Err(WriteError::Stalled),
-        }
-    }
-    *outgoing = Vec::new();
-    Ok(())
-}
-
-/// Moves the session's output to the end of `outgoing`, making room for the next answer.
-fn take_output<const FRAME: usize, const NONCES: usize>(
-    session: &mut Session<FRAME, NONCES>,
-    outgoing: &mut Vec<u8>,
-) {
-    let output = session.poll_transmit();
-    let n = output.len();
-    outgoing.extend_from_slice(output);
-    session.advance_transmit(n);
 }
 
 /// Reads what the socket has into a stack buffer, hands it to the session, and keeps what
@@ -825,10 +786,6 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
     let mut pending: Vec<u8> = Vec::new();
     // Replies owed by the ledger, oldest first (at most `--pipeline`). Freed when drained.
     let mut in_flight: VecDeque<PendingReply> = VecDeque::new();
-    // Answers to several replies of one commit, taken out of the session's output (which
-    // holds one) so that they leave in one write: at most `--pipeline` answers. Freed when
-    // written.
-    let mut outgoing: Vec<u8> = Vec::new();
     let mut peer_done = false;
     let mut first = true;
     // Once the server stops: no more input; the replies owed are still delivered.
@@ -847,14 +804,7 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
         while let Some(request) = session.poll_ledger() {
             in_flight.push_back(server.ledger.submit(request, clock::now()).await);
         }
-        match flush(
-            &mut stream,
-            &mut session,
-            &mut outgoing,
-            server.write_timeout,
-        )
-        .await
-        {
+        match flush(&mut stream, &mut session, server.write_timeout).await {
             Ok(()) => {}
             Err(WriteError::Closed) => break,
             Err(WriteError::Stalled) => {
@@ -884,22 +834,12 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
                 if !in_flight.is_empty() =>
             {
                 in_flight.pop_front();
-                // flush above left the output empty, so the answer has room.
-                session.handle_ledger(&mut server.shared(), clock::now(), reply);
-                log_events(server, &mut session, peer);
-                // The replies of one commit arrive together: answer the others that are
-                // ready too, so that they leave in one write instead of one each.
-                while let Some(reply) = in_flight.front_mut().and_then(PendingReply::ready) {
-                    in_flight.pop_front();
-                    if !session.has_room_for_reply() {
-                        take_output(&mut session, &mut outgoing);
-                    }
-                    session.handle_ledger(&mut server.shared(), clock::now(), reply);
-                    log_events(server, &mut session, peer);
-                }
                 if in_flight.is_empty() {
                     in_flight = VecDeque::new();
                 }
+                // flush above left the output empty, so the answer has room.
+                session.handle_ledger(&mut server.shared(), clock::now(), reply);
+                log_events(server, &mut session, peer);
             }
             ready = stream.ready(), if reading => {
                 peer_done = ready.is_err()
