@@ -400,6 +400,10 @@ fn lockout_update(
     Ok(state)
 }
 
+/// A transfer id's final outcome as stored: recipient, amount, the sender's balance with it,
+/// and the refusal code (`None` if committed).
+type StoredOutcome = (String, i64, i64, Option<String>);
+
 /// The final outcome recorded for `from`'s transfer `id`, if it has one: committed (in the
 /// journal, with the balance after it) or refused (in `refusals`, with its code and the
 /// balance then): recipient, amount, balance, code (`None` if committed).
@@ -407,7 +411,7 @@ fn earlier_outcome(
     tx: &Connection,
     from: &Username,
     id: &TransferId,
-) -> Result<Option<(String, i64, i64, Option<String>)>> {
+) -> Result<Option<StoredOutcome>> {
     query_row(
         tx,
         "SELECT to_user, amount, balance_after, NULL FROM journal
