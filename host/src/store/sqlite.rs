@@ -1346,6 +1346,7 @@ mod tests {
                 LedgerRequest::History {
                     user: user("bob"),
                     offset: 0,
+                    deposits: true,
                 },
                 now(),
             ),
