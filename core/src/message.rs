@@ -4,7 +4,11 @@
 //! passes over the frame: a scan that rejects invalid UTF-8 and nesting deeper than the
 //! message shapes allow (so no input can drive the parser's recursion), then serde-json-core
 //! into a struct per message with `deny_unknown_fields` (serde's derive also refuses
-//! duplicate keys). Field values are validated into [`Username`], [`TransferId`],
+//! duplicate keys). Requests whose values are all plain strings (every transfer, balance,
+//! ping and logout a client writes) first go through a single-pass reader,
+//! `fast_request_wire`, which takes only frames whose reading is beyond doubt and leaves
+//! every other frame, and so every error, to serde-json-core; a property test and the
+//! `request_parser` fuzz target check that both paths agree on every frame. Field values are validated into [`Username`], [`TransferId`],
 //! [`Amount`] and fixed-size byte arrays before a message reaches a session.
 //!
 //! Names follow one scheme (as smoltcp's `Packet`/`Repr`):
