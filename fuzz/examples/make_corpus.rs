@@ -37,7 +37,10 @@ fn request_parser(dir: &Path) {
               00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"}",
         ),
         ("spaces-and-tabs", b" {\t\"op\" : \"balance\" }\t"),
-        ("login", b"{\"user\":\"alice\",\"op\":\"login\",\"nonce\":\"abcdefgh12345678\"}"),
+        (
+            "login",
+            b"{\"user\":\"alice\",\"op\":\"login\",\"nonce\":\"abcdefgh12345678\"}",
+        ),
         ("duplicate-op", b"{\"op\":\"ping\",\"op\":\"ping\"}"),
         ("escape-in-op", b"{\"op\":\"p\\u0069ng\"}"),
         ("number-count", b"{\"op\":\"nonces\",\"count\":8}"),
@@ -66,8 +69,16 @@ fn response_encoder(dir: &Path) {
         seed.extend_from_slice(strings);
         write(dir, name, &seed);
     }
-    write(dir, "escapes-everywhere", &cat(&[&[255, 2, 1, 2, 3, 4, 0, 0, 0, 2], escapes]));
-    write(dir, "too-small", &cat(&[&[20, 2, 9, 9, 9, 9, 9, 9, 9, 9], strings]));
+    write(
+        dir,
+        "escapes-everywhere",
+        &cat(&[&[255, 2, 1, 2, 3, 4, 0, 0, 0, 2], escapes]),
+    );
+    write(
+        dir,
+        "too-small",
+        &cat(&[&[20, 2, 9, 9, 9, 9, 9, 9, 9, 9], strings]),
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
