@@ -126,9 +126,27 @@ impl Amount {
 
     /// The amount formatted with two decimals, e.g. `"10.50"`.
     pub fn to_text(self) -> heapless::String<24> {
+        // Written right to left without `core::fmt` (it is on the path of every receipt):
+        // two decimals, the point, then the units, at least one digit. A u64 has at most 18
+        // digits of units, so the 21 characters always fit.
+        let mut buf = [0u8; 24];
+        let mut at = buf.len();
+        let mut rest = self.0;
+        for position in 0.. {
+            if position == 2 {
+                at -= 1;
+                buf[at] = b'.';
+            }
+            at -= 1;
+            buf[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 && position >= 2 {
+                break;
+            }
+        }
         let mut s = heapless::String::new();
-        // A u64 with a point is at most 21 characters, so the write cannot overflow 24.
-        let _ = fmt::write(&mut s, format_args!("{self}"));
+        // Only ASCII digits and a point were written, at most 21 of them.
+        let _ = s.push_str(core::str::from_utf8(&buf[at..]).unwrap_or(""));
         s
     }
 }
@@ -201,12 +219,17 @@ mod tests {
     fn formats_with_two_decimals() {
         assert_eq!(Amount(1050).to_text().as_str(), "10.50");
         assert_eq!(Amount(7).to_text().as_str(), "0.07");
+        assert_eq!(Amount(0).to_text().as_str(), "0.00");
+        assert_eq!(Amount(100).to_text().as_str(), "1.00");
+        assert_eq!(Amount(u64::MAX).to_text().as_str(), "184467440737095516.15");
     }
 
     proptest! {
         #[test]
         fn format_then_parse_round_trips(minor in 1u64..=Amount::MAX.0) {
             prop_assert_eq!(Amount::parse(&Amount(minor).to_text()), Ok(Amount(minor)));
+            let text = Amount(minor).to_text();
+            prop_assert_eq!(text.as_str(), std::format!("{}", Amount(minor)));
         }
 
         #[test]

@@ -159,10 +159,19 @@ impl core::fmt::Debug for Tag {
     }
 }
 
-/// Constant-time equality of two byte strings, with [`subtle::ConstantTimeEq`] (the length
-/// is not secret: strings of different lengths are unequal at once).
+/// Constant-time equality of two byte strings (the length is not secret: strings of
+/// different lengths are unequal at once).
+///
+/// The bytes' differences are OR-ed into one byte, which [`subtle::ConstantTimeEq`] then
+/// compares with zero: a loop without a branch on the data, and one optimisation barrier
+/// instead of subtle's per-byte one (which made comparing a tag cost as much as a third of a
+/// SHA-256 block).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    difference.ct_eq(&0).into()
 }
 
 /// SHA-256 of `data`.

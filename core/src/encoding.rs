@@ -22,14 +22,23 @@ impl core::error::Error for DecodeError {}
 
 /// Encodes `bytes` as lowercase hex into a string of capacity `N` (at least `2 * len`).
 pub fn hex_encode<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
+    let mut digits = heapless::Vec::<u8, N>::new();
+    // Callers size N for their fixed-length inputs; overflow would truncate, never panic.
+    let _ = digits.resize((2 * bytes.len()).min(N), 0);
+    hex_encode_into(bytes, &mut digits);
+    // Only ASCII digits were written.
+    heapless::String::from_utf8(digits).unwrap_or_default()
+}
+
+/// Writes `bytes` as lowercase hex digits into `out`, as many as fit (two per byte).
+pub(crate) fn hex_encode_into(bytes: &[u8], out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = heapless::String::new();
-    for &b in bytes {
-        // Callers size N for their fixed-length inputs; overflow would truncate, never panic.
-        let _ = s.push(char::from(HEX[usize::from(b >> 4)]));
-        let _ = s.push(char::from(HEX[usize::from(b & 15)]));
+    for (pair, &b) in out.chunks_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        if let Some(low) = pair.get_mut(1) {
+            *low = HEX[usize::from(b & 15)];
+        }
     }
-    s
 }
 
 /// The value of each byte as a lowercase hex digit, or [`NOT_HEX`].
@@ -171,6 +180,13 @@ mod tests {
         let s = hex_encode::<8>(&[0xde, 0xad, 0x01, 0x0f]);
         assert_eq!(s.as_str(), "dead010f");
         assert_eq!(hex_decode::<4>("dead010f"), Ok([0xde, 0xad, 0x01, 0x0f]));
+        assert_eq!(
+            hex_encode::<8>(&[0xde, 0xad, 0x01, 0x0f]).as_str(),
+            "dead010f"
+        );
+        // Too small a string truncates, digit by digit.
+        assert_eq!(hex_encode::<3>(&[0xde, 0xad]).as_str(), "dea");
+        assert_eq!(hex_encode::<8>(&[]).as_str(), "");
         assert!(hex_decode::<4>("DEAD010F").is_err());
         assert!(hex_decode::<4>("dead01").is_err());
     }

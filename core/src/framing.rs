@@ -175,7 +175,7 @@ impl<const N: usize> FrameDecoder<N> {
             }
         }
         let input = &input[skipped..];
-        let newline = input.iter().position(|&b| b == b'\n');
+        let newline = crate::scan::find_byte(input, b'\n');
         let line = &input[..newline.unwrap_or(input.len())];
         let room = self.limit.saturating_sub(self.len);
         if line.len() > room {

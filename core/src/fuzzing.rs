@@ -111,6 +111,24 @@ pub fn messages(data: &[u8]) {
     }
 }
 
+/// The request parser's fast path against serde-json-core: for any frame, [`Request::parse`]
+/// gives exactly what serde-json-core's path gives (the request, or the same error), and
+/// where the fast path takes a frame it reads the same fields serde-json-core reads.
+pub fn request_parser(data: &[u8]) {
+    if let Some(wire) = crate::message::fast_request_wire(data) {
+        assert_eq!(
+            Request::wire_with_serde(data),
+            Ok(wire),
+            "fast path and serde-json-core read different fields"
+        );
+    }
+    assert_eq!(
+        Request::parse(data),
+        Request::parse_with_serde(data),
+        "fast path and serde-json-core parse differently"
+    );
+}
+
 /// The server's response encoder against serde-json-core: byte 0 picks the output size
 /// (0 to 1020, in steps of 4), byte 1 the frame kind, bytes 2 to 9 the numbers; the rest,
 /// split at `0xff` bytes, gives the strings, each its longest valid UTF-8 prefix (any
@@ -646,6 +664,20 @@ mod tests {
                     .extend_from_slice(b"alice\xffbo\"b\\\n\x01\xffx\xff\xc3\xa9\xff1.00\xff\xffz");
                 response_encoder(&input);
             }
+        }
+    }
+
+    #[test]
+    fn request_parser_takes_frames_both_ways() {
+        for frame in [
+            &b"{\"op\":\"ping\"}"[..],
+            b" {\t\"op\" : \"balance\" } ",
+            b"{\"op\":\"ping\",\"op\":\"ping\"}",
+            b"{\"op\":\"nonces\",\"count\":8}",
+            b"{\"op\":\"p\\u0069ng\"}",
+            b"{\"op\":\"transfer\",\"id\":\"t\",\"to\":\"bob\",\"amount\":\"1\",\"nonce\":\"00\",\"mac\":\"00\"}",
+        ] {
+            request_parser(frame);
         }
     }
 

@@ -68,6 +68,7 @@ pub mod message;
 pub mod names;
 pub mod replay;
 pub mod response;
+mod scan;
 pub mod session;
 pub mod time;
 

@@ -4,7 +4,11 @@
 //! passes over the frame: a scan that rejects invalid UTF-8 and nesting deeper than the
 //! message shapes allow (so no input can drive the parser's recursion), then serde-json-core
 //! into a struct per message with `deny_unknown_fields` (serde's derive also refuses
-//! duplicate keys). Field values are validated into [`Username`], [`TransferId`],
+//! duplicate keys). Requests whose values are all plain strings (every transfer, balance,
+//! ping and logout a client writes) first go through a single-pass reader,
+//! `fast_request_wire`, which takes only frames whose reading is beyond doubt and leaves
+//! every other frame, and so every error, to serde-json-core; a property test and the
+//! `request_parser` fuzz target check that both paths agree on every frame. Field values are validated into [`Username`], [`TransferId`],
 //! [`Amount`] and fixed-size byte arrays before a message reaches a session.
 //!
 //! Names follow one scheme (as smoltcp's `Packet`/`Repr`):
@@ -268,9 +272,9 @@ pub enum Request {
 /// Every field any request may carry. One serde pass fills it; [`Request::parse`] then
 /// checks that exactly the fields of the named `op` are present. (Parsing once instead of
 /// once for `op` and again for the message halves the cost of the hot path.)
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-struct RequestWire<'a> {
+pub(crate) struct RequestWire<'a> {
     op: &'a str,
     #[serde(default, deserialize_with = "not_null")]
     user: Option<&'a str>,
@@ -357,20 +361,128 @@ fn shape(op: &str) -> Option<(u16, u16)> {
     })
 }
 
+/// The common request frames without serde: a flat object whose values are all strings
+/// free of escapes and control characters, whose keys are string fields of [`RequestWire`],
+/// each at most once, with `op` among them, and spaces or tabs between tokens. That is every
+/// transfer, balance, logout and ping a client writes, and most logins and registrations'
+/// strings. For such a frame this returns what serde-json-core makes of it (and `precheck`
+/// passes it: valid UTF-8, no CR, no control character in a string, depth 1); for any other
+/// frame it returns `None` and [`Request::parse`] takes serde-json-core's path, which also
+/// decides every error. The property test `fast_path_matches_serde` and the fuzz target
+/// `request_parser` check exactly that.
+#[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
+pub(crate) fn fast_request_wire(frame: &[u8]) -> Option<RequestWire<'_>> {
+    let text = core::str::from_utf8(frame).ok()?;
+    let mut at = skip_frame_space(frame, 0);
+    if frame.get(at) != Some(&b'{') {
+        return None;
+    }
+    let mut wire = RequestWire::default();
+    let (mut seen, mut has_op) = (0u16, false);
+    loop {
+        at = skip_frame_space(frame, at + 1);
+        let (key, after) = plain_string(text, at)?;
+        at = skip_frame_space(frame, after);
+        if frame.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_frame_space(frame, at + 1);
+        let (value, after) = plain_string(text, at)?;
+        if key == "op" {
+            if has_op {
+                return None;
+            }
+            has_op = true;
+            wire.op = value;
+        } else {
+            let (slot, bit) = match key {
+                "user" => (&mut wire.user, USER),
+                "salt" => (&mut wire.salt, SALT),
+                "stored_key" => (&mut wire.stored_key, STORED_KEY),
+                "server_key" => (&mut wire.server_key, SERVER_KEY),
+                "nonce" => (&mut wire.nonce, NONCE),
+                "proof" => (&mut wire.proof, PROOF),
+                "id" => (&mut wire.id, ID),
+                "to" => (&mut wire.to, TO),
+                "amount" => (&mut wire.amount, AMOUNT),
+                "mac" => (&mut wire.mac, MAC),
+                // Numbers, unknown keys: serde-json-core's path.
+                _ => return None,
+            };
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            *slot = Some(value);
+        }
+        at = skip_frame_space(frame, after);
+        match frame.get(at) {
+            Some(b',') => continue,
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    let end = skip_frame_space(frame, at + 1);
+    (has_op && end == frame.len()).then_some(wire)
+}
+
+/// The first index at or after `at` that is not a space or tab.
+fn skip_frame_space(frame: &[u8], mut at: usize) -> usize {
+    while frame.get(at).is_some_and(|&b| is_frame_space(b)) {
+        at += 1;
+    }
+    at
+}
+
+/// The string starting with the quote at `at`, if it holds no `\` and no control character;
+/// and the index after its closing quote.
+fn plain_string(text: &str, at: usize) -> Option<(&str, usize)> {
+    let bytes = text.as_bytes();
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let start = at + 1;
+    let end = start + crate::scan::find_json_special(bytes.get(start..)?)?;
+    if bytes[end] != b'"' {
+        return None;
+    }
+    // Both ends are ASCII quotes, so this is a whole number of characters.
+    Some((text.get(start..end)?, end + 1))
+}
+
 impl Request {
     /// Parses a request frame (without its newline).
     pub fn parse(frame: &[u8]) -> Result<Request, MessageError> {
+        #[cfg(feature = "fast-request")]
+        if let Some(w) = fast_request_wire(frame) {
+            return Request::from_wire(w);
+        }
+        Request::parse_with_serde(frame)
+    }
+
+    /// [`Request::parse`] by serde-json-core alone: the path for every frame the fast path
+    /// does not take, and the oracle it is tested against.
+    pub(crate) fn parse_with_serde(frame: &[u8]) -> Result<Request, MessageError> {
+        Request::from_wire(Request::wire_with_serde(frame)?)
+    }
+
+    /// `precheck` and serde-json-core: the fields of any well-formed request frame.
+    pub(crate) fn wire_with_serde(frame: &[u8]) -> Result<RequestWire<'_>, MessageError> {
         precheck(frame, 1)?;
-        let w: RequestWire<'_> = match parse_whole(frame) {
-            Ok(w) => w,
+        match parse_whole(frame) {
+            Ok(w) => Ok(w),
             Err(e) => {
                 // Report an unknown op as such even when its fields are unknown too.
-                return match parse_whole::<Head<'_>>(frame) {
+                match parse_whole::<Head<'_>>(frame) {
                     Ok(h) if shape(h.op).is_none() => Err(MessageError::UnknownOp),
                     _ => Err(e),
-                };
+                }
             }
-        };
+        }
+    }
+
+    /// Checks the fields against the op's shape and validates their values.
+    fn from_wire(w: RequestWire<'_>) -> Result<Request, MessageError> {
         let (required, optional) = shape(w.op).ok_or(MessageError::UnknownOp)?;
         let present = w.present();
         if present & required != required || present & !(required | optional) != 0 {
@@ -869,5 +981,242 @@ mod tests {
             Response::parse(b"{\"op\":\"bye\",\"z\":1}").unwrap_err(),
             MessageError::Syntax
         );
+    }
+
+    mod fast_path {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::string::String;
+        use std::vec::Vec;
+
+        /// Keys: every field of a request, an unknown one, one spelled with an escape.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                8 => proptest::sample::select(&[
+                    "op", "user", "salt", "iterations", "stored_key", "server_key", "nonce",
+                    "proof", "count", "id", "to", "amount", "mac", "offset",
+                ][..]).prop_map(String::from),
+                1 => Just(String::from("x")),
+                1 => Just(String::from("o\\u0070")),
+                1 => Just(String::from("")),
+            ]
+        }
+
+        /// Text inside a string: plain, with the bytes that end or escape a string, braces,
+        /// control characters, non-ASCII.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => proptest::sample::select(&[
+                    "transfer", "ping", "balance", "logout", "history", "nonces", "login",
+                    "proof", "register", "alice", "bob", "t-1", "1.00", "0", "",
+                    "00112233445566778899aabbccddeeff",
+                ][..]).prop_map(String::from),
+                2 => "[a-z0-9.:_-]{0,12}",
+                2 => proptest::collection::vec(
+                    prop_oneof![
+                        Just('"'), Just('\\'), Just('{'), Just('}'), Just('\u{0}'),
+                        Just('\t'), Just('\n'), Just('\r'), Just('\u{1f}'), Just('\u{7f}'),
+                        Just('é'), Just('😀'), Just(' '), Just(','), Just(':'), proptest::char::range('a', 'f'),
+                    ],
+                    0..6,
+                ).prop_map(|cs| cs.into_iter().collect()),
+            ]
+        }
+
+        /// A value: mostly strings, also numbers, literals, nested values, nothing.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                8 => text().prop_map(|t| std::format!("\"{t}\"")),
+                1 => proptest::sample::select(&[
+                    "0", "8", "08", "-1", "1.5", "4294967296", "256", "null", "true", "{}",
+                    "[]", "[\"a\"]", "{\"a\":\"b\"}", "", "\"a\"\"b\"", "nul",
+                ][..]).prop_map(String::from),
+            ]
+        }
+
+        /// Whitespace between tokens: usually none or a space, sometimes what only one side
+        /// might accept.
+        fn space() -> impl Strategy<Value = &'static str> {
+            prop_oneof![
+                6 => Just(""),
+                2 => Just(" "),
+                1 => proptest::sample::select(&["\t", "  \t", "\n", "\r", "\r\n", "\u{b}", "\u{a0}"][..]),
+            ]
+        }
+
+        /// A separator: usually the right one, sometimes a wrong or missing one.
+        fn separator(right: &'static str) -> impl Strategy<Value = &'static str> {
+            prop_oneof![
+                12 => Just(right),
+                1 => proptest::sample::select(&["", ",", ":", ";", ",,", "}", "{"][..]),
+            ]
+        }
+
+        prop_compose! {
+            fn member()(
+                k in key(), v in value(), s1 in space(), s2 in space(), s3 in space(),
+                colon in separator(":"),
+            ) -> String {
+                std::format!("{s1}\"{k}\"{s2}{colon}{s3}{v}")
+            }
+        }
+
+        prop_compose! {
+            /// A frame close to a request, as bytes; sometimes one byte changed.
+            fn frame()(
+                lead in space(), open in separator("{"),
+                members in proptest::collection::vec((member(), separator(",")), 0..8),
+                close in separator("}"), tail in prop_oneof![
+                    8 => space(),
+                    1 => proptest::sample::select(&["x", "{}", ",", "\u{0}"][..]),
+                ],
+                flip in proptest::option::weighted(0.2, (any::<prop::sample::Index>(), any::<u8>())),
+            ) -> Vec<u8> {
+                let mut text = std::format!("{lead}{open}");
+                for (i, (m, comma)) in members.iter().enumerate() {
+                    if i > 0 {
+                        text.push_str(comma);
+                    }
+                    text.push_str(m);
+                }
+                text.push_str(close);
+                text.push_str(tail);
+                let mut bytes = text.into_bytes();
+                if let (Some((at, b)), false) = (flip, bytes.is_empty()) {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+                bytes
+            }
+        }
+
+        /// The fields of each request op, as a client writes them.
+        const SHAPES: &[&[&str]] = &[
+            &["op", "id", "to", "amount", "nonce", "mac"],
+            &["op"],
+            &["op", "user", "nonce"],
+            &["op", "proof"],
+            &[
+                "op",
+                "user",
+                "salt",
+                "iterations",
+                "stored_key",
+                "server_key",
+            ],
+            &["op", "count"],
+            &["op", "offset"],
+        ];
+
+        prop_compose! {
+            /// A request of some op's shape, its fields shuffled, with a value of any kind
+            /// now and then, space or not between tokens; sometimes one byte changed.
+            fn shaped()(
+                shape in proptest::sample::select(SHAPES),
+                values in proptest::collection::vec(
+                    prop_oneof![
+                        12 => text().prop_map(|t| std::format!("\"{t}\"")),
+                        1 => value(),
+                    ],
+                    6,
+                ),
+                spaces in proptest::collection::vec(
+                    prop_oneof![8 => proptest::sample::select(&["", " ", "\t"][..]), 1 => space()],
+                    24,
+                ),
+                order in any::<prop::sample::Index>(),
+                flip in proptest::option::weighted(0.1, (any::<prop::sample::Index>(), any::<u8>())),
+            ) -> Vec<u8> {
+                let mut keys: Vec<&str> = shape.to_vec();
+                let first = order.index(keys.len());
+                keys.swap(0, first);
+                let mut text = std::format!("{}{{", spaces[0]);
+                for (i, key) in keys.iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(&std::format!(
+                        "{}\"{key}\"{}:{}{}{}",
+                        spaces[1 + 3 * i],
+                        spaces[2 + 3 * i],
+                        spaces[3 + 3 * i],
+                        values[i],
+                        spaces[4 + 3 * i].replace(['\n', '\r'], " "),
+                    ));
+                }
+                text.push('}');
+                text.push_str(spaces[23]);
+                let mut bytes = text.into_bytes();
+                if let Some((at, b)) = flip {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+                bytes
+            }
+        }
+
+        /// Both kinds of frame.
+        fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![frame(), shaped()]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// The fast path reads exactly the fields serde-json-core reads, and parsing
+            /// gives the same request or the same error either way.
+            #[test]
+            fn fast_path_matches_serde(frame in any_frame()) {
+                if let Some(wire) = fast_request_wire(&frame) {
+                    prop_assert_eq!(Request::wire_with_serde(&frame), Ok(wire));
+                }
+                prop_assert_eq!(Request::parse(&frame), Request::parse_with_serde(&frame));
+            }
+
+            /// The same over arbitrary bytes.
+            #[test]
+            fn fast_path_matches_serde_on_any_bytes(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Some(wire) = fast_request_wire(&frame) {
+                    prop_assert_eq!(Request::wire_with_serde(&frame), Ok(wire));
+                }
+                prop_assert_eq!(Request::parse(&frame), Request::parse_with_serde(&frame));
+            }
+        }
+
+        /// The generator reaches both paths and every outcome often enough to mean
+        /// something: the fast path, serde's path accepting, and several errors.
+        #[test]
+        fn generator_reaches_both_paths() {
+            use proptest::strategy::ValueTree;
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let (mut fast, mut accepted, mut errors) = (0, 0, std::collections::BTreeSet::new());
+            for _ in 0..4000 {
+                let frame = any_frame().new_tree(&mut runner).unwrap().current();
+                fast += usize::from(fast_request_wire(&frame).is_some());
+                match Request::parse(&frame) {
+                    Ok(_) => accepted += 1,
+                    Err(e) => {
+                        errors.insert(std::format!("{e:?}"));
+                    }
+                }
+            }
+            std::println!("fast path {fast}, accepted {accepted}, errors {errors:?}");
+            assert!(fast > 400, "fast path took {fast}");
+            assert!(accepted > 20, "accepted {accepted}");
+            assert!(errors.len() >= 5, "errors seen: {errors:?}");
+        }
+
+        /// The frames a client writes take the fast path.
+        #[test]
+        fn client_frames_take_the_fast_path() {
+            for frame in [
+                &br#"{"op":"transfer","id":"t-1","to":"bob","amount":"1.00","nonce":"00112233445566778899aabbccddeeff","mac":"00"}"#[..],
+                br#"{"op":"balance"}"#,
+                br#"{"op":"ping"}"#,
+                br#"{"op":"login","user":"alice","nonce":"abcdefgh"}"#,
+            ] {
+                assert!(fast_request_wire(frame).is_some(), "{}", String::from_utf8_lossy(frame));
+            }
+        }
     }
 }

@@ -48,7 +48,9 @@ impl<'a> JsonWriter<'a> {
         self.raw(b"\"");
         let bytes = text.as_bytes();
         let mut run = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        while let Some(found) = crate::scan::find_json_special(&bytes[run..]) {
+            let i = run + found;
+            let b = bytes[i];
             let short = match b {
                 b'"' => b'"',
                 b'\\' => b'\\',
@@ -57,8 +59,7 @@ impl<'a> JsonWriter<'a> {
                 b'\n' => b'n',
                 0x0c => b'f',
                 b'\r' => b'r',
-                0x00..=0x1f => 0,
-                _ => continue,
+                _ => 0,
             };
             self.raw(&bytes[run..i]);
             run = i + 1;

@@ -23,6 +23,34 @@ fn main() {
     server_session(&root.join("server_session"));
     client_session(&root.join("client_session"));
     response_encoder(&root.join("response_encoder"));
+    request_parser(&root.join("request_parser"));
+}
+
+/// Seeds for `request_parser`: request frames (no newline) that the fast path takes, and
+/// near misses that only serde-json-core's path decides.
+fn request_parser(dir: &Path) {
+    let seeds: &[(&str, &[u8])] = &[
+        (
+            "transfer",
+            b"{\"op\":\"transfer\",\"id\":\"t-1\",\"to\":\"bob\",\"amount\":\"1.25\",\
+              \"nonce\":\"00112233445566778899aabbccddeeff\",\"mac\":\"\
+              00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"}",
+        ),
+        ("spaces-and-tabs", b" {\t\"op\" : \"balance\" }\t"),
+        (
+            "login",
+            b"{\"user\":\"alice\",\"op\":\"login\",\"nonce\":\"abcdefgh12345678\"}",
+        ),
+        ("duplicate-op", b"{\"op\":\"ping\",\"op\":\"ping\"}"),
+        ("escape-in-op", b"{\"op\":\"p\\u0069ng\"}"),
+        ("number-count", b"{\"op\":\"nonces\",\"count\":8}"),
+        ("number-offset", b"{\"op\":\"history\",\"offset\":2}"),
+        ("unknown-key", b"{\"op\":\"ping\",\"x\":\"y\"}"),
+        ("newline-between-tokens", b"{\"op\":\n\"ping\"}"),
+    ];
+    for (name, frame) in seeds {
+        write(dir, name, frame);
+    }
 }
 
 /// Seeds for `response_encoder`: size byte, kind byte, 8 number bytes, strings split at 0xff.
@@ -41,8 +69,16 @@ fn response_encoder(dir: &Path) {
         seed.extend_from_slice(strings);
         write(dir, name, &seed);
     }
-    write(dir, "escapes-everywhere", &cat(&[&[255, 2, 1, 2, 3, 4, 0, 0, 0, 2], escapes]));
-    write(dir, "too-small", &cat(&[&[20, 2, 9, 9, 9, 9, 9, 9, 9, 9], strings]));
+    write(
+        dir,
+        "escapes-everywhere",
+        &cat(&[&[255, 2, 1, 2, 3, 4, 0, 0, 0, 2], escapes]),
+    );
+    write(
+        dir,
+        "too-small",
+        &cat(&[&[20, 2, 9, 9, 9, 9, 9, 9, 9, 9], strings]),
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

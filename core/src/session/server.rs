@@ -389,6 +389,11 @@ pub struct ServerSession<
     handed_out: u8,
     /// Requests that may wait on the ledger at once, from the configuration and capacities.
     pipeline_limit: u8,
+    /// The refusal decided for the frame the decoder holds, if it was refused: processed
+    /// again, it is refused with this code without being parsed and MAC-checked again (what
+    /// refused it cannot change before it is processed: keys, nonces and login state change
+    /// only through frames behind it).
+    held_refusal: Option<ErrorCode>,
     events: Deque<ServerEvent, 3>,
     peer: PeerAddr,
     opened: Instant,
@@ -418,6 +423,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
             queue: Q::default(),
             handed_out: 0,
             pipeline_limit: 1,
+            held_refusal: None,
             events: Deque::new(),
             peer,
             opened: now,
@@ -497,15 +503,20 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
         let mut used = 0;
         while (used < input.len() || self.decoder.is_holding()) && self.wants_input() {
             let pipelining = self.waiting_on_ledger() > 0;
+            let holding = self.decoder.is_holding();
+            let refused = self.held_refusal.take().filter(|_| holding);
             let (n, decoded) = self.decoder.decode(&input[used..]);
             used += n;
-            let parsed = match decoded {
-                Decoded::Incomplete => continue,
-                // Blank lines (empty or only spaces and tabs; a stray "\r\n" is empty once
-                // the framing dropped its CR) carry nothing: skip them.
-                Decoded::Frame(frame) if frame.iter().all(|&b| is_frame_space(b)) => continue,
-                Decoded::Frame(frame) => Request::parse(frame).map_err(|e| e.code()),
-                Decoded::Error(_) => Err(ErrorCode::FrameTooLong),
+            let parsed = match (decoded, refused) {
+                (_, Some(code)) => Err(code),
+                (decoded, None) => match decoded {
+                    Decoded::Incomplete => continue,
+                    // Blank lines (empty or only spaces and tabs; a stray "\r\n" is empty once
+                    // the framing dropped its CR) carry nothing: skip them.
+                    Decoded::Frame(frame) if frame.iter().all(|&b| is_frame_space(b)) => continue,
+                    Decoded::Frame(frame) => Request::parse(frame).map_err(|e| e.code()),
+                    Decoded::Error(_) => Err(ErrorCode::FrameTooLong),
+                },
             };
             self.last_activity = now;
             if pipelining {
@@ -527,7 +538,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
     /// Takes a request that arrived while others wait on the ledger, if it goes to the
     /// ledger too: a transfer whose MAC and nonce are good, a balance or a history page
     /// (the session is logged in: [`wants_input`](Self::wants_input)). False for anything
-    /// else, which changed nothing and is processed again once the pipeline has drained.
+    /// else, which changed nothing and is processed again once the pipeline has drained (a
+    /// refusal keeps its code in `held_refusal`, so it is not parsed and checked twice).
     fn pipeline(&mut self, parsed: Result<Request, ErrorCode>) -> bool {
         match parsed {
             Ok(Request::Transfer(t)) => match self.verify_transfer(&t) {
@@ -537,11 +549,18 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                     amount: t.amount,
                     nonce: t.nonce,
                 }),
-                Err(_) => return false,
+                Err(code) => {
+                    self.held_refusal = Some(code);
+                    return false;
+                }
             },
             Ok(Request::Balance) => self.wait(Waiting::Balance),
             Ok(Request::History { offset, deposits }) => {
                 self.wait(Waiting::History { offset, deposits })
+            }
+            Err(code) => {
+                self.held_refusal = Some(code);
+                return false;
             }
             _ => return false,
         }

@@ -1,0 +1,8 @@
+//! The request parser's fast path reads every frame exactly as serde-json-core's path does:
+//! the same request, or the same error.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| txsock_core::fuzzing::request_parser(data));
