@@ -218,6 +218,8 @@ TASKS:
                     2-core machine, which has about 890 of them.
         --all           also the host's store module (host/src/store/) and the firmware
                         device (firmware-sim/src/device.rs)
+        --re REGEX      only the mutants whose name matches REGEX (cargo-mutants' --re, e.g.
+                        `--re 'SqliteStore::deposit'`), to re-run a subset of a file
 
 OPTIONS:
     -h, --help      Print this help
@@ -249,7 +251,7 @@ fn main() -> ExitCode {
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
-        Task::Mutants { files, all } => mutants::mutants(&files, all),
+        Task::Mutants { files, all, re } => mutants::mutants(&files, all, re.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -285,6 +287,7 @@ enum Task {
     Mutants {
         files: Vec<String>,
         all: bool,
+        re: Option<String>,
     },
 }
 
@@ -334,17 +337,25 @@ fn parse(args: &[String]) -> Result<Task, String> {
             return Ok(Task::Crash { rounds, backends });
         }
         "mutants" => {
-            let (mut files, mut all) = (Vec::new(), false);
-            for arg in rest {
+            let (mut files, mut all, mut re) = (Vec::new(), false, None);
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
                 match arg.as_str() {
                     "--all" => all = true,
+                    "--re" => match args.next() {
+                        Some(value) if !value.is_empty() => re = Some(value.clone()),
+                        _ => return Err("`--re` needs a regular expression".to_string()),
+                    },
+                    option if option.starts_with("--re=") && option.len() > "--re=".len() => {
+                        re = Some(option["--re=".len()..].to_string())
+                    }
                     option if option.starts_with('-') => {
                         return Err(format!("unexpected argument `{option}` for `mutants`"))
                     }
                     file => files.push(file.to_string()),
                 }
             }
-            return Ok(Task::Mutants { files, all });
+            return Ok(Task::Mutants { files, all, re });
         }
         other => return Err(format!("unknown task `{other}`")),
     };
@@ -554,17 +565,28 @@ mod tests {
             parse_str("crash --backend=mariadb --rounds=21"),
             crash(21, crash::Backends::Mysql)
         );
-        let mutants = |files: &[&str], all| {
+        let mutants = |files: &[&str], all, re: Option<&str>| {
             Ok(Task::Mutants {
                 files: files.iter().map(|f| f.to_string()).collect(),
                 all,
+                re: re.map(String::from),
             })
         };
-        assert_eq!(parse_str("mutants"), mutants(&[], false));
+        assert_eq!(parse_str("mutants"), mutants(&[], false, None));
         assert_eq!(
             parse_str("mutants core/src/replay.rs --all"),
-            mutants(&["core/src/replay.rs"], true)
+            mutants(&["core/src/replay.rs"], true, None)
         );
+        assert_eq!(
+            parse_str("mutants host/src/store/sqlite.rs --re deposit"),
+            mutants(&["host/src/store/sqlite.rs"], false, Some("deposit"))
+        );
+        assert_eq!(
+            parse_str("mutants --re=fn\\s x.rs"),
+            mutants(&["x.rs"], false, Some("fn\\s"))
+        );
+        assert!(parse_str("mutants --re").is_err());
+        assert!(parse_str("mutants --re=").is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::util::{self, display, Error};
 /// The host's storage module and the firmware's device: mutated only with `--all`.
 const HOST_AND_DEVICE: &[&str] = &[
     "host/src/store/mod.rs",
+    "host/src/store/failure.rs",
     "host/src/store/row.rs",
     "host/src/store/sqlite.rs",
     "host/src/store/mysql.rs",
@@ -117,8 +118,10 @@ fn ensure_cargo_mutants(root: &Path) -> Result<(), Error> {
 
 /// Runs cargo-mutants on `files` (all of the core's when empty; with `all`, also the host's
 /// store module and the firmware device), one file after the other, then prints each file's
-/// score and every surviving mutant. Fails if any mutant was missed.
-pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
+/// score and every surviving mutant; with `re`, only the mutants whose name matches it.
+/// Fails if any mutant was missed, or if cargo-mutants itself failed (its baseline, the
+/// unmutated tree's tests, failed; or it could not start).
+pub fn mutants(files: &[String], all: bool, re: Option<&str>) -> Result<(), Error> {
     let root = util::repo_root();
     ensure_cargo_mutants(&root)?;
     let mut files: Vec<String> = if files.is_empty() {
@@ -149,6 +152,8 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
         .unwrap_or_else(|| root.join("target"));
     let out_root = target.join("mutants");
     let build_dir = out_root.join("build");
+    fs::create_dir_all(&out_root)
+        .map_err(|e| Error::new(format!("creating {}: {e}", out_root.display())))?;
     // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`.
     let needs_mysql = files.iter().any(|f| f.starts_with("host/"));
     let mut outcomes = Vec::new();
@@ -162,6 +167,9 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
             .arg("--output")
             .arg(&out)
             .args(CARGO_ARGS.iter().map(|arg| format!("--cargo-arg={arg}")));
+        if let Some(re) = re {
+            command.args(["--re", re]);
+        }
         let _mariadb = if needs_mysql && package == "txsock-host" {
             mariadb::provide(&mut command)?
         } else {
@@ -174,6 +182,13 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
         let status = command
             .status()
             .map_err(|error| Error::new(format!("could not start cargo mutants: {error}")))?;
+        if !mutants_ran(status.code()) {
+            return Err(Error::new(format!(
+                "{file}: cargo mutants failed ({status}) before judging the mutants: see its \
+                 output above and {}",
+                out.join("mutants.out").join("debug.log").display()
+            )));
+        }
         let outcome = read_outcome(
             file,
             &out.join("mutants.out"),
@@ -191,6 +206,14 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
         outcomes.push(outcome);
     }
     report(&outcomes)
+}
+
+/// Whether cargo-mutants judged the mutants, from its exit status: 0 (all caught), 2 (some
+/// missed) or 3 (some timed out). Anything else (1: bad usage, 4: the unmutated tree's
+/// tests failed, 70: an internal error, or killed by a signal) means there are no results
+/// to read, which must not pass for a clean run.
+fn mutants_ran(code: Option<i32>) -> bool {
+    matches!(code, Some(0 | 2 | 3))
 }
 
 /// Reads one run's `caught.txt`, `missed.txt`, `timeout.txt` and `unviable.txt`.
@@ -277,6 +300,17 @@ mod tests {
         );
         assert!(package_of("xtask/src/main.rs").is_err());
         assert!(package_of("/abs/core/src/replay.rs").is_err());
+    }
+
+    #[test]
+    fn only_a_judging_run_counts() {
+        for judged in [0, 2, 3] {
+            assert!(mutants_ran(Some(judged)), "{judged}");
+        }
+        for failed in [1, 4, 70] {
+            assert!(!mutants_ran(Some(failed)), "{failed}");
+        }
+        assert!(!mutants_ran(None), "killed by a signal");
     }
 
     #[test]
