@@ -371,3 +371,49 @@ fn every_database_gets_its_own_secret_and_keeps_it() {
         assert_ne!(secret, &[1; 32]);
     }
 }
+
+/// An auditor opened read-only on a ledger no server has open (no `-wal` file) still sees
+/// what a server started afterwards commits: it reads through the WAL like any reader, not
+/// a frozen copy of the file.
+#[test]
+fn a_reader_opened_before_a_server_sees_its_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    ledger_at(&path);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(!Path::new(&wal).exists(), "the creator left a -wal file");
+    let mut reader = SqliteStore::open_with(&path, Amount(0), Access::ReadOnly).unwrap();
+    let bob = |reader: &mut SqliteStore| {
+        reader
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name == "bob")
+            .map(|u| u.balance)
+    };
+    assert_eq!(bob(&mut reader), Some(Amount(0)));
+    let mut server = SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
+    server.deposit(&user("bob"), Amount(42), 2).unwrap();
+    assert!(
+        Path::new(&wal).exists(),
+        "the server writes through the WAL"
+    );
+    assert_eq!(bob(&mut reader), Some(Amount(42)));
+    assert!(reader.check().unwrap().problems.is_empty());
+}
+
+/// A database that cannot be looked at (here: a path through a regular file) is reported as
+/// such, not as missing: "nothing was created" would send the operator to the wrong place.
+#[test]
+fn an_unreadable_path_is_not_reported_as_a_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let path = file.join("txsock.db");
+    for access in [Access::Existing, Access::ReadOnly] {
+        let e = error_of(SqliteStore::open_with(&path, Amount(0), access));
+        assert!(e.starts_with("cannot open "), "{access:?}: {e}");
+        assert!(!e.contains("no txsock database"), "{access:?}: {e}");
+    }
+}
