@@ -204,15 +204,18 @@ TASKS:
                     FILES (paths from the repository root, under core/, host/ or
                     firmware-sim/; P is that crate), or for every core source file that
                     `cargo mutants --list-files` lists when none is given. Each mutant is
-                    judged by `cargo test -p P --tests` (unit and integration tests), with
-                    the core built at opt-level 0 (builds 3x faster). Exclusions, each
-                    justified, are in .cargo/mutants.toml. The scratch copies all build in
+                    judged by `cargo test -p P --tests` (unit and integration tests;
+                    the host's stores by the binary's unit tests, the device by its
+                    device, scenario and sim tests: the whole suites take minutes per
+                    mutant), with the core built at opt-level 0 (builds 3x faster).
+                    Exclusions, each justified, are in .cargo/mutants.toml. The scratch copies all build in
                     target/mutants/build (under CARGO_TARGET_DIR if set), apart from the
                     worktree's builds, so dependencies build once; each file's results go
                     to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
                     unviable, score = caught / viable), the timeouts and the missed
-                    mutants, and fails if any was missed. Host
-                    files get a throwaway MariaDB, as in `test`. Installs cargo-mutants as
+                    mutants, and fails if any was missed or if cargo-mutants could not
+                    judge (e.g. the unmutated tests failed). host/src/store/mysql.rs gets
+                    a throwaway MariaDB, as in `test`. Installs cargo-mutants as
                     root (cargo install cargo-mutants --locked), else says to. Each mutant
                     costs a build and a test run: 10 to 40 s for the core on the shared
                     2-core machine, which has about 890 of them.
