@@ -243,15 +243,18 @@ fn file_uris_escape_what_sqlite_would_read_as_a_query() {
     assert_eq!(users, 2);
 }
 
-/// Overwrites the middle of the file (its tables' pages) with garbage.
-fn damage(path: &PathBuf) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let len = bytes.len();
-    assert!(len > 8192, "{len} bytes");
-    for b in &mut bytes[4096..len - 100] {
-        *b = 0x5a;
-    }
-    std::fs::write(path, bytes).unwrap();
+/// Makes the journal's index disagree with its table (the schema says it indexes other
+/// columns than it holds): every row stays readable, and SQLite's integrity check reports
+/// the broken index as findings (rows), not as an error.
+fn damage_index(path: &PathBuf) {
+    let conn = raw(path);
+    conn.execute_batch(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_master SET sql = 'CREATE INDEX journal_to ON journal (amount, seq)'
+             WHERE name = 'journal_to';
+         PRAGMA writable_schema = OFF;",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -262,12 +265,16 @@ fn integrity_reports_damage_line_by_line_and_a_sound_file_as_nothing() {
     let mut store = SqliteStore::open_with(&path, Amount(0), Access::ReadOnly).unwrap();
     assert_eq!(store.integrity().unwrap(), Vec::<String>::new());
     drop(store);
-    damage(&path);
+    damage_index(&path);
     let mut store = SqliteStore::open_with(&path, Amount(0), Access::ReadOnly).unwrap();
     let problems = store
         .integrity()
         .expect("damage is a finding, not an error");
     assert!(!problems.is_empty());
+    assert!(
+        problems.iter().any(|p| p.contains("journal_to")),
+        "the findings name the broken index: {problems:?}"
+    );
     let shown = path.display().to_string();
     for line in &problems {
         assert!(line.starts_with(&format!("{shown}: ")), "{line}");
