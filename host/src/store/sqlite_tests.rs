@@ -4,7 +4,6 @@
 //! (docs/TESTING.md).
 
 use super::*;
-use std::path::PathBuf;
 
 fn verifier() -> Verifier {
     let mut v = Verifier {
@@ -246,7 +245,7 @@ fn file_uris_escape_what_sqlite_would_read_as_a_query() {
 /// Makes the journal's index disagree with its table (the schema says it indexes other
 /// columns than it holds): every row stays readable, and SQLite's integrity check reports
 /// the broken index as findings (rows), not as an error.
-fn damage_index(path: &PathBuf) {
+fn damage_index(path: &Path) {
     let conn = raw(path);
     conn.execute_batch(
         "PRAGMA writable_schema = ON;
