@@ -382,3 +382,47 @@ fn a_client_that_reads_nothing_is_cut_off_after_the_close_timeout() {
         b.run_until(Duration::from_secs(5), |d, _| d.open_sessions() == 1);
     });
 }
+
+/// A poll in which the device does something (here: a session's login deadline passes and
+/// its `timeout` error goes out, with no frame arriving) says so, so that a driver knows
+/// to poll again rather than sleep.
+#[test]
+fn a_poll_that_sends_something_reports_a_change() {
+    with_bench(|b| {
+        b.net.connect(0).unwrap();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            d.open_sessions() == 1 && net.socket(0).may_send()
+        });
+        // Deliver the handshake's last frames, then stop the client: nothing more arrives.
+        let mut now = b.now();
+        for _ in 0..100 {
+            b.device.poll(now, &mut b.link.end(Side::A));
+            b.net.poll(now, &mut b.link.end(Side::B));
+            match b.link.next_delivery() {
+                None => break,
+                Some(t) => now = now.max(Instant::from_millis(t.total_millis() as u64)),
+            }
+        }
+        assert!(b.link.next_delivery().is_none(), "the link did not settle");
+        // The device's own timers up to the session's deadline (30 s after the connection).
+        let deadline = loop {
+            let at = b.device.poll_at(now).expect("a session deadline");
+            if at.saturating_since(now) >= Duration::from_secs(20) {
+                break at;
+            }
+            now = at.max(now);
+            b.device.poll(now, &mut b.link.end(Side::A));
+            if b.link.next_delivery().is_some() {
+                b.net.poll(now, &mut b.link.end(Side::B));
+            }
+        };
+        assert!(
+            b.device.poll(deadline, &mut b.link.end(Side::A)),
+            "the timeout was sent, so the poll changed something"
+        );
+        assert!(
+            b.link.next_delivery().is_some(),
+            "the error line is on its way"
+        );
+    });
+}
