@@ -426,3 +426,27 @@ fn a_poll_that_sends_something_reports_a_change() {
         );
     });
 }
+
+/// A client that sends its last request and closes its side (FIN, not a reset) gets the
+/// answer, and its session ends as soon as the answer is out: it is not held until a
+/// deadline.
+#[test]
+fn a_client_that_closes_its_side_gets_its_answer_and_frees_the_session() {
+    with_bench(|b| {
+        b.net.connect(0).unwrap();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            d.open_sessions() == 1 && net.socket(0).may_send()
+        });
+        b.net.socket(0).send_slice(b"{\"op\":\"ping\"}\n").unwrap();
+        b.net.socket(0).close();
+        let start = b.now();
+        let mut got = String::new();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            read_all(net.socket(0), &mut got);
+            d.open_sessions() == 0 && got.ends_with('\n')
+        });
+        assert_eq!(got, "{\"op\":\"pong\"}\n");
+        assert!(b.now().saturating_since(start) < Duration::from_secs(1));
+        assert_eq!(b.device.stats().aborted, 0);
+    });
+}
