@@ -146,6 +146,21 @@ def history_input(seq, more, entries):
     return NUL.join(parts)
 
 
+def statement_input(seq, more, entries):
+    """A deposit has no id and no sender: both are empty fields in the MAC input."""
+    parts = ["txsock/1 statement", str(seq), "1" if more else "0"]
+    for e in entries:
+        kind = e["kind"]
+        if kind == "transfer":
+            id_, from_ = e["id"], e["from"]
+        elif kind == "deposit" and "id" not in e and "from" not in e:
+            id_, from_ = "", ""
+        else:
+            raise ValueError("bad statement entry %r" % (e,))
+        parts += [kind, id_, from_, e["to"], str(e["amount_minor"]), str(e["at"])]
+    return NUL.join(parts)
+
+
 def mac_input(name, f):
     if name == "transfer":
         return transfer_input(f["user"], f["id"], f["to"], f["amount_minor"], f["nonce_hex"])
@@ -163,6 +178,8 @@ def mac_input(name, f):
         return balance_input(f["seq"], f["balance_minor"])
     if name == "history":
         return history_input(f["seq"], f["more"], f["entries"])
+    if name == "statement":
+        return statement_input(f["seq"], f["more"], f["entries"])
     raise ValueError("unknown MAC vector " + name)
 
 
@@ -311,6 +328,12 @@ def check_conversation(conv, login, c2s, s2c):
                 last_seq = msg["seq"]
                 entries = [dict(e, amount_minor=parse_amount(e["amount"])) for e in msg["entries"]]
                 inp = history_input(msg["seq"], msg["more"], entries)
+                check(H(s2c, inp).hex() == msg["mac"], what + ": MAC")
+            elif op == "statement":
+                check(msg["seq"] == last_seq + 1, what + ": seq")
+                last_seq = msg["seq"]
+                entries = [dict(e, amount_minor=parse_amount(e["amount"])) for e in msg["entries"]]
+                inp = statement_input(msg["seq"], msg["more"], entries)
                 check(H(s2c, inp).hex() == msg["mac"], what + ": MAC")
             elif op == "nonces":
                 for n in msg["nonces"]:

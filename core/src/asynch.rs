@@ -375,6 +375,12 @@ impl<T: Read + Write, R: RngCore + CryptoRng> AsyncClient<T, R> {
         self.expect(pick::history).await
     }
 
+    /// A verified page of the statement (history with deposits).
+    pub async fn statement(&mut self, offset: u32) -> Result<HistoryPage, AsyncError<T::Error>> {
+        self.session.statement(offset)?;
+        self.expect(pick::history).await
+    }
+
     /// Logs out.
     pub async fn logout(&mut self) -> Result<(), AsyncError<T::Error>> {
         self.session.logout()?;
@@ -437,6 +443,22 @@ mod tests {
         closed: Cell<bool>,
         /// Everything that ever crossed this wire.
         log: RefCell<Vec<u8>>,
+        /// Writes and flushes of the end that sends on this wire (see [`MAX_FLUSHES`]).
+        flushes: Cell<usize>,
+    }
+
+    /// More writes and flushes than any conversation here needs: a driver past it loops
+    /// without making progress (flushing without reading, or writing the same bytes again
+    /// and again), and the test fails instead of hanging.
+    const MAX_FLUSHES: usize = 100_000;
+
+    /// Counts a write or a flush; fails past [`MAX_FLUSHES`].
+    fn count_flush(flushes: &Cell<usize>) {
+        flushes.set(flushes.get() + 1);
+        assert!(
+            flushes.get() < MAX_FLUSHES,
+            "the driver loops without making progress"
+        );
     }
 
     /// One end of an in-memory duplex stream; dropping it closes its sending side.
@@ -489,6 +511,7 @@ mod tests {
 
     impl Write for End {
         async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            count_flush(&self.tx.flushes);
             if self.tx.closed.get() {
                 return Ok(0);
             }
@@ -497,6 +520,7 @@ mod tests {
             Ok(buf.len())
         }
         async fn flush(&mut self) -> Result<(), Self::Error> {
+            count_flush(&self.tx.flushes);
             Ok(())
         }
     }
@@ -624,6 +648,7 @@ mod tests {
         let mut stream = Recorded {
             input: &client_bytes,
             output: Vec::new(),
+            flushes: Cell::new(0),
         };
         let mut shared = shared_state();
         let mut ledger = TestLedger::new(Amount(10_000));
@@ -643,6 +668,7 @@ mod tests {
     struct Recorded<'a> {
         input: &'a [u8],
         output: Vec<u8>,
+        flushes: Cell<usize>,
     }
 
     impl embedded_io::ErrorType for Recorded<'_> {
@@ -660,10 +686,12 @@ mod tests {
 
     impl embedded_io::Write for Recorded<'_> {
         fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            count_flush(&self.flushes);
             self.output.extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> Result<(), Self::Error> {
+            count_flush(&self.flushes);
             Ok(())
         }
     }

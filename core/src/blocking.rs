@@ -140,6 +140,12 @@ impl<T: Read + Write, R: RngCore + CryptoRng> BlockingClient<T, R> {
         self.expect(pick::history)
     }
 
+    /// A verified page of the statement (history with deposits).
+    pub fn statement(&mut self, offset: u32) -> Result<HistoryPage, BlockingError<T::Error>> {
+        self.session.statement(offset)?;
+        self.expect(pick::history)
+    }
+
     /// Logs out.
     pub fn logout(&mut self) -> Result<(), BlockingError<T::Error>> {
         self.session.logout()?;

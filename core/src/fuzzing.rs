@@ -190,9 +190,12 @@ pub fn response_encoder(data: &[u8]) {
         4 => {
             let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
             for i in 0..usize::from(*n7) % (HISTORY_PAGE + 1) {
+                // The bits of `number` pick which optional fields an entry has.
+                let bit = |b: usize| number >> (b + 3 * i) & 1 == 1;
                 let _ = entries.push(HistoryEntryFrame {
-                    id: s[(1 + i) % 8],
-                    from: s[(2 + i) % 8],
+                    kind: bit(1).then_some(s[(5 + i) % 8]),
+                    id: bit(2).then_some(s[(1 + i) % 8]),
+                    from: bit(3).then_some(s[(2 + i) % 8]),
                     to: s[(3 + i) % 8],
                     amount: s[(4 + i) % 8],
                     at: number,
@@ -681,10 +684,16 @@ mod tests {
         let mut events = std::vec::Vec::new();
         let mut used = 0;
         while used < m {
-            used += p.client.handle_input(&answer[used..m]);
+            let n = p.client.handle_input(&answer[used..m]);
+            used += n;
+            let before = events.len();
             while let Some(e) = p.client.poll_event() {
                 events.push(e);
             }
+            assert!(
+                n > 0 || events.len() > before,
+                "the client made no progress"
+            );
         }
         assert!(
             matches!(&events[..], [

@@ -94,6 +94,10 @@ pub enum LedgerRequest {
         user: Username,
         /// Entries to skip.
         offset: u32,
+        /// True to list the deposits made to `user` among the transfers (the `statement`
+        /// request); false for transfers only (`history`). A ledger that does not journal
+        /// deposits one by one ([`MemLedger`], a board's flash ledger) lists none either way.
+        deposits: bool,
     },
 }
 
@@ -266,14 +270,27 @@ pub fn decide_transfer(
     }
 }
 
-/// One transfer as history shows it.
+/// What moved the money of a [`HistoryEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A transfer with idempotency key `id`, sent by `from`.
+    Transfer {
+        /// Transfer id.
+        id: TransferId,
+        /// Sender.
+        from: Username,
+    },
+    /// Money created for the recipient by the operator: an administrator's deposit or an
+    /// account's opening balance. It has no sender and no id.
+    Deposit,
+}
+
+/// One journal entry as history shows it: a transfer, or (in a statement) a deposit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
-    /// Transfer id.
-    pub id: TransferId,
-    /// Sender.
-    pub from: Username,
-    /// Recipient.
+    /// Transfer (with its id and sender) or deposit.
+    pub kind: EntryKind,
+    /// Recipient (the account credited).
     pub to: Username,
     /// Amount.
     pub amount: Amount,
@@ -281,15 +298,37 @@ pub struct HistoryEntry {
     pub at: u64,
 }
 
+impl HistoryEntry {
+    /// A transfer entry.
+    pub fn transfer(id: TransferId, from: Username, to: Username, amount: Amount, at: u64) -> Self {
+        HistoryEntry {
+            kind: EntryKind::Transfer { id, from },
+            to,
+            amount,
+            at,
+        }
+    }
+
+    /// The transfer id, `None` for a deposit.
+    pub fn id(&self) -> Option<&TransferId> {
+        match &self.kind {
+            EntryKind::Transfer { id, .. } => Some(id),
+            EntryKind::Deposit => None,
+        }
+    }
+
+    /// The sender, `None` for a deposit.
+    pub fn from(&self) -> Option<&Username> {
+        match &self.kind {
+            EntryKind::Transfer { from, .. } => Some(from),
+            EntryKind::Deposit => None,
+        }
+    }
+}
+
 impl From<&JournalEntry> for HistoryEntry {
     fn from(e: &JournalEntry) -> Self {
-        HistoryEntry {
-            id: e.id.clone(),
-            from: e.from.clone(),
-            to: e.to.clone(),
-            amount: e.amount,
-            at: e.at,
-        }
+        HistoryEntry::transfer(e.id.clone(), e.from.clone(), e.to.clone(), e.amount, e.at)
     }
 }
 
@@ -560,7 +599,8 @@ impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRA
                     .map(|i| self.accounts[i].balance)
                     .ok_or(ErrorCode::NotLoggedIn),
             ),
-            LedgerRequest::History { user, offset } => {
+            // This ledger keeps deposits as a total only ([`Self::minted`]): none listed.
+            LedgerRequest::History { user, offset, .. } => {
                 let mut page = HistoryPage::default();
                 let mine = self
                     .journal
@@ -719,14 +759,18 @@ mod tests {
             &LedgerRequest::History {
                 user: user("b"),
                 offset: 1,
+                deposits: true,
             },
             Instant::ZERO,
         ) else {
             panic!()
         };
         assert_eq!(
-            p.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["3", "2"]
+            p.entries
+                .iter()
+                .map(|e| e.id().map(TransferId::as_str))
+                .collect::<Vec<_>>(),
+            [Some("3"), Some("2")]
         );
         assert!(p.more);
     }
@@ -887,6 +931,7 @@ mod tests {
             &LedgerRequest::History {
                 user: user(who),
                 offset,
+                deposits: false,
             },
             Instant::ZERO,
         ) {
@@ -928,7 +973,10 @@ mod tests {
         let ids = |page: HistoryPage| {
             page.entries
                 .iter()
-                .map(|e| (e.id.as_str().to_owned(), e.from.as_str().to_owned()))
+                .map(|e| match &e.kind {
+                    EntryKind::Transfer { id, from } => (id.to_string(), from.to_string()),
+                    EntryKind::Deposit => panic!("a deposit in {e:?}"),
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(

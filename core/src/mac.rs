@@ -10,7 +10,12 @@
 //! receipt:  "txsock/1 receipt" 0 seq 0 id 0 to 0 amount_minor 0 result 0 balance_minor 0 nonce_hex
 //! balance:  "txsock/1 balance" 0 seq 0 balance_minor
 //! history:  "txsock/1 history" 0 seq 0 more(0|1) { 0 id 0 from 0 to 0 amount_minor 0 at }*
+//! statement: "txsock/1 statement" 0 seq 0 more(0|1)
+//!            { 0 kind 0 id 0 from 0 to 0 amount_minor 0 at }*
 //! ```
+//!
+//! In a statement, `kind` is `transfer` or `deposit`, and a deposit's `id` and `from` are
+//! empty (a real id or name never is), so every entry has six fields and one reading.
 //!
 //! Transfers are signed with the client-to-server key, everything else with the
 //! server-to-client key. `seq` numbers the server's authenticated responses in a session
@@ -157,6 +162,28 @@ pub fn history_entry(
         .number(at)
 }
 
+/// Starts the MAC of a statement page (history with deposits); append entries with
+/// [`statement_entry`].
+pub fn statement_start(key: &impl Keyed, seq: u32, more: bool) -> MacInput {
+    MacInput::new(key, "statement")
+        .number(u64::from(seq))
+        .number(u64::from(more))
+}
+
+/// Appends one statement entry: `kind` is `transfer` or `deposit`; a deposit's `id` and
+/// `from` are empty.
+pub fn statement_entry(
+    input: MacInput,
+    kind: &str,
+    id: &str,
+    from: &str,
+    to: &str,
+    amount: Amount,
+    at: u64,
+) -> MacInput {
+    history_entry(input.text(kind), id, from, to, amount, at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +195,10 @@ mod tests {
         let b = balance(&k, 1, Amount(5));
         let h = history_start(&k, 1, false).finish();
         assert!(!b.ct_eq(h.as_bytes()));
+        // An empty statement page is not an empty history page: a history answer never
+        // passes for a statement that would have listed deposits.
+        let s = statement_start(&k, 1, false).finish();
+        assert!(!s.ct_eq(h.as_bytes()));
         // A transfer tag is never a receipt tag for the same-looking fields.
         let n = [1u8; 16];
         let t = transfer(&k, "a", "id", "b", Amount(1), &n);

@@ -251,10 +251,13 @@ pub enum Request {
     Transfer(TransferRequest),
     /// `balance`.
     Balance,
-    /// `history`: a page of the user's journal, newest first, skipping `offset` entries.
+    /// `history` (transfers only) or `statement` (transfers and deposits): a page of the
+    /// user's journal, newest first, skipping `offset` entries.
     History {
         /// Entries to skip.
         offset: u32,
+        /// True for `statement`: deposits are listed too.
+        deposits: bool,
     },
     /// `logout`.
     Logout,
@@ -348,7 +351,7 @@ fn shape(op: &str) -> Option<(u16, u16)> {
         "proof" => (PROOF, 0),
         "nonces" => (COUNT, 0),
         "transfer" => (ID | TO | AMOUNT | NONCE | MAC, 0),
-        "history" => (0, OFFSET),
+        "history" | "statement" => (0, OFFSET),
         "balance" | "logout" | "ping" => (0, 0),
         _ => return None,
     })
@@ -417,8 +420,9 @@ impl Request {
                     .map_err(|_| MessageError::BadEncoding)?,
                 mac: hex_decode::<TAG_LEN>(field(w.mac)?).map_err(|_| MessageError::BadEncoding)?,
             }),
-            "history" => Request::History {
+            "history" | "statement" => Request::History {
                 offset: w.offset.unwrap_or(0),
+                deposits: w.op == "statement",
             },
             "balance" => Request::Balance,
             "logout" => Request::Logout,
@@ -593,14 +597,34 @@ pub struct BalanceFrame<'a> {
     pub mac: &'a str,
 }
 
-/// One journal entry in a history page.
+/// One journal entry in a history or statement page.
+///
+/// In a `history` page every entry is a transfer without `kind`. In a `statement` page every
+/// entry has `kind`: `"transfer"` (with `id` and `from`) or `"deposit"` (without them).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryEntryFrame<'a> {
-    /// Transfer id.
-    pub id: &'a str,
-    /// Sender.
-    pub from: &'a str,
+    /// `"transfer"` or `"deposit"` in a statement; absent in a history page.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kind: Option<&'a str>,
+    /// Transfer id; absent for a deposit.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<&'a str>,
+    /// Sender; absent for a deposit.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub from: Option<&'a str>,
     /// Recipient.
     pub to: &'a str,
     /// Amount.
@@ -609,11 +633,11 @@ pub struct HistoryEntryFrame<'a> {
     pub at: u64,
 }
 
-/// `history` (response).
+/// `history` or `statement` (response).
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryFrame<'a> {
-    /// Always `"history"`.
+    /// `"history"` or `"statement"`.
     pub op: &'a str,
     /// Response sequence number.
     pub seq: u32,
@@ -656,6 +680,8 @@ pub enum Response<'a> {
     Balance(BalanceFrame<'a>),
     /// `history`.
     History(HistoryFrame<'a>),
+    /// `statement` (a history page that lists deposits too).
+    Statement(HistoryFrame<'a>),
     /// `bye`.
     Bye,
     /// `pong`.
@@ -676,6 +702,7 @@ impl<'a> Response<'a> {
             "receipt" => Response::Receipt(parse_whole(frame)?),
             "balance" => Response::Balance(parse_whole(frame)?),
             "history" => Response::History(parse_whole(frame)?),
+            "statement" => Response::Statement(parse_whole(frame)?),
             "error" => Response::Error(parse_whole(frame)?),
             "bye" | "pong" => {
                 let _: BareWire<'_> = parse_whole(frame)?;
@@ -699,6 +726,7 @@ impl<'a> Response<'a> {
             Response::Receipt(_) => "receipt",
             Response::Balance(_) => "balance",
             Response::History(_) => "history",
+            Response::Statement(_) => "statement",
             Response::Bye => "bye",
             Response::Pong => "pong",
             Response::Error(_) => "error",
@@ -801,7 +829,17 @@ mod tests {
         assert_eq!(Request::parse(b" {\"op\" : \"ping\"} "), Ok(Request::Ping));
         assert_eq!(
             Request::parse(b"{\"op\":\"history\"}"),
-            Ok(Request::History { offset: 0 })
+            Ok(Request::History {
+                offset: 0,
+                deposits: false
+            })
+        );
+        assert_eq!(
+            Request::parse(b"{\"op\":\"statement\",\"offset\":3}"),
+            Ok(Request::History {
+                offset: 3,
+                deposits: true
+            })
         );
     }
 
@@ -810,6 +848,17 @@ mod tests {
         let f = br#"{"op":"history","seq":2,"entries":[{"id":"a","from":"x","to":"y","amount":"1.00","at":5}],"more":false,"mac":"ab"}"#;
         match Response::parse(f).unwrap() {
             Response::History(h) => assert_eq!(h.entries[0].at, 5),
+            other => panic!("{other:?}"),
+        }
+        let f = br#"{"op":"statement","seq":3,"entries":[{"kind":"deposit","to":"y","amount":"1.00","at":6}],"more":false,"mac":"ab"}"#;
+        match Response::parse(f).unwrap() {
+            Response::Statement(h) => {
+                let e = &h.entries[0];
+                assert_eq!(
+                    (e.kind, e.id, e.from, e.at),
+                    (Some("deposit"), None, None, 6)
+                );
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -196,11 +196,20 @@ impl WriteJson for BalanceFrame<'_> {
 
 impl WriteJson for HistoryEntryFrame<'_> {
     fn write_json(&self, w: &mut JsonWriter<'_>) {
-        w.key(true, b"id");
-        w.string(self.id);
-        w.key(false, b"from");
-        w.string(self.from);
-        w.key(false, b"to");
+        // The first key opens the object, whichever of the optional ones is first.
+        let mut first = true;
+        for (key, value) in [
+            (&b"kind"[..], self.kind),
+            (&b"id"[..], self.id),
+            (&b"from"[..], self.from),
+        ] {
+            if let Some(value) = value {
+                w.key(first, key);
+                w.string(value);
+                first = false;
+            }
+        }
+        w.key(first, b"to");
         w.string(self.to);
         w.key(false, b"amount");
         w.string(self.amount);
@@ -346,7 +355,10 @@ mod tests {
                 balance: &s[5], mac: &s[6],
             }, size)?;
             same(&BalanceFrame { op: &s[7], seq, balance: &s[1], mac: &s[2] }, size)?;
-            let entry = HistoryEntryFrame { id: &s[3], from: &s[4], to: &s[5], amount: &s[6], at: n };
+            let entry = HistoryEntryFrame {
+                kind: flag.then_some(s[2].as_str()), id: Some(&s[3]), from: (!flag).then_some(s[4].as_str()),
+                to: &s[5], amount: &s[6], at: n,
+            };
             let mut list = heapless::Vec::new();
             for _ in 0..entries {
                 let _ = list.push(entry.clone());

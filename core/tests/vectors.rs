@@ -350,6 +350,24 @@ fn mac_of(name: &str, f: &Value, keys: &Keys) -> [u8; 32] {
             }
             *input.finish().as_bytes()
         }
+        "statement" => {
+            let more = f["more"].as_bool().expect("more is a bool");
+            let mut input = mac::statement_start(&keys.s2c, seq(f), more);
+            for e in f["entries"].as_array().unwrap() {
+                // A deposit has no id and no sender: empty fields in the input.
+                let text = |k: &str| e[k].as_str().unwrap_or("");
+                input = mac::statement_entry(
+                    input,
+                    s(e, "kind"),
+                    text("id"),
+                    text("from"),
+                    s(e, "to"),
+                    Amount(n(e, "amount_minor")),
+                    n(e, "at"),
+                );
+            }
+            *input.finish().as_bytes()
+        }
         other => panic!("unknown MAC vector {other}"),
     }
 }
@@ -505,7 +523,10 @@ fn request_op(r: &Request) -> &'static str {
         Request::Nonces { .. } => "nonces",
         Request::Transfer(_) => "transfer",
         Request::Balance => "balance",
-        Request::History { .. } => "history",
+        Request::History {
+            deposits: false, ..
+        } => "history",
+        Request::History { deposits: true, .. } => "statement",
         Request::Logout => "logout",
         Request::Ping => "ping",
         _ => "other",
@@ -692,7 +713,20 @@ fn conversation_vector_verifies() {
                     let mut input = mac::history_start(&keys.s2c, h.seq, h.more);
                     for e in &h.entries {
                         let amount = Amount::parse(e.amount).unwrap();
-                        input = mac::history_entry(input, e.id, e.from, e.to, amount, e.at);
+                        let (id, from) = (e.id.unwrap(), e.from.unwrap());
+                        input = mac::history_entry(input, id, from, e.to, amount, e.at);
+                    }
+                    assert_eq!(hex(input.finish().as_bytes()), h.mac, "{frame}");
+                }
+                Response::Statement(h) => {
+                    assert_eq!(h.seq, last_seq + 1, "{frame}");
+                    last_seq = h.seq;
+                    let mut input = mac::statement_start(&keys.s2c, h.seq, h.more);
+                    for e in &h.entries {
+                        let amount = Amount::parse(e.amount).unwrap();
+                        let (id, from) = (e.id.unwrap_or(""), e.from.unwrap_or(""));
+                        let kind = e.kind.unwrap();
+                        input = mac::statement_entry(input, kind, id, from, e.to, amount, e.at);
                     }
                     assert_eq!(hex(input.finish().as_bytes()), h.mac, "{frame}");
                 }

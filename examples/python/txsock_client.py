@@ -3,8 +3,8 @@
 
 It registers (computing the SCRAM verifier locally with hashlib.pbkdf2_hmac), logs in with
 SCRAM-SHA-256 and checks the server's signature, asks for a batch of nonces, sends MAC'd
-transfers and verifies every receipt, balance and history page (MAC, echoed fields and
-sequence number). Section numbers (§) refer to docs/PROTOCOL.md.
+transfers and verifies every receipt, balance, history and statement page (MAC, echoed
+fields and sequence number). `history` prints the statement: transfers and deposits. Section numbers (§) refer to docs/PROTOCOL.md.
 
 Usage:
     export TXSOCK_PASSWORD='correct horse battery'      # or type it at the prompt
@@ -440,6 +440,36 @@ class Session:
         self.seq = self.next_seq(answer)
         return page, more
 
+    def statement(self, offset):
+        """A statement page (§6 `statement`): transfers as (id, from, to, amount, at) and
+        deposits as (None, None, to, amount, at), newest first, and whether more exist."""
+        answer = self.conn.request({"op": "statement", "offset": offset}, "statement")
+        more = answer.get("more")
+        entries = answer.get("entries")
+        if not isinstance(more, bool) or not isinstance(entries, list):
+            raise IntegrityFailure("malformed statement page")
+        fields = [answer.get("seq"), "1" if more else "0"]
+        page = []
+        for e in entries:
+            try:
+                kind = e["kind"]
+                amount = parse_minor(str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
+                if kind == "transfer":
+                    entry = (e["id"], e["from"], e["to"], amount, int(e["at"]))
+                elif kind == "deposit" and "id" not in e and "from" not in e:
+                    entry = (None, None, e["to"], amount, int(e["at"]))
+                else:
+                    raise ValueError(kind)
+            except (KeyError, TypeError, ValueError):
+                raise IntegrityFailure("malformed statement entry")
+            # A deposit's id and sender are empty fields in the MAC input (§10).
+            fields.extend([kind, entry[0] or "", entry[1] or ""] + list(entry[2:]))
+            page.append(entry)
+        if not tag_ok(mac(self.s2c, "statement", *fields), answer.get("mac")):
+            raise IntegrityFailure("the statement was forged or altered: its MAC does not verify")
+        self.seq = self.next_seq(answer)
+        return page, more
+
     def logout(self):
         try:
             self.conn.request({"op": "logout"}, "bye")
@@ -692,14 +722,25 @@ def main(argv=None):
         if args.command == "balance":
             print("balance of %s: %s" % (user, fmt_minor(session.balance())))
         else:
-            entries, more = [], True
+            entries, more, read = [], True, session.statement
             while more and len(entries) < 20:
-                page, more = session.history(len(entries))
+                try:
+                    page, more = read(len(entries))
+                except Refused as e:
+                    # A server older than statements: transfers only (§6 `statement`).
+                    if e.code != "malformed" or read == session.history:
+                        raise
+                    print("(this server lists transfers only: deposits are not shown)")
+                    read = session.history
+                    continue
                 if not page:
                     break
                 entries.extend(page)
             for (tid, frm, to, amount, at) in entries:
-                print("%s %s -> %s %s at %d" % (tid, frm, to, fmt_minor(amount), at))
+                if tid is None:
+                    print("deposit to %s %s at %d" % (to, fmt_minor(amount), at))
+                else:
+                    print("%s %s -> %s %s at %d" % (tid, frm, to, fmt_minor(amount), at))
         session.logout()
         return 0
     except (InvalidInput, Refused, IntegrityFailure, ConnectionFailure) as e:

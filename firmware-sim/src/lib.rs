@@ -19,6 +19,8 @@
 //! ## Layers
 //!
 //! - [`device`]: the device itself.
+//! - [`alone`]: the device alone with the board's sizes and stand-ins for its hardware, as the
+//!   footprint images (firmware-sim/cortex-m, firmware-sim/targets) link it.
 //! - [`flash_ledger`]: a [`Ledger`](txsock_core::Ledger) on NOR flash that survives power
 //!   cuts (sequential-storage plus a write-ahead record), for boards whose money must outlive
 //!   a reset; [`ram_flash`]: NOR flash simulated in RAM.
@@ -46,6 +48,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
+pub mod alone;
 pub mod client;
 pub mod device;
 pub mod flash_ledger;

@@ -123,19 +123,23 @@ fn run(
     stats: Arc<CommitStats>,
     max_batch: usize,
 ) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    // One batch: the requests with their times, and where each reply goes.
     let mut batch: Vec<(LedgerRequest, Instant)> = Vec::with_capacity(max_batch);
+    let mut reply_to: Vec<oneshot::Sender<LedgerReply>> = Vec::with_capacity(max_batch);
     let mut committed: Vec<Committed> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < max_batch {
+    while let Some(mut job) = rx.blocking_recv() {
+        batch.clear();
+        loop {
+            batch.push((job.request, job.now));
+            reply_to.push(job.reply);
+            if reply_to.len() >= max_batch {
+                break;
+            }
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(next) => job = next,
                 Err(_) => break,
             }
         }
-        batch.clear();
-        batch.extend(jobs.iter().map(|j| (j.request.clone(), j.now)));
         committed.clear();
         let started = std::time::Instant::now();
         let replies = match store.execute_batch(&batch, &mut committed) {
@@ -151,18 +155,18 @@ fn run(
                     Some(advice) => tracing::error!(
                         "commit of {} requests failed (all answered internal): {e:#}; what to \
                          do: {advice}",
-                        jobs.len()
+                        reply_to.len()
                     ),
                     None => tracing::error!(
                         "commit of {} requests failed (all answered internal): {e:#}",
-                        jobs.len()
+                        reply_to.len()
                     ),
                 }
                 audit.write(
                     Log::Errors,
-                    format_args!("storage_failure requests={} error={e:#}", jobs.len()),
+                    format_args!("storage_failure requests={} error={e:#}", reply_to.len()),
                 );
-                vec![LedgerReply::Unavailable; jobs.len()]
+                vec![LedgerReply::Unavailable; reply_to.len()]
             }
         };
         audit.write_each(Log::Transactions, &committed, |line, c| {
@@ -180,16 +184,16 @@ fn run(
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .requests
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            .fetch_add(reply_to.len() as u64, Ordering::Relaxed);
         stats
             .transfers
             .fetch_add(committed.len() as u64, Ordering::Relaxed);
         stats
             .largest_batch
-            .fetch_max(jobs.len() as u64, Ordering::Relaxed);
-        for (job, reply) in jobs.drain(..).zip(replies) {
+            .fetch_max(reply_to.len() as u64, Ordering::Relaxed);
+        for (to, reply) in reply_to.drain(..).zip(replies) {
             // A session that went away no longer needs its answer.
-            let _ = job.reply.send(reply);
+            let _ = to.send(reply);
         }
     }
 }

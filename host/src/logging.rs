@@ -26,10 +26,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the stderr logger. `verbosity` is the count of `-v` minus that of `-q`: 0 lets
-/// `RUST_LOG` filter (default `info`); otherwise it sets the level (1 debug, 2 trace, -1
-/// warn, -2 error) and overrides `RUST_LOG`. `format` shapes the lines.
-pub fn init(format: LogFormat, verbosity: i16) {
+/// Replaces the running logger's filter; set once by [`init`].
+type Reload = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static RELOAD: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// The format [`init`] installed (text if none was).
+#[cfg_attr(not(unix), allow(dead_code))] // Only SIGHUP (Unix) asks.
+pub fn current_format() -> LogFormat {
+    FORMAT.get().copied().unwrap_or(LogFormat::Text)
+}
+
+/// The filter directives in force: `verbosity` is the count of `-v` minus that of `-q`; when
+/// not 0 it sets the level (1 debug, 2 trace, -1 warn, -2 error) and overrides the rest;
+/// else `serve --log-filter` (`log-filter` in txsock.toml), else `RUST_LOG`, else `info`.
+pub fn filter(
+    verbosity: i16,
+    log_filter: Option<&str>,
+) -> Result<tracing_subscriber::EnvFilter, String> {
     let level = match verbosity {
         i16::MIN..=-2 => Some("error"),
         -1 => Some("warn"),
@@ -37,17 +53,47 @@ pub fn init(format: LogFormat, verbosity: i16) {
         1 => Some("debug"),
         _ => Some("trace"),
     };
-    let filter = match level {
-        Some(level) => tracing_subscriber::EnvFilter::new(level),
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    };
+    if let Some(directives) = level.or(log_filter) {
+        return tracing_subscriber::EnvFilter::try_new(directives)
+            .map_err(|e| format!("invalid log filter `{directives}`: {e}"));
+    }
+    Ok(tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+}
+
+/// Installs the stderr logger with `filter` (see [`filter`]); `format` shapes the lines. The
+/// filter can be replaced later with [`reload_filter`] (SIGHUP).
+pub fn init(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
+    let _ = FORMAT.set(format);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(colour()).init(),
-        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => {
+            let builder = builder.with_ansi(colour()).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = RELOAD.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            builder.init();
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_ansi(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = RELOAD.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            builder.init();
+        }
+    }
+}
+
+/// Replaces the filter of the logger [`init`] installed.
+#[cfg_attr(not(unix), allow(dead_code))] // Only SIGHUP (Unix) reloads.
+pub fn reload_filter(filter: tracing_subscriber::EnvFilter) -> Result<(), String> {
+    match RELOAD.get() {
+        Some(reload) => reload(filter),
+        None => Err("no logger installed".into()),
     }
 }
 

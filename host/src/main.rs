@@ -79,10 +79,14 @@ pub enum Command {
     /// Run the server (TCP on 127.0.0.1:11002, SQLite in ./txsock-data by default).
     #[command(
         after_help = "On Unix: SIGTERM and SIGINT stop gracefully (in-flight requests \
-        finish; exit 0); SIGHUP reopens the audit logs (log rotation) \
-        and reloads the TLS certificate and key (connections stay open). Under systemd \
-        (Type=notify) it sends READY=1 once listening and STOPPING=1 on shutdown; \
-        docs/txsock.service is a sample unit file.\n\nExit status: 0 stopped on request; \
+        finish; exit 0); SIGHUP reopens the audit logs (log rotation), \
+        reloads the TLS certificate and key, and reads txsock.toml again, applying the \
+        settings that can change while serving (log-filter, registration, min-iterations, \
+        idle-timeout, login-deadline, max-bad-frames and the lockout settings) and logging \
+        any other changed setting as needing a restart; connections stay open. Under systemd \
+        (Type=notify-reload or notify) it sends READY=1 once listening, RELOADING=1 then \
+        READY=1 around a reload, STOPPING=1 on shutdown, and WATCHDOG=1 while the ledger \
+        answers if WatchdogSec= is set; docs/txsock.service is a sample unit file.\n\nExit status: 0 stopped on request; \
         1 could not start (port in use, another server on the data directory, ...); 2 invalid \
         input, or the database or data directory missing, damaged, not writable or on a full \
         disk (the message names it and says what to do)."
@@ -194,10 +198,17 @@ impl StorageArgs {
 
 fn main() -> ExitCode {
     let cli = config::parse();
-    logging::init(
-        cli.log_format,
-        i16::from(cli.verbose) - i16::from(cli.quiet),
-    );
+    let log_filter = match &cli.command {
+        Command::Serve(args) => args.log_filter.as_deref(),
+        _ => None,
+    };
+    match logging::filter(i16::from(cli.verbose) - i16::from(cli.quiet), log_filter) {
+        Ok(filter) => logging::init(cli.log_format, filter),
+        Err(e) => {
+            eprintln!("txsock: invalid input: {e} (check --log-filter, TXSOCK_LOG_FILTER or `log-filter` in txsock.toml)");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

@@ -19,6 +19,9 @@ use txsock_core::session::client::ClientEvent;
 use txsock_core::session::{ClientConfig, ClientSession};
 use txsock_core::{Amount, ErrorCode, Username};
 
+/// What the kill -9 tests (`tests/crash.rs`, `tests/galera.rs`) share: load and ledger checks.
+pub mod crash;
+
 /// The throwaway Galera cluster, the same code `cargo xtask bench` starts it with.
 #[path = "../../xtask/src/galera.rs"]
 pub mod galera;
@@ -48,6 +51,9 @@ pub struct Server {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its first line on stdout (`txsock listening on ADDR (...)`), which also names the
+    /// metrics endpoint: [`metrics_addr`](Self::metrics_addr).
+    pub banner: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
@@ -78,10 +84,11 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr) = spawn(data_dir, &args, &env);
+        let (child, addr, banner) = spawn(data_dir, &args, &env);
         Server {
             child: Some(child),
             addr,
+            banner,
             data_dir: data_dir.to_path_buf(),
             args,
             env,
@@ -123,17 +130,29 @@ impl Server {
     /// Stops and starts again on the same data directory and flags (new port).
     pub fn restart(&mut self) {
         assert!(self.stop(), "server did not stop cleanly");
-        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        let (child, addr, banner) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.banner = banner;
     }
 
     /// Kills the server with SIGKILL and starts it again on the same data (new port).
     pub fn crash_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        let (child, addr, banner) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.banner = banner;
+    }
+
+    /// The metrics endpoint the server announced (`--metrics 127.0.0.1:0` lets the server
+    /// pick the port, so no other process can take it between choosing and binding).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.banner
+            .split_once("metrics on http://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics endpoint in {:?}", self.banner))
     }
 
     /// Process id.
@@ -242,7 +261,12 @@ pub fn client_over(stream: TcpStream) -> Client {
 /// A blocking protocol client over TCP.
 pub type Client = BlockingClient<FromStd<TcpStream>, OsRng>;
 
-fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
+/// Starts `txsock serve`; returns the child, its address and its first line (the banner).
+fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, SocketAddr, String) {
     let mut cmd = Command::new(txsock_bin());
     cmd.arg("serve")
         .arg("--listen")
@@ -271,7 +295,18 @@ fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child,
         .unwrap_or_else(|| panic!("unexpected first line from txsock serve: {first:?}"));
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, first)
+}
+
+/// Writes `stdin` to `child`'s piped standard input and closes it.
+fn feed_stdin(child: &mut Child, stdin: &str) {
+    // A command that refuses its arguments exits before reading stdin: the write then
+    // fails with a broken pipe, which is not the test's failure.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
 }
 
 /// Runs an admin command on `data_dir`.
@@ -286,14 +321,95 @@ pub fn admin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn txsock");
-    // A command that refuses its arguments exits before reading stdin: the write then
-    // fails with a broken pipe, which is not the test's failure.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
+    feed_stdin(&mut child, stdin);
     child.wait_with_output().expect("wait")
+}
+
+/// The environment variables that would hand `txsock` settings of this process's
+/// surroundings (a settings file, a database, a data directory, a minimum of iterations):
+/// an operator's command in a test names everything it uses on its command line.
+const SETTINGS_VARIABLES: [&str; 4] = [
+    "TXSOCK_CONFIG",
+    "TXSOCK_DB",
+    "TXSOCK_DATA_DIR",
+    "TXSOCK_MIN_ITERATIONS",
+];
+
+/// `txsock ARGS` in `cwd`, with none of the [`SETTINGS_VARIABLES`], its output piped.
+fn operator_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for variable in SETTINGS_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Runs `txsock ARGS` in `cwd` as an operator types it (no settings from the environment,
+/// standard input closed); killed after 30 s.
+pub fn txsock_in(cwd: &Path, args: &[&str]) -> Output {
+    let child = operator_command(txsock_bin(), cwd)
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn txsock");
+    output_within(child, Duration::from_secs(30))
+}
+
+/// [`txsock_in`] with `stdin` on standard input.
+pub fn txsock_in_with_stdin(cwd: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = operator_command(txsock_bin(), cwd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn txsock");
+    feed_stdin(&mut child, stdin);
+    output_within(child, Duration::from_secs(30))
+}
+
+/// Runs `txsock ARGS` in `cwd` as user `nobody` (who may write nowhere here), otherwise as
+/// [`txsock_in`]; or says why this process cannot switch users (it needs root and setpriv).
+pub fn as_nobody(cwd: &Path, args: &[&str]) -> Result<Output, String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not running as root, so cannot run a command as another user".into());
+    }
+    let child = operator_command("setpriv", cwd)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(txsock_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("setpriv: {e}"))?;
+    let out = output_within(child, Duration::from_secs(30));
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
+        return Err(format!(
+            "setpriv failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out)
+}
+
+/// Whether user `nobody` can run the `txsock` binary from `cwd` (a target directory under a
+/// private home is out of its reach), or why not: the test that needs it skips with that.
+pub fn nobody_can_run_txsock(cwd: &Path) -> Result<(), String> {
+    let out = as_nobody(cwd, &["--version"])?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "user nobody cannot run {}: {}{}",
+        txsock_bin().display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// Sends raw bytes and reads lines until `count` lines or EOF or timeout.
@@ -727,6 +843,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy; it serves until the test process ends.
     pub fn start(upstream: SocketAddr, rewrite: fn(&str) -> String) -> Proxy {
+        Proxy::start_both(upstream, str::to_string, rewrite)
+    }
+
+    /// [`start`](Self::start), also passing the client's lines through `rewrite_up` on their
+    /// way to the server (`client_lines` records them as the client sent them).
+    pub fn start_both(
+        upstream: SocketAddr,
+        rewrite_up: fn(&str) -> String,
+        rewrite: fn(&str) -> String,
+    ) -> Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let client_lines = Arc::new(Mutex::new(Vec::new()));
@@ -748,7 +874,11 @@ impl Proxy {
                             .lock()
                             .unwrap()
                             .push(String::from_utf8_lossy(&line).into_owned());
-                        let mut out = line;
+                        // Bytes that are not UTF-8 pass as they are.
+                        let mut out = match std::str::from_utf8(&line) {
+                            Ok(text) => rewrite_up(text).into_bytes(),
+                            Err(_) => line,
+                        };
                         out.push(b'\n');
                         if server_w.write_all(&out).is_err() {
                             break;

@@ -98,15 +98,20 @@ fn register_transfer_balance_history_and_idempotent_retry() {
     let run = as_user(&server, "alice", &["--json", "history", "--limit", "5"]);
     assert_eq!(run.code, 0, "{run:?}");
     let h = &run.json()[0];
-    let ids: Vec<&str> = h["entries"]
+    // Two transfers, then the opening balance: a deposit, with neither id nor sender.
+    let entries: Vec<(&str, Option<&str>)> = h["entries"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["id"].as_str().unwrap())
+        .map(|e| (e["kind"].as_str().unwrap(), e["id"].as_str()))
         .collect();
-    assert_eq!(ids.len(), 2, "{h}");
-    assert_eq!(ids[1], "rent-1");
+    assert_eq!(entries.len(), 3, "{h}");
+    assert_eq!(entries[1], ("transfer", Some("rent-1")));
+    assert_eq!(entries[2], ("deposit", None));
+    assert_eq!(h["entries"][2]["from"], serde_json::Value::Null, "{h}");
+    assert_eq!(h["entries"][2]["amount"], "100.00", "{h}");
     assert_eq!(h["more"], false);
+    assert_eq!(h["deposits_listed"], true);
     let run = as_user(&server, "bob", &["history"]);
     assert!(
         run.stdout.contains("received") && run.stdout.contains("from alice"),

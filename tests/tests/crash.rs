@@ -12,35 +12,19 @@
 //! The short forms run in `cargo test`; `cargo xtask crash --rounds N` runs the long forms
 //! (`TXSOCK_CRASH_ROUNDS=N`, default 20 kills).
 
-use rand_core::RngCore;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use txsock_core::session::{ClientEvent, ReceiptInfo};
-use txsock_core::{Amount, ErrorCode};
+use txsock_core::Amount;
+use txsock_e2e::crash::*;
 use txsock_e2e::*;
-
-const ACCOUNTS: [&str; 4] = ["acct0", "acct1", "acct2", "acct3"];
-/// Every account's opening balance, in minor units (1000.00).
-const OPENING: u64 = 100_000;
-
-/// What one client saw: the verified receipt of every transfer id it finished.
-type Acknowledged = HashMap<String, ReceiptInfo>;
-
-fn random_below(n: u64) -> u64 {
-    rand_core::OsRng.next_u64() % n
-}
 
 /// Where the ledger lives, so the checks can read it directly rather than through txsock.
 enum Backend {
     Sqlite,
     Mysql(MysqlDatabase),
 }
-
-/// One journaled transfer: sender, transfer id, recipient, amount (minor units).
-type JournalRow = (String, String, String, u64);
 
 impl Backend {
     fn name(&self) -> &'static str {
@@ -59,22 +43,19 @@ impl Backend {
 
     /// Every transfer in the journal, and every account's balance.
     fn read_ledger(&self, server: &Server) -> (Vec<JournalRow>, Vec<(String, i64)>) {
-        const JOURNAL: &str =
-            "SELECT from_user, transfer_id, to_user, amount FROM journal WHERE kind = 'transfer'";
-        const BALANCES: &str = "SELECT name, balance FROM users";
         match self {
             Backend::Sqlite => {
                 let db = rusqlite::Connection::open(server.data_dir.join("txsock.db"))
                     .expect("open the SQLite ledger");
                 let journal = db
-                    .prepare(JOURNAL)
+                    .prepare(JOURNAL_QUERY)
                     .unwrap()
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .unwrap()
                     .collect::<Result<_, _>>()
                     .unwrap();
                 let balances = db
-                    .prepare(BALANCES)
+                    .prepare(BALANCES_QUERY)
                     .unwrap()
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                     .unwrap()
@@ -85,7 +66,10 @@ impl Backend {
             Backend::Mysql(db) => {
                 use mysql::prelude::Queryable;
                 let mut conn = db.connect();
-                (conn.query(JOURNAL).unwrap(), conn.query(BALANCES).unwrap())
+                (
+                    conn.query(JOURNAL_QUERY).unwrap(),
+                    conn.query(BALANCES_QUERY).unwrap(),
+                )
             }
         }
     }
@@ -167,28 +151,21 @@ struct Plan {
     min_transfers: usize,
 }
 
-/// Receipts equal as far as the outcome goes: result, recipient, amount, balance after.
-fn same_outcome(a: &ReceiptInfo, b: &ReceiptInfo) -> bool {
-    (a.result, &a.to, a.amount, a.balance) == (b.result, &b.to, b.amount, b.balance)
-}
-
 fn run_bank(backend: Backend, plan: Plan) {
-    let mut server = backend.start_server(&["--opening-balance", "1000.00"]);
+    let mut server = backend.start_server(&OPENING_FLAGS);
     for name in ACCOUNTS {
         drop(server.login(name, true));
     }
     let addr = Arc::new(RwLock::new(server.addr));
     let deadline = Instant::now() + Duration::from_secs(120 + 15 * plan.kills as u64);
     // Receipts verified so far, by all clients: the killer waits for progress between kills.
-    let acknowledged = Arc::new(AtomicUsize::new(0));
-    let killing_done = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
 
     let clients: Vec<_> = ACCOUNTS
         .iter()
         .enumerate()
         .map(|(i, &user)| {
-            let (addr, acknowledged, killing_done) =
-                (addr.clone(), acknowledged.clone(), killing_done.clone());
+            let (addr, load) = (addr.clone(), load.clone());
             let min_transfers = plan.min_transfers;
             std::thread::spawn(move || {
                 let mut acked = Acknowledged::new();
@@ -196,16 +173,13 @@ fn run_bank(backend: Backend, plan: Plan) {
                 let mut conn = None;
                 let mut k = 0;
                 // Keep the load on until every kill has hit it, within a hard cap.
-                while (k < min_transfers || !killing_done.load(Ordering::Acquire))
-                    && k < 50 * min_transfers
-                {
+                while load.goes_on(k, min_transfers) {
                     let window: Vec<Planned> = (0..WINDOW)
                         .map(|j| {
-                            let to = ACCOUNTS[(i + 1 + random_below(3) as usize) % ACCOUNTS.len()];
                             (
                                 format!("{user}-{}", k + j),
-                                to,
-                                Amount(1 + random_below(30_000)),
+                                random_recipient(i),
+                                random_amount(),
                             )
                         })
                         .collect();
@@ -216,12 +190,8 @@ fn run_bank(backend: Backend, plan: Plan) {
                         panic!("{user}: no answer for {window:?} before the deadline");
                     };
                     for ((id, _, _), receipt) in window.iter().zip(&receipts) {
-                        assert!(
-                            receipt.result.is_ok()
-                                || receipt.result == Err(ErrorCode::InsufficientFunds),
-                            "{id}: {receipt:?}"
-                        );
-                        acknowledged.fetch_add(1, Ordering::Release);
+                        assert_committed_or_short_of_funds(id, receipt);
+                        load.acknowledge();
                     }
                     // Now and then, act as if the replies were lost: send the same ids again
                     // and demand the original results.
@@ -234,10 +204,7 @@ fn run_bank(backend: Backend, plan: Plan) {
                         for ((id, _, _), (again, receipt)) in
                             window.iter().zip(again.iter().zip(&receipts))
                         {
-                            assert!(
-                                same_outcome(again, receipt),
-                                "{id}: retry got {again:?}, first answer {receipt:?}"
-                            );
+                            assert_same_outcome(&format!("{id}: retry got"), again, receipt);
                             retries += 1;
                         }
                     }
@@ -255,23 +222,12 @@ fn run_bank(backend: Backend, plan: Plan) {
     // spreads the kills over the whole run), plus a random few milliseconds.
     let gap = (ACCOUNTS.len() * plan.min_transfers / plan.kills).max(1) as u64;
     let mut kills = 0;
-    while kills < plan.kills && Instant::now() < deadline {
-        let wait_for = acknowledged.load(Ordering::Acquire) + 1 + random_below(2 * gap) as usize;
-        while acknowledged.load(Ordering::Acquire) < wait_for
-            && Instant::now() < deadline
-            && !clients.iter().all(|c| c.is_finished())
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if clients.iter().all(|c| c.is_finished()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(random_below(25)));
+    while kills < plan.kills && load.wait_for_progress(gap, deadline, &clients) {
         server.crash_and_restart();
         *addr.write().unwrap() = server.addr;
         kills += 1;
     }
-    killing_done.store(true, Ordering::Release);
+    load.killing_done();
     let results: Vec<_> = clients
         .into_iter()
         .map(|c| c.join().expect("client thread"))
@@ -284,99 +240,39 @@ fn run_bank(backend: Backend, plan: Plan) {
 
     // After the last restart, every transfer id once more: each gets its original answer.
     let final_deadline = Instant::now() + Duration::from_secs(300);
-    let final_retries: usize = std::thread::scope(|scope| {
-        let checkers: Vec<_> = results
-            .iter()
-            .map(|(user, acked, _)| {
-                let addr = &addr;
-                scope.spawn(move || {
-                    let mut conn = None;
-                    let all: Vec<_> = acked.iter().collect();
-                    for chunk in all.chunks(WINDOW) {
-                        let window: Vec<Planned> = chunk
-                            .iter()
-                            .map(|(id, r)| {
-                                let to = ACCOUNTS.into_iter().find(|a| *a == r.to.as_str());
-                                (id.to_string(), to.expect("an account"), r.amount)
-                            })
-                            .collect();
-                        let again =
-                            transfer_until_answered(addr, &mut conn, user, &window, final_deadline)
-                                .unwrap_or_else(|| {
-                                    panic!("{user}: final retry of {window:?} not answered")
-                                });
-                        for ((id, receipt), again) in chunk.iter().zip(&again) {
-                            assert!(
-                                same_outcome(again, receipt),
-                                "{user}/{id}: after the last restart {again:?}, first answer \
-                                 {receipt:?}"
-                            );
-                        }
-                    }
-                    acked.len()
+    let told = results.iter().map(|(user, acked, _)| (*user, acked));
+    let final_retries = resend_all(told, |_, user, acked| {
+        let mut conn = None;
+        let all: Vec<_> = acked.iter().collect();
+        for chunk in all.chunks(WINDOW) {
+            let window: Vec<Planned> = chunk
+                .iter()
+                .map(|(id, r)| {
+                    let to = ACCOUNTS.into_iter().find(|a| *a == r.to.as_str());
+                    (id.to_string(), to.expect("an account"), r.amount)
                 })
-            })
-            .collect();
-        checkers
-            .into_iter()
-            .map(|c| c.join().expect("checker"))
-            .sum()
+                .collect();
+            let again = transfer_until_answered(&addr, &mut conn, user, &window, final_deadline)
+                .unwrap_or_else(|| panic!("{user}: final retry of {window:?} not answered"));
+            for ((id, receipt), again) in chunk.iter().zip(&again) {
+                assert_same_outcome(
+                    &format!("{user}/{id}: after the last restart"),
+                    again,
+                    receipt,
+                );
+            }
+        }
     });
     let retries = final_retries + results.iter().map(|r| r.2).sum::<usize>();
     assert!(server.stop(), "server did not stop cleanly");
 
     // The journal holds exactly the acknowledged transfers, each once, as acknowledged.
     let (journal, balances) = backend.read_ledger(&server);
-    let mut journaled: HashMap<(String, String), Vec<(String, u64)>> = HashMap::new();
-    for (from, id, to, amount) in journal {
-        journaled.entry((from, id)).or_default().push((to, amount));
-    }
-    let (mut committed, mut refused, mut sent) = (0, 0, 0);
-    for (user, acked, _) in &results {
-        for (id, receipt) in acked {
-            sent += 1;
-            let rows = journaled
-                .remove(&(user.to_string(), id.clone()))
-                .unwrap_or_default();
-            match receipt.result {
-                Ok(()) => {
-                    committed += 1;
-                    assert_eq!(
-                        rows,
-                        [(receipt.to.to_string(), receipt.amount.minor())],
-                        "{user}/{id} acknowledged as {receipt:?}, journaled as {rows:?}"
-                    );
-                }
-                Err(_) => {
-                    refused += 1;
-                    assert!(
-                        rows.is_empty(),
-                        "{user}/{id} refused but journaled {rows:?}"
-                    );
-                }
-            }
-        }
-    }
-    assert!(
-        journaled.is_empty(),
-        "journaled transfers nobody was told about: {journaled:?}"
-    );
-    let total: i64 = balances.iter().map(|(_, b)| b).sum();
-    assert_eq!(
-        total as u64,
-        OPENING * ACCOUNTS.len() as u64,
-        "money not conserved: {balances:?}"
-    );
-    assert!(
-        balances.iter().all(|(_, b)| *b >= 0),
-        "negative balance: {balances:?}"
-    );
-    let check = server.admin(&["ledger", "check"], "");
-    assert!(
-        check.status.success(),
-        "ledger check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let told = results.iter().map(|(user, acked, _)| (*user, acked));
+    let Tally { committed, refused } =
+        check_ledger(backend.name(), journal, &balances, told, &|_| String::new());
+    let sent = committed + refused;
+    assert_ledger_check_passes(&server, backend.name());
     println!(
         "crash test on {}: {kills} kills, {sent} transfers acknowledged ({committed} committed, \
          {refused} refused), {retries} same-id retries with the original result, lost: 0, \
@@ -385,13 +281,9 @@ fn run_bank(backend: Backend, plan: Plan) {
     );
 }
 
-/// `TXSOCK_CRASH_ROUNDS` (set by `cargo xtask crash --rounds N`), default 20.
+/// [`long_rounds`] kills.
 fn long_plan() -> Plan {
-    let kills = std::env::var("TXSOCK_CRASH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|&r| r > 0)
-        .unwrap_or(20);
+    let kills = long_rounds();
     Plan {
         kills,
         min_transfers: 100 * kills,

@@ -18,24 +18,14 @@
 //! --backend galera --rounds N` runs the long one (`TXSOCK_CRASH_ROUNDS=N`, default 20).
 
 use mysql::prelude::Queryable;
-use rand_core::RngCore;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use txsock_core::session::ReceiptInfo;
-use txsock_core::{Amount, ErrorCode};
+use txsock_core::Amount;
+use txsock_e2e::crash::*;
 use txsock_e2e::galera::{Cluster, DATABASE, NODES};
 use txsock_e2e::*;
-
-const ACCOUNTS: [&str; 4] = ["acct0", "acct1", "acct2", "acct3"];
-/// Every account's opening balance, in minor units (1000.00).
-const OPENING: u64 = 100_000;
-
-fn random_below(n: u64) -> u64 {
-    rand_core::OsRng.next_u64() % n
-}
 
 /// The servers' current addresses (a restarted server listens on a new port).
 type Addresses = Arc<RwLock<Vec<SocketAddr>>>;
@@ -43,7 +33,7 @@ type Addresses = Arc<RwLock<Vec<SocketAddr>>>;
 /// A client that moves to the next server whenever its server cannot answer.
 struct Roamer {
     addrs: Addresses,
-    user: &'static str,
+    user: String,
     /// Index of the server in use.
     at: usize,
     conn: Option<Client>,
@@ -54,10 +44,10 @@ struct Roamer {
 }
 
 impl Roamer {
-    fn new(addrs: Addresses, user: &'static str, at: usize) -> Roamer {
+    fn new(addrs: Addresses, user: &str, at: usize) -> Roamer {
         Roamer {
             addrs,
-            user,
+            user: user.to_owned(),
             at,
             conn: None,
             moves: 0,
@@ -81,7 +71,7 @@ impl Roamer {
             {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
                 let mut c = client_over(stream);
-                if c.login(self.user, &password(self.user)).is_ok() {
+                if c.login(&self.user, &password(&self.user)).is_ok() {
                     self.conn = Some(c);
                     return true;
                 }
@@ -127,14 +117,6 @@ struct Plan {
     min_transfers: usize,
 }
 
-/// Receipts equal as far as the outcome goes: result, recipient, amount, balance after.
-fn same_outcome(a: &ReceiptInfo, b: &ReceiptInfo) -> bool {
-    (a.result, &a.to, a.amount, a.balance) == (b.result, &b.to, b.amount, b.balance)
-}
-
-/// One journaled transfer: sender, transfer id, recipient, amount (minor units).
-type JournalRow = (String, String, String, u64);
-
 /// The journal's transfers and every balance, read from node `node` itself.
 fn read_node(cluster: &Cluster, node: usize) -> (Vec<JournalRow>, Vec<(String, i64)>) {
     let opts = mysql::Opts::from_url(&cluster.url(node, DATABASE)).expect("node URL");
@@ -142,14 +124,8 @@ fn read_node(cluster: &Cluster, node: usize) -> (Vec<JournalRow>, Vec<(String, i
     // Causal reads: everything committed anywhere before is applied here first.
     conn.query_drop("SET SESSION wsrep_sync_wait = 1")
         .expect("wsrep_sync_wait");
-    let journal = conn
-        .query(
-            "SELECT from_user, transfer_id, to_user, amount FROM journal WHERE kind = 'transfer'",
-        )
-        .expect("journal");
-    let balances = conn
-        .query("SELECT name, balance FROM users")
-        .expect("balances");
+    let journal = conn.query(JOURNAL_QUERY).expect("journal");
+    let balances = conn.query(BALANCES_QUERY).expect("balances");
     (journal, balances)
 }
 
@@ -187,69 +163,25 @@ impl Timeline {
 }
 
 /// What each client was told: user, receipts by id, same-id retries, moves.
-type Told = (&'static str, HashMap<String, ReceiptInfo>, usize, usize);
+type Told = (&'static str, Acknowledged, usize, usize);
 
-/// On every node, read directly: the journal holds exactly the acknowledged transfers, each
-/// once and as acknowledged, and nothing else; money is conserved; no balance is negative.
-/// Returns the counts of committed and refused acknowledgements.
-fn check_nodes(
-    cluster: &Cluster,
-    results: &[Told],
-    timeline: &Timeline,
-    when: &str,
-) -> (usize, usize) {
-    let (mut committed, mut refused) = (0, 0);
+/// On every node, read directly: [`check_ledger`]'s checks (exactly the acknowledged
+/// transfers journaled, money conserved, no negative balance), each failure with the
+/// timeline around the transfer. Returns what was acknowledged, by outcome.
+fn check_nodes(cluster: &Cluster, results: &[Told], timeline: &Timeline, when: &str) -> Tally {
+    let mut tally = Tally::default();
     for node in 0..NODES {
         let (journal, balances) = read_node(cluster, node);
-        let mut journaled: HashMap<(String, String), Vec<(String, u64)>> = HashMap::new();
-        for (from, id, to, amount) in journal {
-            journaled.entry((from, id)).or_default().push((to, amount));
-        }
-        (committed, refused) = (0, 0);
-        for (user, acked, _, _) in results {
-            for (id, receipt) in acked {
-                let rows = journaled
-                    .remove(&(user.to_string(), id.clone()))
-                    .unwrap_or_default();
-                match receipt.result {
-                    Ok(()) => {
-                        committed += 1;
-                        assert_eq!(
-                            rows,
-                            [(receipt.to.to_string(), receipt.amount.minor())],
-                            "{when}, node {node}: {user}/{id} acknowledged as {receipt:?}, \
-                             journaled as {rows:?}; timeline: {}",
-                            timeline.around(&format!("{id} answered"))
-                        );
-                    }
-                    Err(_) => {
-                        refused += 1;
-                        assert!(
-                            rows.is_empty(),
-                            "{when}, node {node}: {user}/{id} refused but journaled {rows:?}; \
-                             timeline: {}",
-                            timeline.around(&format!("{id} answered"))
-                        );
-                    }
-                }
-            }
-        }
-        assert!(
-            journaled.is_empty(),
-            "{when}, node {node}: journaled transfers nobody was told about: {journaled:?}"
-        );
-        let total: i64 = balances.iter().map(|(_, b)| b).sum();
-        assert_eq!(
-            total as u64,
-            OPENING * ACCOUNTS.len() as u64,
-            "{when}, node {node}: money not conserved: {balances:?}"
-        );
-        assert!(
-            balances.iter().all(|(_, b)| *b >= 0),
-            "{when}, node {node}: negative balance: {balances:?}"
+        let told = results.iter().map(|(user, acked, _, _)| (*user, acked));
+        tally = check_ledger(
+            &format!("{when}, node {node}"),
+            journal,
+            &balances,
+            told,
+            &|id| format!("; timeline: {}", timeline.around(&format!("{id} answered"))),
         );
     }
-    (committed, refused)
+    tally
 }
 
 fn start_servers(cluster: &Cluster) -> Vec<Server> {
@@ -258,9 +190,7 @@ fn start_servers(cluster: &Cluster) -> Vec<Server> {
     std::thread::scope(|scope| {
         let starting: Vec<_> = urls
             .iter()
-            .map(|url| {
-                scope.spawn(move || Server::start_on_db(url, &["--opening-balance", "1000.00"]))
-            })
+            .map(|url| scope.spawn(move || Server::start_on_db(url, &OPENING_FLAGS)))
             .collect();
         starting
             .into_iter()
@@ -272,10 +202,10 @@ fn start_servers(cluster: &Cluster) -> Vec<Server> {
 /// The same transfer id sent at the same moment through two servers on two nodes, `count`
 /// times: both get the same outcome (one node's transaction fails certification, runs again
 /// and reads the other's outcome). Returns the receipts, for the checks at the end.
-fn same_id_on_two_nodes_at_once(servers: &[Server], count: usize) -> HashMap<String, ReceiptInfo> {
+fn same_id_on_two_nodes_at_once(servers: &[Server], count: usize) -> Acknowledged {
     let mut a = servers[0].login("acct0", false);
     let mut b = servers[1].login("acct0", false);
-    let mut acked = HashMap::new();
+    let mut acked = Acknowledged::new();
     for k in 0..count {
         let id = format!("acct0-twice-{k}");
         let amount = Amount(1 + random_below(500));
@@ -316,44 +246,32 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
     let twice = same_id_on_two_nodes_at_once(&servers, 30);
     let addrs: Addresses = Arc::new(RwLock::new(servers.iter().map(|s| s.addr).collect()));
     let deadline = Instant::now() + Duration::from_secs(180 + 40 * plan.rounds as u64);
-    let acknowledged = Arc::new(AtomicUsize::new(0));
-    let killing_done = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
     let timeline = Timeline::new();
 
     let clients: Vec<_> = ACCOUNTS
         .iter()
         .enumerate()
         .map(|(i, &user)| {
-            let (addrs, acknowledged, killing_done, timeline) = (
-                addrs.clone(),
-                acknowledged.clone(),
-                killing_done.clone(),
-                timeline.clone(),
-            );
+            let (addrs, load, timeline) = (addrs.clone(), load.clone(), timeline.clone());
             let min_transfers = plan.min_transfers;
             std::thread::spawn(move || {
-                let mut acked: HashMap<String, ReceiptInfo> = HashMap::new();
+                let mut acked = Acknowledged::new();
                 let mut retries = 0usize;
                 let mut roamer = Roamer::new(addrs, user, i % NODES);
                 let mut k = 0;
-                while (k < min_transfers || !killing_done.load(Ordering::Acquire))
-                    && k < 50 * min_transfers
-                {
+                while load.goes_on(k, min_transfers) {
                     let id = format!("{user}-{k}");
                     k += 1;
-                    let to = ACCOUNTS[(i + 1 + random_below(3) as usize) % ACCOUNTS.len()];
-                    let amount = Amount(1 + random_below(30_000));
+                    let to = random_recipient(i);
+                    let amount = random_amount();
                     let receipt = roamer
                         .transfer(&id, to, amount, deadline)
                         .unwrap_or_else(|| {
                             panic!("{user}: no answer for {id} before the deadline")
                         });
-                    assert!(
-                        receipt.result.is_ok()
-                            || receipt.result == Err(ErrorCode::InsufficientFunds),
-                        "{id}: {receipt:?}"
-                    );
-                    acknowledged.fetch_add(1, Ordering::Release);
+                    assert_committed_or_short_of_funds(&id, &receipt);
+                    load.acknowledge();
                     // Now and then, act as if the reply was lost and the client moved: send
                     // the same id to the next server and demand the original result.
                     if k % 7 == 3 {
@@ -361,9 +279,10 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
                         let again = roamer
                             .transfer(&id, to, amount, deadline)
                             .unwrap_or_else(|| panic!("{user}: retry of {id} not answered"));
-                        assert!(
-                            same_outcome(&again, &receipt),
-                            "{id}: retry on another server got {again:?}, first answer {receipt:?}"
+                        assert_same_outcome(
+                            &format!("{id}: retry on another server got"),
+                            &again,
+                            &receipt,
                         );
                         retries += 1;
                     }
@@ -381,21 +300,10 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
     // Each round: a server killed and restarted, then a database node killed and restarted,
     // each after a random number of new receipts (so at a random moment under load).
     let gap = (ACCOUNTS.len() * plan.min_transfers / (2 * plan.rounds)).max(1) as u64;
-    let wait_for_progress = |clients: &[std::thread::JoinHandle<_>]| {
-        let wait_for = acknowledged.load(Ordering::Acquire) + 1 + random_below(2 * gap) as usize;
-        while acknowledged.load(Ordering::Acquire) < wait_for
-            && Instant::now() < deadline
-            && !clients.iter().all(|c| c.is_finished())
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        std::thread::sleep(Duration::from_millis(random_below(25)));
-        !clients.iter().all(|c| c.is_finished()) && Instant::now() < deadline
-    };
     let (mut server_kills, mut node_kills) = (0, 0);
     let mut rejoin = Duration::ZERO;
     for _ in 0..plan.rounds {
-        if !wait_for_progress(&clients) {
+        if !load.wait_for_progress(gap, deadline, &clients) {
             break;
         }
         let victim = random_below(NODES as u64) as usize;
@@ -403,7 +311,7 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
         servers[victim].crash_and_restart();
         addrs.write().unwrap()[victim] = servers[victim].addr;
         server_kills += 1;
-        if !wait_for_progress(&clients) {
+        if !load.wait_for_progress(gap, deadline, &clients) {
             break;
         }
         let node = random_below(NODES as u64) as usize;
@@ -420,7 +328,7 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
         timeline.note(format!("node {node} synced"));
         rejoin = rejoin.max(restarting.elapsed());
     }
-    killing_done.store(true, Ordering::Release);
+    load.killing_done();
     let mut results: Vec<_> = clients
         .into_iter()
         .map(|c| c.join().expect("client thread"))
@@ -438,31 +346,15 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
 
     // Every id once more, each client starting on another server: the original answers.
     let final_deadline = Instant::now() + Duration::from_secs(300);
-    let final_retries: usize = std::thread::scope(|scope| {
-        let checkers: Vec<_> = results
-            .iter()
-            .enumerate()
-            .map(|(i, (user, acked, _, _))| {
-                let addrs = addrs.clone();
-                scope.spawn(move || {
-                    let mut roamer = Roamer::new(addrs, user, (i + 1) % NODES);
-                    for (id, receipt) in acked {
-                        let again = roamer
-                            .transfer(id, receipt.to.as_str(), receipt.amount, final_deadline)
-                            .unwrap_or_else(|| panic!("{user}: final retry of {id} not answered"));
-                        assert!(
-                            same_outcome(&again, receipt),
-                            "{user}/{id}: at the end {again:?}, first answer {receipt:?}"
-                        );
-                    }
-                    acked.len()
-                })
-            })
-            .collect();
-        checkers
-            .into_iter()
-            .map(|c| c.join().expect("checker"))
-            .sum()
+    let told = results.iter().map(|(user, acked, _, _)| (*user, acked));
+    let final_retries = resend_all(told, |i, user, acked| {
+        let mut roamer = Roamer::new(addrs.clone(), user, (i + 1) % NODES);
+        for (id, receipt) in acked {
+            let again = roamer
+                .transfer(id, receipt.to.as_str(), receipt.amount, final_deadline)
+                .unwrap_or_else(|| panic!("{user}: final retry of {id} not answered"));
+            assert_same_outcome(&format!("{user}/{id}: at the end"), &again, receipt);
+        }
     });
     let retries = final_retries + results.iter().map(|r| r.2).sum::<usize>();
     let moves: usize = results.iter().map(|r| r.3).sum();
@@ -471,15 +363,10 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
     }
 
     // And after them: nothing changed, and `ledger check` passes against each node.
-    let (committed, refused) = check_nodes(&cluster, &results, &timeline, "at the end");
+    let Tally { committed, refused } = check_nodes(&cluster, &results, &timeline, "at the end");
     for (node, server) in servers.iter().enumerate() {
         // `ledger check` with the configuration of this node's server (its --db).
-        let check = server.admin(&["ledger", "check"], "");
-        assert!(
-            check.status.success(),
-            "ledger check on node {node}: {}",
-            String::from_utf8_lossy(&check.stdout)
-        );
+        assert_ledger_check_passes(server, &format!("node {node}"));
     }
     println!(
         "crash test on galera ({NODES} nodes, {NODES} servers): {server_kills} servers and \
@@ -493,13 +380,9 @@ fn run_cluster_bank(mut cluster: Cluster, plan: Plan) {
     );
 }
 
-/// `TXSOCK_CRASH_ROUNDS` (set by `cargo xtask crash --rounds N`), default 20.
+/// [`long_rounds`] rounds.
 fn long_plan() -> Plan {
-    let rounds = std::env::var("TXSOCK_CRASH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|&r| r > 0)
-        .unwrap_or(20);
+    let rounds = long_rounds();
     Plan {
         rounds,
         min_transfers: 60 * rounds,

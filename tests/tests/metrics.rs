@@ -10,12 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use txsock_e2e::*;
 
-/// A free loopback port for the metrics endpoint (the server binds it again at once).
-fn free_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("address")
-}
-
 /// One HTTP request; returns the status line, the headers and the body.
 fn http_get(address: SocketAddr, path: &str) -> (String, String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics endpoint");
@@ -99,13 +93,8 @@ const LOGINS_OK: &str = "txsock_logins_total{result=\"ok\"}";
 
 #[test]
 fn known_traffic_moves_exactly_its_counters() {
-    let metrics = free_address();
-    let server = Server::start(&[
-        "--metrics",
-        &metrics.to_string(),
-        "--opening-balance",
-        "100",
-    ]);
+    let server = Server::start(&["--metrics", "127.0.0.1:0", "--opening-balance", "100"]);
+    let metrics = server.metrics_addr();
     let before = Scrape::take(metrics);
     assert_eq!(before.get(COMMITTED), 0.0);
     assert!(before.get("process_resident_memory_bytes") > 0.0 || cfg!(not(target_os = "linux")));
@@ -195,14 +184,14 @@ fn assert_commit_histograms_agree(scrape: &Scrape) {
 
 #[test]
 fn counters_move_during_a_load_and_agree_with_it_after() {
-    let metrics = free_address();
     // The load's users need money to send (`stress load --spawn` gives the same).
     let server = Server::start(&[
         "--metrics",
-        &metrics.to_string(),
+        "127.0.0.1:0",
         "--opening-balance",
         "1000000000",
     ]);
+    let metrics = server.metrics_addr();
     let before = Scrape::take(metrics);
     let clients = 2.0;
     let temp = tempfile::tempdir().expect("temp dir");

@@ -10,25 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 use txsock_e2e::*;
-
-/// Runs `txsock ARGS` in `cwd` (stdin closed, no settings file), killed after 30 s.
-fn txsock_in(cwd: &Path, args: &[&str]) -> Output {
-    let child = Command::new(txsock_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TXSOCK_CONFIG")
-        .env_remove("TXSOCK_DB")
-        .env_remove("TXSOCK_DATA_DIR")
-        .env_remove("TXSOCK_MIN_ITERATIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn txsock");
-    output_within(child, Duration::from_secs(30))
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -234,57 +216,12 @@ fn summary_never_equates_two_different_totals() {
     assert!(all.contains("balances 150.01 != deposits 150.00"), "{all}");
 }
 
-/// Runs `txsock ARGS` as user `nobody` (no write permission anywhere here), or `None` with
-/// the reason when this test process cannot switch users.
-fn as_nobody(cwd: &Path, args: &[&str]) -> Result<Output, String> {
-    // SAFETY-free check of the effective user: only root can switch to another user.
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("not running as root, so cannot run a command as another user".into());
-    }
-    let child = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(txsock_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TXSOCK_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("setpriv: {e}"))?;
-    let out = output_within(child, Duration::from_secs(30));
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
-        return Err(format!(
-            "setpriv failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out)
-}
-
 #[test]
 fn read_only_auditor_can_check_and_list() {
     let (temp, data) = ledger_with_history();
-    // The binary must be reachable by nobody; a target directory under a private home is not.
-    let probe = as_nobody(temp.path(), &["--version"]);
-    match &probe {
-        Err(why) => {
-            eprintln!("skipped the read-only auditor check: {why}");
-            return;
-        }
-        Ok(out) if !out.status.success() => {
-            eprintln!(
-                "skipped the read-only auditor check: user nobody cannot run {}: {}",
-                txsock_bin().display(),
-                text(out)
-            );
-            return;
-        }
-        Ok(_) => {}
+    if let Err(why) = nobody_can_run_txsock(temp.path()) {
+        eprintln!("skipped the read-only auditor check: {why}");
+        return;
     }
     let mode = |path: &Path, mode| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")

@@ -96,6 +96,8 @@ fn python_client_registers_logs_in_and_transfers_against_a_real_server() {
         run.stdout.contains("py-1 dave -> erin 12.50 at "),
         "{run:?}"
     );
+    // The statement: dave's opening balance is a deposit, verified like the transfers.
+    assert!(run.stdout.contains("deposit to dave 100.00 at "), "{run:?}");
     assert_eq!(server.user_balance("erin"), money("112.50"));
 
     // Registered by Python, logged in by the Rust core: the verifier is the same.

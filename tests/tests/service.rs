@@ -153,3 +153,129 @@ fn systemd_gets_ready_once_listening_and_stopping_on_shutdown() {
         "no STOPPING=1 on shutdown: {stopping:?}"
     );
 }
+
+/// Collects NOTIFY_SOCKET messages until one has a line equal to `want` (10 s at most per
+/// message); returns every line received on the way.
+fn notifications_until(socket: &std::os::unix::net::UnixDatagram, want: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let message = notification(socket);
+        let done = message.lines().any(|l| l == want);
+        seen.extend(message.lines().map(str::to_string));
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// SIGHUP reads txsock.toml again (issue 19): reloadable settings (`registration`,
+/// `log-filter`) take effect without a restart and without dropping a connection, one that needs a restart
+/// (`max-connections`) is logged as such and keeps its running value, `RELOADING=1` then
+/// `READY=1` reach systemd around it, and with `WATCHDOG_USEC` the server pets the watchdog
+/// (after each answered ledger probe) until it stops.
+#[test]
+fn sighup_reloads_settings_and_the_watchdog_is_petted() {
+    use std::io::Read;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = temp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let settings = temp.path().join("txsock.toml");
+    std::fs::write(&settings, "[serve]\nregistration = \"closed\"\n").expect("write settings");
+    let data = temp.path().join("data");
+    let mut child = Command::new(txsock_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(["--min-iterations", &ITERATIONS.to_string()])
+        .env("TXSOCK_CONFIG", &settings)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn txsock serve");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut banner).expect("banner");
+    let addr: std::net::SocketAddr = banner
+        .strip_prefix("txsock listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"));
+    let pid = child.id();
+    assert!(notifications_until(&socket, "READY=1").contains(&"READY=1".to_string()));
+    // The watchdog is petted, more than once (every 200 ms here).
+    notifications_until(&socket, "WATCHDOG=1");
+    notifications_until(&socket, "WATCHDOG=1");
+
+    let connect = || client_over(std::net::TcpStream::connect(addr).expect("connect"));
+    let mut early = connect();
+    let refused = early.register("alice", &password("alice"), ITERATIONS);
+    assert!(refused.is_err(), "registration is closed: {refused:?}");
+
+    std::fs::write(
+        &settings,
+        "[serve]\nregistration = \"open\"\nmax-connections = 7\nlog-filter = \"debug\"\n",
+    )
+    .expect("rewrite settings");
+    signal(pid, "HUP");
+    let around = notifications_until(&socket, "READY=1");
+    let reloading = around.iter().position(|l| l == "RELOADING=1");
+    assert!(
+        reloading.is_some(),
+        "no RELOADING=1 before READY=1: {around:?}"
+    );
+    assert!(
+        around.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{around:?}"
+    );
+
+    // Registration is open now, on a new connection and on the one opened before.
+    connect()
+        .register("alice", &password("alice"), ITERATIONS)
+        .expect("registration opened by SIGHUP");
+    early
+        .register("bob", &password("bob"), ITERATIONS)
+        .expect("the connection from before the reload registers too");
+    notifications_until(&socket, "WATCHDOG=1");
+
+    // A settings file that no longer parses changes nothing: registration stays open.
+    std::fs::write(&settings, "[serve]\nregistration = \"maybe\"\n").expect("rewrite");
+    signal(pid, "HUP");
+    notifications_until(&socket, "READY=1");
+    connect()
+        .register("carol", &password("carol"), ITERATIONS)
+        .expect("registration still open after a bad settings file");
+
+    signal(pid, "TERM");
+    notifications_until(&socket, "STOPPING=1");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("read stderr");
+    assert!(log.contains("applied registration = Open"), "{log}");
+    // The log filter changed too: debug lines (one per connection) only after the reload.
+    let (before, after) = log
+        .split_once("applied log-filter")
+        .unwrap_or_else(|| panic!("log-filter not applied: {log}"));
+    assert!(!before.contains("connection accepted"), "{log}");
+    assert!(after.contains("connection accepted"), "{log}");
+    assert!(
+        log.contains("`max-connections` changed but needs a restart"),
+        "{log}"
+    );
+    assert!(log.contains("systemd watchdog enabled"), "{log}");
+    assert!(
+        log.contains("settings not read again") && log.contains("registration"),
+        "{log}"
+    );
+}

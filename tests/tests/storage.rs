@@ -7,30 +7,8 @@
 #![cfg(unix)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 use txsock_e2e::*;
-
-/// Runs `txsock ARGS` in `cwd` with `stdin`, no settings file, killed after 30 s.
-fn txsock(cwd: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(txsock_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TXSOCK_CONFIG")
-        .env_remove("TXSOCK_DB")
-        .env_remove("TXSOCK_DATA_DIR")
-        .env_remove("TXSOCK_MIN_ITERATIONS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn txsock");
-    let mut input = child.stdin.take().expect("stdin");
-    let _ = std::io::Write::write_all(&mut input, stdin.as_bytes());
-    drop(input);
-    output_within(child, Duration::from_secs(30))
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -108,7 +86,7 @@ fn a_file_that_is_not_a_database_fails_every_command_alike() {
     let db_text = db.to_str().expect("utf-8").to_string();
     for (name, args, stdin) in every_command(data.to_str().expect("utf-8")) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = txsock(temp.path(), &args, stdin);
+        let out = txsock_in_with_stdin(temp.path(), &args, stdin);
         if name == "ledger check" {
             // Finding damage is what the check is for: its verdict (exit 1), not a failure.
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -137,7 +115,7 @@ fn a_missing_data_directory_fails_every_reading_command_alike() {
             continue; // these create a new ledger
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = txsock(temp.path(), &args, stdin);
+        let out = txsock_in_with_stdin(temp.path(), &args, stdin);
         assert_storage_failure(name, &out, "does not exist", "--data-dir");
         assert!(!data.exists(), "{name} created the data directory");
     }
@@ -149,7 +127,7 @@ fn refusals_exit_3_and_invalid_input_exits_2() {
     let data = temp.path().join("data");
     let data_arg = data.to_str().expect("utf-8");
     let add = |user: &str, iterations: &str| {
-        txsock(
+        txsock_in_with_stdin(
             temp.path(),
             &[
                 "user",
@@ -178,7 +156,7 @@ fn refusals_exit_3_and_invalid_input_exits_2() {
     ] {
         let mut args = args.to_vec();
         args.extend(["--data-dir", data_arg]);
-        let out = txsock(temp.path(), &args, "");
+        let out = txsock_in_with_stdin(temp.path(), &args, "");
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("no user named nobody"));
         assert!(
@@ -250,30 +228,12 @@ echo a-long-password | {bin} user add bob --password-stdin --iterations {ITERS} 
     }
 }
 
-/// Runs `txsock ARGS` as user `nobody`, or `None` when this process cannot.
-fn as_nobody(cwd: &Path, args: &[&str]) -> Option<Output> {
-    let child = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(txsock_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TXSOCK_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let out = output_within(child, Duration::from_secs(30));
-    let setpriv_failed = stderr(&out).contains("setpriv:");
-    (!setpriv_failed).then_some(out)
-}
-
 #[test]
 fn a_data_directory_this_user_cannot_write_is_named_with_what_to_do() {
     let temp = tempfile::tempdir().expect("temp dir");
     let data = temp.path().join("data");
     let data_arg = data.to_str().expect("utf-8");
-    let add = txsock(
+    let add = txsock_in_with_stdin(
         temp.path(),
         &[
             "user",
@@ -291,12 +251,9 @@ fn a_data_directory_this_user_cannot_write_is_named_with_what_to_do() {
     );
     assert!(add.status.success(), "{}", stderr(&add));
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    match as_nobody(temp.path(), &["--version"]) {
-        Some(out) if out.status.success() => {}
-        _ => {
-            eprintln!("skipped: cannot run txsock as user nobody (needs root and setpriv)");
-            return;
-        }
+    if let Err(why) = nobody_can_run_txsock(temp.path()) {
+        eprintln!("skipped: {why}");
+        return;
     }
     let out = as_nobody(
         temp.path(),

@@ -273,3 +273,163 @@ fn the_menu_edits_lines_and_recalls_earlier_answers_on_a_terminal() {
     pty.send_line("").expect("type");
     expect(&mut pty, "Goodbye.");
 }
+
+/// Deposits are in the history (issue 19): the opening balance and an administrator's
+/// `account deposit` appear in the client's text and JSON among the transfers, read with the
+/// authenticated `statement`; nobody sees another user's deposits; and the `history` request
+/// of older clients still answers transfers only, in its old form.
+#[test]
+fn history_lists_deposits_and_the_old_history_request_lists_transfers_only() {
+    let server = Server::start(&["--opening-balance", "10"]);
+    drop(server.login("alice", true));
+    drop(server.login("bob", true));
+    let out = server.admin(&["account", "deposit", "alice", "2.50"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alice = password("alice");
+    let sent = run_client(
+        server.addr,
+        &["--user", "alice", "transfer", "bob", "1.00", "--id", "d-1"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+
+    // Text: the header, then newest first over two pages (a page holds two entries).
+    let text = run_client(
+        server.addr,
+        &["--user", "alice", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", text.stdout);
+    assert!(lines[0].starts_with("committed at"), "{}", text.stdout);
+    assert!(
+        lines[1].contains("d-1") && lines[1].contains("sent"),
+        "{}",
+        text.stdout
+    );
+    for (line, amount) in [(lines[2], "2.50"), (lines[3], "10.00")] {
+        assert!(
+            line.contains(" deposit ") && line.contains(amount) && line.contains("operator"),
+            "{}",
+            text.stdout
+        );
+    }
+
+    // JSON: a deposit has a kind, and neither id nor sender.
+    let json = run_client(
+        server.addr,
+        &["--user", "alice", "--json", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v = &json.json()[0];
+    let shown: Vec<(String, String, String)> = v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].to_string(),
+                e["id"].to_string(),
+                e["amount"].to_string(),
+            )
+        })
+        .collect();
+    let row = |k: &str, id: &str, a: &str| (k.to_string(), id.to_string(), a.to_string());
+    assert_eq!(
+        shown,
+        [
+            row("\"transfer\"", "\"d-1\"", "\"1.00\""),
+            row("\"deposit\"", "null", "\"2.50\""),
+            row("\"deposit\"", "null", "\"10.00\"")
+        ],
+        "{v}"
+    );
+    assert_eq!(v["entries"][1]["to"], "alice", "{v}");
+    assert_eq!(v["deposits_listed"], true, "{v}");
+
+    // bob, through the core client: his own opening balance and what he received, verified.
+    let mut bob = server.login("bob", false);
+    let mut entries = Vec::new();
+    loop {
+        let page = bob.statement(entries.len() as u32).expect("statement");
+        let more = page.more;
+        entries.extend(page.entries);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0].id().map(|i| i.as_str()), Some("d-1"));
+    assert_eq!(entries[0].from().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(entries[1].kind, txsock_core::ledger::EntryKind::Deposit);
+    assert_eq!(entries[1].to.as_str(), "bob");
+    assert_eq!(
+        entries[1].amount,
+        txsock_core::Amount::parse("10.00").expect("amount")
+    );
+    assert_eq!(bob.history(0).expect("history").entries.len(), 1);
+
+    // The request of clients older than statements: transfers only, in the old form.
+    let mut raw = server.raw_login("alice", false);
+    let line = raw.exchange("{\"op\":\"history\"}");
+    assert!(line.starts_with("{\"op\":\"history\","), "{line}");
+    assert!(line.contains("\"id\":\"d-1\""), "{line}");
+    assert!(!line.contains("kind") && !line.contains("2.50"), "{line}");
+    assert!(line.contains("\"more\":false"), "{line}");
+}
+
+/// Against a server older than statements (imitated by a proxy that turns the client's
+/// `statement` into an op the server does not know, so it answers `malformed` and numbers
+/// nothing, as an older server does), the client reads the transfers-only history and says
+/// that deposits are not shown, in text and in JSON.
+#[test]
+fn history_from_a_server_without_statements_says_deposits_are_not_shown() {
+    let server = Server::start(&["--opening-balance", "10"]);
+    drop(server.login("alice", true));
+    drop(server.login("bob", true));
+    let alice = password("alice");
+    let sent = run_client(
+        server.addr,
+        &["--user", "alice", "transfer", "bob", "1.00", "--id", "o-1"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    let older = Proxy::start_both(
+        server.addr,
+        |line| line.replace("\"op\":\"statement\"", "\"op\":\"statement-unknown\""),
+        str::to_string,
+    );
+    let text = run_client(
+        older.addr,
+        &["--user", "alice", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("o-1"), "{}", text.stdout);
+    assert!(!text.stdout.contains(" deposit "), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("this server lists transfers only"),
+        "{}",
+        text.stdout
+    );
+    let json = run_client(
+        older.addr,
+        &["--user", "alice", "--json", "history"],
+        Some(&alice),
+        "",
+    );
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v = &json.json()[0];
+    assert_eq!(v["deposits_listed"], false, "{v}");
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(1), "{v}");
+    // The request really went out as `statement` first, then as `history`.
+    let sent = older.client_lines.lock().expect("lines").join("\n");
+    assert!(sent.contains("\"op\":\"statement\"") && sent.contains("\"op\":\"history\""));
+}

@@ -8,7 +8,9 @@
 //!    ([`crate::pgbench`]);
 //!    then the same load on a throwaway three-node Galera cluster with one server and with
 //!    three ([`crate::galera_bench`]);
-//! 3. server memory with 10,000 idle logged-in connections (`txsock stress connections`);
+//! 3. server memory with 10,000 idle logged-in connections (`txsock stress connections`), then
+//!    with 100,000 (several 127.0.0.x source addresses; if the open-file limit cannot be raised
+//!    that far, the row says so);
 //! 4. server memory growth under the attack mix (`txsock stress mix`);
 //! 5. the figures of 2 and 3 again over TLS 1.3 (`--tls`), each beside its plaintext figure
 //!    from this run;
@@ -48,6 +50,10 @@ const PIPELINE: u32 = 8;
 const CONNECTIONS: u32 = 10_000;
 const CONNECTIONS_TARGET_MIB: f64 = 48.0;
 /// How long the attack mix runs, and the growth target.
+/// The large idle-connection figure (needs an open-file limit above it: raised by the
+/// stress tool when it may) and its target.
+const MANY_CONNECTIONS: u32 = 100_000;
+const MANY_CONNECTIONS_TARGET_MIB: f64 = 400.0;
 const MIX_SECONDS: u32 = 20;
 const MIX_TARGET_MIB: f64 = 2.0;
 /// Durable transfers/s as a multiple of pgbench's tps, and the round-trip fraction.
@@ -182,6 +188,49 @@ pub(crate) fn stress_with(
         .map_err(|e| Error::new(format!("could not start `{shown}`: {e}")))?;
     if !out.status.success() {
         return Err(Error::new(format!("`{shown}` failed ({})", out.status)));
+    }
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    let path = dir.join(format!("{name}.json"));
+    fs::write(&path, &json).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+    Ok(json)
+}
+
+/// [`stress`] (ARGS give `--spawn` or the server), with the stress tool's last line of
+/// error output in the error: what stopped it (e.g. an open-file limit it may not raise).
+fn stress_telling_why(
+    txsock: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> Result<String, Error> {
+    let report = dir.join(format!("{name}.html"));
+    let mut command = Command::new(txsock);
+    command
+        .arg("stress")
+        .args(args)
+        .args(["--json", "--report"])
+        .arg(&report)
+        .env_remove("TXSOCK_CONFIG")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let shown = display(&command);
+    println!("$ {shown}");
+    let out = command
+        .output()
+        .map_err(|e| Error::new(format!("could not start `{shown}`: {e}")))?;
+    let errors = String::from_utf8_lossy(&out.stderr);
+    eprint!("{errors}");
+    if !out.status.success() {
+        let why = errors
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no error output");
+        return Err(Error::new(format!(
+            "`{shown}` failed ({}): {why}",
+            out.status
+        )));
     }
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
     let path = dir.join(format!("{name}.json"));
@@ -406,7 +455,8 @@ pub fn bench() -> Result<(), Error> {
     ] {
         let target = "none: on 2 shared cores, correctness under contention, not scaling";
         match result {
-            Ok(json) => {
+            Ok(galera_bench::Run { json, commits }) => {
+                let commits = *commits;
                 let tps = number(json, "transfers_per_second").unwrap_or(f64::NAN);
                 rows.push(Row {
                     figure,
@@ -419,10 +469,17 @@ pub fn bench() -> Result<(), Error> {
                     met: "-",
                 });
                 notes.push(format!(
-                    "{figure}: {} transfers per commit on average, latency p50 {:.2} ms, p99 \
-                     {:.2} ms; load errors (internal answers, lost connections, moves to \
-                     another server): {} (`{}`).",
-                    number(json, "transfers_per_commit").map_or("?".into(), |v| format!("{v:.1}")),
+                    "{figure}: {} transfers per commit on average (largest commit {} \
+                     requests), latency p50 {:.2} ms, p99 {:.2} ms; load errors (internal \
+                     answers, lost connections, moves to another server): {} (`{}`).",
+                    commits
+                        .and_then(|c| c.per_commit())
+                        .map_or("? (a server did not stop cleanly)".into(), |v| format!(
+                            "{v:.1}"
+                        )),
+                    commits
+                        .and_then(|c| c.largest_batch)
+                        .map_or("?".into(), |v| v.to_string()),
                     number(json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
                     number(json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
                     errors_of(json),
@@ -468,6 +525,42 @@ pub fn bench() -> Result<(), Error> {
             });
         }
         Err(e) => rows.push(Row::failed(connections_figure, &connections_target, e)),
+    }
+
+    // 3b. The same at 100,000 connections (from several 127.0.0.x source addresses), if
+    // this machine allows that many open files; else the row says what stopped it.
+    let many_count = MANY_CONNECTIONS.to_string();
+    let many_connections = txsock.as_ref().map_err(clone_error).and_then(|bin| {
+        stress_telling_why(
+            bin,
+            &dir,
+            "connections-100k",
+            &["connections", "--count", &many_count, "--spawn"],
+        )
+    });
+    let many_figure = "server memory, 100,000 idle logged-in connections";
+    let many_target = format!("≤ {MANY_CONNECTIONS_TARGET_MIB:.0} MiB resident");
+    match &many_connections {
+        Ok(json) => {
+            let mib = number(json, "held_kib").unwrap_or(f64::NAN) / 1024.0;
+            let logged_in = number(json, "connections_logged_in").unwrap_or(f64::NAN);
+            let per = number(json, "per_connection_bytes").unwrap_or(f64::NAN);
+            rows.push(Row {
+                figure: many_figure,
+                txsock: format!(
+                    "{mib:.1} MiB ({} logged in, {} bytes each over the idle server)",
+                    thousands(logged_in),
+                    thousands(per)
+                ),
+                anchor: "-".into(),
+                ratio: "-".into(),
+                target: many_target,
+                met: met(
+                    mib <= MANY_CONNECTIONS_TARGET_MIB && logged_in >= f64::from(MANY_CONNECTIONS)
+                ),
+            });
+        }
+        Err(e) => rows.push(Row::failed(many_figure, &many_target, e)),
     }
 
     // 4. Memory growth under the attack mix.

@@ -451,22 +451,29 @@ impl Drop for Cluster {
                 .args(["-TERM", &child.id().to_string()])
                 .status();
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + STOP_TIMEOUT;
         for child in &mut children {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
+            wait_or_kill(child, deadline);
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How long a database server may take to stop after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for `child` to exit, killing it (SIGKILL) if it has not by `deadline`: the end of a
+/// graceful stop that must not hang. Also `mariadb.rs`'s, for the tests' MariaDB.
+pub fn wait_or_kill(child: &mut Child, deadline: Instant) {
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
     }
 }

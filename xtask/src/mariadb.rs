@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::galera;
 use crate::util::{self, display, Error};
 
 /// The environment variable the tests read.
@@ -239,20 +240,7 @@ impl Drop for MariaDb {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
+            galera::wait_or_kill(&mut child, Instant::now() + galera::STOP_TIMEOUT);
             println!("MariaDB for the tests stopped");
         }
         let _ = fs::remove_dir_all(&self.dir);

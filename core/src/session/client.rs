@@ -9,7 +9,7 @@ use crate::crypto::{Key, Tag};
 use crate::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use crate::error::ErrorCode;
 use crate::framing::{Decoded, FrameDecoder, OutputBuffer, MAX_RESPONSE};
-use crate::ledger::{HistoryEntry, HistoryPage};
+use crate::ledger::{EntryKind, HistoryEntry, HistoryPage};
 use crate::mac;
 use crate::message::{
     parse_amount, parse_balance, BalanceFrame, BareFrame, ChallengeFrame, HistoryFrame,
@@ -182,7 +182,7 @@ pub enum RequestKind {
     Transfer,
     /// `balance`.
     Balance,
-    /// `history`.
+    /// `history` or `statement`.
     History,
     /// `logout`.
     Logout,
@@ -213,7 +213,7 @@ pub enum ClientEvent {
     Receipt(ReceiptInfo),
     /// A verified balance.
     Balance(Amount),
-    /// A verified page of history.
+    /// A verified page of history (transfers only) or of a statement (deposits too).
     History(HistoryPage),
     /// The server refused a request (this answer is not authenticated).
     Refused {
@@ -245,6 +245,7 @@ enum Expect {
     Transfer(SentTransfer),
     Balance,
     History,
+    Statement,
     Bye,
     Pong,
 }
@@ -265,7 +266,7 @@ impl Expect {
             Expect::Nonces => RequestKind::Nonces,
             Expect::Transfer(_) => RequestKind::Transfer,
             Expect::Balance => RequestKind::Balance,
-            Expect::History => RequestKind::History,
+            Expect::History | Expect::Statement => RequestKind::History,
             Expect::Bye => RequestKind::Logout,
             Expect::Pong => RequestKind::Ping,
         }
@@ -586,6 +587,20 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         )
     }
 
+    /// Asks for a page of the statement: the history with the deposits made to the account
+    /// (opening balance, an administrator's deposits) among the transfers, newest first,
+    /// skipping `offset` entries. A server older than statements refuses it (`malformed`).
+    pub fn statement(&mut self, offset: u32) -> Result<(), ClientError> {
+        self.ready(true)?;
+        self.send(
+            &HistoryRequestFrame {
+                op: "statement",
+                offset,
+            },
+            Expect::Statement,
+        )
+    }
+
     /// Logs out; the server closes the connection after answering.
     pub fn logout(&mut self) -> Result<(), ClientError> {
         self.ready(true)?;
@@ -718,7 +733,8 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
             (Expect::Nonces, Response::Nonces(n)) => self.nonces(&n),
             (Expect::Transfer(sent), Response::Receipt(r)) => self.receipt(sent, &r),
             (Expect::Balance, Response::Balance(b)) => self.balance(&b),
-            (Expect::History, Response::History(h)) => self.history(&h),
+            (Expect::History, Response::History(h)) => self.history(&h, false),
+            (Expect::Statement, Response::Statement(h)) => self.history(&h, true),
             (Expect::Bye, Response::Bye) => self.bye(),
             (Expect::Pong, Response::Pong) => self.event(ClientEvent::Pong),
             _ => self.fail(IntegrityError::UnexpectedResponse),
@@ -914,30 +930,48 @@ impl<const NONCES: usize> ResponseHandler<'_, NONCES> {
         }
     }
 
-    fn history(&mut self, h: &HistoryFrame<'_>) {
+    /// Verifies a `history` page or (`statement`) a statement page. Every entry must have
+    /// exactly the fields of its kind: no `kind` in a history page; in a statement `kind`
+    /// `transfer` with `id` and `from`, or `deposit` without them.
+    fn history(&mut self, h: &HistoryFrame<'_>, statement: bool) {
         let Some(keys) = self.keys() else {
             return self.fail(IntegrityError::UnexpectedResponse);
         };
-        let mut input = mac::history_start(&keys.server_to_client, h.seq, h.more);
+        let key = &keys.server_to_client;
+        let mut input = if statement {
+            mac::statement_start(key, h.seq, h.more)
+        } else {
+            mac::history_start(key, h.seq, h.more)
+        };
         let mut page = HistoryPage {
             entries: Vec::new(),
             more: h.more,
         };
         for e in &h.entries {
-            let parsed = (
-                TransferId::parse(e.id),
-                Username::parse(e.from),
-                Username::parse(e.to),
-                parse_amount(e.amount),
-            );
-            let (Ok(id), Ok(from), Ok(to), Ok(amount)) = parsed else {
+            let (Ok(to), Ok(amount)) = (Username::parse(e.to), parse_amount(e.amount)) else {
                 return self.fail(IntegrityError::ForgedResponse);
             };
-            input = mac::history_entry(input, e.id, e.from, e.to, amount, e.at);
+            let kind = match (statement, e.kind, e.id, e.from) {
+                (false, None, Some(id), Some(from))
+                | (true, Some("transfer"), Some(id), Some(from)) => {
+                    let (Ok(id), Ok(from)) = (TransferId::parse(id), Username::parse(from)) else {
+                        return self.fail(IntegrityError::ForgedResponse);
+                    };
+                    EntryKind::Transfer { id, from }
+                }
+                (true, Some("deposit"), None, None) => EntryKind::Deposit,
+                _ => return self.fail(IntegrityError::ForgedResponse),
+            };
+            let (id, from) = (e.id.unwrap_or(""), e.from.unwrap_or(""));
+            input = if statement {
+                let name = e.kind.unwrap_or("");
+                mac::statement_entry(input, name, id, from, e.to, amount, e.at)
+            } else {
+                mac::history_entry(input, id, from, e.to, amount, e.at)
+            };
             // The wire page holds at most HISTORY_PAGE entries, as does this one.
             let _ = page.entries.push(HistoryEntry {
-                id,
-                from,
+                kind,
                 to,
                 amount,
                 at: e.at,
@@ -1137,6 +1171,47 @@ mod tests {
         TransferId::parse(text).unwrap()
     }
 
+    /// A statement from a real server verifies. A man in the middle who turns the request
+    /// into `history` (to hide deposits) gets an honest history page past the client only
+    /// as a failure, and so does one who changes an entry's kind.
+    #[test]
+    fn statements_verify_and_a_rewritten_request_or_entry_is_caught() {
+        let mut p = Peers::alice_with_nonces(1);
+        p.client.transfer("t-1", "bob", Amount(250)).unwrap();
+        p.round();
+        p.client.statement(0).unwrap();
+        match &p.round()[..] {
+            [ClientEvent::History(page)] => {
+                let e = &page.entries[0];
+                assert_eq!(e.id().map(|i| i.as_str()), Some("t-1"));
+                assert_eq!(e.from().map(|u| u.as_str()), Some("alice"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (from, to) in [
+            ("statement", "history"),
+            ("\"kind\":\"transfer\"", "\"kind\":\"deposit\""),
+        ] {
+            let mut p = Peers::alice_with_nonces(1);
+            p.client.transfer("t-1", "bob", Amount(250)).unwrap();
+            p.round();
+            p.client.statement(0).unwrap();
+            let request = p.client.poll_transmit().to_vec();
+            p.client.advance_transmit(request.len());
+            let answer = if from == "statement" {
+                p.server_answer(&altered(&request, from, to))
+            } else {
+                altered(&p.server_answer(&request), from, to)
+            };
+            let events = p.deliver(&answer);
+            assert!(
+                matches!(events[..], [ClientEvent::Integrity(_)]),
+                "{from} -> {to}: {events:?}"
+            );
+            assert!(p.client.is_failed());
+        }
+    }
+
     #[test]
     fn receipts_balances_and_history_from_a_real_server_verify() {
         let mut p = Peers::alice_with_nonces(1);
@@ -1163,8 +1238,12 @@ mod tests {
         p.client.history(0).unwrap();
         match &p.round()[..] {
             [ClientEvent::History(page)] => {
-                let ids: StdVec<_> = page.entries.iter().map(|e| e.id.as_str()).collect();
-                assert_eq!(ids, ["t-2", "t-1"]);
+                let ids: StdVec<_> = page
+                    .entries
+                    .iter()
+                    .map(|e| e.id().map(|i| i.as_str()))
+                    .collect();
+                assert_eq!(ids, [Some("t-2"), Some("t-1")]);
             }
             other => panic!("{other:?}"),
         }

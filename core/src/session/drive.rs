@@ -215,6 +215,8 @@ mod tests {
         let mut steps = DriveLoop::new();
         let mut offered = 0;
         let consumed = loop {
+            // Bounded: a loop that keeps offering the same output must fail, not hang.
+            assert!(offered < 10, "the loop keeps offering output nobody takes");
             match steps.next(&mut session, &mut shared, Instant::ZERO, input) {
                 DriveStep::Transmit => {
                     offered += 1;

@@ -8,7 +8,7 @@ use crate::crypto::{Key, Tag};
 use crate::encoding::{base64_encode, hex_encode};
 use crate::error::ErrorCode;
 use crate::framing::{Decoded, FrameDecoder, OutputBuffer, DEFAULT_MAX_FRAME, MAX_RESPONSE};
-use crate::ledger::{Ledger, LedgerReply, LedgerRequest};
+use crate::ledger::{EntryKind, Ledger, LedgerReply, LedgerRequest};
 use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
@@ -235,6 +235,7 @@ enum Waiting {
     Balance,
     History {
         offset: u32,
+        deposits: bool,
     },
 }
 
@@ -539,7 +540,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                 Err(_) => return false,
             },
             Ok(Request::Balance) => self.wait(Waiting::Balance),
-            Ok(Request::History { offset }) => self.wait(Waiting::History { offset }),
+            Ok(Request::History { offset, deposits }) => {
+                self.wait(Waiting::History { offset, deposits })
+            }
             _ => return false,
         }
         true
@@ -586,9 +589,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                 amount: *amount,
             },
             Waiting::Balance => LedgerRequest::Balance { user: user? },
-            Waiting::History { offset } => LedgerRequest::History {
+            Waiting::History { offset, deposits } => LedgerRequest::History {
                 user: user?,
                 offset: *offset,
+                deposits: *deposits,
             },
         })
     }
@@ -692,8 +696,8 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                 Ok(balance) => self.balance(balance),
                 Err(code) => self.send_error(code),
             },
-            (Waiting::History { .. }, LedgerReply::History(result)) => match result {
-                Ok(page) => self.history(&page),
+            (Waiting::History { deposits, .. }, LedgerReply::History(result)) => match result {
+                Ok(page) => self.history(&page, deposits),
                 Err(code) => self.send_error(code),
             },
             // A reply that does not answer the request is a driver bug; fail safe.
@@ -881,7 +885,9 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
             Request::Nonces { count } => self.issue_nonces(shared, count),
             Request::Transfer(t) => self.transfer(shared, t),
             Request::Balance => self.wait(Waiting::Balance),
-            Request::History { offset } => self.wait(Waiting::History { offset }),
+            Request::History { offset, deposits } => {
+                self.wait(Waiting::History { offset, deposits })
+            }
             Request::Logout => {
                 if let State::LoggedIn { user, .. } =
                     core::mem::replace(&mut self.state, State::Anonymous)
@@ -1142,37 +1148,51 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
         });
     }
 
-    fn history(&mut self, page: &crate::ledger::HistoryPage) {
+    /// Answers a `history` page, or with `deposits` a `statement` page (which names each
+    /// entry's kind and is MAC'd under its own label, so neither passes for the other).
+    fn history(&mut self, page: &crate::ledger::HistoryPage, deposits: bool) {
         let seq = self.next_seq();
         let State::LoggedIn { keys, .. } = &self.state else {
             return;
         };
-        let mut input = mac::history_start(&keys.server_to_client, seq, page.more);
+        let key = &keys.server_to_client;
+        let mut input = if deposits {
+            mac::statement_start(key, seq, page.more)
+        } else {
+            mac::history_start(key, seq, page.more)
+        };
         let mut amounts: Vec<String<24>, HISTORY_PAGE> = Vec::new();
-        for e in &page.entries {
-            input = mac::history_entry(
-                input,
-                e.id.as_str(),
-                e.from.as_str(),
-                e.to.as_str(),
-                e.amount,
-                e.at,
-            );
-            let _ = amounts.push(e.amount.to_text());
-        }
-        let tag = hex_encode::<64>(input.finish().as_bytes());
         let mut entries: Vec<HistoryEntryFrame<'_>, HISTORY_PAGE> = Vec::new();
-        for (e, a) in page.entries.iter().zip(amounts.iter()) {
+        for e in &page.entries {
+            let (kind, id, from) = match &e.kind {
+                EntryKind::Transfer { id, from } => ("transfer", id.as_str(), from.as_str()),
+                // A ledger lists deposits only when asked; should one answer a `history`
+                // request with one anyway, it is left out rather than shown as a transfer.
+                EntryKind::Deposit if !deposits => continue,
+                EntryKind::Deposit => ("deposit", "", ""),
+            };
+            let to = e.to.as_str();
+            input = if deposits {
+                mac::statement_entry(input, kind, id, from, to, e.amount, e.at)
+            } else {
+                mac::history_entry(input, id, from, to, e.amount, e.at)
+            };
+            let _ = amounts.push(e.amount.to_text());
             let _ = entries.push(HistoryEntryFrame {
-                id: e.id.as_str(),
-                from: e.from.as_str(),
-                to: e.to.as_str(),
-                amount: a,
+                kind: deposits.then_some(kind),
+                id: (!id.is_empty()).then_some(id),
+                from: (!from.is_empty()).then_some(from),
+                to,
+                amount: "",
                 at: e.at,
             });
         }
+        for (entry, amount) in entries.iter_mut().zip(amounts.iter()) {
+            entry.amount = amount;
+        }
+        let tag = hex_encode::<64>(input.finish().as_bytes());
         let out = HistoryFrame {
-            op: "history",
+            op: if deposits { "statement" } else { "history" },
             seq,
             entries,
             more: page.more,
@@ -1231,8 +1251,9 @@ mod tests {
         let amount = Amount::MAX.to_text();
         let mac = "f".repeat(64);
         let entry = HistoryEntryFrame {
-            id: &long,
-            from: &long,
+            kind: Some("transfer"),
+            id: Some(&long),
+            from: Some(&long),
             to: &long,
             amount: &amount,
             at: u64::MAX,
@@ -1242,7 +1263,7 @@ mod tests {
             entries.push(entry.clone()).unwrap();
         }
         let history = HistoryFrame {
-            op: "history",
+            op: "statement",
             seq: u32::MAX,
             entries,
             more: true,

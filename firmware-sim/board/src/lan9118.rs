@@ -107,6 +107,67 @@ const TX_STATUS_ERROR: u32 = 1 << 15;
 /// share this register interface. QEMU's model reads 0x0118.
 const CHIP_IDS: [u32; 5] = [0x0115, 0x0116, 0x0117, 0x0118, 0x9220];
 
+/// Where a register is: among the memory-mapped system registers, or behind one of the two
+/// indirect ports (section 5.4): the MAC's registers behind `MAC_CSR_CMD`/`MAC_CSR_DATA`
+/// (system registers), the PHY's behind `MII_ACC`/`MII_DATA` (MAC registers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    System,
+    Mac,
+    Phy,
+}
+
+/// An indirect port: a command register that starts an access to an inner register (with a
+/// busy bit to wait on) and a data register that carries the value, in the `outer` space.
+struct Port {
+    outer: Space,
+    command: u32,
+    data: u32,
+    busy: u32,
+    /// The command word that reads (`write` false) or writes inner register `register`.
+    command_word: fn(register: u32, write: bool) -> u32,
+    /// The bits of the data register that hold a value.
+    data_mask: u32,
+    /// How often to poll the busy bit, and what a timeout names.
+    spins: u32,
+    busy_step: &'static str,
+}
+
+impl Space {
+    /// The port in front of this space's registers; `None` for the system registers.
+    fn port(self) -> Option<&'static Port> {
+        match self {
+            Space::System => None,
+            Space::Mac => Some(&MAC_PORT),
+            Space::Phy => Some(&PHY_PORT),
+        }
+    }
+}
+
+const MAC_PORT: Port = Port {
+    outer: Space::System,
+    command: MAC_CSR_CMD as u32,
+    data: MAC_CSR_DATA as u32,
+    busy: MAC_CSR_BUSY,
+    command_word: |register, write| MAC_CSR_BUSY | if write { 0 } else { MAC_CSR_READ } | register,
+    data_mask: u32::MAX,
+    spins: SPINS,
+    busy_step: "MAC_CSR_CMD.CSRBusy",
+};
+
+const PHY_PORT: Port = Port {
+    outer: Space::Mac,
+    command: MII_ACC,
+    data: MII_DATA,
+    busy: MII_BUSY,
+    command_word: |register, write| {
+        PHY_ADDRESS << 11 | register << 6 | if write { MII_WRITE } else { 0 } | MII_BUSY
+    },
+    data_mask: 0xffff,
+    spins: SPINS / 100,
+    busy_step: "MII_ACC.MIIBZY",
+};
+
 /// An Ethernet frame without its FCS, the most this driver sends or receives (no VLAN tag).
 pub const FRAME: usize = 1514;
 /// The receive buffer: a maximal frame and its FCS, rounded up to whole FIFO words.
@@ -192,7 +253,14 @@ impl<'a> Lan9118<'a> {
             tag: 0,
         };
         // After power-up, no register but BYTE_TEST and PMT_CTRL may be touched before READY.
-        this.wait(PMT_CTRL, PMT_CTRL_READY, PMT_CTRL_READY, "PMT_CTRL.READY")?;
+        let ready = (Space::System, PMT_CTRL as u32);
+        this.wait(
+            ready,
+            PMT_CTRL_READY,
+            PMT_CTRL_READY,
+            SPINS,
+            "PMT_CTRL.READY",
+        )?;
         let byte_test = this.regs.read(BYTE_TEST);
         if byte_test != BYTE_TEST_VALUE {
             return Err(InitError::ByteTest(byte_test));
@@ -202,11 +270,13 @@ impl<'a> Lan9118<'a> {
             return Err(InitError::UnknownChip(id));
         }
         this.regs.write(HW_CFG, HW_CFG_SRST);
-        this.wait(HW_CFG, HW_CFG_SRST, 0, "HW_CFG.SRST to clear")?;
+        let hw_cfg = (Space::System, HW_CFG as u32);
+        this.wait(hw_cfg, HW_CFG_SRST, 0, SPINS, "HW_CFG.SRST to clear")?;
         this.wait(
-            PMT_CTRL,
+            ready,
             PMT_CTRL_READY,
             PMT_CTRL_READY,
+            SPINS,
             "READY after reset",
         )?;
 
@@ -215,23 +285,22 @@ impl<'a> Lan9118<'a> {
         this.regs.write(INT_STS, u32::MAX);
         this.regs.write(IRQ_CFG, 0);
 
-        this.phy_write(PHY_BCR, PHY_BCR_RESET)?;
-        let mut spins = 0;
-        while this.phy_read(PHY_BCR)? & PHY_BCR_RESET != 0 {
-            spins += 1;
-            if spins == SPINS / 100 {
-                return Err(InitError::Timeout("the PHY reset"));
-            }
-        }
-        this.phy_write(PHY_BCR, PHY_BCR_AUTONEG | PHY_BCR_RESTART_AUTONEG)?;
+        this.write(Space::Phy, PHY_BCR, PHY_BCR_RESET)?;
+        let bcr = (Space::Phy, PHY_BCR);
+        this.wait(bcr, PHY_BCR_RESET, 0, SPINS / 100, "the PHY reset")?;
+        this.write(
+            Space::Phy,
+            PHY_BCR,
+            PHY_BCR_AUTONEG | PHY_BCR_RESTART_AUTONEG,
+        )?;
 
         let [a, b, c, d, e, f] = mac;
-        this.mac_write(MAC_ADDRL, u32::from_le_bytes([a, b, c, d]))?;
-        this.mac_write(MAC_ADDRH, u32::from_le_bytes([e, f, 0, 0]))?;
-        let cr = this.mac_read(MAC_CR)?;
+        this.write(Space::Mac, MAC_ADDRL, u32::from_le_bytes([a, b, c, d]))?;
+        this.write(Space::Mac, MAC_ADDRH, u32::from_le_bytes([e, f, 0, 0]))?;
+        let cr = this.read(Space::Mac, MAC_CR)?;
         let cr =
             (cr & !(MAC_CR_PRMS | MAC_CR_BCAST_DISABLE)) | MAC_CR_FDPX | MAC_CR_TXEN | MAC_CR_RXEN;
-        this.mac_write(MAC_CR, cr)?;
+        this.write(Space::Mac, MAC_CR, cr)?;
 
         // Frames start at the first byte of the first RX word, and end on a word boundary.
         this.regs.write(RX_CFG, 0);
@@ -241,8 +310,8 @@ impl<'a> Lan9118<'a> {
 
     /// The Ethernet address the MAC filters on, read back from `ADDRH`/`ADDRL`.
     pub fn mac_address(&self) -> Result<[u8; 6], InitError> {
-        let low = self.mac_read(MAC_ADDRL)?.to_le_bytes();
-        let high = self.mac_read(MAC_ADDRH)?.to_le_bytes();
+        let low = self.read(Space::Mac, MAC_ADDRL)?.to_le_bytes();
+        let high = self.read(Space::Mac, MAC_ADDRH)?.to_le_bytes();
         Ok([low[0], low[1], low[2], low[3], high[0], high[1]])
     }
 
@@ -254,8 +323,8 @@ impl<'a> Lan9118<'a> {
     /// Whether the PHY reports a link (basic status register, link status).
     pub fn link_up(&self) -> bool {
         // The link bit latches low: read twice for the current state.
-        let _ = self.phy_read(PHY_BSR);
-        self.phy_read(PHY_BSR)
+        let _ = self.read(Space::Phy, PHY_BSR);
+        self.read(Space::Phy, PHY_BSR)
             .is_ok_and(|bsr| bsr & PHY_BSR_LINK_UP != 0)
     }
 
@@ -275,68 +344,67 @@ impl<'a> Lan9118<'a> {
         (self.regs.read(RX_FIFO_INF) >> 16) & 0xff != 0
     }
 
-    /// Polls `offset` until `value & mask == expected`.
+    /// Reads register `register` of `space`: a system register directly, a MAC or PHY
+    /// register through its indirect port (wait until the port is idle, start a read, wait for
+    /// it, read the data register).
+    fn read(&self, space: Space, register: u32) -> Result<u32, InitError> {
+        let Some(port) = space.port() else {
+            return Ok(self.regs.read(register as usize));
+        };
+        self.wait_idle(port)?;
+        self.write(
+            port.outer,
+            port.command,
+            (port.command_word)(register, false),
+        )?;
+        self.wait_idle(port)?;
+        Ok(self.read(port.outer, port.data)? & port.data_mask)
+    }
+
+    /// Writes `value` to register `register` of `space`: through an indirect port, data first,
+    /// then the command; wait until it is done.
+    fn write(&self, space: Space, register: u32, value: u32) -> Result<(), InitError> {
+        let Some(port) = space.port() else {
+            self.regs.write(register as usize, value);
+            return Ok(());
+        };
+        self.wait_idle(port)?;
+        self.write(port.outer, port.data, value)?;
+        self.write(
+            port.outer,
+            port.command,
+            (port.command_word)(register, true),
+        )?;
+        self.wait_idle(port)
+    }
+
+    /// Polls register `register` of `space` at most `spins` times until `value & mask ==
+    /// expected`; else times out naming `step`. Every wait of the driver is this one.
     fn wait(
         &self,
-        offset: usize,
+        (space, register): (Space, u32),
         mask: u32,
         expected: u32,
+        spins: u32,
         step: &'static str,
     ) -> Result<(), InitError> {
-        for _ in 0..SPINS {
-            if self.regs.read(offset) & mask == expected {
+        for _ in 0..spins {
+            if self.read(space, register)? & mask == expected {
                 return Ok(());
             }
         }
         Err(InitError::Timeout(step))
     }
 
-    fn mac_wait(&self) -> Result<(), InitError> {
-        self.wait(MAC_CSR_CMD, MAC_CSR_BUSY, 0, "MAC_CSR_CMD.CSRBusy")
-    }
-
-    /// Reads MAC register `index` through the MAC CSR port: wait until the port is idle, start
-    /// a read, wait for it, read the data register.
-    fn mac_read(&self, index: u32) -> Result<u32, InitError> {
-        self.mac_wait()?;
-        self.regs
-            .write(MAC_CSR_CMD, MAC_CSR_BUSY | MAC_CSR_READ | index);
-        self.mac_wait()?;
-        Ok(self.regs.read(MAC_CSR_DATA))
-    }
-
-    /// Writes MAC register `index`: data first, then the command; wait until it is done.
-    fn mac_write(&self, index: u32, value: u32) -> Result<(), InitError> {
-        self.mac_wait()?;
-        self.regs.write(MAC_CSR_DATA, value);
-        self.regs.write(MAC_CSR_CMD, MAC_CSR_BUSY | index);
-        self.mac_wait()
-    }
-
-    fn mii_wait(&self) -> Result<(), InitError> {
-        for _ in 0..SPINS / 100 {
-            if self.mac_read(MII_ACC)? & MII_BUSY == 0 {
-                return Ok(());
-            }
-        }
-        Err(InitError::Timeout("MII_ACC.MIIBZY"))
-    }
-
-    fn phy_read(&self, register: u32) -> Result<u32, InitError> {
-        self.mii_wait()?;
-        self.mac_write(MII_ACC, PHY_ADDRESS << 11 | register << 6 | MII_BUSY)?;
-        self.mii_wait()?;
-        Ok(self.mac_read(MII_DATA)? & 0xffff)
-    }
-
-    fn phy_write(&self, register: u32, value: u32) -> Result<(), InitError> {
-        self.mii_wait()?;
-        self.mac_write(MII_DATA, value)?;
-        self.mac_write(
-            MII_ACC,
-            PHY_ADDRESS << 11 | register << 6 | MII_WRITE | MII_BUSY,
-        )?;
-        self.mii_wait()
+    /// Waits until `port` is not busy.
+    fn wait_idle(&self, port: &Port) -> Result<(), InitError> {
+        self.wait(
+            (port.outer, port.command),
+            port.busy,
+            0,
+            port.spins,
+            port.busy_step,
+        )
     }
 
     /// Reads the TX status FIFO empty, counting frames that failed.

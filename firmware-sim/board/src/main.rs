@@ -88,16 +88,30 @@ static mut DEVICE: MaybeUninit<BoardDevice<'static>> = MaybeUninit::uninit();
 static mut FRAMES: lan9118::Buffers = lan9118::Buffers::new();
 
 /// Prints `board FAILED: <what>: <error>` and exits with failure.
-fn fail(what: &str, error: impl core::fmt::Display) -> ! {
+fn fail(what: &str, error: &dyn core::fmt::Display) -> ! {
     print(format_args!("{IMAGE} FAILED: {what}: {error}\n"));
     exit(false)
 }
 
 #[entry]
 fn main() -> ! {
+    let (device, mut eth, mut clock, device_ram) = start();
+    serve(device, &mut eth, &mut clock, device_ram)
+}
+
+/// Boots the board: clock, provisioning, boot counter, LAN9118, ledger, device. Its own frame,
+/// not inlined: its locals (the configuration, the RNG before it moves into the device) are
+/// gone before the device serves, and the serving stack starts shallow.
+#[inline(never)]
+fn start() -> (
+    &'static mut BoardDevice<'static>,
+    Lan9118<'static>,
+    Clock,
+    usize,
+) {
     // `take` succeeds: this is its first call.
     let Some(peripherals) = cortex_m::Peripherals::take() else {
-        fail("start", "core peripherals already taken")
+        fail("start", &"core peripherals already taken")
     };
     clock::start(peripherals.SYST);
     let mut clock = Clock::new();
@@ -116,22 +130,22 @@ fn main() -> ! {
     let record = Flash::open(FLASH_FILE, PROVISIONING_BASE, flash::SECTOR as u32)
         .map_err(provision::ProvisionError::from)
         .and_then(|mut region| provision::read_record(&mut region))
-        .unwrap_or_else(|error| fail("provisioning", error));
+        .unwrap_or_else(|error| fail("provisioning", &error));
     let boot = Flash::open(FLASH_FILE, BOOT_COUNTER_BASE, flash::SECTOR as u32)
         .and_then(|mut region| provision::next_boot(&mut region))
-        .unwrap_or_else(|error| fail("boot counter", error));
+        .unwrap_or_else(|error| fail("boot counter", &error));
     let ledger_flash = Flash::open(
         FLASH_FILE,
         LEDGER_BASE,
         LEDGER_SECTORS * flash::SECTOR as u32,
     )
-    .unwrap_or_else(|error| fail("ledger flash", error));
+    .unwrap_or_else(|error| fail("ledger flash", &error));
 
     // SAFETY: 0x4020_0000..+0x100 is the LAN9118's register window on mps2-an386 (32-bit
     // accesses), and this is the only `Block` over it.
     let registers = unsafe { Block::new(lan9118::MPS2_BASE, lan9118::WINDOW) };
     let mut eth =
-        Lan9118::init(registers, frames, MAC).unwrap_or_else(|error| fail("LAN9118", error));
+        Lan9118::init(registers, frames, MAC).unwrap_or_else(|error| fail("LAN9118", &error));
 
     let seed = provision::boot_seed(&record, boot, [clock::fine(), eth.free_run()]);
     let mut rng = ChaCha20Rng::from_seed(seed);
@@ -152,14 +166,14 @@ fn main() -> ! {
         net_seed: rng.next_u64(),
     };
 
-    let opened =
-        BoardLedger::open(ledger_flash, OPENING, &mut rng, clock.now()).unwrap_or_else(|error| {
+    // Opened in its static: the ledger is a few KiB, never moved through the stack.
+    let ledger = BoardLedger::open_in(ledger, ledger_flash, OPENING, &mut rng, clock.now())
+        .unwrap_or_else(|error| {
             fail(
                 "ledger (`cargo xtask board --fresh` starts a new board)",
-                error,
+                &error,
             )
         });
-    let ledger = ledger.write(opened);
     config.secret = ledger.secret();
     let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
     let device = BoardDevice::init(
@@ -177,7 +191,7 @@ fn main() -> ! {
     let budget = device.memory_budget::<RX, TX>();
     let mac = eth
         .mac_address()
-        .unwrap_or_else(|error| fail("LAN9118", error));
+        .unwrap_or_else(|error| fail("LAN9118", &error));
     let [a, b, c, d] = ADDRESS;
     print(format_args!(
         "{IMAGE} listening on {a}.{b}.{c}.{d}:{DEFAULT_PORT} (LAN9118 ID_REV {:#010x}, mac \
@@ -194,14 +208,25 @@ fn main() -> ! {
         LEDGER_SECTORS as usize * flash::SECTOR / 1024,
     ));
     let device_ram = budget.total() + size_of_frames();
-    let mut stack_peak = report_footprint(device_ram, &eth, 0);
+    (device, eth, clock, device_ram)
+}
+
+/// Serves until QEMU stops: polls the device, reports the footprint when the peak stack grew,
+/// sleeps until the next tick when nothing is due.
+fn serve(
+    device: &mut BoardDevice<'static>,
+    eth: &mut Lan9118<'static>,
+    clock: &mut Clock,
+    device_ram: usize,
+) -> ! {
+    let mut stack_peak = report_footprint(device_ram, eth, 0);
     let mut next_footprint = Instant::ZERO;
 
     loop {
         let now = clock.now();
-        device.poll_with(now, &mut eth, log);
+        device.poll_with(now, eth, log);
         if now >= next_footprint {
-            stack_peak = report_footprint(device_ram, &eth, stack_peak);
+            stack_peak = report_footprint(device_ram, eth, stack_peak);
             next_footprint = now + txsock_core::Duration::from_millis(FOOTPRINT_EVERY_MS);
         }
         let due = device.poll_at(now).is_some_and(|at| at <= now);

@@ -11,62 +11,41 @@
 #![no_std]
 #![no_main]
 
-// The flash stand-in is the `flash-ledger` image's.
-#[allow(dead_code)]
-mod opaque;
-
 use core::hint::black_box;
 use core::mem::MaybeUninit;
 use core::panic::PanicInfo;
 use core::ptr::addr_of_mut;
 
-use opaque::Opaque;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use smoltcp::iface::SocketStorage;
 use txsock_core::{Duration, Instant};
-use txsock_firmware_sim::device::DeviceParts;
+use txsock_firmware_sim::alone::{AloneDevice, AloneMemory, Opaque};
 use txsock_firmware_sim::scenario::board::*;
 use txsock_firmware_sim::scenario::OPENING;
 
 static mut LEDGER: MaybeUninit<BoardLedger> = MaybeUninit::uninit();
-static mut BUFFERS: BoardBuffers = BoardBuffers::new();
-static mut SOCKET_STORAGE: MaybeUninit<[SocketStorage<'static>; SOCKETS]> = MaybeUninit::uninit();
-static mut DEVICE: MaybeUninit<BoardDevice<'static>> = MaybeUninit::uninit();
-static mut FRAME: [u8; MTU + 14] = [0; MTU + 14];
+static mut MEMORY: AloneMemory<BoardLedger> = AloneMemory::new();
 
 /// The entry point the linker script keeps; everything the device needs is reached from here.
 #[no_mangle]
 pub extern "C" fn _start() -> ! {
     // SAFETY: `_start` runs once and takes each static exactly once here.
-    let (ledger, buffers, sockets, device, frame) = unsafe {
-        (
-            &mut *addr_of_mut!(LEDGER),
-            &mut *addr_of_mut!(BUFFERS),
-            &mut *addr_of_mut!(SOCKET_STORAGE),
-            &mut *addr_of_mut!(DEVICE),
-            &mut *addr_of_mut!(FRAME),
-        )
-    };
+    let (ledger, memory) = unsafe { (&mut *addr_of_mut!(LEDGER), &mut *addr_of_mut!(MEMORY)) };
     let seed = black_box(0u64);
-    let mut phy = Opaque { frame };
     let ledger = ledger.write(BoardLedger::new(OPENING));
-    let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
-    let device = BoardDevice::init(
-        device,
-        DeviceParts {
-            sockets,
-            buffers,
-            ledger,
-        },
+    let (device, mut phy) = memory.start(
+        ledger,
         ChaCha20Rng::seed_from_u64(seed),
         &device_config(seed),
-        &mut phy,
-        Instant::ZERO,
     );
+    serve(device, &mut phy)
+}
+
+/// Polls the device for ever at opaque times: everything a serving device runs stays linked.
+fn serve(device: &mut AloneDevice<BoardLedger>, phy: &mut Opaque) -> ! {
     let mut now = Instant::ZERO;
     loop {
-        device.poll(now, &mut phy);
+        device.poll(now, phy);
         black_box(device.poll_at(now));
         now = now + Duration::from_millis(black_box(100));
     }

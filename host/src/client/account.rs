@@ -267,6 +267,18 @@ pub struct TransferReport {
 /// this run sent it, from the newest history page fetched before sending (`before`) and
 /// after the receipts (`after`).
 ///
+/// Verified history entries, as [`Account::history`] read them.
+#[derive(Debug)]
+pub struct History {
+    /// Newest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Older entries exist.
+    pub more: bool,
+    /// Deposits are listed; false when the server is older than statements (PROTOCOL.md
+    /// §6 `statement`) and only its transfers could be read.
+    pub deposits: bool,
+}
+
 /// The protocol's receipt for a re-sent id is the original one (PROTOCOL.md §13) and does
 /// not say that it is a repeat, so the client tells from the authenticated history, which
 /// lists committed transfers newest first: the id in `before` means it was already
@@ -279,7 +291,7 @@ pub fn committed_earlier(
     before: &[HistoryEntry],
     after: &[HistoryEntry],
 ) -> Option<bool> {
-    let mine = |e: &HistoryEntry| &e.from == user && &e.id == id;
+    let mine = |e: &HistoryEntry| e.from() == Some(user) && e.id() == Some(id);
     if before.iter().any(mine) {
         return Some(true);
     }
@@ -438,19 +450,37 @@ impl Account {
         self.read("balance", |c| c.balance())
     }
 
-    /// Up to `limit` verified history entries, newest first, and whether older ones exist.
-    pub fn history(&mut self, limit: usize) -> Result<(Vec<HistoryEntry>, bool), Failure> {
+    /// Up to `limit` verified entries of the statement (transfers and deposits), newest
+    /// first. A server older than statements refuses the request as `malformed`; the
+    /// history (transfers only) is then read instead, and [`History::deposits`] says so.
+    pub fn history(&mut self, limit: usize) -> Result<History, Failure> {
         self.read("history", |c| {
             let mut entries: Vec<HistoryEntry> = Vec::new();
+            let mut deposits = true;
             // Each page adds at least one entry or ends the loop, and `limit` bounds it.
             loop {
-                let page = c.history(u32::try_from(entries.len()).unwrap_or(u32::MAX))?;
+                let offset = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                let page = if deposits {
+                    match c.statement(offset) {
+                        Err(BlockingError::Refused(ErrorCode::Malformed)) if offset == 0 => {
+                            deposits = false;
+                            c.history(offset)
+                        }
+                        other => other,
+                    }
+                } else {
+                    c.history(offset)
+                }?;
                 let got = page.entries.len();
                 entries.extend(page.entries);
                 if entries.len() >= limit || !page.more || got == 0 {
                     let more = page.more || entries.len() > limit;
                     entries.truncate(limit);
-                    return Ok((entries, more));
+                    return Ok(History {
+                        entries,
+                        more,
+                        deposits,
+                    });
                 }
             }
         })
@@ -817,13 +847,13 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, from: &str, to: &str) -> HistoryEntry {
-        HistoryEntry {
-            id: TransferId::parse(id).unwrap(),
-            from: Username::parse(from).unwrap(),
-            to: Username::parse(to).unwrap(),
-            amount: Amount(1),
-            at: 0,
-        }
+        HistoryEntry::transfer(
+            TransferId::parse(id).unwrap(),
+            Username::parse(from).unwrap(),
+            Username::parse(to).unwrap(),
+            Amount(1),
+            0,
+        )
     }
 
     #[test]

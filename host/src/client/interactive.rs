@@ -10,7 +10,7 @@ use super::{new_id, parse_amount, parse_user, ClientArgs};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use txsock_core::blocking::BlockingError;
-use txsock_core::ledger::HistoryEntry;
+use txsock_core::ledger::{EntryKind, HistoryEntry};
 use txsock_core::names::check_password;
 use txsock_core::Username;
 
@@ -30,12 +30,16 @@ Choices (the number, the letter or the word):
   1, b, balance   the balance, authenticated by the server's MAC
   2, t, transfer  send money: recipient, amount, then confirm; the receipt is verified
                   and a lost answer is retried with the same id (never moves money twice)
-  3, h, history   your latest transfers, newest first, each authenticated
+  3, h, history   your latest transfers and deposits, newest first, each authenticated
   4, o, logout    end the session
   q, quit         log out and leave";
 
 /// History entries shown by the menu.
 const HISTORY_SHOWN: usize = 10;
+
+/// Said under a history read from a server older than statements.
+pub(crate) const DEPOSITS_NOT_LISTED: &str =
+    "(this server lists transfers only: deposits are not shown; upgrade the server to see them)";
 
 /// The header row above [`history_line`]s, aligned with them.
 pub(crate) const HISTORY_HEADER: &str =
@@ -48,20 +52,27 @@ pub(crate) fn history_line(user: &Username, e: &HistoryEntry) -> String {
     } else {
         crate::clock::stamp_millis(e.at)
     };
-    if &e.from == user {
-        format!(
-            "{when:<28}  {:<16} sent     {:>14}  to {}",
-            e.id.as_str(),
-            e.amount.to_string(),
-            e.to
-        )
-    } else {
-        format!(
-            "{when:<28}  {:<16} received {:>14}  from {}",
-            e.id.as_str(),
-            e.amount.to_string(),
-            e.from
-        )
+    let amount = e.amount.to_string();
+    match &e.kind {
+        EntryKind::Transfer { id, from } if from == user => {
+            format!(
+                "{when:<28}  {:<16} sent     {amount:>14}  to {}",
+                id.as_str(),
+                e.to
+            )
+        }
+        EntryKind::Transfer { id, from } => {
+            format!(
+                "{when:<28}  {:<16} received {amount:>14}  from {from}",
+                id.as_str()
+            )
+        }
+        EntryKind::Deposit => {
+            format!(
+                "{when:<28}  {:<16} deposit  {amount:>14}  (money added by the operator)",
+                "-"
+            )
+        }
     }
 }
 
@@ -359,17 +370,20 @@ pub fn run(args: &ClientArgs) -> ExitCode {
                     },
                     "2" | "t" | "transfer" => ui.transfer(acc),
                     "3" | "h" | "history" => match acc.history(HISTORY_SHOWN) {
-                        Ok((entries, more)) => {
-                            if entries.is_empty() {
-                                println!("No transfers yet.");
+                        Ok(history) => {
+                            if history.entries.is_empty() {
+                                println!("Nothing yet.");
                             } else {
                                 println!("{HISTORY_HEADER}");
                             }
-                            for e in &entries {
+                            for e in &history.entries {
                                 println!("{}", history_line(&acc.user, e));
                             }
-                            if more {
+                            if history.more {
                                 println!("(older entries not shown)");
+                            }
+                            if !history.deposits {
+                                println!("{DEPOSITS_NOT_LISTED}");
                             }
                         }
                         Err(f) => ui.failed(acc, "History", &f),

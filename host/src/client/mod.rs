@@ -17,6 +17,7 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::time::Duration;
 use txsock_core::auth::DEFAULT_ITERATIONS;
+use txsock_core::ledger::EntryKind;
 use txsock_core::names::check_password;
 use txsock_core::session::ClientConfig;
 use txsock_core::{Amount, ErrorCode, TransferId, Username};
@@ -139,7 +140,8 @@ pub enum ClientCommand {
     Register,
     /// Print the verified balance.
     Balance,
-    /// Print the verified transfer history, newest first.
+    /// Print the verified history, newest first: transfers sent and received, and deposits
+    /// (the opening balance, an administrator's `account deposit`).
     History {
         /// Most entries to print.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -406,33 +408,45 @@ fn script(args: &ClientArgs, command: &ClientCommand) -> Result<u8, Problem> {
             Err(f) => report_failure(args, &f, &account.alerts),
         },
         ClientCommand::History { limit } => match account.history(*limit as usize) {
-            Ok((entries, more)) => {
+            Ok(history) => {
                 if args.json {
-                    let list: Vec<Value> = entries
+                    let list: Vec<Value> = history
+                        .entries
                         .iter()
                         .map(|e| {
                             // ISO 8601 as in the text, and the milliseconds the MAC covers.
                             let at = (e.at != 0).then(|| crate::clock::stamp_millis(e.at));
-                            json!({"id": e.id.as_str(), "from": e.from.as_str(), "to": e.to.as_str(),
+                            // A deposit has no id and no sender: null, as in the protocol
+                            // where the fields are absent.
+                            let kind = match e.kind {
+                                EntryKind::Transfer { .. } => "transfer",
+                                EntryKind::Deposit => "deposit",
+                            };
+                            json!({"kind": kind, "id": e.id().map(TransferId::as_str),
+                                   "from": e.from().map(Username::as_str), "to": e.to.as_str(),
                                    "amount": e.amount.to_string(), "at": at, "at_ms": e.at})
                         })
                         .collect();
                     println!(
                         "{}",
-                        json!({"status": "ok", "user": user.as_str(), "entries": list, "more": more,
+                        json!({"status": "ok", "user": user.as_str(), "entries": list,
+                               "more": history.more, "deposits_listed": history.deposits,
                                "alerts": alerts_json(&account.alerts, min)})
                     );
                 } else {
-                    if entries.is_empty() {
-                        println!("no transfers yet");
+                    if history.entries.is_empty() {
+                        println!("nothing yet: no transfers or deposits");
                     } else {
                         println!("{}", interactive::HISTORY_HEADER);
                     }
-                    for e in &entries {
+                    for e in &history.entries {
                         println!("{}", interactive::history_line(&user, e));
                     }
-                    if more {
+                    if history.more {
                         println!("(older entries exist: raise --limit)");
+                    }
+                    if !history.deposits {
+                        println!("{}", interactive::DEPOSITS_NOT_LISTED);
                     }
                 }
                 if account.alerts.is_empty() {

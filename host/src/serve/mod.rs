@@ -3,6 +3,8 @@
 //! the audit logs.
 
 mod lock;
+#[cfg(unix)]
+mod service;
 
 use crate::audit::{Audit, Log};
 use crate::clock;
@@ -267,6 +269,13 @@ pub struct ServeArgs {
     /// answers still leave in request order.
     #[arg(long, env = "TXSOCK_PIPELINE", default_value_t = default::PIPELINE, value_parser = clap::value_parser!(u16).range(1..=PIPELINE_CAPACITY as i64))]
     pub pipeline: u16,
+
+    /// What the operational log on stderr shows, as RUST_LOG directives: `info` (the
+    /// default), `debug` (a line per connection, login and commit), `warn`, or per target
+    /// (`txsock=debug,warn`). Overrides RUST_LOG; -v and -q override it. Read again on SIGHUP
+    /// from txsock.toml (`log-filter`).
+    #[arg(long, env = "TXSOCK_LOG_FILTER", value_name = "DIRECTIVES")]
+    pub log_filter: Option<String>,
 }
 
 impl ServeArgs {
@@ -371,7 +380,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // announcement is never the default action (on Unix: exit without a graceful stop).
     let mut signals = Signals::new()?;
     #[cfg(unix)]
-    reopen_logs_on_hangup(audit.clone(), tls.clone())?;
+    let reloader = service::reload_on_hangup(service::Reloader {
+        audit: audit.clone(),
+        tls: tls.clone(),
+        server: server.clone(),
+        running: args.clone(),
+    })?;
     println!(
         "txsock listening on {local} ({}data in {}{metrics_line})",
         if tls.is_some() { "TLS 1.3; " } else { "" },
@@ -383,6 +397,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("listening on {local}")),
     ]);
+    #[cfg(unix)]
+    let watchdog = service::watchdog(server.clone());
 
     let default_sized = usize::from(args.max_frame) <= DEFAULT_MAX_FRAME
         && usize::from(args.nonces) <= DEFAULT_NONCES;
@@ -446,6 +462,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .is_err()
     {
         tracing::warn!("some connections did not finish in 10 s; closing them");
+    }
+    // The SIGHUP and watchdog tasks hold ledger handles: end them before the worker's wait.
+    #[cfg(unix)]
+    for task in std::iter::once(reloader).chain(watchdog) {
+        task.abort();
+        let _ = task.await;
     }
     let stats = server.ledger.stats.clone();
     drop(server);
@@ -541,35 +563,6 @@ fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!("cannot notify the service manager through NOTIFY_SOCKET: {e}");
     }
-}
-
-/// SIGHUP reopens the audit logs (log rotation) and reads the TLS certificate and key again
-/// (renewal), and changes nothing else: the server keeps serving and no connection is
-/// dropped. Registered before the listening line is printed, so a SIGHUP is never the
-/// default action (exit).
-#[cfg(unix)]
-fn reopen_logs_on_hangup(audit: Arc<Audit>, tls: Option<crate::tls::ServerTls>) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            match audit.reopen() {
-                Ok(()) => tracing::info!("SIGHUP received: audit logs reopened"),
-                Err(e) => tracing::error!(
-                    "SIGHUP received: cannot reopen the audit logs ({e:#}); still writing to the old files"
-                ),
-            }
-            if let Some(tls) = &tls {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP received: TLS certificate reloaded"),
-                    Err(e) => tracing::error!(
-                        "SIGHUP received: cannot reload the TLS certificate ({e:#}); still using the old one"
-                    ),
-                }
-            }
-        }
-    });
-    Ok(())
 }
 
 #[cfg(windows)]

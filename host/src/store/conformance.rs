@@ -24,7 +24,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::{Arc, Barrier};
 use txsock_core::auth::Verifier;
-use txsock_core::ledger::{Ledger, LedgerReply, LedgerRequest, MemLedger, TransferOutcome};
+use txsock_core::ledger::{
+    EntryKind, Ledger, LedgerReply, LedgerRequest, MemLedger, TransferOutcome,
+};
 use txsock_core::lockout::{Backoff, LockoutState};
 use txsock_core::message::HISTORY_PAGE;
 use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
@@ -49,6 +51,12 @@ trait Backend: Sync {
     /// Whether the ledger stamps journal entries with the wall clock (a `MemLedger` keeps
     /// no clock: its entries carry `at = 0`, as the contract allows).
     fn has_clock(&self) -> bool {
+        true
+    }
+
+    /// Whether the ledger journals each deposit (and so lists them in a statement): the SQL
+    /// stores do; a `MemLedger` and the flash ledger keep only each account's total.
+    fn journals_deposits(&self) -> bool {
         true
     }
 
@@ -233,6 +241,10 @@ impl Backend for MemBackend {
     }
 
     fn has_clock(&self) -> bool {
+        false
+    }
+
+    fn journals_deposits(&self) -> bool {
         false
     }
 
@@ -506,6 +518,10 @@ impl Backend for FlashBackend {
         false
     }
 
+    fn journals_deposits(&self) -> bool {
+        false
+    }
+
     fn set_balance(&self, name: &str, minor: i64) {
         let mut shared = self.shared.lock().unwrap();
         let found = shared
@@ -739,6 +755,7 @@ conformance!(
     batch_answers_in_order_and_requests_fail_alone,
     balance_and_history_pages,
     deposits_and_user_list,
+    statements_list_deposits,
     server_secret_is_created_once_and_shared,
     check_finds_inconsistencies,
     concurrent_full_balance_transfers_exactly_one_succeeds,
@@ -1162,6 +1179,7 @@ fn balance_and_history_pages(b: &dyn Backend) {
         LedgerRequest::History {
             user: user(who),
             offset,
+            deposits: false,
         },
     ) {
         LedgerReply::History(Ok(page)) => page,
@@ -1173,11 +1191,19 @@ fn balance_and_history_pages(b: &dyn Backend) {
     assert!(first.more);
     let e = &first.entries[0];
     assert_eq!(
-        (e.id.as_str(), e.from.as_str(), e.to.as_str(), e.amount),
-        ("x", "bob", "carol", money("0.02"))
+        (
+            e.id().map(TransferId::as_str),
+            e.from().map(Username::as_str),
+            e.to.as_str(),
+            e.amount
+        ),
+        (Some("x"), Some("bob"), "carol", money("0.02"))
     );
     assert_eq!(e.at > 0, b.has_clock());
-    assert_eq!(first.entries[1].id.as_str(), format!("h{}", n - 1));
+    assert_eq!(
+        first.entries[1].id().map(TransferId::as_str),
+        Some(format!("h{}", n - 1).as_str())
+    );
     // All of bob's n + 1 entries over the pages, then an empty page.
     let mut seen = 0;
     let mut offset = 0;
@@ -1207,6 +1233,71 @@ fn balance_and_history_pages(b: &dyn Backend) {
         ),
         LedgerReply::Balance(Err(ErrorCode::NotLoggedIn))
     );
+}
+
+/// A statement (history with deposits) lists the deposits made to the user, the opening
+/// balance included, among the transfers in journal order; a history never does.
+fn statements_list_deposits(b: &dyn Backend) {
+    let mut store = b.open(money("10.00"));
+    for name in ["alice", "bob"] {
+        register(store.as_mut(), name).unwrap();
+    }
+    send(store.as_mut(), "alice", "t1", "bob", "1.00");
+    store.deposit(&user("bob"), money("2.50"), 7).unwrap();
+    send(store.as_mut(), "bob", "t2", "alice", "0.50");
+    let s = store.as_mut();
+    let page = |s: &mut dyn Store, who: &str, offset: u32, deposits: bool| match one(
+        s,
+        LedgerRequest::History {
+            user: user(who),
+            offset,
+            deposits,
+        },
+    ) {
+        LedgerReply::History(Ok(page)) => page,
+        other => panic!("history: {other:?}"),
+    };
+    let shown = |s: &mut dyn Store, who: &str, deposits: bool| {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let p = page(s, who, offset, deposits);
+            offset += p.entries.len() as u32;
+            all.extend(p.entries.iter().map(|e| match &e.kind {
+                EntryKind::Transfer { id, .. } => (id.to_string(), e.amount),
+                EntryKind::Deposit => (format!("deposit to {}", e.to), e.amount),
+            }));
+            if !p.more {
+                return all;
+            }
+        }
+    };
+    let transfers = [
+        ("t2".to_string(), money("0.50")),
+        ("t1".to_string(), money("1.00")),
+    ];
+    assert_eq!(shown(s, "bob", false), transfers);
+    if b.journals_deposits() {
+        let deposit = |amount| ("deposit to bob".to_string(), money(amount));
+        assert_eq!(
+            shown(s, "bob", true),
+            [
+                transfers[0].clone(),
+                deposit("2.50"),
+                transfers[1].clone(),
+                deposit("10.00")
+            ]
+        );
+        // Nobody else's deposits: alice sees her opening balance, not bob's deposit.
+        let alice = shown(s, "alice", true);
+        assert_eq!(alice.len(), 3, "{alice:?}");
+        assert_eq!(alice[2], ("deposit to alice".to_string(), money("10.00")));
+        let d = &page(s, "bob", 1, true).entries[0];
+        assert_eq!((&d.kind, d.to.as_str()), (&EntryKind::Deposit, "bob"));
+        assert_eq!(d.at, 7);
+    } else {
+        assert_eq!(shown(s, "bob", true), transfers);
+    }
 }
 
 fn deposits_and_user_list(b: &dyn Backend) {

@@ -1072,14 +1072,22 @@ fn mark_senders(c: &mut Conn, senders: &[&str]) -> Result<()> {
     Ok(())
 }
 
-type HistoryRow = (String, String, String, i64, i64);
+type HistoryRow = (Option<String>, Option<String>, String, i64, i64);
 
-fn history(c: &mut Conn, user: &Username, offset: u32) -> Result<HistoryPage> {
+/// A page of `user`'s history; with `deposits`, the deposits to `user` too (a deposit has
+/// no `from_user`, so `to_user = ?` is what finds it).
+fn history(c: &mut Conn, user: &Username, offset: u32, deposits: bool) -> Result<HistoryPage> {
     let rows: Vec<HistoryRow> = all(
         c,
-        "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
-         WHERE kind = 'transfer' AND (from_user = ? OR to_user = ?)
-         ORDER BY seq DESC LIMIT ? OFFSET ?",
+        if deposits {
+            "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
+             WHERE from_user = ? OR to_user = ?
+             ORDER BY seq DESC LIMIT ? OFFSET ?"
+        } else {
+            "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
+             WHERE kind = 'transfer' AND (from_user = ? OR to_user = ?)
+             ORDER BY seq DESC LIMIT ? OFFSET ?"
+        },
         (
             user.as_str(),
             user.as_str(),
@@ -1094,8 +1102,7 @@ fn history(c: &mut Conn, user: &Username, offset: u32) -> Result<HistoryPage> {
             break;
         }
         let entry = HistoryEntry {
-            id: TransferId::parse(&id).map_err(|e| anyhow!("bad transfer id {id:?}: {e}"))?,
-            from: name_of(from)?,
+            kind: super::row::entry_kind(id, from)?,
             to: name_of(to)?,
             amount: amount_of(amount),
             at: at as u64,
@@ -1141,9 +1148,11 @@ fn execute_one(
                 .map(amount_of)
                 .ok_or(ErrorCode::NotLoggedIn),
         ),
-        LedgerRequest::History { user, offset } => {
-            LedgerReply::History(Ok(history(c, user, *offset)?))
-        }
+        LedgerRequest::History {
+            user,
+            offset,
+            deposits,
+        } => LedgerReply::History(Ok(history(c, user, *offset, *deposits)?)),
         _ => LedgerReply::Unavailable,
     })
 }

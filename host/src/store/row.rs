@@ -6,9 +6,9 @@
 
 use anyhow::{anyhow, Result};
 use txsock_core::auth::Verifier;
-use txsock_core::ledger::{LedgerReply, RecordedOutcome};
+use txsock_core::ledger::{EntryKind, LedgerReply, RecordedOutcome};
 use txsock_core::lockout::LockoutState;
-use txsock_core::{Amount, ErrorCode, Instant, Username};
+use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
 
 /// Admin locks are stored as a flag; to the core they look like a lock that never ends.
 pub const FOREVER: u64 = i64::MAX as u64;
@@ -16,6 +16,21 @@ pub const FOREVER: u64 = i64::MAX as u64;
 /// A username read from the database.
 pub fn name_of(row_value: String) -> Result<Username> {
     Username::parse(&row_value).map_err(|e| anyhow!("bad username {row_value:?} in database: {e}"))
+}
+
+/// A journal row's kind from its `transfer_id` and `from_user`: both set for a transfer,
+/// both NULL for a deposit (money created for `to_user`); anything else is a damaged row.
+pub fn entry_kind(id: Option<String>, from: Option<String>) -> Result<EntryKind> {
+    match (id, from) {
+        (Some(id), Some(from)) => Ok(EntryKind::Transfer {
+            id: TransferId::parse(&id).map_err(|e| anyhow!("bad transfer id {id:?}: {e}"))?,
+            from: name_of(from)?,
+        }),
+        (None, None) => Ok(EntryKind::Deposit),
+        (id, from) => Err(anyhow!(
+            "journal row with transfer id {id:?} but sender {from:?} in database"
+        )),
+    }
 }
 
 /// An amount or balance read from the database (a negative value, which the schemas'

@@ -3,7 +3,8 @@
 use super::row::{amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, FOREVER};
 use super::{Access, CheckReport, Committed, Store, UserSummary};
 use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use txsock_core::auth::Verifier;
 use txsock_core::ledger::{
@@ -143,8 +144,9 @@ impl SqliteStore {
             "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, x'')",
             [super::row::LOGIN_FAILURE_DECOY],
         )?;
-        // Room for every statement of the ledger's hot path (see `execute`).
-        conn.set_prepared_statement_cache_capacity(32);
+        // Room for every statement of the ledger's hot path (see `execute`), with the
+        // multi-row inserts' chunk sizes (see `insert_rows`).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(SqliteStore {
             conn,
             opening_balance,
@@ -398,24 +400,19 @@ fn lockout_update(
     Ok(state)
 }
 
-/// One transfer: the rows the money rule needs are read (both balances, the id's recorded
-/// outcome), [`decide_transfer`] decides, and exactly the writes it names are made. Every
-/// read and write is inside the batch's `IMMEDIATE` transaction, which holds SQLite's one
-/// write lock, so nothing changes between the reads and the writes.
-fn transfer(
+/// A transfer id's final outcome as stored: recipient, amount, the sender's balance with it,
+/// and the refusal code (`None` if committed).
+type StoredOutcome = (String, i64, i64, Option<String>);
+
+/// The final outcome recorded for `from`'s transfer `id`, if it has one: committed (in the
+/// journal, with the balance after it) or refused (in `refusals`, with its code and the
+/// balance then): recipient, amount, balance, code (`None` if committed).
+fn earlier_outcome(
     tx: &Connection,
     from: &Username,
     id: &TransferId,
-    to: &Username,
-    amount: Amount,
-    now_ms: u64,
-    committed: &mut Vec<Committed>,
-) -> Result<TransferOutcome> {
-    let sender = balance(tx, from)?;
-    let recipient = if from == to { sender } else { balance(tx, to)? };
-    // The id's final outcome, if it has one: committed (in the journal, with the balance
-    // after it) or refused (in `refusals`, with its code and the balance then).
-    let earlier = query_row(
+) -> Result<Option<StoredOutcome>> {
+    query_row(
         tx,
         "SELECT to_user, amount, balance_after, NULL FROM journal
              WHERE from_user = ?1 AND transfer_id = ?2
@@ -431,7 +428,25 @@ fn transfer(
                 r.get::<_, Option<String>>(3)?,
             ))
         },
-    )?;
+    )
+}
+
+/// One transfer: the rows the money rule needs are read (both balances, the id's recorded
+/// outcome), [`decide_transfer`] decides, and exactly the writes it names are made. Every
+/// read and write is inside the batch's `IMMEDIATE` transaction, which holds SQLite's one
+/// write lock, so nothing changes between the reads and the writes.
+fn transfer(
+    tx: &Connection,
+    from: &Username,
+    id: &TransferId,
+    to: &Username,
+    amount: Amount,
+    now_ms: u64,
+    committed: &mut Vec<Committed>,
+) -> Result<TransferOutcome> {
+    let sender = balance(tx, from)?;
+    let recipient = if from == to { sender } else { balance(tx, to)? };
+    let earlier = earlier_outcome(tx, from, id)?;
     let facts = TransferFacts {
         sender: sender.map(amount_of),
         recipient: recipient.map(amount_of),
@@ -495,18 +510,24 @@ fn transfer(
     Ok(decision.outcome())
 }
 
-fn history(tx: &Connection, user: &Username, offset: u32) -> Result<HistoryPage> {
-    let mut stmt = tx.prepare_cached(
+/// A page of `user`'s history; with `deposits`, the deposits to `user` too (a deposit has
+/// no `from_user`, so `to_user = ?1` is what finds it).
+fn history(tx: &Connection, user: &Username, offset: u32, deposits: bool) -> Result<HistoryPage> {
+    let mut stmt = tx.prepare_cached(if deposits {
+        "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
+         WHERE from_user = ?1 OR to_user = ?1
+         ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+    } else {
         "SELECT transfer_id, from_user, to_user, amount, at_ms FROM journal
          WHERE kind = 'transfer' AND (from_user = ?1 OR to_user = ?1)
-         ORDER BY seq DESC LIMIT ?2 OFFSET ?3",
-    )?;
+         ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+    })?;
     let rows = stmt.query_map(
         params![user.as_str(), HISTORY_PAGE as i64 + 1, offset],
         |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
@@ -521,9 +542,7 @@ fn history(tx: &Connection, user: &Username, offset: u32) -> Result<HistoryPage>
             break;
         }
         let entry = HistoryEntry {
-            id: TransferId::parse(&id)
-                .map_err(|e| anyhow::anyhow!("bad transfer id {id:?}: {e}"))?,
-            from: name_of(from)?,
+            kind: super::row::entry_kind(id, from)?,
             to: name_of(to)?,
             amount: amount_of(amount),
             at: at as u64,
@@ -565,14 +584,276 @@ fn execute_one(
                 .map(amount_of)
                 .ok_or(ErrorCode::NotLoggedIn),
         ),
-        LedgerRequest::History { user, offset } => {
-            LedgerReply::History(Ok(history(tx, user, *offset)?))
-        }
+        LedgerRequest::History {
+            user,
+            offset,
+            deposits,
+        } => LedgerReply::History(Ok(history(tx, user, *offset, *deposits)?)),
         _ => {
             let _ = now;
             LedgerReply::Unavailable
         }
     })
+}
+
+/// Executes `batch` in the open transaction `tx` with no savepoint, each run of transfers
+/// through one [`TransferRun`]. Any request's failure fails the whole call (the caller then
+/// rolls back and runs [`batch_one_by_one`]).
+fn batch_at_once(
+    opening_balance: Amount,
+    tx: &Connection,
+    batch: &[(LedgerRequest, Instant)],
+    committed: &mut Vec<Committed>,
+) -> Result<Vec<LedgerReply>> {
+    let now_ms = crate::clock::unix_millis();
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut run = TransferRun::default();
+    for (request, now) in batch {
+        match request {
+            LedgerRequest::Transfer {
+                from,
+                id,
+                to,
+                amount,
+            } => replies.push(LedgerReply::Transfer(
+                run.transfer(tx, from, id, to, *amount, now_ms, committed)?,
+            )),
+            other => {
+                // Every other request sees the run's writes, as it would one by one.
+                run.write(tx)?;
+                replies.push(execute_one(opening_balance, tx, other, *now, committed)?);
+            }
+        }
+    }
+    run.write(tx)?;
+    Ok(replies)
+}
+
+/// Executes `batch` in the open transaction `tx` request by request, each in a savepoint of
+/// its own: a request that fails is answered `Unavailable` and undone alone, and the others
+/// stand. Slower than [`batch_at_once`]; used only after a request failed there.
+fn batch_one_by_one(
+    opening_balance: Amount,
+    tx: &Connection,
+    batch: &[(LedgerRequest, Instant)],
+    committed: &mut Vec<Committed>,
+) -> Result<Vec<LedgerReply>> {
+    let mut replies = Vec::with_capacity(batch.len());
+    for (request, now) in batch {
+        execute(tx, "SAVEPOINT request", [])?;
+        let before = committed.len();
+        match execute_one(opening_balance, tx, request, *now, committed) {
+            Ok(reply) => replies.push(reply),
+            Err(e) => {
+                committed.truncate(before);
+                execute(tx, "ROLLBACK TO request", [])?;
+                tracing::error!("ledger request failed: {e:#}");
+                replies.push(LedgerReply::Unavailable);
+            }
+        }
+        execute(tx, "RELEASE request", [])?;
+    }
+    Ok(replies)
+}
+
+/// A transfer id's final outcome as [`TransferRun`] remembers it: recipient, amount, the
+/// sender's balance with it, and the refusal code (`None` if committed).
+type Outcome = (String, i64, i64, Option<&'static str>);
+
+/// A run of consecutive transfers of one batch, decided one after another by the money rule
+/// on the balances and outcomes as the earlier transfers of the run left them, and written
+/// together ([`TransferRun::write`]): each touched balance once (compare-and-set on the value
+/// read), the journal and the refusals in multi-row inserts. Every read is inside the
+/// batch's `IMMEDIATE` transaction, so nothing changes between the reads and the writes.
+/// One transfer at a time this would be eight statements (two balance reads, the id's
+/// look-up, two balance updates, the journal insert and a savepoint around them); here it
+/// is the id's look-up plus a share of the run's writes.
+#[derive(Default)]
+struct TransferRun<'a> {
+    /// Every account the run read: its balance as stored and as the run left it (`None`:
+    /// no such account).
+    balances: BTreeMap<&'a str, (Option<i64>, Option<i64>)>,
+    /// The outcomes this run recorded, by (sender, id).
+    outcomes: HashMap<(&'a str, &'a str), Outcome>,
+    /// Journal rows to insert: sender, id, recipient, amount, sender's balance after, time.
+    journal: Vec<(&'a str, &'a str, &'a str, i64, i64, i64)>,
+    /// Refusal rows to insert: sender, id, recipient, amount, code, sender's balance, time.
+    refusals: Vec<(&'a str, &'a str, &'a str, i64, &'static str, i64, i64)>,
+}
+
+impl<'a> TransferRun<'a> {
+    /// The balance of `user` as the run stands (read once per run).
+    fn balance(&mut self, tx: &Connection, user: &'a Username) -> Result<Option<i64>> {
+        if let Some(&(_, now)) = self.balances.get(user.as_str()) {
+            return Ok(now);
+        }
+        let stored = balance(tx, user)?;
+        self.balances.insert(user.as_str(), (stored, stored));
+        Ok(stored)
+    }
+
+    /// Decides one transfer (see [`transfer`] for the same rule one at a time) and keeps
+    /// its writes for [`TransferRun::write`].
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        tx: &Connection,
+        from: &'a Username,
+        id: &'a TransferId,
+        to: &'a Username,
+        amount: Amount,
+        now_ms: u64,
+        committed: &mut Vec<Committed>,
+    ) -> Result<TransferOutcome> {
+        let sender = self.balance(tx, from)?;
+        let recipient = if from == to {
+            sender
+        } else {
+            self.balance(tx, to)?
+        };
+        let key = (from.as_str(), id.as_str());
+        let stored;
+        let earlier = match self.outcomes.get(&key) {
+            Some((to, amount, balance, code)) => Some(recorded(to, *amount, *balance, *code)),
+            None => {
+                stored = earlier_outcome(tx, from, id)?;
+                stored.as_ref().map(|(to, amount, balance, code)| {
+                    recorded(to, *amount, *balance, code.as_deref())
+                })
+            }
+        };
+        let facts = TransferFacts {
+            sender: sender.map(amount_of),
+            recipient: recipient.map(amount_of),
+            earlier,
+        };
+        let decision = decide_transfer(from, to, amount, facts);
+        let now = now_ms as i64;
+        match decision {
+            TransferDecision::Answer(_) => {}
+            TransferDecision::Refuse(refusal) => {
+                let code = refusal.result.err().map_or("internal", ErrorCode::name);
+                let balance = sql_amount(refusal.balance);
+                let amount = sql_amount(amount);
+                self.refusals
+                    .push((key.0, key.1, to.as_str(), amount, code, balance, now));
+                self.outcomes
+                    .insert(key, (to.to_string(), amount, balance, Some(code)));
+            }
+            TransferDecision::Commit {
+                sender_after,
+                recipient_after,
+            } => {
+                let (after, amount_sql) = (sql_amount(sender_after), sql_amount(amount));
+                for (user, new) in [(from, after), (to, sql_amount(recipient_after))] {
+                    if let Some(entry) = self.balances.get_mut(user.as_str()) {
+                        entry.1 = Some(new);
+                    }
+                }
+                self.journal
+                    .push((key.0, key.1, to.as_str(), amount_sql, after, now));
+                self.outcomes
+                    .insert(key, (to.to_string(), amount_sql, after, None));
+                committed.push(Committed::transfer(
+                    from,
+                    id,
+                    to,
+                    amount,
+                    sender_after,
+                    now_ms,
+                ));
+            }
+        }
+        Ok(decision.outcome())
+    }
+
+    /// Makes the run's writes and starts a new run.
+    fn write(&mut self, tx: &Connection) -> Result<()> {
+        for (user, (stored, now)) in std::mem::take(&mut self.balances) {
+            let (Some(old), Some(new)) = (stored, now) else {
+                continue;
+            };
+            if old == new {
+                continue;
+            }
+            // Compare-and-set: the rule decided on the balance read.
+            let changed = execute(
+                tx,
+                "UPDATE users SET balance = ?3 WHERE name = ?1 AND balance = ?2",
+                params![user, old, new],
+            )?;
+            if changed != 1 {
+                bail!("the balance of {user} changed under the write lock");
+            }
+        }
+        let journal = std::mem::take(&mut self.journal);
+        insert_rows(
+            tx,
+            "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms) VALUES ",
+            "('transfer', ?, ?, ?, ?, ?, ?)",
+            &journal,
+            |(from, id, to, amount, after, at), params| {
+                params.extend([from as &dyn ToSql, id, to, amount, after, at]);
+            },
+        )?;
+        let refusals = std::mem::take(&mut self.refusals);
+        insert_rows(
+            tx,
+            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms) VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?)",
+            &refusals,
+            |(from, id, to, amount, code, balance, at), params| {
+                params.extend([from as &dyn ToSql, id, to, amount, code, balance, at]);
+            },
+        )?;
+        self.outcomes.clear();
+        Ok(())
+    }
+}
+
+/// The most rows one multi-row insert takes; a longer list is inserted in chunks of powers
+/// of two (at most seven statement shapes per table, all in the statement cache).
+const INSERT_CHUNK: usize = 64;
+
+/// Inserts `rows` with `head` followed by one `values` tuple per row, in as few statements
+/// as [`INSERT_CHUNK`] allows, in order.
+fn insert_rows<'r, T>(
+    tx: &Connection,
+    head: &str,
+    values: &str,
+    rows: &'r [T],
+    bind: impl Fn(&'r T, &mut Vec<&'r dyn ToSql>),
+) -> Result<()> {
+    let mut rest = rows;
+    let mut params = Vec::new();
+    while !rest.is_empty() {
+        let n = if rest.len() >= INSERT_CHUNK {
+            INSERT_CHUNK
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, after) = rest.split_at(n);
+        let mut sql = String::with_capacity(head.len() + n * (values.len() + 2));
+        sql.push_str(head);
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(values);
+        }
+        params.clear();
+        for row in chunk {
+            bind(row, &mut params);
+        }
+        let inserted = tx
+            .prepare_cached(&sql)?
+            .execute(rusqlite::params_from_iter(params.iter()))?;
+        if inserted != n {
+            bail!("inserted {inserted} rows of {n}");
+        }
+        rest = after;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -585,22 +866,27 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut replies = Vec::with_capacity(batch.len());
-        for (request, now) in batch {
-            // A savepoint per request: one request's failure never undoes the others.
-            execute(&tx, "SAVEPOINT request", [])?;
-            let before = committed.len();
-            match execute_one(self.opening_balance, &tx, request, *now, committed) {
-                Ok(reply) => replies.push(reply),
-                Err(e) => {
-                    committed.truncate(before);
-                    execute(&tx, "ROLLBACK TO request", [])?;
-                    tracing::error!("ledger request failed: {e:#}");
-                    replies.push(LedgerReply::Unavailable);
-                }
+        let replies = match batch_at_once(self.opening_balance, &tx, batch, committed) {
+            Ok(replies) => replies,
+            Err(e) => {
+                // A request failed. Nothing of this attempt stays: the batch runs again with
+                // a savepoint per request, so that the failure is that request's alone.
+                committed.truncate(first_committed);
+                tx.rollback()?;
+                tracing::debug!("batch failed ({e:#}); running it again request by request");
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let replies = batch_one_by_one(self.opening_balance, &tx, batch, committed)?;
+                return match tx.commit() {
+                    Ok(()) => Ok(replies),
+                    Err(e) => {
+                        committed.truncate(first_committed);
+                        Err(e.into())
+                    }
+                };
             }
-            execute(&tx, "RELEASE request", [])?;
-        }
+        };
         if let Err(e) = tx.commit() {
             committed.truncate(first_committed);
             return Err(e.into());
@@ -868,6 +1154,240 @@ mod tests {
                 "an unknown name costs the same write"
             );
         }
+    }
+    fn verifier(seed: u8) -> Verifier {
+        let mut v = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [seed; 32],
+            server_key: [seed.wrapping_add(1); 32],
+        };
+        v.salt.extend_from_slice(&[seed; 16]).unwrap();
+        v
+    }
+
+    type Executor = fn(
+        Amount,
+        &Connection,
+        &[(LedgerRequest, Instant)],
+        &mut Vec<Committed>,
+    ) -> Result<Vec<LedgerReply>>;
+
+    /// Runs `batch` with `execute` in one transaction of `store` and commits it.
+    fn run_with(
+        store: &mut SqliteStore,
+        execute: Executor,
+        batch: &[(LedgerRequest, Instant)],
+    ) -> (Vec<LedgerReply>, Vec<String>) {
+        let mut committed = Vec::new();
+        let tx = store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let replies = execute(store.opening_balance, &tx, batch, &mut committed).unwrap();
+        tx.commit().unwrap();
+        let committed = committed
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {} {} {}",
+                    c.from, c.id, c.to, c.amount, c.balance_after
+                )
+            })
+            .collect();
+        (replies, committed)
+    }
+
+    /// Everything the ledger holds but the times: balances, journal, refusals.
+    fn contents(store: &SqliteStore) -> Vec<String> {
+        let mut rows = Vec::new();
+        for sql in [
+            "SELECT name || ' ' || balance FROM users ORDER BY name",
+            "SELECT seq || ' ' || kind || ' ' || COALESCE(from_user, '-') || ' ' || \
+             COALESCE(transfer_id, '-') || ' ' || to_user || ' ' || amount || ' ' || \
+             COALESCE(balance_after, '-') FROM journal ORDER BY seq",
+            "SELECT from_user || ' ' || transfer_id || ' ' || to_user || ' ' || amount || ' ' \
+             || code || ' ' || balance_at FROM refusals ORDER BY from_user, transfer_id",
+        ] {
+            let mut stmt = store.conn.prepare(sql).unwrap();
+            let found = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+            rows.extend(found.map(Result::unwrap));
+        }
+        rows
+    }
+
+    /// A batch run at once (one [`TransferRun`] per run of transfers, no savepoints) answers
+    /// and writes exactly what the same batch run request by request does, for random
+    /// batches of transfers (repeated ids, unknown senders and recipients, self-transfers,
+    /// overdrafts, overflows) mixed with balances, registrations and failed logins.
+    #[test]
+    fn a_batch_at_once_equals_the_batch_request_by_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opening = Amount::parse_non_negative("10.00").unwrap();
+        let open = |name: &str| SqliteStore::open(&dir.path().join(name), opening).unwrap();
+        let (mut at_once, mut one_by_one) = (open("a.db"), open("b.db"));
+        let names = ["u0", "u1", "u2", "u3", "u4", "ghost"];
+        let user = |i: u64| Username::parse(names[i as usize % names.len()]).unwrap();
+        // A fixed xorshift sequence: the same batches on every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let setup: Vec<_> = (0..4)
+            .map(|i| {
+                let request = LedgerRequest::Register {
+                    user: user(i),
+                    verifier: verifier(i as u8),
+                };
+                (request, crate::clock::now())
+            })
+            .collect();
+        run_with(&mut at_once, batch_at_once, &setup);
+        run_with(&mut one_by_one, batch_one_by_one, &setup);
+        // One recipient near the ceiling, so that credits to it overflow.
+        for store in [&at_once, &one_by_one] {
+            store
+                .conn
+                .execute(
+                    "UPDATE users SET balance = ?1 WHERE name = 'u3'",
+                    [sql_amount(MAX_BALANCE) - 300],
+                )
+                .unwrap();
+            store
+                .conn
+                .execute(
+                    "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms) \
+                     VALUES ('deposit', 'u3', ?1, ?1, 0)",
+                    [sql_amount(MAX_BALANCE) - 1300],
+                )
+                .unwrap();
+        }
+        for round in 0..60 {
+            let len = 1 + next(150);
+            let batch: Vec<_> = (0..len)
+                .map(|_| {
+                    let request = match next(20) {
+                        0 => LedgerRequest::Balance {
+                            user: user(next(6)),
+                        },
+                        1 => LedgerRequest::LoginFailed {
+                            user: user(next(6)),
+                            now: crate::clock::now(),
+                            policy: Backoff::ACCOUNT,
+                        },
+                        2 if round % 10 == 9 => LedgerRequest::Register {
+                            user: user(4),
+                            verifier: verifier(4),
+                        },
+                        _ => {
+                            let largest = if next(4) == 0 { 2_000 } else { 300 };
+                            LedgerRequest::Transfer {
+                                from: user(next(6)),
+                                id: TransferId::parse(&format!("t{}", next(40))).unwrap(),
+                                to: user(next(6)),
+                                amount: Amount(1 + next(largest)),
+                            }
+                        }
+                    };
+                    (request, crate::clock::now())
+                })
+                .collect();
+            let a = run_with(&mut at_once, batch_at_once, &batch);
+            let b = run_with(&mut one_by_one, batch_one_by_one, &batch);
+            assert_eq!(a, b, "round {round}: replies and committed transfers");
+            assert_eq!(contents(&at_once), contents(&one_by_one), "round {round}");
+        }
+        let journal = contents(&at_once).len();
+        assert!(journal > 200, "the batches moved money ({journal} rows)");
+        for store in [&mut at_once, &mut one_by_one] {
+            assert!(store.check().unwrap().problems.is_empty());
+        }
+    }
+
+    /// A request that fails (here a history page over a corrupt journal row) fails alone:
+    /// the batch is run again request by request, the failed request is answered
+    /// `Unavailable`, and the transfers around it commit.
+    #[test]
+    fn a_failing_request_fails_alone_in_a_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opening = Amount::parse_non_negative("10.00").unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db"), opening).unwrap();
+        let user = |name: &str| Username::parse(name).unwrap();
+        let now = crate::clock::now;
+        for (i, name) in ["alice", "bob"].into_iter().enumerate() {
+            let request = LedgerRequest::Register {
+                user: user(name),
+                verifier: verifier(i as u8),
+            };
+            store
+                .execute_batch(&[(request, now())], &mut Vec::new())
+                .unwrap();
+        }
+        store
+            .conn
+            .execute(
+                "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, at_ms) \
+                 VALUES ('transfer', 'carol', 'not an id', 'bob', 1, 0)",
+                [],
+            )
+            .unwrap();
+        let transfer = |id: &str, amount: &str| LedgerRequest::Transfer {
+            from: user("alice"),
+            id: TransferId::parse(id).unwrap(),
+            to: user("bob"),
+            amount: Amount::parse_non_negative(amount).unwrap(),
+        };
+        let batch = [
+            (transfer("t1", "1.00"), now()),
+            (
+                LedgerRequest::History {
+                    user: user("bob"),
+                    offset: 0,
+                    deposits: true,
+                },
+                now(),
+            ),
+            (transfer("t2", "2.00"), now()),
+            (
+                LedgerRequest::Balance {
+                    user: user("alice"),
+                },
+                now(),
+            ),
+        ];
+        let mut committed = Vec::new();
+        let replies = store.execute_batch(&batch, &mut committed).unwrap();
+        let ok = |balance: &str| {
+            LedgerReply::Transfer(TransferOutcome {
+                result: Ok(()),
+                balance: Amount::parse_non_negative(balance).unwrap(),
+            })
+        };
+        assert_eq!(replies[0], ok("9.00"));
+        assert_eq!(replies[1], LedgerReply::Unavailable);
+        assert_eq!(replies[2], ok("7.00"));
+        assert_eq!(
+            replies[3],
+            LedgerReply::Balance(Ok(Amount::parse_non_negative("7.00").unwrap()))
+        );
+        let ids: Vec<&str> = committed.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["t1", "t2"], "each committed transfer reported once");
+        // Committed: a new store on the file sees them.
+        drop(store);
+        let mut store = SqliteStore::open(&dir.path().join("t.db"), opening).unwrap();
+        let balance = store
+            .execute_batch(
+                &[(LedgerRequest::Balance { user: user("bob") }, now())],
+                &mut Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            balance[0],
+            LedgerReply::Balance(Ok(Amount::parse_non_negative("13.00").unwrap()))
+        );
     }
 }
 

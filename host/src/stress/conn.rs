@@ -195,6 +195,18 @@ impl Conn {
         iterations: u32,
         recv_buffer: Option<u32>,
     ) -> Result<Conn, ConnError> {
+        Conn::connect_from(addr, None, iterations, recv_buffer).await
+    }
+
+    /// Connects from the local address `source` (any port) if given: one source address
+    /// has about 28,000 ephemeral ports towards one server address, so more connections
+    /// than that come from several loopback addresses.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        iterations: u32,
+        recv_buffer: Option<u32>,
+    ) -> Result<Conn, ConnError> {
         let io = |e: std::io::Error| ConnError::Io(e.to_string());
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()
@@ -204,6 +216,9 @@ impl Conn {
         .map_err(io)?;
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size).map_err(io)?;
+        }
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0)).map_err(io)?;
         }
         let stream = tokio::time::timeout(STEP_TIMEOUT, socket.connect(addr))
             .await

@@ -61,6 +61,25 @@ pub async fn register(ctx: &Ctx, names: Vec<String>) -> Result<Vec<Account>> {
     Ok(accounts)
 }
 
+/// Connections opened from one source address at most: the kernel has about 28,000
+/// ephemeral ports (32768 to 60999 by default) per source address towards one server.
+pub const PER_SOURCE: usize = 20_000;
+
+/// The local addresses `count` connections to `server` come from: none (the kernel
+/// chooses) while one address has ports enough ([`PER_SOURCE`]), else the first
+/// `count / PER_SOURCE` (rounded up) addresses of 127.0.0.0/8 from 127.0.0.1, each
+/// taking an equal share, which needs an IPv4 loopback server (the whole 127.0.0.0/8
+/// reaches it on Linux).
+pub fn source_addresses(server: std::net::SocketAddr, count: usize) -> Vec<std::net::IpAddr> {
+    let needed = count.div_ceil(PER_SOURCE);
+    if needed <= 1 || !matches!(server.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback()) {
+        return Vec::new();
+    }
+    (1..=needed.min(254))
+        .map(|last| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last as u8)))
+        .collect()
+}
+
 /// Parameters of the transfer load.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadParams {
@@ -334,6 +353,7 @@ pub async fn connections(
 ) -> Result<Connections> {
     // One user per 100 connections: logins with a provisioned key cost no PBKDF2, and several
     // sessions of one user are as heavy on the server as sessions of different users.
+    let sources = source_addresses(ctx.addr, count);
     let users = count.div_ceil(100).max(1);
     let names = (0..users).map(|i| format!("{}i{i}", ctx.prefix)).collect();
     let accounts = Arc::new(register(ctx, names).await?);
@@ -348,10 +368,11 @@ pub async fn connections(
         let (gate, done, alive) = (gate.clone(), done.clone(), alive.clone());
         let mut release = release.clone();
         let (addr, iterations) = (ctx.addr, ctx.iterations);
+        let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
         set.spawn(async move {
             let permit = gate.acquire_owned().await;
             let login = async {
-                let mut conn = Conn::connect(addr, iterations).await?;
+                let mut conn = Conn::connect_from(addr, source, iterations, None).await?;
                 conn.login(&account).await?;
                 Ok::<_, ConnError>(conn)
             }
@@ -410,4 +431,23 @@ pub async fn connections(
         setup_secs,
         still_open,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_connections_spread_over_loopback_source_addresses() {
+        let v4: std::net::SocketAddr = "127.0.0.1:11002".parse().unwrap();
+        assert!(source_addresses(v4, PER_SOURCE).is_empty());
+        let sources = source_addresses(v4, 100_000);
+        assert_eq!(sources.len(), 5);
+        assert_eq!(sources[0].to_string(), "127.0.0.1");
+        assert_eq!(sources[4].to_string(), "127.0.0.5");
+        assert_eq!(source_addresses(v4, PER_SOURCE + 1).len(), 2);
+        // No other loopback address to spread over.
+        let v6: std::net::SocketAddr = "[::1]:11002".parse().unwrap();
+        assert!(source_addresses(v6, 100_000).is_empty());
+    }
 }

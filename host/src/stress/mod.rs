@@ -143,7 +143,11 @@ pub struct LoadArgs {
 pub struct ConnectionsArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Connections to open and log in.
+    /// Connections to open and log in. More than 20,000 come from several source
+    /// addresses (127.0.0.1, 127.0.0.2, ...: one has about 28,000 ports towards a server),
+    /// so the server must listen on IPv4 loopback. The open-file limit is raised to the
+    /// count plus 256 (past the hard limit only as root); the run stops at once if it
+    /// cannot be.
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
     /// How long to hold them once all are logged in.
@@ -211,6 +215,9 @@ pub struct Ctx {
     pub rec: Arc<Recorder>,
 }
 
+/// Open files needed beside one per connection (runtime, logs, database, listener).
+const FILES_SPARE: u64 = 256;
+
 /// Default connections at once for an attack.
 fn default_count(attack: &str, limit: usize, spawned: bool) -> usize {
     match attack {
@@ -244,7 +251,13 @@ pub fn run(args: StressArgs) -> Result<()> {
             bail!("txsock stress sends heavy and hostile traffic: only loopback servers (127.0.0.0/8, ::1) may be targeted, not {addr}");
         }
     }
-    let files = target::raise_file_limit();
+    // Each connection takes a file here and one in a spawned server (which inherits the
+    // limit), plus some for the runtime, the logs and the database.
+    let wanted = match &args.scenario {
+        Scenario::Connections(a) => a.count as u64 + FILES_SPARE,
+        _ => 0,
+    };
+    let files = target::raise_file_limit(wanted);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(common.threads.max(1))
         .enable_all()
@@ -500,9 +513,7 @@ async fn scenario(
     };
     let result = match scenario {
         Scenario::Load(a) => run_load(&ctx, &target, &a, &mut params).await,
-        Scenario::Connections(a) => {
-            run_connections(&ctx, &target, &a, files, &mut params, &mut notes).await
-        }
+        Scenario::Connections(a) => run_connections(&ctx, &target, &a, files, &mut params).await,
         Scenario::Mix(a) => run_mix(&ctx, &target, &a, &mut params).await,
         Scenario::Flood(a)
         | Scenario::Slowloris(a)
@@ -607,16 +618,33 @@ async fn run_connections(
     a: &ConnectionsArgs,
     files: Option<u64>,
     params: &mut Vec<(String, String)>,
-    notes: &mut Vec<String>,
 ) -> Result<report::Outcome> {
     params.push(("count".into(), a.count.to_string()));
     params.push(("hold_s".into(), report::seconds(a.hold)));
     params.push(("parallel_logins".into(), a.parallel.to_string()));
-    if let Some(files) = files.filter(|&files| a.count as u64 + 64 > files) {
-        notes.push(format!(
-            "{} connections need more than the open file limit of {files}; raise it (ulimit -n)",
-            a.count
-        ));
+    if let Some(files) = files.filter(|&files| a.count as u64 + FILES_SPARE > files) {
+        bail!(
+            "{} connections need {} open files, but this process may open {files}, and could \
+             not raise its limit: raise the hard limit (as root: `ulimit -Hn {}`, or \
+             LimitNOFILE= in a service unit) and run again, or ask for fewer with --count",
+            a.count,
+            a.count as u64 + FILES_SPARE,
+            a.count as u64 + FILES_SPARE
+        );
+    }
+    if a.count > load::PER_SOURCE && load::source_addresses(ctx.addr, a.count).is_empty() {
+        bail!(
+            "more than {} connections need several source addresses, which only an IPv4 \
+             loopback server has (127.0.0.0/8): run the server on 127.0.0.1 or use a lower --count",
+            load::PER_SOURCE
+        );
+    }
+    if a.count > 254 * load::PER_SOURCE {
+        bail!(
+            "--count {} is more than 254 loopback source addresses carry ({} each)",
+            a.count,
+            load::PER_SOURCE
+        );
     }
     ctx.rec.reset();
     let before = target.rss_kib();

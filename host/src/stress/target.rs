@@ -40,10 +40,12 @@ pub struct Target {
     spawned: Option<Spawned>,
 }
 
-/// Raises this process's open-file limit to its hard limit (children inherit it); returns
-/// the new soft limit (1024, the usual default, if it cannot be read).
+/// Raises this process's open-file limit to its hard limit (children inherit it), and the
+/// hard limit too to `wanted` if it is lower and this process may (root, or
+/// `CAP_SYS_RESOURCE`; never past the kernel's `fs.nr_open`); returns the new soft limit
+/// (1024, the usual default, if it cannot be read).
 #[cfg(unix)]
-pub fn raise_file_limit() -> Option<u64> {
+pub fn raise_file_limit(wanted: u64) -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -52,6 +54,22 @@ pub fn raise_file_limit() -> Option<u64> {
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Some(1024);
+        }
+        #[allow(clippy::unnecessary_cast)] // `rlim_t` is narrower on some targets.
+        let hard = lim.rlim_max as u64;
+        if hard < wanted {
+            let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(wanted);
+            let raised = libc::rlimit {
+                rlim_cur: wanted.min(ceiling) as libc::rlim_t,
+                rlim_max: wanted.min(ceiling) as libc::rlim_t,
+            };
+            // Fails without the privilege: the hard limit stays, and is used below.
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
@@ -70,7 +88,7 @@ pub fn raise_file_limit() -> Option<u64> {
 
 /// Elsewhere (Windows) sockets are not counted against an open-file limit: nothing to raise.
 #[cfg(not(unix))]
-pub fn raise_file_limit() -> Option<u64> {
+pub fn raise_file_limit(_wanted: u64) -> Option<u64> {
     None
 }
 

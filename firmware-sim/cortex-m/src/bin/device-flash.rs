@@ -10,12 +10,14 @@
 //! Then it builds the device on the ledger, polls it idle, and prints
 //!
 //! ```text
-//! device_flash flash=<bytes> ram=<bytes> stack_peak=<bytes> flash_image=<bytes> ledger=<bytes>
+//! device_flash flash=<bytes> ram=<bytes> stack_peak=<bytes> flash_image=<bytes> ledger=<bytes> map_futures=<fetch>/<store>
 //! ```
 //!
 //! `ram` includes the simulated flash (`flash_image` bytes), which a board does not have in
-//! RAM; `ledger` is the `FlashLedger` itself; `stack_peak` is the whole run's (painted at
-//! reset), the ledger calls' included.
+//! RAM; `ledger` is the `FlashLedger` itself (opened in place in its `static`, as a board
+//! does); `map_futures` the sizes of sequential-storage's two futures, which run in an arena
+//! inside the ledger; `stack_peak` is the whole run's (painted at reset), the ledger calls'
+//! included.
 
 #![no_std]
 #![no_main]
@@ -23,7 +25,6 @@
 #[path = "../../../../core/cortex-m-test/src/runtime.rs"]
 mod runtime;
 
-use core::hint::black_box;
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::addr_of_mut;
 
@@ -31,13 +32,11 @@ use cortex_m_rt::entry;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use runtime::{exit, print, Footprint};
-use smoltcp::iface::SocketStorage;
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use txsock_core::auth::Verifier;
 use txsock_core::ledger::{Ledger, LedgerReply, LedgerRequest, TransferOutcome};
 use txsock_core::lockout::Backoff;
-use txsock_core::{Amount, Duration, Instant, TransferId, Username};
-use txsock_firmware_sim::device::{Device, DeviceParts};
+use txsock_core::{Amount, Instant, TransferId, Username};
+use txsock_firmware_sim::alone::{poll_idle, AloneMemory};
 use txsock_firmware_sim::flash_ledger::{FlashLedger, NorFlashPages};
 use txsock_firmware_sim::ram_flash::{RamFlash, ERASE_SIZE};
 use txsock_firmware_sim::scenario::board::*;
@@ -54,65 +53,10 @@ const FLASH_SECTORS: usize = 4;
 
 type Flash = RamFlash<&'static mut [u8]>;
 type BoardFlashLedger = FlashLedger<NorFlashPages<Flash>>;
-type FlashDevice<'a> = Device<'a, BoardFlashLedger, ChaCha20Rng, SESSIONS, SOCKETS>;
 
 static mut FLASH: [u8; FLASH_SECTORS * ERASE_SIZE] = [0; FLASH_SECTORS * ERASE_SIZE];
 static mut LEDGER: MaybeUninit<BoardFlashLedger> = MaybeUninit::uninit();
-static mut BUFFERS: BoardBuffers = BoardBuffers::new();
-static mut SOCKET_STORAGE: MaybeUninit<[SocketStorage<'static>; SOCKETS]> = MaybeUninit::uninit();
-static mut DEVICE: MaybeUninit<FlashDevice<'static>> = MaybeUninit::uninit();
-static mut FRAME: [u8; MTU + 14] = [0; MTU + 14];
-
-/// A network device that never receives (see `device-alone`).
-struct Opaque {
-    frame: &'static mut [u8; MTU + 14],
-}
-
-struct Rx<'a>(&'a [u8]);
-struct Tx<'a>(&'a mut [u8]);
-
-impl phy::RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let len = len.min(self.0.len());
-        let result = f(&mut self.0[..len]);
-        black_box(&mut self.0[..len]);
-        result
-    }
-}
-
-impl phy::Device for Opaque {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(
-        &mut self,
-        _now: smoltcp::time::Instant,
-    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let len = black_box(0usize).min(self.frame.len());
-        if len == 0 {
-            return None;
-        }
-        let (rx, tx) = self.frame.split_at_mut(len);
-        Some((Rx(rx), Tx(tx)))
-    }
-
-    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(&mut self.frame[..]))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MTU + 14;
-        caps
-    }
-}
+static mut MEMORY: AloneMemory<BoardFlashLedger> = AloneMemory::new();
 
 fn fail(what: &str) -> ! {
     print(format_args!("{IMAGE} FAILED: {what}\n"));
@@ -137,12 +81,28 @@ fn call(ledger: &mut BoardFlashLedger, request: &LedgerRequest) -> LedgerReply {
     ledger.execute(request, Instant::from_millis(1))
 }
 
-/// Drives the ledger as a device would, reboots it, checks it; returns the ledger.
+/// Opens the ledger in `slot` (in place: it is a few KiB) with an RNG seeded from `seed` (a
+/// secret drawn from it would differ at every boot) or fails.
+fn open(
+    slot: &'static mut MaybeUninit<BoardFlashLedger>,
+    flash: Flash,
+    seed: u64,
+) -> &'static mut BoardFlashLedger {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    BoardFlashLedger::open_in(slot, flash, OPENING, &mut rng, Instant::ZERO)
+        .unwrap_or_else(|_| fail("the ledger does not open"))
+}
+
+/// Drives the ledger in `slot` as a device would, reboots it, checks it; returns the ledger.
 #[inline(never)]
-fn exercise(flash: Flash) -> BoardFlashLedger {
-    let mut rng = ChaCha20Rng::seed_from_u64(SEED);
-    let mut ledger = BoardFlashLedger::open(flash, OPENING, &mut rng, Instant::ZERO)
-        .unwrap_or_else(|_| fail("a blank flash does not open"));
+fn exercise(
+    slot: &'static mut MaybeUninit<BoardFlashLedger>,
+    flash: Flash,
+) -> &'static mut BoardFlashLedger {
+    // SAFETY (both `slot` reborrows below): `slot` is the only reference to the static, and
+    // each reborrow ends before the next one starts.
+    let slot: *mut MaybeUninit<BoardFlashLedger> = slot;
+    let ledger = open(unsafe { &mut *slot }, flash, SEED);
     let secret = ledger.secret();
     for user in ["alice", "bob"] {
         let mut verifier = Verifier {
@@ -153,7 +113,7 @@ fn exercise(flash: Flash) -> BoardFlashLedger {
         };
         let _ = verifier.salt.extend_from_slice(&[7; 16]);
         let reply = call(
-            &mut ledger,
+            ledger,
             &LedgerRequest::Register {
                 user: name(user),
                 verifier,
@@ -169,11 +129,11 @@ fn exercise(flash: Flash) -> BoardFlashLedger {
     };
     for _ in 0..2 {
         // The second time is the retry: the same outcome, nothing moved.
-        if call(&mut ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
+        if call(ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
             fail("transfer");
         }
     }
-    let refused = call(&mut ledger, &transfer("t2", OPENING.minor()));
+    let refused = call(ledger, &transfer("t2", OPENING.minor()));
     if !matches!(
         refused,
         LedgerReply::Transfer(TransferOutcome { result: Err(_), .. })
@@ -185,28 +145,29 @@ fn exercise(flash: Flash) -> BoardFlashLedger {
         now: Instant::from_millis(1),
         policy: Backoff::ACCOUNT,
     };
-    if !matches!(call(&mut ledger, &failed), LedgerReply::Recorded(_)) {
+    if !matches!(call(ledger, &failed), LedgerReply::Recorded(_)) {
         fail("failed login");
     }
     let history = LedgerRequest::History {
         user: name("bob"),
         offset: 0,
+        deposits: true,
     };
-    if !matches!(call(&mut ledger, &history), LedgerReply::History(Ok(p)) if p.entries.len() == 1) {
+    if !matches!(call(ledger, &history), LedgerReply::History(Ok(p)) if p.entries.len() == 1) {
         fail("history");
     }
-    // Reboot: only the flash is kept.
-    let flash = ledger.into_flash().into_inner();
-    let Ok(mut ledger) = BoardFlashLedger::open(flash, OPENING, &mut rng, Instant::ZERO) else {
-        fail("the ledger does not reopen")
-    };
+    // Reboot: only the flash is kept (taken out in place: the ledger is never moved).
+    let flash = ledger.with_flash(|f| core::mem::replace(f.flash_mut(), RamFlash::new(&mut [])));
+    // SAFETY: the ledger was opened in the slot and is not used after this.
+    unsafe { (*slot).assume_init_drop() };
+    let ledger = open(unsafe { &mut *slot }, flash, SEED + 1);
     if ledger.secret() != secret {
         fail("the secret changed across a reboot");
     }
-    if call(&mut ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
+    if call(ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
         fail("the transfer's outcome after the reboot");
     }
-    let balance = call(&mut ledger, &LedgerRequest::Balance { user: name("bob") });
+    let balance = call(ledger, &LedgerRequest::Balance { user: name("bob") });
     if balance != LedgerReply::Balance(Ok(Amount(OPENING.minor() + 250))) {
         fail("the balance after the reboot");
     }
@@ -216,14 +177,11 @@ fn exercise(flash: Flash) -> BoardFlashLedger {
 #[entry]
 fn main() -> ! {
     // SAFETY: `main` runs once and takes each static exactly once here.
-    let (image, ledger_slot, buffers, sockets, device, frame) = unsafe {
+    let (image, slot, memory) = unsafe {
         (
             &mut *addr_of_mut!(FLASH),
             &mut *addr_of_mut!(LEDGER),
-            &mut *addr_of_mut!(BUFFERS),
-            &mut *addr_of_mut!(SOCKET_STORAGE),
-            &mut *addr_of_mut!(DEVICE),
-            &mut *addr_of_mut!(FRAME),
+            &mut *addr_of_mut!(MEMORY),
         )
     };
     // A new chip is erased; the zeroed static is not.
@@ -231,40 +189,24 @@ fn main() -> ! {
     if BoardFlashLedger::erase_all(&mut flash).is_err() {
         fail("erase");
     }
-    let ledger = exercise(flash);
-    let ledger = ledger_slot.write(ledger);
+    let ledger = exercise(slot, flash);
     let mut config = device_config(SEED);
     config.secret = ledger.secret();
-    let mut phy = Opaque { frame };
-    let sockets = sockets.write([SocketStorage::EMPTY; SOCKETS]);
-    let device = FlashDevice::init(
-        device,
-        DeviceParts {
-            sockets,
-            buffers,
-            ledger,
-        },
-        ChaCha20Rng::seed_from_u64(SEED),
-        &config,
-        &mut phy,
-        Instant::ZERO,
-    );
-    let mut now = Instant::ZERO;
-    for _ in 0..10 {
-        device.poll(now, &mut phy);
-        now = now + Duration::from_millis(100);
-    }
-    if device.open_sessions() != 0 || device.stats().accepted != 0 {
+    let (device, mut phy) = memory.start(ledger, ChaCha20Rng::seed_from_u64(SEED), &config);
+    if !poll_idle(device, &mut phy, 10) {
         fail("an idle device accepted a connection");
     }
     let footprint = Footprint::measure();
+    let [fetch, store] = device.ledger_mut().map_future_sizes();
     print(format_args!(
-        "device_flash flash={} ram={} stack_peak={} flash_image={} ledger={}\n",
+        "device_flash flash={} ram={} stack_peak={} flash_image={} ledger={} map_futures={}/{}\n",
         footprint.flash,
         footprint.ram,
         footprint.stack_peak,
         FLASH_SECTORS * ERASE_SIZE,
-        size_of::<BoardFlashLedger>()
+        size_of::<BoardFlashLedger>(),
+        fetch,
+        store
     ));
     exit(true)
 }
