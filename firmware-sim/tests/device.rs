@@ -7,19 +7,23 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use smoltcp::iface::SocketStorage;
 use smoltcp::socket::tcp;
+use txsock_core::lockout::PeerAddr;
 use txsock_core::{Duration, Instant};
 use txsock_firmware_sim::client::{ClientNet, SimClock, TcpBuffers};
-use txsock_firmware_sim::device::DeviceParts;
+use txsock_firmware_sim::device::{DeviceEvent, DeviceParts, CLOSE_TIMEOUT};
 use txsock_firmware_sim::link::{LinkConfig, Side};
 use txsock_firmware_sim::scenario::board::*;
 use txsock_firmware_sim::scenario::OPENING;
 
 const SEED: u64 = 99;
 
-/// A device and two raw client connections on a clean link.
+/// Raw client connections of a bench: more than the device has sessions.
+const CONNS: usize = SESSIONS + 2;
+
+/// A device and raw client connections on a clean link.
 struct Bench<'a> {
     device: &'a mut BoardDevice<'a>,
-    net: ClientNet<'a, 2>,
+    net: ClientNet<'a, CONNS>,
     link: &'a mut BoardLink,
     clock: SimClock,
 }
@@ -29,12 +33,23 @@ impl Bench<'_> {
     fn run_until(
         &mut self,
         limit: Duration,
-        mut done: impl FnMut(&mut BoardDevice<'_>, &mut ClientNet<'_, 2>) -> bool,
+        done: impl FnMut(&mut BoardDevice<'_>, &mut ClientNet<'_, CONNS>) -> bool,
+    ) {
+        self.run_with(limit, |_| {}, done);
+    }
+
+    /// [`run_until`](Self::run_until), handing the device's events to `on_event`.
+    fn run_with(
+        &mut self,
+        limit: Duration,
+        mut on_event: impl FnMut(&DeviceEvent<'_>),
+        mut done: impl FnMut(&mut BoardDevice<'_>, &mut ClientNet<'_, CONNS>) -> bool,
     ) {
         let start = self.clock.now();
         loop {
             let now = self.clock.now();
-            self.device.poll(now, &mut self.link.end(Side::A));
+            self.device
+                .poll_with(now, &mut self.link.end(Side::A), |e| on_event(&e));
             self.net.poll(now, &mut self.link.end(Side::B));
             if done(self.device, &mut self.net) {
                 return;
@@ -82,8 +97,8 @@ fn with_bench(test: impl FnOnce(&mut Bench<'_>)) {
         &mut link.end(Side::A),
         Instant::ZERO,
     );
-    let mut client_sockets = [SocketStorage::EMPTY; 2];
-    let mut client_buffers = Box::new(TcpBuffers::<2, 1024, 1024>::new());
+    let mut client_sockets = [SocketStorage::EMPTY; CONNS];
+    let mut client_buffers = Box::new(TcpBuffers::<CONNS, 1024, 1024>::new());
     let net = ClientNet::new(
         &mut client_sockets,
         &mut client_buffers,
@@ -178,5 +193,260 @@ fn garbage_closes_that_session_only() {
             pong.contains('\n')
         });
         assert_eq!(pong, "{\"op\":\"pong\"}\n");
+    });
+}
+
+/// The client's address as the device's events report it.
+fn client_peer() -> PeerAddr {
+    PeerAddr::ipv4(CLIENT_ADDRESS)
+}
+
+#[test]
+fn clients_beyond_the_sessions_are_refused_by_address_and_counted() {
+    with_bench(|b| {
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for conn in 0..SESSIONS {
+            b.net.connect(conn).unwrap();
+        }
+        b.run_with(
+            Duration::from_secs(5),
+            |e| {
+                if let DeviceEvent::Accepted { slot, peer } = e {
+                    accepted.push((*slot, *peer));
+                }
+            },
+            |d, _| d.open_sessions() == SESSIONS,
+        );
+        accepted.sort_by_key(|(slot, _)| *slot);
+        let slots: Vec<usize> = accepted.iter().map(|(slot, _)| *slot).collect();
+        assert_eq!(slots, (0..SESSIONS).collect::<Vec<_>>());
+        assert!(accepted.iter().all(|(_, peer)| *peer == client_peer()));
+        // One more: refused with `server_busy`, the sessions untouched.
+        b.net.connect(SESSIONS).unwrap();
+        let mut got = String::new();
+        b.run_with(
+            Duration::from_secs(5),
+            |e| {
+                if let DeviceEvent::Refused { peer } = e {
+                    refused.push(*peer);
+                }
+            },
+            |_, net| {
+                read_all(net.socket(SESSIONS), &mut got);
+                got.ends_with('\n')
+            },
+        );
+        assert!(got.contains("\"code\":\"server_busy\""), "{got}");
+        assert_eq!(refused, [client_peer()]);
+        let stats = *b.device.stats();
+        assert_eq!(
+            (stats.accepted, stats.refused, stats.peak_sessions),
+            (SESSIONS as u32, 1, SESSIONS as u32)
+        );
+        assert_eq!(b.device.open_sessions(), SESSIONS);
+        // Once the refused client hangs up, the refusal socket listens again: a second extra
+        // client is refused too.
+        b.net.socket(SESSIONS).close();
+        b.run_until(Duration::from_secs(5), |_, net| {
+            !net.socket(SESSIONS).is_open()
+        });
+        b.net.connect(SESSIONS + 1).unwrap();
+        let mut again = String::new();
+        b.run_until(Duration::from_secs(5), |_, net| {
+            read_all(net.socket(SESSIONS + 1), &mut again);
+            again.ends_with('\n')
+        });
+        assert!(again.contains("server_busy"), "{again}");
+        assert_eq!(b.device.stats().refused, 2);
+        assert_eq!(b.device.stats().peak_sessions, SESSIONS as u32);
+    });
+}
+
+#[test]
+fn a_failed_login_is_counted_and_reported_by_the_device() {
+    with_bench(|b| {
+        b.net.connect(0).unwrap();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            d.open_sessions() == 1 && net.socket(0).may_send()
+        });
+        b.net
+            .socket(0)
+            .send_slice(
+                b"{\"op\":\"login\",\"user\":\"nobody\",\"nonce\":\"fyko+d2lbbFgONRv9qkxdawL\"}\n",
+            )
+            .unwrap();
+        let mut got = String::new();
+        b.run_until(Duration::from_secs(5), |_, net| {
+            read_all(net.socket(0), &mut got);
+            got.contains("challenge") && got.ends_with('\n')
+        });
+        b.net
+            .socket(0)
+            .send_slice(
+                b"{\"op\":\"proof\",\"proof\":\"n9F1eyj3f6eQLRfRp+hJGrg5wACkmlDSoiCS+PSGw24=\"}\n",
+            )
+            .unwrap();
+        let mut failures = 0;
+        b.run_with(
+            Duration::from_secs(10),
+            |e| {
+                if matches!(
+                    e,
+                    DeviceEvent::Session {
+                        slot: 0,
+                        event: txsock_core::session::ServerEvent::LoginFailed { .. }
+                    }
+                ) {
+                    failures += 1;
+                }
+            },
+            |_, net| {
+                read_all(net.socket(0), &mut got);
+                got.matches('\n').count() >= 2
+            },
+        );
+        assert_eq!(failures, 1, "{got}");
+        assert!(got.contains("\"op\":\"error\""), "{got}");
+        let stats = *b.device.stats();
+        assert_eq!(
+            (stats.failed_logins, stats.logins, stats.registered),
+            (1, 0, 0)
+        );
+        // The login asked the ledger for credentials and recorded nothing for nobody.
+        assert!(stats.ledger_requests >= 1, "{stats:?}");
+    });
+}
+
+#[test]
+fn an_idle_device_reports_no_change_and_a_connection_does() {
+    with_bench(|b| {
+        let now = b.now();
+        // A new interface may announce itself once; then nothing happens.
+        b.device.poll(now, &mut b.link.end(Side::A));
+        assert!(
+            !b.device.poll(now, &mut b.link.end(Side::A)),
+            "nothing to do, nothing changed"
+        );
+        assert_eq!(b.device.poll_at(now), None, "no deadline while idle");
+        b.net.connect(0).unwrap();
+        let mut changed = false;
+        b.run_until(Duration::from_secs(5), |d, _| {
+            changed |= d.open_sessions() == 1;
+            changed
+        });
+        assert!(changed);
+        // An open session has a deadline (the login timeout) within its policy.
+        let at = b.device.poll_at(b.now()).expect("a session deadline");
+        assert!(
+            at > b.now() && at <= b.now() + Duration::from_secs(31),
+            "{at:?}"
+        );
+    });
+}
+
+#[test]
+fn a_client_that_reads_nothing_is_cut_off_after_the_close_timeout() {
+    with_bench(|b| {
+        b.net.connect(0).unwrap();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            d.open_sessions() == 1 && net.socket(0).may_send()
+        });
+        // Pings whose pongs the client never reads, until both windows are shut; the login
+        // deadline then ends the session, whose last words can never be delivered.
+        let ping = b"{\"op\":\"ping\"}\n";
+        for _ in 0..200 {
+            if b.net.socket(0).send_slice(ping).unwrap_or(0) < ping.len() {
+                break;
+            }
+        }
+        b.run_until(Duration::from_secs(40), |d, _| {
+            d.stats().closed_by_error > 0
+        });
+        assert_eq!(b.device.stats().aborted, 0);
+        let started = b.now();
+        b.run_until(
+            Duration::from_millis(CLOSE_TIMEOUT.millis() + 120_000),
+            |d, _| d.stats().aborted > 0 && d.open_sessions() == 0,
+        );
+        let took = b.now().saturating_since(started);
+        assert!(
+            took.millis() <= CLOSE_TIMEOUT.millis() + 2_000,
+            "{} ms",
+            took.millis()
+        );
+        assert_eq!(b.device.stats().aborted, 1);
+        // The slot is free again.
+        b.net.socket(0).abort();
+        b.net.connect(1).unwrap();
+        b.run_until(Duration::from_secs(5), |d, _| d.open_sessions() == 1);
+    });
+}
+
+/// A poll in which the device does something (here: a session's login deadline passes and
+/// its `timeout` error goes out, with no frame arriving) says so, so that a driver knows
+/// to poll again rather than sleep.
+#[test]
+fn a_poll_that_sends_something_reports_a_change() {
+    with_bench(|b| {
+        b.net.connect(0).unwrap();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            d.open_sessions() == 1 && net.socket(0).may_send()
+        });
+        // Deliver the handshake's last frames, then stop the client: nothing more arrives.
+        let mut now = b.now();
+        for _ in 0..100 {
+            b.device.poll(now, &mut b.link.end(Side::A));
+            b.net.poll(now, &mut b.link.end(Side::B));
+            match b.link.next_delivery() {
+                None => break,
+                Some(t) => now = now.max(Instant::from_millis(t.total_millis() as u64)),
+            }
+        }
+        assert!(b.link.next_delivery().is_none(), "the link did not settle");
+        // The device's own timers up to the session's deadline (30 s after the connection).
+        let deadline = loop {
+            let at = b.device.poll_at(now).expect("a session deadline");
+            if at.saturating_since(now) >= Duration::from_secs(20) {
+                break at;
+            }
+            now = at.max(now);
+            b.device.poll(now, &mut b.link.end(Side::A));
+            if b.link.next_delivery().is_some() {
+                b.net.poll(now, &mut b.link.end(Side::B));
+            }
+        };
+        assert!(
+            b.device.poll(deadline, &mut b.link.end(Side::A)),
+            "the timeout was sent, so the poll changed something"
+        );
+        assert!(
+            b.link.next_delivery().is_some(),
+            "the error line is on its way"
+        );
+    });
+}
+
+/// A client that sends its last request and closes its side (FIN, not a reset) gets the
+/// answer, and its session ends as soon as the answer is out: it is not held until a
+/// deadline.
+#[test]
+fn a_client_that_closes_its_side_gets_its_answer_and_frees_the_session() {
+    with_bench(|b| {
+        b.net.connect(0).unwrap();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            d.open_sessions() == 1 && net.socket(0).may_send()
+        });
+        b.net.socket(0).send_slice(b"{\"op\":\"ping\"}\n").unwrap();
+        b.net.socket(0).close();
+        let start = b.now();
+        let mut got = String::new();
+        b.run_until(Duration::from_secs(5), |d, net| {
+            read_all(net.socket(0), &mut got);
+            d.open_sessions() == 0 && got.ends_with('\n')
+        });
+        assert_eq!(got, "{\"op\":\"pong\"}\n");
+        assert!(b.now().saturating_since(start) < Duration::from_secs(1));
+        assert_eq!(b.device.stats().aborted, 0);
     });
 }

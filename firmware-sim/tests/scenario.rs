@@ -64,4 +64,42 @@ fn board_scenario_passes_with_transfers_replay_and_tamper() {
         link.stats()
     );
     println!("{report:?} {:?}", link.stats());
+    // What the device counted: one client, served (not refused), two registrations and one
+    // login, the replayed and the tampered frames rejected, no error closing the session,
+    // nothing cut off.
+    let stats = *device.stats();
+    assert_eq!(
+        (stats.accepted, stats.refused, stats.peak_sessions),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.registered, stats.logins, stats.failed_logins),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.rejected >= 2, "{stats:?}");
+    assert_eq!((stats.closed_by_error, stats.aborted), (0, 0), "{stats:?}");
+    // Every ledger request: 2 registrations, credentials and the login's success, the 6
+    // transfers, the replay's (answered from the journal) and a balance at least.
+    assert!(stats.ledger_requests >= 11, "{stats:?}");
+    // The memory budget adds up: the sessions live in the device, the buffers are as
+    // documented, and the total is every part once.
+    let budget = device.memory_budget::<RX, TX>();
+    assert_eq!(budget.sessions, SESSIONS);
+    assert_eq!(
+        budget.socket_buffers,
+        SESSIONS * (RX + TX)
+            + txsock_firmware_sim::device::REFUSAL_RX
+            + txsock_firmware_sim::device::REFUSAL_TX
+    );
+    assert!(
+        budget.device >= SESSIONS * budget.session_bytes,
+        "{budget:?}"
+    );
+    assert!(budget.socket_storage > 0 && budget.ledger > 0, "{budget:?}");
+    assert_eq!(
+        budget.total(),
+        budget.socket_buffers + budget.socket_storage + budget.device + budget.ledger
+    );
 }

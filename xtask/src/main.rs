@@ -207,20 +207,25 @@ TASKS:
                     FILES (paths from the repository root, under core/, host/ or
                     firmware-sim/; P is that crate), or for every core source file that
                     `cargo mutants --list-files` lists when none is given. Each mutant is
-                    judged by `cargo test -p P --tests` (unit and integration tests), with
-                    the core built at opt-level 0 (builds 3x faster). Exclusions, each
-                    justified, are in .cargo/mutants.toml. The scratch copies all build in
+                    judged by `cargo test -p P --tests` (unit and integration tests;
+                    the host's stores by the binary's unit tests, the device by its
+                    device, scenario and sim tests: the whole suites take minutes per
+                    mutant), with the core built at opt-level 0 (builds 3x faster).
+                    Exclusions, each justified, are in .cargo/mutants.toml. The scratch copies all build in
                     target/mutants/build (under CARGO_TARGET_DIR if set), apart from the
                     worktree's builds, so dependencies build once; each file's results go
                     to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
                     unviable, score = caught / viable), the timeouts and the missed
-                    mutants, and fails if any was missed. Host
-                    files get a throwaway MariaDB, as in `test`. Installs cargo-mutants as
+                    mutants, and fails if any was missed or if cargo-mutants could not
+                    judge (e.g. the unmutated tests failed). host/src/store/mysql.rs gets
+                    a throwaway MariaDB, as in `test`. Installs cargo-mutants as
                     root (cargo install cargo-mutants --locked), else says to. Each mutant
                     costs a build and a test run: 10 to 40 s for the core on the shared
                     2-core machine, which has about 890 of them.
         --all           also the host's store module (host/src/store/) and the firmware
                         device (firmware-sim/src/device.rs)
+        --re REGEX      only the mutants whose name matches REGEX (cargo-mutants' --re, e.g.
+                        `--re 'SqliteStore::deposit'`), to re-run a subset of a file
 
 OPTIONS:
     -h, --help      Print this help
@@ -252,7 +257,7 @@ fn main() -> ExitCode {
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
-        Task::Mutants { files, all } => mutants::mutants(&files, all),
+        Task::Mutants { files, all, re } => mutants::mutants(&files, all, re.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -288,6 +293,7 @@ enum Task {
     Mutants {
         files: Vec<String>,
         all: bool,
+        re: Option<String>,
     },
 }
 
@@ -337,17 +343,25 @@ fn parse(args: &[String]) -> Result<Task, String> {
             return Ok(Task::Crash { rounds, backends });
         }
         "mutants" => {
-            let (mut files, mut all) = (Vec::new(), false);
-            for arg in rest {
+            let (mut files, mut all, mut re) = (Vec::new(), false, None);
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
                 match arg.as_str() {
                     "--all" => all = true,
+                    "--re" => match args.next() {
+                        Some(value) if !value.is_empty() => re = Some(value.clone()),
+                        _ => return Err("`--re` needs a regular expression".to_string()),
+                    },
+                    option if option.starts_with("--re=") && option.len() > "--re=".len() => {
+                        re = Some(option["--re=".len()..].to_string())
+                    }
                     option if option.starts_with('-') => {
                         return Err(format!("unexpected argument `{option}` for `mutants`"))
                     }
                     file => files.push(file.to_string()),
                 }
             }
-            return Ok(Task::Mutants { files, all });
+            return Ok(Task::Mutants { files, all, re });
         }
         other => return Err(format!("unknown task `{other}`")),
     };
@@ -557,17 +571,28 @@ mod tests {
             parse_str("crash --backend=mariadb --rounds=21"),
             crash(21, crash::Backends::Mysql)
         );
-        let mutants = |files: &[&str], all| {
+        let mutants = |files: &[&str], all, re: Option<&str>| {
             Ok(Task::Mutants {
                 files: files.iter().map(|f| f.to_string()).collect(),
                 all,
+                re: re.map(String::from),
             })
         };
-        assert_eq!(parse_str("mutants"), mutants(&[], false));
+        assert_eq!(parse_str("mutants"), mutants(&[], false, None));
         assert_eq!(
             parse_str("mutants core/src/replay.rs --all"),
-            mutants(&["core/src/replay.rs"], true)
+            mutants(&["core/src/replay.rs"], true, None)
         );
+        assert_eq!(
+            parse_str("mutants host/src/store/sqlite.rs --re deposit"),
+            mutants(&["host/src/store/sqlite.rs"], false, Some("deposit"))
+        );
+        assert_eq!(
+            parse_str("mutants --re=fn\\s x.rs"),
+            mutants(&["x.rs"], false, Some("fn\\s"))
+        );
+        assert!(parse_str("mutants --re").is_err());
+        assert!(parse_str("mutants --re=").is_err());
     }
 
     #[test]

@@ -15,24 +15,55 @@ use crate::mariadb;
 use crate::prerequisites::is_root;
 use crate::util::{self, display, Error};
 
+/// The MySQL store: its mutants need a MariaDB server to be judged.
+const MYSQL_STORE: &str = "host/src/store/mysql.rs";
+
 /// The host's storage module and the firmware's device: mutated only with `--all`.
 const HOST_AND_DEVICE: &[&str] = &[
     "host/src/store/mod.rs",
+    "host/src/store/failure.rs",
     "host/src/store/row.rs",
     "host/src/store/sqlite.rs",
     "host/src/store/mysql.rs",
     "firmware-sim/src/device.rs",
 ];
 
-/// What every build and test of a mutant gets: unit and integration tests only (no examples,
-/// benches or doc tests, which judge no mutant here), and the core unoptimised. The
-/// workspace builds the core at `opt-level = 1` for fast tests; a mutant's build is then
-/// three times slower (16 s against 6 s for the core's unit tests on the shared 2-core
-/// machine) while its tests run about as fast.
-const CARGO_ARGS: &[&str] = &[
-    "--tests",
-    "--config=profile.dev.package.txsock-core.opt-level=0",
+/// What every build and test of a mutant gets: the core unoptimised. The workspace builds
+/// the core at `opt-level = 1` for fast tests; a mutant's build is then three times slower
+/// (16 s against 6 s for the core's unit tests on the shared 2-core machine) while its tests
+/// run about as fast.
+const CARGO_ARGS: &[&str] = &["--config=profile.dev.package.txsock-core.opt-level=0"];
+
+/// The tests that judge a file's mutants, by path prefix (the first that matches): the
+/// package's unit and integration tests (no examples, benches or doc tests, which judge no
+/// mutant here), except where that suite is too slow to run once per mutant.
+///
+/// - The host's stores: the binary's unit tests, which hold the store conformance suite
+///   (every store against the same contract: money, exactly once, refusals, lockout,
+///   concurrency) and the stores' own tests. The command-line tests (`host/tests/cli.rs`)
+///   start the binary for each case and add minutes per mutant.
+/// - The firmware device: the tests that run it over the simulated link (`device`:
+///   deadlines, hang-ups, garbage, refusals; `scenario`: transfers, replay and tampering;
+///   `sim`: a thousand transfers at 10 % loss, more clients than sessions, outages). The
+///   power-cut, sweep and tap tests take 10+ minutes together under load and test the flash
+///   ledger, the fault sweep and a real TAP device rather than the device's logic.
+const JUDGES: &[(&str, &[&str])] = &[
+    ("host/", &["--bin", "txsock"]),
+    (
+        "firmware-sim/src/device.rs",
+        &["--test", "device", "--test", "scenario", "--test", "sim"],
+    ),
+    ("", &["--tests"]),
 ];
+
+/// The cargo arguments that select the tests judging `file`'s mutants ([`JUDGES`]).
+fn judges_of(file: &str) -> &'static [&'static str] {
+    let file = file.trim_start_matches("./");
+    JUDGES
+        .iter()
+        .find(|(prefix, _)| file.starts_with(prefix))
+        .map_or(&["--tests"], |(_, args)| args)
+}
 
 /// How to install cargo-mutants, said when it is missing and run when root.
 const INSTALL: &[&str] = &["install", "cargo-mutants", "--locked"];
@@ -117,8 +148,10 @@ fn ensure_cargo_mutants(root: &Path) -> Result<(), Error> {
 
 /// Runs cargo-mutants on `files` (all of the core's when empty; with `all`, also the host's
 /// store module and the firmware device), one file after the other, then prints each file's
-/// score and every surviving mutant. Fails if any mutant was missed.
-pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
+/// score and every surviving mutant; with `re`, only the mutants whose name matches it.
+/// Fails if any mutant was missed, or if cargo-mutants itself failed (its baseline, the
+/// unmutated tree's tests, failed; or it could not start).
+pub fn mutants(files: &[String], all: bool, re: Option<&str>) -> Result<(), Error> {
     let root = util::repo_root();
     ensure_cargo_mutants(&root)?;
     let mut files: Vec<String> = if files.is_empty() {
@@ -149,8 +182,12 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
         .unwrap_or_else(|| root.join("target"));
     let out_root = target.join("mutants");
     let build_dir = out_root.join("build");
+    fs::create_dir_all(&out_root)
+        .map_err(|e| Error::new(format!("creating {}: {e}", out_root.display())))?;
     // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`.
-    let needs_mysql = files.iter().any(|f| f.starts_with("host/"));
+    // The other files' mutants are judged without it (the conformance suite skips MySQL),
+    // which saves its tests' time on every mutant.
+    let needs_mysql = |file: &str| file.trim_start_matches("./") == MYSQL_STORE;
     let mut outcomes = Vec::new();
     for file in &files {
         let package = package_of(file)?;
@@ -161,8 +198,16 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
             .args(["--package", package, "--file", file, "--jobs", "1"])
             .arg("--output")
             .arg(&out)
-            .args(CARGO_ARGS.iter().map(|arg| format!("--cargo-arg={arg}")));
-        let _mariadb = if needs_mysql && package == "txsock-host" {
+            .args(
+                CARGO_ARGS
+                    .iter()
+                    .chain(judges_of(file))
+                    .map(|arg| format!("--cargo-arg={arg}")),
+            );
+        if let Some(re) = re {
+            command.args(["--re", re]);
+        }
+        let _mariadb = if needs_mysql(file) {
             mariadb::provide(&mut command)?
         } else {
             None
@@ -174,6 +219,13 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
         let status = command
             .status()
             .map_err(|error| Error::new(format!("could not start cargo mutants: {error}")))?;
+        if !mutants_ran(status.code()) {
+            return Err(Error::new(format!(
+                "{file}: cargo mutants failed ({status}) before judging the mutants: see its \
+                 output above and {}",
+                out.join("mutants.out").join("debug.log").display()
+            )));
+        }
         let outcome = read_outcome(
             file,
             &out.join("mutants.out"),
@@ -191,6 +243,14 @@ pub fn mutants(files: &[String], all: bool) -> Result<(), Error> {
         outcomes.push(outcome);
     }
     report(&outcomes)
+}
+
+/// Whether cargo-mutants judged the mutants, from its exit status: 0 (all caught), 2 (some
+/// missed) or 3 (some timed out). Anything else (1: bad usage, 4: the unmutated tree's
+/// tests failed, 70: an internal error, or killed by a signal) means there are no results
+/// to read, which must not pass for a clean run.
+fn mutants_ran(code: Option<i32>) -> bool {
+    matches!(code, Some(0 | 2 | 3))
 }
 
 /// Reads one run's `caught.txt`, `missed.txt`, `timeout.txt` and `unviable.txt`.
@@ -277,6 +337,25 @@ mod tests {
         );
         assert!(package_of("xtask/src/main.rs").is_err());
         assert!(package_of("/abs/core/src/replay.rs").is_err());
+    }
+
+    #[test]
+    fn slow_suites_are_judged_by_the_tests_that_exercise_the_file() {
+        assert_eq!(judges_of("core/src/replay.rs"), ["--tests"]);
+        assert_eq!(judges_of("./host/src/store/sqlite.rs"), ["--bin", "txsock"]);
+        assert!(judges_of("firmware-sim/src/device.rs").contains(&"sim"));
+        assert_eq!(judges_of("firmware-sim/src/flash_ledger.rs"), ["--tests"]);
+    }
+
+    #[test]
+    fn only_a_judging_run_counts() {
+        for judged in [0, 2, 3] {
+            assert!(mutants_ran(Some(judged)), "{judged}");
+        }
+        for failed in [1, 4, 70] {
+            assert!(!mutants_ran(Some(failed)), "{failed}");
+        }
+        assert!(!mutants_ran(None), "killed by a signal");
     }
 
     #[test]

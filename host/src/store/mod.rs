@@ -7,6 +7,8 @@
 #[cfg(test)]
 mod conformance;
 mod failure;
+#[cfg(test)]
+mod failure_tests;
 pub mod mysql;
 pub mod row;
 pub mod sqlite;

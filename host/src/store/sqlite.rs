@@ -1390,3 +1390,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod open_and_check_tests;
