@@ -3,30 +3,45 @@
 //! string that ends it or needs escaping. A byte-by-byte loop with an early exit is not
 //! vectorized by the compiler, and these scans were a tenth of a transfer frame's time.
 //!
+//! Without the `fast-request` feature (the device images, whose flash is tighter than their
+//! CPU time) both searches are the plain loops the property test compares them with.
+//!
 //! Each 8-byte word is tested with the classic "has a zero byte" and "has a byte less than
 //! n" bit tricks. They may flag a lane above a lane that truly matches (a borrow carries
 //! upwards), never one below, so the lowest flagged lane is always the first match.
 
 /// Eight lanes of 0x01 and of 0x80.
+#[cfg(any(feature = "fast-request", test))]
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+#[cfg(any(feature = "fast-request", test))]
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
 
 /// Flags (high bit of the lane) lanes of `x` that are zero; see the module doc.
+#[cfg(any(feature = "fast-request", test))]
 fn zero_lanes(x: u64) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
 /// Flags lanes of `x` below `n` (`n` at most 128).
+#[cfg(any(feature = "fast-request", test))]
 fn lanes_below(x: u64, n: u8) -> u64 {
     x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
 }
 
 /// The lowest flagged lane of a non-zero `flags` word read little-endian.
+#[cfg(any(feature = "fast-request", test))]
 fn first_lane(flags: u64) -> usize {
     (flags.trailing_zeros() / 8) as usize
 }
 
 /// The index of the first `needle` in `haystack`.
+#[cfg(not(feature = "fast-request"))]
+pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// The index of the first `needle` in `haystack`, eight bytes at a time.
+#[cfg(feature = "fast-request")]
 pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     let pattern = ONES * u64::from(needle);
     let mut chunks = haystack.chunks_exact(8);
@@ -51,6 +66,14 @@ pub(crate) fn is_json_special(b: u8) -> bool {
 }
 
 /// The index of the first byte of `bytes` for which [`is_json_special`] holds.
+#[cfg(not(feature = "fast-request"))]
+pub(crate) fn find_json_special(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| is_json_special(b))
+}
+
+/// The index of the first byte of `bytes` for which [`is_json_special`] holds, eight bytes
+/// at a time.
+#[cfg(feature = "fast-request")]
 pub(crate) fn find_json_special(bytes: &[u8]) -> Option<usize> {
     const QUOTES: u64 = ONES * b'"' as u64;
     const BACKSLASHES: u64 = ONES * b'\\' as u64;

@@ -320,14 +320,53 @@ pub fn build_for(
             .env(linker_variable, linker)
             .args(["-Z", "build-std=core"]);
     }
-    // Run inside the crate so that its `.cargo/config.toml` (rustflags `-Tlink.x`) applies.
+    // Run inside the crate so that its `.cargo/config.toml` (rustflags `-Tlink.x`) applies;
+    // `--config` adds to those rustflags (arrays from several sources are joined).
     command
+        .arg("--config")
+        .arg(remap_path_prefixes(target))
         .current_dir(crate_dir)
         .args(["build", "--release", "--target", target, "--target-dir"])
         .arg(target_dir)
         .args(extra);
     run(&mut command)?;
     Ok(target_dir.join(target).join("release"))
+}
+
+/// A `--config` value giving `target`'s rustflags `--remap-path-prefix` for the three places
+/// source files come from: the repository (`txsock/`), cargo's registry (`crates/`) and the
+/// Rust sources of `-Z build-std` (`rust/`). The file names of panic locations are a good part
+/// of a device image's `.rodata` (about 3 KB of the board's, most of it cargo's registry path);
+/// remapped, an image's size no longer depends on where the repository, cargo's home or the
+/// Rust sources are (a clone in `/tmp/c` measured larger than one in `/work/main`), and the
+/// images carry no paths of the machine that built them.
+fn remap_path_prefixes(target: &str) -> String {
+    let mut remaps = vec![
+        (repo_root(), "txsock".to_owned()),
+        (
+            PathBuf::from("/usr/lib/rustlib/src/rust"),
+            "rust".to_owned(),
+        ),
+    ];
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    if let Some(cargo_home) = cargo_home {
+        // One directory per registry (`index.crates.io-<hash>`).
+        if let Ok(registries) = fs::read_dir(cargo_home.join("registry").join("src")) {
+            remaps.extend(
+                registries
+                    .flatten()
+                    .map(|entry| (entry.path(), "crates".to_owned())),
+            );
+        }
+        remaps.push((cargo_home.join("git").join("checkouts"), "git".to_owned()));
+    }
+    let flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| format!("\"--remap-path-prefix={}={to}\"", from.display()))
+        .collect();
+    format!("target.{target}.rustflags=[{}]", flags.join(","))
 }
 
 /// Runs `elf` under QEMU with its output going to `log` (a file: QEMU's semihosting output must
