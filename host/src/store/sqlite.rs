@@ -17,7 +17,7 @@ use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
 
 /// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
 /// (version 0 is an empty database). To change the schema, append a migration.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// Schema version this code writes; older databases are migrated on open.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -77,6 +77,67 @@ CREATE TABLE IF NOT EXISTS refusals (
 /// (from_user, transfer_id), which the history query's OR plan takes just as well; the
 /// dropped index cost every transfer one more B-tree insert and a page write per commit.
 const SCHEMA_V3: &str = "DROP INDEX IF EXISTS journal_from;";
+
+/// Version 4: the journal without `AUTOINCREMENT`, rebuilt with every row and its `seq`
+/// (checked first: [`journal_ids_intact`]). `seq` stays the row id, so ids stay unique and
+/// a new row still takes the largest id + 1. What `AUTOINCREMENT` added was a
+/// `sqlite_sequence` row that every commit with a journal entry rewrote, one more page
+/// written and synced per commit, so that the ids of deleted rows would never be handed out
+/// again. The journal deletes nothing, and now two triggers keep it so ([`JOURNAL_GUARDS`]:
+/// no row deleted, no id changed): the largest id only grows and no id is handed out twice.
+const SCHEMA_V4: &str = "
+CREATE TABLE journal_v4 (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('transfer', 'deposit')),
+    from_user TEXT,
+    transfer_id TEXT,
+    to_user TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    balance_after INTEGER,
+    at_ms INTEGER NOT NULL,
+    UNIQUE (from_user, transfer_id)
+);
+INSERT INTO journal_v4 (seq, kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+    SELECT seq, kind, from_user, transfer_id, to_user, amount, balance_after, at_ms
+    FROM journal ORDER BY seq;
+DROP TABLE journal;
+ALTER TABLE journal_v4 RENAME TO journal;
+CREATE INDEX journal_to ON journal (to_user, seq);
+";
+
+/// The triggers that keep the journal's ids from being handed out twice (see
+/// [`SCHEMA_V4`]), by name; `ledger check` reports a missing one.
+const JOURNAL_GUARDS: [&str; 2] = ["journal_keeps_rows", "journal_keeps_ids"];
+
+/// Creates the [`JOURNAL_GUARDS`] where missing; run by every migration to the current
+/// schema and every writable open, so a dropped guard comes back with the next server.
+const JOURNAL_GUARDS_SQL: &str = "
+CREATE TRIGGER IF NOT EXISTS journal_keeps_rows BEFORE DELETE ON journal
+BEGIN SELECT RAISE(ABORT, 'the journal keeps every row: ids are never handed out twice'); END;
+CREATE TRIGGER IF NOT EXISTS journal_keeps_ids BEFORE UPDATE OF seq ON journal
+BEGIN SELECT RAISE(ABORT, 'journal ids never change: they are never handed out twice'); END;
+";
+
+/// Before [`SCHEMA_V4`] drops `AUTOINCREMENT`: refuses a journal whose `sqlite_sequence`
+/// says ids above its last row were handed out (rows deleted from its end, which txsock
+/// never does), since without `AUTOINCREMENT` those ids would be handed out again.
+fn journal_ids_intact(tx: &Connection) -> Result<()> {
+    let (last, issued): (i64, i64) = tx.query_row(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM journal),
+                (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'journal')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if issued > last {
+        bail!(
+            "the journal's ids went up to {issued} but its last row is {last}: rows were \
+             deleted from its end outside txsock, and this version would hand their ids out \
+             again. Restore the journal from a backup, or open the file with the txsock that \
+             wrote it"
+        );
+    }
+    Ok(())
+}
 
 /// A SQLite database file.
 pub struct SqliteStore {
@@ -254,9 +315,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         bail!("schema version {version} is newer than this txsock's ({SCHEMA_VERSION})");
     }
     for (from, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        if from == 3 {
+            journal_ids_intact(&tx).context("migrating from schema version 3")?;
+        }
         tx.execute_batch(migration)
             .with_context(|| format!("migrating from schema version {from}"))?;
     }
+    tx.execute_batch(JOURNAL_GUARDS_SQL)?;
     if stored.is_none() {
         tx.execute(
             "INSERT INTO schema_version (version) VALUES (?1)",
@@ -454,7 +519,7 @@ fn transfer(
             .as_ref()
             .map(|(to, amount, balance, code)| recorded(to, *amount, *balance, code.as_deref())),
     };
-    let decision = decide_transfer(from, to, amount, facts);
+    let decision = decide(from, id, to, amount, facts, now_ms, committed);
     match decision {
         TransferDecision::Answer(_) => {}
         TransferDecision::Refuse(refusal) => {
@@ -497,17 +562,36 @@ fn transfer(
                     now_ms as i64
                 ],
             )?;
-            committed.push(Committed::transfer(
-                from,
-                id,
-                to,
-                amount,
-                sender_after,
-                now_ms,
-            ));
         }
     }
     Ok(decision.outcome())
+}
+
+/// Decides one transfer by the money rule on `facts` and, if it commits, adds it to
+/// `committed` (what the audit log and the metrics take): the one place where both batch
+/// paths ([`transfer`], [`TransferRun::transfer`]) do so. A caller whose writes then fail
+/// truncates `committed` back.
+fn decide(
+    from: &Username,
+    id: &TransferId,
+    to: &Username,
+    amount: Amount,
+    facts: TransferFacts,
+    now_ms: u64,
+    committed: &mut Vec<Committed>,
+) -> TransferDecision {
+    let decision = decide_transfer(from, to, amount, facts);
+    if let TransferDecision::Commit { sender_after, .. } = decision {
+        committed.push(Committed::transfer(
+            from,
+            id,
+            to,
+            amount,
+            sender_after,
+            now_ms,
+        ));
+    }
+    decision
 }
 
 /// A page of `user`'s history; with `deposits`, the deposits to `user` too (a deposit has
@@ -727,7 +811,7 @@ impl<'a> TransferRun<'a> {
             recipient: recipient.map(amount_of),
             earlier,
         };
-        let decision = decide_transfer(from, to, amount, facts);
+        let decision = decide(from, id, to, amount, facts, now_ms, committed);
         let now = now_ms as i64;
         match decision {
             TransferDecision::Answer(_) => {}
@@ -754,14 +838,6 @@ impl<'a> TransferRun<'a> {
                     .push((key.0, key.1, to.as_str(), amount_sql, after, now));
                 self.outcomes
                     .insert(key, (to.to_string(), amount_sql, after, None));
-                committed.push(Committed::transfer(
-                    from,
-                    id,
-                    to,
-                    amount,
-                    sender_after,
-                    now_ms,
-                ));
             }
         }
         Ok(decision.outcome())
@@ -1061,6 +1137,21 @@ impl Store for SqliteStore {
             report.problems.push(format!(
                 "{orphans} journal entries name users that do not exist"
             ));
+        }
+        if schema_version(&tx, &self.path)?.is_some_and(|v| v >= 4) {
+            for guard in JOURNAL_GUARDS {
+                let present: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1)",
+                    [guard],
+                    |r| r.get(0),
+                )?;
+                if !present {
+                    report.problems.push(format!(
+                        "the journal's trigger {guard} is missing: journal ids could be handed \
+                         out twice (`txsock serve` on this file creates it again)"
+                    ));
+                }
+            }
         }
         if report.total != report.minted {
             report.problems.push(format!(

@@ -423,3 +423,171 @@ fn an_unreadable_path_is_not_reported_as_a_missing_database() {
         assert!(!e.contains("no txsock database"), "{access:?}: {e}");
     }
 }
+
+/// A ledger at schema version 3, whose journal has `AUTOINCREMENT`: alice's two deposits
+/// (ids 1 and 2, 10.00 in all) and her transfer of 3.00 to bob (id 3).
+fn version_3_ledger(path: &Path) {
+    let conn = raw(path);
+    conn.execute_batch(VERSION_TABLE).unwrap();
+    for migration in &MIGRATIONS[..3] {
+        conn.execute_batch(migration).unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO schema_version (version) VALUES (3);
+         INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
+             VALUES ('alice', x'03', 4096, x'01', x'02', 700, 1),
+                    ('bob', x'03', 4096, x'01', x'02', 300, 1);
+         INSERT INTO journal (kind, to_user, amount, balance_after, at_ms)
+             VALUES ('deposit', 'alice', 400, 400, 1), ('deposit', 'alice', 600, 1000, 2);
+         INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('transfer', 'alice', 't1', 'bob', 300, 700, 3);",
+    )
+    .unwrap();
+}
+
+/// Every journal row with its id, in id order.
+fn journal_rows(path: &Path) -> Vec<String> {
+    let conn = raw(path);
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq || ' ' || kind || ' ' || COALESCE(from_user, '-') || ' ' || \
+             COALESCE(transfer_id, '-') || ' ' || to_user || ' ' || amount || ' ' || at_ms \
+             FROM journal ORDER BY seq",
+        )
+        .unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
+
+/// alice's transfer `id` of `amount` to bob, committed alone: its result.
+fn alice_pays_bob(store: &mut SqliteStore, id: &str, amount: u64) -> Result<(), ErrorCode> {
+    let request = LedgerRequest::Transfer {
+        from: user("alice"),
+        id: TransferId::parse(id).unwrap(),
+        to: user("bob"),
+        amount: Amount(amount),
+    };
+    match &store
+        .execute_batch(&[(request, Instant::ZERO)], &mut Vec::new())
+        .unwrap()[0]
+    {
+        LedgerReply::Transfer(outcome) => outcome.result,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Version 4 rebuilds the journal without `AUTOINCREMENT`: every row keeps its id, a new
+/// row takes the next one, retries are still answered from the journal, and no row can be
+/// deleted nor an id changed, so no id is ever handed out twice.
+#[test]
+fn the_journal_loses_autoincrement_but_keeps_its_ids_and_never_reuses_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    version_3_ledger(&path);
+    let before = journal_rows(&path);
+    assert_eq!(before.len(), 3);
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).expect("migrate");
+    assert_eq!(version_rows(&path), [SCHEMA_VERSION]);
+    assert_eq!(journal_rows(&path), before, "same rows, same ids");
+    let conn = raw(&path);
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'journal'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+    let sequences: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_sequence", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sequences, 0, "nothing keeps a sequence any more");
+    // The unique (sender, id) index survived the rebuild: a retry gets its original answer.
+    assert_eq!(alice_pays_bob(&mut store, "t1", 300), Ok(()));
+    assert_eq!(journal_rows(&path).len(), 3, "a retry journals nothing");
+    assert_eq!(alice_pays_bob(&mut store, "t2", 100), Ok(()));
+    let after = journal_rows(&path);
+    assert_eq!(after[..3], before[..]);
+    assert!(
+        after[3].starts_with("4 transfer alice t2 bob 100 "),
+        "{after:?}"
+    );
+    let check = store.check().unwrap();
+    assert_eq!(check.problems, Vec::<String>::new());
+    assert_eq!(check.entries, 4);
+    // Neither a deleted row nor a changed id can free an id for reuse.
+    for sql in [
+        "DELETE FROM journal WHERE seq = 4",
+        "UPDATE journal SET seq = 9 WHERE seq = 4",
+    ] {
+        let e = conn.execute(sql, []).expect_err(sql).to_string();
+        assert!(e.contains("never handed out twice"), "{sql}: {e}");
+    }
+    assert_eq!(journal_rows(&path), after);
+}
+
+/// A version 3 journal whose last rows were deleted by hand (its `sqlite_sequence` is
+/// ahead of its last id) is not migrated: without `AUTOINCREMENT` those ids would be handed
+/// out again. The file stays as it was.
+#[test]
+fn a_journal_missing_its_last_ids_is_not_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    version_3_ledger(&path);
+    raw(&path)
+        .execute("DELETE FROM journal WHERE seq = 3", [])
+        .unwrap();
+    let e = error_of(SqliteStore::open_with(&path, Amount(0), Access::Existing));
+    assert!(e.contains("ids went up to 3 but its last row is 2"), "{e}");
+    assert_eq!(version_rows(&path), [3]);
+    let sql: String = raw(&path)
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'journal'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(sql.contains("AUTOINCREMENT"), "untouched: {sql}");
+}
+
+/// `ledger check` names a dropped guard of the journal's ids; the next writable open (the
+/// server's) creates it again.
+#[test]
+fn check_reports_a_missing_journal_guard_and_an_open_restores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    ledger_at(&path);
+    raw(&path)
+        .execute_batch("DROP TRIGGER journal_keeps_rows")
+        .unwrap();
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::ReadOnly).unwrap();
+    let problems = store.check().unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("journal_keeps_rows is missing"),
+        "{problems:?}"
+    );
+    drop(store);
+    SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::ReadOnly).unwrap();
+    assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+}
+
+/// A commit of one transfer writes four pages to the WAL: the users leaf holding both
+/// balances, the journal's leaf and one leaf of each of its two indexes. (With
+/// `AUTOINCREMENT` it was five: `sqlite_sequence` too.)
+#[test]
+fn a_single_transfer_commit_writes_four_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    ledger_at(&path);
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
+    let wal = dir.path().join("txsock.db-wal");
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    // The first transfer may also create the index leaves' first entries; measure the next.
+    assert_eq!(alice_pays_bob(&mut store, "t1", 100), Ok(()));
+    let before = size();
+    assert_eq!(alice_pays_bob(&mut store, "t2", 100), Ok(()));
+    // A WAL frame is a 24-byte header and one 4,096-byte page.
+    assert_eq!((size() - before) / (24 + 4096), 4);
+}
