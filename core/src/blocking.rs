@@ -280,7 +280,10 @@ mod tests {
     impl Write for Loopback {
         fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
             self.writes += 1;
-            assert!(self.writes < MAX_WRITES, "the driver loops without progress");
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
             let n = buf.len().min(self.max_write);
             self.to_server.extend_from_slice(&buf[..n]);
             Ok(n)
@@ -333,7 +336,8 @@ mod tests {
         let mut c = client(5);
         c.register("alice", "alice's password", TEST_ITERATIONS)
             .unwrap();
-        c.register("bob", "bob's password", TEST_ITERATIONS).unwrap();
+        c.register("bob", "bob's password", TEST_ITERATIONS)
+            .unwrap();
         assert_eq!(
             c.register("bob", "another password", TEST_ITERATIONS),
             Err(DriverError::Refused(ErrorCode::UserExists))
@@ -435,7 +439,10 @@ mod tests {
     impl Write for TimesOut {
         fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
             self.writes += 1;
-            assert!(self.writes < MAX_WRITES, "the driver loops without progress");
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
             // Three bytes at a time: the driver must finish the frame.
             let n = buf.len().min(3);
             self.output.extend_from_slice(&buf[..n]);
