@@ -227,7 +227,7 @@ mod tests {
     use super::*;
     use crate::driver::DriverError;
     use crate::error::ErrorCode;
-    use crate::ledger::EntryKind;
+    use crate::ledger::{EntryKind, HistoryEntry, LedgerReply, LedgerRequest};
     use crate::lockout::PeerAddr;
     use crate::selftest::{TestLedger, TestRng, TEST_ITERATIONS};
     use crate::session::server::ServerConfig;
@@ -244,10 +244,10 @@ mod tests {
     /// is what the read returns; with no answer the read ends the stream (`Ok(0)`), so a
     /// client waiting for an answer that was never asked for fails instead of blocking.
     /// Writes take at most `max_write` bytes, so a driver must finish partial writes.
-    struct Loopback {
+    struct Loopback<L = TestLedger> {
         server: ServerSession,
         shared: ServerShared<TestRng, 8>,
-        ledger: TestLedger,
+        ledger: L,
         to_server: Vec<u8>,
         to_client: VecDeque<u8>,
         max_write: usize,
@@ -256,6 +256,12 @@ mod tests {
 
     impl Loopback {
         fn new(max_write: usize) -> Loopback {
+            Loopback::with_ledger(max_write, TestLedger::new(Amount(10_000)))
+        }
+    }
+
+    impl<L: Ledger> Loopback<L> {
+        fn with_ledger(max_write: usize, ledger: L) -> Loopback<L> {
             let config = ServerConfig {
                 min_iterations: TEST_ITERATIONS,
                 unknown_user_iterations: TEST_ITERATIONS,
@@ -264,7 +270,7 @@ mod tests {
             Loopback {
                 server: ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO),
                 shared: ServerShared::new(config, TestRng::new(1), [7; 32]),
-                ledger: TestLedger::new(Amount(10_000)),
+                ledger,
                 to_server: Vec::new(),
                 to_client: VecDeque::new(),
                 max_write,
@@ -273,11 +279,11 @@ mod tests {
         }
     }
 
-    impl embedded_io::ErrorType for Loopback {
+    impl<L> embedded_io::ErrorType for Loopback<L> {
         type Error = core::convert::Infallible;
     }
 
-    impl Write for Loopback {
+    impl<L> Write for Loopback<L> {
         fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
             self.writes += 1;
             assert!(
@@ -293,7 +299,7 @@ mod tests {
         }
     }
 
-    impl Read for Loopback {
+    impl<L: Ledger> Read for Loopback<L> {
         fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
             if self.to_client.is_empty() {
                 let to_client = &mut self.to_client;
@@ -321,12 +327,71 @@ mod tests {
         }
     }
 
-    fn client(max_write: usize) -> BlockingClient<Loopback, TestRng> {
+    fn client_on<L: Ledger>(io: Loopback<L>) -> BlockingClient<Loopback<L>, TestRng> {
         let config = ClientConfig {
             min_iterations: TEST_ITERATIONS,
             ..ClientConfig::default()
         };
-        BlockingClient::new(Loopback::new(max_write), TestRng::new(2), config)
+        BlockingClient::new(io, TestRng::new(2), config)
+    }
+
+    fn client(max_write: usize) -> BlockingClient<Loopback, TestRng> {
+        client_on(Loopback::new(max_write))
+    }
+
+    /// A ledger that journals deposits one by one: every history page it gives ends with a
+    /// deposit to the user, asked for or not (a `history` request asks for none).
+    struct Depositing(TestLedger);
+
+    impl Ledger for Depositing {
+        fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
+            let mut reply = self.0.execute(request, now);
+            if let (LedgerRequest::History { user, .. }, LedgerReply::History(Ok(page))) =
+                (request, &mut reply)
+            {
+                let deposit = HistoryEntry {
+                    kind: EntryKind::Deposit,
+                    to: user.clone(),
+                    amount: Amount(10_000),
+                    at: 7,
+                };
+                page.entries.push(deposit).unwrap();
+            }
+            reply
+        }
+    }
+
+    /// A statement lists the deposits the ledger journals, verified; a history page never
+    /// shows one, even from a ledger that gives one anyway (it is left out rather than shown
+    /// as a transfer, and the page still verifies).
+    #[test]
+    fn statements_list_deposits_and_history_pages_never_do() {
+        let mut c = client_on(Loopback::with_ledger(
+            usize::MAX,
+            Depositing(TestLedger::new(Amount(10_000))),
+        ));
+        c.register("alice", "alice's password", TEST_ITERATIONS)
+            .unwrap();
+        c.register("bob", "bob's password", TEST_ITERATIONS)
+            .unwrap();
+        c.login("alice", "alice's password").unwrap();
+        c.transfer("t-1", "bob", Amount(125)).unwrap();
+        let statement = c.statement(0).unwrap();
+        assert_eq!(statement.entries.len(), 2, "{statement:?}");
+        assert!(statement.entries[0]
+            .id()
+            .is_some_and(|id| id.as_str() == "t-1"));
+        let deposit = &statement.entries[1];
+        assert_eq!(deposit.kind, EntryKind::Deposit);
+        assert_eq!(
+            (deposit.to.as_str(), deposit.amount, deposit.at),
+            ("alice", Amount(10_000), 7)
+        );
+        let history = c.history(0).unwrap();
+        assert_eq!(history.entries.len(), 1, "{history:?}");
+        assert!(history.entries[0]
+            .id()
+            .is_some_and(|id| id.as_str() == "t-1"));
     }
 
     /// Every call of the blocking client, each answered with what the server verified, over
