@@ -295,6 +295,13 @@ mod tests {
             Ok(n)
         }
         fn flush(&mut self) -> Result<(), Self::Error> {
+            // Counted with the writes: a driver that flushes again and again without reading
+            // (input never consumed, or never seen as consumed) fails instead of hanging.
+            self.writes += 1;
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
             Ok(())
         }
     }
@@ -520,6 +527,11 @@ mod tests {
             Ok(n)
         }
         fn flush(&mut self) -> Result<(), Self::Error> {
+            self.writes += 1;
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
             Ok(())
         }
     }
