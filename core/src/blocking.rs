@@ -221,3 +221,355 @@ fn continue_write<T: Write, const F: usize, const N: usize, const O: usize>(
     }
     io.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::DriverError;
+    use crate::error::ErrorCode;
+    use crate::ledger::{EntryKind, HistoryEntry, LedgerReply, LedgerRequest};
+    use crate::lockout::PeerAddr;
+    use crate::selftest::{TestLedger, TestRng, TEST_ITERATIONS};
+    use crate::session::server::ServerConfig;
+    use crate::session::ClientError;
+    use std::collections::VecDeque;
+    use std::vec::Vec;
+
+    /// More writes than any conversation here needs: a driver past it loops without making
+    /// progress, and the test fails instead of hanging.
+    const MAX_WRITES: usize = 100_000;
+
+    /// A blocking stream with a server session behind it, in the same thread: what the
+    /// client writes is handed to the server when the client reads, and the server's answer
+    /// is what the read returns; with no answer the read ends the stream (`Ok(0)`), so a
+    /// client waiting for an answer that was never asked for fails instead of blocking.
+    /// Writes take at most `max_write` bytes, so a driver must finish partial writes.
+    struct Loopback<L = TestLedger> {
+        server: ServerSession,
+        shared: ServerShared<TestRng, 8>,
+        ledger: L,
+        to_server: Vec<u8>,
+        to_client: VecDeque<u8>,
+        max_write: usize,
+        writes: usize,
+    }
+
+    impl Loopback {
+        fn new(max_write: usize) -> Loopback {
+            Loopback::with_ledger(max_write, TestLedger::new(Amount(10_000)))
+        }
+    }
+
+    impl<L: Ledger> Loopback<L> {
+        fn with_ledger(max_write: usize, ledger: L) -> Loopback<L> {
+            let config = ServerConfig {
+                min_iterations: TEST_ITERATIONS,
+                unknown_user_iterations: TEST_ITERATIONS,
+                ..ServerConfig::default()
+            };
+            Loopback {
+                server: ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO),
+                shared: ServerShared::new(config, TestRng::new(1), [7; 32]),
+                ledger,
+                to_server: Vec::new(),
+                to_client: VecDeque::new(),
+                max_write,
+                writes: 0,
+            }
+        }
+    }
+
+    impl<L> embedded_io::ErrorType for Loopback<L> {
+        type Error = core::convert::Infallible;
+    }
+
+    impl<L> Write for Loopback<L> {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.writes += 1;
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
+            let n = buf.len().min(self.max_write);
+            self.to_server.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            // Counted with the writes: a driver that flushes again and again without reading
+            // (input never consumed, or never seen as consumed) fails instead of hanging.
+            self.writes += 1;
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
+            Ok(())
+        }
+    }
+
+    impl<L: Ledger> Read for Loopback<L> {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            if self.to_client.is_empty() {
+                let to_client = &mut self.to_client;
+                let used = self
+                    .server
+                    .drive(
+                        &mut self.shared,
+                        &mut self.ledger,
+                        Instant::ZERO,
+                        &self.to_server,
+                        |out: &[u8]| {
+                            to_client.extend(out);
+                            // Bounded: a server offering the same bytes again and again
+                            // (output never marked written) fails the test, not hangs it.
+                            assert!(
+                                to_client.len() < 1 << 20,
+                                "the server's output never drains"
+                            );
+                            Ok::<_, core::convert::Infallible>(out.len())
+                        },
+                        |_| {},
+                    )
+                    .unwrap();
+                self.to_server.drain(..used);
+            }
+            let n = buf.len().min(self.to_client.len());
+            for (slot, byte) in buf.iter_mut().zip(self.to_client.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    fn client_on<L: Ledger>(io: Loopback<L>) -> BlockingClient<Loopback<L>, TestRng> {
+        let config = ClientConfig {
+            min_iterations: TEST_ITERATIONS,
+            ..ClientConfig::default()
+        };
+        BlockingClient::new(io, TestRng::new(2), config)
+    }
+
+    fn client(max_write: usize) -> BlockingClient<Loopback, TestRng> {
+        client_on(Loopback::new(max_write))
+    }
+
+    /// A ledger that journals deposits one by one: every history page it gives ends with a
+    /// deposit to the user, asked for or not (a `history` request asks for none).
+    struct Depositing(TestLedger);
+
+    impl Ledger for Depositing {
+        fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
+            let mut reply = self.0.execute(request, now);
+            if let (LedgerRequest::History { user, .. }, LedgerReply::History(Ok(page))) =
+                (request, &mut reply)
+            {
+                let deposit = HistoryEntry {
+                    kind: EntryKind::Deposit,
+                    to: user.clone(),
+                    amount: Amount(10_000),
+                    at: 7,
+                };
+                page.entries.push(deposit).unwrap();
+            }
+            reply
+        }
+    }
+
+    /// A statement lists the deposits the ledger journals, verified; a history page never
+    /// shows one, even from a ledger that gives one anyway (it is left out rather than shown
+    /// as a transfer, and the page still verifies).
+    #[test]
+    fn statements_list_deposits_and_history_pages_never_do() {
+        let mut c = client_on(Loopback::with_ledger(
+            usize::MAX,
+            Depositing(TestLedger::new(Amount(10_000))),
+        ));
+        c.register("alice", "alice's password", TEST_ITERATIONS)
+            .unwrap();
+        c.register("bob", "bob's password", TEST_ITERATIONS)
+            .unwrap();
+        c.login("alice", "alice's password").unwrap();
+        c.transfer("t-1", "bob", Amount(125)).unwrap();
+        let statement = c.statement(0).unwrap();
+        assert_eq!(statement.entries.len(), 2, "{statement:?}");
+        assert!(statement.entries[0]
+            .id()
+            .is_some_and(|id| id.as_str() == "t-1"));
+        let deposit = &statement.entries[1];
+        assert_eq!(deposit.kind, EntryKind::Deposit);
+        assert_eq!(
+            (deposit.to.as_str(), deposit.amount, deposit.at),
+            ("alice", Amount(10_000), 7)
+        );
+        let history = c.history(0).unwrap();
+        assert_eq!(history.entries.len(), 1, "{history:?}");
+        assert!(history.entries[0]
+            .id()
+            .is_some_and(|id| id.as_str() == "t-1"));
+    }
+
+    /// Every call of the blocking client, each answered with what the server verified, over
+    /// a stream that takes five bytes per write.
+    #[test]
+    fn every_call_gets_its_verified_answer() {
+        let mut c = client(5);
+        c.register("alice", "alice's password", TEST_ITERATIONS)
+            .unwrap();
+        c.register("bob", "bob's password", TEST_ITERATIONS)
+            .unwrap();
+        assert_eq!(
+            c.register("bob", "another password", TEST_ITERATIONS),
+            Err(DriverError::Refused(ErrorCode::UserExists))
+        );
+        assert_eq!(
+            c.login("alice", "not alice's password"),
+            Err(DriverError::Refused(ErrorCode::AuthFailed))
+        );
+        c.login("alice", "alice's password").unwrap();
+        assert_eq!(c.session().user().map(|u| u.as_str()), Some("alice"));
+        // No nonces in hand: the call fetches them first, then spends one.
+        assert_eq!(c.session().available_nonces(), 0);
+        let receipt = c.transfer("t-1", "bob", Amount(125)).unwrap();
+        assert_eq!(receipt.id.as_str(), "t-1");
+        assert_eq!(receipt.to.as_str(), "bob");
+        assert_eq!(receipt.amount, Amount(125));
+        assert_eq!(receipt.result, Ok(()));
+        assert_eq!(receipt.balance, Amount(9_875));
+        assert_eq!(
+            c.session().available_nonces(),
+            usize::from(crate::driver::NONCE_REFILL) - 1
+        );
+        let refused = c.transfer("t-2", "bob", Amount(1_000_000)).unwrap();
+        assert_eq!(refused.result, Err(ErrorCode::InsufficientFunds));
+        assert_eq!(refused.balance, Amount(9_875));
+        assert_eq!(c.balance().unwrap(), Amount(9_875));
+        let history = c.history(0).unwrap();
+        assert_eq!(history.entries.len(), 1);
+        assert!(matches!(&history.entries[0].kind,
+            EntryKind::Transfer { id, .. } if id.as_str() == "t-1"));
+        let statement = c.statement(0).unwrap();
+        assert!(statement
+            .entries
+            .iter()
+            .any(|e| matches!(&e.kind, EntryKind::Transfer { id, .. } if id.as_str() == "t-1")));
+        c.logout().unwrap();
+        assert_eq!(c.session().user(), None);
+        assert_eq!(
+            c.balance(),
+            Err(DriverError::Client(ClientError::NotLoggedIn))
+        );
+        // The stream given back is the one the calls used.
+        let stream = c.into_inner();
+        assert!(stream.writes > 0);
+        assert!(stream.to_server.is_empty());
+    }
+
+    /// A call answered by the event of a request made earlier through `session()` says so
+    /// rather than taking that answer for its own.
+    #[test]
+    fn an_answer_to_another_request_is_unexpected() {
+        let mut c = client(usize::MAX);
+        c.session().ping().unwrap();
+        assert_eq!(
+            c.register("alice", "alice's password", TEST_ITERATIONS),
+            Err(DriverError::Unexpected)
+        );
+    }
+
+    /// A stream that ends, or takes no bytes, is a closed connection, not a hang.
+    #[test]
+    fn a_closed_stream_is_an_error() {
+        let mut c = client(0);
+        assert_eq!(
+            c.register("alice", "alice's password", TEST_ITERATIONS),
+            Err(DriverError::Closed)
+        );
+        let mut c = client(usize::MAX);
+        c.session().ping().unwrap();
+        c.flush().unwrap();
+        // The ping's answer is read and handed out; the next read finds the stream ended.
+        assert_eq!(c.next_event(), Ok(ClientEvent::Pong));
+        assert_eq!(c.next_event(), Err(DriverError::Closed));
+    }
+
+    /// A client that sent part of a line: reads give it, then time out.
+    struct TimesOut {
+        input: &'static [u8],
+        output: Vec<u8>,
+        writes: usize,
+    }
+
+    impl embedded_io::ErrorType for TimesOut {
+        type Error = embedded_io::ErrorKind;
+    }
+
+    impl Read for TimesOut {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            if self.input.is_empty() {
+                return Err(embedded_io::ErrorKind::TimedOut);
+            }
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input = &self.input[n..];
+            Ok(n)
+        }
+    }
+
+    impl Write for TimesOut {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.writes += 1;
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
+            // Three bytes at a time: the driver must finish the frame.
+            let n = buf.len().min(3);
+            self.output.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            self.writes += 1;
+            assert!(
+                self.writes < MAX_WRITES,
+                "the driver loops without progress"
+            );
+            Ok(())
+        }
+    }
+
+    /// When the stream's read times out past the login deadline, `serve` writes the whole
+    /// `timeout` error before it returns the stream's error.
+    #[test]
+    fn a_read_timeout_past_the_deadline_writes_the_timeout_error() {
+        let mut io = TimesOut {
+            input: b"{\"op\":\"pi",
+            output: Vec::new(),
+            writes: 0,
+        };
+        let mut shared: ServerShared<TestRng, 8> =
+            ServerShared::new(ServerConfig::default(), TestRng::new(1), [7; 32]);
+        let mut ledger = TestLedger::new(Amount(0));
+        let mut session: ServerSession =
+            ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO);
+        let deadline = Instant::ZERO + ServerConfig::DEFAULT.login_deadline;
+        // The clock reaches the deadline once the partial line has been read (the third
+        // reading: the first pass, the pass that takes the line, the timed-out read).
+        let mut readings = 0;
+        let clock = || {
+            readings += 1;
+            if readings < 3 {
+                Instant::ZERO
+            } else {
+                deadline
+            }
+        };
+        let served = serve(&mut io, &mut session, &mut shared, &mut ledger, clock);
+        assert_eq!(served, Err(embedded_io::ErrorKind::TimedOut));
+        let answer = String::from_utf8(io.output).unwrap();
+        assert!(
+            answer.starts_with("{\"op\":\"error\",\"code\":\"timeout\"") && answer.ends_with('\n'),
+            "{answer}"
+        );
+        assert_eq!(answer.matches('\n').count(), 1, "{answer}");
+        assert!(session.is_closed());
+    }
+}

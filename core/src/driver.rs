@@ -163,3 +163,148 @@ pub(crate) mod pick {
 
 /// How many nonces a client call asks for when it has none left.
 pub(crate) const NONCE_REFILL: u8 = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::client::RequestKind;
+    use crate::TransferId;
+    use crate::Username;
+
+    fn receipt() -> ReceiptInfo {
+        ReceiptInfo {
+            id: TransferId::parse("t-1").unwrap(),
+            to: Username::parse("bob").unwrap(),
+            amount: Amount(125),
+            result: Ok(()),
+            balance: Amount(875),
+        }
+    }
+
+    fn page() -> HistoryPage {
+        HistoryPage {
+            entries: heapless::Vec::new(),
+            more: true,
+        }
+    }
+
+    /// One event of every kind a picker might meet.
+    fn events() -> [ClientEvent; 8] {
+        [
+            ClientEvent::Registered,
+            ClientEvent::Challenge { iterations: 4096 },
+            ClientEvent::LoggedIn,
+            ClientEvent::Nonces { available: 3 },
+            ClientEvent::Receipt(receipt()),
+            ClientEvent::Balance(Amount(875)),
+            ClientEvent::History(page()),
+            ClientEvent::LoggedOut,
+        ]
+    }
+
+    /// Each call takes exactly the event it waited for: any other answer is not its own.
+    #[test]
+    fn each_picker_takes_only_its_own_event() {
+        for (i, e) in events().into_iter().enumerate() {
+            let own = |n: usize| i == n;
+            assert_eq!(pick::registered(e.clone()).is_some(), own(0), "{e:?}");
+            assert_eq!(pick::challenge(e.clone()).is_some(), own(1), "{e:?}");
+            assert_eq!(pick::logged_in(e.clone()).is_some(), own(2), "{e:?}");
+            assert_eq!(pick::nonces(e.clone()).is_some(), own(3), "{e:?}");
+            assert_eq!(pick::receipt(e.clone()), own(4).then(receipt), "{e:?}");
+            assert_eq!(pick::balance(e.clone()), own(5).then_some(Amount(875)));
+            assert_eq!(pick::history(e.clone()), own(6).then(page), "{e:?}");
+            assert_eq!(pick::logged_out(e.clone()).is_some(), own(7), "{e:?}");
+            assert_eq!(pick::registered(ClientEvent::Pong), None);
+        }
+    }
+
+    /// A refusal, a closing or an integrity failure is an error whatever the call asked;
+    /// another call's event is `Unexpected`.
+    #[test]
+    fn refusals_and_integrity_failures_are_errors_for_every_call() {
+        let refused = ClientEvent::Refused {
+            request: RequestKind::Balance,
+            code: ErrorCode::InsufficientFunds,
+            id: None,
+        };
+        assert_eq!(
+            expect::<_, ()>(refused, |_| Some(())),
+            Err(DriverError::Refused(ErrorCode::InsufficientFunds))
+        );
+        let closed = ClientEvent::Closed {
+            code: ErrorCode::Timeout,
+        };
+        assert_eq!(
+            expect::<_, ()>(closed, |_| Some(())),
+            Err(DriverError::Refused(ErrorCode::Timeout))
+        );
+        let forged = ClientEvent::Integrity(IntegrityError::BadSequence);
+        assert_eq!(
+            expect::<_, ()>(forged, |_| Some(())),
+            Err(DriverError::Integrity(IntegrityError::BadSequence))
+        );
+        assert_eq!(
+            expect::<_, ()>(ClientEvent::Pong, pick::balance),
+            Err(DriverError::Unexpected)
+        );
+        assert_eq!(
+            expect::<_, ()>(ClientEvent::Balance(Amount(1)), pick::balance),
+            Ok(Amount(1))
+        );
+        assert_eq!(
+            DriverError::<()>::from(ClientError::NotLoggedIn),
+            DriverError::Client(ClientError::NotLoggedIn)
+        );
+    }
+
+    /// Each error tells a person which of the cases it is (the text is for logs and
+    /// terminals; no code parses it).
+    #[test]
+    fn each_error_says_what_happened() {
+        use std::string::ToString;
+        let texts: std::vec::Vec<_> = [
+            DriverError::Io("reset"),
+            DriverError::Closed,
+            DriverError::Client(ClientError::NotLoggedIn),
+            DriverError::Refused(ErrorCode::InsufficientFunds),
+            DriverError::Integrity(IntegrityError::BadSequence),
+            DriverError::Unexpected,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        for (i, text) in texts.iter().enumerate() {
+            assert!(!text.is_empty());
+            assert!(!texts[..i].contains(text), "{text}");
+        }
+        assert!(texts[0].contains("reset"), "{}", texts[0]);
+    }
+
+    /// The read buffer hands out what was read, in order, each byte once.
+    #[test]
+    fn the_input_buffer_hands_out_each_byte_once() {
+        let mut input = InputBuffer::new();
+        assert!(input.is_empty());
+        assert_eq!(input.pending(), b"");
+        assert_eq!(input.space().len(), READ_CHUNK);
+        input.space()[..5].copy_from_slice(b"hello");
+        input.filled(5);
+        assert!(!input.is_empty());
+        assert_eq!(input.pending(), b"hello");
+        input.consume(2);
+        assert_eq!(input.pending(), b"llo");
+        input.consume(0);
+        assert_eq!(input.pending(), b"llo");
+        // More than is pending consumes what is there, no more.
+        input.consume(10);
+        assert!(input.is_empty());
+        assert_eq!(input.pending(), b"");
+        // A new read starts again at the front; a claim beyond the buffer is clamped.
+        input.space()[..2].copy_from_slice(b"ok");
+        input.filled(2);
+        assert_eq!(input.pending(), b"ok");
+        input.filled(READ_CHUNK + 1);
+        assert_eq!(input.pending().len(), READ_CHUNK);
+    }
+}
