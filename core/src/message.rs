@@ -392,35 +392,45 @@ impl<'a> Reader<'a> {
         (self.space()? == byte).then(|| self.at += 1)
     }
 
-    /// Skips whitespace and reads a string. `strict` also refuses a control character
-    /// anywhere in it (`precheck`'s rule, so that a frame the strict reader takes needs no
-    /// `precheck`); the tie-breaker reads strings as serde-json-core does, without that check.
-    fn string(&mut self, strict: bool) -> Option<&'a str> {
+    /// Skips whitespace and reads a string, refusing a control character anywhere in it
+    /// (`precheck`'s rule, so that a frame [`read_wire`] takes needs no `precheck`).
+    fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let bytes = self.text.as_bytes();
         let start = self.at;
         loop {
-            let rest = bytes.get(self.at..)?;
-            let found = if strict {
-                crate::scan::find_json_special(rest)?
-            } else {
-                rest.iter().position(|&b| b == b'"' || b == b'\\')?
-            };
-            self.at += found;
+            self.at += crate::scan::find_json_special(bytes.get(self.at..)?)?;
             match bytes[self.at] {
                 b'"' => break,
-                // The escaped byte is never the end; it is a control character only if
-                // `precheck` would refuse it.
-                b'\\' if !strict || bytes.get(self.at + 1).is_some_and(|&b| b >= 0x20) => {
-                    self.at += 2
-                }
+                // The escaped byte is never the end, and `precheck` refuses it if it is a
+                // control character.
+                b'\\' if bytes.get(self.at + 1).is_some_and(|&b| b >= 0x20) => self.at += 2,
                 _ => return None,
             }
         }
-        let end = self.at;
         self.at += 1;
         // Both ends are ASCII quotes, so this is a whole number of characters.
-        self.text.get(start..end)
+        self.text.get(start..self.at - 1)
+    }
+
+    /// Skips whitespace and reads a string as serde-json-core does, control characters
+    /// and all: the unknown-op tie-breaker's strings, read only after `precheck` passed.
+    fn raw_string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        loop {
+            self.at += bytes
+                .get(self.at..)?
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')?;
+            if bytes[self.at] == b'"' {
+                break;
+            }
+            self.at += 2;
+        }
+        self.at += 1;
+        self.text.get(start..self.at - 1)
     }
 
     /// Skips whitespace and reads an unsigned integer that fits `max`.
@@ -447,6 +457,7 @@ impl<'a> Reader<'a> {
     /// its `}` (left untaken); fails where serde-json-core's `MapAccess` fails: a `,` before
     /// the first key or before the `}`, a missing `,`, a key that is not a string.
     fn next_key(&mut self, first: bool, strict: bool) -> Option<Option<&'a str>> {
+        // `strict` reads the key with `string`, else with `raw_string`.
         match self.space()? {
             b'}' => return Some(None),
             b',' if !first => self.at += 1,
@@ -456,7 +467,11 @@ impl<'a> Reader<'a> {
         if self.space()? != b'"' {
             return None;
         }
-        let key = self.string(strict)?;
+        let key = if strict {
+            self.string()?
+        } else {
+            self.raw_string()?
+        };
         self.expect(b':')?;
         Some(Some(key))
     }
@@ -483,7 +498,7 @@ impl<'a> Reader<'a> {
         'value: loop {
             match self.space()? {
                 b'"' => {
-                    self.string(false)?;
+                    self.raw_string()?;
                 }
                 open @ (b'[' | b'{') => {
                     if depth == IGNORED_DEPTH {
@@ -566,7 +581,7 @@ fn read_wire(frame: &[u8]) -> Option<RequestWire<'_>> {
                 return None;
             }
             has_op = true;
-            wire.op = r.string(true)?;
+            wire.op = r.string()?;
             continue;
         }
         let bit = match key {
@@ -595,7 +610,7 @@ fn read_wire(frame: &[u8]) -> Option<RequestWire<'_>> {
             // `count` is a u8: at most 255 (the range check is `from_wire`'s).
             COUNT => wire.count = Some(r.integer(u8::MAX.into())? as u8),
             _ => {
-                let value = Some(r.string(true)?);
+                let value = Some(r.string()?);
                 *match bit {
                     USER => &mut wire.user,
                     SALT => &mut wire.salt,
@@ -630,7 +645,7 @@ fn read_op(frame: &[u8]) -> Option<&str> {
             if op.is_some() {
                 return None;
             }
-            op = Some(r.string(false)?);
+            op = Some(r.raw_string()?);
         } else {
             r.skip_ignored()?;
         }
