@@ -1344,8 +1344,15 @@ mod tests {
         ];
 
         /// An op of each of `SHAPES`.
-        const SHAPE_OPS: &[&str] =
-            &["transfer", "balance", "login", "proof", "register", "nonces", "statement"];
+        const SHAPE_OPS: &[&str] = &[
+            "transfer",
+            "balance",
+            "login",
+            "proof",
+            "register",
+            "nonces",
+            "statement",
+        ];
 
         prop_compose! {
             /// A request of some op's shape, its fields shuffled, with a value of any kind
@@ -1543,7 +1550,10 @@ mod tests {
             );
             assert!(accepted > 200, "accepted {accepted}");
             assert!(numbers > 50, "integer fields read {numbers}");
-            assert!(nested_unknown > 20, "unknown op past nesting {nested_unknown}");
+            assert!(
+                nested_unknown > 20,
+                "unknown op past nesting {nested_unknown}"
+            );
             assert_eq!(errors.len(), 7, "errors seen: {errors:?}");
         }
 
@@ -1562,10 +1572,16 @@ mod tests {
             };
             let at_limit = frame(IGNORED_DEPTH as usize);
             assert_eq!(Request::wire(&at_limit), Err(MessageError::UnknownOp));
-            assert_eq!(Request::wire_with_serde(&at_limit), Err(MessageError::UnknownOp));
+            assert_eq!(
+                Request::wire_with_serde(&at_limit),
+                Err(MessageError::UnknownOp)
+            );
             let past = frame(IGNORED_DEPTH as usize + 1);
             assert_eq!(Request::wire(&past), Err(MessageError::Syntax));
-            assert_eq!(Request::wire_with_serde(&past), Err(MessageError::UnknownOp));
+            assert_eq!(
+                Request::wire_with_serde(&past),
+                Err(MessageError::UnknownOp)
+            );
             assert!(Request::reader_agrees_with_serde(&past));
         }
 
@@ -1575,23 +1591,61 @@ mod tests {
         fn reader_examples() {
             let cases: &[(&[u8], Result<Request, MessageError>)] = &[
                 (b"{\"op\":\"p\\u0069ng\"}", Err(MessageError::UnknownOp)),
-                (b"{\"op\":\"nonces\",\"count\":8}", Ok(Request::Nonces { count: 8 })),
-                (b"{\"op\":\"nonces\",\"count\":08}", Err(MessageError::Syntax)),
-                (b"{\"op\":\"nonces\",\"count\":256}", Err(MessageError::Syntax)),
-                (b"{\"op\":\"nonces\",\"count\":null}", Err(MessageError::Syntax)),
-                (b"{\"op\":\"history\",\"offset\":4294967295}",
-                    Ok(Request::History { offset: u32::MAX, deposits: false })),
-                (b"{\"op\":\"history\",\"offset\":4294967296}", Err(MessageError::Syntax)),
+                (
+                    b"{\"op\":\"nonces\",\"count\":8}",
+                    Ok(Request::Nonces { count: 8 }),
+                ),
+                (
+                    b"{\"op\":\"nonces\",\"count\":08}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"nonces\",\"count\":256}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"nonces\",\"count\":null}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"history\",\"offset\":4294967295}",
+                    Ok(Request::History {
+                        offset: u32::MAX,
+                        deposits: false,
+                    }),
+                ),
+                (
+                    b"{\"op\":\"history\",\"offset\":4294967296}",
+                    Err(MessageError::Syntax),
+                ),
                 (b"\n{\"op\"\n:\"ping\"}\n", Ok(Request::Ping)),
                 (b"{\"op\":\"ping\",}", Err(MessageError::Syntax)),
                 (b"{,\"op\":\"ping\"}", Err(MessageError::Syntax)),
-                (b"{\"op\":\"launch\",\"x\":tru\"e}", Err(MessageError::UnknownOp)),
+                (
+                    b"{\"op\":\"launch\",\"x\":tru\"e}",
+                    Err(MessageError::UnknownOp),
+                ),
                 (b"{\"op\":\"launch\",\"x\":}", Err(MessageError::Syntax)),
-                (b"{\"x\":a\",\"y\":[,\"a\" 2],\"op\":\"launch\"}", Err(MessageError::UnknownOp)),
-                (b"{\"x\":a\",\"y\":[\"a\" 2],\"op\":\"launch\"}", Err(MessageError::Syntax)),
-                (b"{\"x\":a\",\"y\":[1 2],\"op\":\"launch\"}", Err(MessageError::UnknownOp)),
-                (b"{\"x\":a\",\"y\":{\"k\":[]},\"op\":\"launch\"}", Err(MessageError::UnknownOp)),
-                (b"{\"x\":a\",\"y\":{\"k\":]},\"op\":\"launch\"}", Err(MessageError::Syntax)),
+                (
+                    b"{\"x\":a\",\"y\":[,\"a\" 2],\"op\":\"launch\"}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":[\"a\" 2],\"op\":\"launch\"}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":[1 2],\"op\":\"launch\"}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":{\"k\":[]},\"op\":\"launch\"}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":{\"k\":]},\"op\":\"launch\"}",
+                    Err(MessageError::Syntax),
+                ),
             ];
             for (frame, want) in cases {
                 let text = String::from_utf8_lossy(frame);

@@ -47,7 +47,10 @@ fn request_parser(dir: &Path) {
         ("number-offset", b"{\"op\":\"history\",\"offset\":2}"),
         ("unknown-key", b"{\"op\":\"ping\",\"x\":\"y\"}"),
         ("newline-between-tokens", b"{\"op\":\n\"ping\"}"),
-        ("number-overflow", b"{\"op\":\"history\",\"offset\":4294967296}"),
+        (
+            "number-overflow",
+            b"{\"op\":\"history\",\"offset\":4294967296}",
+        ),
         (
             "register",
             b"{\"op\":\"register\",\"user\":\"alice\",\"salt\":\"c2FsdHNhbHQ=\",\
