@@ -111,21 +111,15 @@ pub fn messages(data: &[u8]) {
     }
 }
 
-/// The request parser's fast path against serde-json-core: for any frame, [`Request::parse`]
-/// gives exactly what serde-json-core's path gives (the request, or the same error), and
-/// where the fast path takes a frame it reads the same fields serde-json-core reads.
+/// The request reader against serde-json-core, its oracle: for any frame,
+/// [`Request::parse`] (the hand-written reader) gives exactly what serde-json-core's path
+/// gives, the request or the same error, and reads the same fields (allowing only the
+/// documented difference past the tie-breaker's nesting limit, see
+/// `Request::reader_agrees_with_serde`).
 pub fn request_parser(data: &[u8]) {
-    if let Some(wire) = crate::message::fast_request_wire(data) {
-        assert_eq!(
-            Request::wire_with_serde(data),
-            Ok(wire),
-            "fast path and serde-json-core read different fields"
-        );
-    }
-    assert_eq!(
-        Request::parse(data),
-        Request::parse_with_serde(data),
-        "fast path and serde-json-core parse differently"
+    assert!(
+        Request::reader_agrees_with_serde(data),
+        "the reader and serde-json-core read a request frame differently"
     );
 }
 

@@ -1,14 +1,14 @@
 //! Every message of the protocol, as borrowed and fixed-capacity types.
 //!
-//! Each frame is one flat JSON object whose `"op"` names the message. Parsing runs in two
-//! passes over the frame: a scan that rejects invalid UTF-8 and nesting deeper than the
-//! message shapes allow (so no input can drive the parser's recursion), then serde-json-core
-//! into a struct per message with `deny_unknown_fields` (serde's derive also refuses
-//! duplicate keys). Requests whose values are all plain strings (every transfer, balance,
-//! ping and logout a client writes) first go through a single-pass reader,
-//! `fast_request_wire`, which takes only frames whose reading is beyond doubt and leaves
-//! every other frame, and so every error, to serde-json-core; a property test and the
-//! `request_parser` fuzz target check that both paths agree on every frame. Field values are validated into [`Username`], [`TransferId`],
+//! Each frame is one flat JSON object whose `"op"` names the message. A request is read by
+//! a hand-written reader in one pass (`read_wire`): no serde, no recursion, no copy. It
+//! reads exactly as serde-json-core 0.6 did into a struct with `deny_unknown_fields`
+//! behind `precheck` (a scan that rejects invalid UTF-8, CR, raw control characters in
+//! strings and nesting), and gives the same request or the same error for every frame: a
+//! property test and the `request_parser` fuzz target hold it to that parser, which the
+//! test kit keeps as the oracle (`Request::parse_with_serde`). A response (the client's
+//! side) is still parsed by `precheck` and serde-json-core into a struct per message.
+//! Field values are validated into [`Username`], [`TransferId`],
 //! [`Amount`] and fixed-size byte arrays before a message reaches a session.
 //!
 //! Names follow one scheme (as smoltcp's `Packet`/`Repr`):
@@ -269,9 +269,10 @@ pub enum Request {
     Ping,
 }
 
-/// Every field any request may carry. One serde pass fills it; [`Request::parse`] then
-/// checks that exactly the fields of the named `op` are present. (Parsing once instead of
-/// once for `op` and again for the message halves the cost of the hot path.)
+/// Every field any request may carry. One pass of the reader (`read_wire`) fills it;
+/// [`Request::parse`] then checks that exactly the fields of the named `op` are present.
+/// The `Deserialize` derive is serde-json-core's reading of the same frame, the oracle of
+/// the tests (`Request::wire_with_serde`); no product path instantiates it.
 #[derive(Deserialize, Default, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestWire<'a> {
@@ -361,112 +362,346 @@ fn shape(op: &str) -> Option<(u16, u16)> {
     })
 }
 
-/// The common request frames without serde: a flat object whose values are all strings
-/// free of escapes and control characters, whose keys are string fields of [`RequestWire`],
-/// each at most once, with `op` among them, and spaces or tabs between tokens. That is every
-/// transfer, balance, logout and ping a client writes, and most logins and registrations'
-/// strings. For such a frame this returns what serde-json-core makes of it (and `precheck`
-/// passes it: valid UTF-8, no CR, no control character in a string, depth 1); for any other
-/// frame it returns `None` and [`Request::parse`] takes serde-json-core's path, which also
-/// decides every error. The property test `fast_path_matches_serde` and the fuzz target
-/// `request_parser` check exactly that.
-#[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
-pub(crate) fn fast_request_wire(frame: &[u8]) -> Option<RequestWire<'_>> {
-    let text = core::str::from_utf8(frame).ok()?;
-    let mut at = skip_frame_space(frame, 0);
-    if frame.get(at) != Some(&b'{') {
-        return None;
+/// A cursor over a request frame for the hand-written reader, [`Request::parse`]'s only
+/// path. Its rules are serde-json-core 0.6's, the parser this reader replaced and is tested
+/// against (`Request::wire_with_serde`): whitespace is space, tab, LF (CR never passes
+/// `precheck`), strings are the raw text between their quotes (a quote preceded by an odd
+/// number of backslashes does not end one; escapes are never decoded), integers are
+/// `0` or a digit 1–9 followed by digits, read up to the first non-digit.
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The byte at the cursor.
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
     }
-    let mut wire = RequestWire::default();
-    let (mut seen, mut has_op) = (0u16, false);
-    loop {
-        at = skip_frame_space(frame, at + 1);
-        let (key, after) = plain_string(text, at)?;
-        at = skip_frame_space(frame, after);
-        if frame.get(at) != Some(&b':') {
+
+    /// Skips whitespace and returns the byte after it.
+    fn space(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\t' | b'\n') = self.peek() {
+            self.at += 1;
+        }
+        self.peek()
+    }
+
+    /// Skips whitespace and takes `byte`.
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.space()? == byte).then(|| self.at += 1)
+    }
+
+    /// Skips whitespace and reads a string, refusing a control character anywhere in it
+    /// (`precheck`'s rule, so that a frame [`read_wire`] takes needs no `precheck`).
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        loop {
+            self.at += crate::scan::find_json_special(bytes.get(self.at..)?)?;
+            match bytes[self.at] {
+                b'"' => break,
+                // The escaped byte is never the end, and `precheck` refuses it if it is a
+                // control character.
+                b'\\' if bytes.get(self.at + 1).is_some_and(|&b| b >= 0x20) => self.at += 2,
+                _ => return None,
+            }
+        }
+        self.at += 1;
+        // Both ends are ASCII quotes, so this is a whole number of characters.
+        self.text.get(start..self.at - 1)
+    }
+
+    /// Skips whitespace and reads a string as serde-json-core does, control characters
+    /// and all: the unknown-op tie-breaker's strings, read only after `precheck` passed.
+    fn raw_string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        loop {
+            self.at += bytes
+                .get(self.at..)?
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')?;
+            if bytes[self.at] == b'"' {
+                break;
+            }
+            self.at += 2;
+        }
+        self.at += 1;
+        self.text.get(start..self.at - 1)
+    }
+
+    /// Skips whitespace and reads an unsigned integer that fits `max`.
+    fn integer(&mut self, max: u32) -> Option<u32> {
+        let first = self.space()?;
+        self.at += 1;
+        match first {
+            b'0' => return Some(0),
+            b'1'..=b'9' => {}
+            _ => return None,
+        }
+        let mut n = u32::from(first - b'0');
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            self.at += 1;
+            n = n.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
+            if n > max {
+                return None;
+            }
+        }
+        Some(n)
+    }
+
+    /// Steps to the next key of an object whose `{` is taken and returns it, or `None` at
+    /// its `}` (left untaken); fails where serde-json-core's `MapAccess` fails: a `,` before
+    /// the first key or before the `}`, a missing `,`, a key that is not a string.
+    fn next_key(&mut self, first: bool, strict: bool) -> Option<Option<&'a str>> {
+        // `strict` reads the key with `string`, else with `raw_string`.
+        match self.space()? {
+            b'}' => return Some(None),
+            b',' if !first => self.at += 1,
+            _ if first => {}
+            _ => return None,
+        }
+        if self.space()? != b'"' {
             return None;
         }
-        at = skip_frame_space(frame, at + 1);
-        let (value, after) = plain_string(text, at)?;
+        let key = if strict {
+            self.string()?
+        } else {
+            self.raw_string()?
+        };
+        self.expect(b':')?;
+        Some(Some(key))
+    }
+
+    /// Takes the object's `}` and refuses anything but whitespace after it.
+    fn close(&mut self) -> Option<()> {
+        self.expect(b'}')?;
+        self.space().is_none().then_some(())
+    }
+
+    /// Skips one value of a field serde-json-core ignores (serde's `IgnoredAny`), as it
+    /// does: a string; a number, literal or anything else up to the next `,`, `}` or `]`
+    /// (not necessarily JSON); or an array or object of such values. `precheck` refuses
+    /// nesting, but serde-json-core skips plain values by bytes, not tokens, so a skipped
+    /// value can end inside what `precheck` read as a string, and the two disagree about
+    /// later brackets: `{"x":a","y":[1],"op":"launch"}` passes `precheck` and is an unknown
+    /// op to serde-json-core. The nesting is kept as one bit per level (array or object,
+    /// and whether an array has had its first element) instead of serde's recursion, to
+    /// [`IGNORED_DEPTH`] levels; deeper, this refuses (serde-json-core would go on).
+    fn skip_ignored(&mut self) -> Option<()> {
+        // Bit `d` of `arrays`: level `d + 1` is an array; of `fresh`: that array has not
+        // yet had an element that did not follow a comma (serde's `SeqAccess::first`).
+        let (mut arrays, mut fresh, mut depth) = (0u128, 0u128, 0u32);
+        'value: loop {
+            match self.space()? {
+                b'"' => {
+                    self.raw_string()?;
+                }
+                open @ (b'[' | b'{') => {
+                    if depth == IGNORED_DEPTH {
+                        return None;
+                    }
+                    self.at += 1;
+                    let bit = 1u128 << depth;
+                    if open == b'[' {
+                        arrays |= bit;
+                    } else {
+                        arrays &= !bit;
+                    }
+                    // An object's first key, like an array's first element, takes no comma.
+                    fresh |= bit;
+                    depth += 1;
+                }
+                b',' | b'}' | b']' => return None,
+                _ => loop {
+                    match self.peek()? {
+                        b',' | b'}' | b']' => break,
+                        _ => self.at += 1,
+                    }
+                },
+            }
+            // After a value or an opening bracket: the next element of the innermost open
+            // array or object, or its end.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                let bit = 1u128 << (depth - 1);
+                let first = fresh & bit != 0;
+                if arrays & bit != 0 {
+                    match self.space()? {
+                        b']' => self.at += 1,
+                        b',' => {
+                            self.at += 1;
+                            if self.space()? == b']' {
+                                return None;
+                            }
+                            continue 'value;
+                        }
+                        _ if first => {
+                            fresh &= !bit;
+                            continue 'value;
+                        }
+                        _ => return None,
+                    }
+                } else {
+                    fresh &= !bit;
+                    match self.next_key(first, false)? {
+                        Some(_) => continue 'value,
+                        None => self.at += 1,
+                    }
+                }
+                depth -= 1;
+            }
+        }
+    }
+}
+
+/// How deeply the unknown-op tie-breaker follows arrays and objects inside a skipped value
+/// (see `Reader::skip_ignored`); a frame needs more than 256 bytes of brackets to reach it.
+const IGNORED_DEPTH: u32 = 128;
+
+/// What serde-json-core made of a request frame that passes `precheck`, as `RequestWire`:
+/// a flat object of known keys, each at most once, `op` among them, string fields holding
+/// strings, `iterations` and `offset` integers to 2^32 − 1, `count` to 255; or `None`. It
+/// also returns `None` for every frame `precheck` refuses (not UTF-8, a CR, a control
+/// character in a string), so that a frame it takes needs no other check.
+fn read_wire(frame: &[u8]) -> Option<RequestWire<'_>> {
+    let text = core::str::from_utf8(frame).ok()?;
+    let mut r = Reader { text, at: 0 };
+    r.expect(b'{')?;
+    let mut wire = RequestWire::default();
+    let (mut seen, mut has_op) = (0u16, false);
+    while let Some(key) = r.next_key(seen == 0 && !has_op, true)? {
         if key == "op" {
             if has_op {
                 return None;
             }
             has_op = true;
-            wire.op = value;
-        } else {
-            let (slot, bit) = match key {
-                "user" => (&mut wire.user, USER),
-                "salt" => (&mut wire.salt, SALT),
-                "stored_key" => (&mut wire.stored_key, STORED_KEY),
-                "server_key" => (&mut wire.server_key, SERVER_KEY),
-                "nonce" => (&mut wire.nonce, NONCE),
-                "proof" => (&mut wire.proof, PROOF),
-                "id" => (&mut wire.id, ID),
-                "to" => (&mut wire.to, TO),
-                "amount" => (&mut wire.amount, AMOUNT),
-                "mac" => (&mut wire.mac, MAC),
-                // Numbers, unknown keys: serde-json-core's path.
-                _ => return None,
-            };
-            if seen & bit != 0 {
+            wire.op = r.string()?;
+            continue;
+        }
+        let bit = match key {
+            "user" => USER,
+            "salt" => SALT,
+            "iterations" => ITERATIONS,
+            "stored_key" => STORED_KEY,
+            "server_key" => SERVER_KEY,
+            "nonce" => NONCE,
+            "proof" => PROOF,
+            "count" => COUNT,
+            "id" => ID,
+            "to" => TO,
+            "amount" => AMOUNT,
+            "mac" => MAC,
+            "offset" => OFFSET,
+            _ => return None,
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        match bit {
+            ITERATIONS => wire.iterations = Some(r.integer(u32::MAX)?),
+            OFFSET => wire.offset = Some(r.integer(u32::MAX)?),
+            // `count` is a u8: at most 255 (the range check is `from_wire`'s).
+            COUNT => wire.count = Some(r.integer(u8::MAX.into())? as u8),
+            _ => {
+                let value = Some(r.string()?);
+                *match bit {
+                    USER => &mut wire.user,
+                    SALT => &mut wire.salt,
+                    STORED_KEY => &mut wire.stored_key,
+                    SERVER_KEY => &mut wire.server_key,
+                    NONCE => &mut wire.nonce,
+                    PROOF => &mut wire.proof,
+                    ID => &mut wire.id,
+                    TO => &mut wire.to,
+                    AMOUNT => &mut wire.amount,
+                    _ => &mut wire.mac,
+                } = value;
+            }
+        }
+    }
+    r.close()?;
+    has_op.then_some(wire)
+}
+
+/// The `op` of a frame that passes `precheck` but that [`read_wire`] refused, read as
+/// serde-json-core read its `Head` struct: `op` a string, given once, and every other key
+/// ignored, whatever its value (`Reader::skip_ignored`). It tells an unknown op from a
+/// malformed request.
+fn read_op(frame: &[u8]) -> Option<&str> {
+    let text = core::str::from_utf8(frame).ok()?;
+    let mut r = Reader { text, at: 0 };
+    r.expect(b'{')?;
+    let (mut op, mut first) = (None, true);
+    while let Some(key) = r.next_key(first, false)? {
+        first = false;
+        if key == "op" {
+            if op.is_some() {
                 return None;
             }
-            seen |= bit;
-            *slot = Some(value);
-        }
-        at = skip_frame_space(frame, after);
-        match frame.get(at) {
-            Some(b',') => continue,
-            Some(b'}') => break,
-            _ => return None,
+            op = Some(r.raw_string()?);
+        } else {
+            r.skip_ignored()?;
         }
     }
-    let end = skip_frame_space(frame, at + 1);
-    (has_op && end == frame.len()).then_some(wire)
-}
-
-/// The first index at or after `at` that is not a space or tab.
-fn skip_frame_space(frame: &[u8], mut at: usize) -> usize {
-    while frame.get(at).is_some_and(|&b| is_frame_space(b)) {
-        at += 1;
-    }
-    at
-}
-
-/// The string starting with the quote at `at`, if it holds no `\` and no control character;
-/// and the index after its closing quote.
-fn plain_string(text: &str, at: usize) -> Option<(&str, usize)> {
-    let bytes = text.as_bytes();
-    if bytes.get(at) != Some(&b'"') {
-        return None;
-    }
-    let start = at + 1;
-    let end = start + crate::scan::find_json_special(bytes.get(start..)?)?;
-    if bytes[end] != b'"' {
-        return None;
-    }
-    // Both ends are ASCII quotes, so this is a whole number of characters.
-    Some((text.get(start..end)?, end + 1))
+    r.close()?;
+    op
 }
 
 impl Request {
     /// Parses a request frame (without its newline).
     pub fn parse(frame: &[u8]) -> Result<Request, MessageError> {
-        #[cfg(feature = "fast-request")]
-        if let Some(w) = fast_request_wire(frame) {
-            return Request::from_wire(w);
-        }
-        Request::parse_with_serde(frame)
+        Request::from_wire(Request::wire(frame)?)
     }
 
-    /// [`Request::parse`] by serde-json-core alone: the path for every frame the fast path
-    /// does not take, and the oracle it is tested against.
+    /// The fields of a request frame, or why it is no request: `NotUtf8`, `TooDeep` or
+    /// `Syntax` from `precheck`, then `UnknownOp` for an unknown op (even with unknown
+    /// fields), `Syntax` for anything else. The common case takes one pass.
+    pub(crate) fn wire(frame: &[u8]) -> Result<RequestWire<'_>, MessageError> {
+        if let Some(w) = read_wire(frame) {
+            return Ok(w);
+        }
+        precheck(frame, 1)?;
+        match read_op(frame) {
+            Some(op) if shape(op).is_none() => Err(MessageError::UnknownOp),
+            _ => Err(MessageError::Syntax),
+        }
+    }
+
+    /// [`Request::parse`] by serde-json-core: the parser the hand-written reader replaced,
+    /// kept as the oracle the reader is tested against.
+    #[cfg(any(test, feature = "_testkit"))]
     pub(crate) fn parse_with_serde(frame: &[u8]) -> Result<Request, MessageError> {
         Request::from_wire(Request::wire_with_serde(frame)?)
     }
 
+    /// True if the reader and its oracle agree on `frame`: the same fields or the same error
+    /// from [`Request::wire`] and [`Request::wire_with_serde`], and so the same request or
+    /// error from [`Request::parse`] and [`Request::parse_with_serde`]. The one difference
+    /// allowed is the documented one (`Reader::skip_ignored`): past [`IGNORED_DEPTH`] levels of
+    /// nesting in a skipped value, which only a frame with more `[` and `{` than that can
+    /// hold, the reader answers `Syntax` where serde-json-core may find an unknown op (both
+    /// are `malformed` on the wire).
+    #[cfg(any(test, feature = "_testkit"))]
+    pub(crate) fn reader_agrees_with_serde(frame: &[u8]) -> bool {
+        let (wire, oracle) = (Request::wire(frame), Request::wire_with_serde(frame));
+        if wire == oracle {
+            return Request::parse(frame) == Request::parse_with_serde(frame);
+        }
+        let brackets = frame.iter().filter(|&&b| b == b'[' || b == b'{').count();
+        wire == Err(MessageError::Syntax)
+            && oracle == Err(MessageError::UnknownOp)
+            && brackets > IGNORED_DEPTH as usize
+    }
+
     /// `precheck` and serde-json-core: the fields of any well-formed request frame.
+    #[cfg(any(test, feature = "_testkit"))]
     pub(crate) fn wire_with_serde(frame: &[u8]) -> Result<RequestWire<'_>, MessageError> {
         precheck(frame, 1)?;
         match parse_whole(frame) {
@@ -983,7 +1218,7 @@ mod tests {
         );
     }
 
-    mod fast_path {
+    mod reader {
         use super::super::*;
         use proptest::prelude::*;
         use std::string::String;
@@ -1108,11 +1343,23 @@ mod tests {
             &["op", "offset"],
         ];
 
+        /// An op of each of `SHAPES`.
+        const SHAPE_OPS: &[&str] = &[
+            "transfer",
+            "balance",
+            "login",
+            "proof",
+            "register",
+            "nonces",
+            "statement",
+        ];
+
         prop_compose! {
             /// A request of some op's shape, its fields shuffled, with a value of any kind
             /// now and then, space or not between tokens; sometimes one byte changed.
             fn shaped()(
-                shape in proptest::sample::select(SHAPES),
+                which in 0..SHAPES.len(),
+                right_op in proptest::bool::weighted(0.7),
                 values in proptest::collection::vec(
                     prop_oneof![
                         12 => text().prop_map(|t| std::format!("\"{t}\"")),
@@ -1124,10 +1371,18 @@ mod tests {
                     prop_oneof![8 => proptest::sample::select(&["", " ", "\t"][..]), 1 => space()],
                     24,
                 ),
+                numbers in proptest::collection::vec(
+                    prop_oneof![
+                        12 => prop_oneof![0u64..300, 4294967290u64..4294967300].prop_map(|n| n.to_string()),
+                        1 => value(),
+                    ],
+                    6,
+                ),
                 order in any::<prop::sample::Index>(),
                 flip in proptest::option::weighted(0.1, (any::<prop::sample::Index>(), any::<u8>())),
             ) -> Vec<u8> {
-                let mut keys: Vec<&str> = shape.to_vec();
+                let mut keys: Vec<&str> = SHAPES[which].to_vec();
+                let op = std::format!("\"{}\"", SHAPE_OPS[which]);
                 let first = order.index(keys.len());
                 keys.swap(0, first);
                 let mut text = std::format!("{}{{", spaces[0]);
@@ -1140,7 +1395,13 @@ mod tests {
                         spaces[1 + 3 * i],
                         spaces[2 + 3 * i],
                         spaces[3 + 3 * i],
-                        values[i],
+                        if *key == "op" && right_op {
+                            &op
+                        } else if matches!(*key, "count" | "offset" | "iterations") {
+                            &numbers[i]
+                        } else {
+                            &values[i]
+                        },
                         spaces[4 + 3 * i].replace(['\n', '\r'], " "),
                     ));
                 }
@@ -1155,67 +1416,256 @@ mod tests {
             }
         }
 
-        /// Both kinds of frame.
+        /// A value serde-json-core skips (an unknown field's) that nests: numbers, words,
+        /// strings without brackets, arrays and objects, with right, missing or extra commas
+        /// (serde's arrays take `[,1 2]`).
+        fn nested() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                "[0-9]{1,3}",
+                Just(String::from("tru")),
+                "\"[a-z]{0,3}\"",
+                Just(String::new()),
+                Just(String::from(" ")),
+            ];
+            leaf.prop_recursive(5, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec((inner.clone(), separator(",")), 0..4).prop_map(
+                        |items| {
+                            let mut t = String::from("[");
+                            for (i, (v, comma)) in items.iter().enumerate() {
+                                if i > 0 {
+                                    t.push_str(comma);
+                                }
+                                t.push_str(v);
+                            }
+                            t + "]"
+                        }
+                    ),
+                    proptest::collection::vec(
+                        (("[a-z]{0,2}", separator(":"), inner), separator(",")),
+                        0..4,
+                    )
+                    .prop_map(|items| {
+                        let mut t = String::from("{");
+                        for (i, ((k, colon, v), comma)) in items.iter().enumerate() {
+                            if i > 0 {
+                                t.push_str(comma);
+                            }
+                            t.push_str(&std::format!("\"{k}\"{colon}{v}"));
+                        }
+                        t + "}"
+                    }),
+                ]
+            })
+        }
+
+        prop_compose! {
+            /// A frame `precheck` passes although serde-json-core's tie-breaker sees nesting
+            /// in it: the unknown field's bare value `a"` ends at the comma, inside what
+            /// `precheck` reads as a string, so the brackets of the next skipped value are
+            /// inside strings for `precheck` and arrays and objects for serde-json-core.
+            fn misaligned()(
+                op_first in any::<bool>(),
+                op in proptest::sample::select(&["launch", "ping", "history", "", "a\\\"b"][..]),
+                v in nested(),
+                s in space(),
+                flip in proptest::option::weighted(0.1, (any::<prop::sample::Index>(), any::<u8>())),
+            ) -> Vec<u8> {
+                let text = if op_first {
+                    std::format!("{{\"op\":\"{op}\",\"x\":a\",\"y\":{s}{v}}}")
+                } else {
+                    std::format!("{{\"x\":a\",\"y\":{s}{v},\"op\":\"{op}\"}}")
+                };
+                let mut bytes = text.into_bytes();
+                if let Some((at, b)) = flip {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+                bytes
+            }
+        }
+
+        /// Every kind of frame.
         fn any_frame() -> impl Strategy<Value = Vec<u8>> {
-            prop_oneof![frame(), shaped()]
+            prop_oneof![3 => frame(), 3 => shaped(), 1 => misaligned()]
         }
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(4096))]
 
-            /// The fast path reads exactly the fields serde-json-core reads, and parsing
-            /// gives the same request or the same error either way.
+            /// The reader reads exactly the fields serde-json-core reads, or fails with the
+            /// same error, and parsing gives the same request or the same error either way.
             #[test]
-            fn fast_path_matches_serde(frame in any_frame()) {
-                if let Some(wire) = fast_request_wire(&frame) {
-                    prop_assert_eq!(Request::wire_with_serde(&frame), Ok(wire));
-                }
-                prop_assert_eq!(Request::parse(&frame), Request::parse_with_serde(&frame));
+            fn reader_matches_serde(frame in any_frame()) {
+                prop_assert!(
+                    Request::reader_agrees_with_serde(&frame),
+                    "{:?}: reader {:?}, serde {:?}",
+                    String::from_utf8_lossy(&frame),
+                    Request::wire(&frame),
+                    Request::wire_with_serde(&frame),
+                );
             }
 
             /// The same over arbitrary bytes.
             #[test]
-            fn fast_path_matches_serde_on_any_bytes(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
-                if let Some(wire) = fast_request_wire(&frame) {
-                    prop_assert_eq!(Request::wire_with_serde(&frame), Ok(wire));
-                }
-                prop_assert_eq!(Request::parse(&frame), Request::parse_with_serde(&frame));
+            fn reader_matches_serde_on_any_bytes(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
+                prop_assert!(Request::reader_agrees_with_serde(&frame));
+            }
+
+            /// The same over arbitrary bytes from JSON's alphabet.
+            #[test]
+            fn reader_matches_serde_on_json_bytes(frame in proptest::collection::vec(
+                proptest::sample::select(&b"{}[],: \t\n\r\"\\0189-aeoptnulrsx"[..]), 0..48)) {
+                prop_assert!(Request::reader_agrees_with_serde(&frame));
             }
         }
 
-        /// The generator reaches both paths and every outcome often enough to mean
-        /// something: the fast path, serde's path accepting, and several errors.
+        /// The generator reaches every outcome often enough to mean something: requests the
+        /// reader takes in one pass, each error, an unknown op found past nested skipped
+        /// values, and every integer field read.
         #[test]
-        fn generator_reaches_both_paths() {
+        fn generator_reaches_every_outcome() {
             use proptest::strategy::ValueTree;
             let mut runner = proptest::test_runner::TestRunner::deterministic();
-            let (mut fast, mut accepted, mut errors) = (0, 0, std::collections::BTreeSet::new());
+            let (mut accepted, mut numbers, mut nested_unknown) = (0, 0, 0);
+            let mut errors = std::collections::BTreeSet::new();
             for _ in 0..4000 {
                 let frame = any_frame().new_tree(&mut runner).unwrap().current();
-                fast += usize::from(fast_request_wire(&frame).is_some());
+                if let Ok(w) = Request::wire(&frame) {
+                    numbers += usize::from(w.present() & (COUNT | ITERATIONS | OFFSET) != 0);
+                }
                 match Request::parse(&frame) {
                     Ok(_) => accepted += 1,
                     Err(e) => {
+                        if e == MessageError::UnknownOp && frame.contains(&b'[') {
+                            nested_unknown += 1;
+                        }
                         errors.insert(std::format!("{e:?}"));
                     }
                 }
             }
-            std::println!("fast path {fast}, accepted {accepted}, errors {errors:?}");
-            assert!(fast > 400, "fast path took {fast}");
-            assert!(accepted > 20, "accepted {accepted}");
-            assert!(errors.len() >= 5, "errors seen: {errors:?}");
+            std::println!(
+                "accepted {accepted}, with numbers {numbers}, unknown op past nesting \
+                 {nested_unknown}, errors {errors:?}"
+            );
+            assert!(accepted > 200, "accepted {accepted}");
+            assert!(numbers > 50, "integer fields read {numbers}");
+            assert!(
+                nested_unknown > 20,
+                "unknown op past nesting {nested_unknown}"
+            );
+            assert_eq!(errors.len(), 7, "errors seen: {errors:?}");
         }
 
-        /// The frames a client writes take the fast path.
+        /// Past `IGNORED_DEPTH` levels of nesting in a skipped value the reader stops
+        /// following it (the one difference `reader_agrees_with_serde` allows); up to it, it
+        /// agrees with serde-json-core.
         #[test]
-        fn client_frames_take_the_fast_path() {
+        fn tie_breaker_nesting_limit() {
+            let frame = |depth: usize| {
+                std::format!(
+                    "{{\"x\":a\",\"y\":{}{},\"op\":\"launch\"}}",
+                    "[".repeat(depth),
+                    "]".repeat(depth)
+                )
+                .into_bytes()
+            };
+            let at_limit = frame(IGNORED_DEPTH as usize);
+            assert_eq!(Request::wire(&at_limit), Err(MessageError::UnknownOp));
+            assert_eq!(
+                Request::wire_with_serde(&at_limit),
+                Err(MessageError::UnknownOp)
+            );
+            let past = frame(IGNORED_DEPTH as usize + 1);
+            assert_eq!(Request::wire(&past), Err(MessageError::Syntax));
+            assert_eq!(
+                Request::wire_with_serde(&past),
+                Err(MessageError::UnknownOp)
+            );
+            assert!(Request::reader_agrees_with_serde(&past));
+        }
+
+        /// Frames read alike by both, written out: escapes kept raw, numbers, LF as
+        /// whitespace, serde-json-core's quirks in skipped values.
+        #[test]
+        fn reader_examples() {
+            let cases: &[(&[u8], Result<Request, MessageError>)] = &[
+                (b"{\"op\":\"p\\u0069ng\"}", Err(MessageError::UnknownOp)),
+                (
+                    b"{\"op\":\"nonces\",\"count\":8}",
+                    Ok(Request::Nonces { count: 8 }),
+                ),
+                (
+                    b"{\"op\":\"nonces\",\"count\":08}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"nonces\",\"count\":256}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"nonces\",\"count\":null}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"history\",\"offset\":4294967295}",
+                    Ok(Request::History {
+                        offset: u32::MAX,
+                        deposits: false,
+                    }),
+                ),
+                (
+                    b"{\"op\":\"history\",\"offset\":4294967296}",
+                    Err(MessageError::Syntax),
+                ),
+                (b"\n{\"op\"\n:\"ping\"}\n", Ok(Request::Ping)),
+                (b"{\"op\":\"ping\",}", Err(MessageError::Syntax)),
+                (b"{,\"op\":\"ping\"}", Err(MessageError::Syntax)),
+                (
+                    b"{\"op\":\"launch\",\"x\":tru\"e}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (b"{\"op\":\"launch\",\"x\":}", Err(MessageError::Syntax)),
+                (
+                    b"{\"x\":a\",\"y\":[,\"a\" 2],\"op\":\"launch\"}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":[\"a\" 2],\"op\":\"launch\"}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":[1 2],\"op\":\"launch\"}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":{\"k\":[]},\"op\":\"launch\"}",
+                    Err(MessageError::UnknownOp),
+                ),
+                (
+                    b"{\"x\":a\",\"y\":{\"k\":]},\"op\":\"launch\"}",
+                    Err(MessageError::Syntax),
+                ),
+            ];
+            for (frame, want) in cases {
+                let text = String::from_utf8_lossy(frame);
+                assert_eq!(&Request::parse(frame), want, "{text}");
+                assert_eq!(&Request::parse_with_serde(frame), want, "{text}");
+            }
+        }
+
+        /// The frames a client writes are read in one pass.
+        #[test]
+        fn client_frames_take_one_pass() {
             for frame in [
                 &br#"{"op":"transfer","id":"t-1","to":"bob","amount":"1.00","nonce":"00112233445566778899aabbccddeeff","mac":"00"}"#[..],
                 br#"{"op":"balance"}"#,
                 br#"{"op":"ping"}"#,
                 br#"{"op":"login","user":"alice","nonce":"abcdefgh"}"#,
+                br#"{"op":"nonces","count":8}"#,
+                br#"{"op":"history","offset":2}"#,
             ] {
-                assert!(fast_request_wire(frame).is_some(), "{}", String::from_utf8_lossy(frame));
+                assert!(read_wire(frame).is_some(), "{}", String::from_utf8_lossy(frame));
             }
         }
     }

@@ -26,8 +26,8 @@ fn main() {
     request_parser(&root.join("request_parser"));
 }
 
-/// Seeds for `request_parser`: request frames (no newline) that the fast path takes, and
-/// near misses that only serde-json-core's path decides.
+/// Seeds for `request_parser`: request frames (no newline) the reader takes, near misses,
+/// and frames whose unknown op serde-json-core found past nested skipped values.
 fn request_parser(dir: &Path) {
     let seeds: &[(&str, &[u8])] = &[
         (
@@ -47,6 +47,19 @@ fn request_parser(dir: &Path) {
         ("number-offset", b"{\"op\":\"history\",\"offset\":2}"),
         ("unknown-key", b"{\"op\":\"ping\",\"x\":\"y\"}"),
         ("newline-between-tokens", b"{\"op\":\n\"ping\"}"),
+        (
+            "number-overflow",
+            b"{\"op\":\"history\",\"offset\":4294967296}",
+        ),
+        (
+            "register",
+            b"{\"op\":\"register\",\"user\":\"alice\",\"salt\":\"c2FsdHNhbHQ=\",\
+              \"iterations\":4096,\"stored_key\":\"\",\"server_key\":\"\"}",
+        ),
+        (
+            "unknown-op-past-nesting",
+            b"{\"x\":a\",\"y\":[,\"a\" 2,{\"k\":[1]}],\"op\":\"launch\"}",
+        ),
     ];
     for (name, frame) in seeds {
         write(dir, name, frame);
