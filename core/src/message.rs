@@ -1148,6 +1148,17 @@ mod tests {
             ),
             (b"", MessageError::Syntax),
             (b"null", MessageError::Syntax),
+            // Escapes are never decoded (PROTOCOL.md section 3): a backslash, in a JSON escape
+            // or not, is part of the value, and the field's own check refuses it.
+            (
+                b"{\"op\":\"login\",\"user\":\"a\\qb\",\"nonce\":\"abcdefgh\"}",
+                MessageError::BadName,
+            ),
+            (
+                b"{\"op\":\"login\",\"user\":\"a\\\"b\",\"nonce\":\"abcdefgh\"}",
+                MessageError::BadName,
+            ),
+            (b"{\"op\":\"p\\u0069ng\"}", MessageError::UnknownOp),
         ];
         for (frame, want) in cases {
             assert_eq!(
