@@ -41,6 +41,56 @@ pub(crate) fn hex_encode_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// Copies `src` into `dst` (of the same length; a shorter `dst` takes a prefix). The fields
+/// of MAC inputs and responses are a few bytes to a few dozen: up to 32 bytes are copied as
+/// two overlapping fixed-size moves, which the compiler inlines, instead of a call to
+/// `memcpy` whose set-up costs more than the copy.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    let Some(dst) = dst.get_mut(..n) else {
+        let n = dst.len();
+        dst.copy_from_slice(&src[..n]);
+        return;
+    };
+    /// Copies with two moves of `K` bytes, the first and the last `K` (overlapping); for
+    /// `K <= n <= 2 * K`.
+    #[inline(always)]
+    fn two<const K: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        let head = src.get(..K).and_then(|s| <[u8; K]>::try_from(s).ok());
+        let tail = src
+            .get(n.saturating_sub(K)..)
+            .and_then(|s| <[u8; K]>::try_from(s).ok());
+        if let (Some(head), Some(tail)) = (head, tail) {
+            if let Some(d) = dst
+                .get_mut(..K)
+                .and_then(|d| <&mut [u8; K]>::try_from(d).ok())
+            {
+                *d = head;
+            }
+            if let Some(d) = dst
+                .get_mut(n.saturating_sub(K)..)
+                .and_then(|d| <&mut [u8; K]>::try_from(d).ok())
+            {
+                *d = tail;
+            }
+        }
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => two::<4>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        16..=32 => two::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// The value of each byte as a lowercase hex digit, or [`NOT_HEX`].
 static HEX_VALUES: [u8; 256] = {
     let mut table = [NOT_HEX; 256];
@@ -147,6 +197,20 @@ pub fn base64_decode<'o>(text: &str, out: &'o mut [u8]) -> Result<&'o [u8], Deco
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Every length, into a slice of the same length or a shorter one (a prefix).
+        #[test]
+        fn copy_short_copies(src in proptest::collection::vec(any::<u8>(), 0..80), cut in 0usize..80) {
+            let mut dst = vec![0xeeu8; src.len()];
+            copy_short(&mut dst, &src);
+            prop_assert_eq!(&dst, &src);
+            let cut = cut.min(src.len());
+            let mut dst = vec![0xeeu8; cut];
+            copy_short(&mut dst, &src);
+            prop_assert_eq!(&dst[..], &src[..cut]);
+        }
+    }
 
     #[test]
     fn rfc4648_vectors() {
