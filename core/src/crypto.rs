@@ -192,9 +192,16 @@ impl MacState {
         self.fill = rest.len();
     }
 
-    /// The tag: SHA-256's padding ends the inner hash, which the outer state then hashes.
-    #[inline]
+    /// The tag.
+    #[inline(always)]
     pub fn finish(mut self) -> Tag {
+        self.finish_in_place()
+    }
+
+    /// The tag, the state left used up (finishing through `&mut` spares the callers a copy
+    /// of the state): SHA-256's padding ends the inner hash, which the outer state then
+    /// hashes.
+    pub(crate) fn finish_in_place(&mut self) -> Tag {
         let bits = (self.blocks * BLOCK as u64 + self.fill as u64) * 8;
         let fill = self.fill;
         let mut inner = self.key.inner;
