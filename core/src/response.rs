@@ -147,7 +147,9 @@ impl<'a> JsonWriter<'a> {
                 break;
             }
         }
-        self.raw(&digits[i..]);
+        if let Some(dst) = self.reserve(digits.len() - i) {
+            crate::encoding::copy_short(dst, &digits[i..]);
+        }
     }
 
     /// Appends `true` or `false`.
