@@ -9,7 +9,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 /// HMAC-SHA256 ([RFC 2104](https://www.rfc-editor.org/rfc/rfc2104)).
 ///
 /// The precomputing `Hmac` (not `SimpleHmac`): PBKDF2 clones the keyed state for each
-/// iteration, halving its cost, and [`MacKey`] keeps keyed states across messages.
+/// iteration, halving its cost. SCRAM and PBKDF2 use it; the per-message MACs (module
+/// `mac`) run on [`MacKey`] and [`MacState`] instead.
 pub type HmacSha256 = Hmac<Sha256>;
 
 /// Something that yields a keyed HMAC-SHA256 computation (the MACs of `mac`).

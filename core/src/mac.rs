@@ -125,7 +125,7 @@ const STAGE: usize = 192;
 /// [`MacInput`] for the MACs of every transfer (transfer, receipt): the same bytes, gathered
 /// on the stack and handed to the HMAC in one update. Each HMAC `update` costs a round of
 /// block-buffer bookkeeping, more than the few bytes of a field, and `MacInput`'s builder
-/// moves the HMAC state (over 200 bytes) at every field. Fields are written straight into
+/// moves the HMAC state (about 150 bytes) at every field. Fields are written straight into
 /// the stage (digits and hex included), short ones without a call to `memcpy`.
 struct Staged {
     mac: MacState,

@@ -636,9 +636,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
         };
         self.handed_out -= 1;
         self.waiting = self.queue.pop_front().map(|p| p.0);
-        match (waiting, reply) {
+        // The reply by reference: moving it (300 bytes, most of them a history page's) into
+        // the tuple cost every transfer a copy.
+        match (waiting, &reply) {
             (_, LedgerReply::Unavailable) => self.send_error(ErrorCode::Internal),
-            (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match result {
+            (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match *result {
                 Ok(()) => {
                     self.send(&RegisteredFrame {
                         op: "registered",
@@ -657,7 +659,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                     now,
                     user,
                     client_nonce,
-                    verifier,
+                    verifier.clone(),
                     lockout.is_locked(now),
                 );
             }
@@ -712,13 +714,13 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
             ) => {
                 self.receipt(id, to, amount, &nonce, outcome.result, outcome.balance);
             }
-            (Waiting::Balance, LedgerReply::Balance(result)) => match result {
+            (Waiting::Balance, LedgerReply::Balance(result)) => match *result {
                 Ok(balance) => self.balance(balance),
                 Err(code) => self.send_error(code),
             },
             (Waiting::History { deposits, .. }, LedgerReply::History(result)) => match result {
-                Ok(page) => self.history(&page, deposits),
-                Err(code) => self.send_error(code),
+                Ok(page) => self.history(page, deposits),
+                Err(code) => self.send_error(*code),
             },
             // A reply that does not answer the request is a driver bug; fail safe.
             _ => self.send_error(ErrorCode::Internal),
