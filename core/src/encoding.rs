@@ -33,8 +33,13 @@ pub fn hex_encode<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
 /// Writes `bytes` as lowercase hex digits into `out`, as many as fit (two per byte).
 pub(crate) fn hex_encode_into(bytes: &[u8], out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Eight bytes at a time while they fit (every nonce and MAC is a multiple of eight).
-    let whole = (bytes.len() / 8).min(out.len() / 16);
+    // Eight bytes at a time while they fit (every nonce and MAC is a multiple of eight); not
+    // in the device images (no `fast-request`), where 128-bit arithmetic costs flash.
+    let whole = if cfg!(feature = "fast-request") {
+        (bytes.len() / 8).min(out.len() / 16)
+    } else {
+        0
+    };
     let (head, tail) = bytes.split_at(8 * whole);
     let (out_head, out_tail) = out.split_at_mut(16 * whole);
     for (digits, chunk) in out_head.chunks_exact_mut(16).zip(head.chunks_exact(8)) {
@@ -78,6 +83,18 @@ fn hex8(bytes: [u8; 8]) -> [u8; 16] {
 /// of MAC inputs and responses are a few bytes to a few dozen: up to 32 bytes are copied as
 /// two overlapping fixed-size moves, which the compiler inlines, instead of a call to
 /// `memcpy` whose set-up costs more than the copy.
+///
+/// Without the `fast-request` feature (the device images, whose flash is tighter than their
+/// time) it is a plain `copy_from_slice`: the inlined moves cost flash at every call site.
+#[cfg(not(feature = "fast-request"))]
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// See the other `copy_short`.
+#[cfg(feature = "fast-request")]
 #[inline(always)]
 pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();

@@ -45,8 +45,9 @@ impl<'a> JsonWriter<'a> {
     }
 
     /// Appends `bytes` as they are (punctuation, field names, already valid JSON).
-    // Inlined: most callers pass constants, whose copy then needs no call.
-    #[inline(always)]
+    // Inlined: most callers pass constants, whose copy then needs no call (not in the device
+    // images, without `fast-request`: each inlined copy costs flash).
+    #[cfg_attr(feature = "fast-request", inline(always))]
     pub fn raw(&mut self, bytes: &[u8]) {
         if let Some(dst) = self.reserve(bytes.len()) {
             dst.copy_from_slice(bytes);
