@@ -27,7 +27,18 @@ use crate::replay::{Nonce, NONCE_LEN};
 
 /// The number of decimal digits of `n`.
 fn decimal_len(n: u64) -> usize {
-    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+    if cfg!(feature = "fast-request") {
+        n.checked_ilog10().map_or(1, |log| log as usize + 1)
+    } else {
+        // Smaller than `ilog10` on a 32-bit target (the device images, without
+        // `fast-request`).
+        let (mut len, mut rest) = (1, n);
+        while rest >= 10 {
+            rest /= 10;
+            len += 1;
+        }
+        len
+    }
 }
 
 /// Writes `n` in decimal into `out`, which holds exactly [`decimal_len`]`(n)` bytes.
@@ -157,7 +168,7 @@ impl Staged {
 
     /// The next `n` bytes of the stage, the stage first handed to the HMAC if they do not
     /// fit; `None` if `n` is more than the whole stage.
-    #[inline(always)]
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn reserve(&mut self, n: usize) -> Option<&mut [u8]> {
         if n > STAGE - self.len {
             self.mac.update(&self.buf[..self.len]);
@@ -170,7 +181,7 @@ impl Staged {
     }
 
     /// Appends `bytes` (longer fields than the protocol allows still give the right tag).
-    #[inline(always)]
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn append(&mut self, bytes: &[u8]) {
         match self.reserve(bytes.len()) {
             Some(out) => crate::encoding::copy_short(out, bytes),
@@ -186,7 +197,7 @@ impl Staged {
 }
 
 impl Fields for Staged {
-    #[inline(always)]
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8])) {
         // `len` is at most FIELD_MAX, far less than the stage.
         if let Some(out) = self.reserve(1 + len) {
@@ -195,7 +206,7 @@ impl Fields for Staged {
         }
     }
 
-    #[inline(always)]
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn text(&mut self, field: &str) {
         let bytes = field.as_bytes();
         match self.reserve(1 + bytes.len()) {
