@@ -168,6 +168,9 @@ impl MacState {
     /// Appends `data` to the message.
     #[inline]
     pub fn update(&mut self, mut data: &[u8]) {
+        if !cfg!(feature = "fast-request") {
+            return self.update_bytewise(data);
+        }
         if self.fill > 0 {
             let take = data.len().min(BLOCK - self.fill);
             let (head, rest) = data.split_at(take);
@@ -193,10 +196,40 @@ impl MacState {
         self.fill = rest.len();
     }
 
+    /// [`update`](Self::update) one byte at a time: the smallest code, for the device
+    /// images (without `fast-request`), whose flash is tighter than their time.
+    #[cfg_attr(feature = "fast-request", allow(dead_code))]
+    fn update_bytewise(&mut self, data: &[u8]) {
+        for &byte in data {
+            if let Some(slot) = self.block.get_mut(self.fill) {
+                *slot = byte;
+            }
+            self.fill += 1;
+            if self.fill == BLOCK {
+                compress(&mut self.key.inner, &self.block);
+                self.blocks += 1;
+                self.fill = 0;
+            }
+        }
+    }
+
     /// The tag.
     #[inline(always)]
     pub fn finish(mut self) -> Tag {
         self.finish_in_place()
+    }
+
+    /// SHA-256's padding through [`update_bytewise`](Self::update_bytewise) (the device
+    /// images' smaller code): `0x80`, zeros up to 8 bytes before a block's end, the length in
+    /// bits. Returns the inner hash state.
+    #[cfg_attr(feature = "fast-request", allow(dead_code))]
+    fn pad_bytewise(&mut self, bits: u64) -> [u32; 8] {
+        self.update_bytewise(&[0x80]);
+        while self.fill != BLOCK - 8 {
+            self.update_bytewise(&[0]);
+        }
+        self.update_bytewise(&bits.to_be_bytes());
+        self.key.inner
     }
 
     /// The tag, the state left used up (finishing through `&mut` spares the callers a copy
@@ -204,16 +237,21 @@ impl MacState {
     /// hashes.
     pub(crate) fn finish_in_place(&mut self) -> Tag {
         let bits = (self.blocks * BLOCK as u64 + self.fill as u64) * 8;
-        let fill = self.fill;
-        let mut inner = self.key.inner;
-        self.block[fill] = 0x80;
-        self.block[fill + 1..].fill(0);
-        if fill + 1 > BLOCK - 8 {
+        let inner = if cfg!(feature = "fast-request") {
+            let fill = self.fill;
+            let mut inner = self.key.inner;
+            self.block[fill] = 0x80;
+            self.block[fill + 1..].fill(0);
+            if fill + 1 > BLOCK - 8 {
+                compress(&mut inner, &self.block);
+                self.block.fill(0);
+            }
+            self.block[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
             compress(&mut inner, &self.block);
-            self.block.fill(0);
-        }
-        self.block[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
-        compress(&mut inner, &self.block);
+            inner
+        } else {
+            self.pad_bytewise(bits)
+        };
         // The outer message: the key block, then the 32-byte inner hash.
         let mut block = [0u8; BLOCK];
         for (out, word) in block.chunks_exact_mut(4).zip(inner) {
@@ -389,6 +427,41 @@ mod tests {
                 at = cut.max(at);
             }
             proptest::prop_assert!(state.finish().ct_eq(&hmac_sha256(&key, &data)));
+        }
+    }
+
+    #[test]
+    fn bytewise_path_is_hmac_sha256() {
+        // The device images' path (without `fast-request`), checked here on the host.
+        let key = [0x0b; TAG_LEN];
+        for len in [
+            0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 200,
+        ] {
+            let data = vec![0x5au8; len];
+            let mut state = MacKey::new(&Key::from_bytes(key)).mac();
+            state.update_bytewise(&data[..len / 3]);
+            state.update_bytewise(&data[len / 3..]);
+            let bits = (state.blocks * BLOCK as u64 + state.fill as u64) * 8;
+            let inner = state.pad_bytewise(bits);
+            let mut want = MacKey::new(&Key::from_bytes(key)).mac();
+            want.update(&data);
+            let want_bits = (want.blocks * BLOCK as u64 + want.fill as u64) * 8;
+            assert_eq!(bits, want_bits, "{len} bytes");
+            let _ = want.finish();
+            // The padded inner state is the one the fast path hashes: compare the tags.
+            let mut fast = MacKey::new(&Key::from_bytes(key)).mac();
+            fast.update(&data);
+            let mut fast_inner = fast.key.inner;
+            let fill = fast.fill;
+            fast.block[fill] = 0x80;
+            fast.block[fill + 1..].fill(0);
+            if fill + 1 > BLOCK - 8 {
+                compress(&mut fast_inner, &fast.block);
+                fast.block.fill(0);
+            }
+            fast.block[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
+            compress(&mut fast_inner, &fast.block);
+            assert_eq!(inner, fast_inner, "{len} bytes");
         }
     }
 
