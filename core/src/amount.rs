@@ -126,10 +126,19 @@ impl Amount {
 
     /// The amount formatted with two decimals, e.g. `"10.50"`.
     pub fn to_text(self) -> heapless::String<24> {
+        let mut buf = [0u8; 24];
+        let mut s = heapless::String::new();
+        // Only ASCII digits and a point were written, at most 21 of them.
+        let _ = s.push_str(core::str::from_utf8(self.write_text(&mut buf)).unwrap_or(""));
+        s
+    }
+
+    /// Writes [`to_text`](Self::to_text)'s characters at the end of `buf` and returns them
+    /// (the response encoder writes them without building a string).
+    pub(crate) fn write_text(self, buf: &mut [u8; 24]) -> &[u8] {
         // Written right to left without `core::fmt` (it is on the path of every receipt):
         // two decimals, the point, then the units, at least one digit. A u64 has at most 18
         // digits of units, so the 21 characters always fit.
-        let mut buf = [0u8; 24];
         let mut at = buf.len();
         let mut rest = self.0;
         for position in 0.. {
@@ -144,10 +153,7 @@ impl Amount {
                 break;
             }
         }
-        let mut s = heapless::String::new();
-        // Only ASCII digits and a point were written, at most 21 of them.
-        let _ = s.push_str(core::str::from_utf8(&buf[at..]).unwrap_or(""));
-        s
+        &buf[at..]
     }
 }
 

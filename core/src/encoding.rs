@@ -33,11 +33,111 @@ pub fn hex_encode<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
 /// Writes `bytes` as lowercase hex digits into `out`, as many as fit (two per byte).
 pub(crate) fn hex_encode_into(bytes: &[u8], out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (pair, &b) in out.chunks_mut(2).zip(bytes) {
+    // Eight bytes at a time while they fit (every nonce and MAC is a multiple of eight); not
+    // in the device images (no `fast-request`), where 128-bit arithmetic costs flash.
+    let whole = if cfg!(feature = "fast-request") {
+        (bytes.len() / 8).min(out.len() / 16)
+    } else {
+        0
+    };
+    let (head, tail) = bytes.split_at(8 * whole);
+    let (out_head, out_tail) = out.split_at_mut(16 * whole);
+    for (digits, chunk) in out_head.chunks_exact_mut(16).zip(head.chunks_exact(8)) {
+        if let (Ok(digits), Ok(chunk)) = (
+            <&mut [u8; 16]>::try_from(digits),
+            <[u8; 8]>::try_from(chunk),
+        ) {
+            *digits = hex8(chunk);
+        }
+    }
+    for (pair, &b) in out_tail.chunks_mut(2).zip(tail) {
         pair[0] = HEX[usize::from(b >> 4)];
         if let Some(low) = pair.get_mut(1) {
             *low = HEX[usize::from(b & 15)];
         }
+    }
+}
+
+/// Eight bytes as sixteen lowercase hex digits, computed in two 128-bit words instead of a
+/// table look-up per digit: the nibbles are spread one per byte, then each nibble `v`
+/// becomes `'0' + v`, plus 39 (from `'0' + 10` to `'a'`) where `v >= 10`. No byte carries
+/// into the next: the largest intermediate value is 15 + 0x76 = 0x85.
+#[inline]
+fn hex8(bytes: [u8; 8]) -> [u8; 16] {
+    const ONES: u128 = u128::MAX / 0xff;
+    /// Moves byte `i` of `v` to byte `2 * i` of the result.
+    fn spread(v: u64) -> u128 {
+        let mut t = u128::from(v);
+        t = (t | (t << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+        t = (t | (t << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+        (t | (t << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff
+    }
+    let x = u64::from_be_bytes(bytes);
+    let nibbles =
+        (spread((x >> 4) & 0x0f0f_0f0f_0f0f_0f0f) << 8) | spread(x & 0x0f0f_0f0f_0f0f_0f0f);
+    let letters = ((nibbles + 0x76 * ONES) >> 7) & ONES;
+    (nibbles + 0x30 * ONES + 39 * letters).to_be_bytes()
+}
+
+/// Copies `src` into `dst` (of the same length; a shorter `dst` takes a prefix). The fields
+/// of MAC inputs and responses are a few bytes to a few dozen: up to 32 bytes are copied as
+/// two overlapping fixed-size moves, which the compiler inlines, instead of a call to
+/// `memcpy` whose set-up costs more than the copy.
+///
+/// Without the `fast-request` feature (the device images, whose flash is tighter than their
+/// time) it is a plain `copy_from_slice`: the inlined moves cost flash at every call site.
+#[cfg(not(feature = "fast-request"))]
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// See the other `copy_short`.
+#[cfg(feature = "fast-request")]
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    let Some(dst) = dst.get_mut(..n) else {
+        let n = dst.len();
+        dst.copy_from_slice(&src[..n]);
+        return;
+    };
+    /// Copies with two moves of `K` bytes, the first and the last `K` (overlapping); for
+    /// `K <= n <= 2 * K`.
+    #[inline(always)]
+    fn two<const K: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        let head = src.get(..K).and_then(|s| <[u8; K]>::try_from(s).ok());
+        let tail = src
+            .get(n.saturating_sub(K)..)
+            .and_then(|s| <[u8; K]>::try_from(s).ok());
+        if let (Some(head), Some(tail)) = (head, tail) {
+            if let Some(d) = dst
+                .get_mut(..K)
+                .and_then(|d| <&mut [u8; K]>::try_from(d).ok())
+            {
+                *d = head;
+            }
+            if let Some(d) = dst
+                .get_mut(n.saturating_sub(K)..)
+                .and_then(|d| <&mut [u8; K]>::try_from(d).ok())
+            {
+                *d = tail;
+            }
+        }
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => two::<4>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        16..=32 => two::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -147,6 +247,30 @@ pub fn base64_decode<'o>(text: &str, out: &'o mut [u8]) -> Result<&'o [u8], Deco
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, into room for all or part of their digits: what `{:02x}` writes.
+        #[test]
+        fn hex_encode_into_is_lowercase_hex(bytes in proptest::collection::vec(any::<u8>(), 0..70), room in 0usize..150) {
+            let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let room = room.min(want.len());
+            let mut out = vec![b'?'; room];
+            hex_encode_into(&bytes, &mut out);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), &want[..room]);
+        }
+
+        /// Every length, into a slice of the same length or a shorter one (a prefix).
+        #[test]
+        fn copy_short_copies(src in proptest::collection::vec(any::<u8>(), 0..80), cut in 0usize..80) {
+            let mut dst = vec![0xeeu8; src.len()];
+            copy_short(&mut dst, &src);
+            prop_assert_eq!(&dst, &src);
+            let cut = cut.min(src.len());
+            let mut dst = vec![0xeeu8; cut];
+            copy_short(&mut dst, &src);
+            prop_assert_eq!(&dst[..], &src[..cut]);
+        }
+    }
 
     #[test]
     fn rfc4648_vectors() {

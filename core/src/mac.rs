@@ -22,27 +22,78 @@
 //! from 1, so a client detects a dropped, replayed or reordered response.
 
 use crate::amount::Amount;
-use crate::crypto::{HmacSha256, Keyed, Tag};
-use crate::encoding::hex_encode;
+use crate::crypto::{Keyed, MacState, Tag};
 use crate::replay::{Nonce, NONCE_LEN};
-use hmac::Mac;
 
-/// Writes `n` in decimal; returns the digits.
-fn decimal64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
+/// The number of decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    if cfg!(feature = "fast-request") {
+        n.checked_ilog10().map_or(1, |log| log as usize + 1)
+    } else {
+        // Smaller than `ilog10` on a 32-bit target (the device images, without
+        // `fast-request`).
+        let (mut len, mut rest) = (1, n);
+        while rest >= 10 {
+            rest /= 10;
+            len += 1;
         }
+        len
+    }
+}
+
+/// Writes `n` in decimal into `out`, which holds exactly [`decimal_len`]`(n)` bytes.
+fn write_decimal(mut n: u64, out: &mut [u8]) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// The longest field written through [`Fields::field`]: a nonce in hex (a `u64` in decimal
+/// is 20 digits).
+const FIELD_MAX: usize = 2 * NONCE_LEN;
+
+/// The field encoding every MAC input shares, written once for both ways of feeding the HMAC
+/// ([`MacInput`] and [`Staged`]): a NUL before each field, numbers in decimal, nonces in
+/// lowercase hex.
+trait Fields {
+    /// Appends a NUL and `len` (at most [`FIELD_MAX`]) bytes that `write` fills; `write` gets
+    /// exactly `len` bytes.
+    fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8]));
+
+    /// Appends a NUL and a text field.
+    fn text(&mut self, field: &str);
+
+    /// Appends a NUL and a number in decimal.
+    fn number(&mut self, n: u64) {
+        self.field(decimal_len(n), |out| write_decimal(n, out));
+    }
+
+    /// Appends a NUL and a nonce in lowercase hex.
+    fn nonce(&mut self, nonce: &Nonce) {
+        self.field(2 * NONCE_LEN, |out| {
+            crate::encoding::hex_encode_into(nonce, out)
+        });
     }
 }
 
 /// Builds a MAC input field by field.
 pub struct MacInput {
-    mac: HmacSha256,
+    mac: MacState,
+}
+
+impl Fields for MacInput {
+    fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8])) {
+        let mut buf = [0u8; 1 + FIELD_MAX];
+        let field = &mut buf[..1 + len.min(FIELD_MAX)];
+        write(&mut field[1..]);
+        self.mac.update(field);
+    }
+
+    fn text(&mut self, field: &str) {
+        self.mac.update(&[0]);
+        self.mac.update(field.as_bytes());
+    }
 }
 
 impl MacInput {
@@ -56,27 +107,25 @@ impl MacInput {
 
     /// Appends a NUL and a text field.
     pub fn text(mut self, field: &str) -> MacInput {
-        self.mac.update(&[0]);
-        self.mac.update(field.as_bytes());
+        Fields::text(&mut self, field);
         self
     }
 
     /// Appends a NUL and a number in decimal.
-    pub fn number(self, n: u64) -> MacInput {
-        let mut buf = [0u8; 20];
-        // decimal64 only writes ASCII digits.
-        let digits = core::str::from_utf8(decimal64(n, &mut buf)).unwrap_or("");
-        self.text(digits)
+    pub fn number(mut self, n: u64) -> MacInput {
+        Fields::number(&mut self, n);
+        self
     }
 
     /// Appends a NUL and a nonce in lowercase hex.
-    pub fn nonce(self, nonce: &Nonce) -> MacInput {
-        self.text(&hex_encode::<{ 2 * NONCE_LEN }>(nonce))
+    pub fn nonce(mut self, nonce: &Nonce) -> MacInput {
+        Fields::nonce(&mut self, nonce);
+        self
     }
 
     /// The tag.
     pub fn finish(self) -> Tag {
-        Tag::from_mac(self.mac)
+        self.mac.finish()
     }
 }
 
@@ -87,64 +136,90 @@ const STAGE: usize = 192;
 /// [`MacInput`] for the MACs of every transfer (transfer, receipt): the same bytes, gathered
 /// on the stack and handed to the HMAC in one update. Each HMAC `update` costs a round of
 /// block-buffer bookkeeping, more than the few bytes of a field, and `MacInput`'s builder
-/// moves the HMAC state (over 200 bytes) at every field.
+/// moves the HMAC state (about 150 bytes) at every field. Fields are written straight into
+/// the stage (digits and hex included), short ones without a call to `memcpy`.
 struct Staged {
-    mac: HmacSha256,
+    mac: MacState,
     buf: [u8; STAGE],
     len: usize,
 }
 
-// Inlined so that the state (about 400 bytes) is built and finished in place, not moved.
+// Inlined, and started and finished through `&mut`, so that the state (about 350 bytes) is
+// built and finished in place: by value it was copied three times per MAC.
 impl Staged {
+    /// An empty input under `key`; [`start`](Self::start) writes the label.
     #[inline(always)]
-    fn new(key: &impl Keyed, label: &str) -> Staged {
-        let mut staged = Staged {
+    fn new(key: &impl Keyed) -> Staged {
+        Staged {
             mac: key.mac(),
             buf: [0; STAGE],
             len: 0,
-        };
-        staged.push(b"txsock/1 ");
-        staged.push(label.as_bytes());
-        staged
+        }
     }
 
-    /// Appends `bytes`, updating the HMAC first if they do not fit (longer fields than the
-    /// protocol allows still give the right tag).
-    fn push(&mut self, bytes: &[u8]) {
-        if bytes.len() > STAGE - self.len {
+    /// Writes the label.
+    #[inline(always)]
+    fn start(&mut self, label: &str) {
+        let prefix = b"txsock/1 ";
+        self.buf[..prefix.len()].copy_from_slice(prefix);
+        self.len = prefix.len();
+        self.append(label.as_bytes());
+    }
+
+    /// The next `n` bytes of the stage, the stage first handed to the HMAC if they do not
+    /// fit; `None` if `n` is more than the whole stage.
+    #[cfg_attr(feature = "fast-request", inline(always))]
+    fn reserve(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > STAGE - self.len {
             self.mac.update(&self.buf[..self.len]);
             self.len = 0;
-            if bytes.len() > STAGE {
-                self.mac.update(bytes);
-                return;
-            }
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+        let start = self.len;
+        let out = self.buf.get_mut(start..start + n)?;
+        self.len = start + n;
+        Some(out)
     }
 
-    fn text(&mut self, field: &str) {
-        self.push(&[0]);
-        self.push(field.as_bytes());
-    }
-
-    fn number(&mut self, n: u64) {
-        let mut buf = [0u8; 20];
-        self.push(&[0]);
-        self.push(decimal64(n, &mut buf));
-    }
-
-    fn nonce(&mut self, nonce: &Nonce) {
-        self.push(&[0]);
-        let mut digits = [0u8; 2 * NONCE_LEN];
-        crate::encoding::hex_encode_into(nonce, &mut digits);
-        self.push(&digits);
+    /// Appends `bytes` (longer fields than the protocol allows still give the right tag).
+    #[cfg_attr(feature = "fast-request", inline(always))]
+    fn append(&mut self, bytes: &[u8]) {
+        match self.reserve(bytes.len()) {
+            Some(out) => crate::encoding::copy_short(out, bytes),
+            None => self.mac.update(bytes),
+        }
     }
 
     #[inline(always)]
-    fn finish(mut self) -> Tag {
+    fn finish(&mut self) -> Tag {
         self.mac.update(&self.buf[..self.len]);
-        Tag::from_mac(self.mac)
+        self.mac.finish_in_place()
+    }
+}
+
+impl Fields for Staged {
+    #[cfg_attr(feature = "fast-request", inline(always))]
+    fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8])) {
+        // `len` is at most FIELD_MAX, far less than the stage.
+        if let Some(out) = self.reserve(1 + len) {
+            out[0] = 0;
+            write(&mut out[1..]);
+        }
+    }
+
+    #[cfg_attr(feature = "fast-request", inline(always))]
+    fn text(&mut self, field: &str) {
+        let bytes = field.as_bytes();
+        match self.reserve(1 + bytes.len()) {
+            Some(out) => {
+                out[0] = 0;
+                crate::encoding::copy_short(&mut out[1..], bytes);
+            }
+            // `reserve` handed the stage to the HMAC before refusing: the order holds.
+            None => {
+                self.mac.update(&[0]);
+                self.mac.update(bytes);
+            }
+        }
     }
 }
 
@@ -157,7 +232,8 @@ pub fn transfer(
     amount: Amount,
     nonce: &Nonce,
 ) -> Tag {
-    let mut input = Staged::new(key, "transfer");
+    let mut input = Staged::new(key);
+    input.start("transfer");
     input.text(user);
     input.text(id);
     input.text(to);
@@ -187,7 +263,8 @@ pub struct ReceiptFields<'a> {
 
 /// MAC of a receipt (server-to-client key).
 pub fn receipt(key: &impl Keyed, r: &ReceiptFields<'_>) -> Tag {
-    let mut input = Staged::new(key, "receipt");
+    let mut input = Staged::new(key);
+    input.start("receipt");
     input.number(u64::from(r.seq));
     input.text(r.id);
     input.text(r.to);
@@ -206,11 +283,16 @@ pub fn balance(key: &impl Keyed, seq: u32, balance: Amount) -> Tag {
         .finish()
 }
 
-/// Starts the MAC of a history page; append entries with [`history_entry`].
-pub fn history_start(key: &impl Keyed, seq: u32, more: bool) -> MacInput {
-    MacInput::new(key, "history")
+/// Starts the MAC of a page (`history` or `statement`): the label, `seq` and `more`.
+fn page_start(key: &impl Keyed, label: &str, seq: u32, more: bool) -> MacInput {
+    MacInput::new(key, label)
         .number(u64::from(seq))
         .number(u64::from(more))
+}
+
+/// Starts the MAC of a history page; append entries with [`history_entry`].
+pub fn history_start(key: &impl Keyed, seq: u32, more: bool) -> MacInput {
+    page_start(key, "history", seq, more)
 }
 
 /// Appends one history entry to a history MAC.
@@ -233,9 +315,7 @@ pub fn history_entry(
 /// Starts the MAC of a statement page (history with deposits); append entries with
 /// [`statement_entry`].
 pub fn statement_start(key: &impl Keyed, seq: u32, more: bool) -> MacInput {
-    MacInput::new(key, "statement")
-        .number(u64::from(seq))
-        .number(u64::from(more))
+    page_start(key, "statement", seq, more)
 }
 
 /// Appends one statement entry: `kind` is `transfer` or `deposit`; a deposit's `id` and
@@ -323,6 +403,54 @@ mod tests {
                 .nonce(&n)
                 .finish();
             assert!(built.ct_eq(receipt(&k, &fields).as_bytes()));
+        }
+    }
+
+    proptest::proptest! {
+        /// Any field lengths (short ones, and long ones that overflow the stage at any point)
+        /// and numbers: the staged tags are the builder's.
+        #[test]
+        fn staged_tags_are_the_builders_for_any_fields(
+            user in "[a-z]{0,40}|x{150,200}",
+            id in "[a-z0-9-]{0,40}|y{150,200}",
+            to in "[a-z]{0,40}",
+            amount in proptest::prelude::any::<u64>(),
+            balance in proptest::prelude::any::<u64>(),
+            seq in proptest::prelude::any::<u32>(),
+            n in proptest::prelude::any::<[u8; 16]>(),
+        ) {
+            let k = Key::from_bytes([9; 32]);
+            let built = MacInput::new(&k, "transfer")
+                .text(&user).text(&id).text(&to).number(amount).nonce(&n).finish();
+            proptest::prop_assert!(
+                built.ct_eq(transfer(&k, &user, &id, &to, Amount(amount), &n).as_bytes())
+            );
+            // And both are the HMAC of the text the module documentation gives.
+            let hex: String = n.iter().map(|b| format!("{b:02x}")).collect();
+            let text = format!("txsock/1 transfer\0{user}\0{id}\0{to}\0{amount}\0{hex}");
+            proptest::prop_assert!(built.ct_eq(&crate::crypto::hmac_sha256(&[9; 32], text.as_bytes())));
+            let fields = ReceiptFields {
+                seq, id: &id, to: &to, amount: Amount(amount), result: &user,
+                balance: Amount(balance), nonce: &n,
+            };
+            let built = MacInput::new(&k, "receipt")
+                .number(seq.into()).text(&id).text(&to).number(amount).text(&user)
+                .number(balance).nonce(&n).finish();
+            proptest::prop_assert!(built.ct_eq(receipt(&k, &fields).as_bytes()));
+            let text = format!(
+                "txsock/1 receipt\0{seq}\0{id}\0{to}\0{amount}\0{user}\0{balance}\0{hex}"
+            );
+            proptest::prop_assert!(built.ct_eq(&crate::crypto::hmac_sha256(&[9; 32], text.as_bytes())));
+        }
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            let mut buf = [0u8; 20];
+            let len = decimal_len(n);
+            write_decimal(n, &mut buf[..len]);
+            assert_eq!(core::str::from_utf8(&buf[..len]).unwrap(), n.to_string());
         }
     }
 

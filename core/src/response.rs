@@ -12,7 +12,10 @@
 //! the proptest at the bottom of this file over arbitrary strings and numbers, and by the
 //! fuzz target `fuzz/fuzz_targets/response_encoder.rs` (through [`crate::fuzzing`]).
 
+use crate::amount::Amount;
+use crate::crypto::Tag;
 use crate::framing::InsufficientSizeError;
+use crate::mac::ReceiptFields;
 use crate::message::{
     BalanceFrame, BareFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
     NoncesFrame, ReceiptFrame, RegisteredFrame, WelcomeFrame,
@@ -32,24 +35,56 @@ impl<'a> JsonWriter<'a> {
         JsonWriter { buf, len: 0 }
     }
 
+    /// The next `n` bytes of the text: the slice to fill if they fit, else `None` (the text
+    /// grows by `n` either way, so that [`finish`](Self::finish) reports the size needed).
+    #[inline(always)]
+    fn reserve(&mut self, n: usize) -> Option<&mut [u8]> {
+        let start = self.len;
+        self.len += n;
+        self.buf.get_mut(start..start + n)
+    }
+
     /// Appends `bytes` as they are (punctuation, field names, already valid JSON).
+    // Inlined: most callers pass constants, whose copy then needs no call (not in the device
+    // images, without `fast-request`: each inlined copy costs flash).
+    #[cfg_attr(feature = "fast-request", inline(always))]
     pub fn raw(&mut self, bytes: &[u8]) {
-        let end = self.len + bytes.len();
-        if let Some(dst) = self.buf.get_mut(self.len..end) {
+        if let Some(dst) = self.reserve(bytes.len()) {
             dst.copy_from_slice(bytes);
         }
-        self.len = end;
+    }
+
+    /// Appends `bytes`, which need no escaping, between quotes.
+    #[inline]
+    fn quoted(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if let Some(dst) = self.reserve(n + 2) {
+            dst[0] = b'"';
+            crate::encoding::copy_short(&mut dst[1..=n], bytes);
+            dst[n + 1] = b'"';
+        }
     }
 
     /// Appends `text` as a JSON string: runs that need no escaping are copied whole; `"`,
     /// `\` and U+0000 to U+001F are escaped as serde-json-core escapes them (`\b`, `\t`, `\n`,
     /// `\f`, `\r` where they exist, else `\u00XX` in upper-case hex).
     pub fn string(&mut self, text: &str) {
-        self.raw(b"\"");
         let bytes = text.as_bytes();
+        // Every string the server writes needs no escaping: one copy between quotes.
+        match crate::scan::find_json_special(bytes) {
+            None => self.quoted(bytes),
+            Some(first) => self.escaped(bytes, first),
+        }
+    }
+
+    /// [`string`](Self::string) for text with a byte to escape at `first`.
+    #[cold]
+    fn escaped(&mut self, bytes: &[u8], first: usize) {
+        self.raw(b"\"");
         let mut run = 0;
-        while let Some(found) = crate::scan::find_json_special(&bytes[run..]) {
-            let i = run + found;
+        let mut found = Some(first);
+        while let Some(at) = found {
+            let i = run + at;
             let b = bytes[i];
             let short = match b {
                 b'"' => b'"',
@@ -76,9 +111,28 @@ impl<'a> JsonWriter<'a> {
                     HEX[usize::from(b & 15)],
                 ]);
             }
+            found = crate::scan::find_json_special(&bytes[run..]);
         }
         self.raw(&bytes[run..]);
         self.raw(b"\"");
+    }
+
+    /// Appends `bytes` as a JSON string of lowercase hex (what
+    /// [`string`](Self::string) of [`hex_encode`](crate::encoding::hex_encode) writes).
+    pub fn hex(&mut self, bytes: &[u8]) {
+        let n = 2 * bytes.len();
+        if let Some(dst) = self.reserve(n + 2) {
+            dst[0] = b'"';
+            crate::encoding::hex_encode_into(bytes, &mut dst[1..=n]);
+            dst[n + 1] = b'"';
+        }
+    }
+
+    /// Appends an amount as a JSON string (what [`string`](Self::string) of
+    /// [`Amount::to_text`] writes).
+    pub fn amount(&mut self, amount: Amount) {
+        let mut buf = [0u8; 24];
+        self.quoted(amount.write_text(&mut buf));
     }
 
     /// Appends an unsigned integer in decimal.
@@ -94,7 +148,9 @@ impl<'a> JsonWriter<'a> {
                 break;
             }
         }
-        self.raw(&digits[i..]);
+        if let Some(dst) = self.reserve(digits.len() - i) {
+            crate::encoding::copy_short(dst, &digits[i..]);
+        }
     }
 
     /// Appends `true` or `false`.
@@ -177,6 +233,39 @@ impl WriteJson for ReceiptFrame<'_> {
         w.string(self.balance);
         w.key(false, b"mac");
         w.string(self.mac);
+        w.raw(b"}");
+    }
+}
+
+/// A receipt as the server answers a transfer: the fields its MAC covers and the MAC, still
+/// binary, written as the [`ReceiptFrame`] of their texts (`op` `"receipt"`, the amounts as
+/// [`Amount::to_text`], the MAC as [`hex_encode`](crate::encoding::hex_encode)) would be,
+/// byte for byte (proptest below), but with the amounts and the MAC encoded straight into
+/// the output and the constant parts written whole.
+pub struct ReceiptResponse<'a> {
+    /// What the receipt says (its `nonce` is not written).
+    pub fields: &'a ReceiptFields<'a>,
+    /// The receipt's MAC.
+    pub mac: &'a Tag,
+}
+
+impl WriteJson for ReceiptResponse<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        let f = self.fields;
+        w.raw(b"{\"op\":\"receipt\",\"seq\":");
+        w.uint(f.seq.into());
+        w.raw(b",\"id\":");
+        w.string(f.id);
+        w.raw(b",\"to\":");
+        w.string(f.to);
+        w.raw(b",\"amount\":");
+        w.amount(f.amount);
+        w.raw(b",\"result\":");
+        w.string(f.result);
+        w.raw(b",\"balance\":");
+        w.amount(f.balance);
+        w.raw(b",\"mac\":");
+        w.hex(self.mac.as_bytes());
         w.raw(b"}");
     }
 }
@@ -370,6 +459,41 @@ mod tests {
             same(&ChallengeFrame { op: &s[2], nonce: &s[3], salt: &s[4], iterations: seq }, size)?;
             same(&WelcomeFrame { op: &s[5], user: &s[6], signature: &s[7] }, size)?;
             same(&RegisteredFrame { op: &s[0], user: &s[1] }, size)?;
+        }
+    }
+
+    proptest! {
+        /// The server's receipt, from its binary fields, into a buffer of any size: byte for
+        /// byte what serde-json-core writes for the `ReceiptFrame` of their texts.
+        #[test]
+        fn receipt_responses_match_serde_json_core(
+            s in proptest::collection::vec(text(), 3),
+            seq in any::<u32>(),
+            amount in prop_oneof![any::<u64>(), 0u64..1000],
+            balance in prop_oneof![any::<u64>(), 0u64..1000],
+            mac in any::<[u8; 32]>(),
+            nonce in any::<[u8; 16]>(),
+            size in prop_oneof![Just(4096usize), 0usize..400],
+        ) {
+            let fields = ReceiptFields {
+                seq, id: &s[0], to: &s[1], amount: Amount(amount), result: &s[2],
+                balance: Amount(balance), nonce: &nonce,
+            };
+            let tag = Tag::from_bytes(mac);
+            let (amount, balance) = (Amount(amount).to_text(), Amount(balance).to_text());
+            let hex = crate::encoding::hex_encode::<64>(&mac);
+            let frame = ReceiptFrame {
+                op: "receipt", seq, id: &s[0], to: &s[1], amount: &amount, result: &s[2],
+                balance: &balance, mac: &hex,
+            };
+            let mut a = vec![0u8; size];
+            let mut b = vec![0u8; size];
+            let ours = encode_response(&ReceiptResponse { fields: &fields, mac: &tag }, &mut a);
+            match (ours, encode_frame(&frame, &mut b)) {
+                (Ok(n), Ok(m)) => prop_assert_eq!(&a[..n], &b[..m]),
+                (Err(e), Err(f)) => prop_assert_eq!(e.required, f.required),
+                (ours, theirs) => prop_assert!(false, "ours {:?}, serde-json-core {:?}", ours, theirs),
+            }
         }
     }
 

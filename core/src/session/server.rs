@@ -13,11 +13,12 @@ use crate::lockout::{AddressThrottle, Backoff, PeerAddr};
 use crate::mac;
 use crate::message::{
     is_frame_space, BalanceFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
-    NoncesFrame, ReceiptFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame,
-    HISTORY_PAGE, MAX_NONCE_BATCH,
+    NoncesFrame, RegisteredFrame, Request, TransferRequest, WelcomeFrame, HISTORY_PAGE,
+    MAX_NONCE_BATCH,
 };
 use crate::names::{TransferId, Username};
 use crate::replay::{Nonce, NonceRing, DEFAULT_NONCES, NONCE_LEN};
+use crate::response::ReceiptResponse;
 use crate::session::drive::{DriveLoop, DriveStep};
 use crate::time::{Duration, Instant};
 use heapless::{Deque, String, Vec};
@@ -635,9 +636,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
         };
         self.handed_out -= 1;
         self.waiting = self.queue.pop_front().map(|p| p.0);
-        match (waiting, reply) {
+        // The reply by reference: moving it (300 bytes, most of them a history page's) into
+        // the tuple cost every transfer a copy.
+        match (waiting, &reply) {
             (_, LedgerReply::Unavailable) => self.send_error(ErrorCode::Internal),
-            (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match result {
+            (Waiting::Register { user, .. }, LedgerReply::Registered(result)) => match *result {
                 Ok(()) => {
                     self.send(&RegisteredFrame {
                         op: "registered",
@@ -656,7 +659,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
                     now,
                     user,
                     client_nonce,
-                    verifier,
+                    verifier.clone(),
                     lockout.is_locked(now),
                 );
             }
@@ -711,13 +714,13 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
             ) => {
                 self.receipt(id, to, amount, &nonce, outcome.result, outcome.balance);
             }
-            (Waiting::Balance, LedgerReply::Balance(result)) => match result {
+            (Waiting::Balance, LedgerReply::Balance(result)) => match *result {
                 Ok(balance) => self.balance(balance),
                 Err(code) => self.send_error(code),
             },
             (Waiting::History { deposits, .. }, LedgerReply::History(result)) => match result {
-                Ok(page) => self.history(&page, deposits),
-                Err(code) => self.send_error(code),
+                Ok(page) => self.history(page, deposits),
+                Err(code) => self.send_error(*code),
             },
             // A reply that does not answer the request is a driver bug; fail safe.
             _ => self.send_error(ErrorCode::Internal),
@@ -1137,18 +1140,11 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
             balance,
             nonce,
         };
-        let tag = hex_encode::<64>(mac::receipt(&keys.server_to_client, &fields).as_bytes());
-        let amount_text = amount.to_text();
-        let balance_text = balance.to_text();
-        self.send(&ReceiptFrame {
-            op: "receipt",
-            seq,
-            id: id.as_str(),
-            to: to.as_str(),
-            amount: &amount_text,
-            result: result_name,
-            balance: &balance_text,
-            mac: &tag,
+        let mac = mac::receipt(&keys.server_to_client, &fields);
+        // The amounts and the MAC go into the output as they are encoded.
+        self.send(&ReceiptResponse {
+            fields: &fields,
+            mac: &mac,
         });
     }
 
@@ -1261,7 +1257,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
 mod tests {
     use super::*;
     use crate::framing::encode_frame;
-    use crate::message::HistoryEntryFrame;
+    use crate::message::{HistoryEntryFrame, ReceiptFrame};
 
     /// The largest response the server can produce fits in [`MAX_RESPONSE`].
     #[test]
