@@ -203,18 +203,21 @@ TASKS:
         --seconds N     time per target, in seconds [default: 60]
     mutants [FILES…]
                     cargo-mutants (on demand, not a CI step; see docs/TESTING.md), one file
-                    at a time: `cargo mutants --package P --file F --jobs 1` for each of
+                    per run: `cargo mutants --package P --file F --jobs 1` for each of
                     FILES (paths from the repository root, under core/, host/ or
                     firmware-sim/; P is that crate), or for every core source file that
                     `cargo mutants --list-files` lists when none is given. Each mutant is
                     judged by `cargo test -p P --tests` (unit and integration tests;
                     the host's stores by the binary's unit tests, the device by its
                     device, scenario and sim tests: the whole suites take minutes per
-                    mutant), with the core built at opt-level 0 (builds 3x faster).
-                    Exclusions, each justified, are in .cargo/mutants.toml. The scratch copies all build in
-                    target/mutants/build (under CARGO_TARGET_DIR if set), apart from the
-                    worktree's builds, so dependencies build once; each file's results go
-                    to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
+                    mutant), with PROPTEST_CASES=16 unless set (every property test
+                    still runs, with fewer cases: the core's suite costs a third of the
+                    CPU). Exclusions, each justified, are in .cargo/mutants.toml; first
+                    warns about each exclude_re there that matches no mutant (stale). Each
+                    run builds its scratch copies in target/mutants/build (build-2, … for
+                    the other parallel runs; under CARGO_TARGET_DIR if set), apart from
+                    the worktree's builds, so dependencies build once; each file's results
+                    go to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
                     unviable, score = caught / viable), the timeouts and the missed
                     mutants, and fails if any was missed or if cargo-mutants could not
                     judge (e.g. the unmutated tests failed). host/src/store/mysql.rs gets
@@ -226,6 +229,11 @@ TASKS:
                         device (firmware-sim/src/device.rs)
         --re REGEX      only the mutants whose name matches REGEX (cargo-mutants' --re, e.g.
                         `--re 'SqliteStore::deposit'`), to re-run a subset of a file
+        --parallel N    run N files at once, each in its own build directory (two runs
+                        must never share one: each overwrites the other's mutant under its
+                        tests) [default: 1]
+        --check         only check .cargo/mutants.toml: fail if an exclude_re matches no
+                        mutant (about a minute)
 
 OPTIONS:
     -h, --help      Print this help
@@ -257,7 +265,7 @@ fn main() -> ExitCode {
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
-        Task::Mutants { files, all, re } => mutants::mutants(&files, all, re.as_deref()),
+        Task::Mutants(request) => mutants::mutants(&request),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,11 +298,7 @@ enum Task {
         rounds: u32,
         backends: crash::Backends,
     },
-    Mutants {
-        files: Vec<String>,
-        all: bool,
-        re: Option<String>,
-    },
+    Mutants(mutants::Request),
 }
 
 fn parse(args: &[String]) -> Result<Task, String> {
@@ -343,25 +347,42 @@ fn parse(args: &[String]) -> Result<Task, String> {
             return Ok(Task::Crash { rounds, backends });
         }
         "mutants" => {
-            let (mut files, mut all, mut re) = (Vec::new(), false, None);
+            let mut request = mutants::Request {
+                parallel: 1,
+                ..mutants::Request::default()
+            };
             let mut args = rest.iter();
             while let Some(arg) = args.next() {
-                match arg.as_str() {
-                    "--all" => all = true,
-                    "--re" => match args.next() {
-                        Some(value) if !value.is_empty() => re = Some(value.clone()),
-                        _ => return Err("`--re` needs a regular expression".to_string()),
-                    },
-                    option if option.starts_with("--re=") && option.len() > "--re=".len() => {
-                        re = Some(option["--re=".len()..].to_string())
+                let (option, inline) = match arg.split_once('=') {
+                    Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+                    _ => (arg.as_str(), None),
+                };
+                let mut value =
+                    |what: &str| match inline.or_else(|| args.next().map(String::as_str)) {
+                        Some(value) if !value.is_empty() => Ok(value.to_string()),
+                        _ => Err(format!("`{option}` needs {what}")),
+                    };
+                match option {
+                    "--all" if inline.is_none() => request.all = true,
+                    "--check" if inline.is_none() => request.check = true,
+                    "--re" => request.re = Some(value("a regular expression")?),
+                    "--parallel" => {
+                        request.parallel = match value("a number of files")?.parse() {
+                            Ok(n) if n >= 1 => n,
+                            _ => {
+                                return Err(
+                                    "`--parallel` needs a number of files, at least 1".to_string()
+                                )
+                            }
+                        }
                     }
                     option if option.starts_with('-') => {
-                        return Err(format!("unexpected argument `{option}` for `mutants`"))
+                        return Err(format!("unexpected argument `{arg}` for `mutants`"))
                     }
-                    file => files.push(file.to_string()),
+                    file => request.files.push(file.to_string()),
                 }
             }
-            return Ok(Task::Mutants { files, all, re });
+            return Ok(Task::Mutants(request));
         }
         other => return Err(format!("unknown task `{other}`")),
     };
@@ -572,11 +593,13 @@ mod tests {
             crash(21, crash::Backends::Mysql)
         );
         let mutants = |files: &[&str], all, re: Option<&str>| {
-            Ok(Task::Mutants {
+            Ok(Task::Mutants(mutants::Request {
                 files: files.iter().map(|f| f.to_string()).collect(),
                 all,
                 re: re.map(String::from),
-            })
+                parallel: 1,
+                check: false,
+            }))
         };
         assert_eq!(parse_str("mutants"), mutants(&[], false, None));
         assert_eq!(
@@ -591,8 +614,29 @@ mod tests {
             parse_str("mutants --re=fn\\s x.rs"),
             mutants(&["x.rs"], false, Some("fn\\s"))
         );
+        assert_eq!(
+            parse_str("mutants --re=a=b"),
+            mutants(&[], false, Some("a=b"))
+        );
         assert!(parse_str("mutants --re").is_err());
         assert!(parse_str("mutants --re=").is_err());
+        let parallel = |text| match parse_str(text) {
+            Ok(Task::Mutants(request)) => Ok((request.parallel, request.files)),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(
+            parallel("mutants --parallel 2 a.rs b.rs"),
+            Ok((2, vec!["a.rs".into(), "b.rs".into()]))
+        );
+        assert_eq!(parallel("mutants --parallel=3"), Ok((3, vec![])));
+        assert!(parse_str("mutants --parallel 0").is_err());
+        assert!(parse_str("mutants --parallel").is_err());
+        assert!(parse_str("mutants --parallel two").is_err());
+        assert!(parse_str("mutants --all=yes").is_err());
+        assert!(matches!(
+            parse_str("mutants --check"),
+            Ok(Task::Mutants(mutants::Request { check: true, .. }))
+        ));
     }
 
     #[test]
