@@ -229,6 +229,7 @@ TASKS:
                         device (firmware-sim/src/device.rs)
         --re REGEX      only the mutants whose name matches REGEX (cargo-mutants' --re, e.g.
                         `--re 'SqliteStore::deposit'`), to re-run a subset of a file
+        --opt-level N   the core's opt-level in mutant builds [default: 0]
         --parallel N    run N files at once, each in its own build directory (two runs
                         must never share one: each overwrites the other's mutant under its
                         tests) [default: 1]
@@ -366,6 +367,12 @@ fn parse(args: &[String]) -> Result<Task, String> {
                     "--all" if inline.is_none() => request.all = true,
                     "--check" if inline.is_none() => request.check = true,
                     "--re" => request.re = Some(value("a regular expression")?),
+                    "--opt-level" => {
+                        request.opt_level = match value("0, 1, 2 or 3")?.parse() {
+                            Ok(n) if n <= 3 => Some(n),
+                            _ => return Err("`--opt-level` needs 0, 1, 2 or 3".to_string()),
+                        }
+                    }
                     "--parallel" => {
                         request.parallel = match value("a number of files")?.parse() {
                             Ok(n) if n >= 1 => n,
@@ -598,6 +605,7 @@ mod tests {
                 all,
                 re: re.map(String::from),
                 parallel: 1,
+                opt_level: None,
                 check: false,
             }))
         };
@@ -630,6 +638,15 @@ mod tests {
         );
         assert_eq!(parallel("mutants --parallel=3"), Ok((3, vec![])));
         assert!(parse_str("mutants --parallel 0").is_err());
+        assert!(matches!(
+            parse_str("mutants --opt-level 1"),
+            Ok(Task::Mutants(mutants::Request {
+                opt_level: Some(1),
+                ..
+            }))
+        ));
+        assert!(parse_str("mutants --opt-level 4").is_err());
+        assert!(parse_str("mutants --opt-level s").is_err());
         assert!(parse_str("mutants --parallel").is_err());
         assert!(parse_str("mutants --parallel two").is_err());
         assert!(parse_str("mutants --all=yes").is_err());

@@ -2,7 +2,7 @@
 //!
 //! Each file's mutants are built and tested against the tests of the file's own package
 //! (`cargo test -p PACKAGE --tests`: unit and integration tests; no doc tests, examples or
-//! benches, see [`CARGO_ARGS`]), one at a time (`-j 1`: the machine is shared). Exclusions, each justified, are in
+//! benches), one at a time (`-j 1`: the machine is shared). Exclusions, each justified, are in
 //! `.cargo/mutants.toml`. docs/TESTING.md lists the survivors and why each is acceptable.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -35,7 +35,12 @@ const HOST_AND_DEVICE: &[&str] = &[
 /// the core at `opt-level = 1` for fast tests; a mutant's build is then three times slower
 /// (16 s against 6 s for the core's unit tests on the shared 2-core machine) while its tests
 /// run about as fast.
-const CARGO_ARGS: &[&str] = &["--config=profile.dev.package.txsock-core.opt-level=0"];
+pub const CORE_OPT_LEVEL: u8 = 0;
+
+/// The cargo argument that builds the core at `opt_level` for a mutant.
+fn core_opt_level_arg(opt_level: u8) -> String {
+    format!("--config=profile.dev.package.txsock-core.opt-level={opt_level}")
+}
 
 /// The number of cases each property test runs for a mutant (proptest reads
 /// `PROPTEST_CASES` and lets it override the cases a test configures; an explicit
@@ -165,6 +170,8 @@ pub struct Request {
     pub re: Option<String>,
     /// Files run at once, each in a build directory of its own (at least 1).
     pub parallel: usize,
+    /// The core's `opt-level` in mutant builds ([`CORE_OPT_LEVEL`] when `None`).
+    pub opt_level: Option<u8>,
     /// Only check that every `exclude_re` of `.cargo/mutants.toml` still matches a mutant.
     pub check: bool,
 }
@@ -227,13 +234,21 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
         for worker in 0..parallel {
             let (queue, results, failed) = (&queue, &results, &failed);
             let (root, out_root, re) = (&root, &out_root, request.re.as_deref());
+            let opt_level = request.opt_level.unwrap_or(CORE_OPT_LEVEL);
             scope.spawn(move || {
                 let build_dir = build_dir(out_root, worker);
                 while !failed.load(Ordering::Relaxed) {
                     let Some((index, file)) = lock(queue).pop_front() else {
                         break;
                     };
-                    let result = run_file(root, out_root, &build_dir, file, re, parallel > 1);
+                    let result = run_file(
+                        root,
+                        out_root,
+                        &build_dir,
+                        (file, re),
+                        opt_level,
+                        parallel > 1,
+                    );
                     failed.fetch_or(result.is_err(), Ordering::Relaxed);
                     lock(results)[index] = Some(result);
                 }
@@ -280,8 +295,8 @@ fn run_file(
     root: &Path,
     out_root: &Path,
     build_dir: &Path,
-    file: &str,
-    re: Option<&str>,
+    (file, re): (&str, Option<&str>),
+    opt_level: u8,
     quiet: bool,
 ) -> Result<Outcome, Error> {
     let package = package_of(file)?;
@@ -292,10 +307,10 @@ fn run_file(
         .args(["--package", package, "--file", file, "--jobs", "1"])
         .arg("--output")
         .arg(&out)
+        .arg(format!("--cargo-arg={}", core_opt_level_arg(opt_level)))
         .args(
-            CARGO_ARGS
+            judges_of(file)
                 .iter()
-                .chain(judges_of(file))
                 .map(|arg| format!("--cargo-arg={arg}")),
         );
     if std::env::var_os(PROPTEST_CASES.0).is_none() {
