@@ -230,6 +230,8 @@ TASKS:
         --re REGEX      only the mutants whose name matches REGEX (cargo-mutants' --re, e.g.
                         `--re 'SqliteStore::deposit'`), to re-run a subset of a file
         --opt-level N   the core's opt-level in mutant builds [default: 0]
+        --timeout S     a mutant's tests' time limit in seconds [default: cargo-mutants'
+                        own, five times the unmutated tests' time]
         --parallel N    run N files at once, each in its own build directory (two runs
                         must never share one: each overwrites the other's mutant under its
                         tests) [default: 1]
@@ -309,90 +311,99 @@ fn parse(args: &[String]) -> Result<Task, String> {
     let Some((task, rest)) = args.split_first() else {
         return Err("no task given".into());
     };
-    let task = match task.as_str() {
-        "help" => Task::Help,
-        "test" => Task::Test,
-        "qemu" => Task::Qemu,
-        "targets" => Task::Targets,
-        "embassy" => Task::Embassy,
-        "windows" => Task::Windows,
-        "bench" => Task::Bench,
-        "fuzz" => {
-            let mut seconds = 60;
-            for (option, value) in options(rest, &["--seconds"], "fuzz")? {
-                debug_assert_eq!(option, "--seconds");
-                seconds = positive(option, value)?;
-            }
-            return Ok(Task::Fuzz { seconds });
-        }
-        "board" => {
-            let mut port = board::DEFAULT_PORT;
-            let is_flag = |arg: &String| arg == "--fresh" || arg == "--test";
-            let flags: Vec<String> = rest.iter().filter(|a| !is_flag(a)).cloned().collect();
-            let fresh = rest.iter().any(|arg| arg == "--fresh");
-            let test = rest.iter().any(|arg| arg == "--test");
-            for (option, value) in options(&flags, &["--port"], "board")? {
-                debug_assert_eq!(option, "--port");
-                port = positive(option, value)?;
-            }
-            return Ok(Task::Board { port, fresh, test });
-        }
-        "crash" => {
-            let (mut rounds, mut backends) = (20, crash::Backends::All);
-            for (option, value) in options(rest, &["--rounds", "--backend"], "crash")? {
-                match option {
-                    "--rounds" => rounds = positive(option, value)?,
-                    _ => backends = crash::Backends::parse(value)?,
+    let task =
+        match task.as_str() {
+            "help" => Task::Help,
+            "test" => Task::Test,
+            "qemu" => Task::Qemu,
+            "targets" => Task::Targets,
+            "embassy" => Task::Embassy,
+            "windows" => Task::Windows,
+            "bench" => Task::Bench,
+            "fuzz" => {
+                let mut seconds = 60;
+                for (option, value) in options(rest, &["--seconds"], "fuzz")? {
+                    debug_assert_eq!(option, "--seconds");
+                    seconds = positive(option, value)?;
                 }
+                return Ok(Task::Fuzz { seconds });
             }
-            return Ok(Task::Crash { rounds, backends });
-        }
-        "mutants" => {
-            let mut request = mutants::Request {
-                parallel: 1,
-                ..mutants::Request::default()
-            };
-            let mut args = rest.iter();
-            while let Some(arg) = args.next() {
-                let (option, inline) = match arg.split_once('=') {
-                    Some((option, value)) if option.starts_with("--") => (option, Some(value)),
-                    _ => (arg.as_str(), None),
-                };
-                let mut value =
-                    |what: &str| match inline.or_else(|| args.next().map(String::as_str)) {
-                        Some(value) if !value.is_empty() => Ok(value.to_string()),
-                        _ => Err(format!("`{option}` needs {what}")),
-                    };
-                match option {
-                    "--all" if inline.is_none() => request.all = true,
-                    "--check" if inline.is_none() => request.check = true,
-                    "--re" => request.re = Some(value("a regular expression")?),
-                    "--opt-level" => {
-                        request.opt_level = match value("0, 1, 2 or 3")?.parse() {
-                            Ok(n) if n <= 3 => Some(n),
-                            _ => return Err("`--opt-level` needs 0, 1, 2 or 3".to_string()),
-                        }
+            "board" => {
+                let mut port = board::DEFAULT_PORT;
+                let is_flag = |arg: &String| arg == "--fresh" || arg == "--test";
+                let flags: Vec<String> = rest.iter().filter(|a| !is_flag(a)).cloned().collect();
+                let fresh = rest.iter().any(|arg| arg == "--fresh");
+                let test = rest.iter().any(|arg| arg == "--test");
+                for (option, value) in options(&flags, &["--port"], "board")? {
+                    debug_assert_eq!(option, "--port");
+                    port = positive(option, value)?;
+                }
+                return Ok(Task::Board { port, fresh, test });
+            }
+            "crash" => {
+                let (mut rounds, mut backends) = (20, crash::Backends::All);
+                for (option, value) in options(rest, &["--rounds", "--backend"], "crash")? {
+                    match option {
+                        "--rounds" => rounds = positive(option, value)?,
+                        _ => backends = crash::Backends::parse(value)?,
                     }
-                    "--parallel" => {
-                        request.parallel = match value("a number of files")?.parse() {
-                            Ok(n) if n >= 1 => n,
-                            _ => {
-                                return Err(
-                                    "`--parallel` needs a number of files, at least 1".to_string()
-                                )
+                }
+                return Ok(Task::Crash { rounds, backends });
+            }
+            "mutants" => {
+                let mut request = mutants::Request {
+                    parallel: 1,
+                    ..mutants::Request::default()
+                };
+                let mut args = rest.iter();
+                while let Some(arg) = args.next() {
+                    let (option, inline) = match arg.split_once('=') {
+                        Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+                        _ => (arg.as_str(), None),
+                    };
+                    let mut value =
+                        |what: &str| match inline.or_else(|| args.next().map(String::as_str)) {
+                            Some(value) if !value.is_empty() => Ok(value.to_string()),
+                            _ => Err(format!("`{option}` needs {what}")),
+                        };
+                    match option {
+                        "--all" if inline.is_none() => request.all = true,
+                        "--check" if inline.is_none() => request.check = true,
+                        "--re" => request.re = Some(value("a regular expression")?),
+                        "--opt-level" => {
+                            request.opt_level = match value("0, 1, 2 or 3")?.parse() {
+                                Ok(n) if n <= 3 => Some(n),
+                                _ => return Err("`--opt-level` needs 0, 1, 2 or 3".to_string()),
                             }
                         }
+                        "--timeout" => {
+                            request.timeout = match value("a number of seconds")?.parse() {
+                                Ok(n) if n >= 1 => Some(n),
+                                _ => {
+                                    return Err("`--timeout` needs a number of seconds, at least 1"
+                                        .to_string())
+                                }
+                            }
+                        }
+                        "--parallel" => {
+                            request.parallel = match value("a number of files")?.parse() {
+                                Ok(n) if n >= 1 => n,
+                                _ => {
+                                    return Err("`--parallel` needs a number of files, at least 1"
+                                        .to_string())
+                                }
+                            }
+                        }
+                        option if option.starts_with('-') => {
+                            return Err(format!("unexpected argument `{arg}` for `mutants`"))
+                        }
+                        file => request.files.push(file.to_string()),
                     }
-                    option if option.starts_with('-') => {
-                        return Err(format!("unexpected argument `{arg}` for `mutants`"))
-                    }
-                    file => request.files.push(file.to_string()),
                 }
+                return Ok(Task::Mutants(request));
             }
-            return Ok(Task::Mutants(request));
-        }
-        other => return Err(format!("unknown task `{other}`")),
-    };
+            other => return Err(format!("unknown task `{other}`")),
+        };
     match rest.first() {
         Some(arg) => Err(format!("unexpected argument `{arg}`")),
         None => Ok(task),
@@ -606,6 +617,7 @@ mod tests {
                 re: re.map(String::from),
                 parallel: 1,
                 opt_level: None,
+                timeout: None,
                 check: false,
             }))
         };
@@ -646,6 +658,14 @@ mod tests {
             }))
         ));
         assert!(parse_str("mutants --opt-level 4").is_err());
+        assert!(matches!(
+            parse_str("mutants --timeout=300"),
+            Ok(Task::Mutants(mutants::Request {
+                timeout: Some(300),
+                ..
+            }))
+        ));
+        assert!(parse_str("mutants --timeout 0").is_err());
         assert!(parse_str("mutants --opt-level s").is_err());
         assert!(parse_str("mutants --parallel").is_err());
         assert!(parse_str("mutants --parallel two").is_err());

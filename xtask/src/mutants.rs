@@ -172,6 +172,9 @@ pub struct Request {
     pub parallel: usize,
     /// The core's `opt-level` in mutant builds ([`CORE_OPT_LEVEL`] when `None`).
     pub opt_level: Option<u8>,
+    /// A mutant's tests' time limit in seconds (cargo-mutants' `--timeout`; by default five
+    /// times the unmutated tests' time, twenty minutes on the loaded machine).
+    pub timeout: Option<u32>,
     /// Only check that every `exclude_re` of `.cargo/mutants.toml` still matches a mutant.
     pub check: bool,
 }
@@ -235,6 +238,7 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
             let (queue, results, failed) = (&queue, &results, &failed);
             let (root, out_root, re) = (&root, &out_root, request.re.as_deref());
             let opt_level = request.opt_level.unwrap_or(CORE_OPT_LEVEL);
+            let timeout = request.timeout;
             scope.spawn(move || {
                 let build_dir = build_dir(out_root, worker);
                 while !failed.load(Ordering::Relaxed) {
@@ -246,7 +250,7 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
                         out_root,
                         &build_dir,
                         (file, re),
-                        opt_level,
+                        (opt_level, timeout),
                         parallel > 1,
                     );
                     failed.fetch_or(result.is_err(), Ordering::Relaxed);
@@ -296,7 +300,7 @@ fn run_file(
     out_root: &Path,
     build_dir: &Path,
     (file, re): (&str, Option<&str>),
-    opt_level: u8,
+    (opt_level, timeout): (u8, Option<u32>),
     quiet: bool,
 ) -> Result<Outcome, Error> {
     let package = package_of(file)?;
@@ -319,6 +323,9 @@ fn run_file(
     if let Some(re) = re {
         command.args(["--re", re]);
     }
+    if let Some(timeout) = timeout {
+        command.arg(format!("--timeout={timeout}"));
+    }
     // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`.
     // The other files' mutants are judged without it (the conformance suite skips MySQL),
     // which saves its tests' time on every mutant.
@@ -328,7 +335,12 @@ fn run_file(
         None
     };
     println!("==> mutants {file} (build dir {})", build_dir.display());
-    println!("$ {}", display(&command));
+    println!(
+        "$ {}={} {}",
+        PROPTEST_CASES.0,
+        std::env::var(PROPTEST_CASES.0).unwrap_or_else(|_| PROPTEST_CASES.1.to_string()),
+        display(&command)
+    );
     if quiet {
         let log_path = out_root.join(format!("{}.log", file.replace(['/', '.'], "_")));
         let log = fs::File::create(&log_path)
