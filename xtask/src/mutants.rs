@@ -1,9 +1,11 @@
-//! `cargo xtask mutants [--all] [FILES…]`: cargo-mutants, one source file at a time.
+//! `cargo xtask mutants [--all] [FILES…]`: cargo-mutants, one run per source file.
 //!
 //! Each file's mutants are built and tested against the tests of the file's own package
 //! (`cargo test -p PACKAGE --tests`: unit and integration tests; no doc tests, examples or
-//! benches), one at a time (`-j 1`: the machine is shared). Exclusions, each justified, are in
-//! `.cargo/mutants.toml`. docs/TESTING.md lists the survivors and why each is acceptable.
+//! benches), one mutant at a time per run (`-j 1`: the machine is shared); `--parallel N`
+//! runs N files at once, each in its own build directory. Exclusions, each justified, are in
+//! `.cargo/mutants.toml`, checked first for patterns that match nothing. docs/TESTING.md
+//! lists the survivors and why each is acceptable, and what judging a mutant costs.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs;
@@ -31,10 +33,11 @@ const HOST_AND_DEVICE: &[&str] = &[
     "firmware-sim/src/device.rs",
 ];
 
-/// What every build and test of a mutant gets: the core unoptimised. The workspace builds
-/// the core at `opt-level = 1` for fast tests; a mutant's build is then three times slower
-/// (16 s against 6 s for the core's unit tests on the shared 2-core machine) while its tests
-/// run about as fast.
+/// The core's `opt-level` in mutant builds unless `--opt-level` says otherwise: unoptimised.
+/// The workspace builds the core at `opt-level = 1` for fast tests; a mutant's build is then
+/// about three times slower (16 s against 6 s for the core's unit tests on the shared 2-core
+/// machine, and a mutant rebuilds 12 test binaries), more than the test time it saves once
+/// the property tests run [`PROPTEST_CASES`] cases (docs/TESTING.md, "Judging cost").
 pub const CORE_OPT_LEVEL: u8 = 0;
 
 /// The cargo argument that builds the core at `opt_level` for a mutant.
@@ -42,9 +45,11 @@ fn core_opt_level_arg(opt_level: u8) -> String {
     format!("--config=profile.dev.package.txsock-core.opt-level={opt_level}")
 }
 
-/// The number of cases each property test runs for a mutant (proptest reads
+/// The number of cases each property test runs for a mutant (proptest 1.12 reads
 /// `PROPTEST_CASES` and lets it override the cases a test configures; an explicit
-/// `PROPTEST_CASES` in the environment is passed on instead). MEASURE
+/// `PROPTEST_CASES` in the environment is passed on instead). Every test still runs; the
+/// core's property tests (64, 48 and 4096 cases of their own) took two thirds of its
+/// suite's CPU.
 const PROPTEST_CASES: (&str, &str) = ("PROPTEST_CASES", "16");
 
 /// The tests that judge a file's mutants, by path prefix (the first that matches): the
