@@ -215,7 +215,8 @@ TASKS:
                     CPU). Exclusions, each justified, are in .cargo/mutants.toml; first
                     warns about each exclude_re there that matches no mutant (stale). Each
                     run builds its scratch copies in target/mutants/build (build-2, … for
-                    the other parallel runs; under CARGO_TARGET_DIR if set), apart from
+                    the other parallel runs and for other xtask runs at the same time, each
+                    claimed by a .lock file; under CARGO_TARGET_DIR if set), apart from
                     the worktree's builds, so dependencies build once; each file's results
                     go to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
                     unviable, score = caught / viable), the timeouts and the missed

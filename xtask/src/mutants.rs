@@ -238,14 +238,15 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
     let results: Mutex<Vec<Option<Result<Outcome, Error>>>> =
         Mutex::new(files.iter().map(|_| None).collect());
     let failed = AtomicBool::new(false);
+    let claims = claim_build_dirs(&out_root, parallel)?;
     thread::scope(|scope| {
-        for worker in 0..parallel {
+        for claim in &claims {
             let (queue, results, failed) = (&queue, &results, &failed);
             let (root, out_root, re) = (&root, &out_root, request.re.as_deref());
             let opt_level = request.opt_level.unwrap_or(CORE_OPT_LEVEL);
             let timeout = request.timeout;
             scope.spawn(move || {
-                let build_dir = build_dir(out_root, worker);
+                let build_dir = &claim.dir;
                 while !failed.load(Ordering::Relaxed) {
                     let Some((index, file)) = lock(queue).pop_front() else {
                         break;
@@ -253,7 +254,7 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
                     let result = run_file(
                         root,
                         out_root,
-                        &build_dir,
+                        build_dir,
                         (file, re),
                         (opt_level, timeout),
                         parallel > 1,
@@ -295,6 +296,82 @@ fn build_dir(out_root: &Path, worker: usize) -> PathBuf {
     match worker {
         0 => out_root.join("build"),
         n => out_root.join(format!("build-{}", n + 1)),
+    }
+}
+
+/// A build directory this process has claimed: no other `cargo xtask mutants` builds in it
+/// until the claim is dropped (which removes its lock file).
+struct Claim {
+    dir: PathBuf,
+    lock: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+/// The most build directories looked at for a free one (each holds a few hundred MB).
+const MAX_BUILD_DIRS: usize = 8;
+
+/// Claims `count` build directories under `out_root` that no other running `cargo xtask
+/// mutants` holds, lowest first ([`build_dir`]), each by creating `<dir>.lock` holding this
+/// process's id. A lock whose process is gone (a run that was killed) is taken over. So two
+/// runs started separately never share a directory either (the same false "missed" as two
+/// parallel runs sharing one).
+fn claim_build_dirs(out_root: &Path, count: usize) -> Result<Vec<Claim>, Error> {
+    let mut claims = Vec::new();
+    let mut n = 0;
+    while claims.len() < count {
+        if n >= MAX_BUILD_DIRS {
+            return Err(Error::new(format!(
+                "no free build directory under {} (each of {MAX_BUILD_DIRS} has a \
+                 running `cargo xtask mutants`: its `.lock` file names the process)",
+                out_root.display()
+            )));
+        }
+        let dir = build_dir(out_root, n);
+        let lock = dir.with_extension("lock");
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                let _ = write!(file, "{}", std::process::id());
+                claims.push(Claim { dir, lock });
+                n += 1;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if holder_is_gone(&lock) {
+                    // Taken over: try the same directory again.
+                    let _ = fs::remove_file(&lock);
+                } else {
+                    n += 1;
+                }
+            }
+            Err(error) => {
+                return Err(Error::new(format!("creating {}: {error}", lock.display())));
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// Whether the process named in `lock` has ended (Linux's `/proc`; elsewhere, and for a lock
+/// that cannot be read, it is taken to be running: a directory is then skipped, never
+/// shared).
+fn holder_is_gone(lock: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(lock) else {
+        return false;
+    };
+    match text.trim().parse::<u32>() {
+        Ok(pid) => {
+            Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        Err(_) => false,
     }
 }
 
@@ -625,6 +702,39 @@ mod tests {
         assert_eq!(build_dir(root, 0), root.join("build"));
         assert_eq!(build_dir(root, 1), root.join("build-2"));
         assert!(dirs.iter().all(|dir| dir.starts_with(root)));
+    }
+
+    #[test]
+    fn separate_runs_claim_separate_build_dirs() {
+        let root = std::env::temp_dir().join(format!("xtask-claims-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let first = claim_build_dirs(&root, 2).unwrap();
+        let second = claim_build_dirs(&root, 1).unwrap();
+        let dirs = |claims: &[Claim]| claims.iter().map(|c| c.dir.clone()).collect::<Vec<_>>();
+        assert_eq!(dirs(&first), [build_dir(&root, 0), build_dir(&root, 1)]);
+        assert_eq!(dirs(&second), [build_dir(&root, 2)]);
+        drop(first);
+        let third = claim_build_dirs(&root, 1).unwrap();
+        assert_eq!(
+            dirs(&third),
+            [build_dir(&root, 0)],
+            "a dropped claim frees its dir"
+        );
+        // A lock left by a process that is gone is taken over; one of a live process is not.
+        drop(third);
+        fs::write(build_dir(&root, 0).with_extension("lock"), "4294967295").unwrap();
+        assert_eq!(
+            dirs(&claim_build_dirs(&root, 1).unwrap()),
+            [build_dir(&root, 0)]
+        );
+        fs::write(build_dir(&root, 0).with_extension("lock"), "1").unwrap();
+        assert_eq!(
+            dirs(&claim_build_dirs(&root, 1).unwrap()),
+            [build_dir(&root, 1)]
+        );
+        drop(second);
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
