@@ -288,11 +288,6 @@ impl core::fmt::Debug for Key {
 pub struct Tag([u8; TAG_LEN]);
 
 impl Tag {
-    /// A tag holding `bytes`.
-    pub const fn from_bytes(bytes: [u8; TAG_LEN]) -> Tag {
-        Tag(bytes)
-    }
-
     /// The tag of a finished HMAC computation.
     pub fn from_mac(mac: HmacSha256) -> Tag {
         Tag(mac.finalize().into_bytes().into())
@@ -371,6 +366,16 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"", b"a"));
+        assert!(ct_eq(b"", b""));
+        // Differences in several bytes never cancel out, whatever their bits.
+        assert!(!ct_eq(&[1, 1], &[0, 0]));
+        assert!(!ct_eq(&[0xff, 0x0f, 0xf0], &[0x00, 0xff, 0xff]));
+        for i in 0..TAG_LEN {
+            let mut other = [0x5a; TAG_LEN];
+            other[i] ^= 0x80;
+            assert!(!ct_eq(&[0x5a; TAG_LEN], &other), "byte {i}");
+        }
     }
 
     #[test]
@@ -390,7 +395,8 @@ mod tests {
         let mut k = Key::from_bytes([7; TAG_LEN]);
         k.zeroize();
         assert_eq!(k.as_bytes(), &[0; TAG_LEN]);
-        let mut t = Tag::from_bytes([7; TAG_LEN]);
+        let mut t = Key::from_bytes([7; TAG_LEN]).sign(&[b"x"]);
+        assert_ne!(t.as_bytes(), &[0; TAG_LEN]);
         t.zeroize();
         assert_eq!(t.as_bytes(), &[0; TAG_LEN]);
     }

@@ -370,11 +370,14 @@ mod tests {
         let k = Key::from_bytes([7; 32]);
         let n = [0xa5u8; 16];
         // Long fields overflow the stage (the 100-byte id alone, and the 150-byte name after
-        // it): the tag must not change.
-        let long = "x".repeat(150);
+        // it), fill it exactly (192 bytes), or are longer than the whole stage (300): the
+        // tag must not change.
+        let long = "x".repeat(STAGE + 108);
         for (user, id, to) in [
             ("alice", "t-1", "bob"),
-            (&long[..20], &long[..100], &long[..]),
+            (&long[..20], &long[..100], &long[..150]),
+            (&long[..STAGE - 18], "i", "b"),
+            (&long[..STAGE], &long[..], &long[..STAGE - 1]),
         ] {
             let built = MacInput::new(&k, "transfer")
                 .text(user)

@@ -170,6 +170,64 @@ mod tests {
         assert!(Username::parse(&"a".repeat(32)).is_ok());
     }
 
+    /// Every character a username may hold is accepted (`_`, `.`, `-` after the first), any
+    /// other is refused, and the name reads back, prints and serialises lowercased.
+    #[test]
+    fn usernames_take_exactly_their_alphabet() {
+        let all = "0abcdefghijklmnopqrstuvwxyz0123456789_.-";
+        let name = Username::parse(&all.to_ascii_uppercase()[..32]).unwrap();
+        assert_eq!(name.as_str(), &all[..32]);
+        let tail = Username::parse(&all[26..]).unwrap();
+        assert_eq!(tail.as_str(), "z0123456789_.-");
+        for first in ["_", ".", "-"] {
+            assert_eq!(
+                Username::parse(&std::format!("{first}a")),
+                Err(NameError::BadCharacter)
+            );
+        }
+        for bad in [" ", ":", "/", "@", "\0", "A\u{e9}", "+"] {
+            assert_eq!(
+                Username::parse(&std::format!("a{bad}")),
+                Err(NameError::BadCharacter),
+                "{bad:?}"
+            );
+        }
+        let bob = Username::parse("BoB").unwrap();
+        assert_eq!(std::format!("{bob}"), "bob");
+        assert_eq!(serde_json::to_string(&bob).unwrap(), "\"bob\"");
+    }
+
+    /// A transfer id is 1 to 32 characters of its alphabet, case kept, and reads back,
+    /// prints and serialises as given.
+    #[test]
+    fn transfer_id_bounds_are_exact() {
+        assert_eq!(TransferId::parse(""), Err(NameError::Empty));
+        let longest = "aZ0_.:-".repeat(5);
+        assert_eq!(
+            TransferId::parse(&longest[..MAX_TRANSFER_ID])
+                .unwrap()
+                .as_str(),
+            &longest[..MAX_TRANSFER_ID]
+        );
+        assert_eq!(
+            TransferId::parse(&longest[..MAX_TRANSFER_ID + 1]),
+            Err(NameError::TooLong)
+        );
+        for ok in ["A", "z", "9", "_", ".", ":", "-"] {
+            assert_eq!(TransferId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["/", "a,b", "=", "\u{e9}", "a\n"] {
+            assert_eq!(
+                TransferId::parse(bad),
+                Err(NameError::BadCharacter),
+                "{bad:?}"
+            );
+        }
+        let id = TransferId::parse("Tx-1").unwrap();
+        assert_eq!(std::format!("{id}"), "Tx-1");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"Tx-1\"");
+    }
+
     #[test]
     fn transfer_ids_are_checked() {
         assert!(TransferId::parse("Tx-2026:01.a_b").is_ok());

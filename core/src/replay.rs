@@ -78,11 +78,6 @@ impl<const N: usize> NonceRing<N> {
         self.limit
     }
 
-    /// Capacity of the ring.
-    pub const fn capacity(&self) -> usize {
-        N
-    }
-
     /// Draws a fresh nonce from `rng` and makes it outstanding, evicting the oldest
     /// outstanding nonce if the ring is full.
     pub fn issue<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Nonce {
@@ -230,6 +225,5 @@ mod tests {
         assert_eq!(ring.limit(), 1);
         ring.set_limit(99);
         assert_eq!(ring.limit(), 4);
-        assert_eq!(ring.capacity(), 4);
     }
 }

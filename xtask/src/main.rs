@@ -203,18 +203,22 @@ TASKS:
         --seconds N     time per target, in seconds [default: 60]
     mutants [FILES…]
                     cargo-mutants (on demand, not a CI step; see docs/TESTING.md), one file
-                    at a time: `cargo mutants --package P --file F --jobs 1` for each of
+                    per run: `cargo mutants --package P --file F --jobs 1` for each of
                     FILES (paths from the repository root, under core/, host/ or
                     firmware-sim/; P is that crate), or for every core source file that
                     `cargo mutants --list-files` lists when none is given. Each mutant is
                     judged by `cargo test -p P --tests` (unit and integration tests;
                     the host's stores by the binary's unit tests, the device by its
                     device, scenario and sim tests: the whole suites take minutes per
-                    mutant), with the core built at opt-level 0 (builds 3x faster).
-                    Exclusions, each justified, are in .cargo/mutants.toml. The scratch copies all build in
-                    target/mutants/build (under CARGO_TARGET_DIR if set), apart from the
-                    worktree's builds, so dependencies build once; each file's results go
-                    to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
+                    mutant), with PROPTEST_CASES=16 unless set (every property test
+                    still runs, with fewer cases: the core's suite costs a third of the
+                    CPU). Exclusions, each justified, are in .cargo/mutants.toml; first
+                    warns about each exclude_re there that matches no mutant (stale). Each
+                    run builds its scratch copies in target/mutants/build (build-2, … for
+                    the other parallel runs and for other xtask runs at the same time, each
+                    claimed by a .lock file; under CARGO_TARGET_DIR if set), apart from
+                    the worktree's builds, so dependencies build once; each file's results
+                    go to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
                     unviable, score = caught / viable), the timeouts and the missed
                     mutants, and fails if any was missed or if cargo-mutants could not
                     judge (e.g. the unmutated tests failed). host/src/store/mysql.rs gets
@@ -226,6 +230,14 @@ TASKS:
                         device (firmware-sim/src/device.rs)
         --re REGEX      only the mutants whose name matches REGEX (cargo-mutants' --re, e.g.
                         `--re 'SqliteStore::deposit'`), to re-run a subset of a file
+        --opt-level N   the core's opt-level in mutant builds [default: 0]
+        --timeout S     a mutant's tests' time limit in seconds [default: cargo-mutants'
+                        own, five times the unmutated tests' time]
+        --parallel N    run N files at once, each in its own build directory (two runs
+                        must never share one: each overwrites the other's mutant under its
+                        tests) [default: 1]
+        --check         only check .cargo/mutants.toml: fail if an exclude_re matches no
+                        mutant (about a minute)
 
 OPTIONS:
     -h, --help      Print this help
@@ -257,7 +269,7 @@ fn main() -> ExitCode {
         Task::Bench => bench::bench(),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Crash { rounds, backends } => crash::crash(&repo_root(), rounds, backends),
-        Task::Mutants { files, all, re } => mutants::mutants(&files, all, re.as_deref()),
+        Task::Mutants(request) => mutants::mutants(&request),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,11 +302,7 @@ enum Task {
         rounds: u32,
         backends: crash::Backends,
     },
-    Mutants {
-        files: Vec<String>,
-        all: bool,
-        re: Option<String>,
-    },
+    Mutants(mutants::Request),
 }
 
 fn parse(args: &[String]) -> Result<Task, String> {
@@ -304,67 +312,99 @@ fn parse(args: &[String]) -> Result<Task, String> {
     let Some((task, rest)) = args.split_first() else {
         return Err("no task given".into());
     };
-    let task = match task.as_str() {
-        "help" => Task::Help,
-        "test" => Task::Test,
-        "qemu" => Task::Qemu,
-        "targets" => Task::Targets,
-        "embassy" => Task::Embassy,
-        "windows" => Task::Windows,
-        "bench" => Task::Bench,
-        "fuzz" => {
-            let mut seconds = 60;
-            for (option, value) in options(rest, &["--seconds"], "fuzz")? {
-                debug_assert_eq!(option, "--seconds");
-                seconds = positive(option, value)?;
-            }
-            return Ok(Task::Fuzz { seconds });
-        }
-        "board" => {
-            let mut port = board::DEFAULT_PORT;
-            let is_flag = |arg: &String| arg == "--fresh" || arg == "--test";
-            let flags: Vec<String> = rest.iter().filter(|a| !is_flag(a)).cloned().collect();
-            let fresh = rest.iter().any(|arg| arg == "--fresh");
-            let test = rest.iter().any(|arg| arg == "--test");
-            for (option, value) in options(&flags, &["--port"], "board")? {
-                debug_assert_eq!(option, "--port");
-                port = positive(option, value)?;
-            }
-            return Ok(Task::Board { port, fresh, test });
-        }
-        "crash" => {
-            let (mut rounds, mut backends) = (20, crash::Backends::All);
-            for (option, value) in options(rest, &["--rounds", "--backend"], "crash")? {
-                match option {
-                    "--rounds" => rounds = positive(option, value)?,
-                    _ => backends = crash::Backends::parse(value)?,
+    let task =
+        match task.as_str() {
+            "help" => Task::Help,
+            "test" => Task::Test,
+            "qemu" => Task::Qemu,
+            "targets" => Task::Targets,
+            "embassy" => Task::Embassy,
+            "windows" => Task::Windows,
+            "bench" => Task::Bench,
+            "fuzz" => {
+                let mut seconds = 60;
+                for (option, value) in options(rest, &["--seconds"], "fuzz")? {
+                    debug_assert_eq!(option, "--seconds");
+                    seconds = positive(option, value)?;
                 }
+                return Ok(Task::Fuzz { seconds });
             }
-            return Ok(Task::Crash { rounds, backends });
-        }
-        "mutants" => {
-            let (mut files, mut all, mut re) = (Vec::new(), false, None);
-            let mut args = rest.iter();
-            while let Some(arg) = args.next() {
-                match arg.as_str() {
-                    "--all" => all = true,
-                    "--re" => match args.next() {
-                        Some(value) if !value.is_empty() => re = Some(value.clone()),
-                        _ => return Err("`--re` needs a regular expression".to_string()),
-                    },
-                    option if option.starts_with("--re=") && option.len() > "--re=".len() => {
-                        re = Some(option["--re=".len()..].to_string())
-                    }
-                    option if option.starts_with('-') => {
-                        return Err(format!("unexpected argument `{option}` for `mutants`"))
-                    }
-                    file => files.push(file.to_string()),
+            "board" => {
+                let mut port = board::DEFAULT_PORT;
+                let is_flag = |arg: &String| arg == "--fresh" || arg == "--test";
+                let flags: Vec<String> = rest.iter().filter(|a| !is_flag(a)).cloned().collect();
+                let fresh = rest.iter().any(|arg| arg == "--fresh");
+                let test = rest.iter().any(|arg| arg == "--test");
+                for (option, value) in options(&flags, &["--port"], "board")? {
+                    debug_assert_eq!(option, "--port");
+                    port = positive(option, value)?;
                 }
+                return Ok(Task::Board { port, fresh, test });
             }
-            return Ok(Task::Mutants { files, all, re });
-        }
-        other => return Err(format!("unknown task `{other}`")),
-    };
+            "crash" => {
+                let (mut rounds, mut backends) = (20, crash::Backends::All);
+                for (option, value) in options(rest, &["--rounds", "--backend"], "crash")? {
+                    match option {
+                        "--rounds" => rounds = positive(option, value)?,
+                        _ => backends = crash::Backends::parse(value)?,
+                    }
+                }
+                return Ok(Task::Crash { rounds, backends });
+            }
+            "mutants" => {
+                let mut request = mutants::Request {
+                    parallel: 1,
+                    ..mutants::Request::default()
+                };
+                let mut args = rest.iter();
+                while let Some(arg) = args.next() {
+                    let (option, inline) = match arg.split_once('=') {
+                        Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+                        _ => (arg.as_str(), None),
+                    };
+                    let mut value =
+                        |what: &str| match inline.or_else(|| args.next().map(String::as_str)) {
+                            Some(value) if !value.is_empty() => Ok(value.to_string()),
+                            _ => Err(format!("`{option}` needs {what}")),
+                        };
+                    match option {
+                        "--all" if inline.is_none() => request.all = true,
+                        "--check" if inline.is_none() => request.check = true,
+                        "--re" => request.re = Some(value("a regular expression")?),
+                        "--opt-level" => {
+                            request.opt_level = match value("0, 1, 2 or 3")?.parse() {
+                                Ok(n) if n <= 3 => Some(n),
+                                _ => return Err("`--opt-level` needs 0, 1, 2 or 3".to_string()),
+                            }
+                        }
+                        "--timeout" => {
+                            request.timeout = match value("a number of seconds")?.parse() {
+                                Ok(n) if n >= 1 => Some(n),
+                                _ => {
+                                    return Err("`--timeout` needs a number of seconds, at least 1"
+                                        .to_string())
+                                }
+                            }
+                        }
+                        "--parallel" => {
+                            request.parallel = match value("a number of files")?.parse() {
+                                Ok(n) if n >= 1 => n,
+                                _ => {
+                                    return Err("`--parallel` needs a number of files, at least 1"
+                                        .to_string())
+                                }
+                            }
+                        }
+                        option if option.starts_with('-') => {
+                            return Err(format!("unexpected argument `{arg}` for `mutants`"))
+                        }
+                        file => request.files.push(file.to_string()),
+                    }
+                }
+                return Ok(Task::Mutants(request));
+            }
+            other => return Err(format!("unknown task `{other}`")),
+        };
     match rest.first() {
         Some(arg) => Err(format!("unexpected argument `{arg}`")),
         None => Ok(task),
@@ -572,11 +612,15 @@ mod tests {
             crash(21, crash::Backends::Mysql)
         );
         let mutants = |files: &[&str], all, re: Option<&str>| {
-            Ok(Task::Mutants {
+            Ok(Task::Mutants(mutants::Request {
                 files: files.iter().map(|f| f.to_string()).collect(),
                 all,
                 re: re.map(String::from),
-            })
+                parallel: 1,
+                opt_level: None,
+                timeout: None,
+                check: false,
+            }))
         };
         assert_eq!(parse_str("mutants"), mutants(&[], false, None));
         assert_eq!(
@@ -591,8 +635,46 @@ mod tests {
             parse_str("mutants --re=fn\\s x.rs"),
             mutants(&["x.rs"], false, Some("fn\\s"))
         );
+        assert_eq!(
+            parse_str("mutants --re=a=b"),
+            mutants(&[], false, Some("a=b"))
+        );
         assert!(parse_str("mutants --re").is_err());
         assert!(parse_str("mutants --re=").is_err());
+        let parallel = |text| match parse_str(text) {
+            Ok(Task::Mutants(request)) => Ok((request.parallel, request.files)),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(
+            parallel("mutants --parallel 2 a.rs b.rs"),
+            Ok((2, vec!["a.rs".into(), "b.rs".into()]))
+        );
+        assert_eq!(parallel("mutants --parallel=3"), Ok((3, vec![])));
+        assert!(parse_str("mutants --parallel 0").is_err());
+        assert!(matches!(
+            parse_str("mutants --opt-level 1"),
+            Ok(Task::Mutants(mutants::Request {
+                opt_level: Some(1),
+                ..
+            }))
+        ));
+        assert!(parse_str("mutants --opt-level 4").is_err());
+        assert!(matches!(
+            parse_str("mutants --timeout=300"),
+            Ok(Task::Mutants(mutants::Request {
+                timeout: Some(300),
+                ..
+            }))
+        ));
+        assert!(parse_str("mutants --timeout 0").is_err());
+        assert!(parse_str("mutants --opt-level s").is_err());
+        assert!(parse_str("mutants --parallel").is_err());
+        assert!(parse_str("mutants --parallel two").is_err());
+        assert!(parse_str("mutants --all=yes").is_err());
+        assert!(matches!(
+            parse_str("mutants --check"),
+            Ok(Task::Mutants(mutants::Request { check: true, .. }))
+        ));
     }
 
     #[test]

@@ -1,14 +1,19 @@
-//! `cargo xtask mutants [--all] [FILES…]`: cargo-mutants, one source file at a time.
+//! `cargo xtask mutants [--all] [FILES…]`: cargo-mutants, one run per source file.
 //!
 //! Each file's mutants are built and tested against the tests of the file's own package
 //! (`cargo test -p PACKAGE --tests`: unit and integration tests; no doc tests, examples or
-//! benches, see [`CARGO_ARGS`]), one at a time (`-j 1`: the machine is shared). Exclusions, each justified, are in
-//! `.cargo/mutants.toml`. docs/TESTING.md lists the survivors and why each is acceptable.
+//! benches), one mutant at a time per run (`-j 1`: the machine is shared); `--parallel N`
+//! runs N files at once, each in its own build directory. Exclusions, each justified, are in
+//! `.cargo/mutants.toml`, checked first for patterns that match nothing. docs/TESTING.md
+//! lists the survivors and why each is acceptable, and what judging a mutant costs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread;
 use std::time::Instant;
 
 use crate::mariadb;
@@ -28,11 +33,24 @@ const HOST_AND_DEVICE: &[&str] = &[
     "firmware-sim/src/device.rs",
 ];
 
-/// What every build and test of a mutant gets: the core unoptimised. The workspace builds
-/// the core at `opt-level = 1` for fast tests; a mutant's build is then three times slower
-/// (16 s against 6 s for the core's unit tests on the shared 2-core machine) while its tests
-/// run about as fast.
-const CARGO_ARGS: &[&str] = &["--config=profile.dev.package.txsock-core.opt-level=0"];
+/// The core's `opt-level` in mutant builds unless `--opt-level` says otherwise: unoptimised.
+/// The workspace builds the core at `opt-level = 1` for fast tests; a mutant's build is then
+/// about three times slower (16 s against 6 s for the core's unit tests on the shared 2-core
+/// machine, and a mutant rebuilds 12 test binaries), more than the test time it saves once
+/// the property tests run [`PROPTEST_CASES`] cases (docs/TESTING.md, "Judging cost").
+pub const CORE_OPT_LEVEL: u8 = 0;
+
+/// The cargo argument that builds the core at `opt_level` for a mutant.
+fn core_opt_level_arg(opt_level: u8) -> String {
+    format!("--config=profile.dev.package.txsock-core.opt-level={opt_level}")
+}
+
+/// The number of cases each property test runs for a mutant (proptest 1.12 reads
+/// `PROPTEST_CASES` and lets it override the cases a test configures; an explicit
+/// `PROPTEST_CASES` in the environment is passed on instead). Every test still runs; the
+/// core's property tests (64, 48 and 4096 cases of their own) took two thirds of its
+/// suite's CPU.
+const PROPTEST_CASES: (&str, &str) = ("PROPTEST_CASES", "16");
 
 /// The tests that judge a file's mutants, by path prefix (the first that matches): the
 /// package's unit and integration tests (no examples, benches or doc tests, which judge no
@@ -146,20 +164,56 @@ fn ensure_cargo_mutants(root: &Path) -> Result<(), Error> {
     util::run(command.args(INSTALL))
 }
 
-/// Runs cargo-mutants on `files` (all of the core's when empty; with `all`, also the host's
-/// store module and the firmware device), one file after the other, then prints each file's
-/// score and every surviving mutant; with `re`, only the mutants whose name matches it.
-/// Fails if any mutant was missed, or if cargo-mutants itself failed (its baseline, the
-/// unmutated tree's tests, failed; or it could not start).
-pub fn mutants(files: &[String], all: bool, re: Option<&str>) -> Result<(), Error> {
+/// What `cargo xtask mutants` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// The files to mutate (all of the core's when empty).
+    pub files: Vec<String>,
+    /// Also the host's store module and the firmware device.
+    pub all: bool,
+    /// Only the mutants whose name matches this (cargo-mutants' `--re`).
+    pub re: Option<String>,
+    /// Files run at once, each in a build directory of its own (at least 1).
+    pub parallel: usize,
+    /// The core's `opt-level` in mutant builds ([`CORE_OPT_LEVEL`] when `None`).
+    pub opt_level: Option<u8>,
+    /// A mutant's tests' time limit in seconds (cargo-mutants' `--timeout`; by default five
+    /// times the unmutated tests' time, twenty minutes on the loaded machine).
+    pub timeout: Option<u32>,
+    /// Only check that every `exclude_re` of `.cargo/mutants.toml` still matches a mutant.
+    pub check: bool,
+}
+
+/// Runs cargo-mutants on the requested files (all of the core's when none; with `all`, also
+/// the host's store module and the firmware device), `parallel` files at a time, then prints
+/// each file's score and every surviving mutant; with `re`, only the mutants whose name
+/// matches it. Warns first about exclusions that match no mutant (with `check`, only that,
+/// and fails if any is stale). Fails if any mutant was missed, or if cargo-mutants itself
+/// failed (its baseline, the unmutated tree's tests, failed; or it could not start).
+pub fn mutants(request: &Request) -> Result<(), Error> {
     let root = util::repo_root();
     ensure_cargo_mutants(&root)?;
-    let mut files: Vec<String> = if files.is_empty() {
+    let stale = stale_exclusions(&root)?;
+    for re in &stale {
+        println!("warning: .cargo/mutants.toml: exclude_re {re:?} matches no mutant (stale: fix or remove it)");
+    }
+    if request.check {
+        return if stale.is_empty() {
+            println!("every exclude_re in .cargo/mutants.toml matches a mutant");
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "{} exclude_re patterns of .cargo/mutants.toml match no mutant",
+                stale.len()
+            )))
+        };
+    }
+    let mut files: Vec<String> = if request.files.is_empty() {
         core_files(&root)?
     } else {
-        files.to_vec()
+        request.files.clone()
     };
-    if all {
+    if request.all {
         for file in HOST_AND_DEVICE {
             if !files.iter().any(|f| f == file) {
                 files.push((*file).to_string());
@@ -172,77 +226,359 @@ pub fn mutants(files: &[String], all: bool, re: Option<&str>) -> Result<(), Erro
             return Err(Error::new(format!("{file}: no such file")));
         }
     }
-    // cargo-mutants builds a scratch copy of the tree per run. All copies build into one
-    // directory of their own, so dependencies build once for every file (a copy left to
-    // its own `target/` rebuilds them all, minutes per file). Not the workspace's: path
-    // crates get the same artefact names from any copy, so a build in the worktree during a
-    // run would link tests against a mutant, or a mutant's tests against the worktree.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let out_root = target.join("mutants");
-    let build_dir = out_root.join("build");
     fs::create_dir_all(&out_root)
         .map_err(|e| Error::new(format!("creating {}: {e}", out_root.display())))?;
+    let parallel = request.parallel.clamp(1, files.len().max(1));
+    // Each worker takes the next file from the queue and runs it in its own build directory.
+    let queue = Mutex::new(files.iter().enumerate().collect::<VecDeque<_>>());
+    let results: Mutex<Vec<Option<Result<Outcome, Error>>>> =
+        Mutex::new(files.iter().map(|_| None).collect());
+    let failed = AtomicBool::new(false);
+    let claims = claim_build_dirs(&out_root, parallel)?;
+    thread::scope(|scope| {
+        for claim in &claims {
+            let (queue, results, failed) = (&queue, &results, &failed);
+            let (root, out_root, re) = (&root, &out_root, request.re.as_deref());
+            let opt_level = request.opt_level.unwrap_or(CORE_OPT_LEVEL);
+            let timeout = request.timeout;
+            scope.spawn(move || {
+                let build_dir = &claim.dir;
+                while !failed.load(Ordering::Relaxed) {
+                    let Some((index, file)) = lock(queue).pop_front() else {
+                        break;
+                    };
+                    let result = run_file(
+                        root,
+                        out_root,
+                        build_dir,
+                        (file, re),
+                        (opt_level, timeout),
+                        parallel > 1,
+                    );
+                    failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                    lock(results)[index] = Some(result);
+                }
+            });
+        }
+    });
+    let mut outcomes = Vec::new();
+    for result in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match result {
+            Some(Ok(outcome)) => outcomes.push(outcome),
+            Some(Err(error)) => return Err(error),
+            // Not started: another file failed first.
+            None => {}
+        }
+    }
+    report(&outcomes)
+}
+
+/// Locks `mutex`, also if a worker panicked while holding it (the data is a queue or a
+/// list of results, whole at every step).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The build directory of parallel worker `worker` (from 0): `build`, `build-2`, ….
+///
+/// cargo-mutants builds a scratch copy of the tree per run. All copies of one worker build
+/// into one directory of their own, so dependencies build once for every file (a copy left
+/// to its own `target/` rebuilds them all, minutes per file). Never the workspace's, and
+/// never another worker's: path crates get the same artefact names from any copy, so a
+/// second build in the same directory (the worktree's, or another file's run) overwrites
+/// the mutant's `txsock-core` under its tests, which then judge the wrong code (two runs
+/// sharing one directory reported false "missed" mutants).
+fn build_dir(out_root: &Path, worker: usize) -> PathBuf {
+    match worker {
+        0 => out_root.join("build"),
+        n => out_root.join(format!("build-{}", n + 1)),
+    }
+}
+
+/// A build directory this process has claimed: no other `cargo xtask mutants` builds in it
+/// until the claim is dropped (which removes its lock file).
+struct Claim {
+    dir: PathBuf,
+    lock: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+/// The most build directories looked at for a free one (each holds a few hundred MB).
+const MAX_BUILD_DIRS: usize = 8;
+
+/// Claims `count` build directories under `out_root` that no other running `cargo xtask
+/// mutants` holds, lowest first ([`build_dir`]), each by creating `<dir>.lock` holding this
+/// process's id. A lock whose process is gone (a run that was killed) is taken over. So two
+/// runs started separately never share a directory either (the same false "missed" as two
+/// parallel runs sharing one).
+fn claim_build_dirs(out_root: &Path, count: usize) -> Result<Vec<Claim>, Error> {
+    let mut claims = Vec::new();
+    let mut n = 0;
+    while claims.len() < count {
+        if n >= MAX_BUILD_DIRS {
+            return Err(Error::new(format!(
+                "no free build directory under {} (each of {MAX_BUILD_DIRS} has a \
+                 running `cargo xtask mutants`: its `.lock` file names the process)",
+                out_root.display()
+            )));
+        }
+        let dir = build_dir(out_root, n);
+        let lock = dir.with_extension("lock");
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                let _ = write!(file, "{}", std::process::id());
+                claims.push(Claim { dir, lock });
+                n += 1;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if holder_is_gone(&lock) {
+                    // Taken over: try the same directory again.
+                    let _ = fs::remove_file(&lock);
+                } else {
+                    n += 1;
+                }
+            }
+            Err(error) => {
+                return Err(Error::new(format!("creating {}: {error}", lock.display())));
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// Whether the process named in `lock` has ended (Linux's `/proc`; elsewhere, and for a lock
+/// that cannot be read, it is taken to be running: a directory is then skipped, never
+/// shared).
+fn holder_is_gone(lock: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(lock) else {
+        return false;
+    };
+    match text.trim().parse::<u32>() {
+        Ok(pid) => {
+            Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Runs cargo-mutants on one file with `build_dir`; with `quiet`, its output goes to a log
+/// file beside the results (two runs' progress lines would interleave on the terminal).
+fn run_file(
+    root: &Path,
+    out_root: &Path,
+    build_dir: &Path,
+    (file, re): (&str, Option<&str>),
+    (opt_level, timeout): (u8, Option<u32>),
+    quiet: bool,
+) -> Result<Outcome, Error> {
+    let package = package_of(file)?;
+    let out = out_root.join(file.replace(['/', '.'], "_"));
+    let mut command = cargo_mutants(root);
+    command
+        .env("CARGO_TARGET_DIR", build_dir)
+        .args(["--package", package, "--file", file, "--jobs", "1"])
+        .arg("--output")
+        .arg(&out)
+        .arg(format!("--cargo-arg={}", core_opt_level_arg(opt_level)))
+        .args(
+            judges_of(file)
+                .iter()
+                .map(|arg| format!("--cargo-arg={arg}")),
+        );
+    if std::env::var_os(PROPTEST_CASES.0).is_none() {
+        command.env(PROPTEST_CASES.0, PROPTEST_CASES.1);
+    }
+    if let Some(re) = re {
+        command.args(["--re", re]);
+    }
+    if let Some(timeout) = timeout {
+        command.arg(format!("--timeout={timeout}"));
+    }
     // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`.
     // The other files' mutants are judged without it (the conformance suite skips MySQL),
     // which saves its tests' time on every mutant.
-    let needs_mysql = |file: &str| file.trim_start_matches("./") == MYSQL_STORE;
-    let mut outcomes = Vec::new();
-    for file in &files {
-        let package = package_of(file)?;
-        let out = out_root.join(file.replace(['/', '.'], "_"));
-        let mut command = cargo_mutants(&root);
-        command
-            .env("CARGO_TARGET_DIR", &build_dir)
-            .args(["--package", package, "--file", file, "--jobs", "1"])
-            .arg("--output")
-            .arg(&out)
-            .args(
-                CARGO_ARGS
-                    .iter()
-                    .chain(judges_of(file))
-                    .map(|arg| format!("--cargo-arg={arg}")),
-            );
-        if let Some(re) = re {
-            command.args(["--re", re]);
-        }
-        let _mariadb = if needs_mysql(file) {
-            mariadb::provide(&mut command)?
-        } else {
-            None
-        };
-        println!("==> mutants {file}");
-        println!("$ {}", display(&command));
-        let started = Instant::now();
-        // cargo-mutants exits non-zero when a mutant survives: read its outcome files instead.
-        let status = command
-            .status()
-            .map_err(|error| Error::new(format!("could not start cargo mutants: {error}")))?;
-        if !mutants_ran(status.code()) {
-            return Err(Error::new(format!(
-                "{file}: cargo mutants failed ({status}) before judging the mutants: see its \
-                 output above and {}",
-                out.join("mutants.out").join("debug.log").display()
-            )));
-        }
-        let outcome = read_outcome(
-            file,
-            &out.join("mutants.out"),
-            started.elapsed().as_secs_f64(),
-        )
-        .map_err(|error| Error::new(format!("{file}: cargo mutants ({status}): {error}")))?;
-        println!(
-            "<== mutants {file}: {} caught, {} missed, {} timeouts, {} unviable in {:.0} s",
-            outcome.caught,
-            outcome.missed.len(),
-            outcome.timeouts.len(),
-            outcome.unviable,
-            outcome.seconds
-        );
-        outcomes.push(outcome);
+    let _mariadb = if file.trim_start_matches("./") == MYSQL_STORE {
+        mariadb::provide(&mut command)?
+    } else {
+        None
+    };
+    println!("==> mutants {file} (build dir {})", build_dir.display());
+    println!(
+        "$ {}={} {}",
+        PROPTEST_CASES.0,
+        std::env::var(PROPTEST_CASES.0).unwrap_or_else(|_| PROPTEST_CASES.1.to_string()),
+        display(&command)
+    );
+    if quiet {
+        let log_path = out_root.join(format!("{}.log", file.replace(['/', '.'], "_")));
+        let log = fs::File::create(&log_path)
+            .map_err(|e| Error::new(format!("creating {}: {e}", log_path.display())))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| Error::new(format!("{}: {e}", log_path.display())))?;
+        command.stdout(log).stderr(err);
+        println!("    its output: {}", log_path.display());
     }
-    report(&outcomes)
+    let started = Instant::now();
+    // cargo-mutants exits non-zero when a mutant survives: read its outcome files instead.
+    let status = command
+        .status()
+        .map_err(|error| Error::new(format!("could not start cargo mutants: {error}")))?;
+    if !mutants_ran(status.code()) {
+        return Err(Error::new(format!(
+            "{file}: cargo mutants failed ({status}) before judging the mutants: see its \
+             output and {}",
+            out.join("mutants.out").join("debug.log").display()
+        )));
+    }
+    let outcome = read_outcome(
+        file,
+        &out.join("mutants.out"),
+        started.elapsed().as_secs_f64(),
+    )
+    .map_err(|error| Error::new(format!("{file}: cargo mutants ({status}): {error}")))?;
+    println!(
+        "<== mutants {file}: {} caught, {} missed, {} timeouts, {} unviable in {:.0} s",
+        outcome.caught,
+        outcome.missed.len(),
+        outcome.timeouts.len(),
+        outcome.unviable,
+        outcome.seconds
+    );
+    Ok(outcome)
+}
+
+/// The `exclude_re` patterns of `.cargo/mutants.toml` that exclude no mutant of the
+/// workspace. cargo-mutants says nothing about them, and a pattern goes stale silently when
+/// the code it names is renamed or moved (three did after the pipeline work): the mutant
+/// it was meant to excuse is then run, and shows as missed, while the config still reads as
+/// if it were handled. Judged by cargo-mutants' own matching: the workspace's mutants are
+/// listed without the config (its globs given as `--exclude`), then once more per pattern
+/// with that pattern as `--exclude-re`; a pattern that leaves the list as long matches
+/// nothing.
+fn stale_exclusions(root: &Path) -> Result<Vec<String>, Error> {
+    let path = root.join(".cargo/mutants.toml");
+    let config = fs::read_to_string(&path)
+        .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
+    let parse = |key| {
+        toml_string_array(&config, key)
+            .map_err(|e| Error::new(format!("{}: `{key}`: {e}", path.display())))
+    };
+    let (patterns, globs) = (parse("exclude_re")?, parse("exclude_globs")?);
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    println!(
+        "checking that each of the {} exclude_re patterns of .cargo/mutants.toml matches a mutant",
+        patterns.len()
+    );
+    let count = |pattern: Option<&str>| -> Result<usize, Error> {
+        let mut command = cargo_mutants(root);
+        command.args(["--list", "--no-config", "--workspace"]);
+        for glob in &globs {
+            command.args(["--exclude", glob]);
+        }
+        if let Some(pattern) = pattern {
+            command.args(["--exclude-re", pattern]);
+        }
+        Ok(util::output(&mut command)?.lines().count())
+    };
+    let all = count(None)?;
+    let mut stale = Vec::new();
+    for pattern in patterns {
+        if count(Some(&pattern))? >= all {
+            stale.push(pattern);
+        }
+    }
+    Ok(stale)
+}
+
+/// The strings of the array `key = [ … ]` at the top of a TOML document: literal
+/// (`'…'`) and basic (`"…"`, with the usual escapes) strings, with comments and line
+/// breaks between them. Empty if `key` is absent. Enough TOML for `.cargo/mutants.toml`
+/// without a parser crate (the xtask builds from std alone).
+fn toml_string_array(text: &str, key: &str) -> Result<Vec<String>, String> {
+    let Some(start) = text
+        .lines()
+        .scan(0, |offset, line| {
+            let at = *offset;
+            *offset += line.len() + 1;
+            Some((at, line))
+        })
+        .find_map(|(at, line)| {
+            let rest = line.strip_prefix(key)?.trim_start();
+            rest.starts_with('=')
+                .then(|| at + line.len() - rest.len() + 1)
+        })
+    else {
+        return Ok(Vec::new());
+    };
+    let mut chars = text[start..].chars().peekable();
+    while chars.peek().is_some_and(|c| c.is_whitespace()) {
+        chars.next();
+    }
+    if chars.next() != Some('[') {
+        return Err("not an array".to_string());
+    }
+    let mut strings = Vec::new();
+    loop {
+        match chars.next() {
+            None => return Err("unterminated array".to_string()),
+            Some(']') => return Ok(strings),
+            Some(c) if c.is_whitespace() || c == ',' => {}
+            Some('#') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            Some('\'') => {
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        None | Some('\n') => return Err("unterminated '…' string".to_string()),
+                        Some('\'') => break,
+                        Some(c) => s.push(c),
+                    }
+                }
+                strings.push(s);
+            }
+            Some('"') => {
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        None | Some('\n') => return Err("unterminated \"…\" string".to_string()),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some('\\') => s.push('\\'),
+                            Some('"') => s.push('"'),
+                            Some('n') => s.push('\n'),
+                            Some('t') => s.push('\t'),
+                            other => return Err(format!("unsupported escape \\{other:?}")),
+                        },
+                        Some(c) => s.push(c),
+                    }
+                }
+                strings.push(s);
+            }
+            Some(other) => return Err(format!("unexpected `{other}` in the array")),
+        }
+    }
 }
 
 /// Whether cargo-mutants judged the mutants, from its exit status: 0 (all caught), 2 (some
@@ -356,6 +692,97 @@ mod tests {
             assert!(!mutants_ran(Some(failed)), "{failed}");
         }
         assert!(!mutants_ran(None), "killed by a signal");
+    }
+
+    #[test]
+    fn parallel_runs_never_share_a_build_dir() {
+        let root = Path::new("/t/mutants");
+        let dirs: BTreeSet<PathBuf> = (0..4).map(|w| build_dir(root, w)).collect();
+        assert_eq!(dirs.len(), 4);
+        assert_eq!(build_dir(root, 0), root.join("build"));
+        assert_eq!(build_dir(root, 1), root.join("build-2"));
+        assert!(dirs.iter().all(|dir| dir.starts_with(root)));
+    }
+
+    #[test]
+    fn separate_runs_claim_separate_build_dirs() {
+        let root = std::env::temp_dir().join(format!("xtask-claims-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let first = claim_build_dirs(&root, 2).unwrap();
+        let second = claim_build_dirs(&root, 1).unwrap();
+        let dirs = |claims: &[Claim]| claims.iter().map(|c| c.dir.clone()).collect::<Vec<_>>();
+        assert_eq!(dirs(&first), [build_dir(&root, 0), build_dir(&root, 1)]);
+        assert_eq!(dirs(&second), [build_dir(&root, 2)]);
+        drop(first);
+        let third = claim_build_dirs(&root, 1).unwrap();
+        assert_eq!(
+            dirs(&third),
+            [build_dir(&root, 0)],
+            "a dropped claim frees its dir"
+        );
+        // A lock left by a process that is gone is taken over; one of a live process is not.
+        drop(third);
+        fs::write(build_dir(&root, 0).with_extension("lock"), "4294967295").unwrap();
+        assert_eq!(
+            dirs(&claim_build_dirs(&root, 1).unwrap()),
+            [build_dir(&root, 0)]
+        );
+        fs::write(build_dir(&root, 0).with_extension("lock"), "1").unwrap();
+        assert_eq!(
+            dirs(&claim_build_dirs(&root, 1).unwrap()),
+            [build_dir(&root, 1)]
+        );
+        drop(second);
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn reads_toml_string_arrays() {
+        let text = r#"
+gitignore = true
+exclude_globs = ["a.rs", 'b.rs'] # trailing
+exclude_re = [
+    # a comment with 'quotes' and ] and [
+    '<impl Display for (A|B)>::fmt',
+    'x [^>]* y$',   # after
+    "esc \\ \" q",
+]
+exclude_re_other = ['no']
+"#;
+        assert_eq!(
+            toml_string_array(text, "exclude_re").unwrap(),
+            ["<impl Display for (A|B)>::fmt", "x [^>]* y$", "esc \\ \" q"]
+        );
+        assert_eq!(
+            toml_string_array(text, "exclude_globs").unwrap(),
+            ["a.rs", "b.rs"]
+        );
+        assert_eq!(toml_string_array(text, "exclude_re_other").unwrap(), ["no"]);
+        assert!(toml_string_array(text, "missing").unwrap().is_empty());
+        assert!(toml_string_array("k = 'x'", "k").is_err());
+        assert!(toml_string_array("k = ['x'", "k").is_err());
+        assert!(toml_string_array("k = ['x\n']", "k").is_err());
+        assert!(toml_string_array("k = [x]", "k").is_err());
+    }
+
+    #[test]
+    fn reads_the_repository_config() {
+        let path = util::repo_root().join(".cargo/mutants.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let patterns = toml_string_array(&text, "exclude_re").unwrap();
+        // Every pattern line of the file ('…', one a line), and nothing else, was read.
+        let quoted = text
+            .lines()
+            .map(str::trim_start)
+            .filter(|line| line.starts_with('\'') && line.ends_with("',"))
+            .count();
+        assert!(!patterns.is_empty());
+        assert_eq!(patterns.len(), quoted);
+        assert!(toml_string_array(&text, "exclude_globs")
+            .unwrap()
+            .contains(&"core/src/selftest.rs".to_string()));
+        assert!(patterns.iter().all(|p| !p.contains('\'') && !p.is_empty()));
     }
 
     #[test]
