@@ -568,10 +568,22 @@ where
                 self.stats.refused += 1;
                 on_event(DeviceEvent::Refused { peer });
             } else if !socket.is_active() {
+                // Gone before it could be refused: reset by the client during the handshake
+                // (a half-open scan), which puts smoltcp's socket back to listening on its
+                // own. Closing it makes `recycle` listen again; left listening, this slot
+                // would drain forever and refuse nobody again.
+                socket.abort();
                 slot.state = SlotState::Draining;
             }
         }
         if slot.state == SlotState::Draining {
+            if socket.state() == tcp::State::FinWait2 {
+                // The client has acknowledged the refusal and the FIN: it has all it will
+                // get. Waiting for its own close would hold the one refusal socket (and
+                // leave the next client beyond the sessions unanswered) for as long as it
+                // keeps its side open, up to CLOSE_TIMEOUT.
+                socket.abort();
+            }
             recycle(socket, slot, self.port, now, &mut self.stats);
         }
     }
