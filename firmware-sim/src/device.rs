@@ -11,6 +11,16 @@
 //! It does not allocate, read a clock, or know where its frames go: the board hands it a
 //! smoltcp [`phy::Device`] and "now" on every call, and sleeps until [`Device::poll_at`].
 //!
+//! # Clients beyond the sessions
+//!
+//! The one refusal socket turns away one client at a time: it writes the `server_busy` line
+//! and its FIN, and listens again as soon as the client has acknowledged both (a round trip
+//! or two), whether or not the client closes its own side; a client that resets the
+//! connection before it is refused frees it at once. A further client that arrives while a
+//! refusal is under way finds no listening socket and gets a TCP reset ("connection
+//! refused") instead of the `server_busy` line; a client that never acknowledges the refusal
+//! holds the socket for [`CLOSE_TIMEOUT`] at most.
+//!
 //! # Memory
 //!
 //! Everything is sized by const generics and by the caller's buffers:
