@@ -694,3 +694,29 @@ fn settle(b: &mut Bench<'_>) {
     }
     panic!("the link did not settle");
 }
+
+/// A refused client that goes silent before acknowledging its refusal (its host gone)
+/// holds the refusal socket for CLOSE_TIMEOUT at most: then the device drops that
+/// connection and refuses the next client.
+#[test]
+fn a_refused_client_that_goes_silent_holds_the_refusal_socket_for_the_close_timeout_at_most() {
+    with_bench(|b| {
+        fill_sessions(b);
+        settle(b);
+        b.net.connect(SESSIONS).unwrap();
+        b.run_until(Duration::from_secs(5), |d, _| d.stats().refused == 1);
+        // From here on only the device runs, on its own deadlines: its refusal and FIN reach
+        // nobody.
+        let free_by = b.now() + Duration::from_millis(CLOSE_TIMEOUT.millis() + 500);
+        while b.clock.now() < free_by {
+            let now = b.clock.now();
+            b.device.poll(now, &mut b.link.end(Side::A));
+            let next = b.device.poll_at(now);
+            b.clock.advance([next, Some(free_by)]);
+        }
+        b.net.socket(SESSIONS).abort();
+        let line = refused_line(b, SESSIONS + 1);
+        assert!(line.contains("\"code\":\"server_busy\""), "{line}");
+        assert_eq!(b.device.stats().refused, 2);
+    });
+}
