@@ -11,6 +11,16 @@
 //! It does not allocate, read a clock, or know where its frames go: the board hands it a
 //! smoltcp [`phy::Device`] and "now" on every call, and sleeps until [`Device::poll_at`].
 //!
+//! # Clients beyond the sessions
+//!
+//! The one refusal socket turns away one client at a time: it writes the `server_busy` line
+//! and its FIN, and listens again as soon as the client has acknowledged both (a round trip
+//! or two), whether or not the client closes its own side; a client that resets the
+//! connection before it is refused frees it at once. A further client that arrives while a
+//! refusal is under way finds no listening socket and gets a TCP reset ("connection
+//! refused") instead of the `server_busy` line; a client that never acknowledges the refusal
+//! holds the socket for [`CLOSE_TIMEOUT`] at most.
+//!
 //! # Memory
 //!
 //! Everything is sized by const generics and by the caller's buffers:
@@ -568,10 +578,22 @@ where
                 self.stats.refused += 1;
                 on_event(DeviceEvent::Refused { peer });
             } else if !socket.is_active() {
+                // Gone before it could be refused: reset by the client during the handshake
+                // (a half-open scan), which puts smoltcp's socket back to listening on its
+                // own. Closing it makes `recycle` listen again; left listening, this slot
+                // would drain forever and refuse nobody again.
+                socket.abort();
                 slot.state = SlotState::Draining;
             }
         }
         if slot.state == SlotState::Draining {
+            if socket.state() == tcp::State::FinWait2 {
+                // The client has acknowledged the refusal and the FIN: it has all it will
+                // get. Waiting for its own close would hold the one refusal socket (and
+                // leave the next client beyond the sessions unanswered) for as long as it
+                // keeps its side open, up to CLOSE_TIMEOUT.
+                socket.abort();
+            }
             recycle(socket, slot, self.port, now, &mut self.stats);
         }
     }

@@ -229,6 +229,21 @@ impl Server {
         std::fs::read_to_string(self.data_dir.join(name)).unwrap_or_default()
     }
 
+    /// Registers each of `users` with its test [`password`] (and logs out).
+    pub fn register(&self, users: &[&str]) {
+        for user in users {
+            drop(self.login(user, true));
+        }
+    }
+
+    /// `txsock client --user USER ARGS` against this server with USER's test [`password`]
+    /// and nothing on standard input (see [`run_client`]).
+    pub fn run_client_as(&self, user: &str, args: &[&str]) -> ClientRun {
+        let mut all = vec!["--user", user];
+        all.extend_from_slice(args);
+        run_client(self.addr, &all, Some(&password(user)), "")
+    }
+
     /// Waits up to 5 s for `needle` to appear in log `name`.
     pub fn wait_for_log(&self, name: &str, needle: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -351,12 +366,31 @@ fn operator_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Command
 /// Runs `txsock ARGS` in `cwd` as an operator types it (no settings from the environment,
 /// standard input closed); killed after 30 s.
 pub fn txsock_in(cwd: &Path, args: &[&str]) -> Output {
+    txsock_in_env(cwd, args, &[])
+}
+
+/// [`txsock_in`] with exactly the environment variables `env` of txsock's own (no
+/// `TXSOCK_PASSWORD` or `RUST_LOG` from this process unless `env` names them).
+pub fn txsock_in_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let child = operator_command(txsock_bin(), cwd)
         .args(args)
+        .env_remove("TXSOCK_PASSWORD")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn txsock");
     output_within(child, Duration::from_secs(30))
+}
+
+/// A command's standard output, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// [`txsock_in`] with `stdin` on standard input.

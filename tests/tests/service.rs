@@ -117,6 +117,17 @@ fn lines_written_during_a_reopen_land_whole_in_one_file() {
     }
 }
 
+/// A NOTIFY_SOCKET in `dir` for a server to talk to, as systemd's: the bound socket (reads
+/// wait 10 s at most) and its path.
+fn notify_socket(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, std::path::PathBuf) {
+    let path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    (socket, path)
+}
+
 /// Receives one datagram from the test's NOTIFY_SOCKET within 10 s.
 fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
@@ -129,11 +140,7 @@ fn notification(socket: &std::os::unix::net::UnixDatagram) -> String {
 #[test]
 fn systemd_gets_ready_once_listening_and_stopping_on_shutdown() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let path = temp.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let (socket, path) = notify_socket(temp.path());
     let notify = path.to_str().expect("utf-8 path");
     let mut server =
         Server::start_in_env(&temp.path().join("data"), &[], &[("NOTIFY_SOCKET", notify)]);
@@ -177,11 +184,7 @@ fn notifications_until(socket: &std::os::unix::net::UnixDatagram, want: &str) ->
 fn sighup_reloads_settings_and_the_watchdog_is_petted() {
     use std::io::Read;
     let temp = tempfile::tempdir().expect("temp dir");
-    let path = temp.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let (socket, path) = notify_socket(temp.path());
     let settings = temp.path().join("txsock.toml");
     std::fs::write(&settings, "[serve]\nregistration = \"closed\"\n").expect("write settings");
     let data = temp.path().join("data");

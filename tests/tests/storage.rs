@@ -10,10 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use txsock_e2e::*;
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 const ITERS: &str = "4096";
 
 /// Every command that uses an existing data directory `data`, as (name, args, stdin).

@@ -7,27 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use txsock_e2e::*;
 
+/// `txsock ARGS` with the environment variables `env` (see [`txsock_in_env`]).
 fn txsock(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let child = Command::new(txsock_bin())
-        .args(args)
-        .env_remove("TXSOCK_CONFIG")
-        .env_remove("TXSOCK_PASSWORD")
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn txsock");
-    output_within(child, Duration::from_secs(60))
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    txsock_in_env(&std::env::temp_dir(), args, env)
 }
 
 #[test]
@@ -54,12 +36,7 @@ fn user_add_takes_the_password_from_the_environment_and_user_list_prints_json() 
     );
     assert!(add.status.success(), "{}", stderr(&add));
     // The password from the environment is the account's: the client logs in with it.
-    let balance = run_client(
-        server.addr,
-        &["--user", "alice", "balance"],
-        Some(&alice),
-        "",
-    );
+    let balance = server.run_client_as("alice", &["balance"]);
     assert_eq!(balance.code, 0, "{}", balance.stderr);
     assert!(balance.stdout.contains("12.50"), "{}", balance.stdout);
     drop(server.login("bob", true));
@@ -158,25 +135,20 @@ fn quiet_and_verbose_set_the_log_level_over_rust_log() {
     assert_eq!(both.status.code(), Some(2), "-q and -v conflict");
 }
 
+/// A server on which alice and bob registered with 10.00 each and alice sent bob 1.00 as
+/// transfer `id`, with the client.
+fn alice_paid_bob(id: &str) -> Server {
+    let server = Server::start(&["--opening-balance", "10"]);
+    server.register(&["alice", "bob"]);
+    let sent = server.run_client_as("alice", &["transfer", "bob", "1.00", "--id", id]);
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    server
+}
+
 #[test]
 fn history_has_a_header_row_and_iso_8601_times_in_text_and_json() {
-    let server = Server::start(&["--opening-balance", "10"]);
-    drop(server.login("alice", true));
-    drop(server.login("bob", true));
-    let alice = password("alice");
-    let sent = run_client(
-        server.addr,
-        &["--user", "alice", "transfer", "bob", "1.00", "--id", "h-1"],
-        Some(&alice),
-        "",
-    );
-    assert_eq!(sent.code, 0, "{}", sent.stderr);
-    let text = run_client(
-        server.addr,
-        &["--user", "alice", "history"],
-        Some(&alice),
-        "",
-    );
+    let server = alice_paid_bob("h-1");
+    let text = server.run_client_as("alice", &["history"]);
     assert_eq!(text.code, 0, "{}", text.stderr);
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert!(lines[0].starts_with("committed at"), "{}", text.stdout);
@@ -189,12 +161,7 @@ fn history_has_a_header_row_and_iso_8601_times_in_text_and_json() {
         stamp.len() == 24 && stamp.as_bytes()[10] == b'T' && stamp.ends_with('Z'),
         "not ISO 8601: {entry}"
     );
-    let json = run_client(
-        server.addr,
-        &["--user", "alice", "--json", "history"],
-        Some(&alice),
-        "",
-    );
+    let json = server.run_client_as("alice", &["--json", "history"]);
     let v = &json.json()[0];
     let e = &v["entries"][0];
     assert_eq!(e["at"].as_str(), Some(stamp), "{v}");
@@ -281,26 +248,14 @@ fn the_menu_edits_lines_and_recalls_earlier_answers_on_a_terminal() {
 #[test]
 fn history_lists_deposits_and_the_old_history_request_lists_transfers_only() {
     let server = Server::start(&["--opening-balance", "10"]);
-    drop(server.login("alice", true));
-    drop(server.login("bob", true));
+    server.register(&["alice", "bob"]);
     let out = server.admin(&["account", "deposit", "alice", "2.50"], "");
     assert!(out.status.success(), "{}", stderr(&out));
-    let alice = password("alice");
-    let sent = run_client(
-        server.addr,
-        &["--user", "alice", "transfer", "bob", "1.00", "--id", "d-1"],
-        Some(&alice),
-        "",
-    );
+    let sent = server.run_client_as("alice", &["transfer", "bob", "1.00", "--id", "d-1"]);
     assert_eq!(sent.code, 0, "{}", sent.stderr);
 
     // Text: the header, then newest first over two pages (a page holds two entries).
-    let text = run_client(
-        server.addr,
-        &["--user", "alice", "history"],
-        Some(&alice),
-        "",
-    );
+    let text = server.run_client_as("alice", &["history"]);
     assert_eq!(text.code, 0, "{}", text.stderr);
     let lines: Vec<&str> = text.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", text.stdout);
@@ -319,12 +274,7 @@ fn history_lists_deposits_and_the_old_history_request_lists_transfers_only() {
     }
 
     // JSON: a deposit has a kind, and neither id nor sender.
-    let json = run_client(
-        server.addr,
-        &["--user", "alice", "--json", "history"],
-        Some(&alice),
-        "",
-    );
+    let json = server.run_client_as("alice", &["--json", "history"]);
     assert_eq!(json.code, 0, "{}", json.stderr);
     let v = &json.json()[0];
     let shown: Vec<(String, String, String)> = v["entries"]
@@ -389,17 +339,8 @@ fn history_lists_deposits_and_the_old_history_request_lists_transfers_only() {
 /// that deposits are not shown, in text and in JSON.
 #[test]
 fn history_from_a_server_without_statements_says_deposits_are_not_shown() {
-    let server = Server::start(&["--opening-balance", "10"]);
-    drop(server.login("alice", true));
-    drop(server.login("bob", true));
+    let server = alice_paid_bob("o-1");
     let alice = password("alice");
-    let sent = run_client(
-        server.addr,
-        &["--user", "alice", "transfer", "bob", "1.00", "--id", "o-1"],
-        Some(&alice),
-        "",
-    );
-    assert_eq!(sent.code, 0, "{}", sent.stderr);
     let older = Proxy::start_both(
         server.addr,
         |line| line.replace("\"op\":\"statement\"", "\"op\":\"statement-unknown\""),
