@@ -169,6 +169,32 @@ pub(crate) fn stress_with(
     args: &[&str],
     extra: &[&str],
 ) -> Result<String, Error> {
+    run_stress(txsock, dir, name, args, extra, false)
+}
+
+/// [`stress`] (ARGS give `--spawn` or the server), with the stress tool's last line of
+/// error output in the error: what stopped it (e.g. an open-file limit it may not raise).
+fn stress_telling_why(
+    txsock: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> Result<String, Error> {
+    run_stress(txsock, dir, name, args, &[], true)
+}
+
+/// Runs `txsock stress ARGS EXTRA --json --report DIR/NAME.html`, keeps the JSON in
+/// `DIR/NAME.json` and returns it. The stress tool's error output goes straight to ours,
+/// or, if `tell_why`, is shown once it has finished and its last line ends the error of a
+/// failed run.
+fn run_stress(
+    txsock: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    extra: &[&str],
+    tell_why: bool,
+) -> Result<String, Error> {
     let report = dir.join(format!("{name}.html"));
     let mut command = Command::new(txsock);
     command
@@ -180,40 +206,11 @@ pub(crate) fn stress_with(
         .env_remove("TXSOCK_CONFIG")
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    let shown = display(&command);
-    println!("$ {shown}");
-    let out = command
-        .output()
-        .map_err(|e| Error::new(format!("could not start `{shown}`: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::new(format!("`{shown}` failed ({})", out.status)));
-    }
-    let json = String::from_utf8_lossy(&out.stdout).into_owned();
-    let path = dir.join(format!("{name}.json"));
-    fs::write(&path, &json).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
-    Ok(json)
-}
-
-/// [`stress`] (ARGS give `--spawn` or the server), with the stress tool's last line of
-/// error output in the error: what stopped it (e.g. an open-file limit it may not raise).
-fn stress_telling_why(
-    txsock: &Path,
-    dir: &Path,
-    name: &str,
-    args: &[&str],
-) -> Result<String, Error> {
-    let report = dir.join(format!("{name}.html"));
-    let mut command = Command::new(txsock);
-    command
-        .arg("stress")
-        .args(args)
-        .args(["--json", "--report"])
-        .arg(&report)
-        .env_remove("TXSOCK_CONFIG")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(if tell_why {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
     let shown = display(&command);
     println!("$ {shown}");
     let out = command
@@ -222,13 +219,13 @@ fn stress_telling_why(
     let errors = String::from_utf8_lossy(&out.stderr);
     eprint!("{errors}");
     if !out.status.success() {
-        let why = errors
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no error output");
+        let why = match errors.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(line) => format!(": {line}"),
+            None if tell_why => ": no error output".into(),
+            None => String::new(),
+        };
         return Err(Error::new(format!(
-            "`{shown}` failed ({}): {why}",
+            "`{shown}` failed ({}){why}",
             out.status
         )));
     }

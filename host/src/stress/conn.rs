@@ -274,14 +274,17 @@ impl Conn {
             .map_err(|e| ConnError::Io(e.to_string()))
     }
 
-    /// Flushes, then reads until the session has an event.
+    /// The next event: from the answers already read if they hold one, else after writing
+    /// everything the session has to send and reading more. Requests queued while answers
+    /// read together are handled (a pipeline refilled after each receipt) thus leave in one
+    /// write, and the answers to them arrive in few reads.
     pub async fn next_event(&mut self) -> Result<ClientEvent, ConnError> {
         loop {
             if let Some(event) = self.session.poll_event() {
                 return Ok(event);
             }
-            self.flush().await?;
             if self.start == self.end {
+                self.flush().await?;
                 let n = self
                     .stream
                     .read(&mut self.buf[..])
@@ -293,7 +296,12 @@ impl Conn {
                 self.start = 0;
                 self.end = n;
             }
-            self.start += self.session.handle_input(&self.buf[self.start..self.end]);
+            let taken = self.session.handle_input(&self.buf[self.start..self.end]);
+            self.start += taken;
+            if taken == 0 && self.start != self.end {
+                // The session takes no more until its output is written.
+                self.flush().await?;
+            }
         }
     }
 
