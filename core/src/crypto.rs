@@ -151,8 +151,8 @@ impl Keyed for MacKey {
 /// copies as on hashing these short inputs. Proven equal to [`HmacSha256`] for any key, data
 /// and split of the data (property test below).
 ///
-/// Like the `hmac` crate's state it replaces, it is not zeroized when dropped: it lives for
-/// one message, and zeroizing its 200 bytes would cost each MAC a tenth of its time.
+/// Its key states are zeroized when dropped (they are a [`MacKey`]); its message buffer is
+/// not, as the `hmac` crate's was not: it holds only the message, which is on the wire.
 pub struct MacState {
     /// The key's states; `key.inner` absorbs the message.
     key: MacKey,

@@ -364,8 +364,9 @@ fn shape(op: &str) -> Option<(u16, u16)> {
 
 /// A cursor over a request frame for the hand-written reader, [`Request::parse`]'s only
 /// path. Its rules are serde-json-core 0.6's, the parser this reader replaced and is tested
-/// against (`Request::wire_with_serde`): whitespace is space, tab, LF (CR never passes
-/// `precheck`), strings are the raw text between their quotes (a quote preceded by an odd
+/// against (`Request::wire_with_serde`): whitespace is space, tab, LF (an LF never
+/// reaches it: the framing ends a frame there, so on the wire whitespace is space and tab, as
+/// PROTOCOL.md §3 says; CR never passes `precheck`), strings are the raw text between their quotes (a quote preceded by an odd
 /// number of backslashes does not end one; escapes are never decoded), integers are
 /// `0` or a digit 1–9 followed by digits, read up to the first non-digit.
 struct Reader<'a> {
