@@ -591,8 +591,15 @@ where
                 // The client has acknowledged the refusal and the FIN: it has all it will
                 // get. Waiting for its own close would hold the one refusal socket (and
                 // leave the next client beyond the sessions unanswered) for as long as it
-                // keeps its side open, up to CLOSE_TIMEOUT.
+                // keeps its side open, up to CLOSE_TIMEOUT. It listens again at once, so
+                // the peer is forgotten without a reset: a reset could make the client's
+                // stack discard the refusal it has not read yet. Its next segment meets
+                // the listening socket and is reset then.
                 socket.abort();
+                let _ = socket.listen(self.port);
+                slot.state = SlotState::Listening;
+                slot.closing_since = None;
+                return;
             }
             recycle(socket, slot, self.port, now, &mut self.stats);
         }
@@ -701,7 +708,11 @@ fn recycle(
         socket.abort();
         stats.aborted += 1;
     }
-    if !socket.is_open() {
+    // An aborted socket keeps its peer until the interface has sent the reset; listening
+    // now would forget the peer and the reset with it, and the client would learn of the
+    // abort only from its next segment. So it listens again at the next service.
+    let reset_pending = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_some();
+    if !socket.is_open() && !reset_pending {
         // Cannot fail: the socket is closed (or in TIME-WAIT) and the port is not 0.
         let _ = socket.listen(port);
         slot.state = SlotState::Listening;
