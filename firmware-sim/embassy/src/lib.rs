@@ -270,8 +270,24 @@ impl<M: RawMutex, L: AsyncLedger, R: RngCore + CryptoRng> Server<M, L, R> {
             refuse_one(socket, peer).await;
             self.count(|s| s.refused += 1);
             on_event(Event::Refused { peer });
-            self.finish(socket).await;
+            self.finish_refusal(socket).await;
         }
+    }
+
+    /// Closes a refusal: once the client has acknowledged the error line and our FIN it has
+    /// all it will get, so the socket is freed for the next client without waiting for the
+    /// client's own close (which would hold the one refusal socket up to [`CLOSE_TIMEOUT`]).
+    /// The peer is dropped without a reset, which could make its stack discard the line it
+    /// has not read yet; its next segment meets the listening socket and is reset then.
+    async fn finish_refusal(&self, socket: &mut TcpSocket<'_>) {
+        socket.close();
+        // Waits until the line and the FIN are acknowledged; reset after CLOSE_TIMEOUT.
+        if with_timeout(CLOSE_TIMEOUT, socket.flush()).await.is_err() {
+            self.recycle(socket).await;
+            return;
+        }
+        // `accept` listens again at once, before the stack could send the reset.
+        socket.abort();
     }
 
     /// Closes `socket` gracefully: our FIN after the last output, what the peer still sends
