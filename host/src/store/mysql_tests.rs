@@ -4,6 +4,7 @@
 //! survivors (docs/TESTING.md).
 
 use super::*;
+use crate::store::conformance;
 
 fn server_error(code: u16) -> anyhow::Error {
     anyhow::Error::new(mysql::Error::MySqlError(mysql::error::MySqlError {
@@ -111,4 +112,107 @@ fn a_cluster_abort_says_so() {
         AbortedByCluster.to_string(),
         "the transaction was rolled back by the cluster (brute-force abort)"
     );
+}
+
+/// A connection of the test's own to its database, to age or empty it behind the store.
+fn raw(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).unwrap()).expect("connecting to the test database")
+}
+
+fn refusal(result: Result<MysqlStore>) -> String {
+    match result {
+        Ok(_) => panic!("the open should have been refused"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn tables(url: &str) -> Vec<String> {
+    raw(url).query("SHOW TABLES").unwrap()
+}
+
+/// Only [`Access::Create`] makes a ledger of an empty database; the other two refuse a
+/// database with no txsock schema (no version table, or an empty one) and create nothing.
+/// Needs the test server (`TXSOCK_TEST_MYSQL_URL`, as the conformance suite).
+#[test]
+fn only_create_makes_a_ledger_of_a_database_without_one() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_no_schema") else {
+        return;
+    };
+    for access in [Access::Existing, Access::ReadOnly] {
+        let e = refusal(MysqlStore::open_with(&db.url, Amount(0), access));
+        assert!(
+            e.ends_with("is not a txsock database (it has no schema_version table)"),
+            "{access:?}: {e}"
+        );
+    }
+    assert_eq!(tables(&db.url), Vec::<String>::new(), "nothing created");
+    raw(&db.url).query_drop(VERSION_TABLE).unwrap();
+    for access in [Access::Existing, Access::ReadOnly] {
+        let e = refusal(MysqlStore::open_with(&db.url, Amount(0), access));
+        assert!(
+            e.ends_with("is not a txsock database (its schema_version table is empty)"),
+            "{access:?}: {e}"
+        );
+    }
+    assert_eq!(tables(&db.url), ["schema_version"], "nothing created");
+    MysqlStore::open_with(&db.url, Amount(0), Access::Create).expect("create");
+    let mut made = tables(&db.url);
+    made.sort();
+    assert_eq!(
+        made,
+        ["journal", "meta", "refusals", "schema_version", "users"]
+    );
+}
+
+/// A ledger of a newer schema is refused by every access (read-only too: this code could
+/// misread it); the current one opens for reading, and a read-only store writes nothing.
+#[test]
+fn a_newer_schema_is_refused_by_every_access_and_read_only_writes_nothing() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_newer_schema") else {
+        return;
+    };
+    let alice = Username::parse("alice").unwrap();
+    let verifier = || {
+        let mut v = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [1; 32],
+            server_key: [2; 32],
+        };
+        v.salt.extend_from_slice(&[3; 16]).unwrap();
+        v
+    };
+    MysqlStore::open_with(&db.url, Amount(0), Access::Create)
+        .unwrap()
+        .add_user(&alice, &verifier(), Amount(700), 1)
+        .unwrap();
+    let mut reader = MysqlStore::open_with(&db.url, Amount(0), Access::ReadOnly).expect("read");
+    let users = reader.list_users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].balance, Amount(700));
+    let bob = Username::parse("bob").unwrap();
+    reader
+        .add_user(&bob, &verifier(), Amount(0), 1)
+        .expect_err("a read-only store writes nothing");
+    drop(reader);
+    let version: Option<i64> = raw(&db.url)
+        .query_first("SELECT MAX(version) FROM schema_version")
+        .unwrap();
+    assert_eq!(version, Some(SCHEMA_VERSION));
+    raw(&db.url)
+        .query_drop(format!(
+            "UPDATE schema_version SET version = {}",
+            SCHEMA_VERSION + 1
+        ))
+        .unwrap();
+    for access in [Access::Create, Access::Existing, Access::ReadOnly] {
+        let e = refusal(MysqlStore::open_with(&db.url, Amount(0), access));
+        assert!(
+            e.contains(&format!(
+                "schema version {} is newer than this txsock's ({SCHEMA_VERSION})",
+                SCHEMA_VERSION + 1
+            )),
+            "{access:?}: {e}"
+        );
+    }
 }
