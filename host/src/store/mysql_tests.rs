@@ -216,3 +216,30 @@ fn a_newer_schema_is_refused_by_every_access_and_read_only_writes_nothing() {
         );
     }
 }
+
+/// `ledger check --integrity` on MySQL: a sound ledger has no findings; a table that is
+/// gone is reported, every line of the server's answer for it (its error and the failed
+/// status) naming the database and the table, and the sound tables are not.
+#[test]
+fn integrity_reports_each_finding_and_a_sound_ledger_as_nothing() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_integrity") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    assert_eq!(store.integrity().unwrap(), Vec::<String>::new());
+    raw(&db.url).query_drop("DROP TABLE refusals").unwrap();
+    let findings = store.integrity().unwrap();
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    assert!(
+        findings[0].contains(".refusals: Error: Table '") && findings[0].ends_with("doesn't exist"),
+        "{findings:?}"
+    );
+    assert!(
+        findings[1].ends_with(".refusals: status: Operation failed"),
+        "{findings:?}"
+    );
+    for finding in &findings {
+        assert!(finding.starts_with(&store.shown), "{finding}");
+        assert!(!finding.contains(":pw@"), "no password: {finding}");
+    }
+}
