@@ -243,3 +243,38 @@ fn integrity_reports_each_finding_and_a_sound_ledger_as_nothing() {
         assert!(!finding.contains(":pw@"), "no password: {finding}");
     }
 }
+
+/// The liveness check of a Galera transaction, on a plain server (the session's table is
+/// made as `causal_reads_if_galera` makes it on a cluster node): the token a transaction
+/// wrote is found before its `COMMIT`; a token that is not there (the transaction that
+/// wrote it was rolled back under the session) is a conflict, and so is a token replaced
+/// by a newer transaction's. A plain server is no Galera node.
+#[test]
+fn a_transaction_whose_token_is_gone_is_a_conflict() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_liveness") else {
+        return;
+    };
+    let mut c = raw(&db.url);
+    assert!(
+        !causal_reads_if_galera(&mut c, false).unwrap(),
+        "no cluster"
+    );
+    c.query_drop(
+        "CREATE TEMPORARY TABLE txsock_alive (token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    )
+    .unwrap();
+    c.query_drop("SET SESSION autocommit = 0").unwrap();
+    let first = liveness_token(&mut c).unwrap();
+    check_alive(&mut c, first).expect("the token is there");
+    c.query_drop("ROLLBACK").unwrap();
+    let e = check_alive(&mut c, first).expect_err("rolled back");
+    assert_eq!(classify(&e), Failure::Conflict);
+    let second = liveness_token(&mut c).unwrap();
+    let third = liveness_token(&mut c).unwrap();
+    assert_ne!(second, third, "each transaction has its own token");
+    check_alive(&mut c, third).expect("the latest token is there");
+    let e = check_alive(&mut c, second).expect_err("replaced");
+    assert_eq!(classify(&e), Failure::Conflict);
+    let tokens: Vec<u64> = c.query("SELECT token FROM txsock_alive").unwrap();
+    assert_eq!(tokens, [third], "one token at a time");
+}
