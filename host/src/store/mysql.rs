@@ -399,7 +399,7 @@ impl MysqlStore {
             }
         };
         match version {
-            Some(v) if read_only && v > SCHEMA_VERSION => {
+            Some(v) if false /* ~ changed by cargo-mutants ~ */ => {
                 bail!("{shown}: schema version {v} is newer than this txsock's ({SCHEMA_VERSION})")
             }
             Some(_) => Ok(()),
