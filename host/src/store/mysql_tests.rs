@@ -278,3 +278,37 @@ fn a_transaction_whose_token_is_gone_is_a_conflict() {
     let tokens: Vec<u64> = c.query("SELECT token FROM txsock_alive").unwrap();
     assert_eq!(tokens, [third], "one token at a time");
 }
+
+/// `ledger check` on MySQL names journal entries whose sender or recipient is no account
+/// (counted once each), besides the money they put out of balance; a sound ledger has no
+/// problem.
+#[test]
+fn check_counts_journal_entries_of_accounts_that_do_not_exist() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_orphans") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let alice = Username::parse("alice").unwrap();
+    let mut v = Verifier {
+        salt: Default::default(),
+        iterations: 4096,
+        stored_key: [1; 32],
+        server_key: [2; 32],
+    };
+    v.salt.extend_from_slice(&[3; 16]).unwrap();
+    store.add_user(&alice, &v, Amount(500), 1).unwrap();
+    assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+    raw(&db.url)
+        .query_drop(
+            "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('transfer', 'ghost', 't1', 'alice', 1, 0, 2),
+                    ('transfer', 'alice', 't2', 'nobody', 1, 499, 3),
+                    ('deposit', NULL, NULL, 'nobody', 1, 1, 4)",
+        )
+        .unwrap();
+    let problems = store.check().unwrap().problems;
+    assert!(
+        problems.contains(&"3 journal entries name users that do not exist".to_string()),
+        "{problems:?}"
+    );
+}
