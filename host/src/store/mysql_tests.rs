@@ -312,3 +312,97 @@ fn check_counts_journal_entries_of_accounts_that_do_not_exist() {
         "{problems:?}"
     );
 }
+
+/// The connection's id, to tell a rollback on the same connection from a reconnection.
+fn connection_id(c: &mut Conn) -> Result<u64> {
+    Ok(first::<(u64,)>(c, "SELECT CONNECTION_ID()", ())?.map_or(0, |r| r.0))
+}
+
+/// The `meta` keys the retry test wrote, in order.
+fn tries(url: &str) -> Vec<String> {
+    raw(url)
+        .query("SELECT meta_key FROM meta WHERE meta_key LIKE 'try.%' ORDER BY meta_key")
+        .unwrap()
+}
+
+/// [`MysqlStore::transaction`] (migrations and the admin commands): a conflict rolls the
+/// attempt back on the same connection and runs the body again; a connection lost before
+/// `COMMIT` was sent is dropped, and the body runs again on a new one; any other failure is
+/// returned at once; a conflict that never ends is given up after [`MAX_ATTEMPTS`]
+/// attempts. Only the attempt that commits leaves its writes.
+#[test]
+fn a_transaction_retries_conflicts_and_lost_connections_and_nothing_else() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_retries") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let attempt = |c: &mut Conn, runs: &mut Vec<u64>, tag: &str| -> Result<()> {
+        runs.push(connection_id(c)?);
+        assert!(
+            runs.len() <= MAX_ATTEMPTS as usize,
+            "more attempts than allowed"
+        );
+        c.exec_drop(
+            "INSERT INTO meta (meta_key, meta_value) VALUES (?, x'00')",
+            (format!("try.{tag}.{}", runs.len()),),
+        )?;
+        Ok(())
+    };
+
+    let mut runs = Vec::new();
+    let value = store
+        .transaction(|c| {
+            attempt(c, &mut runs, "a")?;
+            if runs.len() < 3 {
+                return Err(server_error(1213).context("deadlock"));
+            }
+            Ok(runs.len())
+        })
+        .unwrap();
+    assert_eq!(value, 3);
+    assert!(
+        runs.iter().all(|id| *id == runs[0]),
+        "one connection: {runs:?}"
+    );
+    assert_eq!(tries(&db.url), ["try.a.3"]);
+
+    let mut runs = Vec::new();
+    store
+        .transaction(|c| {
+            attempt(c, &mut runs, "b")?;
+            if runs.len() < 2 {
+                let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                return Err(anyhow::Error::new(mysql::Error::IoError(lost)));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_ne!(runs[0], runs[1], "a lost connection is replaced");
+    assert_eq!(tries(&db.url), ["try.a.3", "try.b.2"]);
+
+    let mut runs = Vec::new();
+    let e = store
+        .transaction(|c| -> Result<()> {
+            attempt(c, &mut runs, "c")?;
+            Err(server_error(1064))
+        })
+        .unwrap_err();
+    assert_eq!(runs.len(), 1, "not run again");
+    assert_eq!(classify(&e), Failure::Other);
+
+    let mut runs = Vec::new();
+    let e = store
+        .transaction(|c| -> Result<()> {
+            attempt(c, &mut runs, "d")?;
+            Err(server_error(1205))
+        })
+        .unwrap_err();
+    assert_eq!(runs.len(), MAX_ATTEMPTS as usize);
+    assert_eq!(classify(&e), Failure::Conflict);
+    assert_eq!(
+        tries(&db.url),
+        ["try.a.3", "try.b.2"],
+        "nothing of the failures"
+    );
+}
