@@ -406,3 +406,49 @@ fn a_transaction_retries_conflicts_and_lost_connections_and_nothing_else() {
         "nothing of the failures"
     );
 }
+
+/// The read-back after a Galera commit ([`MysqlStore::recorded_count`]): it counts every
+/// `(sender, id)` with an outcome, committed or refused, and nothing else, also across the
+/// chunks a long list is read in.
+#[test]
+fn the_read_back_counts_every_recorded_outcome_and_nothing_else() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_read_back") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let mut conn = raw(&db.url);
+    conn.query_drop(
+        "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('transfer', 'alice', 't1', 'bob', 1, 0, 1)",
+    )
+    .unwrap();
+    conn.query_drop(
+        "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
+                 VALUES ('alice', 't2', 'bob', 9, 'insufficient_funds', 0, 2),
+                        ('bob', 't900', 'alice', 9, 'insufficient_funds', 0, 3)",
+    )
+    .unwrap();
+    let key = |from: &str, id: &str| (from.to_string(), id.to_string());
+    assert_eq!(store.recorded_count(&[]).unwrap(), 0);
+    assert_eq!(
+        store
+            .recorded_count(&[key("alice", "t1"), key("alice", "t2"), key("alice", "t3")])
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .recorded_count(&[key("bob", "t1"), key("alice", "t900")])
+            .unwrap(),
+        0,
+        "another sender's id is not this one's"
+    );
+    // More keys than one statement takes: an outcome in the first chunk and two in the last.
+    let mut keys: Vec<IdKey> = (0..LOCK_CHUNK + 10)
+        .map(|i| key("carol", &format!("x{i}")))
+        .collect();
+    keys[0] = key("alice", "t1");
+    keys[LOCK_CHUNK + 3] = key("alice", "t2");
+    keys[LOCK_CHUNK + 9] = key("bob", "t900");
+    assert_eq!(store.recorded_count(&keys).unwrap(), 3);
+}
