@@ -113,9 +113,9 @@ impl Backend for SqliteBackend {
 }
 
 /// A database of its own on the test MySQL/MariaDB server, dropped afterwards.
-struct MysqlBackend {
+pub(super) struct MysqlBackend {
     /// The test's database URL.
-    url: String,
+    pub(super) url: String,
     /// The server without a database, for creating and dropping it.
     server: ::mysql::Opts,
     db: String,
@@ -146,7 +146,8 @@ pub fn test_mysql_url() -> Option<String> {
 }
 
 impl MysqlBackend {
-    fn new(test: &str) -> Option<MysqlBackend> {
+    /// A fresh database for `test`, or `None` when MySQL tests are skipped.
+    pub(super) fn new(test: &str) -> Option<MysqlBackend> {
         let base_url = test_mysql_url()?;
         let opts = ::mysql::Opts::from_url(&base_url).expect("TXSOCK_TEST_MYSQL_URL is invalid");
         let base = opts.get_db_name().unwrap_or("txsock_test").to_string();

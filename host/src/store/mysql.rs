@@ -1418,3 +1418,7 @@ impl Store for MysqlStore {
             .collect())
     }
 }
+
+#[cfg(test)]
+#[path = "mysql_tests.rs"]
+mod unit_tests;

@@ -550,6 +550,173 @@ fn a_journal_missing_its_last_ids_is_not_migrated() {
     assert!(sql.contains("AUTOINCREMENT"), "untouched: {sql}");
 }
 
+/// A version 3 file made by hand, its journal created without `AUTOINCREMENT`, has no
+/// `sqlite_sequence` (SQLite makes that table only for an `AUTOINCREMENT` table): nothing
+/// records ids beyond its rows, so it is migrated like any other, its ids kept (it was a
+/// bare "no such table: sqlite_sequence").
+#[test]
+fn a_version_3_journal_made_without_autoincrement_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    {
+        let conn = raw(&path);
+        conn.execute_batch(VERSION_TABLE).unwrap();
+        conn.execute_batch(&MIGRATIONS[0].replace("AUTOINCREMENT", ""))
+            .unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.execute_batch(MIGRATIONS[2]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO schema_version (version) VALUES (3);
+             INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
+                 VALUES ('alice', x'03', 4096, x'01', x'02', 700, 1),
+                        ('bob', x'03', 4096, x'01', x'02', 300, 1);
+             INSERT INTO journal (kind, to_user, amount, balance_after, at_ms)
+                 VALUES ('deposit', 'alice', 1000, 1000, 1);
+             INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+                 VALUES ('transfer', 'alice', 't1', 'bob', 300, 700, 3);",
+        )
+        .unwrap();
+        let sequence: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!sequence, "the hand-made file has no sqlite_sequence");
+    }
+    let before = journal_rows(&path);
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).expect("migrate");
+    assert_eq!(version_rows(&path), [SCHEMA_VERSION]);
+    assert_eq!(journal_rows(&path), before);
+    assert_eq!(alice_pays_bob(&mut store, "t1", 300), Ok(()), "a retry");
+    assert_eq!(alice_pays_bob(&mut store, "t2", 100), Ok(()));
+    let after = journal_rows(&path);
+    assert_eq!(after.len(), 3);
+    assert!(
+        after[2].starts_with("3 transfer alice t2 bob 100 "),
+        "{after:?}"
+    );
+    assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+}
+
+/// No update changes a journal row's id, whatever name it uses for it (`seq` and the row
+/// id's three aliases), nor gives a row the (sender, transfer id) of another, which
+/// `UPDATE OR REPLACE` would resolve by deleting the other row without the delete guard.
+/// An update that changes neither still runs (the guard is about ids, not the rest).
+#[test]
+fn no_update_changes_a_journal_id_or_takes_another_rows_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    ledger_at(&path);
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
+    assert_eq!(alice_pays_bob(&mut store, "t1", 100), Ok(()));
+    assert_eq!(alice_pays_bob(&mut store, "t2", 200), Ok(()));
+    let before = journal_rows(&path);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let conn = raw(&path);
+    for (sql, refusal) in [
+        (
+            "UPDATE journal SET seq = 9 WHERE seq = 3",
+            "ids never change",
+        ),
+        (
+            "UPDATE journal SET rowid = 9 WHERE seq = 3",
+            "ids never change",
+        ),
+        (
+            "UPDATE journal SET oid = 9 WHERE seq = 3",
+            "ids never change",
+        ),
+        (
+            "UPDATE journal SET _rowid_ = 9 WHERE seq = 3",
+            "ids never change",
+        ),
+        (
+            "UPDATE OR REPLACE journal SET seq = 2 WHERE seq = 3",
+            "ids never change",
+        ),
+        (
+            "UPDATE OR REPLACE journal SET transfer_id = 't1' WHERE seq = 3",
+            "keeps every row",
+        ),
+        ("DELETE FROM journal WHERE seq = 3", "keeps every row"),
+    ] {
+        let e = conn.execute(sql, []).expect_err(sql).to_string();
+        assert!(e.contains(refusal), "{sql}: {e}");
+    }
+    assert_eq!(journal_rows(&path), before);
+    conn.execute("UPDATE journal SET at_ms = 5 WHERE seq = 3", [])
+        .expect("an update that keeps the id and the place");
+    assert!(journal_rows(&path)[2].ends_with(" 5"));
+}
+
+/// A ledger guarded by the update trigger of before (`journal_keeps_ids`, `UPDATE OF seq`
+/// only) gets today's on its next writable open, and `ledger check` says until then that
+/// today's is missing.
+#[test]
+fn the_former_id_guard_is_replaced_on_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    ledger_at(&path);
+    raw(&path)
+        .execute_batch(
+            "DROP TRIGGER journal_ids_never_change;
+             CREATE TRIGGER journal_keeps_ids BEFORE UPDATE OF seq ON journal
+             BEGIN SELECT RAISE(ABORT, 'journal ids never change'); END;",
+        )
+        .unwrap();
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::ReadOnly).unwrap();
+    let problems = store.check().unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("journal_ids_never_change is missing"),
+        "{problems:?}"
+    );
+    drop(store);
+    SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
+    let triggers: Vec<String> = {
+        let conn = raw(&path);
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    };
+    assert_eq!(triggers, ["journal_ids_never_change", "journal_keeps_rows"]);
+    let e = raw(&path)
+        .execute("UPDATE journal SET rowid = 9 WHERE seq = 1", [])
+        .expect_err("guarded");
+    assert!(e.to_string().contains("ids never change"), "{e}");
+}
+
+/// `REPLACE INTO` the journal is not stopped by a trigger (a guard on inserts would cost
+/// the ledger's hot path; see `JOURNAL_GUARDS_SQL`), but what it does to the money is found
+/// by `ledger check`: a committed transfer rewritten in place (its id taken), or deleted for
+/// a new row with its (sender, transfer id).
+#[test]
+fn check_finds_a_journal_row_replaced_by_hand() {
+    for replace in [
+        "REPLACE INTO journal (seq, kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES (2, 'transfer', 'alice', 't1', 'bob', 900, 100, 2)",
+        "INSERT OR REPLACE INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('transfer', 'alice', 't1', 'alice', 100, 900, 2)",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("txsock.db");
+        ledger_at(&path);
+        let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
+        assert_eq!(alice_pays_bob(&mut store, "t1", 100), Ok(()));
+        assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+        raw(&path).execute(replace, []).expect(replace);
+        let problems = store.check().unwrap().problems;
+        assert!(
+            problems.iter().any(|p| p.starts_with("bob: balance 1.00 but the journal gives")),
+            "{replace}: {problems:?}"
+        );
+    }
+}
+
 /// `ledger check` names a dropped guard of the journal's ids; the next writable open (the
 /// server's) creates it again.
 #[test]

@@ -1,0 +1,454 @@
+//! The MySQL store's rules that need no server: how a failed statement is handled, the
+//! pause between attempts, the sums MySQL returns as text. The store against a server is
+//! the conformance suite's (`store/conformance.rs`). Written against cargo-mutants'
+//! survivors (docs/TESTING.md).
+
+use super::*;
+use crate::store::conformance;
+
+fn server_error(code: u16) -> anyhow::Error {
+    anyhow::Error::new(mysql::Error::MySqlError(mysql::error::MySqlError {
+        state: "HY000".into(),
+        message: format!("error {code}"),
+        code,
+    }))
+}
+
+/// A lock conflict (deadlock, lock wait timeout, snapshot conflict) and a duplicate key
+/// run the batch again; a Galera node that is not ready and a broken connection reconnect;
+/// any other server error fails the request, as does an error that is no MySQL error. The
+/// cause is found however deep in the context chain it sits.
+#[test]
+fn each_failure_is_handled_as_its_kind_says() {
+    for code in [1205, 1213, 1020, 1062] {
+        assert_eq!(classify(&server_error(code)), Failure::Conflict, "{code}");
+        assert_eq!(
+            classify(&server_error(code).context("running the batch")),
+            Failure::Conflict,
+            "{code} under a context"
+        );
+    }
+    assert_eq!(classify(&server_error(1047)), Failure::Connection);
+    // Syntax, no such table, a CHECK constraint, data too long, unknown column, and the
+    // codes next to the retried ones.
+    for code in [
+        1064, 1146, 4025, 1406, 1054, 1061, 1063, 1046, 1048, 1204, 1206, 1212, 1214,
+    ] {
+        assert_eq!(classify(&server_error(code)), Failure::Other, "{code}");
+    }
+    let connection_errors = [
+        mysql::Error::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        mysql::Error::DriverError(mysql::DriverError::ConnectTimeout),
+        // (A `CodecError` cannot be made here: its type is not exported without the
+        // driver's `derive` feature.)
+    ];
+    for error in connection_errors {
+        let shown = error.to_string();
+        let error = anyhow::Error::new(error).context("committing");
+        assert_eq!(classify(&error), Failure::Connection, "{shown}");
+    }
+    assert_eq!(
+        classify(&anyhow::Error::new(AbortedByCluster).context("checking")),
+        Failure::Conflict
+    );
+    assert_eq!(
+        classify(&anyhow!("the balance of alice changed")),
+        Failure::Other
+    );
+    assert_eq!(
+        classify(
+            &anyhow::Error::new(mysql::Error::DriverError(
+                mysql::DriverError::ConnectTimeout
+            ))
+            .context(AbortedByCluster.to_string())
+        ),
+        Failure::Connection,
+        "a message is no cause"
+    );
+}
+
+/// The pause before attempt `n + 1` is 1 ms up to 2^n ms, at most 0.5 s: random within
+/// that, and reaching near its ceiling.
+#[test]
+fn the_pause_between_attempts_grows_to_half_a_second_and_stays_random() {
+    for attempt in 0..=20 {
+        let ceiling = (1u64 << attempt.min(9)).min(500);
+        let pauses: Vec<u64> = (0..300)
+            .map(|_| backoff(attempt).as_millis() as u64)
+            .collect();
+        let (low, high) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
+        assert!(*low >= 1, "attempt {attempt}: {low} ms");
+        assert!(
+            *high <= ceiling,
+            "attempt {attempt}: {high} ms over {ceiling}"
+        );
+        if ceiling >= 8 {
+            assert!(*high > ceiling / 2, "attempt {attempt}: at most {high} ms");
+            assert!(low < high, "attempt {attempt}: always {low} ms");
+        }
+    }
+    assert_eq!(backoff(0), Duration::from_millis(1));
+}
+
+/// MySQL returns sums as decimal text: a sum beyond `i64` is read exactly, no sum (an
+/// empty group) is zero, and anything that is not a number is an error that shows it.
+#[test]
+fn sums_are_read_exactly_and_garbage_is_an_error() {
+    assert_eq!(big(None).unwrap(), 0);
+    assert_eq!(big(Some("0".into())).unwrap(), 0);
+    assert_eq!(
+        big(Some("170141183460469231731687303715884105727".into())).unwrap(),
+        i128::MAX
+    );
+    assert_eq!(big(Some("-42".into())).unwrap(), -42);
+    let e = big(Some("12.5".into())).unwrap_err().to_string();
+    assert!(e.contains("\"12.5\""), "{e}");
+}
+
+/// The brute-force abort says what happened, for the log.
+#[test]
+fn a_cluster_abort_says_so() {
+    assert_eq!(
+        AbortedByCluster.to_string(),
+        "the transaction was rolled back by the cluster (brute-force abort)"
+    );
+}
+
+/// A connection of the test's own to its database, to age or empty it behind the store.
+fn raw(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).unwrap()).expect("connecting to the test database")
+}
+
+fn refusal(result: Result<MysqlStore>) -> String {
+    match result {
+        Ok(_) => panic!("the open should have been refused"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn tables(url: &str) -> Vec<String> {
+    raw(url).query("SHOW TABLES").unwrap()
+}
+
+/// Only [`Access::Create`] makes a ledger of an empty database; the other two refuse a
+/// database with no txsock schema (no version table, or an empty one) and create nothing.
+/// Needs the test server (`TXSOCK_TEST_MYSQL_URL`, as the conformance suite).
+#[test]
+fn only_create_makes_a_ledger_of_a_database_without_one() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_no_schema") else {
+        return;
+    };
+    for access in [Access::Existing, Access::ReadOnly] {
+        let e = refusal(MysqlStore::open_with(&db.url, Amount(0), access));
+        assert!(
+            e.ends_with("is not a txsock database (it has no schema_version table)"),
+            "{access:?}: {e}"
+        );
+    }
+    assert_eq!(tables(&db.url), Vec::<String>::new(), "nothing created");
+    raw(&db.url).query_drop(VERSION_TABLE).unwrap();
+    for access in [Access::Existing, Access::ReadOnly] {
+        let e = refusal(MysqlStore::open_with(&db.url, Amount(0), access));
+        assert!(
+            e.ends_with("is not a txsock database (its schema_version table is empty)"),
+            "{access:?}: {e}"
+        );
+    }
+    assert_eq!(tables(&db.url), ["schema_version"], "nothing created");
+    MysqlStore::open_with(&db.url, Amount(0), Access::Create).expect("create");
+    let mut made = tables(&db.url);
+    made.sort();
+    assert_eq!(
+        made,
+        ["journal", "meta", "refusals", "schema_version", "users"]
+    );
+}
+
+/// A ledger of a newer schema is refused by every access (read-only too: this code could
+/// misread it); the current one opens for reading, and a read-only store writes nothing.
+#[test]
+fn a_newer_schema_is_refused_by_every_access_and_read_only_writes_nothing() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_newer_schema") else {
+        return;
+    };
+    let alice = Username::parse("alice").unwrap();
+    let verifier = || {
+        let mut v = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [1; 32],
+            server_key: [2; 32],
+        };
+        v.salt.extend_from_slice(&[3; 16]).unwrap();
+        v
+    };
+    MysqlStore::open_with(&db.url, Amount(0), Access::Create)
+        .unwrap()
+        .add_user(&alice, &verifier(), Amount(700), 1)
+        .unwrap();
+    let mut reader = MysqlStore::open_with(&db.url, Amount(0), Access::ReadOnly).expect("read");
+    let users = reader.list_users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].balance, Amount(700));
+    let bob = Username::parse("bob").unwrap();
+    reader
+        .add_user(&bob, &verifier(), Amount(0), 1)
+        .expect_err("a read-only store writes nothing");
+    drop(reader);
+    let version: Option<i64> = raw(&db.url)
+        .query_first("SELECT MAX(version) FROM schema_version")
+        .unwrap();
+    assert_eq!(version, Some(SCHEMA_VERSION));
+    raw(&db.url)
+        .query_drop(format!(
+            "UPDATE schema_version SET version = {}",
+            SCHEMA_VERSION + 1
+        ))
+        .unwrap();
+    for access in [Access::Create, Access::Existing, Access::ReadOnly] {
+        let e = refusal(MysqlStore::open_with(&db.url, Amount(0), access));
+        assert!(
+            e.contains(&format!(
+                "schema version {} is newer than this txsock's ({SCHEMA_VERSION})",
+                SCHEMA_VERSION + 1
+            )),
+            "{access:?}: {e}"
+        );
+    }
+}
+
+/// `ledger check --integrity` on MySQL: a sound ledger has no findings; a table that is
+/// gone is reported, every line of the server's answer for it (its error and the failed
+/// status) naming the database and the table, and the sound tables are not.
+#[test]
+fn integrity_reports_each_finding_and_a_sound_ledger_as_nothing() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_integrity") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    assert_eq!(store.integrity().unwrap(), Vec::<String>::new());
+    raw(&db.url).query_drop("DROP TABLE refusals").unwrap();
+    let findings = store.integrity().unwrap();
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    assert!(
+        findings[0].contains(".refusals: Error: Table '") && findings[0].ends_with("doesn't exist"),
+        "{findings:?}"
+    );
+    assert!(
+        findings[1].ends_with(".refusals: status: Operation failed"),
+        "{findings:?}"
+    );
+    for finding in &findings {
+        assert!(finding.starts_with(&store.shown), "{finding}");
+        assert!(!finding.contains(":pw@"), "no password: {finding}");
+    }
+}
+
+/// The liveness check of a Galera transaction, on a plain server (the session's table is
+/// made as `causal_reads_if_galera` makes it on a cluster node): the token a transaction
+/// wrote is found before its `COMMIT`; a token that is not there (the transaction that
+/// wrote it was rolled back under the session) is a conflict, and so is a token replaced
+/// by a newer transaction's. A plain server is no Galera node.
+#[test]
+fn a_transaction_whose_token_is_gone_is_a_conflict() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_liveness") else {
+        return;
+    };
+    let mut c = raw(&db.url);
+    assert!(
+        !causal_reads_if_galera(&mut c, false).unwrap(),
+        "no cluster"
+    );
+    c.query_drop(
+        "CREATE TEMPORARY TABLE txsock_alive (token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    )
+    .unwrap();
+    c.query_drop("SET SESSION autocommit = 0").unwrap();
+    let first = liveness_token(&mut c).unwrap();
+    check_alive(&mut c, first).expect("the token is there");
+    c.query_drop("ROLLBACK").unwrap();
+    let e = check_alive(&mut c, first).expect_err("rolled back");
+    assert_eq!(classify(&e), Failure::Conflict);
+    let second = liveness_token(&mut c).unwrap();
+    let third = liveness_token(&mut c).unwrap();
+    assert_ne!(second, third, "each transaction has its own token");
+    check_alive(&mut c, third).expect("the latest token is there");
+    let e = check_alive(&mut c, second).expect_err("replaced");
+    assert_eq!(classify(&e), Failure::Conflict);
+    let tokens: Vec<u64> = c.query("SELECT token FROM txsock_alive").unwrap();
+    assert_eq!(tokens, [third], "one token at a time");
+}
+
+/// `ledger check` on MySQL names journal entries whose sender or recipient is no account
+/// (counted once each), besides the money they put out of balance; a sound ledger has no
+/// problem.
+#[test]
+fn check_counts_journal_entries_of_accounts_that_do_not_exist() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_orphans") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let alice = Username::parse("alice").unwrap();
+    let mut v = Verifier {
+        salt: Default::default(),
+        iterations: 4096,
+        stored_key: [1; 32],
+        server_key: [2; 32],
+    };
+    v.salt.extend_from_slice(&[3; 16]).unwrap();
+    store.add_user(&alice, &v, Amount(500), 1).unwrap();
+    assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+    raw(&db.url)
+        .query_drop(
+            "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('transfer', 'ghost', 't1', 'alice', 1, 0, 2),
+                    ('transfer', 'alice', 't2', 'nobody', 1, 499, 3),
+                    ('deposit', NULL, NULL, 'nobody', 1, 1, 4)",
+        )
+        .unwrap();
+    let problems = store.check().unwrap().problems;
+    assert!(
+        problems.contains(&"3 journal entries name users that do not exist".to_string()),
+        "{problems:?}"
+    );
+}
+
+/// The connection's id, to tell a rollback on the same connection from a reconnection.
+fn connection_id(c: &mut Conn) -> Result<u64> {
+    Ok(first::<(u64,)>(c, "SELECT CONNECTION_ID()", ())?.map_or(0, |r| r.0))
+}
+
+/// The `meta` keys the retry test wrote, in order.
+fn tries(url: &str) -> Vec<String> {
+    raw(url)
+        .query("SELECT meta_key FROM meta WHERE meta_key LIKE 'try.%' ORDER BY meta_key")
+        .unwrap()
+}
+
+/// [`MysqlStore::transaction`] (migrations and the admin commands): a conflict rolls the
+/// attempt back on the same connection and runs the body again; a connection lost before
+/// `COMMIT` was sent is dropped, and the body runs again on a new one; any other failure is
+/// returned at once; a conflict that never ends is given up after [`MAX_ATTEMPTS`]
+/// attempts. Only the attempt that commits leaves its writes.
+#[test]
+fn a_transaction_retries_conflicts_and_lost_connections_and_nothing_else() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_retries") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let attempt = |c: &mut Conn, runs: &mut Vec<u64>, tag: &str| -> Result<()> {
+        runs.push(connection_id(c)?);
+        assert!(
+            runs.len() <= MAX_ATTEMPTS as usize,
+            "more attempts than allowed"
+        );
+        c.exec_drop(
+            "INSERT INTO meta (meta_key, meta_value) VALUES (?, x'00')",
+            (format!("try.{tag}.{}", runs.len()),),
+        )?;
+        Ok(())
+    };
+
+    let mut runs = Vec::new();
+    let value = store
+        .transaction(|c| {
+            attempt(c, &mut runs, "a")?;
+            if runs.len() < 3 {
+                return Err(server_error(1213).context("deadlock"));
+            }
+            Ok(runs.len())
+        })
+        .unwrap();
+    assert_eq!(value, 3);
+    assert!(
+        runs.iter().all(|id| *id == runs[0]),
+        "one connection: {runs:?}"
+    );
+    assert_eq!(tries(&db.url), ["try.a.3"]);
+
+    let mut runs = Vec::new();
+    store
+        .transaction(|c| {
+            attempt(c, &mut runs, "b")?;
+            if runs.len() < 2 {
+                let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                return Err(anyhow::Error::new(mysql::Error::IoError(lost)));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_ne!(runs[0], runs[1], "a lost connection is replaced");
+    assert_eq!(tries(&db.url), ["try.a.3", "try.b.2"]);
+
+    let mut runs = Vec::new();
+    let e = store
+        .transaction(|c| -> Result<()> {
+            attempt(c, &mut runs, "c")?;
+            Err(server_error(1064))
+        })
+        .unwrap_err();
+    assert_eq!(runs.len(), 1, "not run again");
+    assert_eq!(classify(&e), Failure::Other);
+
+    let mut runs = Vec::new();
+    let e = store
+        .transaction(|c| -> Result<()> {
+            attempt(c, &mut runs, "d")?;
+            Err(server_error(1205))
+        })
+        .unwrap_err();
+    assert_eq!(runs.len(), MAX_ATTEMPTS as usize);
+    assert_eq!(classify(&e), Failure::Conflict);
+    assert_eq!(
+        tries(&db.url),
+        ["try.a.3", "try.b.2"],
+        "nothing of the failures"
+    );
+}
+
+/// The read-back after a Galera commit ([`MysqlStore::recorded_count`]): it counts every
+/// `(sender, id)` with an outcome, committed or refused, and nothing else, also across the
+/// chunks a long list is read in.
+#[test]
+fn the_read_back_counts_every_recorded_outcome_and_nothing_else() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_read_back") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let mut conn = raw(&db.url);
+    conn.query_drop(
+        "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('transfer', 'alice', 't1', 'bob', 1, 0, 1)",
+    )
+    .unwrap();
+    conn.query_drop(
+        "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
+                 VALUES ('alice', 't2', 'bob', 9, 'insufficient_funds', 0, 2),
+                        ('bob', 't900', 'alice', 9, 'insufficient_funds', 0, 3)",
+    )
+    .unwrap();
+    let key = |from: &str, id: &str| (from.to_string(), id.to_string());
+    assert_eq!(store.recorded_count(&[]).unwrap(), 0);
+    assert_eq!(
+        store
+            .recorded_count(&[key("alice", "t1"), key("alice", "t2"), key("alice", "t3")])
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .recorded_count(&[key("bob", "t1"), key("alice", "t900")])
+            .unwrap(),
+        0,
+        "another sender's id is not this one's"
+    );
+    // More keys than one statement takes: an outcome in the first chunk and two in the last.
+    let mut keys: Vec<IdKey> = (0..LOCK_CHUNK + 10)
+        .map(|i| key("carol", &format!("x{i}")))
+        .collect();
+    keys[0] = key("alice", "t1");
+    keys[LOCK_CHUNK + 3] = key("alice", "t2");
+    keys[LOCK_CHUNK + 9] = key("bob", "t900");
+    assert_eq!(store.recorded_count(&keys).unwrap(), 3);
+}
