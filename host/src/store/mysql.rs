@@ -964,10 +964,7 @@ fn transfers(
     // One `(from_user, transfer_id) IN (…)` list of exact pairs, which InnoDB reads as one
     // unique-key lookup each (separate `from_user IN` and `transfer_id IN` lists made it
     // look up every sender with every id: 32 × 128 ranges for a commit of 32 busy clients).
-    let mut keys: Vec<(&str, &str)> = moves
-        .iter()
-        .map(|m| (m.0.as_str(), m.1.as_str()))
-        .collect();
+    let mut keys: Vec<(&str, &str)> = moves.iter().map(|m| (m.0.as_str(), m.1.as_str())).collect();
     keys.sort_unstable();
     keys.dedup();
     let mut rows: Vec<OutcomeRow> = Vec::new();
