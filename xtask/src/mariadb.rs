@@ -144,6 +144,10 @@ impl MariaDb {
             .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", error_log.display()))
             .args(["--max-connections=1000", "--skip-name-resolve"])
+            // The durability contract, spelled out rather than left to the defaults: the
+            // redo log is flushed at every COMMIT, and there is no binary log (a single
+            // server needs none; README "Recommended MariaDB settings").
+            .args(["--innodb-flush-log-at-trx-commit=1", "--skip-log-bin"])
             .args(as_root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

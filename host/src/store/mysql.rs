@@ -88,6 +88,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::{FromRow, Queryable};
 use mysql::{Conn, Opts, OptsBuilder, Params, Row, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 use txsock_core::auth::Verifier;
 use txsock_core::ledger::{
@@ -192,6 +193,10 @@ const SENDER_MARKER: &str = "sender.";
 
 /// Most names one locking statement lists; larger lock sets take several, in order.
 const LOCK_CHUNK: usize = 256;
+
+/// Most rows one multi-row insert writes (a power of two): a commit of up to this many
+/// transfers writes its journal with at most 1 + log2 of it statements, usually 2 or 3.
+const INSERT_CHUNK: usize = 256;
 
 /// A MySQL or MariaDB database.
 pub struct MysqlStore {
@@ -552,7 +557,8 @@ impl MysqlStore {
             committed.truncate(first_committed);
             recorded.clear();
             // First statement of the transaction: see the module documentation.
-            lock_users(c, names)?;
+            let mut balances = Balances::new();
+            lock_users(c, names, &mut balances)?;
             let mut replies = Vec::with_capacity(batch.len());
             let mut rest = batch;
             while let Some(((request, _), after)) = rest.split_first() {
@@ -561,7 +567,14 @@ impl MysqlStore {
                     .take_while(|(r, _)| matches!(r, LedgerRequest::Transfer { .. }))
                     .count();
                 if run > 0 {
-                    replies.extend(transfers(c, &rest[..run], committed, galera, recorded)?);
+                    replies.extend(transfers(
+                        c,
+                        &rest[..run],
+                        &mut balances,
+                        committed,
+                        galera,
+                        recorded,
+                    )?);
                     rest = &rest[run..];
                     continue;
                 }
@@ -675,17 +688,23 @@ fn lock_set(batch: &[(LedgerRequest, Instant)]) -> Vec<&str> {
     names
 }
 
-/// Locks the rows of `names` (sorted) in that order.
-fn lock_users(c: &mut Conn, names: &[&str]) -> Result<()> {
+/// Balances by user name, as they stand in the running transaction.
+type Balances = HashMap<String, i64>;
+
+/// Locks the rows of `names` (sorted) in that order, and adds the balances read under
+/// those locks to `balances` (users that do not exist are absent).
+fn lock_users(c: &mut Conn, names: &[&str], balances: &mut Balances) -> Result<()> {
     for chunk in names.chunks(LOCK_CHUNK) {
         let (values, marks) = padded(chunk);
-        c.exec_drop(
-            format!(
-                "SELECT name FROM users FORCE INDEX (PRIMARY) WHERE name IN ({marks}) \
+        let rows: Vec<(String, i64)> = all(
+            c,
+            &format!(
+                "SELECT name, balance FROM users FORCE INDEX (PRIMARY) WHERE name IN ({marks}) \
                  ORDER BY name FOR UPDATE"
             ),
             Params::Positional(values.into_iter().map(Value::from).collect()),
         )?;
+        balances.extend(rows);
     }
     Ok(())
 }
@@ -806,6 +825,50 @@ fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
     (padded, marks)
 }
 
+/// Writes each `(name, old, new)` balance of `changed` (names sorted, without repeats) as
+/// one compare-and-set per chunk of [`LOCK_CHUNK`] users:
+/// `UPDATE users SET balance = CASE name WHEN n THEN new … END
+///  WHERE name IN (…) AND balance = CASE name WHEN n THEN old … END`,
+/// padded to a power of two by repeating the last user (the first `WHEN` that matches
+/// decides, so a repeat changes nothing). Fails unless every user's row matched, i.e. had
+/// the balance read under this transaction's lock.
+fn update_balances(c: &mut Conn, changed: &[(&str, i64, i64)]) -> Result<()> {
+    for chunk in changed.chunks(LOCK_CHUNK) {
+        let Some(&last) = chunk.last() else {
+            continue;
+        };
+        let mut rows = chunk.to_vec();
+        rows.resize(chunk.len().next_power_of_two(), last);
+        let cases = vec!["WHEN ? THEN ?"; rows.len()].join(" ");
+        let marks = vec!["?"; rows.len()].join(", ");
+        let mut params: Vec<Value> = Vec::with_capacity(5 * rows.len());
+        params.extend(
+            rows.iter()
+                .flat_map(|&(name, _, new)| [Value::from(name), Value::from(new)]),
+        );
+        params.extend(rows.iter().map(|&(name, _, _)| Value::from(name)));
+        params.extend(
+            rows.iter()
+                .flat_map(|&(name, old, _)| [Value::from(name), Value::from(old)]),
+        );
+        c.exec_drop(
+            format!(
+                "UPDATE users FORCE INDEX (PRIMARY) SET balance = CASE name {cases} END \
+                 WHERE name IN ({marks}) AND balance = CASE name {cases} END"
+            ),
+            Params::Positional(params),
+        )?;
+        if c.affected_rows() != chunk.len() as u64 {
+            bail!(
+                "{} of {} balances changed under this transaction's lock",
+                chunk.len() as u64 - c.affected_rows().min(chunk.len() as u64),
+                chunk.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `(from_user, transfer_id)`.
 type IdKey = (String, String);
 
@@ -816,7 +879,7 @@ type OutcomeRow = (String, String, String, i64, i64, Option<String>);
 type Recorded = (String, i64, i64, Option<String>);
 
 /// Inserts `rows` (each `width` values) into `table (columns)` with a few multi-row
-/// statements whose sizes are powers of two (at most 64 rows each).
+/// statements whose sizes are powers of two (at most [`INSERT_CHUNK`] rows each).
 fn insert_rows(
     c: &mut Conn,
     table_columns: &str,
@@ -827,8 +890,8 @@ fn insert_rows(
     let one = format!("({prefix}{})", vec!["?"; width].join(", "));
     let mut rest = rows;
     while !rest.is_empty() {
-        let n = if rest.len() >= 64 {
-            64
+        let n = if rest.len() >= INSERT_CHUNK {
+            INSERT_CHUNK
         } else {
             1 << (usize::BITS - 1 - rest.len().leading_zeros())
         };
@@ -857,6 +920,7 @@ fn insert_rows(
 fn transfers(
     c: &mut Conn,
     run: &[(LedgerRequest, Instant)],
+    balances: &mut Balances,
     committed: &mut Vec<Committed>,
     galera: bool,
     new_outcomes: &mut Vec<IdKey>,
@@ -880,53 +944,58 @@ fn transfers(
         .collect();
     names.sort_unstable();
     names.dedup();
-    let mut balances: std::collections::HashMap<String, i64> = Default::default();
-    for chunk in names.chunks(LOCK_CHUNK) {
-        let (values, marks) = padded(chunk);
-        let rows: Vec<(String, i64)> = all(
-            c,
-            &format!(
-                "SELECT name, balance FROM users FORCE INDEX (PRIMARY) WHERE name IN ({marks}) \
-                 ORDER BY name FOR UPDATE"
-            ),
-            Params::Positional(values.into_iter().map(Value::from).collect()),
-        )?;
-        balances.extend(rows);
+    // The batch's first statement locked and read every user its transfers name; a user
+    // not read then (registered by an earlier request of this batch, or absent) is read now.
+    let unread: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !balances.contains_key(*name))
+        .collect();
+    if !unread.is_empty() {
+        lock_users(c, &unread, balances)?;
     }
-    let before = balances.clone();
+    let before: Balances = names
+        .iter()
+        .filter_map(|name| Some((name.to_string(), *balances.get(*name)?)))
+        .collect();
 
     // Earlier outcomes. A plain read is exact here: only a holder of the sender's row lock,
     // which this transaction has, records an outcome for the sender's ids (module docs).
-    let mut senders: Vec<&str> = moves.iter().map(|m| m.0.as_str()).collect();
-    senders.sort_unstable();
-    senders.dedup();
-    let mut ids: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let width = senders.len().max(ids.len()).next_power_of_two();
-    let pad = |v: &mut Vec<&str>| {
-        let last = v[v.len() - 1];
-        v.resize(width, last);
-    };
-    pad(&mut senders);
-    pad(&mut ids);
-    let marks = vec!["?"; width].join(", ");
-    let mut params: Vec<Value> = Vec::with_capacity(4 * width);
-    for _ in 0..2 {
-        params.extend(senders.iter().chain(&ids).map(|v| Value::from(*v)));
+    // One `(from_user, transfer_id) IN (…)` list of exact pairs, which InnoDB reads as one
+    // unique-key lookup each (separate `from_user IN` and `transfer_id IN` lists made it
+    // look up every sender with every id: 32 × 128 ranges for a commit of 32 busy clients).
+    let mut keys: Vec<(&str, &str)> = moves.iter().map(|m| (m.0.as_str(), m.1.as_str())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut rows: Vec<OutcomeRow> = Vec::new();
+    for chunk in keys.chunks(LOCK_CHUNK) {
+        let Some(&last) = chunk.last() else {
+            continue;
+        };
+        let mut pairs = chunk.to_vec();
+        pairs.resize(chunk.len().next_power_of_two(), last);
+        let marks = vec!["(?, ?)"; pairs.len()].join(", ");
+        let mut params: Vec<Value> = Vec::with_capacity(4 * pairs.len());
+        for _ in 0..2 {
+            params.extend(
+                pairs
+                    .iter()
+                    .flat_map(|&(from, id)| [Value::from(from), Value::from(id)]),
+            );
+        }
+        rows.extend(all::<OutcomeRow>(
+            c,
+            &format!(
+                "SELECT from_user, transfer_id, to_user, amount, balance_after, NULL FROM journal
+                 WHERE (from_user, transfer_id) IN ({marks})
+                 UNION ALL
+                 SELECT from_user, transfer_id, to_user, amount, balance_at, code FROM refusals
+                 WHERE (from_user, transfer_id) IN ({marks})"
+            ),
+            Params::Positional(params),
+        )?);
     }
-    let rows: Vec<OutcomeRow> = all(
-        c,
-        &format!(
-            "SELECT from_user, transfer_id, to_user, amount, balance_after, NULL FROM journal
-             WHERE from_user IN ({marks}) AND transfer_id IN ({marks})
-             UNION ALL
-             SELECT from_user, transfer_id, to_user, amount, balance_at, code FROM refusals
-             WHERE from_user IN ({marks}) AND transfer_id IN ({marks})"
-        ),
-        Params::Positional(params),
-    )?;
-    let mut outcomes: std::collections::HashMap<IdKey, Recorded> = rows
+    let mut outcomes: HashMap<IdKey, Recorded> = rows
         .into_iter()
         .map(|(from, id, to, amount, balance, code)| ((from, id), (to, amount, balance, code)))
         .collect();
@@ -999,6 +1068,7 @@ fn transfers(
 
     // Compare-and-set on rows this transaction holds locked: a mismatch would mean the lock
     // did not hold, and fails the batch rather than overwrite someone else's update.
+    let mut changed: Vec<(&str, i64, i64)> = Vec::new();
     for name in &names {
         let (Some(&old), Some(&new)) = (before.get(*name), balances.get(*name)) else {
             continue;
@@ -1009,14 +1079,9 @@ fn transfers(
         if new < 0 {
             bail!("balance of {name} would go negative");
         }
-        c.exec_drop(
-            "UPDATE users SET balance = ? WHERE name = ? AND balance = ?",
-            (new, *name, old),
-        )?;
-        if c.affected_rows() != 1 {
-            bail!("the balance of {name} changed under this transaction's lock");
-        }
+        changed.push((name, old, new));
     }
+    update_balances(c, &changed)?;
     insert_rows(
         c,
         "journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)",
