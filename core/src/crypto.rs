@@ -167,10 +167,18 @@ pub struct MacState {
 impl MacState {
     /// Appends `data` to the message.
     #[inline]
-    pub fn update(&mut self, mut data: &[u8]) {
-        if !cfg!(feature = "fast-request") {
-            return self.update_bytewise(data);
+    pub fn update(&mut self, data: &[u8]) {
+        if cfg!(feature = "fast-request") {
+            self.update_fast(data)
+        } else {
+            self.update_bytewise(data)
         }
+    }
+
+    /// [`update`](Self::update) a block at a time, copying only a partial block.
+    #[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
+    #[inline]
+    fn update_fast(&mut self, mut data: &[u8]) {
         if self.fill > 0 {
             let take = data.len().min(BLOCK - self.fill);
             let (head, rest) = data.split_at(take);
@@ -219,39 +227,63 @@ impl MacState {
         self.finish_in_place()
     }
 
-    /// SHA-256's padding through [`update_bytewise`](Self::update_bytewise) (the device
-    /// images' smaller code): `0x80`, zeros up to 8 bytes before a block's end, the length in
-    /// bits. Returns the inner hash state.
-    #[cfg_attr(feature = "fast-request", allow(dead_code))]
-    fn pad_bytewise(&mut self, bits: u64) -> [u32; 8] {
-        self.update_bytewise(&[0x80]);
-        while self.fill != BLOCK - 8 {
-            self.update_bytewise(&[0]);
-        }
-        self.update_bytewise(&bits.to_be_bytes());
-        self.key.inner
+    /// The message's length in bits, as SHA-256's padding ends with it (the key block
+    /// counted).
+    fn bits(&self) -> u64 {
+        (self.blocks * BLOCK as u64 + self.fill as u64) * 8
     }
 
-    /// The tag, the state left used up (finishing through `&mut` spares the callers a copy
-    /// of the state): SHA-256's padding ends the inner hash, which the outer state then
-    /// hashes.
-    pub(crate) fn finish_in_place(&mut self) -> Tag {
-        let bits = (self.blocks * BLOCK as u64 + self.fill as u64) * 8;
-        let inner = if cfg!(feature = "fast-request") {
-            let fill = self.fill;
-            let mut inner = self.key.inner;
-            self.block[fill] = 0x80;
-            self.block[fill + 1..].fill(0);
-            if fill + 1 > BLOCK - 8 {
-                compress(&mut inner, &self.block);
-                self.block.fill(0);
-            }
+    /// The inner hash: the message so far with SHA-256's padding (`0x80`, zeros up to 8
+    /// bytes before a block's end, the length in bits). Writes the padding after the
+    /// message in `block` and leaves the message, `fill`, `blocks` and the inner state as
+    /// they were, so finishing again gives the same hash.
+    #[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
+    #[inline]
+    fn inner_fast(&mut self) -> [u32; 8] {
+        let (fill, bits) = (self.fill, self.bits());
+        let mut inner = self.key.inner;
+        self.block[fill] = 0x80;
+        self.block[fill + 1..].fill(0);
+        if fill + 1 > BLOCK - 8 {
+            // No room for the length: it goes in a block of its own.
+            compress(&mut inner, &self.block);
+            let mut last = [0u8; BLOCK];
+            last[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
+            compress(&mut inner, &last);
+        } else {
             self.block[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
             compress(&mut inner, &self.block);
-            inner
-        } else {
-            self.pad_bytewise(bits)
+        }
+        inner
+    }
+
+    /// [`inner_fast`](Self::inner_fast) through [`update_bytewise`](Self::update_bytewise)
+    /// (the device images' smaller code), on a copy of the state, which is left as it was.
+    #[cfg_attr(feature = "fast-request", allow(dead_code))]
+    fn inner_bytewise(&self) -> [u32; 8] {
+        let bits = self.bits();
+        let mut padded = MacState {
+            key: self.key.clone(),
+            block: self.block,
+            fill: self.fill,
+            blocks: self.blocks,
         };
+        padded.update_bytewise(&[0x80]);
+        // Zeros up to 8 bytes before a block's end: fewer than a block of them. Bounded, so
+        // that a fault in `update_bytewise` gives a wrong tag, never an endless loop.
+        for _ in 0..BLOCK {
+            if padded.fill == BLOCK - 8 {
+                break;
+            }
+            padded.update_bytewise(&[0]);
+        }
+        padded.update_bytewise(&bits.to_be_bytes());
+        padded.key.inner
+    }
+
+    /// The tag from the inner hash: the outer state hashes it.
+    #[inline]
+    fn outer(&self, inner: [u32; 8]) -> Tag {
         // The outer message: the key block, then the 32-byte inner hash.
         let mut block = [0u8; BLOCK];
         for (out, word) in block.chunks_exact_mut(4).zip(inner) {
@@ -266,6 +298,18 @@ impl MacState {
             out.copy_from_slice(&word.to_be_bytes());
         }
         Tag(tag)
+    }
+
+    /// The tag, through `&mut` (which spares the callers a copy of the state). Finishing
+    /// changes nothing the tag depends on: finishing twice gives the same tag (tested), so a
+    /// state finished in place cannot give a wrong one.
+    pub(crate) fn finish_in_place(&mut self) -> Tag {
+        let inner = if cfg!(feature = "fast-request") {
+            self.inner_fast()
+        } else {
+            self.inner_bytewise()
+        };
+        self.outer(inner)
     }
 }
 
@@ -420,75 +464,139 @@ mod tests {
         drop(m);
     }
 
+    /// The `hmac` crate's HMAC-SHA256 of `data` under `key`, called directly: the oracle the
+    /// hand-written [`MacState`] is held to (independent of this module's own wrappers).
+    fn oracle(key: &[u8; TAG_LEN], data: &[u8]) -> [u8; TAG_LEN] {
+        let mut m = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).unwrap();
+        hmac::Mac::update(&mut m, data);
+        hmac::Mac::finalize(m).into_bytes().into()
+    }
+
+    /// The two builds of [`MacState`]: the host's (`fast-request`) and the device images'
+    /// (byte at a time, the smaller code). Both are compiled into the tests, whichever
+    /// features are on, so each is checked against the oracle here.
+    #[derive(Debug, Clone, Copy)]
+    enum Path {
+        Fast,
+        Bytewise,
+    }
+
+    impl Path {
+        fn update(self, state: &mut MacState, data: &[u8]) {
+            match self {
+                Path::Fast => state.update_fast(data),
+                Path::Bytewise => state.update_bytewise(data),
+            }
+        }
+
+        fn finish(self, state: &mut MacState) -> Tag {
+            let inner = match self {
+                Path::Fast => state.inner_fast(),
+                Path::Bytewise => state.inner_bytewise(),
+            };
+            state.outer(inner)
+        }
+
+        /// The tag of `data` fed in the pieces `cuts` makes (offsets, any order, any size).
+        fn tag(self, key: &[u8; TAG_LEN], data: &[u8], cuts: &[usize]) -> Tag {
+            let mut state = MacKey::new(&Key::from_bytes(*key)).mac();
+            let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+            cuts.push(data.len());
+            cuts.sort();
+            let mut at = 0;
+            for cut in cuts {
+                self.update(&mut state, &data[at..cut]);
+                at = cut;
+            }
+            self.finish(&mut state)
+        }
+    }
+
+    const PATHS: [Path; 2] = [Path::Fast, Path::Bytewise];
+
+    /// Message lengths at every SHA-256 padding edge: the length field fits in the last
+    /// block (up to 55 bytes past a block boundary) or needs one more (56 to 63), with the
+    /// key block counted before the message.
+    const EDGES: [usize; 16] = [
+        0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 183, 200,
+    ];
+
     proptest::proptest! {
         /// `MacState` is HMAC-SHA256 for any key, any data (lengths around every padding
-        /// edge) and any split of the data into updates.
+        /// edge) and any split of the data into updates, in both builds.
         #[test]
         fn mac_state_is_hmac_sha256(
             key in proptest::prelude::any::<[u8; TAG_LEN]>(),
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
             cuts in proptest::collection::vec(0usize..300, 0..6),
         ) {
-            let mut state = MacKey::new(&Key::from_bytes(key)).mac();
-            let mut cuts = cuts;
-            cuts.push(data.len());
-            cuts.sort();
-            let mut at = 0;
-            for cut in cuts {
-                let cut = cut.min(data.len());
-                state.update(&data[at..cut.max(at)]);
-                at = cut.max(at);
+            for path in PATHS {
+                proptest::prop_assert!(
+                    path.tag(&key, &data, &cuts).ct_eq(&oracle(&key, &data)),
+                    "{:?}", path
+                );
             }
-            proptest::prop_assert!(state.finish().ct_eq(&hmac_sha256(&key, &data)));
         }
     }
 
+    /// Both builds at every padding edge, fed whole, in thirds and a byte at a time, with a
+    /// key and data of distinct bytes (so that a byte lost, repeated or misplaced shows).
     #[test]
-    fn bytewise_path_is_hmac_sha256() {
-        // The device images' path (without `fast-request`), checked here on the host.
-        let key = [0x0b; TAG_LEN];
-        for len in [
-            0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 200,
-        ] {
-            let data = vec![0x5au8; len];
-            let mut state = MacKey::new(&Key::from_bytes(key)).mac();
-            state.update_bytewise(&data[..len / 3]);
-            state.update_bytewise(&data[len / 3..]);
-            let bits = (state.blocks * BLOCK as u64 + state.fill as u64) * 8;
-            let inner = state.pad_bytewise(bits);
-            let mut want = MacKey::new(&Key::from_bytes(key)).mac();
-            want.update(&data);
-            let want_bits = (want.blocks * BLOCK as u64 + want.fill as u64) * 8;
-            assert_eq!(bits, want_bits, "{len} bytes");
-            let _ = want.finish();
-            // The padded inner state is the one the fast path hashes: compare the tags.
-            let mut fast = MacKey::new(&Key::from_bytes(key)).mac();
-            fast.update(&data);
-            let mut fast_inner = fast.key.inner;
-            let fill = fast.fill;
-            fast.block[fill] = 0x80;
-            fast.block[fill + 1..].fill(0);
-            if fill + 1 > BLOCK - 8 {
-                compress(&mut fast_inner, &fast.block);
-                fast.block.fill(0);
+    fn both_builds_at_padding_edges() {
+        let key: [u8; TAG_LEN] = core::array::from_fn(|i| 0x40 + i as u8);
+        for len in EDGES {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let want = oracle(&key, &data);
+            let bytes: Vec<usize> = (1..len).collect();
+            for path in PATHS {
+                for cuts in [&[][..], &[len / 3, 2 * len / 3], &bytes] {
+                    assert!(
+                        path.tag(&key, &data, cuts).ct_eq(&want),
+                        "{path:?}, {len} bytes in {} pieces",
+                        cuts.len() + 1
+                    );
+                }
             }
-            fast.block[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
-            compress(&mut fast_inner, &fast.block);
-            assert_eq!(inner, fast_inner, "{len} bytes");
         }
     }
 
+    /// The public API (the build this crate was compiled with) at the padding edges.
     #[test]
     fn mac_state_at_padding_edges() {
         let key = [0x0b; TAG_LEN];
-        for len in [0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129] {
+        for len in EDGES {
             let data = vec![0xa5u8; len];
             let mut state = MacKey::new(&Key::from_bytes(key)).mac();
             state.update(&data);
-            assert!(
-                state.finish().ct_eq(&hmac_sha256(&key, &data)),
-                "{len} bytes"
-            );
+            assert!(state.finish().ct_eq(&oracle(&key, &data)), "{len} bytes");
+        }
+    }
+
+    /// Finishing in place leaves nothing the tag depends on changed: finishing again, in
+    /// either build, gives the same (right) tag, and so does going on with the message.
+    #[test]
+    fn finishing_in_place_twice_gives_the_same_tag() {
+        let key = [0x0b; TAG_LEN];
+        for len in EDGES {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            for path in PATHS {
+                let mut state = MacKey::new(&Key::from_bytes(key)).mac();
+                path.update(&mut state, &data);
+                for round in 0..3 {
+                    assert!(
+                        path.finish(&mut state).ct_eq(&oracle(&key, &data)),
+                        "{path:?}, {len} bytes, finish {round}"
+                    );
+                }
+                assert!(state.finish_in_place().ct_eq(&oracle(&key, &data)));
+                path.update(&mut state, b"more");
+                let mut longer = data.clone();
+                longer.extend_from_slice(b"more");
+                assert!(
+                    path.finish(&mut state).ct_eq(&oracle(&key, &longer)),
+                    "{path:?}, {len} bytes, then more"
+                );
+            }
         }
     }
 }

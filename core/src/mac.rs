@@ -58,7 +58,10 @@ const FIELD_MAX: usize = 2 * NONCE_LEN;
 /// lowercase hex.
 trait Fields {
     /// Appends a NUL and `len` (at most [`FIELD_MAX`]) bytes that `write` fills; `write` gets
-    /// exactly `len` bytes.
+    /// exactly `len` bytes. Only [`number`](Self::number) (at most 20 digits) and
+    /// [`nonce`](Self::nonce) (exactly `FIELD_MAX`) call it; a longer field would be
+    /// truncated or dropped, so both implementations assert the bound in debug builds
+    /// (tested).
     fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8]));
 
     /// Appends a NUL and a text field.
@@ -84,6 +87,7 @@ pub struct MacInput {
 
 impl Fields for MacInput {
     fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8])) {
+        debug_assert!(len <= FIELD_MAX, "a MAC field of {len} bytes");
         let mut buf = [0u8; 1 + FIELD_MAX];
         let field = &mut buf[..1 + len.min(FIELD_MAX)];
         write(&mut field[1..]);
@@ -200,6 +204,7 @@ impl Fields for Staged {
     #[cfg_attr(feature = "fast-request", inline(always))]
     fn field(&mut self, len: usize, write: impl FnOnce(&mut [u8])) {
         // `len` is at most FIELD_MAX, far less than the stage.
+        debug_assert!(len <= FIELD_MAX, "a MAC field of {len} bytes");
         if let Some(out) = self.reserve(1 + len) {
             out[0] = 0;
             write(&mut out[1..]);
@@ -455,6 +460,50 @@ mod tests {
             write_decimal(n, &mut buf[..len]);
             assert_eq!(core::str::from_utf8(&buf[..len]).unwrap(), n.to_string());
         }
+    }
+
+    /// The longest fields the encoding takes: a `u64` in decimal and a nonce in hex (the
+    /// bound itself), each the same bytes through both builders and the documented text.
+    #[test]
+    fn longest_fields_are_whole() {
+        let k = Key::from_bytes([7; 32]);
+        let n: Nonce = core::array::from_fn(|i| 0xf0 | i as u8);
+        assert_eq!(2 * NONCE_LEN, FIELD_MAX);
+        assert_eq!(decimal_len(u64::MAX), 20);
+        let hex: String = n.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!("txsock/1 transfer\0a\0i\0b\0{}\0{hex}", u64::MAX);
+        let want = crate::crypto::hmac_sha256(&[7; 32], text.as_bytes());
+        assert!(transfer(&k, "a", "i", "b", Amount(u64::MAX), &n).ct_eq(&want));
+        let built = MacInput::new(&k, "transfer")
+            .text("a")
+            .text("i")
+            .text("b")
+            .number(u64::MAX)
+            .nonce(&n)
+            .finish();
+        assert!(built.ct_eq(&want));
+    }
+
+    /// A field longer than `FIELD_MAX` would be truncated (`MacInput`) or dropped (`Staged`):
+    /// debug builds refuse to write one.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a MAC field of 33 bytes")]
+    fn macinput_refuses_a_field_past_the_bound() {
+        let k = Key::from_bytes([7; 32]);
+        let mut input = MacInput::new(&k, "x");
+        Fields::field(&mut input, FIELD_MAX + 1, |out| out.fill(b'a'));
+    }
+
+    /// As above, for the staged builder.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a MAC field of 33 bytes")]
+    fn staged_refuses_a_field_past_the_bound() {
+        let k = Key::from_bytes([7; 32]);
+        let mut input = Staged::new(&k);
+        input.start("x");
+        Fields::field(&mut input, FIELD_MAX + 1, |out| out.fill(b'a'));
     }
 
     #[test]

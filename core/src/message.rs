@@ -1230,6 +1230,537 @@ mod tests {
         );
     }
 
+    /// Request frames checked field by field against PROTOCOL.md §3's shapes: every op with
+    /// exactly its fields, each value validated by its own rule and refused with its own
+    /// error. (The reader's agreement with serde-json-core is tested below, in `reader`;
+    /// these pin what both share: the shapes and the values.)
+    mod requests {
+        use super::super::*;
+        use std::string::String;
+        use std::vec::Vec;
+
+        const SALT16: &str = "AAECAwQFBgcICQoLDA0ODw==";
+        const KEY_FF: &str = "//////////////////////////////////////////8=";
+        const KEY_0_31: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        const HEX_NONCE: &str = "000102030405060708090a0b0c0d0e0f";
+
+        fn mac_hex() -> String {
+            (0..32).map(|i| std::format!("{:02x}", 0xe0 ^ i)).collect()
+        }
+
+        /// A valid value of every request field, as JSON text.
+        fn value_of(field: &str) -> String {
+            match field {
+                "op" => String::from("\"ping\""),
+                "user" => String::from("\"alice\""),
+                "salt" => std::format!("\"{SALT16}\""),
+                "iterations" => String::from("4096"),
+                "stored_key" => std::format!("\"{KEY_FF}\""),
+                "server_key" => std::format!("\"{KEY_0_31}\""),
+                "nonce" => std::format!("\"{HEX_NONCE}\""),
+                "proof" => std::format!("\"{KEY_0_31}\""),
+                "count" => String::from("3"),
+                "id" => String::from("\"t-1\""),
+                "to" => String::from("\"Bob\""),
+                "amount" => String::from("\"10.50\""),
+                "mac" => std::format!("\"{}\"", mac_hex()),
+                "offset" => String::from("2"),
+                other => panic!("{other}"),
+            }
+        }
+
+        const FIELDS: [&str; 13] = [
+            "user",
+            "salt",
+            "iterations",
+            "stored_key",
+            "server_key",
+            "nonce",
+            "proof",
+            "count",
+            "id",
+            "to",
+            "amount",
+            "mac",
+            "offset",
+        ];
+
+        fn frame(op: &str, fields: &[(&str, String)]) -> Vec<u8> {
+            let mut text = std::format!("{{\"op\":\"{op}\"");
+            for (k, v) in fields {
+                text.push_str(&std::format!(",\"{k}\":{v}"));
+            }
+            text.push('}');
+            text.into_bytes()
+        }
+
+        /// Each op, its required fields, its optional ones and what the frame with all of
+        /// them (valid values) parses to.
+        fn ops() -> Vec<(
+            &'static str,
+            &'static [&'static str],
+            &'static [&'static str],
+            Request,
+        )> {
+            let mut salt = heapless::Vec::new();
+            salt.extend_from_slice(&core::array::from_fn::<u8, 16, _>(|i| i as u8))
+                .unwrap();
+            let key_0_31: [u8; TAG_LEN] = core::array::from_fn(|i| i as u8);
+            let mac: [u8; TAG_LEN] = core::array::from_fn(|i| 0xe0 ^ i as u8);
+            std::vec![
+                (
+                    "register",
+                    &["user", "salt", "iterations", "stored_key", "server_key"][..],
+                    &[][..],
+                    Request::Register(RegisterRequest {
+                        user: Username::parse("alice").unwrap(),
+                        verifier: crate::auth::Verifier {
+                            salt,
+                            iterations: 4096,
+                            stored_key: [0xff; TAG_LEN],
+                            server_key: key_0_31,
+                        },
+                    }),
+                ),
+                (
+                    "login",
+                    &["user", "nonce"][..],
+                    &[][..],
+                    Request::Login {
+                        user: Username::parse("alice").unwrap(),
+                        nonce: heapless::String::try_from(HEX_NONCE).unwrap(),
+                    },
+                ),
+                (
+                    "proof",
+                    &["proof"][..],
+                    &[][..],
+                    Request::Proof { proof: key_0_31 }
+                ),
+                (
+                    "nonces",
+                    &["count"][..],
+                    &[][..],
+                    Request::Nonces { count: 3 }
+                ),
+                (
+                    "transfer",
+                    &["id", "to", "amount", "nonce", "mac"][..],
+                    &[][..],
+                    Request::Transfer(TransferRequest {
+                        id: TransferId::parse("t-1").unwrap(),
+                        to: Username::parse("bob").unwrap(),
+                        amount: Amount(1050),
+                        nonce: core::array::from_fn(|i| i as u8),
+                        mac,
+                    }),
+                ),
+                (
+                    "history",
+                    &[][..],
+                    &["offset"][..],
+                    Request::History {
+                        offset: 2,
+                        deposits: false
+                    }
+                ),
+                (
+                    "statement",
+                    &[][..],
+                    &["offset"][..],
+                    Request::History {
+                        offset: 2,
+                        deposits: true
+                    }
+                ),
+                ("balance", &[][..], &[][..], Request::Balance),
+                ("logout", &[][..], &[][..], Request::Logout),
+                ("ping", &[][..], &[][..], Request::Ping),
+            ]
+        }
+
+        /// Every op with all its fields parses to what they say; without any one required
+        /// field, or with any one field more (valid in another op), it is malformed; an
+        /// optional field may be left out.
+        #[test]
+        fn every_op_takes_exactly_its_fields() {
+            for (op, required, optional, want) in ops() {
+                let all: Vec<(&str, String)> = required
+                    .iter()
+                    .chain(optional)
+                    .map(|&f| (f, value_of(f)))
+                    .collect();
+                let f = frame(op, &all);
+                let text = String::from_utf8_lossy(&f).into_owned();
+                assert_eq!(Request::parse(&f), Ok(want), "{text}");
+                // The fields in the reverse order read the same.
+                let reversed: Vec<(&str, String)> = all.iter().rev().cloned().collect();
+                assert!(
+                    Request::parse(&frame(op, &reversed)).is_ok(),
+                    "{text} reversed"
+                );
+                for i in 0..all.len() {
+                    let mut fewer = all.clone();
+                    let (dropped, _) = fewer.remove(i);
+                    let want = if optional.contains(&dropped) {
+                        Ok(())
+                    } else {
+                        Err(MessageError::Syntax)
+                    };
+                    assert_eq!(
+                        Request::parse(&frame(op, &fewer)).map(|_| ()),
+                        want,
+                        "{op} without {dropped}"
+                    );
+                }
+                for extra in FIELDS {
+                    if required.contains(&extra) || optional.contains(&extra) {
+                        continue;
+                    }
+                    let mut more = all.clone();
+                    more.push((extra, value_of(extra)));
+                    assert_eq!(
+                        Request::parse(&frame(op, &more)),
+                        Err(MessageError::Syntax),
+                        "{op} with {extra}"
+                    );
+                }
+            }
+        }
+
+        /// Each field's value is checked by its own rule, with its own error.
+        #[test]
+        fn each_value_is_refused_by_its_own_rule() {
+            let salt33 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g";
+            let key31 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==";
+            let cases: &[(&str, &str, &str, MessageError)] = &[
+                ("register", "user", "\"a b\"", MessageError::BadName),
+                (
+                    "register",
+                    "salt",
+                    "\"not base64!\"",
+                    MessageError::BadEncoding,
+                ),
+                (
+                    "register",
+                    "salt",
+                    &std::format!("\"{salt33}\""),
+                    MessageError::BadEncoding,
+                ),
+                (
+                    "register",
+                    "stored_key",
+                    &std::format!("\"{key31}\""),
+                    MessageError::BadEncoding,
+                ),
+                (
+                    "register",
+                    "server_key",
+                    &std::format!("\"{key31}\""),
+                    MessageError::BadEncoding,
+                ),
+                (
+                    "register",
+                    "server_key",
+                    &std::format!("\"{SALT16}\""),
+                    MessageError::BadEncoding,
+                ),
+                ("register", "iterations", "\"4096\"", MessageError::Syntax),
+                ("login", "user", "\"\"", MessageError::BadName),
+                ("login", "nonce", "\"abcdefg\"", MessageError::BadEncoding),
+                (
+                    "proof",
+                    "proof",
+                    &std::format!("\"{key31}\""),
+                    MessageError::BadEncoding,
+                ),
+                ("proof", "proof", "\"@@@@\"", MessageError::BadEncoding),
+                ("nonces", "count", "0", MessageError::Syntax),
+                ("nonces", "count", "9", MessageError::Syntax),
+                ("transfer", "id", "\"t 1\"", MessageError::BadName),
+                ("transfer", "to", "\"b/b\"", MessageError::BadName),
+                ("transfer", "amount", "\"0\"", MessageError::BadAmount),
+                ("transfer", "amount", "\"1.001\"", MessageError::BadAmount),
+                (
+                    "transfer",
+                    "nonce",
+                    "\"000102030405060708090a0b0c0d0e\"",
+                    MessageError::BadEncoding,
+                ),
+                (
+                    "transfer",
+                    "nonce",
+                    "\"000102030405060708090a0b0c0d0e0g\"",
+                    MessageError::BadEncoding,
+                ),
+                ("transfer", "mac", "\"00\"", MessageError::BadEncoding),
+                ("history", "offset", "-1", MessageError::Syntax),
+            ];
+            let ops = ops();
+            for &(op, field, value, want) in cases {
+                let (_, required, optional, _) = ops.iter().find(|o| o.0 == op).unwrap();
+                let fields: Vec<(&str, String)> = required
+                    .iter()
+                    .chain(optional.iter())
+                    .map(|&f| {
+                        (
+                            f,
+                            if f == field {
+                                String::from(value)
+                            } else {
+                                value_of(f)
+                            },
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    Request::parse(&frame(op, &fields)),
+                    Err(want),
+                    "{op} with {field} {value}"
+                );
+            }
+            // The nonces count's bounds, both ends inside.
+            for count in 1..=MAX_NONCE_BATCH as u8 {
+                assert_eq!(
+                    Request::parse(&frame("nonces", &[("count", count.to_string())])),
+                    Ok(Request::Nonces { count })
+                );
+            }
+        }
+
+        /// A SCRAM client nonce is 8 to `MAX_SCRAM_NONCE` characters of printable ASCII but
+        /// `,`, `"` and `\`.
+        #[test]
+        fn scram_nonce_bounds_and_alphabet() {
+            let login = |nonce: &str| {
+                Request::parse(&frame(
+                    "login",
+                    &[
+                        ("user", value_of("user")),
+                        ("nonce", std::format!("\"{nonce}\"")),
+                    ],
+                ))
+            };
+            for len in [8, 9, MAX_SCRAM_NONCE - 1, MAX_SCRAM_NONCE] {
+                let nonce = "n".repeat(len);
+                match login(&nonce) {
+                    Ok(Request::Login { nonce: got, .. }) => assert_eq!(got.as_str(), nonce),
+                    other => panic!("{len}: {other:?}"),
+                }
+            }
+            for len in [0, 1, 7, MAX_SCRAM_NONCE + 1, 64] {
+                assert_eq!(
+                    login(&"n".repeat(len)),
+                    Err(MessageError::BadEncoding),
+                    "{len}"
+                );
+            }
+            assert!(login("!~!~!~!~").is_ok());
+            assert_eq!(login("abcd efgh"), Err(MessageError::BadEncoding));
+            assert_eq!(login("abcd,efgh"), Err(MessageError::BadEncoding));
+            assert_eq!(login("abcd\\\\efgh"), Err(MessageError::BadEncoding));
+            for b in 0..=255u8 {
+                let want = (0x21..=0x7e).contains(&b) && b != b',' && b != b'"' && b != b'\\';
+                assert_eq!(is_nonce_char(b), want, "{b:#x}");
+            }
+        }
+
+        /// The error code each parse error is answered with.
+        #[test]
+        fn parse_errors_map_to_their_codes() {
+            use MessageError::*;
+            for (e, code) in [
+                (NotUtf8, ErrorCode::Malformed),
+                (TooDeep, ErrorCode::Malformed),
+                (Syntax, ErrorCode::Malformed),
+                (UnknownOp, ErrorCode::Malformed),
+                (BadName, ErrorCode::InvalidName),
+                (BadAmount, ErrorCode::InvalidAmount),
+                (BadEncoding, ErrorCode::Malformed),
+            ] {
+                assert_eq!(e.code(), code, "{e:?}");
+            }
+        }
+    }
+
+    /// Response frames (the client's side): every response the server writes reads back as
+    /// its op, and the checks before serde-json-core refuse what they must.
+    mod responses {
+        use super::super::*;
+        use crate::response::{encode_response, WriteJson};
+
+        fn parse_written(frame: &dyn WriteJson) -> Result<&'static str, MessageError> {
+            let mut buf = [0u8; 512];
+            let n = encode_response(frame, &mut buf).unwrap();
+            let buf: &'static mut [u8] = std::vec::Vec::leak(buf[..n - 1].to_vec());
+            Response::parse(buf).map(|r| r.op())
+        }
+
+        #[test]
+        fn every_response_reads_back_as_its_op() {
+            let entry = |kind| HistoryEntryFrame {
+                kind,
+                id: Some("t-1"),
+                from: Some("alice"),
+                to: "bob",
+                amount: "1.00",
+                at: 5,
+            };
+            let mut entries = heapless::Vec::new();
+            entries.push(entry(None)).unwrap();
+            entries.push(entry(None)).unwrap();
+            let mut statement = heapless::Vec::new();
+            statement.push(entry(Some("transfer"))).unwrap();
+            statement.push(entry(Some("deposit"))).unwrap();
+            let mut nonces = heapless::Vec::new();
+            nonces.push("00").unwrap();
+            let frames: [(&dyn WriteJson, &str); 11] = [
+                (
+                    &RegisteredFrame {
+                        op: "registered",
+                        user: "a",
+                    },
+                    "registered",
+                ),
+                (
+                    &ChallengeFrame {
+                        op: "challenge",
+                        nonce: "n",
+                        salt: "s",
+                        iterations: 1,
+                    },
+                    "challenge",
+                ),
+                (
+                    &WelcomeFrame {
+                        op: "welcome",
+                        user: "a",
+                        signature: "s",
+                    },
+                    "welcome",
+                ),
+                (
+                    &NoncesFrame {
+                        op: "nonces",
+                        nonces,
+                    },
+                    "nonces",
+                ),
+                (
+                    &ReceiptFrame {
+                        op: "receipt",
+                        seq: 1,
+                        id: "t",
+                        to: "b",
+                        amount: "1.00",
+                        result: "committed",
+                        balance: "0.00",
+                        mac: "00",
+                    },
+                    "receipt",
+                ),
+                (
+                    &BalanceFrame {
+                        op: "balance",
+                        seq: 1,
+                        balance: "1.00",
+                        mac: "00",
+                    },
+                    "balance",
+                ),
+                // Two entries: three levels of nesting, twice.
+                (
+                    &HistoryFrame {
+                        op: "history",
+                        seq: 1,
+                        entries,
+                        more: true,
+                        mac: "00",
+                    },
+                    "history",
+                ),
+                (
+                    &HistoryFrame {
+                        op: "statement",
+                        seq: 1,
+                        entries: statement,
+                        more: false,
+                        mac: "00",
+                    },
+                    "statement",
+                ),
+                (&BareFrame { op: "bye" }, "bye"),
+                (&BareFrame { op: "pong" }, "pong"),
+                (
+                    &ErrorFrame {
+                        op: "error",
+                        code: "bad_mac",
+                        message: "m",
+                    },
+                    "error",
+                ),
+            ];
+            for (frame, op) in frames {
+                assert_eq!(parse_written(frame), Ok(op));
+            }
+            assert_eq!(
+                parse_written(&BareFrame { op: "launch" }),
+                Err(MessageError::UnknownOp)
+            );
+        }
+
+        #[test]
+        fn response_checks() {
+            let cases: &[(&[u8], Result<&str, MessageError>)] = &[
+                (b"{\"op\":\"bye\"} \t ", Ok("bye")),
+                (b"{\"op\":\"bye\"} x", Err(MessageError::Syntax)),
+                (b"{\"op\":\"bye\"}\r", Err(MessageError::Syntax)),
+                (b"{\"op\":\"bye\",\"x\":1}", Err(MessageError::Syntax)),
+                (b"{\"op\":\"pong\",\"op\":\"pong\"}", Err(MessageError::Syntax)),
+                (b"\xff", Err(MessageError::NotUtf8)),
+                // Brackets inside strings, after an escaped quote, are not nesting.
+                (
+                    b"{\"op\":\"error\",\"code\":\"a\\\"[[[[\",\"message\":\"{{{{\"}",
+                    Ok("error"),
+                ),
+                (
+                    b"{\"op\":\"error\",\"code\":\"a\\\\\",\"message\":\"[[[[\"}",
+                    Ok("error"),
+                ),
+                // A raw control character inside a string is refused; outside one, a tab is
+                // whitespace.
+                (
+                    b"{\"op\":\"error\",\"code\":\"a\x01\",\"message\":\"m\"}",
+                    Err(MessageError::Syntax),
+                ),
+                (
+                    b"{\"op\":\"error\",\"code\":\"a\tb\",\"message\":\"m\"}",
+                    Err(MessageError::Syntax),
+                ),
+                (b"{\t\"op\":\"bye\"}", Ok("bye")),
+                // Three levels are the most any response has; four are refused before
+                // parsing, also where the brackets close in between.
+                (
+                    b"{\"op\":\"history\",\"seq\":1,\"entries\":[{\"to\":\"a\",\"amount\":\"1\",\"at\":[[0]]}],\"more\":false,\"mac\":\"\"}",
+                    Err(MessageError::TooDeep),
+                ),
+                (b"[[[]]][[[[]]]]", Err(MessageError::TooDeep)),
+                (b"[[[]]]", Err(MessageError::Syntax)),
+            ];
+            for (frame, want) in cases {
+                assert_eq!(
+                    Response::parse(frame).map(|r| r.op()),
+                    *want,
+                    "{}",
+                    String::from_utf8_lossy(frame)
+                );
+            }
+            assert_eq!(parse_balance("0.00"), Ok(Amount(0)));
+            assert_eq!(parse_amount("0.00"), Err(MessageError::BadAmount));
+            assert_eq!(parse_amount("2.50"), Ok(Amount(250)));
+        }
+    }
+
     mod reader {
         use super::super::*;
         use proptest::prelude::*;
@@ -1534,7 +2065,9 @@ mod tests {
 
         /// The generator reaches every outcome often enough to mean something: requests the
         /// reader takes in one pass, each error, an unknown op found past nested skipped
-        /// values, and every integer field read.
+        /// values, and every integer field read. On these 4000 frames (fixed, so that a
+        /// reduced `PROPTEST_CASES`, as in mutation runs, does not shrink the check) the
+        /// reader also agrees with serde-json-core.
         #[test]
         fn generator_reaches_every_outcome() {
             use proptest::strategy::ValueTree;
@@ -1543,6 +2076,15 @@ mod tests {
             let mut errors = std::collections::BTreeSet::new();
             for _ in 0..4000 {
                 let frame = any_frame().new_tree(&mut runner).unwrap().current();
+                // A fixed sample, whatever `PROPTEST_CASES` says: the reader agrees with its
+                // oracle on every one of these frames too.
+                assert!(
+                    Request::reader_agrees_with_serde(&frame),
+                    "{:?}: reader {:?}, serde {:?}",
+                    String::from_utf8_lossy(&frame),
+                    Request::wire(&frame),
+                    Request::wire_with_serde(&frame),
+                );
                 if let Ok(w) = Request::wire(&frame) {
                     numbers += usize::from(w.present() & (COUNT | ITERATIONS | OFFSET) != 0);
                 }

@@ -497,6 +497,86 @@ mod tests {
         }
     }
 
+    /// A buffer of exactly the frame's size holds it; one byte less (or none) gets the size
+    /// it needs and no partial frame is claimed.
+    #[test]
+    fn a_frame_fits_exactly_its_size() {
+        let fields = ReceiptFields {
+            seq: 42,
+            id: "t-1",
+            to: "bob",
+            amount: Amount(1_050),
+            result: "committed",
+            balance: Amount(u64::MAX),
+            nonce: &[7; 16],
+        };
+        let tag = Tag::from_bytes([0xa5; 32]);
+        let receipt = ReceiptResponse {
+            fields: &fields,
+            mac: &tag,
+        };
+        let error = ErrorFrame {
+            op: "error",
+            code: "bad_mac",
+            message: "message authentication failed \"quoted\"\n",
+        };
+        let frames: [&dyn WriteJson; 2] = [&receipt, &error];
+        for frame in frames {
+            let mut big = [0u8; 512];
+            let n = encode_response(frame, &mut big).unwrap();
+            assert_eq!(big[n - 1], b'\n');
+            let mut exact = std::vec![0u8; n];
+            assert_eq!(encode_response(frame, &mut exact), Ok(n));
+            assert_eq!(exact[..], big[..n]);
+            for short in [n - 1, n / 2, 0] {
+                let mut small = std::vec![0u8; short];
+                assert_eq!(
+                    encode_response(frame, &mut small),
+                    Err(InsufficientSizeError { required: n }),
+                    "{short} bytes"
+                );
+            }
+        }
+    }
+
+    /// The receipt reads back as what it says: the client's parser finds every field, the
+    /// amounts as their texts and the MAC as its hex.
+    #[test]
+    fn a_receipt_reads_back() {
+        let fields = ReceiptFields {
+            seq: 7,
+            id: "t-9",
+            to: "carol",
+            amount: Amount(1),
+            result: "insufficient_funds",
+            balance: Amount(123_456_789),
+            nonce: &[0; 16],
+        };
+        let tag = Tag::from_bytes(core::array::from_fn(|i| i as u8 * 8));
+        let mut buf = [0u8; 512];
+        let n = encode_response(
+            &ReceiptResponse {
+                fields: &fields,
+                mac: &tag,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let frame = buf[..n].strip_suffix(b"\n").unwrap();
+        let crate::message::Response::Receipt(r) = crate::message::Response::parse(frame).unwrap()
+        else {
+            panic!("not a receipt: {}", String::from_utf8_lossy(frame));
+        };
+        assert_eq!(
+            (r.op, r.seq, r.id, r.to, r.result),
+            ("receipt", 7, "t-9", "carol", "insufficient_funds")
+        );
+        assert_eq!(r.amount, "0.01");
+        assert_eq!(r.balance, "1234567.89");
+        let hex: String = tag.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(r.mac, hex);
+    }
+
     #[test]
     fn escapes_like_serde_json_core() {
         let mut buf = [0u8; 128];

@@ -34,15 +34,25 @@ fn first_lane(flags: u64) -> usize {
     (flags.trailing_zeros() / 8) as usize
 }
 
-/// The index of the first `needle` in `haystack`.
+/// The index of the first `needle` in `haystack`: eight bytes at a time with
+/// `fast-request`, else the plain loop.
 #[cfg(not(feature = "fast-request"))]
-pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+pub(crate) use find_byte_plain as find_byte;
+/// The index of the first `needle` in `haystack`: eight bytes at a time with
+/// `fast-request`, else the plain loop.
+#[cfg(feature = "fast-request")]
+pub(crate) use find_byte_swar as find_byte;
+
+/// The index of the first `needle` in `haystack`, a byte at a time (compiled into the tests
+/// whatever the features, so both searches are tested).
+#[cfg(any(not(feature = "fast-request"), test))]
+pub(crate) fn find_byte_plain(haystack: &[u8], needle: u8) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
 }
 
 /// The index of the first `needle` in `haystack`, eight bytes at a time.
-#[cfg(feature = "fast-request")]
-pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+#[cfg(any(feature = "fast-request", test))]
+pub(crate) fn find_byte_swar(haystack: &[u8], needle: u8) -> Option<usize> {
     let pattern = ONES * u64::from(needle);
     let mut chunks = haystack.chunks_exact(8);
     let mut at = 0;
@@ -65,16 +75,26 @@ pub(crate) fn is_json_special(b: u8) -> bool {
     b == b'"' || b == b'\\' || b < 0x20
 }
 
-/// The index of the first byte of `bytes` for which [`is_json_special`] holds.
+/// The index of the first byte of `bytes` for which [`is_json_special`] holds: eight bytes
+/// at a time with `fast-request`, else the plain loop.
 #[cfg(not(feature = "fast-request"))]
-pub(crate) fn find_json_special(bytes: &[u8]) -> Option<usize> {
+pub(crate) use find_json_special_plain as find_json_special;
+/// The index of the first byte of `bytes` for which [`is_json_special`] holds: eight bytes
+/// at a time with `fast-request`, else the plain loop.
+#[cfg(feature = "fast-request")]
+pub(crate) use find_json_special_swar as find_json_special;
+
+/// The index of the first byte of `bytes` for which [`is_json_special`] holds, a byte at a
+/// time.
+#[cfg(any(not(feature = "fast-request"), test))]
+pub(crate) fn find_json_special_plain(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| is_json_special(b))
 }
 
 /// The index of the first byte of `bytes` for which [`is_json_special`] holds, eight bytes
 /// at a time.
-#[cfg(feature = "fast-request")]
-pub(crate) fn find_json_special(bytes: &[u8]) -> Option<usize> {
+#[cfg(any(feature = "fast-request", test))]
+pub(crate) fn find_json_special_swar(bytes: &[u8]) -> Option<usize> {
     const QUOTES: u64 = ONES * b'"' as u64;
     const BACKSLASHES: u64 = ONES * b'\\' as u64;
     let mut chunks = bytes.chunks_exact(8);
@@ -100,25 +120,58 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Both builds of each search (the host's eight-byte one and the device images' plain
+    /// loop), whichever features the tests were compiled with.
+    type ByteSearch = fn(&[u8], u8) -> Option<usize>;
+    type SpecialSearch = fn(&[u8]) -> Option<usize>;
+    const BYTE_SEARCHES: [(&str, ByteSearch); 2] =
+        [("swar", find_byte_swar), ("plain", find_byte_plain)];
+    const SPECIAL_SEARCHES: [(&str, SpecialSearch); 2] = [
+        ("swar", find_json_special_swar),
+        ("plain", find_json_special_plain),
+    ];
+
     #[test]
     fn finds_the_first_match_in_every_lane() {
         for len in 0..40 {
             for at in 0..len {
                 let mut bytes = std::vec![b'a'; len];
                 bytes[at] = b'\n';
-                assert_eq!(find_byte(&bytes, b'\n'), Some(at));
+                // A later match never hides the first one.
+                if at + 1 < len {
+                    bytes[len - 1] = b'\n';
+                }
+                for (name, find_byte) in BYTE_SEARCHES {
+                    assert_eq!(find_byte(&bytes, b'\n'), Some(at), "{name}: {at}/{len}");
+                }
                 for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
                     bytes[at] = special;
-                    assert_eq!(
-                        find_json_special(&bytes),
-                        Some(at),
-                        "{special} at {at}/{len}"
-                    );
+                    for (name, find_json_special) in SPECIAL_SEARCHES {
+                        assert_eq!(
+                            find_json_special(&bytes),
+                            Some(at),
+                            "{name}: {special} at {at}/{len}"
+                        );
+                    }
                 }
             }
-            assert_eq!(find_byte(&std::vec![b'a'; len], b'\n'), None);
-            assert_eq!(find_json_special(&std::vec![0x20; len]), None);
+            for (name, find_byte) in BYTE_SEARCHES {
+                assert_eq!(find_byte(&std::vec![b'a'; len], b'\n'), None, "{name}");
+            }
+            for (name, find_json_special) in SPECIAL_SEARCHES {
+                // Space (0x20) and DEL are the first bytes past the control characters.
+                assert_eq!(find_json_special(&std::vec![0x20; len]), None, "{name}");
+                assert_eq!(find_json_special(&std::vec![0x7f; len]), None, "{name}");
+            }
         }
+    }
+
+    #[test]
+    fn the_build_in_use_is_one_of_them() {
+        let bytes = b"0123456789\"abc\ndef";
+        assert_eq!(find_byte(bytes, b'\n'), Some(14));
+        assert_eq!(find_json_special(bytes), Some(10));
+        assert_eq!(find_byte(b"", b'\n'), None);
     }
 
     proptest! {
@@ -130,12 +183,25 @@ mod tests {
             ),
             needle in any::<u8>(),
         ) {
-            prop_assert_eq!(find_byte(&bytes, needle), bytes.iter().position(|&b| b == needle));
-            prop_assert_eq!(find_byte(&bytes, b'\n'), bytes.iter().position(|&b| b == b'\n'));
-            prop_assert_eq!(
-                find_json_special(&bytes),
-                bytes.iter().position(|&b| is_json_special(b))
-            );
+            for (name, find_byte) in BYTE_SEARCHES {
+                prop_assert_eq!(
+                    find_byte(&bytes, needle),
+                    bytes.iter().position(|&b| b == needle),
+                    "{}", name
+                );
+                prop_assert_eq!(
+                    find_byte(&bytes, b'\n'),
+                    bytes.iter().position(|&b| b == b'\n'),
+                    "{}", name
+                );
+            }
+            for (name, find_json_special) in SPECIAL_SEARCHES {
+                prop_assert_eq!(
+                    find_json_special(&bytes),
+                    bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20),
+                    "{}", name
+                );
+            }
         }
     }
 }
