@@ -348,7 +348,10 @@ mod tests {
                     copy(&mut dst, &src);
                     let n = room.min(len);
                     assert_eq!(&dst[..n], &src[..n], "{name}: {len} into {room}");
-                    assert!(dst[n..].iter().all(|&b| b == 0), "{name}: {len} into {room}");
+                    assert!(
+                        dst[n..].iter().all(|&b| b == 0),
+                        "{name}: {len} into {room}"
+                    );
                 }
             }
         }
