@@ -87,7 +87,7 @@ pub(crate) use copy_plain as copy_short;
 /// device images use.
 #[cfg_attr(feature = "fast-request", allow(dead_code))]
 #[inline(always)]
-fn copy_plain(dst: &mut [u8], src: &[u8]) {
+pub(crate) fn copy_plain(dst: &mut [u8], src: &[u8]) {
     let n = dst.len().min(src.len());
     dst[..n].copy_from_slice(&src[..n]);
 }
@@ -338,8 +338,8 @@ mod tests {
     /// and nothing else touched.
     #[test]
     fn short_copies_copy_every_length() {
-        let copies: [(&str, fn(&mut [u8], &[u8])); 2] =
-            [("copy_short", copy_short), ("copy_plain", copy_plain)];
+        type Copy = fn(&mut [u8], &[u8]);
+        let copies: [(&str, Copy); 2] = [("copy_short", copy_short), ("copy_plain", copy_plain)];
         for (name, copy) in copies {
             for len in 0..=70 {
                 let src: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(31) | 1).collect();
