@@ -320,8 +320,30 @@ mod tests {
     struct Served<L = TestLedger> {
         server: ServerSession,
         shared: ServerShared<TestRng, 8>,
-        ledger: L,
+        ledger: Counted<L>,
         to_client: VecDeque<u8>,
+    }
+
+    /// More ledger requests than any conversation here makes.
+    const MAX_LEDGER_REQUESTS: usize = 10_000;
+
+    /// A ledger that counts its requests: a server that asks again and again without
+    /// answering its client (a request handed out but never marked as handed out) fails the
+    /// test instead of hanging it inside the server's drive loop.
+    struct Counted<L> {
+        ledger: L,
+        requests: usize,
+    }
+
+    impl<L: Ledger> Ledger for Counted<L> {
+        fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
+            self.requests += 1;
+            assert!(
+                self.requests < MAX_LEDGER_REQUESTS,
+                "the server asks the ledger without end"
+            );
+            self.ledger.execute(request, now)
+        }
     }
 
     /// A client's stream to a server session with `ledger` (see [`Served`]).
@@ -332,7 +354,10 @@ mod tests {
         let served = Served {
             server,
             shared,
-            ledger,
+            ledger: Counted {
+                ledger,
+                requests: 0,
+            },
             to_client: VecDeque::new(),
         };
         Stream::new(served, max_write)
