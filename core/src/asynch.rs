@@ -611,6 +611,7 @@ mod tests {
                 .await
                 .unwrap();
             c.login("alice", "alice's password").await.unwrap();
+            assert_eq!(c.session().user().map(|u| u.as_str()), Some("alice"));
             let receipt = c.transfer("t-1", "bob", Amount(125)).await.unwrap();
             assert_eq!(receipt.result, Ok(()));
             assert_eq!(receipt.balance, Amount(9_875));
@@ -618,6 +619,11 @@ mod tests {
             assert_eq!(again.balance, Amount(9_875), "a retried id moves nothing");
             assert_eq!(c.balance().await.unwrap(), Amount(9_875));
             assert_eq!(c.history(0).await.unwrap().entries.len(), 1);
+            let statement = c.statement(0).await.unwrap();
+            assert!(statement
+                .entries
+                .iter()
+                .any(|e| e.id().is_some_and(|id| id.as_str() == "t-1")));
             c.logout().await.unwrap();
             assert_eq!(
                 c.balance().await,
@@ -635,8 +641,9 @@ mod tests {
         );
         let (served, ()) = block_on(join(server, client));
         assert_eq!(served, Ok(()), "the server ends when the client hangs up");
-        // Two registrations, credentials, the login, two transfers, the balance, the history.
-        assert_eq!(ledger.awaited, 8, "every ledger request was awaited");
+        // Two registrations, credentials, the login, two transfers, the balance, the history,
+        // the statement.
+        assert_eq!(ledger.awaited, 9, "every ledger request was awaited");
         assert!(events.contains(&ServerEvent::LoggedIn {
             user: crate::Username::parse("alice").unwrap()
         }));

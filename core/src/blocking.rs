@@ -239,75 +239,133 @@ mod tests {
     /// progress, and the test fails instead of hanging.
     const MAX_WRITES: usize = 100_000;
 
-    /// A blocking stream with a server session behind it, in the same thread: what the
-    /// client writes is handed to the server when the client reads, and the server's answer
-    /// is what the read returns; with no answer the read ends the stream (`Ok(0)`), so a
-    /// client waiting for an answer that was never asked for fails instead of blocking.
-    /// Writes take at most `max_write` bytes, so a driver must finish partial writes.
-    struct Loopback<L = TestLedger> {
-        server: ServerSession,
-        shared: ServerShared<TestRng, 8>,
-        ledger: L,
-        to_server: Vec<u8>,
-        to_client: VecDeque<u8>,
+    /// The test streams: a [`Source`] answers the reads, and the writes go to `written`, at
+    /// most `max_write` bytes each, so a driver must finish partial writes.
+    struct Stream<S> {
+        source: S,
+        written: Vec<u8>,
         max_write: usize,
+        /// Writes and flushes so far: past [`MAX_WRITES`] the test fails.
         writes: usize,
     }
 
-    impl Loopback {
-        fn new(max_write: usize) -> Loopback {
-            Loopback::with_ledger(max_write, TestLedger::new(Amount(10_000)))
-        }
+    /// What a test stream's reads return, given everything written to the stream so far
+    /// (which the source may take, as a server takes its input).
+    trait Source {
+        type Error: embedded_io::Error;
+        fn read(&mut self, written: &mut Vec<u8>, buf: &mut [u8]) -> Result<usize, Self::Error>;
     }
 
-    impl<L: Ledger> Loopback<L> {
-        fn with_ledger(max_write: usize, ledger: L) -> Loopback<L> {
-            let config = ServerConfig {
-                min_iterations: TEST_ITERATIONS,
-                unknown_user_iterations: TEST_ITERATIONS,
-                ..ServerConfig::default()
-            };
-            Loopback {
-                server: ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO),
-                shared: ServerShared::new(config, TestRng::new(1), [7; 32]),
-                ledger,
-                to_server: Vec::new(),
-                to_client: VecDeque::new(),
+    impl<S> Stream<S> {
+        fn new(source: S, max_write: usize) -> Stream<S> {
+            Stream {
+                source,
+                written: Vec::new(),
                 max_write,
                 writes: 0,
             }
         }
-    }
 
-    impl<L> embedded_io::ErrorType for Loopback<L> {
-        type Error = core::convert::Infallible;
-    }
-
-    impl<L> Write for Loopback<L> {
-        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        /// Counts a write or a flush: a driver that writes or flushes again and again without
+        /// reading (input never consumed, or output never marked written) fails, not hangs.
+        fn count(&mut self) {
             self.writes += 1;
             assert!(
                 self.writes < MAX_WRITES,
                 "the driver loops without progress"
             );
+        }
+    }
+
+    impl<S: Source> embedded_io::ErrorType for Stream<S> {
+        type Error = S::Error;
+    }
+
+    impl<S: Source> Write for Stream<S> {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.count();
             let n = buf.len().min(self.max_write);
-            self.to_server.extend_from_slice(&buf[..n]);
+            self.written.extend_from_slice(&buf[..n]);
             Ok(n)
         }
         fn flush(&mut self) -> Result<(), Self::Error> {
-            // Counted with the writes: a driver that flushes again and again without reading
-            // (input never consumed, or never seen as consumed) fails instead of hanging.
-            self.writes += 1;
-            assert!(
-                self.writes < MAX_WRITES,
-                "the driver loops without progress"
-            );
+            self.count();
             Ok(())
         }
     }
 
-    impl<L: Ledger> Read for Loopback<L> {
+    impl<S: Source> Read for Stream<S> {
         fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            self.source.read(&mut self.written, buf)
+        }
+    }
+
+    /// The server of every test here: the test iteration counts, the default deadlines.
+    fn server() -> (ServerSession, ServerShared<TestRng, 8>) {
+        let config = ServerConfig {
+            min_iterations: TEST_ITERATIONS,
+            unknown_user_iterations: TEST_ITERATIONS,
+            ..ServerConfig::default()
+        };
+        (
+            ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO),
+            ServerShared::new(config, TestRng::new(1), [7; 32]),
+        )
+    }
+
+    /// A server session behind a stream, in the same thread: what the client wrote is handed
+    /// to the server when the client reads, and the server's answer is what the read returns;
+    /// with no answer the read ends the stream (`Ok(0)`), so a client waiting for an answer
+    /// that was never asked for fails instead of blocking.
+    struct Served<L = TestLedger> {
+        server: ServerSession,
+        shared: ServerShared<TestRng, 8>,
+        ledger: Counted<L>,
+        to_client: VecDeque<u8>,
+    }
+
+    /// More ledger requests than any conversation here makes.
+    const MAX_LEDGER_REQUESTS: usize = 10_000;
+
+    /// A ledger that counts its requests: a server that asks again and again without
+    /// answering its client (a request handed out but never marked as handed out) fails the
+    /// test instead of hanging it inside the server's drive loop.
+    struct Counted<L> {
+        ledger: L,
+        requests: usize,
+    }
+
+    impl<L: Ledger> Ledger for Counted<L> {
+        fn execute(&mut self, request: &LedgerRequest, now: Instant) -> LedgerReply {
+            self.requests += 1;
+            assert!(
+                self.requests < MAX_LEDGER_REQUESTS,
+                "the server asks the ledger without end"
+            );
+            self.ledger.execute(request, now)
+        }
+    }
+
+    /// A client's stream to a server session with `ledger` (see [`Served`]).
+    type Loopback<L = TestLedger> = Stream<Served<L>>;
+
+    fn loopback<L: Ledger>(max_write: usize, ledger: L) -> Loopback<L> {
+        let (server, shared) = server();
+        let served = Served {
+            server,
+            shared,
+            ledger: Counted {
+                ledger,
+                requests: 0,
+            },
+            to_client: VecDeque::new(),
+        };
+        Stream::new(served, max_write)
+    }
+
+    impl<L: Ledger> Source for Served<L> {
+        type Error = core::convert::Infallible;
+        fn read(&mut self, written: &mut Vec<u8>, buf: &mut [u8]) -> Result<usize, Self::Error> {
             if self.to_client.is_empty() {
                 let to_client = &mut self.to_client;
                 let used = self
@@ -316,7 +374,7 @@ mod tests {
                         &mut self.shared,
                         &mut self.ledger,
                         Instant::ZERO,
-                        &self.to_server,
+                        written,
                         |out: &[u8]| {
                             to_client.extend(out);
                             // Bounded: a server offering the same bytes again and again
@@ -330,7 +388,7 @@ mod tests {
                         |_| {},
                     )
                     .unwrap();
-                self.to_server.drain(..used);
+                written.drain(..used);
             }
             let n = buf.len().min(self.to_client.len());
             for (slot, byte) in buf.iter_mut().zip(self.to_client.drain(..n)) {
@@ -349,7 +407,7 @@ mod tests {
     }
 
     fn client(max_write: usize) -> BlockingClient<Loopback, TestRng> {
-        client_on(Loopback::new(max_write))
+        client_on(loopback(max_write, TestLedger::new(Amount(10_000))))
     }
 
     /// A ledger that journals deposits one by one: every history page it gives ends with a
@@ -379,7 +437,7 @@ mod tests {
     /// as a transfer, and the page still verifies).
     #[test]
     fn statements_list_deposits_and_history_pages_never_do() {
-        let mut c = client_on(Loopback::with_ledger(
+        let mut c = client_on(loopback(
             usize::MAX,
             Depositing(TestLedger::new(Amount(10_000))),
         ));
@@ -460,7 +518,7 @@ mod tests {
         // The stream given back is the one the calls used.
         let stream = c.into_inner();
         assert!(stream.writes > 0);
-        assert!(stream.to_server.is_empty());
+        assert!(stream.written.is_empty());
     }
 
     /// A call answered by the event of a request made earlier through `session()` says so
@@ -492,47 +550,18 @@ mod tests {
     }
 
     /// A client that sent part of a line: reads give it, then time out.
-    struct TimesOut {
-        input: &'static [u8],
-        output: Vec<u8>,
-        writes: usize,
-    }
+    struct TimesOut(&'static [u8]);
 
-    impl embedded_io::ErrorType for TimesOut {
+    impl Source for TimesOut {
         type Error = embedded_io::ErrorKind;
-    }
-
-    impl Read for TimesOut {
-        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-            if self.input.is_empty() {
+        fn read(&mut self, _: &mut Vec<u8>, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            if self.0.is_empty() {
                 return Err(embedded_io::ErrorKind::TimedOut);
             }
-            let n = buf.len().min(self.input.len());
-            buf[..n].copy_from_slice(&self.input[..n]);
-            self.input = &self.input[n..];
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
             Ok(n)
-        }
-    }
-
-    impl Write for TimesOut {
-        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-            self.writes += 1;
-            assert!(
-                self.writes < MAX_WRITES,
-                "the driver loops without progress"
-            );
-            // Three bytes at a time: the driver must finish the frame.
-            let n = buf.len().min(3);
-            self.output.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> Result<(), Self::Error> {
-            self.writes += 1;
-            assert!(
-                self.writes < MAX_WRITES,
-                "the driver loops without progress"
-            );
-            Ok(())
         }
     }
 
@@ -540,16 +569,10 @@ mod tests {
     /// `timeout` error before it returns the stream's error.
     #[test]
     fn a_read_timeout_past_the_deadline_writes_the_timeout_error() {
-        let mut io = TimesOut {
-            input: b"{\"op\":\"pi",
-            output: Vec::new(),
-            writes: 0,
-        };
-        let mut shared: ServerShared<TestRng, 8> =
-            ServerShared::new(ServerConfig::default(), TestRng::new(1), [7; 32]);
+        // Three bytes per write: the driver must finish the frame.
+        let mut io = Stream::new(TimesOut(b"{\"op\":\"pi"), 3);
+        let (mut session, mut shared) = server();
         let mut ledger = TestLedger::new(Amount(0));
-        let mut session: ServerSession =
-            ServerSession::new(PeerAddr::ipv4([192, 0, 2, 1]), Instant::ZERO);
         let deadline = Instant::ZERO + ServerConfig::DEFAULT.login_deadline;
         // The clock reaches the deadline once the partial line has been read (the third
         // reading: the first pass, the pass that takes the line, the timed-out read).
@@ -564,7 +587,7 @@ mod tests {
         };
         let served = serve(&mut io, &mut session, &mut shared, &mut ledger, clock);
         assert_eq!(served, Err(embedded_io::ErrorKind::TimedOut));
-        let answer = String::from_utf8(io.output).unwrap();
+        let answer = String::from_utf8(io.written).unwrap();
         assert!(
             answer.starts_with("{\"op\":\"error\",\"code\":\"timeout\"") && answer.ends_with('\n'),
             "{answer}"

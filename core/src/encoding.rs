@@ -79,21 +79,27 @@ fn hex8(bytes: [u8; 8]) -> [u8; 16] {
     (nibbles + 0x30 * ONES + 39 * letters).to_be_bytes()
 }
 
+#[cfg(not(feature = "fast-request"))]
+pub(crate) use copy_plain as copy_short;
+
+/// `copy_short` of the device images. Compiled in every build (the host's only for its tests),
+/// so that the core's tests, which build with the default features, also check the copy the
+/// device images use.
+#[cfg_attr(feature = "fast-request", allow(dead_code))]
+#[inline(always)]
+pub(crate) fn copy_plain(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
 /// Copies `src` into `dst` (of the same length; a shorter `dst` takes a prefix). The fields
 /// of MAC inputs and responses are a few bytes to a few dozen: up to 32 bytes are copied as
 /// two overlapping fixed-size moves, which the compiler inlines, instead of a call to
 /// `memcpy` whose set-up costs more than the copy.
 ///
 /// Without the `fast-request` feature (the device images, whose flash is tighter than their
-/// time) it is a plain `copy_from_slice`: the inlined moves cost flash at every call site.
-#[cfg(not(feature = "fast-request"))]
-#[inline(always)]
-pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
-    let n = dst.len().min(src.len());
-    dst[..n].copy_from_slice(&src[..n]);
-}
-
-/// See the other `copy_short`.
+/// time) it is [`copy_plain`], a plain `copy_from_slice`: the inlined moves cost flash at every
+/// call site.
 #[cfg(feature = "fast-request")]
 #[inline(always)]
 pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
@@ -249,14 +255,13 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Any bytes, into room for all or part of their digits: what `{:02x}` writes.
+        /// Any bytes, into room for all, part or more than all of their digits: what `{:02x}`
+        /// writes, as much as fits, and nothing past the digits.
         #[test]
         fn hex_encode_into_is_lowercase_hex(bytes in proptest::collection::vec(any::<u8>(), 0..70), room in 0usize..150) {
-            let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            let room = room.min(want.len());
             let mut out = vec![b'?'; room];
             hex_encode_into(&bytes, &mut out);
-            prop_assert_eq!(String::from_utf8(out).unwrap(), &want[..room]);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), hex_into_room(&bytes, room));
         }
 
         /// Every length, into a slice of the same length or a shorter one (a prefix).
@@ -269,6 +274,123 @@ mod tests {
             let mut dst = vec![0xeeu8; cut];
             copy_short(&mut dst, &src);
             prop_assert_eq!(&dst[..], &src[..cut]);
+        }
+    }
+
+    /// What writing `bytes` as `{:02x}` digits into `room` bytes of `?` leaves there.
+    fn hex_into_room(bytes: &[u8], room: usize) -> String {
+        let mut want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        want.truncate(room);
+        let rest = room - want.len();
+        want + &"?".repeat(rest)
+    }
+
+    /// Every length up to five eight-byte blocks and a tail, into every room from none to
+    /// more than the digits need: the same digits as `{:02x}`, cut where the room ends.
+    #[test]
+    fn hex_encode_into_every_length_and_room() {
+        let bytes: Vec<u8> = (0..45u8).map(|i| i.wrapping_mul(97) ^ 0x5c).collect();
+        for len in 0..=bytes.len() {
+            for room in 0..=2 * len + 20 {
+                let mut out = vec![b'?'; room];
+                hex_encode_into(&bytes[..len], &mut out);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    hex_into_room(&bytes[..len], room),
+                    "{len} bytes into {room}"
+                );
+            }
+        }
+    }
+
+    /// Every byte value at every place of a block of eight and of the tail after it.
+    #[test]
+    fn hex_encode_into_every_byte_everywhere() {
+        for place in 0..11 {
+            for b in 0..=255u8 {
+                let mut bytes = [0xa5u8; 11];
+                bytes[place] = b;
+                let mut out = [b'?'; 22];
+                hex_encode_into(&bytes, &mut out);
+                assert_eq!(
+                    core::str::from_utf8(&out).unwrap(),
+                    hex_into_room(&bytes, 22),
+                    "{b:#04x} at {place}"
+                );
+            }
+        }
+    }
+
+    /// `hex_encode` gives every digit while its capacity lasts.
+    #[test]
+    fn hex_encode_fills_its_capacity() {
+        let bytes = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe];
+        assert_eq!(hex_encode::<18>(&bytes).as_str(), "0123456789abcdeffe");
+        assert_eq!(hex_encode::<40>(&bytes).as_str(), "0123456789abcdeffe");
+        assert_eq!(hex_encode::<17>(&bytes).as_str(), "0123456789abcdeff");
+        assert_eq!(hex_encode::<16>(&bytes).as_str(), "0123456789abcdef");
+        assert_eq!(hex_encode::<1>(&bytes).as_str(), "0");
+        assert_eq!(hex_encode::<0>(&bytes).as_str(), "");
+    }
+
+    /// Both copies (the host's and the device images'), every length up to past the longest
+    /// short move, into the same length, a shorter and a longer slice: the bytes that fit,
+    /// and nothing else touched.
+    #[test]
+    fn short_copies_copy_every_length() {
+        type Copy = fn(&mut [u8], &[u8]);
+        let copies: [(&str, Copy); 2] = [("copy_short", copy_short), ("copy_plain", copy_plain)];
+        for (name, copy) in copies {
+            for len in 0..=70 {
+                let src: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(31) | 1).collect();
+                for room in 0..=len + 3 {
+                    let mut dst = vec![0u8; room];
+                    copy(&mut dst, &src);
+                    let n = room.min(len);
+                    assert_eq!(&dst[..n], &src[..n], "{name}: {len} into {room}");
+                    assert!(
+                        dst[n..].iter().all(|&b| b == 0),
+                        "{name}: {len} into {room}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Base64 by its definition: the bits of the input six at a time, each one digit, and
+    /// `=` for each missing byte of the last group of three.
+    fn base64_by_bits(bytes: &[u8]) -> String {
+        let bits: Vec<u8> = bytes
+            .iter()
+            .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
+            .collect();
+        let mut text: String = bits
+            .chunks(6)
+            .map(|six| {
+                let v = (0..6).fold(0, |v, i| (v << 1) | six.get(i).copied().unwrap_or(0));
+                char::from(B64[usize::from(v)])
+            })
+            .collect();
+        while text.len() % 4 != 0 {
+            text.push('=');
+        }
+        text
+    }
+
+    /// Every input of one and two bytes, and a run of longer ones: the definition's text.
+    #[test]
+    fn base64_encode_is_the_definition() {
+        for a in 0..=255u8 {
+            assert_eq!(base64_encode::<4>(&[a]).as_str(), base64_by_bits(&[a]));
+            for b in 0..=255u8 {
+                let pair = [a, b];
+                assert_eq!(base64_encode::<4>(&pair).as_str(), base64_by_bits(&pair));
+            }
+        }
+        let long: Vec<u8> = (0..=255u8).rev().collect();
+        for len in 0..long.len() {
+            let bytes = &long[..len];
+            assert_eq!(base64_encode::<344>(bytes).as_str(), base64_by_bits(bytes));
         }
     }
 

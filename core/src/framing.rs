@@ -363,6 +363,9 @@ mod tests {
             let mut rest: &[u8] = chunk;
             while !rest.is_empty() {
                 let (n, d) = dec.decode(rest);
+                // Without a hold, every call takes something from what it is given: the
+                // server's input loop relies on it to end (and this loop, not to spin).
+                assert!(n > 0, "decode took nothing from {rest:?}");
                 match d {
                     Decoded::Incomplete => {}
                     Decoded::Frame(f) => out.push(Ok(f.to_vec())),
@@ -469,7 +472,11 @@ mod tests {
             let mut got = Vec::new();
             let mut rest: &[u8] = &stream;
             let mut holds = holds.into_iter();
+            // Each pass takes a byte or ends a hold, so the stream is done within this many.
+            let mut passes = 2 * stream.len() + 2;
             while !rest.is_empty() || dec.is_holding() {
+                prop_assert!(passes > 0, "the decoder makes no progress");
+                passes -= 1;
                 let (n, d) = dec.decode(rest);
                 let hold = holds.next().unwrap_or(false);
                 match d {
