@@ -44,7 +44,7 @@ const ADDRESSES: usize = 4096;
 /// Bytes read from a socket at once. The buffer lives on the stack only while it is read
 /// and handed to the session, never in an idle connection's task; what the session cannot
 /// take yet (at most this much) is kept on the heap until it can.
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 4096;
 
 /// The host's session: the output buffer holds the largest response. Every connection
 /// gets the core's default capacities while `--max-frame` and `--nonces` are within the
@@ -402,11 +402,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let default_sized = usize::from(args.max_frame) <= DEFAULT_MAX_FRAME
         && usize::from(args.nonces) <= DEFAULT_NONCES;
+    // Each connection's task holds a permit of `permits` (a refused one, of `refusing`)
+    // until it ends, so the stop waits for the tasks by taking every permit back; no
+    // per-task handle is kept (a `JoinSet` entry per connection cost 64 bytes of each idle
+    // connection).
+    // Each connection's task holds a permit of `permits` until it ends, so the stop waits for
+    // them by taking every permit back: no handle per connection is kept (a `JoinSet` entry
+    // cost each idle connection 64 bytes). Refusals are short (one line, bounded by the write
+    // timeout) and are kept in a `JoinSet` as before: every one is answered `server_busy`.
     let permits = Arc::new(Semaphore::new(args.max_connections));
+    let mut refusals = tokio::task::JoinSet::new();
     let acceptor = tls.as_ref().map(crate::tls::ServerTls::acceptor);
     let handshake_timeout = StdDuration::from_secs(args.login_deadline);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -420,26 +428,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     }
                 };
                 let server = server.clone();
-                let acceptor = acceptor.clone();
+                let link = Link { acceptor: acceptor.clone(), handshake_timeout, peer };
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let stop = stop_rx.clone();
-                        let open = crate::metrics::connection_opened();
-                        tasks.spawn(async move {
-                            let _open = open;
-                            let link = Link { acceptor, handshake_timeout, peer };
-                            if let Some(opened) = link.open(&server, stream).await {
-                                opened.serve(&server, peer, stop, default_sized).await;
-                            }
-                            drop(permit);
-                        });
+                        spawn_connection(server, link, stream, stop_rx.clone(), default_sized, permit);
                     }
                     Err(_) => {
                         server.audit.write(Log::Errors, format_args!("limit max_connections peer={peer}"));
                         crate::metrics::connection_refused("max_connections");
                         crate::logging::connection_refused(peer, args.max_connections);
-                        tasks.spawn(async move {
-                            let link = Link { acceptor, handshake_timeout, peer };
+                        refusals.spawn(async move {
                             if let Some(opened) = link.open(&server, stream).await {
                                 opened.refuse(&server, peer).await;
                             }
@@ -447,7 +445,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     }
                 }
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             _ = signals.recv() => break,
         }
     }
@@ -456,7 +454,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     drop(listener);
     let _ = stop_tx.send(true);
-    let drain = async { while tasks.join_next().await.is_some() {} };
+    let drain = async {
+        let _connections = take_all(&permits, args.max_connections).await;
+        while refusals.join_next().await.is_some() {}
+    };
     if tokio::time::timeout(StdDuration::from_secs(10), drain)
         .await
         .is_err()
@@ -484,6 +485,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     println!("txsock stopped: {transfers} transfers in {commits} commits");
     Ok(())
+}
+
+/// Takes all `count` permits of `semaphore`: returns once every task holding one has ended.
+async fn take_all(semaphore: &Semaphore, count: usize) -> Vec<tokio::sync::SemaphorePermit<'_>> {
+    let mut taken = Vec::new();
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(u32::MAX as usize);
+        match semaphore.acquire_many(n as u32).await {
+            Ok(permit) => taken.push(permit),
+            // Never closed; nothing to wait for if it were.
+            Err(_) => break,
+        }
+        left -= n;
+    }
+    taken
 }
 
 /// Connections the kernel may hold for `accept` (capped by `net.core.somaxconn`). tokio's
@@ -626,6 +643,93 @@ struct Link {
     peer: SocketAddr,
 }
 
+/// The most bytes a plaintext connection's task (the future of [`connection`]) may take:
+/// every idle connection holds one, so 10,000 idle connections hold 10,000 of them (the
+/// session is boxed and counted apart). What a connection needs only while it writes (the
+/// answers gathered in [`flush`]) or reads (the read buffer, [`read_into`]) stays out of it,
+/// and so do copies of its arguments (see [`Conn`]). A unit test holds the task to this
+/// bound. With rustc 1.95 and tokio 1.54 it is 944 bytes (1,360 before these two were taken
+/// out); the bound leaves 16 for other compiler versions.
+#[cfg_attr(not(test), allow(dead_code))] // Read by the size test; documents the bound.
+pub const CONNECTION_TASK_BYTES: usize = 960;
+
+/// What a connection's task owns until it ends. The connection's future keeps it as its one
+/// argument and uses its fields in place: every argument an async function takes is kept
+/// for the whole future, so passing these down through several functions (open, then serve,
+/// then the sized connection) kept each one several times in every idle connection.
+struct Conn<S> {
+    server: Arc<Server>,
+    stream: S,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+    /// Returned when the task ends; the stop waits for all of them (see [`run`]).
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Counts the connection as open while the task lives.
+    _open: crate::metrics::OpenConnection,
+}
+
+/// Starts the task of a connection within `--max-connections`. A plaintext connection's
+/// task is the connection's future itself (no wrapper: see [`Conn`]); a TLS connection's
+/// runs the handshake first and boxes the rest.
+fn spawn_connection(
+    server: Arc<Server>,
+    link: Link,
+    stream: TcpStream,
+    stop: watch::Receiver<bool>,
+    default_sized: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let open = crate::metrics::connection_opened();
+    let peer = link.peer;
+    if link.acceptor.is_none() {
+        set_socket_options(&server, &stream);
+        let conn = Conn {
+            server,
+            stream,
+            peer,
+            stop,
+            _permit: permit,
+            _open: open,
+        };
+        if default_sized {
+            tokio::spawn(connection::<_, DEFAULT_MAX_FRAME, DEFAULT_NONCES>(conn));
+        } else {
+            tokio::spawn(connection::<_, FRAME_CAPACITY, NONCE_CAPACITY>(conn));
+        }
+        return;
+    }
+    tokio::spawn(async move {
+        let Some(opened) = link.open(&server, stream).await else {
+            return;
+        };
+        match opened {
+            Opened::Plain(stream) => {
+                let conn = Conn {
+                    server,
+                    stream,
+                    peer,
+                    stop,
+                    _permit: permit,
+                    _open: open,
+                };
+                sized_connection(conn, default_sized).await
+            }
+            // Boxed: a TLS connection's future holds its rustls state (several KiB).
+            Opened::Tls(stream) => {
+                let conn = Conn {
+                    server,
+                    stream: *stream,
+                    peer,
+                    stop,
+                    _permit: permit,
+                    _open: open,
+                };
+                Box::pin(sized_connection(conn, default_sized)).await
+            }
+        }
+    });
+}
+
 /// An opened connection.
 enum Opened {
     Plain(TcpStream),
@@ -633,24 +737,6 @@ enum Opened {
 }
 
 impl Opened {
-    /// Serves the connection (see [`sized_connection`]).
-    async fn serve(
-        self,
-        server: &Server,
-        peer: SocketAddr,
-        stop: watch::Receiver<bool>,
-        default_sized: bool,
-    ) {
-        match self {
-            Opened::Plain(s) => sized_connection(server, s, peer, stop, default_sized).await,
-            // Boxed: a TLS connection's future holds its rustls state (several KiB); inline,
-            // it would size every plaintext connection's task the same.
-            Opened::Tls(s) => {
-                Box::pin(sized_connection(server, *s, peer, stop, default_sized)).await
-            }
-        }
-    }
-
     /// Answers `server_busy` and closes (see [`refuse`]).
     async fn refuse(self, server: &Server, peer: SocketAddr) {
         match self {
@@ -664,8 +750,7 @@ impl Link {
     /// Sets the socket options and runs the TLS handshake if there is one; a failed
     /// handshake is logged to `error.log` and closes the connection (`None`).
     async fn open(self, server: &Server, stream: TcpStream) -> Option<Opened> {
-        let _ = stream.set_nodelay(true);
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(server.max_output);
+        set_socket_options(server, &stream);
         let Some(acceptor) = self.acceptor else {
             return Some(Opened::Plain(stream));
         };
@@ -689,20 +774,64 @@ impl Link {
     }
 }
 
+/// No Nagle delay; the send buffer holds at most `--max-output` (see `ServeArgs`).
+fn set_socket_options(server: &Server, stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(server.max_output);
+}
+
 enum WriteError {
     Closed,
     Stalled,
 }
 
+/// Answers every ledger reply that has already arrived, then writes the connection's output
+/// and returns once it is all written.
+///
+/// The replies of one commit arrive together; answered here at once, they leave in one write
+/// instead of one write each. The session's output holds one answer, so earlier answers move
+/// to `gathered` (at most `--pipeline` answers), which lives in this call only: a connection
+/// that waits for input holds no part of it (see [`CONNECTION_TASK_BYTES`]).
 async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
+    server: &Server,
     stream: &mut S,
     session: &mut Session<FRAME, NONCES>,
-    timeout: StdDuration,
+    in_flight: &mut VecDeque<PendingReply>,
+    peer: SocketAddr,
 ) -> Result<(), WriteError> {
-    while !session.poll_transmit().is_empty() {
-        match tokio::time::timeout(timeout, stream.write(session.poll_transmit())).await {
+    let mut gathered = Vec::new();
+    while let Some(reply) = in_flight.front_mut().and_then(ready_now) {
+        in_flight.pop_front();
+        if !session.has_room_for_reply() {
+            take_output(session, &mut gathered);
+        }
+        session.handle_ledger(&mut server.shared(), clock::now(), reply);
+        log_events(server, session, peer);
+    }
+    if in_flight.is_empty() {
+        *in_flight = VecDeque::new();
+    }
+    if !gathered.is_empty() {
+        take_output(session, &mut gathered);
+    }
+    let timeout = server.write_timeout;
+    // One write loop for both sources: `gathered` if it holds anything, else the session.
+    loop {
+        let from_session = gathered.is_empty();
+        let bytes: &[u8] = if from_session {
+            session.poll_transmit()
+        } else {
+            &gathered
+        };
+        if bytes.is_empty() {
+            break;
+        }
+        match tokio::time::timeout(timeout, stream.write(bytes)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteError::Closed),
-            Ok(Ok(n)) => session.advance_transmit(n),
+            Ok(Ok(n)) if from_session => session.advance_transmit(n),
+            Ok(Ok(n)) => {
+                gathered.drain(..n);
+            }
             Err(_) => return Err(WriteError::Stalled),
         }
     }
@@ -711,6 +840,28 @@ async fn flush<S: Transport, const FRAME: usize, const NONCES: usize>(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteError::Closed),
         Err(_) => Err(WriteError::Stalled),
+    }
+}
+
+/// Moves the session's output to the end of `gathered`, making room for the next answer.
+fn take_output<const FRAME: usize, const NONCES: usize>(
+    session: &mut Session<FRAME, NONCES>,
+    gathered: &mut Vec<u8>,
+) {
+    let output = session.poll_transmit();
+    let n = output.len();
+    gathered.extend_from_slice(output);
+    session.advance_transmit(n);
+}
+
+/// The reply if the ledger has already sent it, without waiting (`Unavailable` if the worker
+/// is gone, as when awaited). Polled with a waker that does nothing: a reply not there yet
+/// is awaited later in the connection's loop, which registers the task's own waker.
+fn ready_now(reply: &mut PendingReply) -> Option<txsock_core::ledger::LedgerReply> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(std::pin::Pin::new(reply), &mut context) {
+        std::task::Poll::Ready(reply) => Some(reply),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -752,28 +903,23 @@ fn read_into<S: Transport, const FRAME: usize, const NONCES: usize>(
 
 /// Serves one connection with a default-sized session if `default_sized`, else with the
 /// largest.
-async fn sized_connection<S: Transport>(
-    server: &Server,
-    stream: S,
-    peer: SocketAddr,
-    stop: watch::Receiver<bool>,
-    default_sized: bool,
-) {
+async fn sized_connection<S: Transport>(conn: Conn<S>, default_sized: bool) {
     if default_sized {
-        connection::<_, DEFAULT_MAX_FRAME, DEFAULT_NONCES>(server, stream, peer, stop).await
+        connection::<_, DEFAULT_MAX_FRAME, DEFAULT_NONCES>(conn).await
     } else {
-        connection::<_, FRAME_CAPACITY, NONCE_CAPACITY>(server, stream, peer, stop).await
+        connection::<_, FRAME_CAPACITY, NONCE_CAPACITY>(conn).await
     }
 }
 
-async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
-    server: &Server,
-    mut stream: S,
-    peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) {
-    crate::logging::connection_accepted(peer);
-    let mut session = Box::new(Session::<FRAME, NONCES>::new(peer_addr(peer), clock::now()));
+/// Serves one connection until it closes, the peer leaves or the server stops.
+async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut conn: Conn<S>) {
+    // Fields used in place, never moved out (see [`Conn`]).
+    let server = &*conn.server;
+    crate::logging::connection_accepted(conn.peer);
+    let mut session = Box::new(Session::<FRAME, NONCES>::new(
+        peer_addr(conn.peer),
+        clock::now(),
+    ));
     // Input the session has not taken yet; at most one read's worth, since the socket is
     // read only once this is empty. Freed when drained, so an idle connection holds none.
     let mut pending: Vec<u8> = Vec::new();
@@ -793,11 +939,19 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
             }
         }
         // Log what the input caused before waiting on the ledger, so nothing queued is lost.
-        log_events(server, &mut session, peer);
+        log_events(server, &mut session, conn.peer);
         while let Some(request) = session.poll_ledger() {
             in_flight.push_back(server.ledger.submit(request, clock::now()).await);
         }
-        match flush(&mut stream, &mut session, server.write_timeout).await {
+        match flush(
+            server,
+            &mut conn.stream,
+            &mut session,
+            &mut in_flight,
+            conn.peer,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(WriteError::Closed) => break,
             Err(WriteError::Stalled) => {
@@ -805,7 +959,7 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
                 let user = session.user().map_or_else(|| "-".into(), |u| u.to_string());
                 server.audit.write(
                     Log::Errors,
-                    format_args!("limit output_overflow user={user} peer={peer}"),
+                    format_args!("limit output_overflow user={user} peer={}", conn.peer),
                 );
                 break;
             }
@@ -830,27 +984,28 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(
                 if in_flight.is_empty() {
                     in_flight = VecDeque::new();
                 }
-                // flush above left the output empty, so the answer has room.
+                // flush above left the output empty, so the answer has room; the next flush
+                // answers the replies that arrived with it.
                 session.handle_ledger(&mut server.shared(), clock::now(), reply);
-                log_events(server, &mut session, peer);
+                log_events(server, &mut session, conn.peer);
             }
-            ready = stream.ready(), if reading => {
+            ready = conn.stream.ready(), if reading => {
                 peer_done = ready.is_err()
-                    || !read_into(server, &mut stream, &mut session, &mut pending, peer, &mut first);
+                    || !read_into(server, &mut conn.stream, &mut session, &mut pending, conn.peer, &mut first);
             }
             _ = sleep_until(deadline) => {
                 session.handle_timeout(&server.shared(), clock::now());
             }
-            _ = stop.changed(), if !stopping => stopping = true,
+            _ = conn.stop.changed(), if !stopping => stopping = true,
         }
     }
     if let Some(user) = session.user() {
         server.audit.write(
             Log::Sessions,
-            format_args!("disconnect user={user} peer={peer}"),
+            format_args!("disconnect user={user} peer={}", conn.peer),
         );
     }
-    crate::logging::connection_closed(peer, session.user().map(|u| u.as_str()));
+    crate::logging::connection_closed(conn.peer, session.user().map(|u| u.as_str()));
 }
 
 async fn sleep_until(at: Option<txsock_core::Instant>) {
@@ -934,6 +1089,27 @@ mod tests {
             panic!("not serve")
         };
         args
+    }
+
+    /// Bytes of the future that `f` returns (never called).
+    fn returned_size<A, F: FnOnce(A) -> Fut, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every idle connection holds its task's future: it stays within its documented size,
+    /// with either session size.
+    #[test]
+    fn a_connection_task_stays_small() {
+        for task in [
+            returned_size(&connection::<TcpStream, DEFAULT_MAX_FRAME, DEFAULT_NONCES>),
+            returned_size(&connection::<TcpStream, FRAME_CAPACITY, NONCE_CAPACITY>),
+        ] {
+            assert!(
+                task <= CONNECTION_TASK_BYTES,
+                "a connection's task takes {task} bytes, more than CONNECTION_TASK_BYTES \
+                 ({CONNECTION_TASK_BYTES}): every idle connection would grow"
+            );
+        }
     }
 
     /// With no flags, `txsock serve` runs the core's defaults, whatever they are.
