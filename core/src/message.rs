@@ -381,6 +381,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips whitespace and returns the byte after it.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn space(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\t' | b'\n') = self.peek() {
             self.at += 1;
@@ -389,12 +390,14 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips whitespace and takes `byte`.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.space()? == byte).then(|| self.at += 1)
     }
 
     /// Skips whitespace and reads a string, refusing a control character anywhere in it
     /// (`precheck`'s rule, so that a frame [`read_wire`] takes needs no `precheck`).
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let bytes = self.text.as_bytes();
@@ -457,6 +460,7 @@ impl<'a> Reader<'a> {
     /// Steps to the next key of an object whose `{` is taken and returns it, or `None` at
     /// its `}` (left untaken); fails where serde-json-core's `MapAccess` fails: a `,` before
     /// the first key or before the `}`, a missing `,`, a key that is not a string.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn next_key(&mut self, first: bool, strict: bool) -> Option<Option<&'a str>> {
         // `strict` reads the key with `string`, else with `raw_string`.
         match self.space()? {
