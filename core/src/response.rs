@@ -251,23 +251,55 @@ pub struct ReceiptResponse<'a> {
 
 impl WriteJson for ReceiptResponse<'_> {
     fn write_json(&self, w: &mut JsonWriter<'_>) {
-        let f = self.fields;
-        w.raw(b"{\"op\":\"receipt\",\"seq\":");
-        w.uint(f.seq.into());
-        w.raw(b",\"id\":");
-        w.string(f.id);
-        w.raw(b",\"to\":");
-        w.string(f.to);
-        w.raw(b",\"amount\":");
-        w.amount(f.amount);
-        w.raw(b",\"result\":");
-        w.string(f.result);
-        w.raw(b",\"balance\":");
-        w.amount(f.balance);
-        w.raw(b",\"mac\":");
-        w.hex(self.mac.as_bytes());
-        w.raw(b"}");
+        write_receipt(w, self.fields, self.mac, false);
     }
+}
+
+/// A [`ReceiptResponse`] whose id is a [`TransferId`](crate::names::TransferId)'s text, whose
+/// recipient is a [`Username`](crate::names::Username)'s and whose result is `"committed"`
+/// or an [`ErrorCode`](crate::error::ErrorCode)'s name, as every receipt the server writes:
+/// those types hold no byte that JSON escapes, so with `fast-request` the three are copied
+/// between quotes without the scan [`JsonWriter::string`] runs first. The same bytes as
+/// [`ReceiptResponse`] for any such texts (proptest below).
+pub(crate) struct CheckedReceipt<'a> {
+    /// What the receipt says; `id`, `to` and `result` as above.
+    pub(crate) fields: &'a ReceiptFields<'a>,
+    /// The receipt's MAC.
+    pub(crate) mac: &'a Tag,
+}
+
+impl WriteJson for CheckedReceipt<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        write_receipt(w, self.fields, self.mac, cfg!(feature = "fast-request"));
+    }
+}
+
+/// The receipt's JSON; `checked`: its id, recipient and result need no escaping (see
+/// [`CheckedReceipt`]) and are copied without a scan.
+#[inline(always)]
+fn write_receipt(w: &mut JsonWriter<'_>, f: &ReceiptFields<'_>, mac: &Tag, checked: bool) {
+    let text = |w: &mut JsonWriter<'_>, s: &str| {
+        if checked {
+            w.quoted(s.as_bytes())
+        } else {
+            w.string(s)
+        }
+    };
+    w.raw(b"{\"op\":\"receipt\",\"seq\":");
+    w.uint(f.seq.into());
+    w.raw(b",\"id\":");
+    text(w, f.id);
+    w.raw(b",\"to\":");
+    text(w, f.to);
+    w.raw(b",\"amount\":");
+    w.amount(f.amount);
+    w.raw(b",\"result\":");
+    text(w, f.result);
+    w.raw(b",\"balance\":");
+    w.amount(f.balance);
+    w.raw(b",\"mac\":");
+    w.hex(mac.as_bytes());
+    w.raw(b"}");
 }
 
 impl WriteJson for BalanceFrame<'_> {
@@ -493,6 +525,46 @@ mod tests {
                 (Ok(n), Ok(m)) => prop_assert_eq!(&a[..n], &b[..m]),
                 (Err(e), Err(f)) => prop_assert_eq!(e.required, f.required),
                 (ours, theirs) => prop_assert!(false, "ours {:?}, serde-json-core {:?}", ours, theirs),
+            }
+        }
+    }
+
+    proptest! {
+        /// The server's receipt without the escape scan: for every id a `TransferId` takes,
+        /// recipient a `Username` takes and result the server writes, the same bytes as
+        /// [`ReceiptResponse`] (and so as serde-json-core), into a buffer of any size.
+        #[test]
+        fn checked_receipts_match_receipts(
+            id in "[a-zA-Z0-9_.:\\-\"\\\\\u{1}\u{e9}]{1,12}",
+            to in "[a-z0-9_.\\-\"\\\\\u{1f}\u{e9}]{1,12}",
+            result in proptest::sample::select(
+                crate::error::ErrorCode::ALL.iter().map(|c| c.name()).chain(["committed"]).collect::<Vec<_>>()
+            ),
+            seq in any::<u32>(),
+            amount in any::<u64>(),
+            mac in any::<[u8; 32]>(),
+            size in prop_oneof![Just(4096usize), 0usize..400],
+        ) {
+            let (Ok(id), Ok(to)) = (
+                crate::names::TransferId::parse(&id),
+                crate::names::Username::parse(&to),
+            ) else {
+                return Ok(());
+            };
+            let nonce = [7; 16];
+            let fields = ReceiptFields {
+                seq, id: id.as_str(), to: to.as_str(), amount: Amount(amount), result,
+                balance: Amount(amount / 3), nonce: &nonce,
+            };
+            let tag = Tag::from_bytes(mac);
+            let mut a = vec![0u8; size];
+            let mut b = vec![0u8; size];
+            let checked = encode_response(&CheckedReceipt { fields: &fields, mac: &tag }, &mut a);
+            let plain = encode_response(&ReceiptResponse { fields: &fields, mac: &tag }, &mut b);
+            match (checked, plain) {
+                (Ok(n), Ok(m)) => prop_assert_eq!(&a[..n], &b[..m]),
+                (Err(e), Err(f)) => prop_assert_eq!(e.required, f.required),
+                (c, p) => prop_assert!(false, "checked {:?}, plain {:?}", c, p),
             }
         }
     }
