@@ -173,8 +173,7 @@ pub fn hex_decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError> {
     let (out_head, out_tail) = out.split_at_mut(4 * whole);
     let mut valid = true;
     for (o, digits) in out_head.chunks_exact_mut(4).zip(t_head.chunks_exact(8)) {
-        let (Ok(o), Ok(digits)) = (<&mut [u8; 4]>::try_from(o), <[u8; 8]>::try_from(digits))
-        else {
+        let (Ok(o), Ok(digits)) = (<&mut [u8; 4]>::try_from(o), <[u8; 8]>::try_from(digits)) else {
             return Err(DecodeError);
         };
         match unhex8(digits) {
@@ -420,7 +419,11 @@ mod tests {
                 let Ok(s) = core::str::from_utf8(text) else {
                     continue;
                 };
-                assert_eq!(hex_decode::<16>(s), unhex_by_table::<16>(text), "{b:#x} at {at}");
+                assert_eq!(
+                    hex_decode::<16>(s),
+                    unhex_by_table::<16>(text),
+                    "{b:#x} at {at}"
+                );
             }
         }
         assert_eq!(unhex8(*b"09afAF00"), None);
