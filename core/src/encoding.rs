@@ -163,27 +163,30 @@ pub fn hex_decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError> {
     }
     let mut out = [0u8; N];
     // Eight digits at a time where they fit (a nonce is four words, a MAC eight); not in the
-    // device images (no `fast-request`), whose flash is tighter than their time.
-    let whole = if cfg!(feature = "fast-request") {
-        N / 4
-    } else {
-        0
-    };
-    let (t_head, t_tail) = t.split_at(8 * whole);
-    let (out_head, out_tail) = out.split_at_mut(4 * whole);
-    let mut valid = true;
-    for (o, digits) in out_head.chunks_exact_mut(4).zip(t_head.chunks_exact(8)) {
-        let (Ok(o), Ok(digits)) = (<&mut [u8; 4]>::try_from(o), <[u8; 8]>::try_from(digits)) else {
-            return Err(DecodeError);
-        };
-        match unhex8(digits) {
-            Some(bytes) => *o = bytes,
-            None => valid = false,
+    // device images (no `fast-request`), whose flash is tighter than their time (the 64-bit
+    // arithmetic costs Thumb code at every `N`).
+    #[cfg(feature = "fast-request")]
+    let (t_tail, out_tail, mut seen) = {
+        let whole = N / 4;
+        let (t_head, t_tail) = t.split_at(8 * whole);
+        let (out_head, out_tail) = out.split_at_mut(4 * whole);
+        let mut valid = true;
+        for (o, digits) in out_head.chunks_exact_mut(4).zip(t_head.chunks_exact(8)) {
+            let (Ok(o), Ok(digits)) = (<&mut [u8; 4]>::try_from(o), <[u8; 8]>::try_from(digits))
+            else {
+                return Err(DecodeError);
+            };
+            match unhex8(digits) {
+                Some(bytes) => *o = bytes,
+                None => valid = false,
+            }
         }
-    }
+        (t_tail, out_tail, if valid { 0u8 } else { NOT_HEX })
+    };
+    #[cfg(not(feature = "fast-request"))]
+    let (t_tail, out_tail, mut seen) = (t, &mut out[..], 0u8);
     // One table look-up per digit and a single check at the end: this runs on every
     // transfer frame (its nonce and MAC).
-    let mut seen = if valid { 0u8 } else { NOT_HEX };
     for (o, pair) in out_tail.iter_mut().zip(t_tail.chunks_exact(2)) {
         let (high, low) = (
             HEX_VALUES[usize::from(pair[0])],
@@ -202,6 +205,7 @@ pub fn hex_decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError> {
 /// 64-bit word instead of a table look-up per digit. Every test is exact per byte (no borrow
 /// or carry crosses a byte): with the high bits clear, `v + (0x80 - lo)` has its high bit
 /// set exactly when `v >= lo`, and stays below 0x100.
+#[cfg(any(feature = "fast-request", test))]
 #[inline]
 fn unhex8(digits: [u8; 8]) -> Option<[u8; 4]> {
     const ONES: u64 = u64::MAX / 0xff;
