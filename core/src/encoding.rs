@@ -181,13 +181,17 @@ pub fn hex_decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError> {
                 None => valid = false,
             }
         }
-        (t_tail, out_tail, if valid { 0u8 } else { NOT_HEX })
+        (
+            t_tail,
+            out_tail.iter_mut(),
+            if valid { 0u8 } else { NOT_HEX },
+        )
     };
     #[cfg(not(feature = "fast-request"))]
-    let (t_tail, out_tail, mut seen) = (t, &mut out[..], 0u8);
+    let (t_tail, out_tail, mut seen) = (t, out.iter_mut(), 0u8);
     // One table look-up per digit and a single check at the end: this runs on every
     // transfer frame (its nonce and MAC).
-    for (o, pair) in out_tail.iter_mut().zip(t_tail.chunks_exact(2)) {
+    for (o, pair) in out_tail.zip(t_tail.chunks_exact(2)) {
         let (high, low) = (
             HEX_VALUES[usize::from(pair[0])],
             HEX_VALUES[usize::from(pair[1])],
