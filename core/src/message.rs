@@ -381,6 +381,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips whitespace and returns the byte after it.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn space(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\t' | b'\n') = self.peek() {
             self.at += 1;
@@ -389,12 +390,14 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips whitespace and takes `byte`.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.space()? == byte).then(|| self.at += 1)
     }
 
     /// Skips whitespace and reads a string, refusing a control character anywhere in it
     /// (`precheck`'s rule, so that a frame [`read_wire`] takes needs no `precheck`).
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let bytes = self.text.as_bytes();
@@ -457,6 +460,7 @@ impl<'a> Reader<'a> {
     /// Steps to the next key of an object whose `{` is taken and returns it, or `None` at
     /// its `}` (left untaken); fails where serde-json-core's `MapAccess` fails: a `,` before
     /// the first key or before the `}`, a missing `,`, a key that is not a string.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn next_key(&mut self, first: bool, strict: bool) -> Option<Option<&'a str>> {
         // `strict` reads the key with `string`, else with `raw_string`.
         match self.space()? {
@@ -570,6 +574,7 @@ const IGNORED_DEPTH: u32 = 128;
 /// strings, `iterations` and `offset` integers to 2^32 − 1, `count` to 255; or `None`. It
 /// also returns `None` for every frame `precheck` refuses (not UTF-8, a CR, a control
 /// character in a string), so that a frame it takes needs no other check.
+#[cfg_attr(feature = "fast-request", inline(always))]
 fn read_wire(frame: &[u8]) -> Option<RequestWire<'_>> {
     let text = core::str::from_utf8(frame).ok()?;
     let mut r = Reader { text, at: 0 };
@@ -657,6 +662,7 @@ fn read_op(frame: &[u8]) -> Option<&str> {
 
 impl Request {
     /// Parses a request frame (without its newline).
+    #[cfg_attr(feature = "fast-request", inline(always))]
     pub fn parse(frame: &[u8]) -> Result<Request, MessageError> {
         Request::from_wire(Request::wire(frame)?)
     }
@@ -664,6 +670,7 @@ impl Request {
     /// The fields of a request frame, or why it is no request: `NotUtf8`, `TooDeep` or
     /// `Syntax` from `precheck`, then `UnknownOp` for an unknown op (even with unknown
     /// fields), `Syntax` for anything else. The common case takes one pass.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     pub(crate) fn wire(frame: &[u8]) -> Result<RequestWire<'_>, MessageError> {
         if let Some(w) = read_wire(frame) {
             return Ok(w);
@@ -718,6 +725,7 @@ impl Request {
     }
 
     /// Checks the fields against the op's shape and validates their values.
+    #[cfg_attr(feature = "fast-request", inline(always))]
     fn from_wire(w: RequestWire<'_>) -> Result<Request, MessageError> {
         let (required, optional) = shape(w.op).ok_or(MessageError::UnknownOp)?;
         let present = w.present();

@@ -270,6 +270,43 @@ impl WriteJson for ReceiptResponse<'_> {
     }
 }
 
+/// A [`ReceiptResponse`] whose id is a [`TransferId`](crate::names::TransferId)'s text, whose
+/// recipient is a [`Username`](crate::names::Username)'s and whose result is `"committed"`
+/// or an [`ErrorCode`](crate::error::ErrorCode)'s name, as every receipt the server writes:
+/// those types hold no byte that JSON escapes, so with `fast-request` the three are copied
+/// between quotes without the scan [`JsonWriter::string`] runs first. The same bytes as
+/// [`ReceiptResponse`] for any such texts (proptest below). The server writes it only with
+/// `fast-request`; the device images write [`ReceiptResponse`], as before.
+// Without `fast-request` only the test kit writes it (the server writes `ReceiptResponse`).
+#[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
+pub(crate) struct CheckedReceipt<'a> {
+    /// What the receipt says; `id`, `to` and `result` as above.
+    pub(crate) fields: &'a ReceiptFields<'a>,
+    /// The receipt's MAC.
+    pub(crate) mac: &'a Tag,
+}
+
+impl WriteJson for CheckedReceipt<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        let f = self.fields;
+        w.raw(b"{\"op\":\"receipt\",\"seq\":");
+        w.uint(f.seq.into());
+        w.raw(b",\"id\":");
+        w.quoted(f.id.as_bytes());
+        w.raw(b",\"to\":");
+        w.quoted(f.to.as_bytes());
+        w.raw(b",\"amount\":");
+        w.amount(f.amount);
+        w.raw(b",\"result\":");
+        w.quoted(f.result.as_bytes());
+        w.raw(b",\"balance\":");
+        w.amount(f.balance);
+        w.raw(b",\"mac\":");
+        w.hex(self.mac.as_bytes());
+        w.raw(b"}");
+    }
+}
+
 impl WriteJson for BalanceFrame<'_> {
     fn write_json(&self, w: &mut JsonWriter<'_>) {
         w.key(true, b"op");
@@ -535,6 +572,46 @@ mod tests {
                     Err(InsufficientSizeError { required: n }),
                     "{short} bytes"
                 );
+            }
+        }
+    }
+
+    proptest! {
+        /// The server's receipt without the escape scan: for every id a `TransferId` takes,
+        /// recipient a `Username` takes and result the server writes, the same bytes as
+        /// [`ReceiptResponse`] (and so as serde-json-core), into a buffer of any size.
+        #[test]
+        fn checked_receipts_match_receipts(
+            id in "[a-zA-Z0-9_.:\\-\"\\\\\u{1}\u{e9}]{1,12}",
+            to in "[a-z0-9_.\\-\"\\\\\u{1f}\u{e9}]{1,12}",
+            result in proptest::sample::select(
+                crate::error::ErrorCode::ALL.iter().map(|c| c.name()).chain(["committed"]).collect::<Vec<_>>()
+            ),
+            seq in any::<u32>(),
+            amount in any::<u64>(),
+            mac in any::<[u8; 32]>(),
+            size in prop_oneof![Just(4096usize), 0usize..400],
+        ) {
+            let (Ok(id), Ok(to)) = (
+                crate::names::TransferId::parse(&id),
+                crate::names::Username::parse(&to),
+            ) else {
+                return Ok(());
+            };
+            let nonce = [7; 16];
+            let fields = ReceiptFields {
+                seq, id: id.as_str(), to: to.as_str(), amount: Amount(amount), result,
+                balance: Amount(amount / 3), nonce: &nonce,
+            };
+            let tag = Tag::from_bytes(mac);
+            let mut a = vec![0u8; size];
+            let mut b = vec![0u8; size];
+            let checked = encode_response(&CheckedReceipt { fields: &fields, mac: &tag }, &mut a);
+            let plain = encode_response(&ReceiptResponse { fields: &fields, mac: &tag }, &mut b);
+            match (checked, plain) {
+                (Ok(n), Ok(m)) => prop_assert_eq!(&a[..n], &b[..m]),
+                (Err(e), Err(f)) => prop_assert_eq!(e.required, f.required),
+                (c, p) => prop_assert!(false, "checked {:?}, plain {:?}", c, p),
             }
         }
     }
