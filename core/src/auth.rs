@@ -14,10 +14,9 @@
 //! (`ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage)`) and checks
 //! `SHA-256(ClientKey) == StoredKey`.
 
-use crate::crypto::{ct_eq, sha256, HmacSha256, Key, MacKey, Tag, TAG_LEN};
+use crate::crypto::{ct_eq, sha256, HmacSha256, Key, Keyed, MacKey, MacState, Tag, TAG_LEN};
 use crate::encoding::base64_encode;
 use crate::names::Username;
-use hmac::Mac;
 use zeroize::Zeroize;
 
 /// The PBKDF2 iteration count used when nothing else is configured: the OWASP 2023
@@ -122,7 +121,7 @@ pub struct AuthMessage<'a> {
 
 impl AuthMessage<'_> {
     /// Feeds the `AuthMessage` bytes into `mac`.
-    pub fn feed(&self, mac: &mut HmacSha256) {
+    pub fn feed(&self, mac: &mut MacState) {
         let salt = base64_encode::<{ 4 * MAX_SALT.div_ceil(3) }>(self.salt);
         let mut digits = [0u8; 10];
         mac.update(b"n=");
@@ -144,7 +143,7 @@ impl AuthMessage<'_> {
         let mut m = key.mac();
         m.update(label);
         self.feed(&mut m);
-        Tag::from_mac(m)
+        m.finish()
     }
 }
 
