@@ -139,22 +139,22 @@ impl Amount {
         // Written right to left without `core::fmt` (it is on the path of every receipt):
         // two decimals, the point, then the units, at least one digit. A u64 has at most 18
         // digits of units, so the 21 characters always fit.
-        let mut at = buf.len();
-        let mut rest = self.0;
-        for position in 0.. {
-            if position == 2 {
-                at -= 1;
-                buf[at] = b'.';
+        // Characters 0 and 1 from the right are the decimals, 2 the point, 3 on the units.
+        let (mut rest, mut len) = (self.0, 0);
+        for (i, slot) in buf.iter_mut().rev().enumerate() {
+            len = i + 1;
+            if i == 2 {
+                *slot = b'.';
+                continue;
             }
-            at -= 1;
             let (quotient, digit) = div_rem_10(rest);
-            buf[at] = b'0' + digit;
+            *slot = b'0' + digit;
             rest = quotient;
-            if rest == 0 && position >= 2 {
+            if rest == 0 && i >= 3 {
                 break;
             }
         }
-        &buf[at..]
+        buf.get(buf.len() - len..).unwrap_or_default()
     }
 }
 

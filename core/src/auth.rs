@@ -149,15 +149,17 @@ impl AuthMessage<'_> {
 
 /// Writes `n` in decimal into `buf`, returning the digits.
 pub(crate) fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
+    // A u32 has at most 10 digits; written right to left.
+    let mut len = 0;
+    for digit in buf.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
         n /= 10;
+        len += 1;
         if n == 0 {
-            return &buf[i..];
+            break;
         }
     }
+    buf.get(buf.len() - len..).unwrap_or_default()
 }
 
 /// The two per-session MAC keys derived at login.

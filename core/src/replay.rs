@@ -86,8 +86,11 @@ impl<const N: usize> NonceRing<N> {
         while self.len >= self.limit {
             self.remove(0);
         }
-        self.slots[self.len] = nonce;
-        self.len += 1;
+        // The loop above left `len` below the limit, which is at most `N`.
+        if let Some(slot) = self.slots.get_mut(self.len) {
+            *slot = nonce;
+            self.len += 1;
+        }
         nonce
     }
 
@@ -110,8 +113,10 @@ impl<const N: usize> NonceRing<N> {
     /// dozen nonces at most.
     fn remove(&mut self, i: usize) {
         let len = self.len.min(N);
-        for j in i + 1..len {
-            self.slots[j - 1] = self.slots[j];
+        let mut j = i;
+        while j + 1 < len {
+            self.slots[j] = self.slots[j + 1];
+            j += 1;
         }
         self.len = len.saturating_sub(1);
     }
