@@ -139,22 +139,52 @@ impl Amount {
         // Written right to left without `core::fmt` (it is on the path of every receipt):
         // two decimals, the point, then the units, at least one digit. A u64 has at most 18
         // digits of units, so the 21 characters always fit.
-        let mut at = buf.len();
-        let mut rest = self.0;
-        for position in 0.. {
-            if position == 2 {
-                at -= 1;
-                buf[at] = b'.';
+        // Characters 0 and 1 from the right are the decimals, 2 the point, 3 on the units.
+        let (mut rest, mut len) = (self.0, 0);
+        for (i, slot) in buf.iter_mut().rev().enumerate() {
+            len = i + 1;
+            if i == 2 {
+                *slot = b'.';
+                continue;
             }
-            at -= 1;
-            buf[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 && position >= 2 {
+            let (quotient, digit) = div_rem_10(rest);
+            *slot = b'0' + digit;
+            rest = quotient;
+            if rest == 0 && i >= 3 {
                 break;
             }
         }
-        &buf[at..]
+        buf.get(buf.len() - len..).unwrap_or_default()
     }
+}
+
+/// `(n / 10, n % 10)`, for every decimal writer of a `u64` (amounts, MAC inputs, the
+/// response encoder). On a 64-bit target the compiler's division (a multiplication); on a
+/// 32-bit one (the devices) [`div_rem_10_by_halves`], which spares the image the runtime's
+/// 64-bit division routine (`__aeabi_uldivmod`, about 0.4 KB of flash).
+#[inline(always)]
+pub(crate) fn div_rem_10(n: u64) -> (u64, u8) {
+    if cfg!(target_pointer_width = "64") {
+        (n / 10, (n % 10) as u8)
+    } else {
+        div_rem_10_by_halves(n)
+    }
+}
+
+/// `(n / 10, n % 10)` by long division in 32-bit steps: the high word, then the low word
+/// in two 16-bit limbs, each step dividing a number below 10 · 2^16 (the remainder so far,
+/// then the next limb).
+fn div_rem_10_by_halves(n: u64) -> (u64, u8) {
+    let (high, low) = ((n >> 32) as u32, n as u32);
+    let (q_high, r) = (high / 10, high % 10);
+    let mid = (r << 16) | (low >> 16);
+    let (q_mid, r) = (mid / 10, mid % 10);
+    let bottom = (r << 16) | (low & 0xffff);
+    let (q_bottom, r) = (bottom / 10, bottom % 10);
+    (
+        (u64::from(q_high) << 32) | u64::from((q_mid << 16) | q_bottom),
+        r as u8,
+    )
 }
 
 impl fmt::Display for Amount {
@@ -173,6 +203,34 @@ impl serde::Serialize for Amount {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The 32-bit targets' division by ten is the plain one, for any `u64`.
+        #[test]
+        fn div_rem_10_by_halves_divides(n in any::<u64>()) {
+            prop_assert_eq!(div_rem_10_by_halves(n), (n / 10, (n % 10) as u8));
+            prop_assert_eq!(div_rem_10(n), (n / 10, (n % 10) as u8));
+        }
+    }
+
+    #[test]
+    fn div_rem_10_by_halves_at_the_edges() {
+        for n in [
+            0,
+            9,
+            10,
+            65_535,
+            65_536,
+            655_359,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            (1 << 48) - 1,
+            u64::MAX - 5,
+            u64::MAX,
+        ] {
+            assert_eq!(div_rem_10_by_halves(n), (n / 10, (n % 10) as u8), "{n}");
+        }
+    }
 
     #[test]
     fn accepts_plain_decimals() {

@@ -14,10 +14,9 @@
 //! (`ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage)`) and checks
 //! `SHA-256(ClientKey) == StoredKey`.
 
-use crate::crypto::{ct_eq, sha256, HmacSha256, Key, MacKey, Tag, TAG_LEN};
+use crate::crypto::{ct_eq, sha256, HmacSha256, Key, Keyed, MacKey, MacState, Tag, TAG_LEN};
 use crate::encoding::base64_encode;
 use crate::names::Username;
-use hmac::Mac;
 use zeroize::Zeroize;
 
 /// The PBKDF2 iteration count used when nothing else is configured: the OWASP 2023
@@ -122,7 +121,7 @@ pub struct AuthMessage<'a> {
 
 impl AuthMessage<'_> {
     /// Feeds the `AuthMessage` bytes into `mac`.
-    pub fn feed(&self, mac: &mut HmacSha256) {
+    pub fn feed(&self, mac: &mut MacState) {
         let salt = base64_encode::<{ 4 * MAX_SALT.div_ceil(3) }>(self.salt);
         let mut digits = [0u8; 10];
         mac.update(b"n=");
@@ -144,21 +143,23 @@ impl AuthMessage<'_> {
         let mut m = key.mac();
         m.update(label);
         self.feed(&mut m);
-        Tag::from_mac(m)
+        m.finish()
     }
 }
 
 /// Writes `n` in decimal into `buf`, returning the digits.
 pub(crate) fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
+    // A u32 has at most 10 digits; written right to left.
+    let mut len = 0;
+    for digit in buf.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
         n /= 10;
+        len += 1;
         if n == 0 {
-            return &buf[i..];
+            break;
         }
     }
+    buf.get(buf.len() - len..).unwrap_or_default()
 }
 
 /// The two per-session MAC keys derived at login.

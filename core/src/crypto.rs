@@ -2,15 +2,16 @@
 //! constant-time checks ([`subtle`]).
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// HMAC-SHA256 ([RFC 2104](https://www.rfc-editor.org/rfc/rfc2104)).
 ///
 /// The precomputing `Hmac` (not `SimpleHmac`): PBKDF2 clones the keyed state for each
-/// iteration, halving its cost. SCRAM and PBKDF2 use it; the per-message MACs (module
-/// `mac`) run on [`MacKey`] and [`MacState`] instead.
+/// iteration, halving its cost. Only PBKDF2 (the client's and the admin's side) and
+/// [`hmac_sha256`] use it; every other MAC (SCRAM's, the session keys', module `mac`'s) runs
+/// on [`MacKey`] and [`MacState`].
 pub type HmacSha256 = Hmac<Sha256>;
 
 /// Something that yields a keyed HMAC-SHA256 computation (the MACs of `mac`).
@@ -46,19 +47,18 @@ impl Key {
         ct_eq(&self.0, &other.0)
     }
 
-    /// An HMAC instance keyed with this key.
-    pub fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
-    }
-
     /// HMAC of the concatenation of `parts`.
+    ///
+    /// Through [`MacState`], as every MAC of the core is (a fresh computation under a key:
+    /// [`Keyed::mac`]): SCRAM and the session keys share the transfer MACs' code instead of
+    /// linking the `hmac` crate's as well, which a device server would carry for the login
+    /// alone (about 1 KB of flash with its `digest` buffers).
     pub fn sign(&self, parts: &[&[u8]]) -> Tag {
         let mut m = self.mac();
         for p in parts {
             m.update(p);
         }
-        Tag::from_mac(m)
+        m.finish()
     }
 }
 
@@ -227,6 +227,20 @@ impl MacState {
         self.finish_in_place()
     }
 
+    /// A plain SHA-256 computation (no key): the inner state starts at SHA-256's initial
+    /// value with no block counted, and [`finish_inner`](Self::finish_inner) gives the hash.
+    fn plain_sha256() -> MacState {
+        MacState {
+            key: MacKey {
+                inner: SHA256_IV,
+                outer: [0; 8],
+            },
+            block: [0; BLOCK],
+            fill: 0,
+            blocks: 0,
+        }
+    }
+
     /// The message's length in bits, as SHA-256's padding ends with it (the key block
     /// counted).
     fn bits(&self) -> u64 {
@@ -304,12 +318,19 @@ impl MacState {
     /// changes nothing the tag depends on: finishing twice gives the same tag (tested), so a
     /// state finished in place cannot give a wrong one.
     pub(crate) fn finish_in_place(&mut self) -> Tag {
-        let inner = if cfg!(feature = "fast-request") {
+        let inner = self.finish_inner();
+        self.outer(inner)
+    }
+
+    /// The inner hash with SHA-256's padding (for an HMAC, the inner hash; for
+    /// [`plain_sha256`](Self::plain_sha256), the hash itself), the state left as it was.
+    #[inline(always)]
+    fn finish_inner(&mut self) -> [u32; 8] {
+        if cfg!(feature = "fast-request") {
             self.inner_fast()
         } else {
             self.inner_bytewise()
-        };
-        self.outer(inner)
+        }
     }
 }
 
@@ -377,8 +398,18 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// SHA-256 of `data`.
+///
+/// On [`MacState`]'s buffer and padding (the same `sha2` compression function), not on
+/// `sha2::Sha256`, whose `digest` wrappers a device server would link for the login's one
+/// hash (`StoredKey = SHA-256(ClientKey)`) alone.
 pub fn sha256(data: &[u8]) -> [u8; TAG_LEN] {
-    Sha256::digest(data).into()
+    let mut state = MacState::plain_sha256();
+    state.update(data);
+    let mut hash = [0u8; TAG_LEN];
+    for (out, word) in hash.chunks_exact_mut(4).zip(state.finish_inner()) {
+        out.copy_from_slice(&word.to_be_bytes());
+    }
+    hash
 }
 
 /// HMAC-SHA256 of `data` under `key` (any length).
@@ -460,7 +491,9 @@ mod tests {
         let mut b = m.mac();
         a.update(b"abc");
         b.update(b"abc");
-        assert!(Tag::from_mac(a).ct_eq(b.finish().as_bytes()));
+        let tag = a.finish();
+        assert!(tag.ct_eq(b.finish().as_bytes()));
+        assert!(tag.ct_eq(&hmac_sha256(&[7; TAG_LEN], b"abc")));
         drop(m);
     }
 
@@ -520,6 +553,32 @@ mod tests {
     const EDGES: [usize; 16] = [
         0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 183, 200,
     ];
+
+    proptest::proptest! {
+        /// `sha256` (on `MacState`'s padding) is `sha2::Sha256` for any data, lengths around
+        /// every padding edge included.
+        #[test]
+        fn sha256_is_sha2(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            use sha2::Digest;
+            let want: [u8; TAG_LEN] = Sha256::digest(&data).into();
+            proptest::prop_assert_eq!(sha256(&data), want);
+        }
+    }
+
+    #[test]
+    fn sha256_at_padding_edges() {
+        use sha2::Digest;
+        for len in [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128] {
+            let data = vec![0x61u8; len];
+            let want: [u8; TAG_LEN] = Sha256::digest(&data).into();
+            assert_eq!(sha256(&data), want, "{len} bytes");
+        }
+        // FIPS 180-4's "abc".
+        assert_eq!(
+            crate::encoding::hex_encode::<64>(&sha256(b"abc")).as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     proptest::proptest! {
         /// `MacState` is HMAC-SHA256 for any key, any data (lengths around every padding

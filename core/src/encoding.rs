@@ -280,7 +280,7 @@ pub fn base64_decode<'o>(text: &str, out: &'o mut [u8]) -> Result<&'o [u8], Deco
     }
     let mut len = 0;
     let quads = t.len() / 4;
-    for (qi, q) in t.chunks(4).enumerate() {
+    for (qi, q) in t.chunks_exact(4).enumerate() {
         let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
         if pad > 2 || (pad > 0 && qi + 1 != quads) {
             return Err(DecodeError);
@@ -300,7 +300,7 @@ pub fn base64_decode<'o>(text: &str, out: &'o mut [u8]) -> Result<&'o [u8], Deco
         dst.copy_from_slice(&bytes[..keep]);
         len += keep;
     }
-    Ok(&out[..len])
+    out.get(..len).ok_or(DecodeError)
 }
 
 #[cfg(test)]

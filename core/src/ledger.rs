@@ -415,18 +415,35 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
         self.accounts.iter().position(|a| a.user == *user)
     }
 
+    // The accounts are reached by `get`/`find` rather than by index, here and below: an index
+    // is a bounds check with a panic location in every device image, for an index that
+    // `account` has just found.
+
+    /// The account of `user`, if any.
+    fn find(&self, user: &Username) -> Option<&MemAccount> {
+        self.accounts.iter().find(|a| a.user == *user)
+    }
+
+    /// The account of `user`, if any, for a change.
+    fn find_mut(&mut self, user: &Username) -> Option<&mut MemAccount> {
+        self.accounts.iter_mut().find(|a| a.user == *user)
+    }
+
+    /// The balance of account `i`, if there is one.
+    fn balance_of(&self, i: Option<usize>) -> Option<Amount> {
+        Some(self.accounts.get(i?)?.balance)
+    }
+
     /// Adds `amount` to `user` (money created by an administrator); returns the new balance.
     /// `UnknownRecipient` for no such account, `BalanceOverflow` past [`MAX_BALANCE`].
     pub fn deposit(&mut self, user: &Username, amount: Amount) -> Result<Amount, ErrorCode> {
-        let i = self.account(user).ok_or(ErrorCode::UnknownRecipient)?;
-        let minted = self
-            .minted
-            .checked_add(amount)
-            .ok_or(ErrorCode::BalanceOverflow)?;
-        let a = &mut self.accounts[i];
+        let minted = self.minted.checked_add(amount);
+        let a = self.find_mut(user).ok_or(ErrorCode::UnknownRecipient)?;
+        let minted = minted.ok_or(ErrorCode::BalanceOverflow)?;
         a.balance = credit(a.balance, amount)?;
+        let balance = a.balance;
         self.minted = minted;
-        Ok(a.balance)
+        Ok(balance)
     }
 
     /// Creates `user` with `verifier` and `balance` (minted money), as an administrator
@@ -438,7 +455,7 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
         verifier: &Verifier,
         balance: Amount,
     ) -> Result<(), ErrorCode> {
-        if self.account(user).is_some() {
+        if self.find(user).is_some() {
             return Err(ErrorCode::UserExists);
         }
         let balance = credit(Amount(0), balance)?;
@@ -462,8 +479,7 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
     /// Mutable access to one account (an administrator's lock, a test's corruption); `None`
     /// for an unknown user. Changing a balance here bypasses the money rule.
     pub fn account_mut(&mut self, user: &Username) -> Option<&mut MemAccount> {
-        let i = self.account(user)?;
-        Some(&mut self.accounts[i])
+        self.find_mut(user)
     }
 
     /// All accounts.
@@ -509,8 +525,8 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
                 balance: e.balance_after,
             });
         let facts = TransferFacts {
-            sender: sender.map(|i| self.accounts[i].balance),
-            recipient: recipient.map(|i| self.accounts[i].balance),
+            sender: self.balance_of(sender),
+            recipient: self.balance_of(recipient),
             earlier,
         };
         let decision = decide_transfer(from, to, amount, facts);
@@ -547,11 +563,16 @@ impl<const USERS: usize, const TRANSFERS: usize> MemLedger<USERS, TRANSFERS> {
                 if self.journal.push(entry(sender_after, None)).is_err() {
                     return TransferOutcome {
                         result: Err(ErrorCode::LedgerFull),
-                        balance: self.accounts[fi].balance,
+                        balance: self.balance_of(Some(fi)).unwrap_or(outcome.balance),
                     };
                 }
-                self.accounts[fi].balance = sender_after;
-                self.accounts[ti].balance = recipient_after;
+                // `account` found both indices.
+                if let Some(sender) = self.accounts.get_mut(fi) {
+                    sender.balance = sender_after;
+                }
+                if let Some(recipient) = self.accounts.get_mut(ti) {
+                    recipient.balance = recipient_after;
+                }
                 outcome
             }
         }
@@ -564,10 +585,10 @@ impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRA
             LedgerRequest::Register { user, verifier } => {
                 LedgerReply::Registered(self.add_user(user, verifier, self.opening_balance))
             }
-            LedgerRequest::Credentials { user } => match self.account(user) {
-                Some(i) => LedgerReply::Credentials {
-                    verifier: Some(self.accounts[i].verifier.clone()),
-                    lockout: self.accounts[i].lockout,
+            LedgerRequest::Credentials { user } => match self.find(user) {
+                Some(a) => LedgerReply::Credentials {
+                    verifier: Some(a.verifier.clone()),
+                    lockout: a.lockout,
                 },
                 None => LedgerReply::Credentials {
                     verifier: None,
@@ -576,15 +597,15 @@ impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRA
             },
             LedgerRequest::LoginFailed { user, now, policy } => {
                 let mut state = LockoutState::default();
-                if let Some(i) = self.account(user) {
-                    self.accounts[i].lockout.record_failure(*now, policy);
-                    state = self.accounts[i].lockout;
+                if let Some(a) = self.find_mut(user) {
+                    a.lockout.record_failure(*now, policy);
+                    state = a.lockout;
                 }
                 LedgerReply::Recorded(state)
             }
             LedgerRequest::LoginSucceeded { user } => {
-                if let Some(i) = self.account(user) {
-                    self.accounts[i].lockout.record_success();
+                if let Some(a) = self.find_mut(user) {
+                    a.lockout.record_success();
                 }
                 LedgerReply::Recorded(LockoutState::default())
             }
@@ -595,8 +616,8 @@ impl<const USERS: usize, const TRANSFERS: usize> Ledger for MemLedger<USERS, TRA
                 amount,
             } => LedgerReply::Transfer(self.transfer(from, id, to, *amount)),
             LedgerRequest::Balance { user } => LedgerReply::Balance(
-                self.account(user)
-                    .map(|i| self.accounts[i].balance)
+                self.find(user)
+                    .map(|a| a.balance)
                     .ok_or(ErrorCode::NotLoggedIn),
             ),
             // This ledger keeps deposits as a total only ([`Self::minted`]): none listed.

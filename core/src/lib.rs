@@ -39,6 +39,11 @@
 //!
 //! ## Features
 //!
+//! - `fast-request` (default): the host's flash-for-time trades (eight-byte scans, inlined
+//!   copies, whole-block MAC updates); device images leave it off.
+//! - `compact-sha256`: `sha2`'s compact SHA-256 (a loop over the rounds, about 1.6 KB less
+//!   flash, slower per block), for microcontrollers without SHA instructions; every device
+//!   image turns it on. Never on a host, where it would also turn off SHA-NI.
 //! - `defmt`: derives `defmt::Format` for public types, for logging on embedded targets.
 //! - `async`: the `asynch` module, async drivers over `embedded-io-async` 0.7 streams (the
 //!   traits embassy-net's `TcpSocket` implements), with an async ledger trait and a

@@ -34,7 +34,7 @@ fn decimal_len(n: u64) -> usize {
         // `fast-request`).
         let (mut len, mut rest) = (1, n);
         while rest >= 10 {
-            rest /= 10;
+            rest = crate::amount::div_rem_10(rest).0;
             len += 1;
         }
         len
@@ -44,8 +44,9 @@ fn decimal_len(n: u64) -> usize {
 /// Writes `n` in decimal into `out`, which holds exactly [`decimal_len`]`(n)` bytes.
 fn write_decimal(mut n: u64, out: &mut [u8]) {
     for digit in out.iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
+        let (quotient, last) = crate::amount::div_rem_10(n);
+        *digit = b'0' + last;
+        n = quotient;
     }
 }
 

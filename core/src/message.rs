@@ -404,7 +404,7 @@ impl<'a> Reader<'a> {
         let start = self.at;
         loop {
             self.at += crate::scan::find_json_special(bytes.get(self.at..)?)?;
-            match bytes[self.at] {
+            match *bytes.get(self.at)? {
                 b'"' => break,
                 // The escaped byte is never the end, and `precheck` refuses it if it is a
                 // control character.
@@ -428,7 +428,7 @@ impl<'a> Reader<'a> {
                 .get(self.at..)?
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\')?;
-            if bytes[self.at] == b'"' {
+            if bytes.get(self.at) == Some(&b'"') {
                 break;
             }
             self.at += 2;

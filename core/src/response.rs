@@ -142,8 +142,9 @@ impl<'a> JsonWriter<'a> {
         let mut v = value;
         loop {
             i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+            let (quotient, digit) = crate::amount::div_rem_10(v);
+            digits[i] = b'0' + digit;
+            v = quotient;
             if v == 0 {
                 break;
             }

@@ -12,12 +12,11 @@
 //! - `docs/check_vectors.py` (an independent Python implementation of the documented rules)
 //!   passes, when `python3` is installed.
 
-use hmac::Mac;
 use serde_json::Value;
 use std::path::PathBuf;
 use txsock_core::amount::AmountError;
 use txsock_core::auth::{self, AuthMessage, ClientProof, Verifier};
-use txsock_core::crypto::{hmac_sha256, sha256, HmacSha256, Key};
+use txsock_core::crypto::{hmac_sha256, sha256, Key, Keyed};
 use txsock_core::encoding::{base64_decode, base64_encode, hex_decode, hex_encode};
 use txsock_core::framing::{Decoded, FrameDecoder, DEFAULT_MAX_FRAME, MAX_RESPONSE};
 use txsock_core::lockout::Backoff;
@@ -139,11 +138,10 @@ fn check_login(l: &Value) {
         iterations,
     };
     let probe_key = [0x5a_u8; 32];
-    let mut fed = <HmacSha256 as Mac>::new_from_slice(&probe_key).unwrap();
+    let mut fed = Key::from_bytes(probe_key).mac();
     auth.feed(&mut fed);
-    let fed: [u8; 32] = fed.finalize().into_bytes().into();
     assert_eq!(
-        fed,
+        *fed.finish().as_bytes(),
         hmac_sha256(&probe_key, auth_message.as_bytes()),
         "AuthMessage bytes differ from the documented string"
     );

@@ -502,7 +502,10 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize, Q: PipelineQueue
         self.pipeline_limit = limit as u8;
         let mut used = 0;
         while (used < input.len() || self.decoder.is_holding()) && self.wants_input() {
-            let pipelining = self.waiting_on_ledger() > 0;
+            // Without a queue (`NoPipeline`, the devices' default) the pipeline limit is 1, so
+            // `wants_input` never lets a frame in while a request waits: saying so in a
+            // constant lets the compiler drop the pipelining path from such images.
+            let pipelining = self.queue.capacity() > 0 && self.waiting_on_ledger() > 0;
             let holding = self.decoder.is_holding();
             let refused = self.held_refusal.take().filter(|_| holding);
             let (n, decoded) = self.decoder.decode(&input[used..]);
