@@ -360,11 +360,6 @@ impl Tag {
         Tag(bytes)
     }
 
-    /// The tag of a finished HMAC computation.
-    pub fn from_mac(mac: HmacSha256) -> Tag {
-        Tag(mac.finalize().into_bytes().into())
-    }
-
     /// The tag's bytes.
     pub fn as_bytes(&self) -> &[u8; TAG_LEN] {
         &self.0
