@@ -708,11 +708,7 @@ fn recycle(
         socket.abort();
         stats.aborted += 1;
     }
-    // An aborted socket keeps its peer until the interface has sent the reset; listening
-    // now would forget the peer and the reset with it, and the client would learn of the
-    // abort only from its next segment. So it listens again at the next service.
-    let reset_pending = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_some();
-    if !socket.is_open() && !reset_pending {
+    if !socket.is_open() {
         // Cannot fail: the socket is closed (or in TIME-WAIT) and the port is not 0.
         let _ = socket.listen(port);
         slot.state = SlotState::Listening;
