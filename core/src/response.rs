@@ -252,23 +252,34 @@ pub struct ReceiptResponse<'a> {
 
 impl WriteJson for ReceiptResponse<'_> {
     fn write_json(&self, w: &mut JsonWriter<'_>) {
-        let f = self.fields;
-        w.raw(b"{\"op\":\"receipt\",\"seq\":");
-        w.uint(f.seq.into());
-        w.raw(b",\"id\":");
-        w.string(f.id);
-        w.raw(b",\"to\":");
-        w.string(f.to);
-        w.raw(b",\"amount\":");
-        w.amount(f.amount);
-        w.raw(b",\"result\":");
-        w.string(f.result);
-        w.raw(b",\"balance\":");
-        w.amount(f.balance);
-        w.raw(b",\"mac\":");
-        w.hex(self.mac.as_bytes());
-        w.raw(b"}");
+        write_receipt(self.fields, self.mac, w, |w, text| w.string(text));
     }
+}
+
+/// The receipt's body, its three texts (id, recipient, result) written by `text`: escaped
+/// if need be ([`ReceiptResponse`]) or copied as they are ([`CheckedReceipt`]).
+#[inline(always)]
+fn write_receipt<'b>(
+    f: &ReceiptFields<'_>,
+    mac: &Tag,
+    w: &mut JsonWriter<'b>,
+    text: impl Fn(&mut JsonWriter<'b>, &str),
+) {
+    w.raw(b"{\"op\":\"receipt\",\"seq\":");
+    w.uint(f.seq.into());
+    w.raw(b",\"id\":");
+    text(w, f.id);
+    w.raw(b",\"to\":");
+    text(w, f.to);
+    w.raw(b",\"amount\":");
+    w.amount(f.amount);
+    w.raw(b",\"result\":");
+    text(w, f.result);
+    w.raw(b",\"balance\":");
+    w.amount(f.balance);
+    w.raw(b",\"mac\":");
+    w.hex(mac.as_bytes());
+    w.raw(b"}");
 }
 
 /// A [`ReceiptResponse`] whose id is a [`TransferId`](crate::names::TransferId)'s text, whose
@@ -289,22 +300,9 @@ pub(crate) struct CheckedReceipt<'a> {
 
 impl WriteJson for CheckedReceipt<'_> {
     fn write_json(&self, w: &mut JsonWriter<'_>) {
-        let f = self.fields;
-        w.raw(b"{\"op\":\"receipt\",\"seq\":");
-        w.uint(f.seq.into());
-        w.raw(b",\"id\":");
-        w.quoted(f.id.as_bytes());
-        w.raw(b",\"to\":");
-        w.quoted(f.to.as_bytes());
-        w.raw(b",\"amount\":");
-        w.amount(f.amount);
-        w.raw(b",\"result\":");
-        w.quoted(f.result.as_bytes());
-        w.raw(b",\"balance\":");
-        w.amount(f.balance);
-        w.raw(b",\"mac\":");
-        w.hex(self.mac.as_bytes());
-        w.raw(b"}");
+        write_receipt(self.fields, self.mac, w, |w, text| {
+            w.quoted(text.as_bytes())
+        });
     }
 }
 
