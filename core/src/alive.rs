@@ -22,6 +22,7 @@ use crate::session::drive::{DriveLoop, DriveStep};
 use crate::session::server::{PipelineQueue, PipelinedRequest, ServerShared};
 use crate::session::{ClientEvent, ClientSession, ServerSession};
 use crate::time::Instant;
+use std::io::Write;
 use std::string::String;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -37,30 +38,33 @@ const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_STEPS: usize = 400;
 
 /// Runs `case` on its own thread; ends the process if it fails or has not returned within
-/// [`LIMIT`]. `at` is told the step being run, for the report.
+/// [`LIMIT`]. `at` is told the step being run, for the report, which goes to the process's
+/// standard error itself (libtest's captured output would be lost with the process).
 fn watched(name: &str, case: fn(&Mutex<&'static str>)) {
     let at = Arc::new(Mutex::new("start"));
     let (done, finished) = mpsc::channel();
     let worker_at = Arc::clone(&at);
     std::thread::spawn(move || {
-        case(&worker_at);
-        let _ = done.send(());
+        let outcome = std::panic::catch_unwind(move || case(&worker_at)).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| String::from(*s)))
+                .unwrap_or_default()
+        });
+        let _ = done.send(outcome);
     });
-    match finished.recv_timeout(LIMIT) {
-        Ok(()) => {}
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::eprintln!("liveness: {name} failed at {:?} (see the panic above)", at);
-            std::process::abort();
-        }
+    let failure = match finished.recv_timeout(LIMIT) {
+        Ok(Ok(())) => return,
+        Ok(Err(panic)) => std::format!("failed: {panic}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => String::from("failed"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            std::eprintln!(
-                "liveness: {name} has not returned in {LIMIT:?}, at {:?}: a server loop does \
-                 not end",
-                at
-            );
-            std::process::abort();
+            std::format!("has not returned in {LIMIT:?}: a server loop does not end")
         }
-    }
+    };
+    let at = at.lock().map(|at| *at).unwrap_or("?");
+    let _ = writeln!(std::io::stderr(), "liveness: {name}, at {at:?}, {failure}");
+    std::process::abort();
 }
 
 /// What one drive loop did.
