@@ -166,6 +166,7 @@ const PINGS: &[u8] = b"{\"op\":\"ping\"}\n\n{\"op\":\"ping\"}\n{\"op\":\"pi";
 /// answered once, the unfinished one is kept, and the rest of it is answered in the next
 /// loop; a loop given nothing ends at once.
 fn before_login(at: &Mutex<&'static str>) {
+    *at.lock().unwrap() = "registering sam through the self-test pair";
     let (mut shared, mut ledger) = server();
     let now = Instant::ZERO;
     *at.lock().unwrap() = "plain session, pings";
@@ -198,6 +199,7 @@ fn before_login(at: &Mutex<&'static str>) {
 /// Output nobody takes: the session stops taking input once its output is full, and the
 /// loop ends; once the output is taken, the rest is answered.
 fn output_not_taken(at: &Mutex<&'static str>) {
+    *at.lock().unwrap() = "registering sam through the self-test pair";
     let (mut shared, mut ledger) = server();
     *at.lock().unwrap() = "plain session, 40 pings, nothing written";
     let input = b"{\"op\":\"ping\"}\n".repeat(40);
@@ -235,6 +237,7 @@ fn logged_in(at: &Mutex<&'static str>) {
     let want = ["balance", "pong", "history", "balance", "pong"]
         .map(String::from)
         .to_vec();
+    *at.lock().unwrap() = "registering sam through the self-test pair";
     let (mut shared, mut ledger) = server();
     *at.lock().unwrap() = "plain session, logging in";
     let mut plain: ServerSession =
@@ -262,6 +265,7 @@ fn logged_in(at: &Mutex<&'static str>) {
 /// The same cases through the product's own driver, `ServerSession::drive` (the loop the
 /// host and the devices run), with a ledger that fails past a bound of requests.
 fn sync_drive(at: &Mutex<&'static str>) {
+    *at.lock().unwrap() = "registering sam through the self-test pair";
     let (mut shared, mut ledger) = server();
     let now = Instant::ZERO;
     *at.lock().unwrap() = "ServerSession::drive, pings";
