@@ -137,7 +137,7 @@ fn log_in<Q: PipelineQueue + Default, const FRAME: usize, const NONCES: usize, c
     session: &mut ServerSession<FRAME, NONCES, OUT, Q>,
     shared: &mut ServerShared<TestRng, 8>,
     ledger: &mut TestLedger,
-) {
+) -> ClientSession {
     let mut client = ClientSession::new(crate::session::ClientConfig {
         min_iterations: crate::selftest::TEST_ITERATIONS,
         ..crate::session::ClientConfig::default()
@@ -158,6 +158,7 @@ fn log_in<Q: PipelineQueue + Default, const FRAME: usize, const NONCES: usize, c
     ));
     client.answer_with_password("a long password").unwrap();
     assert_eq!(exchange(&mut client), Some(ClientEvent::LoggedIn));
+    client
 }
 
 const PINGS: &[u8] = b"{\"op\":\"ping\"}\n\n{\"op\":\"ping\"}\n{\"op\":\"pi";
@@ -242,7 +243,7 @@ fn logged_in(at: &Mutex<&'static str>) {
     *at.lock().unwrap() = "plain session, logging in";
     let mut plain: ServerSession =
         ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), Instant::ZERO);
-    log_in(&mut plain, &mut shared, &mut ledger);
+    let _ = log_in(&mut plain, &mut shared, &mut ledger);
     *at.lock().unwrap() = "plain session, ledger requests and pings";
     let run = drive(&mut plain, &mut shared, &mut ledger, input, usize::MAX);
     assert_eq!(
@@ -253,7 +254,7 @@ fn logged_in(at: &Mutex<&'static str>) {
     *at.lock().unwrap() = "pipelined session, logging in";
     let mut pipelined: ServerSession<512, 16, 576, heapless::Deque<PipelinedRequest, 7>> =
         ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), Instant::ZERO);
-    log_in(&mut pipelined, &mut shared, &mut ledger);
+    let _ = log_in(&mut pipelined, &mut shared, &mut ledger);
     *at.lock().unwrap() = "pipelined session, ledger requests and pings";
     let run = drive(&mut pipelined, &mut shared, &mut ledger, input, usize::MAX);
     assert_eq!(
@@ -283,6 +284,53 @@ fn sync_drive(at: &Mutex<&'static str>) {
     let consumed = session.drive(&mut shared, &mut counted, now, PINGS, &mut transmit, |_| {});
     assert_eq!(consumed, Ok(PINGS.len()));
     assert_eq!(ops(&output), ["pong", "pong"].map(String::from).to_vec());
+}
+
+/// The client's input loop (`ClientSession::handle_input`): nothing taken from an empty
+/// input; an answer in two pieces, the first taken whole without an event, the second
+/// taken whole with it; two answers at once, taken one at a time (an event stops the
+/// loop), then the rest.
+fn client_input(at: &Mutex<&'static str>) {
+    *at.lock().unwrap() = "registering sam through the self-test pair";
+    let (mut shared, mut ledger) = server();
+    *at.lock().unwrap() = "client, logging in";
+    let mut server: ServerSession =
+        ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), Instant::ZERO);
+    let mut client = log_in(&mut server, &mut shared, &mut ledger);
+    *at.lock().unwrap() = "client, empty input";
+    assert_eq!(client.handle_input(b""), 0);
+    assert_eq!(client.poll_event(), None);
+
+    *at.lock().unwrap() = "client, an answer in two pieces";
+    client.balance().unwrap();
+    let request = client.poll_transmit().to_vec();
+    client.advance_transmit(request.len());
+    let answer = drive(&mut server, &mut shared, &mut ledger, &request, usize::MAX).output;
+    let half = answer.len() / 2;
+    assert_eq!(client.handle_input(&answer[..half]), half);
+    assert_eq!(client.poll_event(), None);
+    assert_eq!(client.handle_input(&answer[half..]), answer.len() - half);
+    assert!(matches!(client.poll_event(), Some(ClientEvent::Balance(_))));
+    assert_eq!(client.handle_input(b""), 0);
+
+    *at.lock().unwrap() = "client, two answers at once";
+    client.ping().unwrap();
+    client.ping().unwrap();
+    let request = client.poll_transmit().to_vec();
+    client.advance_transmit(request.len());
+    let answers = drive(&mut server, &mut shared, &mut ledger, &request, usize::MAX).output;
+    let first = client.handle_input(&answers);
+    assert!(
+        first > 0 && first < answers.len(),
+        "{first} of {}",
+        answers.len()
+    );
+    assert!(client.poll_event().is_some());
+    assert_eq!(
+        client.handle_input(&answers[first..]),
+        answers.len() - first
+    );
+    assert!(client.poll_event().is_some());
 }
 
 /// A ledger that fails past 50 requests (the cases above make a few).
@@ -324,4 +372,9 @@ fn ledger_requests_and_held_frames_end_their_loops() {
 #[test]
 fn the_sync_driver_ends() {
     watched("sync_drive", sync_drive);
+}
+
+#[test]
+fn the_clients_input_loop_ends() {
+    watched("client_input", client_input);
 }
