@@ -1,10 +1,11 @@
-//! Liveness of the server's loops: every call of `ServerSession::handle_input` and
-//! `DriveLoop::next` returns, and every drive loop over one input ends, in a bounded number
-//! of steps, in the cases that take each loop's every branch (input used up, a frame held
-//! behind the ledger, output nobody takes, a pipelined session, the ledger's requests).
+//! Liveness of the sessions' loops: every call of `ServerSession::handle_input`,
+//! `DriveLoop::next` and `ClientSession::handle_input` returns, and every drive loop over
+//! one input ends, in a bounded number of steps, in the cases that take each loop's every
+//! branch (input used up, a frame held behind the ledger, output nobody takes, a pipelined
+//! session, the ledger's requests, an answer in pieces).
 //!
-//! Those loops are the product's own (`handle_input`'s `while`, `DriveLoop::next`'s
-//! `loop`), so a fault that keeps one going never returns to test code: no step count in a
+//! Those loops are the product's own (the `while` of each `handle_input`,
+//! `DriveLoop::next`'s `loop`), so a fault that keeps one going never returns to test code: no step count in a
 //! test can end it, and every test driving a session hangs with it. So the cases here run
 //! on a thread of their own under a watchdog, which ends the whole test process (abort) if
 //! they have not finished in [`LIMIT`], naming the case that hung; a failed assertion here
@@ -59,7 +60,7 @@ fn watched(name: &str, case: fn(&Mutex<&'static str>)) {
         Ok(Err(panic)) => std::format!("failed: {panic}"),
         Err(mpsc::RecvTimeoutError::Disconnected) => String::from("failed"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            std::format!("has not returned in {LIMIT:?}: a server loop does not end")
+            std::format!("has not returned in {LIMIT:?}: a session loop does not end")
         }
     };
     let at = at.lock().map(|at| *at).unwrap_or("?");
