@@ -10,8 +10,8 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -446,7 +446,14 @@ mod tests {
         let client = std::env::var_os("GALERA_BENCH_STRESS")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| txsock.clone());
-        let load = ["--clients", "32", "--pipeline", "8", "--duration", &duration];
+        let load = [
+            "--clients",
+            "32",
+            "--pipeline",
+            "8",
+            "--duration",
+            &duration,
+        ];
         let rows = measure_rows(&txsock, &dir, &load, &servers, |name, args| {
             stress_with(&client, &dir, name, args, &[])
         });

@@ -32,7 +32,10 @@
 //!   [`MAX_ATTEMPTS`] times, with a growing random pause. So does a connection lost before
 //!   `COMMIT` was sent (InnoDB rolls back a disconnected transaction); one lost after
 //!   `COMMIT` was sent is an error, as its outcome is unknown, and clients retry with the
-//!   same transfer ids.
+//!   same transfer ids. A batch of several requests that conflicts [`SPLIT_AFTER`] times is
+//!   committed in two halves, one after the other, each split again the same way
+//!   ([`MysqlStore::commit_splitting`]): a contended account then holds up or fails only
+//!   its own part of the batch, never the requests that merely shared its commit.
 //!
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
@@ -46,13 +49,16 @@
 //! (1213). The rules above then stay correct as follows:
 //!
 //! - **Conflicts abort, then retry.** A certification failure is a rolled-back transaction,
-//!   retried like any deadlock (also when it comes at `COMMIT`, which then changed nothing);
-//!   nothing is acknowledged before a `COMMIT` that succeeded.
+//!   retried like any deadlock (also when it comes at `COMMIT`, which then changed nothing),
+//!   and split as above when it keeps failing (servers on different nodes whose batches share
+//!   accounts abort each other's batches all the time); nothing is acknowledged before a
+//!   `COMMIT` that succeeded.
 //! - **Causal reads.** On a connection to a Galera node (detected when it connects:
 //!   `wsrep_on`) the session sets `wsrep_sync_wait = 1`: every read first waits until the
 //!   node has applied every transaction committed anywhere in the cluster before it began.
 //!   So the reads that decide (balances, earlier outcomes of an id, credentials) see what
 //!   any other node committed, and a retry of an id on another node sees its first outcome.
+//!   A batch's reads after its first locking read skip that wait ([`NO_CAUSAL_WAIT`]).
 //! - **One certification key per sender.** Every transaction that records outcomes for a
 //!   sender's transfer ids also writes that sender's marker row in `meta`
 //!   ([`SENDER_MARKER`]). A commit writes the sender's balance anyway, but a refusal writes
