@@ -21,6 +21,20 @@
 //! refused") instead of the `server_busy` line; a client that never acknowledges the refusal
 //! holds the socket for [`CLOSE_TIMEOUT`] at most.
 //!
+//! # Resets
+//!
+//! A connection that does not finish closing within [`CLOSE_TIMEOUT`] is reset, so that the
+//! client learns at once that its session is gone. smoltcp sends the reset at the
+//! interface's next poll (the one at the end of the same [`Device::poll`]), and only while
+//! the socket still knows its peer, so the slot listens again once the reset has left. It
+//! may not be able to leave: the peer's link-layer address is not known (its neighbour
+//! entry expires after a minute, and a peer that is gone or behind a dead link never answers
+//! the request for it). So the wait is bounded, [`RESET_WAIT`] at most: then the slot
+//! serves new clients, and the old one learns of the reset from its next segment. An
+//! unbounded wait kept such a slot out of service for as long as the link was down, and its
+//! past close deadline made [`Device::poll_at`] ask for a poll at once, for ever (a busy
+//! loop, which the simulator's sweep found as scenarios that never finished).
+//!
 //! # Memory
 //!
 //! Everything is sized by const generics and by the caller's buffers:
@@ -439,7 +453,11 @@ where
         changed |= self.iface.poll(smol(now), phy, &mut self.sockets) != PollResult::None;
         // The poll above sent the resets of the sockets reset in this one: those slots serve
         // the next client from now, not from the next poll.
-        for slot in self.slots.iter_mut().chain(core::iter::once(&mut self.refusal)) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .chain(core::iter::once(&mut self.refusal))
+        {
             if slot.reset_until.is_some() {
                 let socket = self.sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
                 recycle(socket, slot, self.port, now, &mut self.stats);
