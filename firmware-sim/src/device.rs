@@ -21,6 +21,20 @@
 //! refused") instead of the `server_busy` line; a client that never acknowledges the refusal
 //! holds the socket for [`CLOSE_TIMEOUT`] at most.
 //!
+//! # Resets
+//!
+//! A connection that does not finish closing within [`CLOSE_TIMEOUT`] is reset, so that the
+//! client learns at once that its session is gone. smoltcp sends the reset at the
+//! interface's next poll (the one at the end of the same [`Device::poll`]), and only while
+//! the socket still knows its peer, so the slot listens again once the reset has left. It
+//! may not be able to leave: the peer's link-layer address is not known (its neighbour
+//! entry expires after a minute, and a peer that is gone or behind a dead link never answers
+//! the request for it). So the wait is bounded, [`RESET_WAIT`] at most: then the slot
+//! serves new clients, and the old one learns of the reset from its next segment. An
+//! unbounded wait kept such a slot out of service for as long as the link was down, and its
+//! past close deadline made [`Device::poll_at`] ask for a poll at once, for ever (a busy
+//! loop, which the simulator's sweep found as scenarios that never finished).
+//!
 //! # Memory
 //!
 //! Everything is sized by const generics and by the caller's buffers:
@@ -69,6 +83,20 @@ pub const REFUSAL_TX: usize = 128;
 /// How long a closing connection may take to finish (flush, FIN handshake) before the device
 /// resets it and reuses the socket.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a reset connection's socket waits for its reset to leave before it listens
+/// again without it.
+///
+/// smoltcp sends an aborted socket's reset at the interface's next poll, and only while the
+/// socket still knows its peer: listening forgets the peer, and the reset with it (the client
+/// would learn of the reset only from its next segment, which may be many seconds away). So
+/// the slot waits, but not for ever: the reset cannot leave while the peer's link-layer
+/// address is unknown (smoltcp asks for it once a second, and a peer that is gone or behind a
+/// dead link never answers). Two seconds cover two such requests; after that the slot serves
+/// new clients again and the old one learns of the reset from its next segment. The wait is
+/// in time, not in polls, because polls come in bursts (one per frame from other clients) that
+/// could use up a poll count before the peer could answer.
+pub const RESET_WAIT: Duration = Duration::from_secs(2);
 
 /// The session that writes a refusal: nothing but [`ServerSession::close_with`] is ever
 /// called on it, so its input buffer and nonce ring are minimal. It lives on the stack for
@@ -241,6 +269,9 @@ struct Slot {
     state: SlotState,
     /// When the device asked TCP to close; `None` while open.
     closing_since: Option<Instant>,
+    /// While the socket is reset but its reset has not left: when it listens again anyway
+    /// ([`RESET_WAIT`]).
+    reset_until: Option<Instant>,
 }
 
 impl Slot {
@@ -249,6 +280,7 @@ impl Slot {
             handle,
             state: SlotState::Listening,
             closing_since: None,
+            reset_until: None,
         }
     }
 }
@@ -419,6 +451,18 @@ where
         }
         self.service_refusal(now, &mut on_event);
         changed |= self.iface.poll(smol(now), phy, &mut self.sockets) != PollResult::None;
+        // The poll above sent the resets of the sockets reset in this one: those slots serve
+        // the next client from now, not from the next poll.
+        for slot in self
+            .slots
+            .iter_mut()
+            .chain(core::iter::once(&mut self.refusal))
+        {
+            if slot.reset_until.is_some() {
+                let socket = self.sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
+                recycle(socket, slot, self.port, now, &mut self.stats);
+            }
+        }
         changed
     }
 
@@ -439,9 +483,15 @@ where
             if let Some(since) = slot.closing_since {
                 earliest(since + CLOSE_TIMEOUT);
             }
+            if let Some(until) = slot.reset_until {
+                earliest(until);
+            }
         }
         if let Some(since) = self.refusal.closing_since {
             earliest(since + CLOSE_TIMEOUT);
+        }
+        if let Some(until) = self.refusal.reset_until {
+            earliest(until);
         }
         at
     }
@@ -693,7 +743,8 @@ fn refuse(socket: &mut tcp::Socket<'_>, now: Instant) -> PeerAddr {
 }
 
 /// A closing socket: discards what the peer still sends, and listens again once TCP has
-/// finished (or resets it after [`CLOSE_TIMEOUT`]).
+/// finished (or resets it after [`CLOSE_TIMEOUT`]); a reset socket, once its reset has left
+/// or after [`RESET_WAIT`].
 fn recycle(
     socket: &mut tcp::Socket<'_>,
     slot: &mut Slot,
@@ -708,12 +759,25 @@ fn recycle(
         socket.abort();
         stats.aborted += 1;
     }
-    if !socket.is_open() {
-        // Cannot fail: the socket is closed (or in TIME-WAIT) and the port is not 0.
-        let _ = socket.listen(port);
-        slot.state = SlotState::Listening;
-        slot.closing_since = None;
+    if socket.is_open() {
+        return;
     }
+    // A reset socket (by the device, or by smoltcp's own timeout) keeps its peer until the
+    // interface has sent the reset; listening forgets both. See RESET_WAIT.
+    let reset_pending = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_some();
+    if reset_pending {
+        // The close deadline is over (the socket is closed): only this one is left, so
+        // `poll_at` never asks for a poll in the past while the reset waits.
+        slot.closing_since = None;
+        if now < *slot.reset_until.get_or_insert(now + RESET_WAIT) {
+            return;
+        }
+    }
+    // Cannot fail: the socket is closed (or in TIME-WAIT) and the port is not 0.
+    let _ = socket.listen(port);
+    slot.state = SlotState::Listening;
+    slot.closing_since = None;
+    slot.reset_until = None;
 }
 
 fn count(stats: &mut DeviceStats, event: &ServerEvent) {

@@ -539,6 +539,11 @@ fn a_session_that_cannot_deliver_its_last_words_is_reset_after_the_close_timeout
             took.millis()
         );
         assert_eq!(b.device.stats().aborted, 1);
+        // The reset reaches the client (it does not wait for its own next segment to
+        // find out).
+        b.run_until(Duration::from_secs(1), |_, net| {
+            net.socket(0).state() == tcp::State::Closed
+        });
         // The slot serves the next client.
         b.net.connect(1).unwrap();
         b.run_until(Duration::from_secs(5), |d, net| {

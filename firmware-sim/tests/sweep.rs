@@ -189,3 +189,20 @@ fn clients_resetting_their_connections_resend_and_stay_exactly_once() {
     assert_eq!(report.peer_resets, 6, "{report}");
     assert!(report.resent >= 1, "{report}");
 }
+
+/// Found by the fixed sweep (scenario 26) when the device waited, without a bound, for an
+/// aborted connection's reset to leave before listening again: during the long outage the
+/// client's link-layer address expired, the reset could never leave, and the slot's past
+/// close deadline made the device ask to be polled at once, for ever (20 M steps). Its
+/// wait is now bounded by `RESET_WAIT`.
+#[test]
+fn regression_sweep_seed_1841955334160490_a_reset_that_cannot_leave_does_not_hold_its_slot() {
+    let mut c = lossy(0.480695, 1, 122, 1_841_955_334_160_490);
+    c.link.reorder = Probability::new(0.188705);
+    c.link.corrupt = Probability::new(0.03157);
+    c.link.delay_ms = 12;
+    c.link.mtu = 576;
+    c.link.outage_ms = (113_000, 663_000);
+    let report = run_clean(&c);
+    assert!(report.device.aborted >= 1, "{report}");
+}

@@ -75,6 +75,12 @@ pub const REFUSAL_TX: usize = 128;
 /// reset and its socket listens again; the device's figure.
 pub const CLOSE_TIMEOUT: EmbassyDuration = EmbassyDuration::from_secs(10);
 
+/// How long a reset socket waits for its reset to leave before it listens again without it:
+/// the reset cannot leave while the peer's link-layer address is unknown (a peer that is
+/// gone never answers), and the socket should not stay out of service for that. The same
+/// bound as the device's (`txsock_firmware_sim::device::RESET_WAIT`, whose docs explain it).
+pub const RESET_WAIT: EmbassyDuration = EmbassyDuration::from_secs(2);
+
 /// The session that writes a refusal, as in the device: nothing but
 /// [`ServerSession::close_with`] is called on it, so its input buffer and nonce ring are
 /// minimal.
@@ -312,8 +318,9 @@ impl<M: RawMutex, L: AsyncLedger, R: RngCore + CryptoRng> Server<M, L, R> {
     /// Resets `socket` so that it can listen again.
     async fn recycle(&self, socket: &mut TcpSocket<'_>) {
         socket.abort();
-        // Sends the reset; bounded in case the stack is not running.
-        let _ = with_timeout(CLOSE_TIMEOUT, socket.flush()).await;
+        // Waits for the reset to leave (listening forgets the peer and the reset with it);
+        // bounded by RESET_WAIT, as the reset may never leave.
+        let _ = with_timeout(RESET_WAIT, socket.flush()).await;
         self.count(|s| s.aborted += 1);
     }
 }
