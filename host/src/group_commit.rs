@@ -1,22 +1,29 @@
-//! Group commit: one worker thread that owns the store and commits many sessions' ledger
-//! requests in one transaction and one sync. It moves no money itself: the store applies the
-//! core's money rule; this module decides only what goes into each commit and when the
-//! replies may leave (after the commit returned).
+//! Group commit: many sessions' ledger requests in one transaction and one sync. It moves no
+//! money itself: the store applies the core's money rule; this module decides only what goes
+//! into each commit, who runs it, and when the replies may leave (after the commit returned).
 //!
-//! Sessions send their requests (up to their pipeline limit each, in request order) and
-//! wait for the replies. The worker takes whatever is queued (up to a batch limit) as one
-//! batch, in queue order, so under load a commit carries up to clients × pipeline transfers
-//! while a lone request is committed at once. One session's requests keep their order: it
-//! sends them one after another into one FIFO queue, and a batch applies its requests in
-//! order. Replies go out only after the commit returned, so an acknowledged transfer is on
-//! disk.
+//! Sessions queue their requests (up to their pipeline limit each, in request order) and
+//! wait for the replies. Whoever commits takes whatever is queued (up to a batch limit) as
+//! one batch, in queue order, so under load a commit carries up to clients × pipeline
+//! transfers while a lone request is committed at once. One session's requests keep their
+//! order: it queues them one after another into one FIFO queue, a batch applies its requests
+//! in order, and batches are taken from the queue only while holding the store, so an
+//! earlier batch is committed before a later one is taken. Replies go out only after the
+//! commit returned, so an acknowledged transfer is on disk.
+//!
+//! Who commits: the session that queued, on its own thread, when the store is free
+//! ([`CommitQueue::commit_now`]); else the worker thread, once the store is free again. A
+//! lone client's request is thus read, committed and answered on one thread: no hand-off
+//! to the worker and back, each a thread wake-up that cost tens of microseconds against a
+//! sync of about forty (docs/BENCHMARKS.md, "host-perf").
 
 use crate::audit::{Audit, Log};
 use crate::store::{Committed, Store};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 use txsock_core::ledger::{LedgerReply, LedgerRequest};
 use txsock_core::Instant;
 
@@ -39,11 +46,53 @@ pub struct CommitStats {
     pub largest_batch: AtomicU64,
 }
 
-/// A cloneable handle to the group-commit worker: the queue its requests wait in.
+/// The queue and whether the worker sleeps on it.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// The worker waits on [`Shared::wake`] for jobs (so a queuer must wake it).
+    worker_waiting: bool,
+    /// Every [`CommitQueue`] is gone: the worker finishes the queue and ends.
+    closed: bool,
+}
+
+/// What the worker and every session share.
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// The store, and the buffers of one batch. Held from taking a batch off the queue until
+    /// its commit returned: that is what keeps batches in queue order.
+    committer: Mutex<Committer>,
+    audit: Arc<Audit>,
+    stats: Arc<CommitStats>,
+    max_batch: usize,
+}
+
+/// The store and one batch's buffers (kept between batches to reuse their allocations).
+struct Committer {
+    store: Box<dyn Store>,
+    batch: Vec<(LedgerRequest, Instant)>,
+    reply_to: Vec<oneshot::Sender<LedgerReply>>,
+    committed: Vec<Committed>,
+}
+
+/// Marks the queue closed once the last [`CommitQueue`] is dropped.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.0.queue);
+        queue.closed = true;
+        self.0.wake.notify_one();
+    }
+}
+
+/// A cloneable handle to the group commit: the queue its requests wait in.
 #[derive(Clone)]
 pub struct CommitQueue {
-    tx: mpsc::Sender<Job>,
-    /// The worker's counters.
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
+    /// The commits' counters.
     pub stats: Arc<CommitStats>,
 }
 
@@ -59,27 +108,50 @@ impl CommitWorker {
     }
 }
 
-/// Starts the worker over `store`. `queue` bounds the requests waiting (each session has at
-/// most its pipeline limit outstanding, so connections × pipeline is a natural size; a full
-/// queue makes senders wait); `max_batch` bounds one commit.
+/// Locks `mutex`, also after a panic while it was held: a commit that panicked rolled its
+/// transaction back as it unwound, and the queue is changed only in single steps.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts the worker over `store`. `max_batch` bounds one commit. The queue itself needs no
+/// bound: each session has at most its pipeline limit outstanding, and the connections are
+/// bounded by `--max-connections`.
 pub fn spawn(
     store: Box<dyn Store>,
     audit: Arc<Audit>,
-    queue: usize,
     max_batch: usize,
 ) -> (CommitQueue, CommitWorker) {
-    let (tx, rx) = mpsc::channel(queue.max(1));
+    let max_batch = max_batch.max(1);
     let stats = Arc::new(CommitStats::default());
-    let worker_stats = stats.clone();
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        committer: Mutex::new(Committer {
+            store,
+            batch: Vec::with_capacity(max_batch),
+            reply_to: Vec::with_capacity(max_batch),
+            committed: Vec::new(),
+        }),
+        audit,
+        stats: stats.clone(),
+        max_batch,
+    });
+    let worker = shared.clone();
     let thread = std::thread::Builder::new()
         .name("txsock-ledger".into())
-        .spawn(move || run(store, rx, audit, worker_stats, max_batch.max(1)))
+        .spawn(move || run(&worker))
         .expect("spawning the ledger thread");
-    (CommitQueue { tx, stats }, CommitWorker { thread })
+    let queue = CommitQueue {
+        _closer: Arc::new(Closer(shared.clone())),
+        shared,
+        stats,
+    };
+    (queue, CommitWorker { thread })
 }
 
 /// The reply to one submitted request, to await once the requests before it are answered.
-pub struct PendingReply(Option<oneshot::Receiver<LedgerReply>>);
+pub struct PendingReply(oneshot::Receiver<LedgerReply>);
 
 impl std::future::Future for PendingReply {
     type Output = LedgerReply;
@@ -88,88 +160,109 @@ impl std::future::Future for PendingReply {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<LedgerReply> {
-        match &mut self.0 {
-            None => std::task::Poll::Ready(LedgerReply::Unavailable),
-            Some(rx) => std::pin::Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(LedgerReply::Unavailable)),
-        }
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(LedgerReply::Unavailable))
     }
 }
 
 impl CommitQueue {
-    /// Queues `request` behind every request submitted before it, waiting for room in the
-    /// queue; the returned reply resolves once its commit has returned (`Unavailable` if
-    /// the worker is gone).
-    pub async fn submit(&self, request: LedgerRequest, now: Instant) -> PendingReply {
-        // `reserve` first, so that the waiting future does not hold the request.
-        let Ok(permit) = self.tx.reserve().await else {
-            return PendingReply(None);
-        };
+    /// Queues `request` behind every request queued before it. The returned reply resolves
+    /// once its commit has returned (`Unavailable` if the commit could not run); call
+    /// [`CommitQueue::commit_now`] after queueing a session's requests.
+    pub fn queue(&self, request: LedgerRequest, now: Instant) -> PendingReply {
         let (reply, rx) = oneshot::channel();
-        permit.send(Job {
+        lock(&self.shared.queue).jobs.push_back(Job {
             request,
             now,
             reply,
         });
-        PendingReply(Some(rx))
+        PendingReply(rx)
+    }
+
+    /// Commits what is queued: here, at once, if the store is free and this thread may
+    /// block (a worker of a multi-threaded tokio runtime, through `block_in_place`, or no
+    /// runtime at all), else by waking the worker thread, which commits once the store is
+    /// free. Either way, every request queued before this call is committed without
+    /// another call.
+    pub fn commit_now(&self) {
+        let shared = &*self.shared;
+        let may_block = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
+            Err(_) => true,
+        };
+        if may_block {
+            if let Ok(mut committer) = shared.committer.try_lock() {
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    tokio::task::block_in_place(|| commit_one_batch(shared, &mut committer));
+                } else {
+                    commit_one_batch(shared, &mut committer);
+                }
+            }
+        }
+        // Whatever is still queued (more than one batch, or the store was busy) is the
+        // worker's.
+        let queue = lock(&shared.queue);
+        if queue.worker_waiting && !queue.jobs.is_empty() {
+            shared.wake.notify_one();
+        }
     }
 }
 
-fn run(
-    mut store: Box<dyn Store>,
-    mut rx: mpsc::Receiver<Job>,
-    audit: Arc<Audit>,
-    stats: Arc<CommitStats>,
-    max_batch: usize,
-) {
-    // One batch: the requests with their times, and where each reply goes.
-    let mut batch: Vec<(LedgerRequest, Instant)> = Vec::with_capacity(max_batch);
-    let mut reply_to: Vec<oneshot::Sender<LedgerReply>> = Vec::with_capacity(max_batch);
-    let mut committed: Vec<Committed> = Vec::new();
-    while let Some(mut job) = rx.blocking_recv() {
-        batch.clear();
-        loop {
+/// Takes up to a batch off the queue and commits it, then answers it; false if the queue
+/// was empty. The caller holds the committer, so no other batch is taken meanwhile.
+fn commit_one_batch(shared: &Shared, committer: &mut Committer) -> bool {
+    let Committer {
+        store,
+        batch,
+        reply_to,
+        committed,
+    } = committer;
+    batch.clear();
+    reply_to.clear();
+    {
+        let mut queue = lock(&shared.queue);
+        let n = queue.jobs.len().min(shared.max_batch);
+        for job in queue.jobs.drain(..n) {
             batch.push((job.request, job.now));
             reply_to.push(job.reply);
-            if reply_to.len() >= max_batch {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(next) => job = next,
-                Err(_) => break,
-            }
         }
-        committed.clear();
-        let started = std::time::Instant::now();
-        let replies = match store.execute_batch(&batch, &mut committed) {
-            Ok(replies) => {
-                let elapsed = started.elapsed();
-                crate::metrics::commit(&batch, &replies, committed.len(), elapsed);
-                crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
-                replies
+    }
+    if batch.is_empty() {
+        return false;
+    }
+    committed.clear();
+    let started = std::time::Instant::now();
+    let replies = match store.execute_batch(batch, committed) {
+        Ok(replies) => {
+            let elapsed = started.elapsed();
+            crate::metrics::commit(batch, &replies, committed.len(), elapsed);
+            crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
+            replies
+        }
+        Err(e) => {
+            crate::metrics::commit_failed();
+            match crate::store::advice(&e) {
+                Some(advice) => tracing::error!(
+                    "commit of {} requests failed (all answered internal): {e:#}; what to \
+                     do: {advice}",
+                    reply_to.len()
+                ),
+                None => tracing::error!(
+                    "commit of {} requests failed (all answered internal): {e:#}",
+                    reply_to.len()
+                ),
             }
-            Err(e) => {
-                crate::metrics::commit_failed();
-                match crate::store::advice(&e) {
-                    Some(advice) => tracing::error!(
-                        "commit of {} requests failed (all answered internal): {e:#}; what to \
-                         do: {advice}",
-                        reply_to.len()
-                    ),
-                    None => tracing::error!(
-                        "commit of {} requests failed (all answered internal): {e:#}",
-                        reply_to.len()
-                    ),
-                }
-                audit.write(
-                    Log::Errors,
-                    format_args!("storage_failure requests={} error={e:#}", reply_to.len()),
-                );
-                vec![LedgerReply::Unavailable; reply_to.len()]
-            }
-        };
-        audit.write_each(Log::Transactions, &committed, |line, c| {
+            shared.audit.write(
+                Log::Errors,
+                format_args!("storage_failure requests={} error={e:#}", reply_to.len()),
+            );
+            vec![LedgerReply::Unavailable; reply_to.len()]
+        }
+    };
+    shared
+        .audit
+        .write_each(Log::Transactions, committed.iter(), |line, c| {
             let _ = write!(
                 line,
                 "transfer id={} from={} to={} amount={} balance_after={} committed_at={}",
@@ -181,19 +274,40 @@ fn run(
                 crate::clock::stamp_millis(c.at_ms)
             );
         });
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(reply_to.len() as u64, Ordering::Relaxed);
-        stats
-            .transfers
-            .fetch_add(committed.len() as u64, Ordering::Relaxed);
-        stats
-            .largest_batch
-            .fetch_max(reply_to.len() as u64, Ordering::Relaxed);
-        for (to, reply) in reply_to.drain(..).zip(replies) {
-            // A session that went away no longer needs its answer.
-            let _ = to.send(reply);
+    let stats = &shared.stats;
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats
+        .requests
+        .fetch_add(reply_to.len() as u64, Ordering::Relaxed);
+    stats
+        .transfers
+        .fetch_add(committed.len() as u64, Ordering::Relaxed);
+    stats
+        .largest_batch
+        .fetch_max(reply_to.len() as u64, Ordering::Relaxed);
+    for (to, reply) in reply_to.drain(..).zip(replies) {
+        // A session that went away no longer needs its answer.
+        let _ = to.send(reply);
+    }
+    true
+}
+
+/// The worker: commits whatever is queued while no session does, until every handle is
+/// gone and the queue is empty.
+fn run(shared: &Shared) {
+    loop {
+        {
+            let mut queue = lock(&shared.queue);
+            while queue.jobs.is_empty() {
+                if queue.closed {
+                    return;
+                }
+                queue.worker_waiting = true;
+                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue.worker_waiting = false;
+            }
         }
+        let mut committer = lock(&shared.committer);
+        commit_one_batch(shared, &mut committer);
     }
 }
