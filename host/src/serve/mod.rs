@@ -1,6 +1,6 @@
 //! `txsock serve`: the TCP server. One core [`ServerSession`] per connection; this module
-//! only moves bytes, reads the clock, hands ledger requests to the group-commit worker and writes
-//! the audit logs.
+//! only moves bytes, reads the clock, hands ledger requests to the group commit (which commits
+//! them on the connection's own thread when the store is free) and writes the audit logs.
 
 mod lock;
 #[cfg(unix)]
