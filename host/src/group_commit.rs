@@ -311,3 +311,122 @@ fn run(shared: &Shared) {
         commit_one_batch(shared, &mut committer);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use txsock_core::auth::Verifier;
+    use txsock_core::{Amount, ErrorCode, TransferId, Username};
+
+    fn start(dir: &std::path::Path, opening_balance: &str) -> (CommitQueue, CommitWorker) {
+        let balance = Amount::parse_non_negative(opening_balance).unwrap();
+        let store = SqliteStore::open(&dir.join("txsock.db"), balance).expect("open");
+        let audit = Arc::new(Audit::open(dir).expect("audit logs"));
+        spawn(Box::new(store), audit, 512)
+    }
+
+    fn register(name: &str) -> LedgerRequest {
+        let mut verifier = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [1; 32],
+            server_key: [2; 32],
+        };
+        verifier.salt.extend_from_slice(&[3; 16]).unwrap();
+        LedgerRequest::Register {
+            user: Username::parse(name).unwrap(),
+            verifier,
+        }
+    }
+
+    fn transfer(from: &str, id: &str, to: &str, amount: &str) -> LedgerRequest {
+        LedgerRequest::Transfer {
+            from: Username::parse(from).unwrap(),
+            id: TransferId::parse(id).unwrap(),
+            to: Username::parse(to).unwrap(),
+            amount: Amount::parse_non_negative(amount).unwrap(),
+        }
+    }
+
+    /// The reply if it is there already, without waiting.
+    fn now_or_never(reply: &mut PendingReply) -> Option<LedgerReply> {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(std::pin::Pin::new(reply), &mut context) {
+            std::task::Poll::Ready(reply) => Some(reply),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    fn wait(reply: PendingReply) -> LedgerReply {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(reply)
+    }
+
+    /// With the store free, `commit_now` commits on the calling thread: the reply is there
+    /// when it returns, with no hand-off to the worker thread (a lone client's round trip).
+    #[test]
+    fn a_request_queued_while_the_store_is_free_is_committed_by_the_caller() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker) = start(dir.path(), "10");
+        for _ in 0..20 {
+            let mut reply = queue.queue(register("alice"), crate::clock::now());
+            queue.commit_now();
+            assert!(
+                now_or_never(&mut reply).is_some(),
+                "the caller committed its own request"
+            );
+        }
+        assert_eq!(queue.stats.commits.load(Ordering::Relaxed), 20);
+        drop(queue);
+        worker.join();
+    }
+
+    /// Eight senders, each with 10 and two transfers of 6 queued in order, all at once: half
+    /// commit themselves (no runtime), half leave it to the worker thread (inside a
+    /// single-threaded runtime, which must not block). Whoever commits, every sender's first
+    /// transfer is committed and its second refused: one session's requests keep their order.
+    #[test]
+    fn one_senders_requests_commit_in_order_whoever_commits_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker) = start(dir.path(), "10");
+        for name in (0..8).map(|i| format!("s{i}")).chain(["sink".into()]) {
+            let reply = queue.queue(register(&name), crate::clock::now());
+            queue.commit_now();
+            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+        }
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let from = format!("s{i}");
+                    let first = queue.queue(transfer(&from, "a", "sink", "6"), crate::clock::now());
+                    let second =
+                        queue.queue(transfer(&from, "b", "sink", "6"), crate::clock::now());
+                    if i % 2 == 0 {
+                        queue.commit_now();
+                    } else {
+                        tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .unwrap()
+                            .block_on(async { queue.commit_now() });
+                    }
+                    (wait(first), wait(second))
+                })
+            })
+            .collect();
+        for thread in threads {
+            let (first, second) = thread.join().expect("a sender's thread");
+            let outcome = |reply| match reply {
+                LedgerReply::Transfer(outcome) => outcome.result,
+                other => panic!("not a transfer's answer: {other:?}"),
+            };
+            assert_eq!(outcome(first), Ok(()));
+            assert_eq!(outcome(second), Err(ErrorCode::InsufficientFunds));
+        }
+        drop(queue);
+        worker.join();
+    }
+}
