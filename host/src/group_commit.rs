@@ -11,8 +11,9 @@
 //! earlier batch is committed before a later one is taken. Replies go out only after the
 //! commit returned, so an acknowledged transfer is on disk.
 //!
-//! Who commits: the session that queued, on its own thread, when the store is free
-//! ([`CommitQueue::commit_now`]); else the worker thread, once the store is free again. A
+//! Who commits: the session that queued, on its own thread, when the store is free and no
+//! other session's request waits ([`CommitQueue::commit_now`]); else the worker thread,
+//! once the store is free again. A
 //! lone client's request is thus read, committed and answered on one thread: no hand-off
 //! to the worker and back, each a thread wake-up that cost tens of microseconds against a
 //! sync of about forty (docs/BENCHMARKS.md, "host-perf").
@@ -180,12 +181,17 @@ impl CommitQueue {
         PendingReply(rx)
     }
 
-    /// Commits what is queued: here, at once, if the store is free and this thread may
-    /// block (a worker of a multi-threaded tokio runtime, through `block_in_place`, or no
-    /// runtime at all), else by waking the worker thread, which commits once the store is
-    /// free. Either way, every request queued before this call is committed without
-    /// another call.
-    pub fn commit_now(&self) {
+    /// Commits the caller's `queued` requests, just queued: here, at once, if the store is
+    /// free, no other session's request waits in the queue and this thread may block (a
+    /// worker of a multi-threaded tokio runtime, or no runtime at all); else by waking the
+    /// worker thread, which commits what is queued once the store is free. Either way,
+    /// every request queued before this call is committed without another call.
+    ///
+    /// A commit here is at most one session's requests (one sync), so it blocks the tokio
+    /// worker only briefly; anything bigger is the worker thread's. `block_in_place` would
+    /// let the caller commit more, but it starts threads to carry the runtime meanwhile,
+    /// and each new thread's malloc arena added more than 2 MiB to the attack mix's growth.
+    pub fn commit_now(&self, queued: usize) {
         let shared = &*self.shared;
         let may_block = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
@@ -193,14 +199,10 @@ impl CommitQueue {
         };
         if may_block {
             if let Ok(mut committer) = shared.committer.try_lock() {
-                if tokio::runtime::Handle::try_current().is_ok() {
-                    tokio::task::block_in_place(|| commit_one_batch(shared, &mut committer));
-                } else {
-                    commit_one_batch(shared, &mut committer);
-                }
+                commit_one_batch(shared, &mut committer, queued);
             }
         }
-        // Whatever is still queued (more than one batch, or the store was busy) is the
+        // Whatever is still queued (others' requests, or the store was busy) is the
         // worker's.
         let queue = lock(&shared.queue);
         if queue.worker_waiting && !queue.jobs.is_empty() {
@@ -210,8 +212,9 @@ impl CommitQueue {
 }
 
 /// Takes up to a batch off the queue and commits it, then answers it; false if the queue
-/// was empty. The caller holds the committer, so no other batch is taken meanwhile.
-fn commit_one_batch(shared: &Shared, committer: &mut Committer) -> bool {
+/// was empty or held more than `at_most` requests (then it takes none). The caller holds the
+/// committer, so no other batch is taken meanwhile.
+fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) -> bool {
     let Committer {
         store,
         batch,
@@ -222,6 +225,9 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer) -> bool {
     reply_to.clear();
     {
         let mut queue = lock(&shared.queue);
+        if queue.jobs.len() > at_most {
+            return false;
+        }
         let n = queue.jobs.len().min(shared.max_batch);
         for job in queue.jobs.drain(..n) {
             batch.push((job.request, job.now));
@@ -308,7 +314,7 @@ fn run(shared: &Shared) {
             }
         }
         let mut committer = lock(&shared.committer);
-        commit_one_batch(shared, &mut committer);
+        commit_one_batch(shared, &mut committer, usize::MAX);
     }
 }
 
@@ -373,7 +379,7 @@ mod tests {
         let (queue, worker) = start(dir.path(), "10");
         for _ in 0..20 {
             let mut reply = queue.queue(register("alice"), crate::clock::now());
-            queue.commit_now();
+            queue.commit_now(1);
             assert!(
                 now_or_never(&mut reply).is_some(),
                 "the caller committed its own request"
@@ -394,7 +400,7 @@ mod tests {
         let (queue, worker) = start(dir.path(), "10");
         for name in (0..8).map(|i| format!("s{i}")).chain(["sink".into()]) {
             let reply = queue.queue(register(&name), crate::clock::now());
-            queue.commit_now();
+            queue.commit_now(1);
             assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
         }
         let threads: Vec<_> = (0..8)
@@ -406,12 +412,12 @@ mod tests {
                     let second =
                         queue.queue(transfer(&from, "b", "sink", "6"), crate::clock::now());
                     if i % 2 == 0 {
-                        queue.commit_now();
+                        queue.commit_now(2);
                     } else {
                         tokio::runtime::Builder::new_current_thread()
                             .build()
                             .unwrap()
-                            .block_on(async { queue.commit_now() });
+                            .block_on(async { queue.commit_now(2) });
                     }
                     (wait(first), wait(second))
                 })

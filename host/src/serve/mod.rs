@@ -939,7 +939,7 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
             in_flight.push_back(server.ledger.queue(request, clock::now()));
         }
         if in_flight.len() > queued {
-            server.ledger.commit_now();
+            server.ledger.commit_now(in_flight.len() - queued);
         }
         match flush(
             server,
