@@ -1,22 +1,30 @@
-//! Group commit: one worker thread that owns the store and commits many sessions' ledger
-//! requests in one transaction and one sync. It moves no money itself: the store applies the
-//! core's money rule; this module decides only what goes into each commit and when the
-//! replies may leave (after the commit returned).
+//! Group commit: many sessions' ledger requests in one transaction and one sync. It moves no
+//! money itself: the store applies the core's money rule; this module decides only what goes
+//! into each commit, who runs it, and when the replies may leave (after the commit returned).
 //!
-//! Sessions send their requests (up to their pipeline limit each, in request order) and
-//! wait for the replies. The worker takes whatever is queued (up to a batch limit) as one
-//! batch, in queue order, so under load a commit carries up to clients × pipeline transfers
-//! while a lone request is committed at once. One session's requests keep their order: it
-//! sends them one after another into one FIFO queue, and a batch applies its requests in
-//! order. Replies go out only after the commit returned, so an acknowledged transfer is on
-//! disk.
+//! Sessions queue their requests (up to their pipeline limit each, in request order) and
+//! wait for the replies. Whoever commits takes whatever is queued (up to a batch limit) as
+//! one batch, in queue order, so under load a commit carries up to clients × pipeline
+//! transfers while a lone request is committed at once. One session's requests keep their
+//! order: it queues them one after another into one FIFO queue, a batch applies its requests
+//! in order, and batches are taken from the queue only while holding the store, so an
+//! earlier batch is committed before a later one is taken. Replies go out only after the
+//! commit returned, so an acknowledged transfer is on disk.
+//!
+//! Who commits: the session that queued, on its own thread, when the store is free and no
+//! other session's request waits ([`CommitQueue::commit_now`]); else the worker thread,
+//! once the store is free again. A
+//! lone client's request is thus read, committed and answered on one thread: no hand-off
+//! to the worker and back, each a thread wake-up that cost tens of microseconds against a
+//! sync of about forty (docs/BENCHMARKS.md, "host-perf").
 
 use crate::audit::{Audit, Log};
 use crate::store::{Committed, Store};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 use txsock_core::ledger::{LedgerReply, LedgerRequest};
 use txsock_core::Instant;
 
@@ -39,11 +47,53 @@ pub struct CommitStats {
     pub largest_batch: AtomicU64,
 }
 
-/// A cloneable handle to the group-commit worker: the queue its requests wait in.
+/// The queue and whether the worker sleeps on it.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// The worker waits on [`Shared::wake`] for jobs (so a queuer must wake it).
+    worker_waiting: bool,
+    /// Every [`CommitQueue`] is gone: the worker finishes the queue and ends.
+    closed: bool,
+}
+
+/// What the worker and every session share.
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// The store, and the buffers of one batch. Held from taking a batch off the queue until
+    /// its commit returned: that is what keeps batches in queue order.
+    committer: Mutex<Committer>,
+    audit: Arc<Audit>,
+    stats: Arc<CommitStats>,
+    max_batch: usize,
+}
+
+/// The store and one batch's buffers (kept between batches to reuse their allocations).
+struct Committer {
+    store: Box<dyn Store>,
+    batch: Vec<(LedgerRequest, Instant)>,
+    reply_to: Vec<oneshot::Sender<LedgerReply>>,
+    committed: Vec<Committed>,
+}
+
+/// Marks the queue closed once the last [`CommitQueue`] is dropped.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.0.queue);
+        queue.closed = true;
+        self.0.wake.notify_one();
+    }
+}
+
+/// A cloneable handle to the group commit: the queue its requests wait in.
 #[derive(Clone)]
 pub struct CommitQueue {
-    tx: mpsc::Sender<Job>,
-    /// The worker's counters.
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
+    /// The commits' counters.
     pub stats: Arc<CommitStats>,
 }
 
@@ -59,27 +109,50 @@ impl CommitWorker {
     }
 }
 
-/// Starts the worker over `store`. `queue` bounds the requests waiting (each session has at
-/// most its pipeline limit outstanding, so connections × pipeline is a natural size; a full
-/// queue makes senders wait); `max_batch` bounds one commit.
+/// Locks `mutex`, also after a panic while it was held: a commit that panicked rolled its
+/// transaction back as it unwound, and the queue is changed only in single steps.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts the worker over `store`. `max_batch` bounds one commit. The queue itself needs no
+/// bound: each session has at most its pipeline limit outstanding, and the connections are
+/// bounded by `--max-connections`.
 pub fn spawn(
     store: Box<dyn Store>,
     audit: Arc<Audit>,
-    queue: usize,
     max_batch: usize,
 ) -> (CommitQueue, CommitWorker) {
-    let (tx, rx) = mpsc::channel(queue.max(1));
+    let max_batch = max_batch.max(1);
     let stats = Arc::new(CommitStats::default());
-    let worker_stats = stats.clone();
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        committer: Mutex::new(Committer {
+            store,
+            batch: Vec::with_capacity(max_batch),
+            reply_to: Vec::with_capacity(max_batch),
+            committed: Vec::new(),
+        }),
+        audit,
+        stats: stats.clone(),
+        max_batch,
+    });
+    let worker = shared.clone();
     let thread = std::thread::Builder::new()
         .name("txsock-ledger".into())
-        .spawn(move || run(store, rx, audit, worker_stats, max_batch.max(1)))
+        .spawn(move || run(&worker))
         .expect("spawning the ledger thread");
-    (CommitQueue { tx, stats }, CommitWorker { thread })
+    let queue = CommitQueue {
+        _closer: Arc::new(Closer(shared.clone())),
+        shared,
+        stats,
+    };
+    (queue, CommitWorker { thread })
 }
 
 /// The reply to one submitted request, to await once the requests before it are answered.
-pub struct PendingReply(Option<oneshot::Receiver<LedgerReply>>);
+pub struct PendingReply(oneshot::Receiver<LedgerReply>);
 
 impl std::future::Future for PendingReply {
     type Output = LedgerReply;
@@ -88,88 +161,114 @@ impl std::future::Future for PendingReply {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<LedgerReply> {
-        match &mut self.0 {
-            None => std::task::Poll::Ready(LedgerReply::Unavailable),
-            Some(rx) => std::pin::Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(LedgerReply::Unavailable)),
-        }
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(LedgerReply::Unavailable))
     }
 }
 
 impl CommitQueue {
-    /// Queues `request` behind every request submitted before it, waiting for room in the
-    /// queue; the returned reply resolves once its commit has returned (`Unavailable` if
-    /// the worker is gone).
-    pub async fn submit(&self, request: LedgerRequest, now: Instant) -> PendingReply {
-        // `reserve` first, so that the waiting future does not hold the request.
-        let Ok(permit) = self.tx.reserve().await else {
-            return PendingReply(None);
-        };
+    /// Queues `request` behind every request queued before it. The returned reply resolves
+    /// once its commit has returned (`Unavailable` if the commit could not run); call
+    /// [`CommitQueue::commit_now`] after queueing a session's requests.
+    pub fn queue(&self, request: LedgerRequest, now: Instant) -> PendingReply {
         let (reply, rx) = oneshot::channel();
-        permit.send(Job {
+        lock(&self.shared.queue).jobs.push_back(Job {
             request,
             now,
             reply,
         });
-        PendingReply(Some(rx))
+        PendingReply(rx)
+    }
+
+    /// Commits the caller's `queued` requests, just queued: here, at once, if the store is
+    /// free, no other session's request waits in the queue and this thread may block (a
+    /// worker of a multi-threaded tokio runtime, or no runtime at all); else by waking the
+    /// worker thread, which commits what is queued once the store is free. Either way,
+    /// every request queued before this call is committed without another call.
+    ///
+    /// A commit here is at most one session's requests (one sync), so it blocks the tokio
+    /// worker only briefly; anything bigger is the worker thread's. `block_in_place` would
+    /// let the caller commit more, but it starts threads to carry the runtime meanwhile,
+    /// and each new thread's malloc arena added more than 2 MiB to the attack mix's growth.
+    pub fn commit_now(&self, queued: usize) {
+        let shared = &*self.shared;
+        let may_block = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
+            Err(_) => true,
+        };
+        if may_block {
+            if let Ok(mut committer) = shared.committer.try_lock() {
+                commit_one_batch(shared, &mut committer, queued);
+            }
+        }
+        // Whatever is still queued (others' requests, or the store was busy) is the
+        // worker's.
+        let queue = lock(&shared.queue);
+        if queue.worker_waiting && !queue.jobs.is_empty() {
+            shared.wake.notify_one();
+        }
     }
 }
 
-fn run(
-    mut store: Box<dyn Store>,
-    mut rx: mpsc::Receiver<Job>,
-    audit: Arc<Audit>,
-    stats: Arc<CommitStats>,
-    max_batch: usize,
-) {
-    // One batch: the requests with their times, and where each reply goes.
-    let mut batch: Vec<(LedgerRequest, Instant)> = Vec::with_capacity(max_batch);
-    let mut reply_to: Vec<oneshot::Sender<LedgerReply>> = Vec::with_capacity(max_batch);
-    let mut committed: Vec<Committed> = Vec::new();
-    while let Some(mut job) = rx.blocking_recv() {
-        batch.clear();
-        loop {
+/// Takes up to a batch off the queue and commits it, then answers it; false if the queue
+/// was empty or held more than `at_most` requests (then it takes none). The caller holds the
+/// committer, so no other batch is taken meanwhile.
+fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) -> bool {
+    let Committer {
+        store,
+        batch,
+        reply_to,
+        committed,
+    } = committer;
+    batch.clear();
+    reply_to.clear();
+    {
+        let mut queue = lock(&shared.queue);
+        if queue.jobs.len() > at_most {
+            return false;
+        }
+        let n = queue.jobs.len().min(shared.max_batch);
+        for job in queue.jobs.drain(..n) {
             batch.push((job.request, job.now));
             reply_to.push(job.reply);
-            if reply_to.len() >= max_batch {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(next) => job = next,
-                Err(_) => break,
-            }
         }
-        committed.clear();
-        let started = std::time::Instant::now();
-        let replies = match store.execute_batch(&batch, &mut committed) {
-            Ok(replies) => {
-                let elapsed = started.elapsed();
-                crate::metrics::commit(&batch, &replies, committed.len(), elapsed);
-                crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
-                replies
+    }
+    if batch.is_empty() {
+        return false;
+    }
+    committed.clear();
+    let started = std::time::Instant::now();
+    let replies = match store.execute_batch(batch, committed) {
+        Ok(replies) => {
+            let elapsed = started.elapsed();
+            crate::metrics::commit(batch, &replies, committed.len(), elapsed);
+            crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
+            replies
+        }
+        Err(e) => {
+            crate::metrics::commit_failed();
+            match crate::store::advice(&e) {
+                Some(advice) => tracing::error!(
+                    "commit of {} requests failed (all answered internal): {e:#}; what to \
+                     do: {advice}",
+                    reply_to.len()
+                ),
+                None => tracing::error!(
+                    "commit of {} requests failed (all answered internal): {e:#}",
+                    reply_to.len()
+                ),
             }
-            Err(e) => {
-                crate::metrics::commit_failed();
-                match crate::store::advice(&e) {
-                    Some(advice) => tracing::error!(
-                        "commit of {} requests failed (all answered internal): {e:#}; what to \
-                         do: {advice}",
-                        reply_to.len()
-                    ),
-                    None => tracing::error!(
-                        "commit of {} requests failed (all answered internal): {e:#}",
-                        reply_to.len()
-                    ),
-                }
-                audit.write(
-                    Log::Errors,
-                    format_args!("storage_failure requests={} error={e:#}", reply_to.len()),
-                );
-                vec![LedgerReply::Unavailable; reply_to.len()]
-            }
-        };
-        audit.write_each(Log::Transactions, &committed, |line, c| {
+            shared.audit.write(
+                Log::Errors,
+                format_args!("storage_failure requests={} error={e:#}", reply_to.len()),
+            );
+            vec![LedgerReply::Unavailable; reply_to.len()]
+        }
+    };
+    shared
+        .audit
+        .write_each(Log::Transactions, committed.iter(), |line, c| {
             let _ = write!(
                 line,
                 "transfer id={} from={} to={} amount={} balance_after={} committed_at={}",
@@ -181,19 +280,159 @@ fn run(
                 crate::clock::stamp_millis(c.at_ms)
             );
         });
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(reply_to.len() as u64, Ordering::Relaxed);
-        stats
-            .transfers
-            .fetch_add(committed.len() as u64, Ordering::Relaxed);
-        stats
-            .largest_batch
-            .fetch_max(reply_to.len() as u64, Ordering::Relaxed);
-        for (to, reply) in reply_to.drain(..).zip(replies) {
-            // A session that went away no longer needs its answer.
-            let _ = to.send(reply);
+    let stats = &shared.stats;
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats
+        .requests
+        .fetch_add(reply_to.len() as u64, Ordering::Relaxed);
+    stats
+        .transfers
+        .fetch_add(committed.len() as u64, Ordering::Relaxed);
+    stats
+        .largest_batch
+        .fetch_max(reply_to.len() as u64, Ordering::Relaxed);
+    for (to, reply) in reply_to.drain(..).zip(replies) {
+        // A session that went away no longer needs its answer.
+        let _ = to.send(reply);
+    }
+    true
+}
+
+/// The worker: commits whatever is queued while no session does, until every handle is
+/// gone and the queue is empty.
+fn run(shared: &Shared) {
+    loop {
+        {
+            let mut queue = lock(&shared.queue);
+            while queue.jobs.is_empty() {
+                if queue.closed {
+                    return;
+                }
+                queue.worker_waiting = true;
+                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue.worker_waiting = false;
+            }
         }
+        let mut committer = lock(&shared.committer);
+        commit_one_batch(shared, &mut committer, usize::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use txsock_core::auth::Verifier;
+    use txsock_core::{Amount, ErrorCode, TransferId, Username};
+
+    fn start(dir: &std::path::Path, opening_balance: &str) -> (CommitQueue, CommitWorker) {
+        let balance = Amount::parse_non_negative(opening_balance).unwrap();
+        let store = SqliteStore::open(&dir.join("txsock.db"), balance).expect("open");
+        let audit = Arc::new(Audit::open(dir).expect("audit logs"));
+        spawn(Box::new(store), audit, 512)
+    }
+
+    fn register(name: &str) -> LedgerRequest {
+        let mut verifier = Verifier {
+            salt: Default::default(),
+            iterations: 4096,
+            stored_key: [1; 32],
+            server_key: [2; 32],
+        };
+        verifier.salt.extend_from_slice(&[3; 16]).unwrap();
+        LedgerRequest::Register {
+            user: Username::parse(name).unwrap(),
+            verifier,
+        }
+    }
+
+    fn transfer(from: &str, id: &str, to: &str, amount: &str) -> LedgerRequest {
+        LedgerRequest::Transfer {
+            from: Username::parse(from).unwrap(),
+            id: TransferId::parse(id).unwrap(),
+            to: Username::parse(to).unwrap(),
+            amount: Amount::parse_non_negative(amount).unwrap(),
+        }
+    }
+
+    /// The reply if it is there already, without waiting.
+    fn now_or_never(reply: &mut PendingReply) -> Option<LedgerReply> {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(std::pin::Pin::new(reply), &mut context) {
+            std::task::Poll::Ready(reply) => Some(reply),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    fn wait(reply: PendingReply) -> LedgerReply {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(reply)
+    }
+
+    /// With the store free, `commit_now` commits on the calling thread: the reply is there
+    /// when it returns, with no hand-off to the worker thread (a lone client's round trip).
+    #[test]
+    fn a_request_queued_while_the_store_is_free_is_committed_by_the_caller() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker) = start(dir.path(), "10");
+        for _ in 0..20 {
+            let mut reply = queue.queue(register("alice"), crate::clock::now());
+            queue.commit_now(1);
+            assert!(
+                now_or_never(&mut reply).is_some(),
+                "the caller committed its own request"
+            );
+        }
+        assert_eq!(queue.stats.commits.load(Ordering::Relaxed), 20);
+        drop(queue);
+        worker.join();
+    }
+
+    /// Eight senders, each with 10 and two transfers of 6 queued in order, all at once: half
+    /// commit themselves (no runtime), half leave it to the worker thread (inside a
+    /// single-threaded runtime, which must not block). Whoever commits, every sender's first
+    /// transfer is committed and its second refused: one session's requests keep their order.
+    #[test]
+    fn one_senders_requests_commit_in_order_whoever_commits_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker) = start(dir.path(), "10");
+        for name in (0..8).map(|i| format!("s{i}")).chain(["sink".into()]) {
+            let reply = queue.queue(register(&name), crate::clock::now());
+            queue.commit_now(1);
+            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+        }
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let from = format!("s{i}");
+                    let first = queue.queue(transfer(&from, "a", "sink", "6"), crate::clock::now());
+                    let second =
+                        queue.queue(transfer(&from, "b", "sink", "6"), crate::clock::now());
+                    if i % 2 == 0 {
+                        queue.commit_now(2);
+                    } else {
+                        tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .unwrap()
+                            .block_on(async { queue.commit_now(2) });
+                    }
+                    (wait(first), wait(second))
+                })
+            })
+            .collect();
+        for thread in threads {
+            let (first, second) = thread.join().expect("a sender's thread");
+            let outcome = |reply| match reply {
+                LedgerReply::Transfer(outcome) => outcome.result,
+                other => panic!("not a transfer's answer: {other:?}"),
+            };
+            assert_eq!(outcome(first), Ok(()));
+            assert_eq!(outcome(second), Err(ErrorCode::InsufficientFunds));
+        }
+        drop(queue);
+        worker.join();
     }
 }

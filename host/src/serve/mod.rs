@@ -1,6 +1,6 @@
 //! `txsock serve`: the TCP server. One core [`ServerSession`] per connection; this module
-//! only moves bytes, reads the clock, hands ledger requests to the group-commit worker and writes
-//! the audit logs.
+//! only moves bytes, reads the clock, hands ledger requests to the group commit (which commits
+//! them on the connection's own thread when the store is free) and writes the audit logs.
 
 mod lock;
 #[cfg(unix)]
@@ -350,14 +350,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let what = format!("audit logs in {}", data_dir.display());
         crate::store::failure_of(what, Some(data_dir.clone()), e)
     })?);
-    let (ledger, worker) = group_commit::spawn(
-        store,
-        audit.clone(),
-        args.max_connections
-            .saturating_mul(usize::from(args.pipeline))
-            + 16,
-        args.max_batch,
-    );
+    let (ledger, worker) = group_commit::spawn(store, audit.clone(), args.max_batch);
     let rng = ChaCha20Rng::from_rng(OsRng)
         .map_err(|e| anyhow::anyhow!("seeding the nonce generator: {e}"))?;
     let server = Arc::new(Server {
@@ -939,8 +932,14 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
         }
         // Log what the input caused before waiting on the ledger, so nothing queued is lost.
         log_events(server, &mut session, conn.peer);
+        // All of the input's requests are queued before any is committed, so that they
+        // can share one commit.
+        let queued = in_flight.len();
         while let Some(request) = session.poll_ledger() {
-            in_flight.push_back(server.ledger.submit(request, clock::now()).await);
+            in_flight.push_back(server.ledger.queue(request, clock::now()));
+        }
+        if in_flight.len() > queued {
+            server.ledger.commit_now(in_flight.len() - queued);
         }
         match flush(
             server,

@@ -198,7 +198,8 @@ pub(super) fn watchdog(server: Arc<Server>) -> Option<JoinHandle<()>> {
                 user: probe.clone(),
             };
             // Queueing counts too: a queue that never moves is a stuck ledger.
-            let answered = async { server.ledger.submit(request, clock::now()).await.await };
+            let answered = server.ledger.queue(request, clock::now());
+            server.ledger.commit_now(1);
             match tokio::time::timeout(period.max(Duration::from_millis(1)), answered).await {
                 Ok(LedgerReply::Balance(_)) => notify_service_manager(&[NotifyState::Watchdog]),
                 Ok(_) => tracing::warn!(
