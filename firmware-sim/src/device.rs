@@ -261,17 +261,20 @@ enum SlotState {
     Open,
     /// Finishing the close; listens again once TCP is done.
     Draining,
+    /// Reset, its reset not yet sent: listens again once it has left, or at its deadline
+    /// ([`RESET_WAIT`]).
+    Resetting,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     handle: SocketHandle,
     state: SlotState,
-    /// When the device asked TCP to close; `None` while open.
-    closing_since: Option<Instant>,
-    /// While the socket is reset but its reset has not left: when it listens again anyway
-    /// ([`RESET_WAIT`]).
-    reset_until: Option<Instant>,
+    /// While closing (a closing session, or [`SlotState::Draining`]): when the connection is
+    /// reset ([`CLOSE_TIMEOUT`] after the close began). While [`SlotState::Resetting`]: when
+    /// it listens again without its reset. `None` otherwise. One field for both keeps the
+    /// slot, and the code of [`Device::poll_at`], small.
+    deadline: Option<Instant>,
 }
 
 impl Slot {
@@ -279,8 +282,7 @@ impl Slot {
         Slot {
             handle,
             state: SlotState::Listening,
-            closing_since: None,
-            reset_until: None,
+            deadline: None,
         }
     }
 }
@@ -458,7 +460,7 @@ where
             .iter_mut()
             .chain(core::iter::once(&mut self.refusal))
         {
-            if slot.reset_until.is_some() {
+            if slot.state == SlotState::Resetting {
                 let socket = self.sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
                 recycle(socket, slot, self.port, now, &mut self.stats);
             }
@@ -480,18 +482,12 @@ where
                     earliest(deadline);
                 }
             }
-            if let Some(since) = slot.closing_since {
-                earliest(since + CLOSE_TIMEOUT);
-            }
-            if let Some(until) = slot.reset_until {
-                earliest(until);
+            if let Some(deadline) = slot.deadline {
+                earliest(deadline);
             }
         }
-        if let Some(since) = self.refusal.closing_since {
-            earliest(since + CLOSE_TIMEOUT);
-        }
-        if let Some(until) = self.refusal.reset_until {
-            earliest(until);
+        if let Some(deadline) = self.refusal.deadline {
+            earliest(deadline);
         }
         at
     }
@@ -587,18 +583,18 @@ where
             if session.is_closed() || !socket.is_active() || (peer_done && flushed) {
                 socket.close();
                 slot.state = SlotState::Draining;
-                slot.closing_since = Some(now);
+                slot.deadline = Some(now + CLOSE_TIMEOUT);
                 // Wipes the ended session (its keys) now rather than at the next connection.
                 reset_session(session, PeerAddr([0; 16]), now);
                 on_event(DeviceEvent::Closed { slot: i });
-            } else if session.is_closing() && slot.closing_since.is_none() {
+            } else if session.is_closing() && slot.deadline.is_none() {
                 // The last response may be stuck behind a client that reads nothing.
-                slot.closing_since = Some(now);
+                slot.deadline = Some(now + CLOSE_TIMEOUT);
             }
         }
         if slot.state == SlotState::Open {
-            if let Some(since) = slot.closing_since {
-                if now >= since + CLOSE_TIMEOUT {
+            if let Some(deadline) = slot.deadline {
+                if now >= deadline {
                     socket.abort();
                     stats.aborted += 1;
                     slot.state = SlotState::Draining;
@@ -607,7 +603,7 @@ where
                 }
             }
         }
-        if slot.state == SlotState::Draining {
+        if matches!(slot.state, SlotState::Draining | SlotState::Resetting) {
             recycle(socket, slot, *port, now, stats);
         }
     }
@@ -624,7 +620,7 @@ where
             if socket.may_send() {
                 let peer = refuse(socket, now);
                 slot.state = SlotState::Draining;
-                slot.closing_since = Some(now);
+                slot.deadline = Some(now + CLOSE_TIMEOUT);
                 self.stats.refused += 1;
                 on_event(DeviceEvent::Refused { peer });
             } else if !socket.is_active() {
@@ -636,7 +632,7 @@ where
                 slot.state = SlotState::Draining;
             }
         }
-        if slot.state == SlotState::Draining {
+        if matches!(slot.state, SlotState::Draining | SlotState::Resetting) {
             if socket.state() == tcp::State::FinWait2 {
                 // The client has acknowledged the refusal and the FIN: it has all it will
                 // get. Waiting for its own close would hold the one refusal socket (and
@@ -648,7 +644,7 @@ where
                 socket.abort();
                 let _ = socket.listen(self.port);
                 slot.state = SlotState::Listening;
-                slot.closing_since = None;
+                slot.deadline = None;
                 return;
             }
             recycle(socket, slot, self.port, now, &mut self.stats);
@@ -755,7 +751,7 @@ fn recycle(
     if socket.can_recv() {
         let _ = socket.recv(|input| (input.len(), ()));
     }
-    if socket.is_open() && slot.closing_since.is_some_and(|t| now >= t + CLOSE_TIMEOUT) {
+    if socket.is_open() && slot.deadline.is_some_and(|deadline| now >= deadline) {
         socket.abort();
         stats.aborted += 1;
     }
@@ -766,18 +762,20 @@ fn recycle(
     // interface has sent the reset; listening forgets both. See RESET_WAIT.
     let reset_pending = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_some();
     if reset_pending {
-        // The close deadline is over (the socket is closed): only this one is left, so
-        // `poll_at` never asks for a poll in the past while the reset waits.
-        slot.closing_since = None;
-        if now < *slot.reset_until.get_or_insert(now + RESET_WAIT) {
+        if slot.state != SlotState::Resetting {
+            // The close deadline is over (the socket is closed): the reset's replaces it,
+            // so `poll_at` never asks for a poll in the past while the reset waits.
+            slot.state = SlotState::Resetting;
+            slot.deadline = Some(now + RESET_WAIT);
+        }
+        if slot.deadline.is_some_and(|deadline| now < deadline) {
             return;
         }
     }
     // Cannot fail: the socket is closed (or in TIME-WAIT) and the port is not 0.
     let _ = socket.listen(port);
     slot.state = SlotState::Listening;
-    slot.closing_since = None;
-    slot.reset_until = None;
+    slot.deadline = None;
 }
 
 fn count(stats: &mut DeviceStats, event: &ServerEvent) {
