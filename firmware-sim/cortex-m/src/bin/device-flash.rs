@@ -94,6 +94,10 @@ fn open(
 }
 
 /// Drives the ledger in `slot` as a device would, reboots it, checks it; returns the ledger.
+///
+/// Replies are matched against patterns rather than compared with `!=`: this check is
+/// counted in the image's flash figure, and `LedgerReply`'s derived `PartialEq` (every
+/// variant) cost 460 bytes that no device needs.
 #[inline(never)]
 fn exercise(
     slot: &'static mut MaybeUninit<BoardFlashLedger>,
@@ -119,7 +123,7 @@ fn exercise(
                 verifier,
             },
         );
-        if reply != LedgerReply::Registered(Ok(())) {
+        if !matches!(reply, LedgerReply::Registered(Ok(()))) {
             fail("registration");
         }
     }
@@ -129,7 +133,7 @@ fn exercise(
     };
     for _ in 0..2 {
         // The second time is the retry: the same outcome, nothing moved.
-        if call(ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
+        if !matches!(call(ledger, &transfer("t1", 250)), LedgerReply::Transfer(o) if o == sent) {
             fail("transfer");
         }
     }
@@ -164,11 +168,11 @@ fn exercise(
     if ledger.secret() != secret {
         fail("the secret changed across a reboot");
     }
-    if call(ledger, &transfer("t1", 250)) != LedgerReply::Transfer(sent) {
+    if !matches!(call(ledger, &transfer("t1", 250)), LedgerReply::Transfer(o) if o == sent) {
         fail("the transfer's outcome after the reboot");
     }
     let balance = call(ledger, &LedgerRequest::Balance { user: name("bob") });
-    if balance != LedgerReply::Balance(Ok(Amount(OPENING.minor() + 250))) {
+    if !matches!(balance, LedgerReply::Balance(Ok(a)) if a == Amount(OPENING.minor() + 250)) {
         fail("the balance after the reboot");
     }
     ledger
