@@ -1767,6 +1767,23 @@ mod tests {
             assert_eq!(parse_amount("0.00"), Err(MessageError::BadAmount));
             assert_eq!(parse_amount("2.50"), Ok(Amount(250)));
         }
+
+        /// The client's readers of a response's money fields give the amount written, and
+        /// refuse what is no amount with `BadAmount`: a balance may be zero, a transfer's
+        /// amount may not.
+        #[test]
+        fn response_amounts_read_as_written() {
+            for (text, cents) in [("0.00", 0), ("0.01", 1), ("12.34", 1234), ("100", 10_000)] {
+                assert_eq!(parse_balance(text), Ok(Amount(cents)), "{text}");
+                if cents > 0 {
+                    assert_eq!(parse_amount(text), Ok(Amount(cents)), "{text}");
+                }
+            }
+            for text in ["", "x", "-1.00", "1.001", "1e3", "1.0.0"] {
+                assert_eq!(parse_balance(text), Err(MessageError::BadAmount), "{text}");
+                assert_eq!(parse_amount(text), Err(MessageError::BadAmount), "{text}");
+            }
+        }
     }
 
     mod reader {
