@@ -809,3 +809,45 @@ fn a_liveness_token_keeps_all_its_bits() {
         check_alive(&mut c, token >> 1).expect_err("another token");
     }
 }
+
+/// The server secret (the key the servers derive their session keys from) is random per
+/// ledger: two databases never share one, and every server of one database reads the one
+/// stored in it.
+#[test]
+fn each_ledger_has_its_own_random_secret() {
+    let (Some(one), Some(two)) = (
+        conformance::MysqlBackend::new("mysql_secret_one"),
+        conformance::MysqlBackend::new("mysql_secret_two"),
+    ) else {
+        return;
+    };
+    let first = store_with(&one.url, &[], 0).server_secret().unwrap();
+    let second = store_with(&two.url, &[], 0).server_secret().unwrap();
+    assert_ne!(first, second, "two ledgers, one secret");
+    let stored: Option<Vec<u8>> = raw(&one.url)
+        .query_first("SELECT meta_value FROM meta WHERE meta_key = 'server_secret'")
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(&first[..]));
+}
+
+/// A store's reads outside a batch (the admin commands' `list_users`) see what other
+/// servers committed since its last read: no transaction stays open on its connection
+/// between commands (on a plain server the session runs with autocommit on).
+#[test]
+fn reads_between_commands_see_other_servers_commits() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_fresh_reads") else {
+        return;
+    };
+    let mut reader = store_with(&db.url, &["alice"], 0);
+    let names = |store: &mut MysqlStore| -> Vec<String> {
+        store
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect()
+    };
+    assert_eq!(names(&mut reader), ["alice"]);
+    store_with(&db.url, &["bob"], 0);
+    assert_eq!(names(&mut reader), ["alice", "bob"]);
+}
