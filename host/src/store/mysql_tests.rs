@@ -851,3 +851,61 @@ fn reads_between_commands_see_other_servers_commits() {
     store_with(&db.url, &["bob"], 0);
     assert_eq!(names(&mut reader), ["alice", "bob"]);
 }
+
+/// A request that fails part-way leaves nothing of itself behind: a registration whose
+/// opening deposit cannot be journalled (refused here by a trigger the test adds) is
+/// `Unavailable`, creates no user and no money, and the rest of the batch commits.
+#[test]
+fn a_registration_that_fails_part_way_leaves_nothing_behind() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_fail_part_way") else {
+        return;
+    };
+    let mut store = MysqlStore::open(&db.url, Amount(500)).unwrap();
+    store
+        .add_user(&name("u1"), &test_verifier(), Amount(10_000), 1)
+        .unwrap();
+    store
+        .add_user(&name("u2"), &test_verifier(), Amount(10_000), 1)
+        .unwrap();
+    raw(&db.url)
+        .query_drop(
+            "CREATE TRIGGER no_deposit_for_erin BEFORE INSERT ON journal FOR EACH ROW
+             BEGIN
+                 IF NEW.to_user = 'erin' THEN
+                     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test';
+                 END IF;
+             END",
+        )
+        .unwrap();
+    let (back, replies) = batch_in_thread(
+        store,
+        vec![
+            LedgerRequest::Register {
+                user: name("erin"),
+                verifier: test_verifier(),
+            },
+            transfer("u1", "t1", "u2", 500),
+            LedgerRequest::Register {
+                user: name("fred"),
+                verifier: test_verifier(),
+            },
+        ],
+    )
+    .join()
+    .unwrap();
+    store = back;
+    let replies = replies.expect("one request's failure is not the batch's");
+    assert_eq!(replies[0], LedgerReply::Unavailable);
+    assert_eq!(transfer_outcome(&replies[1]).result, Ok(()));
+    assert_eq!(replies[2], LedgerReply::Registered(Ok(())));
+    let names: Vec<String> = store
+        .list_users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["fred", "u1", "u2"], "no erin");
+    let report = store.check().unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.total, 20_500);
+}
