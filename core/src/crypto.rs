@@ -614,6 +614,54 @@ mod tests {
         }
     }
 
+    /// Plain SHA-256 ([`MacState::plain_sha256`], the hash of `sha256`) through either
+    /// padding, as `[u8; 32]`.
+    fn plain_hash(path: Path, data: &[u8]) -> [u8; TAG_LEN] {
+        let mut state = MacState::plain_sha256();
+        path.update(&mut state, data);
+        let inner = match path {
+            Path::Fast => state.inner_fast(),
+            Path::Bytewise => state.inner_bytewise(),
+        };
+        let mut hash = [0u8; TAG_LEN];
+        for (out, word) in hash.chunks_exact_mut(4).zip(inner) {
+            out.copy_from_slice(&word.to_be_bytes());
+        }
+        hash
+    }
+
+    /// Both paddings (the host's and the device images'), for every message length from 0
+    /// to three blocks and a half, so every place the `0x80` and the length can fall (the
+    /// length in the same block, up to 55 bytes past a boundary, or in one more block, from
+    /// 56 to 63) is taken at each of the first three blocks: plain SHA-256 equals the `sha2`
+    /// crate's, and HMAC-SHA256 (whose key block comes first, so its length counts one block
+    /// more) equals the `hmac` crate's, whole and cut at a block boundary.
+    #[test]
+    fn both_paddings_equal_the_crates_at_every_length() {
+        use sha2::Digest;
+        let key: [u8; TAG_LEN] = core::array::from_fn(|i| 0x91 ^ (i as u8).wrapping_mul(29));
+        let data: Vec<u8> = (0..230usize).map(|i| (i * 151 + 17) as u8).collect();
+        for len in 0..=data.len() {
+            let data = &data[..len];
+            let want_hash: [u8; TAG_LEN] = Sha256::digest(data).into();
+            let want_tag = oracle(&key, data);
+            for path in PATHS {
+                assert_eq!(
+                    plain_hash(path, data),
+                    want_hash,
+                    "{path:?}: SHA-256 of {len}"
+                );
+                for cuts in [&[][..], &[BLOCK]] {
+                    assert!(
+                        path.tag(&key, data, cuts).ct_eq(&want_tag),
+                        "{path:?}: HMAC of {len} bytes cut at {cuts:?}"
+                    );
+                }
+            }
+            assert_eq!(sha256(data), want_hash, "sha256 of {len}");
+        }
+    }
+
     /// The public API (the build this crate was compiled with) at the padding edges.
     #[test]
     fn mac_state_at_padding_edges() {

@@ -94,6 +94,10 @@ impl ErrorCode {
     ];
 
     /// The code's wire name.
+    // Without `fast-request` (device builds) one out-of-line copy: every inlined copy of this
+    // `match` brings its own 192-byte table of names on Cortex-M. The host (`fast-request`)
+    // keeps the compiler's choice.
+    #[cfg_attr(not(feature = "fast-request"), inline(never))]
     pub const fn name(self) -> &'static str {
         match self {
             ErrorCode::Malformed => "malformed",

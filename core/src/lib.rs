@@ -56,6 +56,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod alive;
 pub mod amount;
 #[cfg(feature = "async")]
 pub mod asynch;

@@ -174,6 +174,122 @@ mod tests {
         assert_eq!(find_byte(b"", b'\n'), None);
     }
 
+    /// The bytes a search must tell apart from `needle`: one bit off in every place, one
+    /// above and one below (a borrow in the eight-lane trick starts at a lane equal to the
+    /// pattern and can flag a lane of 0x01 above it).
+    fn near(needle: u8) -> impl Iterator<Item = u8> {
+        (0..8)
+            .map(move |bit| needle ^ (1 << bit))
+            .chain([needle.wrapping_add(1), needle.wrapping_sub(1)])
+    }
+
+    /// Every byte value as the needle, at every place of slices of 0 to 24 bytes (no whole
+    /// word, one, two, and a tail of each length) starting at every alignment, among bytes
+    /// near it: the search finds exactly that place, and never a needle just past the
+    /// slice's end or just before its start.
+    #[test]
+    fn finds_exactly_the_byte_on_every_alignment() {
+        let mut buffer = [0u8; 40];
+        for needle in 0..=255u8 {
+            for other in near(needle) {
+                for start in 1..9 {
+                    for len in 0..=24 {
+                        buffer.fill(other);
+                        buffer[start - 1] = needle;
+                        buffer[start + len] = needle;
+                        for (name, find_byte) in BYTE_SEARCHES {
+                            let slice = &buffer[start..start + len];
+                            assert_eq!(find_byte(slice, needle), None, "{name}: {needle} {len}");
+                        }
+                        for at in 0..len {
+                            buffer[start..start + len].fill(other);
+                            buffer[start + at] = needle;
+                            // Matches after the first, and bytes that could be flagged by a
+                            // borrow, above it.
+                            if at + 9 < len {
+                                buffer[start + at + 9] = needle;
+                            }
+                            for (name, find_byte) in BYTE_SEARCHES {
+                                let slice = &buffer[start..start + len];
+                                assert_eq!(
+                                    find_byte(slice, needle),
+                                    Some(at),
+                                    "{name}: {needle} at {at}/{len} among {other}, start {start}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// JSON's special bytes by their definition (RFC 8259 §7): the quote, the backslash and
+    /// the control characters U+0000 to U+001F, and nothing else.
+    fn special_by_definition(b: u8) -> bool {
+        matches!(b, b'"' | b'\\' | 0x00..=0x1f)
+    }
+
+    #[test]
+    fn json_specials_are_exactly_the_quote_backslash_and_controls() {
+        for b in 0..=255u8 {
+            assert_eq!(is_json_special(b), special_by_definition(b), "{b:#04x}");
+        }
+    }
+
+    /// Every byte value at every place of slices of 0 to 24 bytes at every alignment, among
+    /// plain bytes that differ from a special one in one bit (the high bit, or the low bit
+    /// of the quote and the backslash, or the first byte past the controls): found exactly
+    /// where it is if special, else nothing is; a special byte just past the slice's end or
+    /// just before its start is never found.
+    #[test]
+    fn finds_exactly_the_first_special_on_every_alignment() {
+        let plain = [
+            0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0x9f, 0xa2, 0xdc, 0xff,
+        ];
+        let mut buffer = [0u8; 40];
+        for other in plain {
+            assert!(!special_by_definition(other));
+            for start in 1..9 {
+                for len in 0..=24 {
+                    for edge in [b'"', b'\\', 0x00, 0x1f] {
+                        buffer.fill(other);
+                        buffer[start - 1] = edge;
+                        buffer[start + len] = edge;
+                        for (name, find_json_special) in SPECIAL_SEARCHES {
+                            let slice = &buffer[start..start + len];
+                            assert_eq!(find_json_special(slice), None, "{name}: {edge} {len}");
+                        }
+                    }
+                    for at in 0..len {
+                        for b in 0..=255u8 {
+                            buffer[start..start + len].fill(other);
+                            buffer[start + at] = b;
+                            if at + 9 < len {
+                                buffer[start + at + 9] = b'"';
+                            }
+                            let want = if special_by_definition(b) {
+                                Some(at)
+                            } else if at + 9 < len {
+                                Some(at + 9)
+                            } else {
+                                None
+                            };
+                            for (name, find_json_special) in SPECIAL_SEARCHES {
+                                let slice = &buffer[start..start + len];
+                                assert_eq!(
+                                    find_json_special(slice),
+                                    want,
+                                    "{name}: {b:#04x} at {at}/{len} among {other:#04x}, start {start}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn match_the_plain_loops(

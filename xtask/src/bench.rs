@@ -899,7 +899,7 @@ pub fn bench() -> Result<(), Error> {
 }
 
 /// The `"errors"` object of a stress JSON report, as text (`{}` when none).
-fn errors_of(json: &str) -> String {
+pub(crate) fn errors_of(json: &str) -> String {
     let Some(start) = json.find("\"errors\":") else {
         return "?".into();
     };

@@ -7,9 +7,11 @@
 //! servers compete for the same CPUs, so the three-server figure is about correctness under
 //! contention (certification conflicts retried, nothing lost), not about scaling.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,12 +87,24 @@ pub struct Run {
     pub commits: Option<Commits>,
 }
 
-/// Keeps the lines of `reader` in `into` (the last 200), echoing warnings and errors.
-fn keep_lines(reader: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+/// A server's whole output, kept in a file for reading after the run.
+type LogFile = Arc<Mutex<File>>;
+
+/// Keeps the lines of `reader` in `into` (the last 200) and all of them in `log`, echoing
+/// warnings and errors.
+fn keep_lines(
+    reader: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    log: LogFile,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines().map_while(Result::ok) {
             if line.contains("WARN") || line.contains("ERROR") {
                 eprintln!("{line}");
+            }
+            {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = writeln!(log, "{line}");
             }
             let mut lines = into.lock().unwrap_or_else(|p| p.into_inner());
             if lines.len() >= 200 {
@@ -102,7 +116,11 @@ fn keep_lines(reader: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<S
 }
 
 impl Serve {
-    fn start(txsock: &Path, dir: &Path, url: &str) -> Result<Serve, Error> {
+    /// Starts a server with data directory `dir`; its whole output goes to `log`.
+    fn start(txsock: &Path, dir: &Path, url: &str, log: &Path) -> Result<Serve, Error> {
+        let log = File::create(log)
+            .map_err(|e| Error::new(format!("could not create {}: {e}", log.display())))?;
+        let log = Arc::new(Mutex::new(log));
         let mut command = Command::new(txsock);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -112,8 +130,13 @@ impl Serve {
             // The URL holds the throwaway password: passed in the environment.
             .env("TXSOCK_DB", url)
             .env_remove("TXSOCK_CONFIG")
-            // The `stopped` line (info) has the largest commit.
-            .env("RUST_LOG", "warn,txsock::serve=info")
+            // The `stopped` line (info) has the largest commit; the store's retries are
+            // debug lines (`GALERA_BENCH_RUST_LOG=warn,txsock::serve=info,txsock::store=debug`).
+            .env(
+                "RUST_LOG",
+                std::env::var("GALERA_BENCH_RUST_LOG")
+                    .unwrap_or_else(|_| "warn,txsock::serve=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -123,7 +146,7 @@ impl Serve {
             .map_err(|e| Error::new(format!("could not start txsock serve: {e}")))?;
         let kept = Arc::new(Mutex::new(Vec::new()));
         if let Some(stderr) = child.stderr.take() {
-            keep_lines(stderr, kept.clone());
+            keep_lines(stderr, kept.clone(), log.clone());
         }
         let mut stdout = child.stdout.take().map(BufReader::new);
         let mut first = String::new();
@@ -131,9 +154,10 @@ impl Serve {
             let _ = out.read_line(&mut first);
         }
         let first = first.trim_end().to_string();
+        let _ = writeln!(log.lock().unwrap_or_else(|p| p.into_inner()), "{first}");
         // Keep draining stdout so the server never blocks on a full pipe.
         if let Some(out) = stdout {
-            keep_lines(out, kept.clone());
+            keep_lines(out, kept.clone(), log.clone());
         }
         let mut serve = Serve {
             child,
@@ -196,6 +220,84 @@ impl Drop for Serve {
     }
 }
 
+/// The cluster-wide status counters printed after each row (summed over the nodes):
+/// certification failures and brute-force aborts say how often the servers' batches
+/// collided.
+const COUNTERS: &[&str] = &[
+    "wsrep_local_cert_failures",
+    "wsrep_local_bf_aborts",
+    "Com_commit",
+    "Com_rollback",
+    "Innodb_row_lock_waits",
+    "Innodb_row_lock_time",
+];
+
+/// The summed values of [`COUNTERS`] over every node (absent ones count 0).
+fn counters(cluster: &Cluster) -> Vec<u64> {
+    let list = COUNTERS
+        .iter()
+        .map(|c| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sums = vec![0u64; COUNTERS.len()];
+    for node in 0..NODES {
+        let Ok(out) = cluster.sql(
+            node,
+            &format!("SHOW GLOBAL STATUS WHERE Variable_name IN ({list})"),
+        ) else {
+            continue;
+        };
+        for line in out.lines() {
+            let mut words = line.split('\t');
+            let (Some(name), Some(value)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let at = COUNTERS.iter().position(|c| c.eq_ignore_ascii_case(name));
+            if let (Some(at), Ok(value)) = (at, value.trim().parse::<u64>()) {
+                sums[at] += value;
+            }
+        }
+    }
+    sums
+}
+
+/// Until `done`, writes to `log` every 2 s what each node's `txsock` sessions are doing
+/// (statements running longer than 1 s, and open transactions): what a stalled server waits
+/// for.
+fn sample(cluster: &Cluster, log: &Path, done: &AtomicBool) {
+    let Ok(mut log) = File::create(log) else {
+        return;
+    };
+    let started = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        for node in 0..NODES {
+            let out = cluster.sql(
+                node,
+                "SELECT 'running', id, time, state, LEFT(REPLACE(info, '\\n', ' '), 100) \
+                 FROM information_schema.processlist \
+                 WHERE user = 'txsock' AND command <> 'Sleep' AND time >= 1; \
+                 SELECT 'trx', trx_mysql_thread_id, trx_state, trx_started, \
+                 trx_rows_locked, trx_lock_structs, trx_wait_started \
+                 FROM information_schema.innodb_trx WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+            );
+            let out = out.unwrap_or_else(|e| e);
+            for line in out.lines() {
+                let _ = writeln!(
+                    log,
+                    "{:6.1}s node{node} {line}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        for _ in 0..20 {
+            if done.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// The load with one server and with three, each `Err` if it could not be measured.
 /// `stress` runs `txsock stress ARGS` against running servers and returns its JSON.
 pub fn measure(
@@ -204,36 +306,82 @@ pub fn measure(
     load: &[&str],
     stress: impl Fn(&str, &[&str]) -> Result<String, Error>,
 ) -> (Result<Run, Error>, Result<Run, Error>) {
+    let mut rows = measure_rows(txsock, dir, load, &[1, NODES], stress).into_iter();
+    let missing = || Err(Error::new("not measured"));
+    (
+        rows.next().unwrap_or_else(missing),
+        rows.next().unwrap_or_else(missing),
+    )
+}
+
+/// The load with each server count of `servers` (at most [`NODES`]) on one cluster, in
+/// order. Each server's whole output is kept in `DIR/galera-N-serveI.log`, what the nodes'
+/// `txsock` sessions were doing every 2 s in `DIR/galera-N-db.log`, and the row's
+/// certification failures and the like are printed.
+pub fn measure_rows(
+    txsock: &Path,
+    dir: &Path,
+    load: &[&str],
+    servers: &[usize],
+    stress: impl Fn(&str, &[&str]) -> Result<String, Error>,
+) -> Vec<Result<Run, Error>> {
     let cluster = match Cluster::start() {
         Ok(cluster) => cluster,
         Err(e) => {
             let e = format!("no Galera cluster: {e}");
-            return (Err(Error::new(e.clone())), Err(Error::new(e)));
+            return servers.iter().map(|_| Err(Error::new(e.clone()))).collect();
         }
     };
-    let run = |servers: usize, name: &str| -> Result<Run, Error> {
-        let serves = (0..servers)
+    let run = |servers: usize| -> Result<Run, Error> {
+        let name = format!("galera-{servers}");
+        let serves = (0..servers.min(NODES))
             .map(|i| {
                 let data = dir.join(format!("{name}-serve{i}"));
                 let _ = std::fs::remove_dir_all(&data);
-                Serve::start(txsock, &data, &cluster.url(i, DATABASE))
+                let log: PathBuf = dir.join(format!("{name}-serve{i}.log"));
+                Serve::start(txsock, &data, &cluster.url(i, DATABASE), &log)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let list: Vec<&str> = serves.iter().map(|s| s.addr.as_str()).collect();
         let list = list.join(",");
         let mut args = vec!["load", "--server", &list, "--iterations", ITERATIONS];
         args.extend_from_slice(load);
-        let json = stress(name, &args)?;
+        let before = counters(&cluster);
+        let done = AtomicBool::new(false);
+        let json = std::thread::scope(|scope| {
+            let db_log = dir.join(format!("{name}-db.log"));
+            let (cluster, done) = (&cluster, &done);
+            scope.spawn(move || sample(cluster, &db_log, done));
+            let json = stress(&name, &args);
+            done.store(true, Ordering::Relaxed);
+            json
+        })?;
+        let after = counters(&cluster);
+        let delta: Vec<String> = COUNTERS
+            .iter()
+            .zip(after.iter().zip(&before))
+            .map(|(name, (a, b))| format!("{name}={}", a.saturating_sub(*b)))
+            .collect();
+        println!("{name}: the cluster during the load: {}", delta.join(" "));
         let mut commits = Some(Commits::default());
+        let started = Instant::now();
         for serve in serves {
             serve.stop(&mut commits);
         }
+        println!(
+            "{name}: servers stopped in {:.1} s, {}",
+            started.elapsed().as_secs_f64(),
+            if commits.is_some() {
+                "cleanly"
+            } else {
+                "not cleanly"
+            }
+        );
         Ok(Run { json, commits })
     };
-    let one = run(1, "galera-1");
-    let three = run(NODES, "galera-3");
+    let rows = servers.iter().map(|&n| run(n)).collect();
     drop(cluster);
-    (one, three)
+    rows
 }
 
 #[cfg(test)]
@@ -267,37 +415,59 @@ mod tests {
         assert!(!commits.add(&["txsock listening on 127.0.0.1:1".to_string()]));
         assert_eq!(Commits::default().per_commit(), None);
     }
-    use crate::bench::{number, stress_with, target_dir};
+    use crate::bench::{errors_of, number, stress_with, target_dir};
     use crate::util::repo_root;
 
     /// The Galera rows alone, without the rest of `cargo xtask bench`: `cargo build --release
     /// -p txsock-host && cargo test -p xtask -- --ignored galera_rows --nocapture` (needs
-    /// mariadb-server, galera-4 and rsync).
+    /// mariadb-server, galera-4 and rsync). `GALERA_BENCH_SERVERS=3` runs only the
+    /// three-server row, `GALERA_BENCH_TXSOCK=PATH` measures another build (to compare
+    /// commits), `GALERA_BENCH_SECONDS` changes the 15 s; the logs are in `target/bench`.
     #[test]
     #[ignore = "starts a Galera cluster and loads it for 2 x 15 s (needs galera-4)"]
     fn galera_rows() {
         let root = repo_root();
-        let txsock = target_dir(&root).join("release").join("txsock");
+        let txsock = std::env::var_os("GALERA_BENCH_TXSOCK")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| target_dir(&root).join("release").join("txsock"));
+        let servers: Vec<usize> = std::env::var("GALERA_BENCH_SERVERS")
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|_| vec![1, NODES]);
+        let seconds = std::env::var("GALERA_BENCH_SECONDS").unwrap_or_else(|_| "15".into());
+        let duration = format!("{seconds}s");
         assert!(
             txsock.exists(),
             "build it first: cargo build --release -p txsock-host"
         );
         let dir = target_dir(&root).join("bench");
         std::fs::create_dir_all(&dir).expect("target/bench");
-        let load = ["--clients", "32", "--pipeline", "8", "--duration", "15s"];
-        let (one, three) = measure(&txsock, &dir, &load, |name, args| {
-            stress_with(&txsock, &dir, name, args, &[])
+        // The load client: the same binary unless `GALERA_BENCH_STRESS=PATH` (one client for
+        // servers of several commits).
+        let client = std::env::var_os("GALERA_BENCH_STRESS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| txsock.clone());
+        let load = [
+            "--clients",
+            "32",
+            "--pipeline",
+            "8",
+            "--duration",
+            &duration,
+        ];
+        let rows = measure_rows(&txsock, &dir, &load, &servers, |name, args| {
+            stress_with(&client, &dir, name, args, &[])
         });
-        for (servers, result) in [(1, one), (3, three)] {
+        for (&servers, result) in servers.iter().zip(rows) {
             let run = result.unwrap_or_else(|e| panic!("{servers} server(s): {e}"));
             let json = run.json;
             println!(
                 "Galera, {servers} server(s): {:.0} transfers/s, {:.1} per commit, p50 {:.1} ms, \
-                 p99 {:.1} ms",
+                 p99 {:.1} ms, errors: {}",
                 number(&json, "transfers_per_second").unwrap_or(f64::NAN),
                 run.commits.and_then(|c| c.per_commit()).unwrap_or(f64::NAN),
                 number(&json, "latency_p50_us").unwrap_or(f64::NAN) / 1000.0,
                 number(&json, "latency_p99_us").unwrap_or(f64::NAN) / 1000.0,
+                errors_of(&json),
             );
         }
     }

@@ -32,7 +32,10 @@
 //!   [`MAX_ATTEMPTS`] times, with a growing random pause. So does a connection lost before
 //!   `COMMIT` was sent (InnoDB rolls back a disconnected transaction); one lost after
 //!   `COMMIT` was sent is an error, as its outcome is unknown, and clients retry with the
-//!   same transfer ids.
+//!   same transfer ids. A batch of several requests that conflicts [`SPLIT_AFTER`] times is
+//!   committed in two halves, one after the other, each split again the same way
+//!   ([`MysqlStore::commit_splitting`]): a contended account then holds up or fails only
+//!   its own part of the batch, never the requests that merely shared its commit.
 //!
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
@@ -46,13 +49,16 @@
 //! (1213). The rules above then stay correct as follows:
 //!
 //! - **Conflicts abort, then retry.** A certification failure is a rolled-back transaction,
-//!   retried like any deadlock (also when it comes at `COMMIT`, which then changed nothing);
-//!   nothing is acknowledged before a `COMMIT` that succeeded.
+//!   retried like any deadlock (also when it comes at `COMMIT`, which then changed nothing),
+//!   and split as above when it keeps failing (servers on different nodes whose batches share
+//!   accounts abort each other's batches all the time); nothing is acknowledged before a
+//!   `COMMIT` that succeeded.
 //! - **Causal reads.** On a connection to a Galera node (detected when it connects:
 //!   `wsrep_on`) the session sets `wsrep_sync_wait = 1`: every read first waits until the
 //!   node has applied every transaction committed anywhere in the cluster before it began.
 //!   So the reads that decide (balances, earlier outcomes of an id, credentials) see what
 //!   any other node committed, and a retry of an id on another node sees its first outcome.
+//!   A batch's reads after its first locking read skip that wait ([`NO_CAUSAL_WAIT`]).
 //! - **One certification key per sender.** Every transaction that records outcomes for a
 //!   sender's transfer ids also writes that sender's marker row in `meta`
 //!   ([`SENDER_MARKER`]). A commit writes the sender's balance anyway, but a refusal writes
@@ -101,6 +107,11 @@ use txsock_core::{Amount, ErrorCode, Instant, TransferId, Username};
 
 /// Attempts at one transaction before its error is returned (deadlocks, lock waits).
 pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Runs of a batch of several requests before a conflict splits it in two (see
+/// [`MysqlStore::commit_splitting`]): a batch that lost this many times to other servers'
+/// commits on a Galera cluster likely will again, and a smaller write set conflicts less.
+pub const SPLIT_AFTER: u32 = 3;
 
 /// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
 /// (version 0 is an empty database). MySQL cannot roll DDL back, so each statement is
@@ -190,6 +201,18 @@ const ER_WSREP_NOT_READY: u16 = 1047;
 /// outcome for a sender also writes (followed by the sender's name): see the module
 /// documentation.
 const SENDER_MARKER: &str = "sender.";
+
+/// On Galera, the prefix of a read made while this transaction holds row locks: no causal
+/// wait (MySQL has neither the variable nor `SET STATEMENT`: used only on Galera).
+///
+/// Why: the transaction's first statement (the locking read of its users) already waited
+/// until this node had applied everything committed in the cluster before it, and whatever
+/// another node commits after that on the same senders conflicts with this transaction's
+/// writes (balances, sender markers) at certification, which runs it again. A causal wait
+/// while holding locks makes a replicated transaction that needs those locks wait for this
+/// one while this one waits for it to be applied: only Galera's brute-force abort breaks
+/// that, and while it does not, the node applies nothing and flow control stalls every node.
+const NO_CAUSAL_WAIT: &str = "SET STATEMENT wsrep_sync_wait = 0 FOR";
 
 /// Most names one locking statement lists; larger lock sets take several, in order.
 const LOCK_CHUNK: usize = 256;
@@ -283,9 +306,10 @@ fn liveness_token(c: &mut Conn) -> Result<u64> {
 /// roll back, run again) unless this transaction's token is still visible, i.e. the
 /// transaction that wrote it is the one about to commit.
 fn check_alive(c: &mut Conn, token: u64) -> Result<()> {
+    // Only on Galera; a session table needs no causal wait (see `NO_CAUSAL_WAIT`).
     let found: Option<(u64,)> = first(
         c,
-        "SELECT COUNT(*) FROM txsock_alive WHERE token = ?",
+        &format!("{NO_CAUSAL_WAIT} SELECT COUNT(*) FROM txsock_alive WHERE token = ?"),
         (token,),
     )?;
     if found != Some((1,)) {
@@ -490,7 +514,16 @@ impl MysqlStore {
 
     /// Runs `body` in a transaction and commits it, retrying as the module documentation
     /// says. `body` must be safe to run again from the start.
-    fn transaction<T>(&mut self, mut body: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+    fn transaction<T>(&mut self, body: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+        self.transaction_tries(MAX_ATTEMPTS, body)
+    }
+
+    /// [`MysqlStore::transaction`] with at most `attempts` runs (at least one).
+    fn transaction_tries<T>(
+        &mut self,
+        attempts: u32,
+        mut body: impl FnMut(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
         let mut attempt = 1;
         loop {
             let mut commit_sent = false;
@@ -533,7 +566,7 @@ impl MysqlStore {
                 Failure::Connection => !commit_sent,
                 Failure::Other => false,
             };
-            if !again || attempt >= MAX_ATTEMPTS {
+            if !again || attempt >= attempts {
                 return Err(e);
             }
             tracing::debug!("transaction attempt {attempt} rolled back, retrying: {e:#}");
@@ -542,18 +575,20 @@ impl MysqlStore {
         }
     }
     /// One run of a batch in one transaction (retried as [`MysqlStore::transaction`]
-    /// says); `recorded` gets the `(sender, id)` of every outcome it recorded.
+    /// says, at most `attempts` times); `recorded` gets the `(sender, id)` of every outcome
+    /// it recorded.
     fn batch_once(
         &mut self,
         batch: &[(LedgerRequest, Instant)],
         names: &[&str],
         committed: &mut Vec<Committed>,
         recorded: &mut Vec<IdKey>,
+        attempts: u32,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
         let opening = self.opening_balance;
         let galera = self.galera;
-        self.transaction(|c| {
+        self.transaction_tries(attempts, |c| {
             committed.truncate(first_committed);
             recorded.clear();
             // First statement of the transaction: see the module documentation.
@@ -960,7 +995,8 @@ fn transfers(
         .collect();
 
     // Earlier outcomes. A plain read is exact here: only a holder of the sender's row lock,
-    // which this transaction has, records an outcome for the sender's ids (module docs).
+    // which this transaction has, records an outcome for the sender's ids (module docs). On
+    // Galera it reads without a second causal wait (`NO_CAUSAL_WAIT`).
     // One `(from_user, transfer_id) IN (…)` list of exact pairs, which InnoDB reads as one
     // unique-key lookup each (separate `from_user IN` and `transfer_id IN` lists made it
     // look up every sender with every id: 32 × 128 ranges for a commit of 32 busy clients).
@@ -986,11 +1022,13 @@ fn transfers(
         rows.extend(all::<OutcomeRow>(
             c,
             &format!(
-                "SELECT from_user, transfer_id, to_user, amount, balance_after, NULL FROM journal
+                "{}
+                 SELECT from_user, transfer_id, to_user, amount, balance_after, NULL FROM journal
                  WHERE (from_user, transfer_id) IN ({marks})
                  UNION ALL
                  SELECT from_user, transfer_id, to_user, amount, balance_at, code FROM refusals
-                 WHERE (from_user, transfer_id) IN ({marks})"
+                 WHERE (from_user, transfer_id) IN ({marks})",
+                if galera { NO_CAUSAL_WAIT } else { "" }
             ),
             Params::Positional(params),
         )?);
@@ -1291,17 +1329,21 @@ fn check_snapshot(c: &mut Conn) -> Result<CheckReport> {
     Ok(report)
 }
 
-impl Store for MysqlStore {
-    fn execute_batch(
+impl MysqlStore {
+    /// Runs `batch` as one transaction (at most `attempts` runs of it after conflicts) and,
+    /// on Galera, checks that its outcomes are in the database before anything is
+    /// acknowledged.
+    fn commit_batch(
         &mut self,
         batch: &[(LedgerRequest, Instant)],
         committed: &mut Vec<Committed>,
+        attempts: u32,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
         let names = lock_set(batch);
         let mut recorded = Vec::new();
         for attempt in 1..=MAX_ATTEMPTS {
-            let result = self.batch_once(batch, &names, committed, &mut recorded);
+            let result = self.batch_once(batch, &names, committed, &mut recorded, attempts);
             if result.is_err() {
                 committed.truncate(first_committed);
             }
@@ -1341,6 +1383,60 @@ impl Store for MysqlStore {
             committed.truncate(first_committed);
         }
         bail!("the outcomes of a committed batch kept missing from the database")
+    }
+
+    /// Commits `batch`; a batch of several requests that keeps conflicting with other
+    /// transactions ([`SPLIT_AFTER`] runs) is split in two halves, committed one after the
+    /// other (each split again the same way), so that one contended account delays its own
+    /// part of the batch instead of failing all of it. Request order is kept. A part that
+    /// still fails (a single request after [`MAX_ATTEMPTS`] runs) is answered
+    /// [`LedgerReply::Unavailable`] (`internal`: its clients retry the same ids) while the
+    /// parts committed stay committed; only a failure of the undivided batch is an error.
+    fn commit_splitting(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        committed: &mut Vec<Committed>,
+        whole: bool,
+    ) -> Result<Vec<LedgerReply>> {
+        let attempts = if batch.len() > 1 {
+            SPLIT_AFTER
+        } else {
+            MAX_ATTEMPTS
+        };
+        let first_committed = committed.len();
+        let e = match self.commit_batch(batch, committed, attempts) {
+            Ok(replies) => return Ok(replies),
+            Err(e) => e,
+        };
+        committed.truncate(first_committed);
+        if batch.len() > 1 && classify(&e) == Failure::Conflict {
+            tracing::debug!(
+                "a batch of {} requests kept conflicting, committing it in two parts: {e:#}",
+                batch.len()
+            );
+            let (front, back) = batch.split_at(batch.len() / 2);
+            let mut replies = self.commit_splitting(front, committed, false)?;
+            replies.extend(self.commit_splitting(back, committed, false)?);
+            return Ok(replies);
+        }
+        if whole {
+            return Err(e);
+        }
+        tracing::error!(
+            "{} requests of a split commit failed (answered internal): {e:#}",
+            batch.len()
+        );
+        Ok(vec![LedgerReply::Unavailable; batch.len()])
+    }
+}
+
+impl Store for MysqlStore {
+    fn execute_batch(
+        &mut self,
+        batch: &[(LedgerRequest, Instant)],
+        committed: &mut Vec<Committed>,
+    ) -> Result<Vec<LedgerReply>> {
+        self.commit_splitting(batch, committed, true)
     }
 
     fn server_secret(&mut self) -> Result<[u8; 32]> {

@@ -909,3 +909,107 @@ fn a_registration_that_fails_part_way_leaves_nothing_behind() {
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!(report.total, 20_500);
 }
+
+/// A batch that keeps conflicting is committed in parts ([`MysqlStore::commit_splitting`]):
+/// with one account's row held locked by another transaction, only the transfer that needs
+/// it is answered `Unavailable` (`internal`); the others commit, in request order, and that
+/// one commits exactly once when sent again after the lock is gone. A single request that
+/// keeps conflicting fails as before (the whole batch's error).
+#[test]
+fn a_batch_that_keeps_conflicting_is_split_and_only_the_contended_part_fails() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let mut conn = raw(&db.url);
+    for name in ["alice", "bob", "carol", "dave"] {
+        conn.exec_drop(
+            "INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
+             VALUES (?, x'00', 4096, REPEAT(x'00', 32), REPEAT(x'01', 32), 1000, 0)",
+            (name,),
+        )
+        .unwrap();
+    }
+    // A lock wait fails at once (1205, a conflict) instead of after 10 s.
+    store
+        .connect()
+        .unwrap()
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
+        .unwrap();
+    let transfer = |from: &str, id: &str, to: &str| {
+        (
+            LedgerRequest::Transfer {
+                from: Username::parse(from).unwrap(),
+                id: TransferId::parse(id).unwrap(),
+                to: Username::parse(to).unwrap(),
+                amount: Amount(1),
+            },
+            crate::clock::now(),
+        )
+    };
+    let balances = |conn: &mut Conn| -> Vec<(String, i64)> {
+        conn.query("SELECT name, balance FROM users ORDER BY name")
+            .unwrap()
+    };
+    let journal = |conn: &mut Conn| -> Vec<String> {
+        conn.query("SELECT transfer_id FROM journal ORDER BY seq")
+            .unwrap()
+    };
+    conn.query_drop("START TRANSACTION").unwrap();
+    conn.query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
+        .unwrap();
+
+    let batch = [
+        transfer("alice", "t1", "bob"),
+        transfer("carol", "t2", "dave"),
+        transfer("alice", "t3", "bob"),
+        transfer("bob", "t4", "alice"),
+    ];
+    let mut committed = Vec::new();
+    let replies = store.execute_batch(&batch, &mut committed).unwrap();
+    let ok = |reply: &LedgerReply| matches!(reply, LedgerReply::Transfer(o) if o.result.is_ok());
+    assert_eq!(replies.len(), 4);
+    assert!(
+        ok(&replies[0]) && ok(&replies[2]) && ok(&replies[3]),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[1], LedgerReply::Unavailable),
+        "{replies:?}"
+    );
+    let ids: Vec<&str> = committed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t3", "t4"]);
+
+    // One request alone that keeps conflicting: the batch's error, nothing written.
+    let e = store
+        .execute_batch(&[transfer("carol", "t5", "dave")], &mut committed)
+        .unwrap_err();
+    assert_eq!(classify(&e), Failure::Conflict);
+    assert_eq!(committed.len(), 3);
+    conn.query_drop("ROLLBACK").unwrap();
+    assert_eq!(journal(&mut conn), ["t1", "t3", "t4"]);
+
+    // Sent again without the lock, t2 commits once; t1 again is answered from the journal.
+    let mut again = Vec::new();
+    let replies = store
+        .execute_batch(
+            &[
+                transfer("carol", "t2", "dave"),
+                transfer("alice", "t1", "bob"),
+            ],
+            &mut again,
+        )
+        .unwrap();
+    assert!(replies.iter().all(ok), "{replies:?}");
+    assert_eq!(again.len(), 1);
+    assert_eq!(journal(&mut conn), ["t1", "t3", "t4", "t2"]);
+    assert_eq!(
+        balances(&mut conn),
+        [
+            ("alice".to_string(), 999),
+            ("bob".to_string(), 1001),
+            ("carol".to_string(), 999),
+            ("dave".to_string(), 1001)
+        ]
+    );
+}
