@@ -453,6 +453,463 @@ fn the_read_back_counts_every_recorded_outcome_and_nothing_else() {
     assert_eq!(store.recorded_count(&keys).unwrap(), 3);
 }
 
+// The batch path against what a concurrent client observes (issue 22, mutants-mysql). The
+// test's own connection plays a second server: it holds an account's row lock, or records
+// an outcome, at the moment the test needs, which makes each interleaving deterministic.
+
+fn name(text: &str) -> Username {
+    Username::parse(text).unwrap()
+}
+
+fn test_verifier() -> Verifier {
+    let mut v = Verifier {
+        salt: Default::default(),
+        iterations: 4096,
+        stored_key: [1; 32],
+        server_key: [2; 32],
+    };
+    v.salt.extend_from_slice(&[3; 16]).unwrap();
+    v
+}
+
+fn transfer(from: &str, id: &str, to: &str, minor: u64) -> LedgerRequest {
+    LedgerRequest::Transfer {
+        from: name(from),
+        id: TransferId::parse(id).unwrap(),
+        to: name(to),
+        amount: Amount(minor),
+    }
+}
+
+fn login_failed(user: &str) -> LedgerRequest {
+    LedgerRequest::LoginFailed {
+        user: name(user),
+        now: Instant::from_millis(1_000),
+        policy: txsock_core::lockout::Backoff::ACCOUNT,
+    }
+}
+
+/// A store of the test's database with `users` registered, each with `minor` units.
+fn store_with(url: &str, users: &[&str], minor: u64) -> MysqlStore {
+    let mut store = MysqlStore::open(url, Amount(0)).unwrap();
+    for user in users {
+        store
+            .add_user(&name(user), &test_verifier(), Amount(minor), 1)
+            .unwrap();
+    }
+    store
+}
+
+/// Runs `requests` as one batch on `store` in a thread of its own (it may wait for a lock
+/// the test holds); the thread gives the store back with the replies.
+fn batch_in_thread(
+    mut store: MysqlStore,
+    requests: Vec<LedgerRequest>,
+) -> std::thread::JoinHandle<(MysqlStore, Result<Vec<LedgerReply>>)> {
+    std::thread::spawn(move || {
+        let batch: Vec<(LedgerRequest, Instant)> = requests
+            .into_iter()
+            .map(|r| (r, Instant::from_millis(1_000)))
+            .collect();
+        let mut committed = Vec::new();
+        let replies = store.execute_batch(&batch, &mut committed);
+        (store, replies)
+    })
+}
+
+/// Waits until a statement of another connection to this test's database has run for half
+/// a second (a statement waiting for a lock the test holds; the store's own statements take
+/// milliseconds). Panics after 8 s, before the store's 10 s lock wait runs out.
+fn wait_until_blocked(watch: &mut Conn) {
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: Option<u64> = watch
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST
+                 WHERE ID <> CONNECTION_ID() AND DB = DATABASE() AND INFO IS NOT NULL
+                   AND TIME_MS > 500",
+            )
+            .unwrap();
+        if waiting.unwrap_or(0) > 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the batch never waited for the test's lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn transfer_outcome(reply: &LedgerReply) -> txsock_core::ledger::TransferOutcome {
+    match reply {
+        LedgerReply::Transfer(outcome) => *outcome,
+        other => panic!("expected a transfer reply, got {other:?}"),
+    }
+}
+
+/// Two servers' batches that share accounts queue behind each other instead of deadlocking:
+/// a batch locks every account it writes (transfers' senders and recipients, login updates'
+/// users) in one order, by name, before it writes anything, so while it waits for one
+/// account it holds none that comes after it in that order. Here the other server holds
+/// `u1`, the first; a batch that writes `u2` (and `u3`) before it gets to `u1` waits for
+/// `u1`, and `u2` and `u3` stay free for the other server, which would otherwise wait for
+/// the batch while the batch waits for it.
+#[test]
+fn a_waiting_batch_holds_no_account_that_comes_later_in_the_lock_order() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_lock_order") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["u1", "u2", "u3"], 10_000);
+    let cases = [
+        // Login updates in the reverse of the lock order.
+        vec![login_failed("u2"), login_failed("u1")],
+        // A login update first, then a transfer from the first account in the order.
+        vec![
+            LedgerRequest::LoginSucceeded { user: name("u2") },
+            transfer("u1", "t1", "u3", 500),
+        ],
+    ];
+    let mut watch = raw(&db.url);
+    for (case, requests) in cases.into_iter().enumerate() {
+        let mut other = raw(&db.url);
+        other.query_drop("START TRANSACTION").unwrap();
+        other
+            .query_drop("SELECT name FROM users WHERE name = 'u1' FOR UPDATE")
+            .unwrap();
+        let worker = batch_in_thread(store, requests);
+        wait_until_blocked(&mut watch);
+        let free: Result<Vec<String>, _> = other.query(
+            "SELECT name FROM users WHERE name IN ('u2', 'u3') ORDER BY name
+             FOR UPDATE SKIP LOCKED",
+        );
+        other.query_drop("ROLLBACK").unwrap();
+        let (back, replies) = worker.join().unwrap();
+        store = back;
+        assert_eq!(
+            free.unwrap(),
+            ["u2", "u3"],
+            "case {case}: the batch holds an account while it waits for u1"
+        );
+        assert_eq!(replies.unwrap().len(), 2, "case {case}");
+    }
+    assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+}
+
+/// A refusal is final, also when another server records it while a batch that retries the
+/// same id waits for the sender's account, and the sender can pay by the time the batch
+/// runs: the batch answers the recorded refusal and moves nothing. (The batch decides on
+/// the earlier outcomes of its ids only once it holds the sender's lock; a read of anything
+/// before that, in the same transaction, would fix a snapshot without the refusal.)
+#[test]
+fn a_refusal_recorded_while_a_batch_waits_is_its_answer() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_refusal_final") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob", "carol"], 0);
+    let mut other = raw(&db.url);
+    other.query_drop("START TRANSACTION").unwrap();
+    other
+        .query_drop("SELECT name FROM users WHERE name = 'alice' FOR UPDATE")
+        .unwrap();
+    // A read first (another session's request in the same group commit), then the retry.
+    let worker = batch_in_thread(
+        store,
+        vec![
+            LedgerRequest::Balance {
+                user: name("carol"),
+            },
+            transfer("alice", "late", "bob", 5_000),
+        ],
+    );
+    wait_until_blocked(&mut raw(&db.url));
+    // The other server: alice could not pay, so `late` is refused for good; then a deposit.
+    other
+        .query_drop(
+            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms)
+             VALUES ('alice', 'late', 'bob', 5000, 'insufficient_funds', 0, 2)",
+        )
+        .unwrap();
+    other
+        .query_drop("UPDATE users SET balance = 10000 WHERE name = 'alice'")
+        .unwrap();
+    other
+        .query_drop(
+            "INSERT INTO journal (kind, to_user, amount, balance_after, at_ms)
+             VALUES ('deposit', 'alice', 10000, 10000, 3)",
+        )
+        .unwrap();
+    other.query_drop("COMMIT").unwrap();
+    let (back, replies) = worker.join().unwrap();
+    store = back;
+    let replies = replies.unwrap();
+    assert_eq!(replies[0], LedgerReply::Balance(Ok(Amount(0))));
+    assert_eq!(
+        transfer_outcome(&replies[1]),
+        txsock_core::ledger::TransferOutcome {
+            result: Err(ErrorCode::InsufficientFunds),
+            balance: Amount(0),
+        },
+        "the recorded refusal, not a second outcome"
+    );
+    let moved: Option<u64> = raw(&db.url)
+        .query_first("SELECT COUNT(*) FROM journal WHERE transfer_id = 'late'")
+        .unwrap();
+    assert_eq!(moved, Some(0));
+    let report = store.check().unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.total, 10_000);
+}
+
+/// A lock conflict inside a request that is not a transfer (here a registration chosen as
+/// a deadlock's victim) runs the whole batch again, as a conflict in a transfer does: the
+/// deadlock rolled back the transfer before it too, so answering the registration alone
+/// would either lose the transfer or fail the batch. Every request gets its answer, and the
+/// transfer is recorded once.
+#[test]
+fn a_deadlock_in_a_registration_runs_the_batch_again() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_register_deadlock") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["u1", "u2"], 10_000);
+    let mut other = raw(&db.url);
+    other.query_drop("START TRANSACTION").unwrap();
+    // Rows enough to make the other server's transaction the larger one, which InnoDB keeps
+    // when it breaks the deadlock.
+    for i in 0..300 {
+        other
+            .exec_drop(
+                "INSERT INTO meta (meta_key, meta_value) VALUES (?, x'00')",
+                (format!("weight.{i}"),),
+            )
+            .unwrap();
+    }
+    // The other server registers dave, not committed yet.
+    other
+        .exec_drop(
+            "INSERT INTO users (name, salt, iterations, stored_key, server_key, balance, created_ms)
+             VALUES ('dave', x'00', 1, ?, ?, 0, 1)",
+            (&[0u8; 32][..], &[0u8; 32][..]),
+        )
+        .unwrap();
+    let worker = batch_in_thread(
+        store,
+        vec![
+            transfer("u1", "t1", "u2", 500),
+            LedgerRequest::Register {
+                user: name("dave"),
+                verifier: test_verifier(),
+            },
+        ],
+    );
+    // The batch holds u1 and u2 and waits for dave; the other server now wants u1.
+    wait_until_blocked(&mut raw(&db.url));
+    let took = other.query_drop("SELECT name FROM users WHERE name = 'u1' FOR UPDATE");
+    other.query_drop("ROLLBACK").unwrap();
+    took.expect("the batch, the smaller transaction, is the deadlock's victim");
+    let (back, replies) = worker.join().unwrap();
+    store = back;
+    let replies = replies.expect("the batch ran again");
+    assert_eq!(
+        transfer_outcome(&replies[0]),
+        txsock_core::ledger::TransferOutcome {
+            result: Ok(()),
+            balance: Amount(9_500),
+        }
+    );
+    assert_eq!(replies[1], LedgerReply::Registered(Ok(())));
+    let users = store.list_users().unwrap();
+    let balances: Vec<(&str, Amount)> =
+        users.iter().map(|u| (u.name.as_str(), u.balance)).collect();
+    assert_eq!(
+        balances,
+        [
+            ("dave", Amount(0)),
+            ("u1", Amount(9_500)),
+            ("u2", Amount(10_500))
+        ]
+    );
+    let report = store.check().unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(
+        report.entries, 3,
+        "two opening deposits and the transfer, once"
+    );
+}
+
+/// A request that fails on its own (here a history page over a damaged journal row) is
+/// answered `Unavailable`, and the rest of its batch, before and after it, commits.
+#[test]
+fn a_request_that_fails_alone_leaves_its_batch_standing() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_fail_alone") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["u1", "u2"], 10_000);
+    // A journal row with a transfer id but no sender: no kind of entry.
+    raw(&db.url)
+        .query_drop(
+            "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms)
+             VALUES ('deposit', NULL, 'x', 'u2', 1, 1, 1)",
+        )
+        .unwrap();
+    let (back, replies) = batch_in_thread(
+        store,
+        vec![
+            transfer("u1", "t1", "u2", 500),
+            LedgerRequest::History {
+                user: name("u2"),
+                offset: 0,
+                deposits: true,
+            },
+            LedgerRequest::Register {
+                user: name("erin"),
+                verifier: test_verifier(),
+            },
+        ],
+    )
+    .join()
+    .unwrap();
+    store = back;
+    let replies = replies.expect("one request's failure is not the batch's");
+    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    assert_eq!(replies[1], LedgerReply::Unavailable);
+    assert_eq!(replies[2], LedgerReply::Registered(Ok(())));
+    let names: Vec<String> = store
+        .list_users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["erin", "u1", "u2"]);
+    let moved: Option<u64> = raw(&db.url)
+        .query_first("SELECT COUNT(*) FROM journal WHERE transfer_id = 't1'")
+        .unwrap();
+    assert_eq!(moved, Some(1));
+}
+
+/// The liveness table keeps a token's 64 bits: a token above `i64::MAX` (what a random
+/// `u64` shifted left, rather than right, would often be) is found as written. So whether
+/// the token is drawn from the low or the high 63 bits changes nothing (the reason the
+/// `>>` → `<<` mutant of `liveness_token` is excluded as equivalent).
+#[test]
+fn a_liveness_token_keeps_all_its_bits() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_token_bits") else {
+        return;
+    };
+    let mut c = raw(&db.url);
+    c.query_drop(
+        "CREATE TEMPORARY TABLE txsock_alive (token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    )
+    .unwrap();
+    for token in [u64::MAX - 1, 1 << 63, (u64::MAX >> 1) << 1] {
+        c.query_drop("DELETE FROM txsock_alive").unwrap();
+        c.exec_drop("INSERT INTO txsock_alive (token) VALUES (?)", (token,))
+            .unwrap();
+        check_alive(&mut c, token).expect("found as written");
+        check_alive(&mut c, token >> 1).expect_err("another token");
+    }
+}
+
+/// The server secret (the key the servers derive their session keys from) is random per
+/// ledger: two databases never share one, and every server of one database reads the one
+/// stored in it.
+#[test]
+fn each_ledger_has_its_own_random_secret() {
+    let (Some(one), Some(two)) = (
+        conformance::MysqlBackend::new("mysql_secret_one"),
+        conformance::MysqlBackend::new("mysql_secret_two"),
+    ) else {
+        return;
+    };
+    let first = store_with(&one.url, &[], 0).server_secret().unwrap();
+    let second = store_with(&two.url, &[], 0).server_secret().unwrap();
+    assert_ne!(first, second, "two ledgers, one secret");
+    let stored: Option<Vec<u8>> = raw(&one.url)
+        .query_first("SELECT meta_value FROM meta WHERE meta_key = 'server_secret'")
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(&first[..]));
+}
+
+/// A store's reads outside a batch (the admin commands' `list_users`) see what other
+/// servers committed since its last read: no transaction stays open on its connection
+/// between commands (on a plain server the session runs with autocommit on).
+#[test]
+fn reads_between_commands_see_other_servers_commits() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_fresh_reads") else {
+        return;
+    };
+    let mut reader = store_with(&db.url, &["alice"], 0);
+    let names = |store: &mut MysqlStore| -> Vec<String> {
+        store
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect()
+    };
+    assert_eq!(names(&mut reader), ["alice"]);
+    store_with(&db.url, &["bob"], 0);
+    assert_eq!(names(&mut reader), ["alice", "bob"]);
+}
+
+/// A request that fails part-way leaves nothing of itself behind: a registration whose
+/// opening deposit cannot be journalled (refused here by a trigger the test adds) is
+/// `Unavailable`, creates no user and no money, and the rest of the batch commits.
+#[test]
+fn a_registration_that_fails_part_way_leaves_nothing_behind() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_fail_part_way") else {
+        return;
+    };
+    let mut store = MysqlStore::open(&db.url, Amount(500)).unwrap();
+    store
+        .add_user(&name("u1"), &test_verifier(), Amount(10_000), 1)
+        .unwrap();
+    store
+        .add_user(&name("u2"), &test_verifier(), Amount(10_000), 1)
+        .unwrap();
+    raw(&db.url)
+        .query_drop(
+            "CREATE TRIGGER no_deposit_for_erin BEFORE INSERT ON journal FOR EACH ROW
+             BEGIN
+                 IF NEW.to_user = 'erin' THEN
+                     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test';
+                 END IF;
+             END",
+        )
+        .unwrap();
+    let (back, replies) = batch_in_thread(
+        store,
+        vec![
+            LedgerRequest::Register {
+                user: name("erin"),
+                verifier: test_verifier(),
+            },
+            transfer("u1", "t1", "u2", 500),
+            LedgerRequest::Register {
+                user: name("fred"),
+                verifier: test_verifier(),
+            },
+        ],
+    )
+    .join()
+    .unwrap();
+    store = back;
+    let replies = replies.expect("one request's failure is not the batch's");
+    assert_eq!(replies[0], LedgerReply::Unavailable);
+    assert_eq!(transfer_outcome(&replies[1]).result, Ok(()));
+    assert_eq!(replies[2], LedgerReply::Registered(Ok(())));
+    let names: Vec<String> = store
+        .list_users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["fred", "u1", "u2"], "no erin");
+    let report = store.check().unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.total, 20_500);
+}
+
 /// A batch that keeps conflicting is committed in parts ([`MysqlStore::commit_splitting`]):
 /// with one account's row held locked by another transaction, only the transfer that needs
 /// it is answered `Unavailable` (`internal`); the others commit, in request order, and that
