@@ -375,6 +375,19 @@ fn holder_is_gone(lock: &Path) -> bool {
     }
 }
 
+/// Where the run of `file` in `build_dir` keeps its results: `target/mutants/<file>` for the
+/// first build directory, `<file>-2`, … for the others ([`build_dir`]), so that two runs of
+/// one file at the same time (a second `cargo xtask mutants` with other `--re`) never write
+/// into each other's `mutants.out`.
+fn results_dir(out_root: &Path, build_dir: &Path, file: &str) -> PathBuf {
+    let worker = build_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_prefix("build"))
+        .unwrap_or_default();
+    out_root.join(format!("{}{worker}", file.replace(['/', '.'], "_")))
+}
+
 /// Runs cargo-mutants on one file with `build_dir`; with `quiet`, its output goes to a log
 /// file beside the results (two runs' progress lines would interleave on the terminal).
 fn run_file(
@@ -386,7 +399,7 @@ fn run_file(
     quiet: bool,
 ) -> Result<Outcome, Error> {
     let package = package_of(file)?;
-    let out = out_root.join(file.replace(['/', '.'], "_"));
+    let out = results_dir(out_root, build_dir, file);
     let mut command = cargo_mutants(root);
     command
         .env("CARGO_TARGET_DIR", build_dir)
@@ -424,7 +437,7 @@ fn run_file(
         display(&command)
     );
     if quiet {
-        let log_path = out_root.join(format!("{}.log", file.replace(['/', '.'], "_")));
+        let log_path = out.with_extension("log");
         let log = fs::File::create(&log_path)
             .map_err(|e| Error::new(format!("creating {}: {e}", log_path.display())))?;
         let err = log
@@ -702,6 +715,24 @@ mod tests {
         assert_eq!(build_dir(root, 0), root.join("build"));
         assert_eq!(build_dir(root, 1), root.join("build-2"));
         assert!(dirs.iter().all(|dir| dir.starts_with(root)));
+    }
+
+    #[test]
+    fn runs_in_different_build_dirs_keep_separate_results() {
+        let root = Path::new("/t/mutants");
+        let file = "core/src/replay.rs";
+        let dirs: BTreeSet<PathBuf> = (0..4)
+            .map(|w| results_dir(root, &build_dir(root, w), file))
+            .collect();
+        assert_eq!(dirs.len(), 4);
+        assert_eq!(
+            results_dir(root, &build_dir(root, 0), file),
+            root.join("core_src_replay_rs")
+        );
+        assert_eq!(
+            results_dir(root, &build_dir(root, 1), file),
+            root.join("core_src_replay_rs-2")
+        );
     }
 
     #[test]
