@@ -463,6 +463,7 @@ where
             if slot.state == SlotState::Resetting {
                 let socket = self.sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
                 recycle(socket, slot, self.port, now, &mut self.stats);
+                changed |= slot.state == SlotState::Listening;
             }
         }
         changed
