@@ -66,7 +66,7 @@ fn watched(name: &str, case: fn(&Mutex<&'static str>)) {
         Ok(Err(panic)) => std::format!("failed: {panic}"),
         Err(mpsc::RecvTimeoutError::Disconnected) => String::from("failed"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            std::format!("has not returned in {LIMIT:?}: a session loop does not end")
+            std::format!("has not returned in {LIMIT:?}: a session or reader loop does not end")
         }
     };
     let at = at.lock().map(|at| *at).unwrap_or("?");
