@@ -2,11 +2,14 @@
 //! `DriveLoop::next` and `ClientSession::handle_input` returns, and every drive loop over
 //! one input ends, in a bounded number of steps, in the cases that take each loop's every
 //! branch (input used up, a frame held behind the ledger, output nobody takes, a pipelined
-//! session, the ledger's requests, an answer in pieces).
+//! session, the ledger's requests, an answer in pieces); and so do the request reader's
+//! scanning loops (`message.rs`'s `Reader`: whitespace, strings with escapes, the unknown-op
+//! tie-breaker's strings), each case also checking what was read.
 //!
 //! Those loops are the product's own (the `while` of each `handle_input`,
-//! `DriveLoop::next`'s `loop`), so a fault that keeps one going never returns to test code: no step count in a
-//! test can end it, and every test driving a session hangs with it. So the cases here run
+//! `DriveLoop::next`'s `loop`, the reader's loops over a frame's bytes), so a fault that
+//! keeps one going never returns to test code: no step count in a test can end it, and
+//! every test driving a session or reading a request hangs with it. So the cases here run
 //! on a thread of their own under a watchdog, which ends the whole test process (abort) if
 //! they have not finished in [`LIMIT`], naming the case that hung; a failed assertion here
 //! ends it too, since libtest would otherwise wait for the other tests hanging with it. A
@@ -16,8 +19,11 @@
 //! time as there are cores, and under such a fault the first tests that drive a session
 //! (`asynch`, `blocking`, …) would hold every test thread before this one started.
 
+use crate::amount::Amount;
 use crate::ledger::Ledger;
 use crate::lockout::PeerAddr;
+use crate::message::{MessageError, Request, TransferRequest};
+use crate::names::{TransferId, Username};
 use crate::selftest::{Pair, TestLedger, TestRng};
 use crate::session::drive::{DriveLoop, DriveStep};
 use crate::session::server::{PipelineQueue, PipelinedRequest, ServerShared};
@@ -60,7 +66,7 @@ fn watched(name: &str, case: fn(&Mutex<&'static str>)) {
         Ok(Err(panic)) => std::format!("failed: {panic}"),
         Err(mpsc::RecvTimeoutError::Disconnected) => String::from("failed"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            std::format!("has not returned in {LIMIT:?}: a session loop does not end")
+            std::format!("has not returned in {LIMIT:?}: a session or reader loop does not end")
         }
     };
     let at = at.lock().map(|at| *at).unwrap_or("?");
@@ -334,6 +340,130 @@ fn client_input(at: &Mutex<&'static str>) {
     assert!(client.poll_event().is_some());
 }
 
+/// Request frames that take each of the request reader's scanning loops (`message.rs`'s
+/// `Reader`: `space`, `string`, and `raw_string`, which reads the strings of the unknown-op
+/// tie-breaker, `read_op`, run when the one-pass reader refuses a frame, e.g. for a field no
+/// request has), and what [`Request::parse`] makes of each: whitespace between any two
+/// tokens changes nothing; a string's escapes are kept raw, so a backslash early, late, or
+/// escaped itself right before the closing quote is part of the value and never ends it;
+/// an unknown op is told from a malformed request through ignored fields holding escapes,
+/// empty strings and whitespace.
+fn reader_cases() -> Vec<(&'static str, Result<Request, MessageError>)> {
+    let transfer = Request::Transfer(TransferRequest {
+        id: TransferId::parse("t-1").unwrap(),
+        to: Username::parse("bob").unwrap(),
+        amount: Amount::parse("1.50").unwrap(),
+        nonce: [0x11; 16],
+        mac: [0xab; 32],
+    });
+    std::vec![
+        // Whitespace.
+        ("{ \"op\" : \"ping\" }", Ok(Request::Ping)),
+        (
+            "{\t\"op\":\t\"history\" ,\t\"offset\" :  7\t}",
+            Ok(Request::History {
+                offset: 7,
+                deposits: false,
+            }),
+        ),
+        (
+            concat!(
+                "{\"op\": \"transfer\", \"id\": \"t-1\", \"to\":\t\"bob\", ",
+                "\"amount\" : \"1.50\", \"nonce\": \"11111111111111111111111111111111\", ",
+                "\"mac\": \"abababababababababababababababababababababababababababababababab\" }"
+            ),
+            Ok(transfer),
+        ),
+        // Escapes, read by `string`: never decoded, never the end of the string.
+        (
+            "{\"op\":\"login\",\"user\":\"sam\\\"s\",\"nonce\":\"abcdefgh\"}",
+            Err(MessageError::BadName),
+        ),
+        (
+            "{\"op\":\"login\",\"user\":\"sam\",\"nonce\":\"abcd\\\\efgh\"}",
+            Err(MessageError::BadEncoding),
+        ),
+        ("{\"op\":\"pi\\\"ng\"}", Err(MessageError::UnknownOp)),
+        ("{\"op\":\"ping\\\\\"}", Err(MessageError::UnknownOp)),
+        ("{\"op\":\"\\\"ping\\\"\"}", Err(MessageError::UnknownOp)),
+        (
+            "{\"op\":\"ping\",\"user\":\"sam\\\"s\\\\\"}",
+            Err(MessageError::Syntax),
+        ),
+        // Fields no request has: the tie-breaker's `raw_string` reads every string.
+        (
+            "{\"op\":\"launch\",\"note\":\"say \\\"hi\\\" twice\"}",
+            Err(MessageError::UnknownOp),
+        ),
+        (
+            "{\"note\":\"a\\\\b\\\"c\", \"op\" : \"lau\\\"nch\" }",
+            Err(MessageError::UnknownOp),
+        ),
+        (
+            "{\"x\":\"\",\"op\":\"launch\",\"y\":\"\"}",
+            Err(MessageError::UnknownOp),
+        ),
+        (
+            "{ \"launch\\\"es\" : 1 , \"op\":\"\\\\\"}",
+            Err(MessageError::UnknownOp),
+        ),
+        (
+            "{\"op\":\"ping\",\"note\":\"a\\\"b\"}",
+            Err(MessageError::Syntax),
+        ),
+    ]
+}
+
+/// The request reader's loops: every frame of [`reader_cases`] read by [`Request::parse`]
+/// (and by its oracle) as it says, then some of them through a session, which answers each in order (an
+/// unknown op and a malformed request are both `malformed` on the wire) and goes on
+/// reading.
+fn reader(at: &Mutex<&'static str>) {
+    for (frame, want) in reader_cases() {
+        *at.lock().unwrap() = frame;
+        assert_eq!(Request::parse(frame.as_bytes()), want, "{frame}");
+        // What serde-json-core, the reader's oracle, reads too.
+        assert_eq!(Request::parse_with_serde(frame.as_bytes()), want, "{frame}");
+    }
+
+    *at.lock().unwrap() = "registering sam through the self-test pair";
+    let (mut shared, mut ledger) = server();
+    *at.lock().unwrap() = "plain session, spaced and escaped frames";
+    let input = concat!(
+        "{ \"op\" : \"ping\" }\n",
+        "{\"op\":\"pi\\\"ng\"}\n",
+        "{\"op\":\"launch\", \"note\":\"say \\\"hi\\\"\"}\n",
+        "{\t\"op\":\"ping\"\t}\n",
+    )
+    .as_bytes();
+    let mut session: ServerSession =
+        ServerSession::new(PeerAddr::ipv4([127, 0, 0, 1]), Instant::ZERO);
+    let run = drive(&mut session, &mut shared, &mut ledger, input, usize::MAX);
+    assert_eq!(
+        (run.consumed, answers(&run.output)),
+        (
+            input.len(),
+            ["pong", "error malformed", "error malformed", "pong"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+}
+
+/// Each answer line's `op`, and an error's `code` after it.
+fn answers(output: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('"').collect();
+            match (fields.get(3), fields.get(5), fields.get(7)) {
+                (Some(&"error"), Some(&"code"), Some(code)) => std::format!("error {code}"),
+                (op, _, _) => String::from(*op.unwrap_or(&"")),
+            }
+        })
+        .collect()
+}
+
 /// A ledger that fails past 50 requests (the cases above make a few).
 struct Counted<'a> {
     ledger: &'a mut TestLedger,
@@ -373,6 +503,11 @@ fn ledger_requests_and_held_frames_end_their_loops() {
 #[test]
 fn the_sync_driver_ends() {
     watched("sync_drive", sync_drive);
+}
+
+#[test]
+fn the_request_readers_loops_end() {
+    watched("reader", reader);
 }
 
 #[test]
