@@ -411,12 +411,14 @@ mod tests {
     }
 
     /// SQLite that says whether it commits locally as told, records which thread ran each
-    /// commit, and panics in its next commit when told to.
+    /// commit, panics in its next commit when told to, or answers the next batch's first
+    /// request `Unavailable` (as a store that commits in parts answers a failed part).
     struct Probe {
         sqlite: SqliteStore,
         locally: bool,
         threads: Arc<Mutex<Vec<String>>>,
         panic_next: Arc<std::sync::atomic::AtomicBool>,
+        fail_first_next: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Store for Probe {
@@ -430,7 +432,11 @@ mod tests {
             if self.panic_next.swap(false, Ordering::SeqCst) {
                 panic!("the probe store panics as told");
             }
-            self.sqlite.execute_batch(batch, committed)
+            let mut replies = self.sqlite.execute_batch(batch, committed)?;
+            if self.fail_first_next.swap(false, Ordering::SeqCst) {
+                replies[0] = LedgerReply::Unavailable;
+            }
+            Ok(replies)
         }
         fn server_secret(&mut self) -> anyhow::Result<[u8; 32]> {
             self.sqlite.server_secret()
@@ -473,6 +479,7 @@ mod tests {
     struct ProbeHandle {
         threads: Arc<Mutex<Vec<String>>>,
         panic_next: Arc<std::sync::atomic::AtomicBool>,
+        fail_first_next: Arc<std::sync::atomic::AtomicBool>,
     }
 
     fn start_probe(
@@ -487,12 +494,14 @@ mod tests {
         let handle = ProbeHandle {
             threads: Arc::default(),
             panic_next: Arc::default(),
+            fail_first_next: Arc::default(),
         };
         let store = Probe {
             sqlite,
             locally,
             threads: handle.threads.clone(),
             panic_next: handle.panic_next.clone(),
+            fail_first_next: handle.fail_first_next.clone(),
         };
         let audit = Arc::new(Audit::open(dir).expect("audit logs"));
         let (queue, worker) = spawn(Box::new(store), audit, 512);
@@ -624,6 +633,28 @@ mod tests {
             .build()
             .unwrap()
             .block_on(reply)
+    }
+
+    /// A batch that committed in part (some replies `Unavailable`) writes a `storage_failure`
+    /// line counting only the failed requests; the others are answered as committed.
+    #[test]
+    fn a_batch_that_failed_in_part_writes_storage_failure_for_that_part() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), true);
+        until_the_worker_sleeps(&queue);
+        probe.fail_first_next.store(true, Ordering::SeqCst);
+        let first = queue.queue(register("alice"), crate::clock::now());
+        let second = queue.queue(register("bob"), crate::clock::now());
+        queue.commit_now(2);
+        assert_eq!(wait(first), LedgerReply::Unavailable);
+        assert_eq!(wait(second), LedgerReply::Registered(Ok(())));
+        drop(queue);
+        worker.join();
+        let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        assert!(
+            errors.contains("storage_failure requests=1 error=part of a batch of 2 failed"),
+            "{errors}"
+        );
     }
 
     /// With the store free, `commit_now` commits on the calling thread: the reply is there
