@@ -556,6 +556,33 @@ mod tests {
         worker.join();
     }
 
+    /// A runtime with one worker must not block it: even a store that commits locally is
+    /// then committed by the worker thread.
+    #[test]
+    fn a_runtime_with_one_worker_leaves_every_commit_to_the_worker_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), true);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        for i in 0..4 {
+            until_the_worker_sleeps(&queue);
+            let reply = queue.queue(register(&format!("u{i}")), crate::clock::now());
+            runtime.block_on(async {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.commit_now(1) })
+                    .await
+                    .unwrap()
+            });
+            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+        }
+        let threads = probe.threads.lock().unwrap().clone();
+        assert_eq!(threads, ["txsock-ledger"; 4]);
+        drop(queue);
+        worker.join();
+    }
+
     /// A commit that panics, on the caller's thread or the worker's, answers its batch
     /// `Unavailable` and leaves the group commit working: the next request commits, on the
     /// same path, and the panic is in the error log as a `storage_failure`.
