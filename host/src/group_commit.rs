@@ -11,19 +11,26 @@
 //! earlier batch is committed before a later one is taken. Replies go out only after the
 //! commit returned, so an acknowledged transfer is on disk.
 //!
-//! Who commits: the session that queued, on its own thread, when the store is free and no
-//! other session's request waits ([`CommitQueue::commit_now`]); else the worker thread,
-//! once the store is free again. A
-//! lone client's request is thus read, committed and answered on one thread: no hand-off
-//! to the worker and back, each a thread wake-up that cost tens of microseconds against a
-//! sync of about forty (docs/BENCHMARKS.md, "host-perf").
+//! Who commits: the session that queued, on its own thread, when the store commits locally
+//! ([`Store::commits_locally`]: SQLite, not MySQL), the thread may block (no runtime, or a
+//! multi-threaded tokio runtime with at least two workers), the store is free and the queue
+//! holds no more than the requests it just queued ([`CommitQueue::commit_now`]); else the
+//! worker thread, once the store is free again. A lone client's request is thus read,
+//! committed and answered on one thread: no hand-off to the worker and back, each a thread
+//! wake-up that cost tens of microseconds against a sync of about forty
+//! (docs/BENCHMARKS.md, "host-perf").
+//!
+//! A commit that panics is answered like one that failed: its requests get `Unavailable`
+//! (`internal` on the wire), a `storage_failure` line is written, and the next batch
+//! commits as usual.
 
 use crate::audit::{Audit, Log};
 use crate::store::{Committed, Store};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use tokio::sync::oneshot;
 use txsock_core::ledger::{LedgerReply, LedgerRequest};
 use txsock_core::Instant;
@@ -67,6 +74,8 @@ struct Shared {
     audit: Arc<Audit>,
     stats: Arc<CommitStats>,
     max_batch: usize,
+    /// [`Store::commits_locally`], read once: whether a session may commit on its own thread.
+    inline: bool,
 }
 
 /// The store and one batch's buffers (kept between batches to reuse their allocations).
@@ -125,6 +134,7 @@ pub fn spawn(
 ) -> (CommitQueue, CommitWorker) {
     let max_batch = max_batch.max(1);
     let stats = Arc::new(CommitStats::default());
+    let inline = store.commits_locally();
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         wake: Condvar::new(),
@@ -137,6 +147,7 @@ pub fn spawn(
         audit,
         stats: stats.clone(),
         max_batch,
+        inline,
     });
     let worker = shared.clone();
     let thread = std::thread::Builder::new()
@@ -149,6 +160,16 @@ pub fn spawn(
         stats,
     };
     (queue, CommitWorker { thread })
+}
+
+#[cfg(test)]
+impl CommitQueue {
+    /// Whether the worker thread sleeps on an empty queue (so it will not take a job until
+    /// it is woken).
+    fn worker_sleeps(&self) -> bool {
+        let queue = lock(&self.shared.queue);
+        queue.worker_waiting && queue.jobs.is_empty()
+    }
 }
 
 /// The reply to one submitted request, to await once the requests before it are answered.
@@ -181,24 +202,39 @@ impl CommitQueue {
         PendingReply(rx)
     }
 
-    /// Commits the caller's `queued` requests, just queued: here, at once, if the store is
-    /// free, no other session's request waits in the queue and this thread may block (a
-    /// worker of a multi-threaded tokio runtime, or no runtime at all); else by waking the
-    /// worker thread, which commits what is queued once the store is free. Either way,
-    /// every request queued before this call is committed without another call.
+    /// Commits the caller's `queued` requests, just queued: here, at once, if the store
+    /// commits locally ([`Store::commits_locally`]), this thread may block (no runtime at
+    /// all, or a worker of a multi-threaded tokio runtime with at least two workers, so that
+    /// the others carry the runtime meanwhile), the store is free and the queue holds at most
+    /// `queued` requests; else by waking the worker thread, which commits what is queued
+    /// once the store is free. Either way, every request queued before this call is
+    /// committed without another call.
     ///
-    /// A commit here is at most one session's requests (one sync), so it blocks the tokio
-    /// worker only briefly; anything bigger is the worker thread's. `block_in_place` would
-    /// let the caller commit more, but it starts threads to carry the runtime meanwhile,
-    /// and each new thread's malloc arena added more than 2 MiB to the attack mix's growth.
+    /// A commit here is at most `queued` requests (usually the caller's own; another
+    /// session's if the worker took some of the caller's first) and one local sync, so it
+    /// blocks the tokio worker only briefly; anything bigger, and every commit of a store
+    /// that can wait on the network or on locks, is the worker thread's. `block_in_place`
+    /// would let the caller commit more, but it starts threads to carry the runtime
+    /// meanwhile, and each new thread's malloc arena added more than 2 MiB to the attack
+    /// mix's growth.
     pub fn commit_now(&self, queued: usize) {
         let shared = &*self.shared;
-        let may_block = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
-            Err(_) => true,
-        };
+        let may_block = shared.inline
+            && match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                        && handle.metrics().num_workers() >= 2
+                }
+                Err(_) => true,
+            };
         if may_block {
-            if let Ok(mut committer) = shared.committer.try_lock() {
+            let committer = match shared.committer.try_lock() {
+                Ok(committer) => Some(committer),
+                // As `lock`: a panic while it was held left nothing half-done.
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut committer) = committer {
                 commit_one_batch(shared, &mut committer, queued);
             }
         }
@@ -211,10 +247,36 @@ impl CommitQueue {
     }
 }
 
-/// Takes up to a batch off the queue and commits it, then answers it; false if the queue
-/// was empty or held more than `at_most` requests (then it takes none). The caller holds the
-/// committer, so no other batch is taken meanwhile.
-fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) -> bool {
+/// Takes up to a batch off the queue and commits it, then answers it; takes none if the
+/// queue held more than `at_most` requests. The caller holds the committer, so no other
+/// batch is taken meanwhile. A panic in the commit (or in answering it) is caught here: the
+/// batch's requests are answered `Unavailable` and the committer stays usable.
+fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        take_and_commit(shared, committer, at_most)
+    }));
+    if let Err(panic) = outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        // Dropping the senders answers their sessions `Unavailable`.
+        let requests = committer.reply_to.len();
+        committer.reply_to.clear();
+        committer.batch.clear();
+        committer.committed.clear();
+        crate::metrics::commit_failed();
+        tracing::error!("commit of {requests} requests panicked (all answered internal): {what}");
+        shared.audit.write(
+            Log::Errors,
+            format_args!("storage_failure requests={requests} error=panic: {what}"),
+        );
+    }
+}
+
+/// [`commit_one_batch`] without the panic guard.
+fn take_and_commit(shared: &Shared, committer: &mut Committer, at_most: usize) {
     let Committer {
         store,
         batch,
@@ -226,7 +288,7 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
     {
         let mut queue = lock(&shared.queue);
         if queue.jobs.len() > at_most {
-            return false;
+            return;
         }
         let n = queue.jobs.len().min(shared.max_batch);
         for job in queue.jobs.drain(..n) {
@@ -235,7 +297,7 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
         }
     }
     if batch.is_empty() {
-        return false;
+        return;
     }
     committed.clear();
     let started = std::time::Instant::now();
@@ -244,6 +306,23 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
             let elapsed = started.elapsed();
             crate::metrics::commit(batch, &replies, committed.len(), elapsed);
             crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
+            // A store that commits a batch in parts (MySQL's split) answers a part that
+            // failed `Unavailable` and logs why: that part is a failed commit too.
+            let failed = replies
+                .iter()
+                .filter(|r| matches!(r, LedgerReply::Unavailable))
+                .count();
+            if failed > 0 {
+                crate::metrics::commit_failed();
+                shared.audit.write(
+                    Log::Errors,
+                    format_args!(
+                        "storage_failure requests={failed} error=part of a batch of {} \
+                         failed (the server log says why)",
+                        batch.len()
+                    ),
+                );
+            }
             replies
         }
         Err(e) => {
@@ -295,7 +374,6 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
         // A session that went away no longer needs its answer.
         let _ = to.send(reply);
     }
-    true
 }
 
 /// The worker: commits whatever is queued while no session does, until every handle is
@@ -330,6 +408,219 @@ mod tests {
         let store = SqliteStore::open(&dir.join("txsock.db"), balance).expect("open");
         let audit = Arc::new(Audit::open(dir).expect("audit logs"));
         spawn(Box::new(store), audit, 512)
+    }
+
+    /// SQLite that says whether it commits locally as told, records which thread ran each
+    /// commit, panics in its next commit when told to, or answers the next batch's first
+    /// request `Unavailable` (as a store that commits in parts answers a failed part).
+    struct Probe {
+        sqlite: SqliteStore,
+        locally: bool,
+        threads: Arc<Mutex<Vec<String>>>,
+        panic_next: Arc<std::sync::atomic::AtomicBool>,
+        fail_first_next: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Store for Probe {
+        fn execute_batch(
+            &mut self,
+            batch: &[(LedgerRequest, Instant)],
+            committed: &mut Vec<Committed>,
+        ) -> anyhow::Result<Vec<LedgerReply>> {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            self.threads.lock().unwrap().push(thread);
+            if self.panic_next.swap(false, Ordering::SeqCst) {
+                panic!("the probe store panics as told");
+            }
+            let mut replies = self.sqlite.execute_batch(batch, committed)?;
+            if self.fail_first_next.swap(false, Ordering::SeqCst) {
+                replies[0] = LedgerReply::Unavailable;
+            }
+            Ok(replies)
+        }
+        fn server_secret(&mut self) -> anyhow::Result<[u8; 32]> {
+            self.sqlite.server_secret()
+        }
+        fn add_user(
+            &mut self,
+            user: &Username,
+            verifier: &Verifier,
+            balance: Amount,
+            now_ms: u64,
+        ) -> anyhow::Result<()> {
+            self.sqlite.add_user(user, verifier, balance, now_ms)
+        }
+        fn list_users(&mut self) -> anyhow::Result<Vec<crate::store::UserSummary>> {
+            self.sqlite.list_users()
+        }
+        fn set_admin_lock(&mut self, user: &Username, locked: bool) -> anyhow::Result<()> {
+            self.sqlite.set_admin_lock(user, locked)
+        }
+        fn deposit(
+            &mut self,
+            user: &Username,
+            amount: Amount,
+            now_ms: u64,
+        ) -> anyhow::Result<Amount> {
+            self.sqlite.deposit(user, amount, now_ms)
+        }
+        fn check(&mut self) -> anyhow::Result<crate::store::CheckReport> {
+            self.sqlite.check()
+        }
+        fn integrity(&mut self) -> anyhow::Result<Vec<String>> {
+            self.sqlite.integrity()
+        }
+        fn commits_locally(&self) -> bool {
+            self.locally
+        }
+    }
+
+    /// What a test sees of a [`Probe`]: the threads that committed, and the panic switch.
+    struct ProbeHandle {
+        threads: Arc<Mutex<Vec<String>>>,
+        panic_next: Arc<std::sync::atomic::AtomicBool>,
+        fail_first_next: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    fn start_probe(
+        dir: &std::path::Path,
+        locally: bool,
+    ) -> (CommitQueue, CommitWorker, ProbeHandle) {
+        let sqlite = SqliteStore::open(
+            &dir.join("txsock.db"),
+            Amount::parse_non_negative("10").unwrap(),
+        )
+        .expect("open");
+        let handle = ProbeHandle {
+            threads: Arc::default(),
+            panic_next: Arc::default(),
+            fail_first_next: Arc::default(),
+        };
+        let store = Probe {
+            sqlite,
+            locally,
+            threads: handle.threads.clone(),
+            panic_next: handle.panic_next.clone(),
+            fail_first_next: handle.fail_first_next.clone(),
+        };
+        let audit = Arc::new(Audit::open(dir).expect("audit logs"));
+        let (queue, worker) = spawn(Box::new(store), audit, 512);
+        (queue, worker, handle)
+    }
+
+    /// Waits (bounded) until the worker thread sleeps on the empty queue.
+    fn until_the_worker_sleeps(queue: &CommitQueue) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !queue.worker_sleeps() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker thread never went to sleep"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// A store that does not commit locally (MySQL) is always committed by the worker
+    /// thread, with no runtime, or inside a multi-threaded runtime with several workers:
+    /// the caller never runs its commit.
+    #[test]
+    fn a_store_that_does_not_commit_locally_is_committed_by_the_worker_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), false);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            until_the_worker_sleeps(&queue);
+            let reply = queue.queue(register(&format!("u{i}")), crate::clock::now());
+            if i % 2 == 0 {
+                queue.commit_now(1);
+            } else {
+                runtime.block_on(async {
+                    let queue = queue.clone();
+                    tokio::spawn(async move { queue.commit_now(1) })
+                        .await
+                        .unwrap()
+                });
+            }
+            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+        }
+        let threads = probe.threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 10);
+        assert!(
+            threads.iter().all(|t| t == "txsock-ledger"),
+            "only the worker thread commits: {threads:?}"
+        );
+        drop(queue);
+        worker.join();
+    }
+
+    /// A runtime with one worker must not block it: even a store that commits locally is
+    /// then committed by the worker thread.
+    #[test]
+    fn a_runtime_with_one_worker_leaves_every_commit_to_the_worker_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), true);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        for i in 0..4 {
+            until_the_worker_sleeps(&queue);
+            let reply = queue.queue(register(&format!("u{i}")), crate::clock::now());
+            runtime.block_on(async {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.commit_now(1) })
+                    .await
+                    .unwrap()
+            });
+            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+        }
+        let threads = probe.threads.lock().unwrap().clone();
+        assert_eq!(threads, ["txsock-ledger"; 4]);
+        drop(queue);
+        worker.join();
+    }
+
+    /// A commit that panics, on the caller's thread or the worker's, answers its batch
+    /// `Unavailable` and leaves the group commit working: the next request commits, on the
+    /// same path, and the panic is in the error log as a `storage_failure`.
+    #[test]
+    fn a_commit_that_panics_answers_its_batch_unavailable_and_the_next_one_commits() {
+        for locally in [true, false] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (queue, worker, probe) = start_probe(dir.path(), locally);
+            until_the_worker_sleeps(&queue);
+            probe.panic_next.store(true, Ordering::SeqCst);
+            let first = queue.queue(register("alice"), crate::clock::now());
+            let second = queue.queue(register("bob"), crate::clock::now());
+            queue.commit_now(2);
+            assert_eq!(wait(first), LedgerReply::Unavailable, "locally={locally}");
+            assert_eq!(wait(second), LedgerReply::Unavailable, "locally={locally}");
+            until_the_worker_sleeps(&queue);
+            let next = queue.queue(register("alice"), crate::clock::now());
+            queue.commit_now(1);
+            assert_eq!(
+                wait(next),
+                LedgerReply::Registered(Ok(())),
+                "locally={locally}"
+            );
+            let threads = probe.threads.lock().unwrap().clone();
+            let expected = if locally {
+                std::thread::current().name().unwrap_or("").to_owned()
+            } else {
+                "txsock-ledger".to_owned()
+            };
+            assert_eq!(threads, [expected.clone(), expected], "locally={locally}");
+            drop(queue);
+            worker.join();
+            let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            assert!(
+                errors.contains("storage_failure requests=2 error=panic: the probe store panics"),
+                "locally={locally}: {errors}"
+            );
+        }
     }
 
     fn register(name: &str) -> LedgerRequest {
@@ -371,13 +662,37 @@ mod tests {
             .block_on(reply)
     }
 
+    /// A batch that committed in part (some replies `Unavailable`) writes a `storage_failure`
+    /// line counting only the failed requests; the others are answered as committed.
+    #[test]
+    fn a_batch_that_failed_in_part_writes_storage_failure_for_that_part() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), true);
+        until_the_worker_sleeps(&queue);
+        probe.fail_first_next.store(true, Ordering::SeqCst);
+        let first = queue.queue(register("alice"), crate::clock::now());
+        let second = queue.queue(register("bob"), crate::clock::now());
+        queue.commit_now(2);
+        assert_eq!(wait(first), LedgerReply::Unavailable);
+        assert_eq!(wait(second), LedgerReply::Registered(Ok(())));
+        drop(queue);
+        worker.join();
+        let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        assert!(
+            errors.contains("storage_failure requests=1 error=part of a batch of 2 failed"),
+            "{errors}"
+        );
+    }
+
     /// With the store free, `commit_now` commits on the calling thread: the reply is there
     /// when it returns, with no hand-off to the worker thread (a lone client's round trip).
+    /// Each request is queued only once the worker sleeps, so the worker cannot take it.
     #[test]
     fn a_request_queued_while_the_store_is_free_is_committed_by_the_caller() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (queue, worker) = start(dir.path(), "10");
         for _ in 0..20 {
+            until_the_worker_sleeps(&queue);
             let mut reply = queue.queue(register("alice"), crate::clock::now());
             queue.commit_now(1);
             assert!(

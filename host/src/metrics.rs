@@ -197,7 +197,7 @@ impl Metrics {
         );
         r.register(
             "commit_failures",
-            "Batches whose commit failed (storage errors; every request got internal)",
+            "Batches whose commit failed wholly or in part (storage errors or a panic; the failed requests got internal)",
             self.commit_failures.clone(),
         );
         r.register(
@@ -445,7 +445,7 @@ pub fn commit(
     });
 }
 
-/// Counts one batch whose commit failed (the histograms count committed batches only, so
+/// Counts one batch whose commit failed, wholly or in part (the histograms count committed batches only, so
 /// that their counts equal `commits`).
 pub fn commit_failed() {
     with(|m| {

@@ -177,17 +177,19 @@ impl Reloader {
 }
 
 /// With `WATCHDOG_USEC` set (systemd `WatchdogSec=`), sends `WATCHDOG=1` every half of it,
-/// each time after a read through the ledger worker has been answered: a server whose
-/// ledger thread is stuck (a hung disk, a lock that never comes) stops petting the watchdog
-/// and systemd restarts it. `None` without a watchdog. Abort the task before waiting for the
-/// ledger worker to finish: it holds a ledger handle.
+/// each time after a read through the group commit has been answered: a server whose store
+/// is held (a commit stuck on a hung disk or a lock that never comes, on the ledger thread
+/// or a session's) stops petting the watchdog and systemd restarts it. `None` without a
+/// watchdog. Abort the task before waiting for the ledger worker to finish: it holds a
+/// ledger handle.
 pub(super) fn watchdog(server: Arc<Server>) -> Option<JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled()? / 2;
     tracing::info!(
         interval_ms = period.as_millis() as u64,
         "systemd watchdog enabled: WATCHDOG=1 after each ledger probe"
     );
-    // A read of one balance: it takes the same queue and thread as every request.
+    // A read of one balance: it takes the same queue and store as every request, and is
+    // committed like a session's (here, if the store is free, else by the ledger thread).
     let probe = Username::parse("txsock-watchdog").expect("a valid username");
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -197,7 +199,9 @@ pub(super) fn watchdog(server: Arc<Server>) -> Option<JoinHandle<()>> {
             let request = LedgerRequest::Balance {
                 user: probe.clone(),
             };
-            // Queueing counts too: a queue that never moves is a stuck ledger.
+            // With a local store `commit_now` may run the probe's commit here, outside the
+            // timeout: a store that hangs then hangs this task, which withholds WATCHDOG=1
+            // all the same (without the warning below).
             let answered = server.ledger.queue(request, clock::now());
             server.ledger.commit_now(1);
             match tokio::time::timeout(period.max(Duration::from_millis(1)), answered).await {

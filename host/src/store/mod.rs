@@ -129,6 +129,15 @@ pub trait Store: Send + 'static {
     /// `CHECK TABLE`): one line per problem found, empty if none. A database too damaged
     /// to be checked is a problem, not an `Err`; `Err` means the check could not run.
     fn integrity(&mut self) -> Result<Vec<String>>;
+
+    /// Whether [`Store::execute_batch`] is local and bounded (a file on this machine: no
+    /// network, no lock waits on other servers, no sleeps between retries), so that a
+    /// session may run a small commit inline on its tokio worker. False (the default) keeps
+    /// every commit on the ledger thread: a store that can wait seconds (MySQL's lock
+    /// waits, reconnects and read timeouts) would freeze that worker's other connections.
+    fn commits_locally(&self) -> bool {
+        false
+    }
 }
 
 /// How a command opens its store.

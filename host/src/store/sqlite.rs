@@ -1201,6 +1201,12 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
+    /// A local file: a commit is one transaction and one sync. (It waits only while another
+    /// process holds the file, a command such as `txsock deposit`, for moments.)
+    fn commits_locally(&self) -> bool {
+        true
+    }
+
     fn integrity(&mut self) -> Result<Vec<String>> {
         let path = self.path.display();
         let rows = (|| -> rusqlite::Result<Vec<String>> {
