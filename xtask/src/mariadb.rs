@@ -4,7 +4,8 @@
 //! serves it on a free loopback port and a socket in that directory (no other network, no
 //! option files read), and the root account, over the socket, creates the database
 //! `txsock_test` and a user `txsock` (random password) allowed on `txsock_test%`, since the
-//! tests create one database each. [`MariaDb::url`] is what `TXSOCK_TEST_MYSQL_URL` is set
+//! tests create one database each, and to read `information_schema.INNODB_TRX` (`PROCESS`:
+//! the store tests that wait for a lock wait). [`MariaDb::url`] is what `TXSOCK_TEST_MYSQL_URL` is set
 //! to. Dropping the value stops the server (SIGTERM, then SIGKILL after 30 s) and removes the
 //! directory, whether the tests passed or not.
 
@@ -198,7 +199,8 @@ impl MariaDb {
         for host in ["localhost", "127.0.0.1"] {
             sql.push_str(&format!(
                 "CREATE USER 'txsock'@'{host}' IDENTIFIED BY '{password}';\
-                 GRANT ALL PRIVILEGES ON `txsock\\_test%`.* TO 'txsock'@'{host}';"
+                 GRANT ALL PRIVILEGES ON `txsock\\_test%`.* TO 'txsock'@'{host}';\
+                 GRANT PROCESS ON *.* TO 'txsock'@'{host}';"
             ));
         }
         let mut create = as_root_client(&sql);

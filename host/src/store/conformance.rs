@@ -11,7 +11,8 @@
 //! reopening the ledger from the flash image at every `open` (a reboot), behind the same kind
 //! of adapter. `sqlite::*` runs on a temporary SQLite file. `mysql::*` runs on the MySQL/MariaDB server
 //! named by `TXSOCK_TEST_MYSQL_URL` (`mysql://USER:PASS@HOST:PORT/DB`; each test creates and
-//! drops its own database `DB_<pid>_<test>`, so USER needs CREATE and DROP on `DB%`).
+//! drops its own database `DB_<pid>_<test>`, so USER needs CREATE and DROP on `DB%`, and
+//! PROCESS for the store tests that watch for a lock wait in `information_schema.INNODB_TRX`).
 //! `cargo xtask test` starts a throwaway MariaDB and sets it. When it is not set, the MySQL
 //! tests fail if `CI` is set or `TXSOCK_REQUIRE_MYSQL=1`, and otherwise print
 //! "skipped: TXSOCK_TEST_MYSQL_URL not set" and pass.

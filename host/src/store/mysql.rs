@@ -32,10 +32,20 @@
 //!   [`MAX_ATTEMPTS`] times, with a growing random pause. So does a connection lost before
 //!   `COMMIT` was sent (InnoDB rolls back a disconnected transaction); one lost after
 //!   `COMMIT` was sent is an error, as its outcome is unknown, and clients retry with the
-//!   same transfer ids. A batch of several requests that conflicts [`SPLIT_AFTER`] times is
+//!   same transfer ids. A batch of several requests that deadlocks (1213, or fails Galera
+//!   certification) [`SPLIT_AFTER`] times, or waits out one lock wait timeout (1205), is
 //!   committed in two halves, one after the other, each split again the same way
 //!   ([`MysqlStore::commit_splitting`]): a contended account then holds up or fails only
-//!   its own part of the batch, never the requests that merely shared its commit.
+//!   its own part of the batch, never the requests that merely shared its commit. Only
+//!   contention splits: lost connections, a node not ready (1047), snapshot conflicts and
+//!   duplicate keys keep their [`MAX_ATTEMPTS`] runs of the whole batch, as retrying them
+//!   unchanged succeeds, and a failed check after a `COMMIT` that succeeded is never run
+//!   again in parts (its outcome is unknown, not a conflict). A lock wait splits at once
+//!   and a part of a split batch gives up after one wait, because a row held for the whole
+//!   timeout (10 s) is held by a transaction that is stuck, and waiting for it again at
+//!   every level of the split would multiply the time the batch's sessions wait: so the
+//!   worst case is one wait per level (log2 of the batch's size, plus one), not
+//!   [`MAX_ATTEMPTS`] waits per level.
 //!
 //! Durability is the server's: with InnoDB's default `innodb_flush_log_at_trx_commit = 1`,
 //! `COMMIT` returns after the redo log is flushed, so an acknowledged transfer is on disk.
@@ -58,7 +68,9 @@
 //!   node has applied every transaction committed anywhere in the cluster before it began.
 //!   So the reads that decide (balances, earlier outcomes of an id, credentials) see what
 //!   any other node committed, and a retry of an id on another node sees its first outcome.
-//!   A batch's reads after its first locking read skip that wait ([`NO_CAUSAL_WAIT`]).
+//!   On MariaDB Galera, a batch's reads after its first locking read skip that wait
+//!   ([`NO_CAUSAL_WAIT`]); other Galera flavours (Percona XtraDB Cluster, MySQL wsrep) lack
+//!   `SET STATEMENT`, so there every read waits.
 //! - **One certification key per sender.** Every transaction that records outcomes for a
 //!   sender's transfer ids also writes that sender's marker row in `meta`
 //!   ([`SENDER_MARKER`]). A commit writes the sender's balance anyway, but a refusal writes
@@ -112,6 +124,22 @@ pub const MAX_ATTEMPTS: u32 = 8;
 /// [`MysqlStore::commit_splitting`]): a batch that lost this many times to other servers'
 /// commits on a Galera cluster likely will again, and a smaller write set conflicts less.
 pub const SPLIT_AFTER: u32 = 3;
+
+/// How many runs of one transaction each kind of contention allows before its error is
+/// returned; all failures together allow at most [`MAX_ATTEMPTS`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tries {
+    /// Runs ending in a deadlock or a Galera certification failure.
+    deadlocks: u32,
+    /// Runs ending in a lock wait timeout.
+    lock_waits: u32,
+}
+
+/// Every retry a transaction may have ([`MysqlStore::transaction`]).
+const ALL_TRIES: Tries = Tries {
+    deadlocks: MAX_ATTEMPTS,
+    lock_waits: MAX_ATTEMPTS,
+};
 
 /// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
 /// (version 0 is an empty database). MySQL cannot roll DDL back, so each statement is
@@ -202,8 +230,10 @@ const ER_WSREP_NOT_READY: u16 = 1047;
 /// documentation.
 const SENDER_MARKER: &str = "sender.";
 
-/// On Galera, the prefix of a read made while this transaction holds row locks: no causal
-/// wait (MySQL has neither the variable nor `SET STATEMENT`: used only on Galera).
+/// On MariaDB Galera, the prefix of a read made while this transaction holds row locks: no
+/// causal wait. `SET STATEMENT` is MariaDB's only (MySQL and Galera on MySQL, such as Percona
+/// XtraDB Cluster, answer a syntax error), so it is used only where the connection found
+/// both `wsrep_on` and MariaDB ([`is_mariadb`]); elsewhere the reads keep their causal wait.
 ///
 /// Why: the transaction's first statement (the locking read of its users) already waited
 /// until this node had applied everything committed in the cluster before it, and whatever
@@ -231,6 +261,8 @@ pub struct MysqlStore {
     opening_balance: Amount,
     /// Whether the database is a Galera cluster node (seen on the last connection made).
     galera: bool,
+    /// [`NO_CAUSAL_WAIT`] on a MariaDB Galera node, else empty (seen on the last connection).
+    no_causal_wait: &'static str,
     /// Whether every session is `READ ONLY` ([`Access::ReadOnly`]).
     read_only: bool,
 }
@@ -247,6 +279,9 @@ enum Failure {
 }
 
 fn classify(e: &anyhow::Error) -> Failure {
+    if e.downcast_ref::<OutcomeUnknown>().is_some() {
+        return Failure::Other;
+    }
     for cause in e.chain() {
         if cause.downcast_ref::<AbortedByCluster>().is_some() {
             return Failure::Conflict;
@@ -269,6 +304,49 @@ fn classify(e: &anyhow::Error) -> Failure {
         }
     }
     Failure::Other
+}
+
+/// Which contention ended a run, if any: a deadlock (1213, also a Galera certification
+/// failure, or [`AbortedByCluster`]) or a lock wait timeout (1205). Only these split a
+/// batch ([`MysqlStore::commit_splitting`]); an [`OutcomeUnknown`] never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contention {
+    /// 1213 or a certification failure: smaller write sets conflict less.
+    Deadlock,
+    /// 1205: a row held for the whole lock wait timeout.
+    LockWait,
+}
+
+/// The contention `e` reports, found however deep in its context chain (as [`classify`]).
+fn contention(e: &anyhow::Error) -> Option<Contention> {
+    if e.downcast_ref::<OutcomeUnknown>().is_some() {
+        return None;
+    }
+    for cause in e.chain() {
+        if cause.downcast_ref::<AbortedByCluster>().is_some() {
+            return Some(Contention::Deadlock);
+        }
+        if let Some(e) = cause.downcast_ref::<mysql::Error>() {
+            return match e {
+                mysql::Error::MySqlError(s) if s.code == 1213 => Some(Contention::Deadlock),
+                mysql::Error::MySqlError(s) if s.code == 1205 => Some(Contention::LockWait),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// The check after a `COMMIT` that succeeded failed ([`MysqlStore::recorded_count`]): the
+/// batch's outcome is unknown, whatever the cause ([`Failure::Other`]: never run again,
+/// whole or in parts; clients retry the same ids).
+#[derive(Debug)]
+struct OutcomeUnknown;
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("checking the outcomes a commit recorded")
+    }
 }
 
 /// Galera rolled this session's transaction back under it (a replicated transaction took its
@@ -305,11 +383,11 @@ fn liveness_token(c: &mut Conn) -> Result<u64> {
 /// The last statement before `COMMIT` on Galera: fails with [`AbortedByCluster`] (a conflict:
 /// roll back, run again) unless this transaction's token is still visible, i.e. the
 /// transaction that wrote it is the one about to commit.
-fn check_alive(c: &mut Conn, token: u64) -> Result<()> {
+fn check_alive(c: &mut Conn, token: u64, no_causal_wait: &str) -> Result<()> {
     // Only on Galera; a session table needs no causal wait (see `NO_CAUSAL_WAIT`).
     let found: Option<(u64,)> = first(
         c,
-        &format!("{NO_CAUSAL_WAIT} SELECT COUNT(*) FROM txsock_alive WHERE token = ?"),
+        &format!("{no_causal_wait} SELECT COUNT(*) FROM txsock_alive WHERE token = ?"),
         (token,),
     )?;
     if found != Some((1,)) {
@@ -389,6 +467,7 @@ impl MysqlStore {
             shown,
             opening_balance,
             galera: false,
+            no_causal_wait: "",
             read_only: access == Access::ReadOnly,
         };
         if access != Access::Create {
@@ -451,6 +530,11 @@ impl MysqlStore {
                     );
                 }
                 self.galera = galera;
+                self.no_causal_wait = if galera && is_mariadb(&mut conn)? {
+                    NO_CAUSAL_WAIT
+                } else {
+                    ""
+                };
                 conn
             }
         };
@@ -515,22 +599,24 @@ impl MysqlStore {
     /// Runs `body` in a transaction and commits it, retrying as the module documentation
     /// says. `body` must be safe to run again from the start.
     fn transaction<T>(&mut self, body: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
-        self.transaction_tries(MAX_ATTEMPTS, body)
+        self.transaction_tries(ALL_TRIES, body)
     }
 
-    /// [`MysqlStore::transaction`] with at most `attempts` runs (at least one).
+    /// [`MysqlStore::transaction`] with at most the runs `tries` allows (at least one).
     fn transaction_tries<T>(
         &mut self,
-        attempts: u32,
+        tries: Tries,
         mut body: impl FnMut(&mut Conn) -> Result<T>,
     ) -> Result<T> {
         let mut attempt = 1;
+        let (mut deadlocks, mut lock_waits) = (0, 0);
         loop {
             let mut commit_sent = false;
             // Connecting tells whether this is a Galera node.
             let connected = self.connect().map(|_| ());
             // A read-only session writes nothing that could be committed in part.
             let galera = self.galera && !self.read_only;
+            let no_causal_wait = self.no_causal_wait;
             let result = match connected.and_then(|()| self.connect()) {
                 Ok(c) => (|| {
                     c.query_drop("START TRANSACTION")?;
@@ -541,7 +627,7 @@ impl MysqlStore {
                     };
                     let value = body(c)?;
                     if let Some(token) = token {
-                        check_alive(c, token)?;
+                        check_alive(c, token, no_causal_wait)?;
                     }
                     commit_sent = true;
                     c.query_drop("COMMIT")?;
@@ -566,7 +652,16 @@ impl MysqlStore {
                 Failure::Connection => !commit_sent,
                 Failure::Other => false,
             };
-            if !again || attempt >= attempts {
+            match contention(&e) {
+                Some(Contention::Deadlock) => deadlocks += 1,
+                Some(Contention::LockWait) => lock_waits += 1,
+                None => {}
+            }
+            if !again
+                || attempt >= MAX_ATTEMPTS
+                || deadlocks >= tries.deadlocks
+                || lock_waits >= tries.lock_waits
+            {
                 return Err(e);
             }
             tracing::debug!("transaction attempt {attempt} rolled back, retrying: {e:#}");
@@ -575,7 +670,7 @@ impl MysqlStore {
         }
     }
     /// One run of a batch in one transaction (retried as [`MysqlStore::transaction`]
-    /// says, at most `attempts` times); `recorded` gets the `(sender, id)` of every outcome
+    /// says, at most as `tries` allows); `recorded` gets the `(sender, id)` of every outcome
     /// it recorded.
     fn batch_once(
         &mut self,
@@ -583,12 +678,13 @@ impl MysqlStore {
         names: &[&str],
         committed: &mut Vec<Committed>,
         recorded: &mut Vec<IdKey>,
-        attempts: u32,
+        tries: Tries,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
         let opening = self.opening_balance;
         let galera = self.galera;
-        self.transaction_tries(attempts, |c| {
+        let no_causal_wait = self.no_causal_wait;
+        self.transaction_tries(tries, |c| {
             committed.truncate(first_committed);
             recorded.clear();
             // First statement of the transaction: see the module documentation.
@@ -608,6 +704,7 @@ impl MysqlStore {
                         &mut balances,
                         committed,
                         galera,
+                        no_causal_wait,
                         recorded,
                     )?);
                     rest = &rest[run..];
@@ -701,6 +798,18 @@ fn causal_reads_if_galera(c: &mut Conn, read_only: bool) -> Result<bool> {
         )?;
     }
     Ok(galera)
+}
+
+/// Whether `c` is connected to MariaDB (its version says so: `10.11.6-MariaDB-…`), whose
+/// `SET STATEMENT` [`NO_CAUSAL_WAIT`] needs.
+fn is_mariadb(c: &mut Conn) -> Result<bool> {
+    let version: Option<(String,)> = first(c, "SELECT VERSION()", ())?;
+    Ok(version.is_some_and(|(v,)| names_mariadb(&v)))
+}
+
+/// Whether a server version string is MariaDB's.
+fn names_mariadb(version: &str) -> bool {
+    version.to_ascii_lowercase().contains("mariadb")
 }
 
 /// The user rows a batch writes, sorted and without repeats: the lock set.
@@ -950,7 +1059,7 @@ fn insert_rows(
 /// next attempt reads the outcome that another transaction recorded first).
 ///
 /// On Galera (`galera`), it also writes the marker row of every sender whose outcomes it
-/// records (see the module documentation). The `(sender, id)` of every outcome it records
+/// records (see the module documentation); `no_causal_wait` prefixes its outcome read. The `(sender, id)` of every outcome it records
 /// (journal or refusal) is added to `new_outcomes`.
 fn transfers(
     c: &mut Conn,
@@ -958,6 +1067,7 @@ fn transfers(
     balances: &mut Balances,
     committed: &mut Vec<Committed>,
     galera: bool,
+    no_causal_wait: &str,
     new_outcomes: &mut Vec<IdKey>,
 ) -> Result<Vec<LedgerReply>> {
     let now_ms = crate::clock::unix_millis();
@@ -1028,7 +1138,7 @@ fn transfers(
                  UNION ALL
                  SELECT from_user, transfer_id, to_user, amount, balance_at, code FROM refusals
                  WHERE (from_user, transfer_id) IN ({marks})",
-                if galera { NO_CAUSAL_WAIT } else { "" }
+                no_causal_wait
             ),
             Params::Positional(params),
         )?);
@@ -1330,20 +1440,20 @@ fn check_snapshot(c: &mut Conn) -> Result<CheckReport> {
 }
 
 impl MysqlStore {
-    /// Runs `batch` as one transaction (at most `attempts` runs of it after conflicts) and,
+    /// Runs `batch` as one transaction (at most the runs `tries` allows) and,
     /// on Galera, checks that its outcomes are in the database before anything is
     /// acknowledged.
     fn commit_batch(
         &mut self,
         batch: &[(LedgerRequest, Instant)],
         committed: &mut Vec<Committed>,
-        attempts: u32,
+        tries: Tries,
     ) -> Result<Vec<LedgerReply>> {
         let first_committed = committed.len();
         let names = lock_set(batch);
         let mut recorded = Vec::new();
         for attempt in 1..=MAX_ATTEMPTS {
-            let result = self.batch_once(batch, &names, committed, &mut recorded, attempts);
+            let result = self.batch_once(batch, &names, committed, &mut recorded, tries);
             if result.is_err() {
                 committed.truncate(first_committed);
             }
@@ -1374,10 +1484,11 @@ impl MysqlStore {
                      in the database: running the batch again (attempt {attempt})",
                     recorded.len()
                 ),
-                // The outcome is unknown: clients retry the same ids.
+                // The outcome is unknown: clients retry the same ids. Marked so that no
+                // caller takes it for a conflict of an uncommitted batch and runs it again.
                 Err(e) => {
                     committed.truncate(first_committed);
-                    return Err(e.context("checking the outcomes a commit recorded"));
+                    return Err(e.context(OutcomeUnknown));
                 }
             }
             committed.truncate(first_committed);
@@ -1385,11 +1496,13 @@ impl MysqlStore {
         bail!("the outcomes of a committed batch kept missing from the database")
     }
 
-    /// Commits `batch`; a batch of several requests that keeps conflicting with other
-    /// transactions ([`SPLIT_AFTER`] runs) is split in two halves, committed one after the
-    /// other (each split again the same way), so that one contended account delays its own
-    /// part of the batch instead of failing all of it. Request order is kept. A part that
-    /// still fails (a single request after [`MAX_ATTEMPTS`] runs) is answered
+    /// Commits `batch`; a batch of several requests that keeps deadlocking with other
+    /// transactions ([`SPLIT_AFTER`] runs) or waits out a lock wait timeout is split in two
+    /// halves, committed one after the other (each split again the same way), so that one
+    /// contended account delays its own part of the batch instead of failing all of it
+    /// (module documentation: which failures split, and why). Request order is kept. A part
+    /// that still fails (a single request after [`MAX_ATTEMPTS`] runs, or one lock wait) is
+    /// answered
     /// [`LedgerReply::Unavailable`] (`internal`: its clients retry the same ids) while the
     /// parts committed stay committed; only a failure of the undivided batch is an error.
     fn commit_splitting(
@@ -1398,18 +1511,26 @@ impl MysqlStore {
         committed: &mut Vec<Committed>,
         whole: bool,
     ) -> Result<Vec<LedgerReply>> {
-        let attempts = if batch.len() > 1 {
-            SPLIT_AFTER
+        let tries = if batch.len() > 1 {
+            Tries {
+                deadlocks: SPLIT_AFTER,
+                lock_waits: 1,
+            }
+        } else if whole {
+            ALL_TRIES
         } else {
-            MAX_ATTEMPTS
+            Tries {
+                deadlocks: MAX_ATTEMPTS,
+                lock_waits: 1,
+            }
         };
         let first_committed = committed.len();
-        let e = match self.commit_batch(batch, committed, attempts) {
+        let e = match self.commit_batch(batch, committed, tries) {
             Ok(replies) => return Ok(replies),
             Err(e) => e,
         };
         committed.truncate(first_committed);
-        if batch.len() > 1 && classify(&e) == Failure::Conflict {
+        if batch.len() > 1 && contention(&e).is_some() {
             tracing::debug!(
                 "a batch of {} requests kept conflicting, committing it in two parts: {e:#}",
                 batch.len()

@@ -67,6 +67,79 @@ fn each_failure_is_handled_as_its_kind_says() {
     );
 }
 
+/// Only contention splits a batch: a deadlock (also a cluster abort) or a lock wait
+/// timeout, told apart; not a snapshot conflict, a duplicate key, a lost connection or a node
+/// that is not ready, which a plain retry resolves, nor any other error. A failed check
+/// after a `COMMIT` that succeeded is no conflict at all, whatever its cause: its outcome is
+/// unknown, so it is never run again (review item 10).
+#[test]
+fn only_deadlocks_and_lock_waits_split_and_an_unknown_outcome_is_never_retried() {
+    for (code, kind) in [
+        (1213, Some(Contention::Deadlock)),
+        (1205, Some(Contention::LockWait)),
+        (1020, None),
+        (1062, None),
+        (1047, None),
+        (1064, None),
+    ] {
+        assert_eq!(contention(&server_error(code)), kind, "{code}");
+        assert_eq!(
+            contention(&server_error(code).context("running the batch")),
+            kind,
+            "{code} under a context"
+        );
+    }
+    assert_eq!(
+        contention(&anyhow::Error::new(AbortedByCluster).context("checking")),
+        Some(Contention::Deadlock)
+    );
+    let lost = mysql::Error::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(contention(&anyhow::Error::new(lost)), None);
+    assert_eq!(
+        contention(&anyhow!("deadlock 1213")),
+        None,
+        "a message is no cause"
+    );
+    for cause in [server_error(1213), server_error(1205), server_error(1047)] {
+        let unknown = cause.context(OutcomeUnknown);
+        assert_eq!(contention(&unknown), None, "{unknown:#}");
+        assert_eq!(classify(&unknown), Failure::Other, "{unknown:#}");
+        assert_eq!(
+            classify(&unknown.context("committing a batch")),
+            Failure::Other,
+            "under a context"
+        );
+    }
+    let unknown = server_error(1213).context(OutcomeUnknown);
+    let shown = format!("{unknown:#}");
+    assert!(
+        shown.starts_with("checking the outcomes a commit recorded: ") && shown.contains("1213"),
+        "{shown}"
+    );
+}
+
+/// `SET STATEMENT` ([`NO_CAUSAL_WAIT`]) is used only where the server's version names
+/// MariaDB: not on MySQL or Percona XtraDB Cluster, whose Galera lacks it (review item 13).
+#[test]
+fn only_a_mariadb_version_skips_the_causal_wait() {
+    for version in [
+        "10.11.6-MariaDB-0+deb12u1",
+        "11.4.2-MariaDB",
+        "5.5.5-10.6.16-MariaDB-log",
+        "10.6.16-mariadb",
+    ] {
+        assert!(names_mariadb(version), "{version}");
+    }
+    for version in [
+        "8.0.36-28.1",
+        "8.0.35",
+        "5.7.44-log",
+        "8.0.36-28 Percona XtraDB Cluster",
+    ] {
+        assert!(!names_mariadb(version), "{version}");
+    }
+}
+
 /// The pause before attempt `n + 1` is 1 ms up to 2^n ms, at most 0.5 s: random within
 /// that, and reaching near its ceiling.
 #[test]
@@ -259,21 +332,22 @@ fn a_transaction_whose_token_is_gone_is_a_conflict() {
         !causal_reads_if_galera(&mut c, false).unwrap(),
         "no cluster"
     );
+    assert!(is_mariadb(&mut c).unwrap(), "the test server is MariaDB");
     c.query_drop(
         "CREATE TEMPORARY TABLE txsock_alive (token BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
     )
     .unwrap();
     c.query_drop("SET SESSION autocommit = 0").unwrap();
     let first = liveness_token(&mut c).unwrap();
-    check_alive(&mut c, first).expect("the token is there");
+    check_alive(&mut c, first, NO_CAUSAL_WAIT).expect("the token is there");
     c.query_drop("ROLLBACK").unwrap();
-    let e = check_alive(&mut c, first).expect_err("rolled back");
+    let e = check_alive(&mut c, first, NO_CAUSAL_WAIT).expect_err("rolled back");
     assert_eq!(classify(&e), Failure::Conflict);
     let second = liveness_token(&mut c).unwrap();
     let third = liveness_token(&mut c).unwrap();
     assert_ne!(second, third, "each transaction has its own token");
-    check_alive(&mut c, third).expect("the latest token is there");
-    let e = check_alive(&mut c, second).expect_err("replaced");
+    check_alive(&mut c, third, NO_CAUSAL_WAIT).expect("the latest token is there");
+    let e = check_alive(&mut c, second, NO_CAUSAL_WAIT).expect_err("replaced");
     assert_eq!(classify(&e), Failure::Conflict);
     let tokens: Vec<u64> = c.query("SELECT token FROM txsock_alive").unwrap();
     assert_eq!(tokens, [third], "one token at a time");
@@ -407,6 +481,71 @@ fn a_transaction_retries_conflicts_and_lost_connections_and_nothing_else() {
     );
 }
 
+/// A batch's runs as [`MysqlStore::commit_splitting`] allows them for several requests
+/// (review items 9 and 11): [`SPLIT_AFTER`] deadlocks, or one lock wait, end it (to be split);
+/// lost connections before `COMMIT` (a node leaving the cluster, 1047) and duplicate keys keep
+/// their [`MAX_ATTEMPTS`] runs, and so do deadlocks mixed with them.
+#[test]
+fn a_batch_gives_up_to_split_only_on_deadlocks_or_a_lock_wait() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_tries") else {
+        return;
+    };
+    let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Create).unwrap();
+    let split = Tries {
+        deadlocks: SPLIT_AFTER,
+        lock_waits: 1,
+    };
+    let lost = || {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        anyhow::Error::new(mysql::Error::IoError(reset))
+    };
+    // Each case: the error every run ends with, and how many runs happen.
+    let cases = [
+        ("deadlocks", 1213, SPLIT_AFTER),
+        ("a lock wait", 1205, 1),
+        ("not ready", ER_WSREP_NOT_READY, MAX_ATTEMPTS),
+        ("duplicate keys", ER_DUP_ENTRY, MAX_ATTEMPTS),
+    ];
+    for (what, code, runs_expected) in cases {
+        let mut runs = 0;
+        let e = store
+            .transaction_tries(split, |_| -> Result<()> {
+                runs += 1;
+                Err(server_error(code))
+            })
+            .unwrap_err();
+        assert_eq!(runs, runs_expected, "{what}: {e:#}");
+    }
+    // Five lost connections, then a commit: more runs than SPLIT_AFTER, one outcome.
+    let mut runs = 0;
+    store
+        .transaction_tries(split, |c| {
+            runs += 1;
+            if runs <= 5 {
+                return Err(lost());
+            }
+            c.query_drop("INSERT INTO meta (meta_key, meta_value) VALUES ('try.lost', x'00')")?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(runs, 6);
+    assert_eq!(tries(&db.url), ["try.lost"]);
+    // Deadlocks between lost connections: the third deadlock ends it, not the runs.
+    let mut runs = 0;
+    let e = store
+        .transaction_tries(split, |_| -> Result<()> {
+            runs += 1;
+            Err(if runs % 2 == 1 {
+                lost()
+            } else {
+                server_error(1213)
+            })
+        })
+        .unwrap_err();
+    assert_eq!(runs, 6, "{e:#}");
+    assert_eq!(contention(&e), Some(Contention::Deadlock));
+}
+
 /// The read-back after a Galera commit ([`MysqlStore::recorded_count`]): it counts every
 /// `(sender, id)` with an outcome, committed or refused, and nothing else, also across the
 /// chunks a long list is read in.
@@ -517,19 +656,21 @@ fn batch_in_thread(
     })
 }
 
-/// Waits until a statement of another connection to this test's database has run for half
-/// a second (a statement waiting for a lock the test holds; the store's own statements take
-/// milliseconds). Panics after 8 s, before the store's 10 s lock wait runs out.
+/// Waits until a transaction of another connection to this test's database waits for a row
+/// lock (InnoDB's `LOCK WAIT`: a lock the test holds), however long it has run. Panics after
+/// 8 s, before the store's 10 s lock wait runs out. Reading `INNODB_TRX` needs the `PROCESS`
+/// privilege (`cargo xtask test`'s server grants it).
 fn wait_until_blocked(watch: &mut Conn) {
     let started = std::time::Instant::now();
     loop {
         let waiting: Option<u64> = watch
             .query_first(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST
-                 WHERE ID <> CONNECTION_ID() AND DB = DATABASE() AND INFO IS NOT NULL
-                   AND TIME_MS > 500",
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX t
+                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
+                 WHERE t.trx_state = 'LOCK WAIT' AND p.ID <> CONNECTION_ID()
+                   AND p.DB = DATABASE()",
             )
-            .unwrap();
+            .expect("reading information_schema.INNODB_TRX (needs the PROCESS privilege)");
         if waiting.unwrap_or(0) > 0 {
             return;
         }
@@ -537,7 +678,9 @@ fn wait_until_blocked(watch: &mut Conn) {
             started.elapsed() < Duration::from_secs(8),
             "the batch never waited for the test's lock"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        // InnoDB refreshes what INNODB_TRX shows only after 100 ms without a read of it:
+        // polled faster, it would show the first answer for ever.
+        std::thread::sleep(Duration::from_millis(150));
     }
 }
 
@@ -805,8 +948,8 @@ fn a_liveness_token_keeps_all_its_bits() {
         c.query_drop("DELETE FROM txsock_alive").unwrap();
         c.exec_drop("INSERT INTO txsock_alive (token) VALUES (?)", (token,))
             .unwrap();
-        check_alive(&mut c, token).expect("found as written");
-        check_alive(&mut c, token >> 1).expect_err("another token");
+        check_alive(&mut c, token, NO_CAUSAL_WAIT).expect("found as written");
+        check_alive(&mut c, token >> 1, "").expect_err("another token");
     }
 }
 
@@ -912,9 +1055,12 @@ fn a_registration_that_fails_part_way_leaves_nothing_behind() {
 
 /// A batch that keeps conflicting is committed in parts ([`MysqlStore::commit_splitting`]):
 /// with one account's row held locked by another transaction, only the transfer that needs
-/// it is answered `Unavailable` (`internal`); the others commit, in request order, and that
-/// one commits exactly once when sent again after the lock is gone. A single request that
-/// keeps conflicting fails as before (the whole batch's error).
+/// it is answered `Unavailable` (`internal`, after one lock wait: a part gives up at once);
+/// the others commit, in request order, and that one commits exactly once when sent again
+/// after the lock is gone. A single request that keeps conflicting fails as before (the
+/// whole batch's error, after [`MAX_ATTEMPTS`] waits). Relies on MariaDB, the conformance
+/// backend: `innodb_lock_wait_timeout = 0` makes a lock wait fail at once there (NOWAIT),
+/// while MySQL 8 raises it to its minimum of 1 s (the test then takes ~11 s).
 #[test]
 fn a_batch_that_keeps_conflicting_is_split_and_only_the_contended_part_fails() {
     let Some(db) = conformance::MysqlBackend::new("mysql_split") else {
