@@ -411,6 +411,14 @@ fn reader_cases() -> Vec<(&'static str, Result<Request, MessageError>)> {
             "{\"op\":\"ping\",\"note\":\"a\\\"b\"}",
             Err(MessageError::Syntax),
         ),
+        // An ignored array of several elements, skipped by the tie-breaker's `skip_ignored`,
+        // whose loop steps over each comma. A request nests nothing (`precheck` refuses a
+        // second level), so the array hides from it behind the unquoted `a"`, which
+        // precheck takes for the start of a string and the readers for a bare value.
+        (
+            "{\"x\":a\",\"y\":[1, 2 ,[3,4]],\"op\":\"launch\"}",
+            Err(MessageError::UnknownOp),
+        ),
     ]
 }
 
