@@ -249,34 +249,8 @@ impl CommitQueue {
 
 /// Takes up to a batch off the queue and commits it, then answers it; takes none if the
 /// queue held more than `at_most` requests. The caller holds the committer, so no other
-/// batch is taken meanwhile. A panic in the commit (or in answering it) is caught here: the
-/// batch's requests are answered `Unavailable` and the committer stays usable.
+/// batch is taken meanwhile.
 fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        take_and_commit(shared, committer, at_most)
-    }));
-    if let Err(panic) = outcome {
-        let what = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic");
-        // Dropping the senders answers their sessions `Unavailable`.
-        let requests = committer.reply_to.len();
-        committer.reply_to.clear();
-        committer.batch.clear();
-        committer.committed.clear();
-        crate::metrics::commit_failed();
-        tracing::error!("commit of {requests} requests panicked (all answered internal): {what}");
-        shared.audit.write(
-            Log::Errors,
-            format_args!("storage_failure requests={requests} error=panic: {what}"),
-        );
-    }
-}
-
-/// [`commit_one_batch`] without the panic guard.
-fn take_and_commit(shared: &Shared, committer: &mut Committer, at_most: usize) {
     let Committer {
         store,
         batch,
@@ -301,7 +275,21 @@ fn take_and_commit(shared: &Shared, committer: &mut Committer, at_most: usize) {
     }
     committed.clear();
     let started = std::time::Instant::now();
-    let replies = match store.execute_batch(batch, committed) {
+    // A panic in the store is a failed commit (every request answered `Unavailable`, one
+    // `storage_failure` line); the store is told, so that it drops whatever transaction the
+    // panic left open, and the next batch commits as usual.
+    let outcome = catch_unwind(AssertUnwindSafe(|| store.execute_batch(batch, committed)))
+        .unwrap_or_else(|panic| {
+            store.recover_from_panic();
+            committed.clear();
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic");
+            Err(anyhow::anyhow!("panic: {what}"))
+        });
+    let replies = match outcome {
         Ok(replies) => {
             let elapsed = started.elapsed();
             crate::metrics::commit(batch, &replies, committed.len(), elapsed);

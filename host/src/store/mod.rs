@@ -138,6 +138,13 @@ pub trait Store: Send + 'static {
     fn commits_locally(&self) -> bool {
         false
     }
+
+    /// Called after [`Store::execute_batch`] panicked: leaves the store fit for the next
+    /// batch. The default does nothing, which suits a store whose open transaction rolls
+    /// back as the panic unwinds (SQLite's `Transaction` does on drop); a store that keeps a
+    /// transaction open on a connection it keeps (MySQL) must drop that connection, or the
+    /// next batch would commit the panicked one's partial writes.
+    fn recover_from_panic(&mut self) {}
 }
 
 /// How a command opens its store.

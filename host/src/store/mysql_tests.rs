@@ -656,6 +656,14 @@ fn batch_in_thread(
     })
 }
 
+/// Held by each test that calls [`wait_until_blocked`], for the whole test: InnoDB refreshes
+/// what `INNODB_TRX` shows only after 100 ms in which nobody read it, so two tests polling it
+/// at once (libtest runs tests in parallel) could keep it from ever refreshing.
+fn lock_watchers() -> std::sync::MutexGuard<'static, ()> {
+    static WATCHERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    WATCHERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Waits until a transaction of another connection to this test's database waits for a row
 /// lock (InnoDB's `LOCK WAIT`: a lock the test holds), however long it has run. Panics after
 /// 8 s, before the store's 10 s lock wait runs out. Reading `INNODB_TRX` needs the `PROCESS`
@@ -700,6 +708,7 @@ fn transfer_outcome(reply: &LedgerReply) -> txsock_core::ledger::TransferOutcome
 /// the batch while the batch waits for it.
 #[test]
 fn a_waiting_batch_holds_no_account_that_comes_later_in_the_lock_order() {
+    let _one_at_a_time = lock_watchers();
     let Some(db) = conformance::MysqlBackend::new("mysql_lock_order") else {
         return;
     };
@@ -746,6 +755,7 @@ fn a_waiting_batch_holds_no_account_that_comes_later_in_the_lock_order() {
 /// before that, in the same transaction, would fix a snapshot without the refusal.)
 #[test]
 fn a_refusal_recorded_while_a_batch_waits_is_its_answer() {
+    let _one_at_a_time = lock_watchers();
     let Some(db) = conformance::MysqlBackend::new("mysql_refusal_final") else {
         return;
     };
@@ -811,6 +821,7 @@ fn a_refusal_recorded_while_a_batch_waits_is_its_answer() {
 /// transfer is recorded once.
 #[test]
 fn a_deadlock_in_a_registration_runs_the_batch_again() {
+    let _one_at_a_time = lock_watchers();
     let Some(db) = conformance::MysqlBackend::new("mysql_register_deadlock") else {
         return;
     };
