@@ -1212,9 +1212,12 @@ fn read_backs(calls: &std::sync::atomic::AtomicU32) -> u32 {
     calls.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// What another server sees: every balance, by name, and every transfer in the journal
-/// (sender, id, amount), in order.
-fn ledger_of(url: &str) -> (Vec<(String, i64)>, Vec<(String, String, i64)>) {
+/// A journal entry of a transfer: sender, id, amount.
+type Entry = (String, String, i64);
+
+/// What another server sees: every balance, by name, and every transfer in the journal,
+/// in order.
+fn ledger_of(url: &str) -> (Vec<(String, i64)>, Vec<Entry>) {
     let mut c = raw(url);
     let balances = c
         .query("SELECT name, balance FROM users ORDER BY name")
@@ -1235,7 +1238,7 @@ fn now_batch(requests: &[LedgerRequest]) -> Vec<(LedgerRequest, Instant)> {
         .collect()
 }
 
-fn entry(from: &str, id: &str, amount: i64) -> (String, String, i64) {
+fn entry(from: &str, id: &str, amount: i64) -> Entry {
     (from.to_string(), id.to_string(), amount)
 }
 
