@@ -1471,3 +1471,62 @@ fn a_read_back_that_fails_leaves_the_outcome_unknown_and_the_resent_id_gets_the_
         (balances(700, 1_300), vec![entry("alice", "t1", 300)])
     );
 }
+
+/// The rollbacks of `store`'s session so far: one per run of a transaction that failed.
+fn rollbacks(store: &mut MysqlStore) -> u64 {
+    let row: Option<(String, u64)> = store
+        .connect()
+        .unwrap()
+        .query_first("SHOW SESSION STATUS LIKE 'Com_rollback'")
+        .unwrap();
+    row.unwrap().1
+}
+
+/// A batch of several requests that waits out a lock wait is split at once, and its
+/// contended part, a single request, gives up after its one wait too: the batch waits once
+/// per level of the split (here two: the whole batch, then the request), not
+/// [`MAX_ATTEMPTS`] times, which is the bound the module documentation gives (a row held
+/// for a whole lock wait is held by a stuck transaction). Counted as the failed runs, each
+/// rolled back on the store's session; the request that shared the batch commits.
+#[test]
+fn a_lock_wait_splits_a_batch_at_once_and_its_part_waits_once() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_waits") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob", "carol", "dave"], 1_000);
+    // A lock wait fails at once (1205) instead of after 10 s.
+    store
+        .connect()
+        .unwrap()
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
+        .unwrap();
+    let mut holder = raw(&db.url);
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
+        .unwrap();
+    let before = rollbacks(&mut store);
+    let mut committed = Vec::new();
+    let replies = store
+        .execute_batch(
+            &now_batch(&[
+                transfer("alice", "t1", "bob", 300),
+                transfer("carol", "t2", "dave", 300),
+            ]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    assert!(
+        matches!(replies[1], LedgerReply::Unavailable),
+        "{replies:?}"
+    );
+    assert_eq!(
+        rollbacks(&mut store) - before,
+        2,
+        "one wait for the whole batch, one for its contended part"
+    );
+    holder.query_drop("ROLLBACK").unwrap();
+    let (_, journal) = ledger_of(&db.url);
+    assert_eq!(journal, [entry("alice", "t1", 300)]);
+}
