@@ -1487,7 +1487,8 @@ fn rollbacks(store: &mut MysqlStore) -> u64 {
 /// per level of the split (here two: the whole batch, then the request), not
 /// [`MAX_ATTEMPTS`] times, which is the bound the module documentation gives (a row held
 /// for a whole lock wait is held by a stuck transaction). Counted as the failed runs, each
-/// rolled back on the store's session; the request that shared the batch commits.
+/// rolled back on the store's session; the request that shared the batch commits. A batch
+/// of one request, which cannot split, keeps its [`MAX_ATTEMPTS`] runs.
 #[test]
 fn a_lock_wait_splits_a_batch_at_once_and_its_part_waits_once() {
     let Some(db) = conformance::MysqlBackend::new("mysql_split_waits") else {
@@ -1526,6 +1527,17 @@ fn a_lock_wait_splits_a_batch_at_once_and_its_part_waits_once() {
         2,
         "one wait for the whole batch, one for its contended part"
     );
+    // A batch of one request cannot split: it keeps its MAX_ATTEMPTS runs, then is the
+    // batch's error.
+    let before = rollbacks(&mut store);
+    let e = store
+        .execute_batch(
+            &now_batch(&[transfer("carol", "t3", "dave", 300)]),
+            &mut committed,
+        )
+        .unwrap_err();
+    assert_eq!(contention(&e), Some(Contention::LockWait), "{e:#}");
+    assert_eq!(rollbacks(&mut store) - before, u64::from(MAX_ATTEMPTS));
     holder.query_drop("ROLLBACK").unwrap();
     let (_, journal) = ledger_of(&db.url);
     assert_eq!(journal, [entry("alice", "t1", 300)]);
