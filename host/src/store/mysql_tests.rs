@@ -511,6 +511,8 @@ fn a_batch_gives_up_to_split_only_on_deadlocks_or_a_lock_wait() {
         let e = store
             .transaction_tries(split, |_| -> Result<()> {
                 runs += 1;
+                // A failure, not a hang, when the runs are not counted (mysql-seam).
+                assert!(runs <= MAX_ATTEMPTS, "{what}: more runs than allowed");
                 Err(server_error(code))
             })
             .unwrap_err();
@@ -1346,13 +1348,20 @@ fn a_failed_galera_batch_is_its_error_and_is_not_read_back() {
         .unwrap();
     as_galera_node(&mut store);
     let calls = on_read_back(&mut store, |_| {});
-    let mut committed = Vec::new();
-    let e = store
-        .execute_batch(
+    // In a thread of its own: a batch run again and again is a failure here, not a hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut committed = Vec::new();
+        let result = store.execute_batch(
             &now_batch(&[transfer("alice", "t1", "bob", 300)]),
             &mut committed,
-        )
-        .unwrap_err();
+        );
+        let _ = done.send((result, committed));
+    });
+    let (result, committed) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the failed batch is still being run after 60 s");
+    let e = result.unwrap_err();
     assert!(
         format!("{e:#}").contains("journal closed by the test"),
         "the cause is named: {e:#}"
