@@ -283,14 +283,15 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let (queue, worker, probe) = start_probe(dir.path(), locally);
             until_the_worker_sleeps(&queue);
-            probe.hold_next.store(true, Ordering::SeqCst);
-            let release = Release(probe.clone());
             // Two workers: a store that commits locally may then be committed inline.
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_time()
                 .build()
                 .unwrap();
+            probe.hold_next.store(true, Ordering::SeqCst);
+            // Dropped before the runtime, which could not end with a worker in the store.
+            let release = Release(probe.clone());
             let beats = Arc::new(Mutex::new(Vec::new()));
             let seen = beats.clone();
             let task = runtime.spawn(probe_ledger(
