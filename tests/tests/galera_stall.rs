@@ -46,33 +46,55 @@ fn case(cluster: &Cluster, name: &str, holder_writes: bool, holder_reads: bool) 
             .unwrap();
     }
     let started = Instant::now();
-    other
-        .query_drop("UPDATE stall SET v = v + 1 WHERE id = 1")
-        .unwrap();
-    let remote_commit = started.elapsed();
-    let (read, read_took) = if holder_reads {
-        holder
+    let (read, read_took, remote_commit) = if holder_reads {
+        // The holder reads causally over and over while node 1's write arrives, so that a
+        // read is under way when the applier needs the holder's lock.
+        let remote = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let began = Instant::now();
+            other
+                .query_drop("UPDATE stall SET v = v + 1 WHERE id = 1")
+                .map_err(|e| e.to_string())
+                .map(|()| began.elapsed())
+        });
+        let mut slowest = Duration::ZERO;
+        let mut read: Result<Option<i64>, String> = Ok(None);
+        let set = holder
             .query_drop("SET SESSION wsrep_sync_wait = 1")
-            .unwrap();
-        let began = Instant::now();
-        let read: Result<Option<i64>, _> = holder.query_first("SELECT v FROM stall WHERE id = 2");
-        (read.map_err(|e| e.to_string()), began.elapsed())
+            .map_err(|e| e.to_string());
+        if let Err(e) = set {
+            read = Err(e);
+        }
+        while read.is_ok() && started.elapsed() < Duration::from_millis(300) {
+            let began = Instant::now();
+            read = holder
+                .query_first("SELECT v FROM stall WHERE id = 2")
+                .map_err(|e| e.to_string());
+            slowest = slowest.max(began.elapsed());
+        }
+        let remote = remote.join().expect("the remote writer");
+        (read, slowest, remote)
     } else {
+        let remote = other
+            .query_drop("UPDATE stall SET v = v + 1 WHERE id = 1")
+            .map_err(|e| e.to_string())
+            .map(|()| started.elapsed());
         let mut reader = connect(cluster, 0);
         reader
             .query_drop("SET SESSION wsrep_sync_wait = 1")
             .unwrap();
         let began = Instant::now();
-        let read: Result<Option<i64>, _> = reader.query_first("SELECT v FROM stall WHERE id = 1");
-        (read.map_err(|e| e.to_string()), began.elapsed())
+        let read = reader
+            .query_first("SELECT v FROM stall WHERE id = 1")
+            .map_err(|e| e.to_string());
+        (read, began.elapsed(), remote)
     };
     let holder_after = holder.query_drop("COMMIT").map_err(|e| e.to_string());
     let row: Option<i64> = connect(cluster, 0)
         .query_first("SELECT v FROM stall WHERE id = 1")
         .unwrap();
     println!(
-        "{name}: remote commit {} ms; causal read {} ms -> {read:?}; holder's COMMIT -> {holder_after:?}; row 1 now {row:?}",
-        remote_commit.as_millis(),
+        "{name}: remote commit {remote_commit:?}; slowest causal read {} ms -> {read:?}; holder's COMMIT -> {holder_after:?}; row 1 now {row:?}",
         read_took.as_millis()
     );
 }
