@@ -267,6 +267,12 @@ pub struct MysqlStore {
     no_causal_wait: &'static str,
     /// Whether every session is `READ ONLY` ([`Access::ReadOnly`]).
     read_only: bool,
+    /// Transactions the last [`Store::execute_batch`] committed (several after a split).
+    batch_transactions: u64,
+    /// Test seam: when set, the next transaction panics right before its `COMMIT` (after
+    /// all its writes), as a bug in the ledger code would (`Store::recover_from_panic`).
+    #[cfg(test)]
+    pub(super) panic_before_commit: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a failed statement is handled.
@@ -471,6 +477,9 @@ impl MysqlStore {
             galera: false,
             no_causal_wait: "",
             read_only: access == Access::ReadOnly,
+            batch_transactions: 0,
+            #[cfg(test)]
+            panic_before_commit: Default::default(),
         };
         if access != Access::Create {
             store.require_schema(access == Access::ReadOnly)?;
@@ -619,6 +628,8 @@ impl MysqlStore {
             // A read-only session writes nothing that could be committed in part.
             let galera = self.galera && !self.read_only;
             let no_causal_wait = self.no_causal_wait;
+            #[cfg(test)]
+            let panic_before_commit = self.panic_before_commit.clone();
             let result = match connected.and_then(|()| self.connect()) {
                 Ok(c) => (|| {
                     c.query_drop("START TRANSACTION")?;
@@ -630,6 +641,10 @@ impl MysqlStore {
                     let value = body(c)?;
                     if let Some(token) = token {
                         check_alive(c, token, no_causal_wait)?;
+                    }
+                    #[cfg(test)]
+                    if panic_before_commit.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        panic!("the test panics before COMMIT");
                     }
                     commit_sent = true;
                     c.query_drop("COMMIT")?;
@@ -1530,7 +1545,10 @@ impl MysqlStore {
         };
         let first_committed = committed.len();
         let e = match self.commit_batch(batch, committed, tries) {
-            Ok(replies) => return Ok(replies),
+            Ok(replies) => {
+                self.batch_transactions += 1;
+                return Ok(replies);
+            }
             Err(e) => e,
         };
         committed.truncate(first_committed);
@@ -1567,7 +1585,12 @@ impl Store for MysqlStore {
         batch: &[(LedgerRequest, Instant)],
         committed: &mut Vec<Committed>,
     ) -> Result<Vec<LedgerReply>> {
+        self.batch_transactions = 0;
         self.commit_splitting(batch, committed, true)
+    }
+
+    fn last_batch_transactions(&self) -> u64 {
+        self.batch_transactions
     }
 
     fn server_secret(&mut self) -> Result<[u8; 32]> {

@@ -1136,6 +1136,9 @@ fn a_batch_that_keeps_conflicting_is_split_and_only_the_contended_part_fails() {
     );
     let ids: Vec<&str> = committed.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["t1", "t3", "t4"]);
+    // [t1] and [t3, t4] committed, one transaction each; [t2] failed (review item 14:
+    // the commit count is the transactions).
+    assert_eq!(store.last_batch_transactions(), 2);
 
     // One request alone that keeps conflicting: the batch's error, nothing written.
     let e = store
@@ -1159,6 +1162,7 @@ fn a_batch_that_keeps_conflicting_is_split_and_only_the_contended_part_fails() {
         .unwrap();
     assert!(replies.iter().all(ok), "{replies:?}");
     assert_eq!(again.len(), 1);
+    assert_eq!(store.last_batch_transactions(), 1);
     assert_eq!(journal(&mut conn), ["t1", "t3", "t4", "t2"]);
     assert_eq!(
         balances(&mut conn),
@@ -1168,6 +1172,79 @@ fn a_batch_that_keeps_conflicting_is_split_and_only_the_contended_part_fails() {
             ("carol".to_string(), 999),
             ("dave".to_string(), 1001)
         ]
+    );
+}
+
+/// Review 2, A1 (gc-leftovers): a panic inside a batch's transaction, after its writes and
+/// before its `COMMIT`, through the group commit as a server runs it. The batch is answered
+/// `Unavailable`, and the next batch, on the same store, does not commit the half-done
+/// work: `Store::recover_from_panic` drops the connection, so the server rolls the open
+/// transaction back instead of the next `START TRANSACTION` committing it. Sent again, the
+/// transfer commits as new, once.
+#[test]
+fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_panic") else {
+        return;
+    };
+    let store = store_with(&db.url, &["alice", "bob"], 1000);
+    let panic_next = store.panic_before_commit.clone();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = std::sync::Arc::new(crate::audit::Audit::open(dir.path()).expect("audit logs"));
+    let (queue, worker) = crate::group_commit::spawn(Box::new(store), audit, 512);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let send = |request: LedgerRequest| {
+        let reply = queue.queue(request, Instant::from_millis(1_000));
+        queue.commit_now(1);
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), reply).await })
+            .expect("answered within 60 s")
+    };
+    let journal = |conn: &mut Conn| -> Vec<String> {
+        conn.query("SELECT transfer_id FROM journal WHERE kind = 'transfer' ORDER BY seq")
+            .unwrap()
+    };
+    let balances = |conn: &mut Conn| -> Vec<(String, i64)> {
+        conn.query("SELECT name, balance FROM users ORDER BY name")
+            .unwrap()
+    };
+    let mut conn = raw(&db.url);
+
+    panic_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        send(transfer("alice", "t1", "bob", 100)),
+        LedgerReply::Unavailable
+    ));
+    assert!(
+        !panic_next.load(std::sync::atomic::Ordering::SeqCst),
+        "the batch reached its COMMIT"
+    );
+    let reply = send(transfer("alice", "t2", "bob", 10));
+    assert_eq!(transfer_outcome(&reply).result, Ok(()));
+    assert_eq!(
+        journal(&mut conn),
+        ["t2"],
+        "t1 was committed by the next batch"
+    );
+    assert_eq!(
+        balances(&mut conn),
+        [("alice".to_string(), 990), ("bob".to_string(), 1010)]
+    );
+    let reply = send(transfer("alice", "t1", "bob", 100));
+    assert_eq!(transfer_outcome(&reply).result, Ok(()));
+    assert_eq!(journal(&mut conn), ["t2", "t1"]);
+    assert_eq!(
+        balances(&mut conn),
+        [("alice".to_string(), 890), ("bob".to_string(), 1110)]
+    );
+    drop(queue);
+    worker.join();
+    let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(
+        errors.contains("storage_failure requests=1 error=panic: the test panics before COMMIT"),
+        "{errors}"
     );
 }
 
