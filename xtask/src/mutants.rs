@@ -20,8 +20,10 @@ use crate::mariadb;
 use crate::prerequisites::is_root;
 use crate::util::{self, display, Error};
 
-/// The MySQL store: its mutants need a MariaDB server to be judged.
-const MYSQL_STORE: &str = "host/src/store/mysql.rs";
+/// The files whose mutants need a MariaDB server to be judged: the MySQL store, and the
+/// store module, whose `Store` trait's default methods are the MySQL store's (only a MySQL
+/// test sees `Store::commits_locally`'s default).
+const NEEDS_MARIADB: &[&str] = &["host/src/store/mysql.rs", "host/src/store/mod.rs"];
 
 /// The host's storage module and the firmware's device: mutated only with `--all`.
 const HOST_AND_DEVICE: &[&str] = &[
@@ -421,10 +423,10 @@ fn run_file(
     if let Some(timeout) = timeout {
         command.arg(format!("--timeout={timeout}"));
     }
-    // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`.
-    // The other files' mutants are judged without it (the conformance suite skips MySQL),
-    // which saves its tests' time on every mutant.
-    let _mariadb = if file.trim_start_matches("./") == MYSQL_STORE {
+    // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`
+    // ([`NEEDS_MARIADB`]). The other files' mutants are judged without it (the conformance
+    // suite skips MySQL), which saves its tests' time on every mutant.
+    let _mariadb = if NEEDS_MARIADB.contains(&file.trim_start_matches("./")) {
         mariadb::provide(&mut command)?
     } else {
         None

@@ -792,7 +792,7 @@ impl MysqlStore {
 
 /// A random pause before attempt `attempt + 1`: up to 2^attempt ms, at most 0.5 s, so that
 /// transactions that collided do not collide again in step.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling = (1u64 << attempt.min(9)).min(500);
     let jitter = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) % ceiling;
     Duration::from_millis(1 + jitter)

@@ -1247,3 +1247,94 @@ fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
         "{errors}"
     );
 }
+
+// The rest of the store outside the batch path (issue 22, mutants-mysql-rest, sixth stop).
+
+/// A batch that panicked may leave its transaction open on the store's connection, with
+/// some of its writes done (here: money taken from alice and journalled nowhere). After
+/// [`Store::recover_from_panic`] the next batch commits only its own work: the half-done
+/// transaction is rolled back, never committed with it (a `START TRANSACTION` on the same
+/// connection would commit it implicitly).
+#[test]
+fn a_panicked_batchs_half_done_writes_are_never_committed() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_panic_recovery") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 100);
+    let c = store.connect().unwrap();
+    c.query_drop("START TRANSACTION").unwrap();
+    c.query_drop("UPDATE users SET balance = balance - 40 WHERE name = 'alice'")
+        .unwrap();
+    store.recover_from_panic();
+    let batch = [(
+        transfer("bob", "t1", "alice", 5),
+        Instant::from_millis(1_000),
+    )];
+    let replies = store.execute_batch(&batch, &mut Vec::new()).unwrap();
+    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    let balances: Vec<(String, i64)> = raw(&db.url)
+        .query("SELECT CAST(name AS CHAR), balance FROM users ORDER BY name")
+        .unwrap();
+    assert_eq!(
+        balances,
+        [("alice".to_string(), 105), ("bob".to_string(), 95)],
+        "the panicked batch's write was committed by the next one"
+    );
+    assert_eq!(store.check().unwrap().problems, Vec::<String>::new());
+}
+
+/// A session never waits for a MySQL commit: the store's commits can wait seconds (here,
+/// for a row another server holds), so the group commit runs them on its own thread and
+/// `commit_now`, called on a session's thread, returns while the batch still waits. Only a
+/// store whose commit is a local file's may run one on the caller's thread
+/// ([`Store::commits_locally`]).
+#[test]
+fn a_session_never_waits_for_a_mysql_commit() {
+    let _one_at_a_time = lock_watchers();
+    let Some(db) = conformance::MysqlBackend::new("mysql_not_inline") else {
+        return;
+    };
+    let store = store_with(&db.url, &["alice", "bob"], 100);
+    let mut other_server = raw(&db.url);
+    other_server.query_drop("START TRANSACTION").unwrap();
+    other_server
+        .query_drop("SELECT balance FROM users WHERE name = 'alice' FOR UPDATE")
+        .unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = std::sync::Arc::new(crate::audit::Audit::open(dir.path()).expect("audit logs"));
+    let (queue, worker) = crate::group_commit::spawn(Box::new(store), audit, 16);
+    // Let the worker thread go to sleep on its empty queue first, so that the caller
+    // could take the store (it would if the store said it commits locally).
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = queue.queue(
+        transfer("alice", "t1", "bob", 5),
+        Instant::from_millis(1_000),
+    );
+    // A session's call, on a thread with no tokio runtime: a store that commits locally
+    // would be committed here, and the call would wait for alice's row.
+    let session = {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.commit_now(1))
+    };
+    wait_until_blocked(&mut raw(&db.url));
+    // The batch waits for alice's row (10 s at most per run); the session's call is done
+    // meanwhile (it takes microseconds when it only wakes the worker).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !session.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let session_was_free = session.is_finished();
+    other_server.query_drop("COMMIT").unwrap();
+    session.join().unwrap();
+    assert!(
+        session_was_free,
+        "the session's thread waited for a MySQL commit"
+    );
+    let reply = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(reply);
+    assert_eq!(transfer_outcome(&reply).result, Ok(()));
+    drop(queue);
+    worker.join();
+}
