@@ -209,7 +209,8 @@ TASKS:
                     `cargo mutants --list-files` lists when none is given. Each mutant is
                     judged by `cargo test -p P --tests` (unit and integration tests;
                     the host's stores by the binary's unit tests, the device by its
-                    device, scenario and sim tests: the whole suites take minutes per
+                    device, scenario and sim tests, the flash ledger by the crate's unit
+                    tests and its power_cut test: the whole suites take minutes per
                     mutant), with PROPTEST_CASES=16 unless set (every property test
                     still runs, with fewer cases: the core's suite costs a third of the
                     CPU). Exclusions, each justified, are in .cargo/mutants.toml; first

@@ -65,11 +65,18 @@ const PROPTEST_CASES: (&str, &str) = ("PROPTEST_CASES", "16");
 ///   `sim`: a thousand transfers at 10 % loss, more clients than sessions, outages). The
 ///   power-cut, sweep and tap tests take 10+ minutes together under load and test the flash
 ///   ledger, the fault sweep and a real TAP device rather than the device's logic.
+/// - The firmware's flash ledger: the crate's unit tests (the ledger's own, the power-cut
+///   harness's) and the power-cut test (a cut at every write and erase of a scenario, and
+///   random torn cuts), about 40 s at load 19; not the simulator, sweep and TAP tests.
 const JUDGES: &[(&str, &[&str])] = &[
     ("host/", &["--bin", "txsock"]),
     (
         "firmware-sim/src/device.rs",
         &["--test", "device", "--test", "scenario", "--test", "sim"],
+    ),
+    (
+        "firmware-sim/src/flash_ledger.rs",
+        &["--lib", "--test", "power_cut"],
     ),
     ("", &["--tests"]),
 ];
@@ -720,7 +727,11 @@ mod tests {
         assert_eq!(judges_of("core/src/replay.rs"), ["--tests"]);
         assert_eq!(judges_of("./host/src/store/sqlite.rs"), ["--bin", "txsock"]);
         assert!(judges_of("firmware-sim/src/device.rs").contains(&"sim"));
-        assert_eq!(judges_of("firmware-sim/src/flash_ledger.rs"), ["--tests"]);
+        assert_eq!(
+            judges_of("firmware-sim/src/flash_ledger.rs"),
+            ["--lib", "--test", "power_cut"]
+        );
+        assert_eq!(judges_of("firmware-sim/src/link.rs"), ["--tests"]);
     }
 
     #[test]
