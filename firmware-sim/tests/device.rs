@@ -737,8 +737,9 @@ fn a_refused_client_that_goes_silent_holds_the_refusal_socket_for_the_close_time
 /// reset (here the client's host went silent more than a minute before, so the device's
 /// neighbour entry for it has expired and nobody answers its requests for it): the slot
 /// waits [`RESET_WAIT`] for the reset to leave, no longer, and then serves the next client,
-/// from another host. (The login deadline is raised to 100 s so that the silent host's
-/// sessions end after the entry has expired.)
+/// from another host; while it waits with nothing to do, its polls report no change. (The
+/// login deadline is raised to 100 s so that the silent host's sessions end after the entry
+/// has expired.)
 #[test]
 fn a_reset_that_cannot_leave_holds_its_slot_for_the_reset_wait_at_most() {
     let mut config = device_config(SEED);
@@ -762,9 +763,14 @@ fn a_reset_that_cannot_leave_holds_its_slot_for_the_reset_wait_at_most() {
             &mut b.link.end(Side::B),
             now,
         );
+        // One poll of each side, then the clock to the next thing anyone waits for; returns
+        // whether the device's poll reported a change, and whether it refused a client.
         let step = |b: &mut Bench<'_>, other: &mut ClientNet<'_, 2>, limit: Instant| {
             let now = b.clock.now();
-            b.device.poll(now, &mut b.link.end(Side::A));
+            let mut refused = false;
+            let changed = b.device.poll_with(now, &mut b.link.end(Side::A), |e| {
+                refused |= matches!(e, DeviceEvent::Refused { .. });
+            });
             other.poll(now, &mut b.link.end(Side::B));
             let next = [
                 b.device.poll_at(now),
@@ -773,6 +779,7 @@ fn a_reset_that_cannot_leave_holds_its_slot_for_the_reset_wait_at_most() {
                 Some(limit),
             ];
             b.clock.advance(next);
+            (changed, refused)
         };
         // The sessions end at their login deadline and are reset CLOSE_TIMEOUT later.
         let limit = b.now() + Duration::from_secs(120);
@@ -782,21 +789,34 @@ fn a_reset_that_cannot_leave_holds_its_slot_for_the_reset_wait_at_most() {
         }
         let reset = b.now();
         assert_eq!(b.device.open_sessions(), 0);
-        // Half-way through the wait every slot still waits for its reset: the other host is
-        // refused.
+        // While the slots wait, with nothing arriving, the device reports no change (a
+        // driver sleeps until `poll_at` rather than polling again at once, for the whole
+        // wait). Half-way through, every slot still waits for its reset: the other host is
+        // refused, and the poll that refuses it reports a change.
         let half = reset + Duration::from_millis(RESET_WAIT.millis() / 2);
         while b.now() < half {
-            step(b, &mut other, half);
+            let at = b.now();
+            let (changed, _) = step(b, &mut other, half);
+            assert!(!changed, "nothing happened at {} ms", at.millis());
         }
         other.connect(0).unwrap();
         let mut got = String::new();
+        let mut refusals = 0;
         let limit = b.now() + Duration::from_millis(RESET_WAIT.millis() / 4);
         while !got.ends_with('\n') {
             assert!(b.now() < limit, "not answered: {got:?}");
-            step(b, &mut other, limit);
+            let (changed, refused) = step(b, &mut other, limit);
+            if refused {
+                refusals += 1;
+                assert!(
+                    changed,
+                    "the poll that refused a client says it changed nothing"
+                );
+            }
             read_all(other.socket(0), &mut got);
         }
         assert!(got.contains("\"code\":\"server_busy\""), "{got}");
+        assert_eq!(refusals, 1);
         // Just after the wait, the slots listen again without their resets: the other host
         // gets a session.
         let after = reset + Duration::from_millis(RESET_WAIT.millis() + 100);
