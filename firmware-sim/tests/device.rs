@@ -772,8 +772,17 @@ fn a_reset_that_cannot_leave_holds_its_slot_for_the_reset_wait_at_most() {
                 refused |= matches!(e, DeviceEvent::Refused { .. });
             });
             other.poll(now, &mut b.link.end(Side::B));
+            // A device that has just been polled never asks to be polled again at the same
+            // instant (it would be polled in a busy loop, as when a reset's deadline in the
+            // past kept a slot out of service).
+            let device_at = b.device.poll_at(now);
+            assert!(
+                device_at.is_none_or(|at| at > now),
+                "polled at {} ms, asks again for {device_at:?}",
+                now.millis()
+            );
             let next = [
-                b.device.poll_at(now),
+                device_at,
                 other.poll_at(now),
                 b.link.next_delivery().map(sim_instant),
                 Some(limit),
