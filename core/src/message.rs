@@ -2144,9 +2144,10 @@ mod tests {
             prop_oneof![3 => frame(), 3 => shaped(), 1 => misaligned(), 1 => client_layout()]
         }
 
-        /// The shortcut takes the client's own transfer frames (and PROTOCOL.md's example),
-        /// and reads them as `read_wire` does; a space, another key order, an escape or
-        /// anything after the `}` leaves the frame to `read_wire`.
+        /// The shortcut takes the client's own transfer frames (and one written out here in
+        /// the layout of PROTOCOL.md's examples), and reads them as `read_wire` does; a space,
+        /// another key order, an escape or anything after the `}` leaves the frame to
+        /// `read_wire`.
         #[test]
         fn client_layout_shortcut() {
             let nonce = "000102030405060708090a0b0c0d0e0f";

@@ -541,11 +541,7 @@ impl MysqlStore {
                     );
                 }
                 self.galera = galera;
-                self.no_causal_wait = if galera && is_mariadb(&mut conn)? {
-                    NO_CAUSAL_WAIT
-                } else {
-                    ""
-                };
+                self.no_causal_wait = no_causal_wait_prefix(galera, || is_mariadb(&mut conn))?;
                 conn
             }
         };
@@ -817,6 +813,21 @@ fn causal_reads_if_galera(c: &mut Conn, read_only: bool) -> Result<bool> {
         )?;
     }
     Ok(galera)
+}
+
+/// The prefix that lets a statement skip the causal wait: [`NO_CAUSAL_WAIT`] on a Galera node
+/// that is MariaDB (`mariadb` is asked only on Galera: one query fewer elsewhere), else none.
+/// Another Galera flavour keeps its causal reads: `SET STATEMENT` would be a syntax error
+/// there and fail every batch.
+fn no_causal_wait_prefix(
+    galera: bool,
+    mariadb: impl FnOnce() -> Result<bool>,
+) -> Result<&'static str> {
+    Ok(if galera && mariadb()? {
+        NO_CAUSAL_WAIT
+    } else {
+        ""
+    })
 }
 
 /// Whether `c` is connected to MariaDB (its version says so: `10.11.6-MariaDB-…`), whose

@@ -140,6 +140,33 @@ fn only_a_mariadb_version_skips_the_causal_wait() {
     }
 }
 
+/// A statement skips the causal wait only on a Galera node that is MariaDB: a plain MariaDB
+/// or MySQL has none to skip (and is not asked its version), and another Galera flavour would
+/// fail every batch on `SET STATEMENT`.
+#[test]
+fn only_a_mariadb_galera_node_gets_the_no_causal_wait_prefix() {
+    let asked = std::cell::Cell::new(0);
+    let ask = |answer: bool| {
+        asked.set(asked.get() + 1);
+        Ok(answer)
+    };
+    assert_eq!(
+        no_causal_wait_prefix(true, || ask(true)).unwrap(),
+        NO_CAUSAL_WAIT
+    );
+    assert_eq!(no_causal_wait_prefix(true, || ask(false)).unwrap(), "");
+    assert_eq!(asked.get(), 2);
+    for mariadb in [true, false] {
+        assert_eq!(no_causal_wait_prefix(false, || ask(mariadb)).unwrap(), "");
+    }
+    assert_eq!(
+        asked.get(),
+        2,
+        "a node off a cluster is not asked its version"
+    );
+    assert!(no_causal_wait_prefix(true, || Err(anyhow::anyhow!("lost"))).is_err());
+}
+
 /// The pause before attempt `n + 1` is 1 ms up to 2^n ms, at most 0.5 s: random within
 /// that, and reaching near its ceiling.
 #[test]
