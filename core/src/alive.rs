@@ -4,7 +4,9 @@
 //! branch (input used up, a frame held behind the ledger, output nobody takes, a pipelined
 //! session, the ledger's requests, an answer in pieces); and so do the request reader's
 //! scanning loops (`message.rs`'s `Reader`: whitespace, strings with escapes, the unknown-op
-//! tie-breaker's strings), each case also checking what was read.
+//! tie-breaker's strings), each case also checking what was read; and so do the nonce
+//! ring's (`replay.rs`: `issue`'s eviction loop, `remove`'s shift), which every session that
+//! logs in runs.
 //!
 //! Those loops are the product's own (the `while` of each `handle_input`,
 //! `DriveLoop::next`'s `loop`, the reader's loops over a frame's bytes), so a fault that
@@ -493,6 +495,40 @@ impl Ledger for Counted<'_> {
     }
 }
 
+/// The nonce ring's loops: issuing into an empty, a partly filled and a full ring (the
+/// eviction loop runs until the ring is below its limit), after lowering the limit (several
+/// evictions in one issue), and consuming the oldest, a middle and the youngest nonce (the
+/// shift of the younger ones down a slot); each step also checks which nonces are still
+/// outstanding.
+fn nonce_ring(at: &Mutex<&'static str>) {
+    use crate::replay::{Nonce, NonceRing};
+    let mut rng = TestRng::new(63);
+    let mut ring = NonceRing::<4>::new();
+    *at.lock().unwrap() = "issuing into an empty ring";
+    let first = ring.issue(&mut rng);
+    assert_eq!(ring.len(), 1);
+    *at.lock().unwrap() = "filling the ring and issuing past it (eviction)";
+    let mut issued: Vec<Nonce> = (0..6).map(|_| ring.issue(&mut rng)).collect();
+    assert_eq!(ring.len(), 4);
+    assert!(ring.consume(&first).is_err(), "the oldest was evicted");
+    *at.lock().unwrap() = "consuming a middle, the oldest and the youngest nonce (shift)";
+    let live = issued.split_off(2);
+    assert_eq!(ring.consume(&live[1]), Ok(()));
+    assert_eq!(ring.consume(&live[0]), Ok(()));
+    assert_eq!(ring.consume(&live[3]), Ok(()));
+    assert_eq!(ring.len(), 1);
+    *at.lock().unwrap() = "lowering the limit below a full ring (several evictions)";
+    let more: Vec<Nonce> = (0..3).map(|_| ring.issue(&mut rng)).collect();
+    ring.set_limit(1);
+    let last = ring.issue(&mut rng);
+    assert_eq!(ring.len(), 1);
+    for evicted in [&live[2], &more[0], &more[1], &more[2]] {
+        assert!(ring.consume(evicted).is_err(), "evicted by the lower limit");
+    }
+    assert_eq!(ring.consume(&last), Ok(()));
+    assert!(ring.is_empty());
+}
+
 #[test]
 fn frames_before_login_end_their_loops() {
     watched("before_login", before_login);
@@ -521,4 +557,9 @@ fn the_request_readers_loops_end() {
 #[test]
 fn the_clients_input_loop_ends() {
     watched("client_input", client_input);
+}
+
+#[test]
+fn the_nonce_rings_loops_end() {
+    watched("nonce_ring", nonce_ring);
 }

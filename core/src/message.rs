@@ -660,6 +660,55 @@ fn read_op(frame: &[u8]) -> Option<&str> {
     op
 }
 
+/// A transfer frame in the layout this crate's client writes (and PROTOCOL.md shows):
+/// `{"op":"transfer","id":"…","to":"…","amount":"…","nonce":"…","mac":"…"}`, with no
+/// whitespace, no escape in any value and nothing after the `}`. For such a frame it returns
+/// what [`read_wire`] returns, without its steps per key (whitespace, key search, key match,
+/// duplicate check): the layout is checked in five fixed-text compares and five string
+/// searches. Any other frame gives `None`, and [`read_wire`] reads it. Only with
+/// `fast-request` (the host, where a transfer frame's time matters more than flash); the
+/// tests prove it agrees with [`read_wire`] wherever it answers
+/// ([`Request::reader_agrees_with_serde`]).
+#[cfg(any(feature = "fast-request", test, feature = "_testkit"))]
+#[cfg_attr(feature = "fast-request", inline(always))]
+fn read_client_transfer(frame: &[u8]) -> Option<RequestWire<'_>> {
+    let text = core::str::from_utf8(frame).ok()?;
+    let mut at = 0;
+    let id = plain_after(text, &mut at, br#"{"op":"transfer","id":""#)?;
+    let to = plain_after(text, &mut at, br#"","to":""#)?;
+    let amount = plain_after(text, &mut at, br#"","amount":""#)?;
+    let nonce = plain_after(text, &mut at, br#"","nonce":""#)?;
+    let mac = plain_after(text, &mut at, br#"","mac":""#)?;
+    (text.as_bytes().get(at..)? == b"\"}").then_some(RequestWire {
+        op: "transfer",
+        id: Some(id),
+        to: Some(to),
+        amount: Some(amount),
+        nonce: Some(nonce),
+        mac: Some(mac),
+        ..RequestWire::default()
+    })
+}
+
+/// For [`read_client_transfer`]: takes `prefix` at `*at`, then a string's text up to its
+/// closing `"`, refusing a string with any byte that JSON escapes before that quote (a
+/// backslash, a control character); leaves `*at` at the closing quote.
+#[cfg(any(feature = "fast-request", test, feature = "_testkit"))]
+#[cfg_attr(feature = "fast-request", inline(always))]
+fn plain_after<'a>(text: &'a str, at: &mut usize, prefix: &[u8]) -> Option<&'a str> {
+    let bytes = text.as_bytes();
+    let start = *at + prefix.len();
+    if bytes.get(*at..start)? != prefix {
+        return None;
+    }
+    let end = start + crate::scan::find_json_special(bytes.get(start..)?)?;
+    if bytes.get(end) != Some(&b'"') {
+        return None;
+    }
+    *at = end;
+    text.get(start..end)
+}
+
 impl Request {
     /// Parses a request frame (without its newline).
     #[cfg_attr(feature = "fast-request", inline(always))]
@@ -672,6 +721,11 @@ impl Request {
     /// fields), `Syntax` for anything else. The common case takes one pass.
     #[cfg_attr(feature = "fast-request", inline(always))]
     pub(crate) fn wire(frame: &[u8]) -> Result<RequestWire<'_>, MessageError> {
+        // Most frames a busy server reads are transfers in the client's layout.
+        #[cfg(feature = "fast-request")]
+        if let Some(w) = read_client_transfer(frame) {
+            return Ok(w);
+        }
         if let Some(w) = read_wire(frame) {
             return Ok(w);
         }
@@ -698,6 +752,12 @@ impl Request {
     /// are `malformed` on the wire).
     #[cfg(any(test, feature = "_testkit"))]
     pub(crate) fn reader_agrees_with_serde(frame: &[u8]) -> bool {
+        // The client-layout shortcut, whatever the features, answers as the reader does.
+        if let Some(w) = read_client_transfer(frame) {
+            if read_wire(frame) != Some(w) {
+                return false;
+            }
+        }
         let (wire, oracle) = (Request::wire(frame), Request::wire_with_serde(frame));
         if wire == oracle {
             return Request::parse(frame) == Request::parse_with_serde(frame);
@@ -2053,9 +2113,95 @@ mod tests {
             }
         }
 
+        prop_compose! {
+            /// A transfer in the client's layout (`read_client_transfer`'s), its five values
+            /// any texts (quotes, backslashes, control characters and non-ASCII among
+            /// them), sometimes with one byte changed or the frame cut short, so that
+            /// the shortcut meets near misses as well as hits.
+            fn client_layout()(
+                values in proptest::collection::vec(text(), 5),
+                flip in proptest::option::weighted(0.3, (any::<prop::sample::Index>(), any::<u8>())),
+                cut in proptest::option::weighted(0.1, any::<prop::sample::Index>()),
+            ) -> Vec<u8> {
+                let text = std::format!(
+                    "{{\"op\":\"transfer\",\"id\":\"{}\",\"to\":\"{}\",\"amount\":\"{}\",\"nonce\":\"{}\",\"mac\":\"{}\"}}",
+                    values[0], values[1], values[2], values[3], values[4],
+                );
+                let mut bytes = text.into_bytes();
+                if let Some((at, b)) = flip {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+                if let Some(at) = cut {
+                    bytes.truncate(at.index(bytes.len()));
+                }
+                bytes
+            }
+        }
+
         /// Every kind of frame.
         fn any_frame() -> impl Strategy<Value = Vec<u8>> {
-            prop_oneof![3 => frame(), 3 => shaped(), 1 => misaligned()]
+            prop_oneof![3 => frame(), 3 => shaped(), 1 => misaligned(), 1 => client_layout()]
+        }
+
+        /// The shortcut takes the client's own transfer frames (and one written out here in
+        /// the layout of PROTOCOL.md's examples), and reads them as `read_wire` does; a space,
+        /// another key order, an escape or anything after the `}` leaves the frame to
+        /// `read_wire`.
+        #[test]
+        fn client_layout_shortcut() {
+            let nonce = "000102030405060708090a0b0c0d0e0f";
+            let mac = "00".repeat(32);
+            let frame = std::format!(
+                r#"{{"op":"transfer","id":"t-0001","to":"bob","amount":"12.50","nonce":"{nonce}","mac":"{mac}"}}"#
+            );
+            let w = read_client_transfer(frame.as_bytes()).expect("the client's layout");
+            assert_eq!(Some(&w), read_wire(frame.as_bytes()).as_ref());
+            assert_eq!(
+                (w.op, w.id, w.to, w.amount, w.nonce, w.mac.map(str::len)),
+                (
+                    "transfer",
+                    Some("t-0001"),
+                    Some("bob"),
+                    Some("12.50"),
+                    Some(nonce),
+                    Some(64)
+                )
+            );
+            let mut pair = crate::selftest::Pair::new(1);
+            pair.register_and_login("bob", "bob's password").unwrap();
+            pair.reconnect();
+            pair.register_and_login("alice", "alice's password")
+                .unwrap();
+            pair.client.request_nonces(1).unwrap();
+            pair.step();
+            pair.client.transfer("t-1", "bob", Amount(1)).unwrap();
+            let sent = pair.client.poll_transmit();
+            let sent = sent.strip_suffix(b"\n").unwrap();
+            assert!(
+                read_client_transfer(sent).is_some(),
+                "{}",
+                String::from_utf8_lossy(sent)
+            );
+            for other in [
+                frame.replacen(":\"t-", ": \"t-", 1),
+                frame.replacen("t-0001", "t-\\u0030", 1),
+                frame.replacen(
+                    "\"id\":\"t-0001\",\"to\":\"bob\"",
+                    "\"to\":\"bob\",\"id\":\"t-0001\"",
+                    1,
+                ),
+                frame.clone() + " ",
+                frame.replacen("12.50", "12.5\u{1}", 1),
+                frame.replacen("12.50\"", "12.50", 1),
+                frame.replacen("\"}", "\"", 1),
+            ] {
+                assert_eq!(read_client_transfer(other.as_bytes()), None, "{other}");
+                assert!(
+                    Request::reader_agrees_with_serde(other.as_bytes()),
+                    "{other}"
+                );
+            }
         }
 
         proptest! {
@@ -2098,6 +2244,7 @@ mod tests {
             use proptest::strategy::ValueTree;
             let mut runner = proptest::test_runner::TestRunner::deterministic();
             let (mut accepted, mut numbers, mut nested_unknown) = (0, 0, 0);
+            let (mut shortcut, mut near_misses) = (0, 0);
             let mut errors = std::collections::BTreeSet::new();
             for _ in 0..4000 {
                 let frame = any_frame().new_tree(&mut runner).unwrap().current();
@@ -2113,6 +2260,13 @@ mod tests {
                 if let Ok(w) = Request::wire(&frame) {
                     numbers += usize::from(w.present() & (COUNT | ITERATIONS | OFFSET) != 0);
                 }
+                // The client-layout shortcut meets frames it takes, and transfers read_wire
+                // takes that it leaves to read_wire.
+                match (read_client_transfer(&frame), read_wire(&frame)) {
+                    (Some(_), _) => shortcut += 1,
+                    (None, Some(w)) if w.op == "transfer" => near_misses += 1,
+                    _ => {}
+                }
                 match Request::parse(&frame) {
                     Ok(_) => accepted += 1,
                     Err(e) => {
@@ -2125,8 +2279,11 @@ mod tests {
             }
             std::println!(
                 "accepted {accepted}, with numbers {numbers}, unknown op past nesting \
-                 {nested_unknown}, errors {errors:?}"
+                 {nested_unknown}, client layout {shortcut} (near misses {near_misses}), \
+                 errors {errors:?}"
             );
+            assert!(shortcut > 80, "client layout taken {shortcut}");
+            assert!(near_misses > 20, "client-layout near misses {near_misses}");
             assert!(accepted > 200, "accepted {accepted}");
             assert!(numbers > 50, "integer fields read {numbers}");
             assert!(

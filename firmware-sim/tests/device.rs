@@ -9,8 +9,10 @@ use smoltcp::iface::SocketStorage;
 use smoltcp::socket::tcp;
 use txsock_core::lockout::PeerAddr;
 use txsock_core::{Duration, Instant};
-use txsock_firmware_sim::client::{ClientNet, SimClock, TcpBuffers};
-use txsock_firmware_sim::device::{DeviceEvent, DeviceParts, CLOSE_TIMEOUT};
+use txsock_firmware_sim::client::{ClientNet, ClientNetConfig, SimClock, TcpBuffers};
+use txsock_firmware_sim::device::{
+    DeviceConfig, DeviceEvent, DeviceParts, CLOSE_TIMEOUT, RESET_WAIT,
+};
 use txsock_firmware_sim::link::{LinkConfig, Side};
 use txsock_firmware_sim::scenario::board::*;
 use txsock_firmware_sim::scenario::OPENING;
@@ -106,9 +108,14 @@ const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(15);
 /// Runs `test` on a fresh bench, in a thread of its own, failing if it does not finish
 /// within [`WATCHDOG`].
 fn with_bench(test: impl FnOnce(&mut Bench<'_>) + Send + 'static) {
+    with_bench_of(device_config(SEED), test);
+}
+
+/// [`with_bench`] with a device configured by `config`.
+fn with_bench_of(config: DeviceConfig, test: impl FnOnce(&mut Bench<'_>) + Send + 'static) {
     let (finished, wait) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
-        on_bench(test);
+        on_bench(&config, test);
         let _ = finished.send(());
     });
     match wait.recv_timeout(WATCHDOG) {
@@ -125,7 +132,7 @@ fn with_bench(test: impl FnOnce(&mut Bench<'_>) + Send + 'static) {
     }
 }
 
-fn on_bench(test: impl FnOnce(&mut Bench<'_>)) {
+fn on_bench(config: &DeviceConfig, test: impl FnOnce(&mut Bench<'_>)) {
     let mut link = Box::new(BoardLink::new(LinkConfig {
         mtu: MTU,
         ..LinkConfig::default()
@@ -142,7 +149,7 @@ fn on_bench(test: impl FnOnce(&mut Bench<'_>)) {
             ledger: &mut ledger,
         },
         ChaCha20Rng::seed_from_u64(SEED),
-        &device_config(SEED),
+        config,
         &mut link.end(Side::A),
         Instant::ZERO,
     );
@@ -723,5 +730,115 @@ fn a_refused_client_that_goes_silent_holds_the_refusal_socket_for_the_close_time
         let line = refused_line(b, SESSIONS + 1);
         assert!(line.contains("\"code\":\"server_busy\""), "{line}");
         assert_eq!(b.device.stats().refused, 2);
+    });
+}
+
+/// A connection reset while its client's link-layer address is unknown cannot send its
+/// reset (here the client's host went silent more than a minute before, so the device's
+/// neighbour entry for it has expired and nobody answers its requests for it): the slot
+/// waits [`RESET_WAIT`] for the reset to leave, no longer, and then serves the next client,
+/// from another host; while it waits with nothing to do, its polls report no change. (The
+/// login deadline is raised to 100 s so that the silent host's sessions end after the entry
+/// has expired.)
+#[test]
+fn a_reset_that_cannot_leave_holds_its_slot_for_the_reset_wait_at_most() {
+    let mut config = device_config(SEED);
+    config.server.login_deadline = Duration::from_secs(100);
+    with_bench_of(config, |b| {
+        // The first host fills every session, then goes silent for good.
+        fill_sessions(b);
+        settle(b);
+        // A second host, on the same link, the only one listening from now on.
+        let mut sockets = [SocketStorage::EMPTY; 2];
+        let mut buffers = Box::new(TcpBuffers::<2, 1024, 1024>::new());
+        let now = b.now();
+        let mut other = ClientNet::new(
+            &mut sockets,
+            &mut buffers,
+            &ClientNetConfig {
+                mac: [0x02, 0, 0, 0, 0, 0x03],
+                address: [192, 0, 2, 3],
+                ..client_config(SEED)
+            },
+            &mut b.link.end(Side::B),
+            now,
+        );
+        // One poll of each side, then the clock to the next thing anyone waits for; returns
+        // whether the device's poll reported a change, and whether it refused a client.
+        let step = |b: &mut Bench<'_>, other: &mut ClientNet<'_, 2>, limit: Instant| {
+            let now = b.clock.now();
+            let mut refused = false;
+            let changed = b.device.poll_with(now, &mut b.link.end(Side::A), |e| {
+                refused |= matches!(e, DeviceEvent::Refused { .. });
+            });
+            other.poll(now, &mut b.link.end(Side::B));
+            // A device that has just been polled never asks to be polled again at the same
+            // instant (it would be polled in a busy loop, as when a reset's deadline in the
+            // past kept a slot out of service).
+            let device_at = b.device.poll_at(now);
+            assert!(
+                device_at.is_none_or(|at| at > now),
+                "polled at {} ms, asks again for {device_at:?}",
+                now.millis()
+            );
+            let next = [
+                device_at,
+                other.poll_at(now),
+                b.link.next_delivery().map(sim_instant),
+                Some(limit),
+            ];
+            b.clock.advance(next);
+            (changed, refused)
+        };
+        // The sessions end at their login deadline and are reset CLOSE_TIMEOUT later.
+        let limit = b.now() + Duration::from_secs(120);
+        while b.device.stats().aborted < SESSIONS as u32 {
+            assert!(b.now() < limit, "the silent host's sessions were not reset");
+            step(b, &mut other, limit);
+        }
+        let reset = b.now();
+        assert_eq!(b.device.open_sessions(), 0);
+        // While the slots wait, with nothing arriving, the device reports no change (a
+        // driver sleeps until `poll_at` rather than polling again at once, for the whole
+        // wait). Half-way through, every slot still waits for its reset: the other host is
+        // refused, and the poll that refuses it reports a change.
+        let half = reset + Duration::from_millis(RESET_WAIT.millis() / 2);
+        while b.now() < half {
+            let at = b.now();
+            let (changed, _) = step(b, &mut other, half);
+            assert!(!changed, "nothing happened at {} ms", at.millis());
+        }
+        other.connect(0).unwrap();
+        let mut got = String::new();
+        let mut refusals = 0;
+        let limit = b.now() + Duration::from_millis(RESET_WAIT.millis() / 4);
+        while !got.ends_with('\n') {
+            assert!(b.now() < limit, "not answered: {got:?}");
+            let (changed, refused) = step(b, &mut other, limit);
+            if refused {
+                refusals += 1;
+                assert!(
+                    changed,
+                    "the poll that refused a client says it changed nothing"
+                );
+            }
+            read_all(other.socket(0), &mut got);
+        }
+        assert!(got.contains("\"code\":\"server_busy\""), "{got}");
+        assert_eq!(refusals, 1);
+        // Just after the wait, the slots listen again without their resets: the other host
+        // gets a session.
+        let after = reset + Duration::from_millis(RESET_WAIT.millis() + 100);
+        while b.now() < after {
+            step(b, &mut other, after);
+        }
+        other.connect(1).unwrap();
+        let limit = b.now() + Duration::from_secs(1);
+        while b.device.open_sessions() == 0 || !other.socket(1).may_send() {
+            assert!(b.now() < limit, "the freed slots serve no new client");
+            step(b, &mut other, limit);
+        }
+        assert_eq!(b.device.stats().refused, 1);
+        assert_eq!(b.device.open_sessions(), 1);
     });
 }

@@ -44,7 +44,9 @@ struct Job {
 /// Counters for reports and the closing log line.
 #[derive(Default, Debug)]
 pub struct CommitStats {
-    /// Commits (batches) executed.
+    /// Transactions committed, one sync each ([`Store::last_batch_transactions`]): one per
+    /// batch, or one per part of a batch the store committed in parts; none for a batch
+    /// whose commit failed.
     pub commits: AtomicU64,
     /// Requests executed.
     pub requests: AtomicU64,
@@ -240,9 +242,15 @@ impl CommitQueue {
         }
         // Whatever is still queued (others' requests, or the store was busy) is the
         // worker's.
-        let queue = lock(&shared.queue);
+        self.hand_to_worker();
+    }
+
+    /// Leaves whatever is queued to the worker thread, waking it if it sleeps: for a caller
+    /// that must never run a commit itself (the systemd watchdog's probe).
+    pub fn hand_to_worker(&self) {
+        let queue = lock(&self.shared.queue);
         if queue.worker_waiting && !queue.jobs.is_empty() {
-            shared.wake.notify_one();
+            self.shared.wake.notify_one();
         }
     }
 }
@@ -289,10 +297,12 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
                 .unwrap_or("a panic");
             Err(anyhow::anyhow!("panic: {what}"))
         });
+    let mut transactions = 0;
     let replies = match outcome {
         Ok(replies) => {
             let elapsed = started.elapsed();
-            crate::metrics::commit(batch, &replies, committed.len(), elapsed);
+            transactions = store.last_batch_transactions();
+            crate::metrics::commit(batch, &replies, committed.len(), transactions, elapsed);
             crate::logging::batch_committed(batch.len(), committed.len(), elapsed);
             // A store that commits a batch in parts (MySQL's split) answers a part that
             // failed `Unavailable` and logs why: that part is a failed commit too.
@@ -348,7 +358,7 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
             );
         });
     let stats = &shared.stats;
-    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats.commits.fetch_add(transactions, Ordering::Relaxed);
     stats
         .requests
         .fetch_add(reply_to.len() as u64, Ordering::Relaxed);
@@ -385,28 +395,32 @@ fn run(shared: &Shared) {
 }
 
 #[cfg(test)]
-mod tests {
+impl CommitQueue {
+    /// How many requests wait in the queue (not yet taken into a batch).
+    pub(crate) fn queued(&self) -> usize {
+        lock(&self.shared.queue).jobs.len()
+    }
+}
+
+/// A store for the group commit's tests and the watchdog's: SQLite that commits locally or
+/// not, as told, and can misbehave on command.
+#[cfg(test)]
+pub(crate) mod probe {
     use super::*;
     use crate::store::sqlite::SqliteStore;
+    use std::sync::atomic::AtomicBool;
     use txsock_core::auth::Verifier;
-    use txsock_core::{Amount, ErrorCode, TransferId, Username};
-
-    fn start(dir: &std::path::Path, opening_balance: &str) -> (CommitQueue, CommitWorker) {
-        let balance = Amount::parse_non_negative(opening_balance).unwrap();
-        let store = SqliteStore::open(&dir.join("txsock.db"), balance).expect("open");
-        let audit = Arc::new(Audit::open(dir).expect("audit logs"));
-        spawn(Box::new(store), audit, 512)
-    }
+    use txsock_core::{Amount, Username};
 
     /// SQLite that says whether it commits locally as told, records which thread ran each
-    /// commit, panics in its next commit when told to, or answers the next batch's first
-    /// request `Unavailable` (as a store that commits in parts answers a failed part).
+    /// commit, and, when told, panics in its next commit, answers the next batch's first
+    /// request `Unavailable` (as a store that commits in parts answers a failed part),
+    /// holds its next commit until released (a hung disk), and reports a number of
+    /// transactions per batch.
     struct Probe {
         sqlite: SqliteStore,
         locally: bool,
-        threads: Arc<Mutex<Vec<String>>>,
-        panic_next: Arc<std::sync::atomic::AtomicBool>,
-        fail_first_next: Arc<std::sync::atomic::AtomicBool>,
+        handle: ProbeHandle,
     }
 
     impl Store for Probe {
@@ -416,12 +430,20 @@ mod tests {
             committed: &mut Vec<Committed>,
         ) -> anyhow::Result<Vec<LedgerReply>> {
             let thread = std::thread::current().name().unwrap_or("").to_owned();
-            self.threads.lock().unwrap().push(thread);
-            if self.panic_next.swap(false, Ordering::SeqCst) {
+            let handle = &self.handle;
+            handle.threads.lock().unwrap().push(thread);
+            if handle.hold_next.swap(false, Ordering::SeqCst) {
+                let (released, wake) = &*handle.released;
+                let mut released = released.lock().unwrap();
+                while !*released {
+                    released = wake.wait(released).unwrap();
+                }
+            }
+            if handle.panic_next.swap(false, Ordering::SeqCst) {
                 panic!("the probe store panics as told");
             }
             let mut replies = self.sqlite.execute_batch(batch, committed)?;
-            if self.fail_first_next.swap(false, Ordering::SeqCst) {
+            if handle.fail_first_next.swap(false, Ordering::SeqCst) {
                 replies[0] = LedgerReply::Unavailable;
             }
             Ok(replies)
@@ -461,16 +483,50 @@ mod tests {
         fn commits_locally(&self) -> bool {
             self.locally
         }
+        fn last_batch_transactions(&self) -> u64 {
+            self.handle.transactions.load(Ordering::SeqCst)
+        }
     }
 
-    /// What a test sees of a [`Probe`]: the threads that committed, and the panic switch.
-    struct ProbeHandle {
-        threads: Arc<Mutex<Vec<String>>>,
-        panic_next: Arc<std::sync::atomic::AtomicBool>,
-        fail_first_next: Arc<std::sync::atomic::AtomicBool>,
+    /// What a test sees of a [`Probe`]: the threads that committed, and its switches.
+    #[derive(Clone)]
+    pub(crate) struct ProbeHandle {
+        /// The name of the thread of each commit, in order (pushed as the commit starts).
+        pub(crate) threads: Arc<Mutex<Vec<String>>>,
+        /// The next commit panics.
+        pub(crate) panic_next: Arc<AtomicBool>,
+        /// The next batch's first request is answered `Unavailable`.
+        pub(crate) fail_first_next: Arc<AtomicBool>,
+        /// The next commit waits until [`ProbeHandle::release`].
+        pub(crate) hold_next: Arc<AtomicBool>,
+        released: Arc<(Mutex<bool>, Condvar)>,
+        /// What `last_batch_transactions` says (1 unless set).
+        pub(crate) transactions: Arc<AtomicU64>,
     }
 
-    fn start_probe(
+    impl ProbeHandle {
+        /// Lets a held commit (and every later one) go on.
+        pub(crate) fn release(&self) {
+            let (released, wake) = &*self.released;
+            *released.lock().unwrap() = true;
+            wake.notify_all();
+        }
+
+        /// Waits (bounded) until `n` commits have started.
+        pub(crate) fn until_commits_started(&self, n: usize) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while self.threads.lock().unwrap().len() < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{n} commits never started"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// A group commit over a [`Probe`] in `dir`, with users opening at 10.
+    pub(crate) fn start_probe(
         dir: &std::path::Path,
         locally: bool,
     ) -> (CommitQueue, CommitWorker, ProbeHandle) {
@@ -483,13 +539,14 @@ mod tests {
             threads: Arc::default(),
             panic_next: Arc::default(),
             fail_first_next: Arc::default(),
+            hold_next: Arc::default(),
+            released: Arc::default(),
+            transactions: Arc::new(AtomicU64::new(1)),
         };
         let store = Probe {
             sqlite,
             locally,
-            threads: handle.threads.clone(),
-            panic_next: handle.panic_next.clone(),
-            fail_first_next: handle.fail_first_next.clone(),
+            handle: handle.clone(),
         };
         let audit = Arc::new(Audit::open(dir).expect("audit logs"));
         let (queue, worker) = spawn(Box::new(store), audit, 512);
@@ -497,7 +554,7 @@ mod tests {
     }
 
     /// Waits (bounded) until the worker thread sleeps on the empty queue.
-    fn until_the_worker_sleeps(queue: &CommitQueue) {
+    pub(crate) fn until_the_worker_sleeps(queue: &CommitQueue) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !queue.worker_sleeps() {
             assert!(
@@ -506,6 +563,22 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe::{start_probe, until_the_worker_sleeps};
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use txsock_core::auth::Verifier;
+    use txsock_core::{Amount, ErrorCode, TransferId, Username};
+
+    fn start(dir: &std::path::Path, opening_balance: &str) -> (CommitQueue, CommitWorker) {
+        let balance = Amount::parse_non_negative(opening_balance).unwrap();
+        let store = SqliteStore::open(&dir.join("txsock.db"), balance).expect("open");
+        let audit = Arc::new(Audit::open(dir).expect("audit logs"));
+        spawn(Box::new(store), audit, 512)
     }
 
     /// A store that does not commit locally (MySQL) is always committed by the worker
@@ -737,5 +810,168 @@ mod tests {
         }
         drop(queue);
         worker.join();
+    }
+
+    /// The reply, waiting at most 10 s for it (a request nobody commits fails the test
+    /// instead of hanging it).
+    fn wait_within(reply: PendingReply) -> LedgerReply {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(10), reply).await
+            })
+            .expect("no reply within 10 s")
+    }
+
+    /// Joins the worker thread, failing the test if it has not ended within 10 s.
+    fn join_within(worker: CommitWorker) {
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            worker.join();
+            let _ = done.send(());
+        });
+        ended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the worker thread did not end within 10 s of the last handle's drop");
+    }
+
+    /// Shutdown with requests queued (review item 8): the last handle is dropped while the
+    /// worker commits a batch (held, then released; once that batch panics) or while it
+    /// sleeps and nobody woke it for the queued requests. Every request is answered once,
+    /// the queued ones committed, the worker ends, and a request answered `Unavailable` left
+    /// nothing in the ledger while each one answered as registered is in it.
+    #[test]
+    fn queued_requests_are_all_answered_when_the_last_handle_is_dropped() {
+        for (case, worker_busy, first_panics) in [
+            ("busy", true, false),
+            ("busy, its batch panics", true, true),
+            ("asleep", false, false),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (queue, worker, probe) = start_probe(dir.path(), false);
+            until_the_worker_sleeps(&queue);
+            let mut replies = Vec::new();
+            if worker_busy {
+                probe.hold_next.store(true, Ordering::SeqCst);
+                probe.panic_next.store(first_panics, Ordering::SeqCst);
+                replies.push((
+                    "first".to_owned(),
+                    queue.queue(register("first"), crate::clock::now()),
+                ));
+                queue.commit_now(1);
+                probe.until_commits_started(1);
+            }
+            // Other sessions' requests, queued while the worker is held or asleep; here no
+            // one tells the worker about them.
+            for i in 0..5 {
+                let name = format!("u{i}");
+                let reply = queue.queue(register(&name), crate::clock::now());
+                replies.push((name, reply));
+            }
+            assert_eq!(queue.queued(), 5, "{case}");
+            drop(queue);
+            probe.release();
+            let answers: Vec<(String, LedgerReply)> = replies
+                .into_iter()
+                .map(|(name, reply)| (name, wait_within(reply)))
+                .collect();
+            join_within(worker);
+            let mut store = SqliteStore::open(
+                &dir.path().join("txsock.db"),
+                Amount::parse_non_negative("10").unwrap(),
+            )
+            .expect("open");
+            let users: Vec<String> = store
+                .list_users()
+                .unwrap()
+                .into_iter()
+                .map(|u| u.name)
+                .collect();
+            for (name, answer) in &answers {
+                match answer {
+                    LedgerReply::Registered(Ok(())) => {
+                        assert!(
+                            users.contains(name),
+                            "{case}: {name} answered but not in {users:?}"
+                        )
+                    }
+                    LedgerReply::Unavailable => {
+                        assert!(
+                            !users.contains(name),
+                            "{case}: {name} unavailable but in {users:?}"
+                        )
+                    }
+                    other => panic!("{case}: {name}: {other:?}"),
+                }
+                let queued_after = name.starts_with('u');
+                assert!(
+                    !queued_after || matches!(answer, LedgerReply::Registered(Ok(()))),
+                    "{case}: {name}, queued before the drop, was not committed: {answer:?}"
+                );
+            }
+            let first = answers.iter().find(|(name, _)| name == "first");
+            if let Some((_, answer)) = first {
+                let expected = if first_panics {
+                    LedgerReply::Unavailable
+                } else {
+                    LedgerReply::Registered(Ok(()))
+                };
+                assert_eq!(answer, &expected, "{case}");
+            }
+            // The held batch, then the five in one: nothing was committed twice.
+            let commits = probe.threads.lock().unwrap().len();
+            assert_eq!(commits, if worker_busy { 2 } else { 1 }, "{case}");
+        }
+    }
+
+    /// A caller whose `commit_now` finds another session's request queued before its own
+    /// declines to commit (it would commit that session's request on its thread), and the
+    /// sleeping worker is woken for both (review item 8): both are committed, by the worker.
+    #[test]
+    fn a_caller_that_finds_another_sessions_request_waiting_wakes_the_sleeping_worker() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), true);
+        for round in 0..5 {
+            until_the_worker_sleeps(&queue);
+            // The other session queued and has not called `commit_now` yet.
+            let other = queue.queue(register(&format!("o{round}")), crate::clock::now());
+            let own = queue.queue(register(&format!("c{round}")), crate::clock::now());
+            queue.commit_now(1);
+            assert_eq!(wait_within(own), LedgerReply::Registered(Ok(())));
+            assert_eq!(wait_within(other), LedgerReply::Registered(Ok(())));
+        }
+        let threads = probe.threads.lock().unwrap().clone();
+        assert_eq!(threads, ["txsock-ledger"; 5], "the caller never commits");
+        drop(queue);
+        join_within(worker);
+    }
+
+    /// The commit count is the store's transactions (review item 14): a batch that the
+    /// store committed in three parts counts three, one that failed counts none, a whole
+    /// one counts one.
+    #[test]
+    fn the_commit_count_is_the_transactions_the_store_committed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (queue, worker, probe) = start_probe(dir.path(), false);
+        let commits = || queue.stats.commits.load(Ordering::Relaxed);
+        probe.transactions.store(3, Ordering::SeqCst);
+        let reply = queue.queue(register("alice"), crate::clock::now());
+        queue.commit_now(1);
+        assert_eq!(wait_within(reply), LedgerReply::Registered(Ok(())));
+        assert_eq!(commits(), 3);
+        probe.transactions.store(1, Ordering::SeqCst);
+        probe.panic_next.store(true, Ordering::SeqCst);
+        let reply = queue.queue(register("bob"), crate::clock::now());
+        queue.commit_now(1);
+        assert_eq!(wait_within(reply), LedgerReply::Unavailable);
+        assert_eq!(commits(), 3, "a failed batch committed no transaction");
+        let reply = queue.queue(register("bob"), crate::clock::now());
+        queue.commit_now(1);
+        assert_eq!(wait_within(reply), LedgerReply::Registered(Ok(())));
+        assert_eq!(commits(), 4);
+        drop(queue);
+        join_within(worker);
     }
 }

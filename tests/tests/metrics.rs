@@ -163,7 +163,8 @@ fn known_traffic_moves_exactly_its_counters() {
 }
 
 /// Every committed batch is in both histograms once, and each histogram's `+Inf` bucket is
-/// its count.
+/// its count. (The counts equal `txsock_commits_total` because this server's SQLite commits
+/// each batch in one transaction; a split MySQL batch would count more transactions.)
 fn assert_commit_histograms_agree(scrape: &Scrape) {
     let commits = scrape.get("txsock_commits_total");
     assert!(commits > 0.0);

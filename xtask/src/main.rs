@@ -209,7 +209,8 @@ TASKS:
                     `cargo mutants --list-files` lists when none is given. Each mutant is
                     judged by `cargo test -p P --tests` (unit and integration tests;
                     the host's stores by the binary's unit tests, the device by its
-                    device, scenario and sim tests: the whole suites take minutes per
+                    device, scenario and sim tests, the flash ledger by the crate's unit
+                    tests and its power_cut test: the whole suites take minutes per
                     mutant), with PROPTEST_CASES=16 unless set (every property test
                     still runs, with fewer cases: the core's suite costs a third of the
                     CPU). Exclusions, each justified, are in .cargo/mutants.toml; first
@@ -236,6 +237,12 @@ TASKS:
         --parallel N    run N files at once, each in its own build directory (two runs
                         must never share one: each overwrites the other's mutant under its
                         tests) [default: 1]
+        --baseline-skip skip the unmutated baseline (cargo-mutants' --baseline=skip, which
+                        otherwise builds and tests the unmutated tree first, 1 to 8 minutes
+                        per run): for re-running --re slices of a file whose unmutated tests
+                        you have just seen pass. Needs --timeout (no baseline time to derive
+                        one from). Run the file's tests first: with a failing unmutated
+                        test, every mutant would count as caught
         --check         only check .cargo/mutants.toml: fail if an exclude_re matches no
                         mutant (about a minute)
 
@@ -370,6 +377,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
                     match option {
                         "--all" if inline.is_none() => request.all = true,
                         "--check" if inline.is_none() => request.check = true,
+                        "--baseline-skip" if inline.is_none() => request.baseline_skip = true,
                         "--re" => request.re = Some(value("a regular expression")?),
                         "--opt-level" => {
                             request.opt_level = match value("0, 1, 2 or 3")?.parse() {
@@ -400,6 +408,13 @@ fn parse(args: &[String]) -> Result<Task, String> {
                         }
                         file => request.files.push(file.to_string()),
                     }
+                }
+                if request.baseline_skip && request.timeout.is_none() {
+                    return Err(
+                        "`--baseline-skip` needs `--timeout S`: without the unmutated \
+                                baseline there is no test time to derive a mutant's limit from"
+                            .to_string(),
+                    );
                 }
                 return Ok(Task::Mutants(request));
             }
@@ -620,6 +635,7 @@ mod tests {
                 opt_level: None,
                 timeout: None,
                 check: false,
+                baseline_skip: false,
             }))
         };
         assert_eq!(parse_str("mutants"), mutants(&[], false, None));
@@ -667,6 +683,19 @@ mod tests {
             }))
         ));
         assert!(parse_str("mutants --timeout 0").is_err());
+        assert!(matches!(
+            parse_str("mutants a.rs --baseline-skip --timeout 300"),
+            Ok(Task::Mutants(mutants::Request {
+                baseline_skip: true,
+                timeout: Some(300),
+                ..
+            }))
+        ));
+        assert!(
+            parse_str("mutants a.rs --baseline-skip").is_err(),
+            "no baseline, no derived timeout"
+        );
+        assert!(parse_str("mutants --baseline-skip=yes --timeout 9").is_err());
         assert!(parse_str("mutants --opt-level s").is_err());
         assert!(parse_str("mutants --parallel").is_err());
         assert!(parse_str("mutants --parallel two").is_err());

@@ -20,8 +20,10 @@ use crate::mariadb;
 use crate::prerequisites::is_root;
 use crate::util::{self, display, Error};
 
-/// The MySQL store: its mutants need a MariaDB server to be judged.
-const MYSQL_STORE: &str = "host/src/store/mysql.rs";
+/// The files whose mutants need a MariaDB server to be judged: the MySQL store, and the
+/// store module, whose `Store` trait's default methods are the MySQL store's (only a MySQL
+/// test sees `Store::commits_locally`'s default).
+const NEEDS_MARIADB: &[&str] = &["host/src/store/mysql.rs", "host/src/store/mod.rs"];
 
 /// The host's storage module and the firmware's device: mutated only with `--all`.
 const HOST_AND_DEVICE: &[&str] = &[
@@ -65,11 +67,18 @@ const PROPTEST_CASES: (&str, &str) = ("PROPTEST_CASES", "16");
 ///   `sim`: a thousand transfers at 10 % loss, more clients than sessions, outages). The
 ///   power-cut, sweep and tap tests take 10+ minutes together under load and test the flash
 ///   ledger, the fault sweep and a real TAP device rather than the device's logic.
+/// - The firmware's flash ledger: the crate's unit tests (the ledger's own, the power-cut
+///   harness's) and the power-cut test (a cut at every write and erase of a scenario, and
+///   random torn cuts), about 40 s at load 19; not the simulator, sweep and TAP tests.
 const JUDGES: &[(&str, &[&str])] = &[
     ("host/", &["--bin", "txsock"]),
     (
         "firmware-sim/src/device.rs",
         &["--test", "device", "--test", "scenario", "--test", "sim"],
+    ),
+    (
+        "firmware-sim/src/flash_ledger.rs",
+        &["--lib", "--test", "power_cut"],
     ),
     ("", &["--tests"]),
 ];
@@ -182,6 +191,11 @@ pub struct Request {
     pub timeout: Option<u32>,
     /// Only check that every `exclude_re` of `.cargo/mutants.toml` still matches a mutant.
     pub check: bool,
+    /// Skip the unmutated baseline (cargo-mutants' `--baseline=skip`): for re-running a
+    /// `--re` slice of a file whose unmutated tests are known to pass, the baseline (a build
+    /// and a full test run, 1 to 8 minutes on the loaded machine) is paid once, not per slice.
+    /// Needs `timeout`: without a baseline there is no test time to derive a limit from.
+    pub baseline_skip: bool,
 }
 
 /// Runs cargo-mutants on the requested files (all of the core's when none; with `all`, also
@@ -244,7 +258,10 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
             let (queue, results, failed) = (&queue, &results, &failed);
             let (root, out_root, re) = (&root, &out_root, request.re.as_deref());
             let opt_level = request.opt_level.unwrap_or(CORE_OPT_LEVEL);
-            let timeout = request.timeout;
+            let limits = Limits {
+                timeout: request.timeout,
+                baseline_skip: request.baseline_skip,
+            };
             scope.spawn(move || {
                 let build_dir = &claim.dir;
                 while !failed.load(Ordering::Relaxed) {
@@ -256,7 +273,7 @@ pub fn mutants(request: &Request) -> Result<(), Error> {
                         out_root,
                         build_dir,
                         (file, re),
-                        (opt_level, timeout),
+                        (opt_level, limits),
                         parallel > 1,
                     );
                     failed.fetch_or(result.is_err(), Ordering::Relaxed);
@@ -388,6 +405,27 @@ fn results_dir(out_root: &Path, build_dir: &Path, file: &str) -> PathBuf {
     out_root.join(format!("{}{worker}", file.replace(['/', '.'], "_")))
 }
 
+/// How long a mutant's tests may run, and whether the unmutated baseline runs first.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// cargo-mutants' `--timeout` in seconds (its own default when `None`).
+    timeout: Option<u32>,
+    /// cargo-mutants' `--baseline=skip`.
+    baseline_skip: bool,
+}
+
+/// cargo-mutants' arguments for `limits`.
+fn limit_args(limits: Limits) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(timeout) = limits.timeout {
+        args.push(format!("--timeout={timeout}"));
+    }
+    if limits.baseline_skip {
+        args.push("--baseline=skip".to_string());
+    }
+    args
+}
+
 /// Runs cargo-mutants on one file with `build_dir`; with `quiet`, its output goes to a log
 /// file beside the results (two runs' progress lines would interleave on the terminal).
 fn run_file(
@@ -395,7 +433,7 @@ fn run_file(
     out_root: &Path,
     build_dir: &Path,
     (file, re): (&str, Option<&str>),
-    (opt_level, timeout): (u8, Option<u32>),
+    (opt_level, limits): (u8, Limits),
     quiet: bool,
 ) -> Result<Outcome, Error> {
     let package = package_of(file)?;
@@ -418,13 +456,11 @@ fn run_file(
     if let Some(re) = re {
         command.args(["--re", re]);
     }
-    if let Some(timeout) = timeout {
-        command.arg(format!("--timeout={timeout}"));
-    }
-    // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`.
-    // The other files' mutants are judged without it (the conformance suite skips MySQL),
-    // which saves its tests' time on every mutant.
-    let _mariadb = if file.trim_start_matches("./") == MYSQL_STORE {
+    command.args(limit_args(limits));
+    // The MySQL store's tests need a server: a throwaway MariaDB, as in `cargo xtask test`
+    // ([`NEEDS_MARIADB`]). The other files' mutants are judged without it (the conformance
+    // suite skips MySQL), which saves its tests' time on every mutant.
+    let _mariadb = if NEEDS_MARIADB.contains(&file.trim_start_matches("./")) {
         mariadb::provide(&mut command)?
     } else {
         None
@@ -693,7 +729,27 @@ mod tests {
         assert_eq!(judges_of("core/src/replay.rs"), ["--tests"]);
         assert_eq!(judges_of("./host/src/store/sqlite.rs"), ["--bin", "txsock"]);
         assert!(judges_of("firmware-sim/src/device.rs").contains(&"sim"));
-        assert_eq!(judges_of("firmware-sim/src/flash_ledger.rs"), ["--tests"]);
+        assert_eq!(
+            judges_of("firmware-sim/src/flash_ledger.rs"),
+            ["--lib", "--test", "power_cut"]
+        );
+        assert_eq!(judges_of("firmware-sim/src/link.rs"), ["--tests"]);
+    }
+
+    #[test]
+    fn limits_pass_through_to_cargo_mutants() {
+        let limits = |timeout, baseline_skip| {
+            limit_args(Limits {
+                timeout,
+                baseline_skip,
+            })
+        };
+        assert!(limits(None, false).is_empty());
+        assert_eq!(limits(Some(120), false), ["--timeout=120"]);
+        assert_eq!(
+            limits(Some(300), true),
+            ["--timeout=300", "--baseline=skip"]
+        );
     }
 
     #[test]

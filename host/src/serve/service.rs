@@ -18,6 +18,7 @@
 use super::{notify_service_manager, ServeArgs, Server};
 use crate::audit::Audit;
 use crate::clock;
+use crate::group_commit::{CommitQueue, PendingReply};
 use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 use std::sync::Arc;
@@ -177,9 +178,10 @@ impl Reloader {
 }
 
 /// With `WATCHDOG_USEC` set (systemd `WatchdogSec=`), sends `WATCHDOG=1` every half of it,
-/// each time after a read through the group commit has been answered: a server whose store
-/// is held (a commit stuck on a hung disk or a lock that never comes, on the ledger thread
-/// or a session's) stops petting the watchdog and systemd restarts it. `None` without a
+/// each time after a read through the ledger thread has been answered ([`probe_ledger`]):
+/// a server whose store is held (a commit stuck on a hung disk or a lock that never comes,
+/// on the ledger thread or a session's) or whose ledger thread is gone stops petting the
+/// watchdog, logs a warning each period, and systemd restarts it. `None` without a
 /// watchdog. Abort the task before waiting for the ledger worker to finish: it holds a
 /// ledger handle.
 pub(super) fn watchdog(server: Arc<Server>) -> Option<JoinHandle<()>> {
@@ -188,32 +190,154 @@ pub(super) fn watchdog(server: Arc<Server>) -> Option<JoinHandle<()>> {
         interval_ms = period.as_millis() as u64,
         "systemd watchdog enabled: WATCHDOG=1 after each ledger probe"
     );
-    // A read of one balance: it takes the same queue and store as every request, and is
-    // committed like a session's (here, if the store is free, else by the ledger thread).
+    let ledger = server.ledger.clone();
+    drop(server);
+    Some(tokio::spawn(probe_ledger(ledger, period, |answered| {
+        if answered {
+            notify_service_manager(&[NotifyState::Watchdog]);
+        }
+    })))
+}
+
+/// Every `period`, a read of one balance through `ledger`, then `beat(true)` once it is
+/// answered within `period`, else a warning and `beat(false)`.
+///
+/// The probe is always committed by the ledger thread ([`CommitQueue::hand_to_worker`]),
+/// never on this task: it then finds a dead ledger thread as well as a held store, and a
+/// store that hangs leaves this task free to warn. A probe not answered in time stays
+/// the one awaited (no second one is queued behind it), so a stuck store holds at most
+/// one probe, not one per period.
+async fn probe_ledger(ledger: CommitQueue, period: Duration, mut beat: impl FnMut(bool)) {
     let probe = Username::parse("txsock-watchdog").expect("a valid username");
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
+    let period = period.max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting: Option<PendingReply> = None;
+    loop {
+        tick.tick().await;
+        let answer = waiting.get_or_insert_with(|| {
             let request = LedgerRequest::Balance {
                 user: probe.clone(),
             };
-            // With a local store `commit_now` may run the probe's commit here, outside the
-            // timeout: a store that hangs then hangs this task, which withholds WATCHDOG=1
-            // all the same (without the warning below).
-            let answered = server.ledger.queue(request, clock::now());
-            server.ledger.commit_now(1);
-            match tokio::time::timeout(period.max(Duration::from_millis(1)), answered).await {
-                Ok(LedgerReply::Balance(_)) => notify_service_manager(&[NotifyState::Watchdog]),
-                Ok(_) => tracing::warn!(
-                    "watchdog: the ledger did not answer its probe; WATCHDOG=1 withheld"
-                ),
-                Err(_) => tracing::warn!(
+            let answer = ledger.queue(request, clock::now());
+            ledger.hand_to_worker();
+            answer
+        });
+        match tokio::time::timeout(period, answer).await {
+            Ok(reply) => {
+                waiting = None;
+                if matches!(reply, LedgerReply::Balance(_)) {
+                    beat(true);
+                } else {
+                    tracing::warn!(
+                        "watchdog: the ledger did not answer its probe; WATCHDOG=1 withheld"
+                    );
+                    beat(false);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
                     "watchdog: the ledger has not answered its probe in {} ms; WATCHDOG=1 withheld",
                     period.as_millis()
-                ),
+                );
+                beat(false);
             }
         }
-    }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group_commit::probe::{start_probe, until_the_worker_sleeps, ProbeHandle};
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+
+    /// Lets the held commit go on when dropped, also when an assertion fails first, so that
+    /// no runtime worker stays blocked in the store.
+    struct Release(ProbeHandle);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+
+    /// Waits (bounded) until `beats` holds `n` beats.
+    fn until_beats(beats: &Mutex<Vec<bool>>, n: usize, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while beats.lock().unwrap().len() < n {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A store that hangs in the probe's commit (review items 5 and 6), whether it commits
+    /// locally (SQLite) or not: the watchdog keeps warning every period instead of hanging
+    /// inside the store, and queues no second probe behind the one that waits (the queue
+    /// stays empty: the probe is in the ledger thread's commit, never this task's). Once the
+    /// store moves, the probe is answered and the beat comes back.
+    #[test]
+    fn a_stuck_store_withholds_the_beat_each_period_and_holds_one_probe() {
+        for locally in [true, false] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (queue, worker, probe) = start_probe(dir.path(), locally);
+            until_the_worker_sleeps(&queue);
+            // Two workers: a store that commits locally may then be committed inline.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_time()
+                .build()
+                .unwrap();
+            probe.hold_next.store(true, Ordering::SeqCst);
+            // Dropped before the runtime, which could not end with a worker in the store.
+            let release = Release(probe.clone());
+            let beats = Arc::new(Mutex::new(Vec::new()));
+            let seen = beats.clone();
+            let task = runtime.spawn(probe_ledger(
+                queue.clone(),
+                Duration::from_millis(20),
+                move |answered| seen.lock().unwrap().push(answered),
+            ));
+            until_beats(
+                &beats,
+                4,
+                &format!("locally={locally}: the watchdog stopped warning (it hangs in the store)"),
+            );
+            assert!(
+                beats.lock().unwrap().iter().all(|answered| !answered),
+                "locally={locally}"
+            );
+            // On a loaded machine the ledger thread may take the probe after the beats.
+            probe.until_commits_started(1);
+            assert_eq!(
+                queue.queued(),
+                0,
+                "locally={locally}: probes queued behind the stuck one"
+            );
+            assert_eq!(
+                *probe.threads.lock().unwrap(),
+                ["txsock-ledger"],
+                "locally={locally}: one probe, in the ledger thread's commit"
+            );
+            drop(release);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !beats.lock().unwrap().contains(&true) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "locally={locally}: no beat after the store moved"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            task.abort();
+            drop(runtime);
+            let threads = probe.threads.lock().unwrap().clone();
+            assert!(
+                threads.iter().all(|t| t == "txsock-ledger"),
+                "locally={locally}: {threads:?}"
+            );
+            drop(queue);
+            worker.join();
+        }
+    }
 }

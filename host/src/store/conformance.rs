@@ -150,6 +150,18 @@ impl MysqlBackend {
     /// A fresh database for `test`, or `None` when MySQL tests are skipped.
     pub(super) fn new(test: &str) -> Option<MysqlBackend> {
         let base_url = test_mysql_url()?;
+        // A test whose transaction is retried sleeps the store's pause between attempts: a
+        // pause beyond its 0.5 s ceiling would hang the test (and libtest waits for every
+        // hung test before it reports the pause's own unit test failing). Every MySQL test
+        // checks the bound first, so such a fault fails them at once.
+        for attempt in 0..=20 {
+            let pause = super::mysql::backoff(attempt);
+            assert!(
+                pause <= std::time::Duration::from_millis(500),
+                "the pause before attempt {} is {pause:?}, over its 0.5 s ceiling",
+                attempt + 1
+            );
+        }
         let opts = ::mysql::Opts::from_url(&base_url).expect("TXSOCK_TEST_MYSQL_URL is invalid");
         let base = opts.get_db_name().unwrap_or("txsock_test").to_string();
         let mut db = format!("{base}_{}_{test}", std::process::id());

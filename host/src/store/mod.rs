@@ -145,6 +145,15 @@ pub trait Store: Send + 'static {
     /// transaction open on a connection it keeps (MySQL) must drop that connection, or the
     /// next batch would commit the panicked one's partial writes.
     fn recover_from_panic(&mut self) {}
+
+    /// How many transactions, each with its sync, the last [`Store::execute_batch`] that
+    /// returned `Ok` committed: one for a store that commits every batch whole (the
+    /// default, SQLite's and the test stores'); MySQL commits a batch that keeps
+    /// conflicting in parts, one transaction each, and a part that failed counts none.
+    /// Counted by `txsock_commits_total` and the closing `commits=` figure.
+    fn last_batch_transactions(&self) -> u64 {
+        1
+    }
 }
 
 /// How a command opens its store.

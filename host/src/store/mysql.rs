@@ -272,6 +272,12 @@ pub struct MysqlStore {
     /// cluster can do there (commit nothing after all, lose the connection, stall the read).
     #[cfg(test)]
     after_commit: Option<Box<dyn FnMut() + Send>>,
+    /// Transactions the last [`Store::execute_batch`] committed (several after a split).
+    batch_transactions: u64,
+    /// Test seam: when set, the next transaction panics right before its `COMMIT` (after
+    /// all its writes), as a bug in the ledger code would (`Store::recover_from_panic`).
+    #[cfg(test)]
+    pub(super) panic_before_commit: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a failed statement is handled.
@@ -478,6 +484,9 @@ impl MysqlStore {
             read_only: access == Access::ReadOnly,
             #[cfg(test)]
             after_commit: None,
+            batch_transactions: 0,
+            #[cfg(test)]
+            panic_before_commit: Default::default(),
         };
         if access != Access::Create {
             store.require_schema(access == Access::ReadOnly)?;
@@ -539,11 +548,7 @@ impl MysqlStore {
                     );
                 }
                 self.galera = galera;
-                self.no_causal_wait = if galera && is_mariadb(&mut conn)? {
-                    NO_CAUSAL_WAIT
-                } else {
-                    ""
-                };
+                self.no_causal_wait = no_causal_wait_prefix(galera, || is_mariadb(&mut conn))?;
                 conn
             }
         };
@@ -626,6 +631,8 @@ impl MysqlStore {
             // A read-only session writes nothing that could be committed in part.
             let galera = self.galera && !self.read_only;
             let no_causal_wait = self.no_causal_wait;
+            #[cfg(test)]
+            let panic_before_commit = self.panic_before_commit.clone();
             let result = match connected.and_then(|()| self.connect()) {
                 Ok(c) => (|| {
                     c.query_drop("START TRANSACTION")?;
@@ -637,6 +644,10 @@ impl MysqlStore {
                     let value = body(c)?;
                     if let Some(token) = token {
                         check_alive(c, token, no_causal_wait)?;
+                    }
+                    #[cfg(test)]
+                    if panic_before_commit.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        panic!("the test panics before COMMIT");
                     }
                     commit_sent = true;
                     c.query_drop("COMMIT")?;
@@ -784,7 +795,7 @@ impl MysqlStore {
 
 /// A random pause before attempt `attempt + 1`: up to 2^attempt ms, at most 0.5 s, so that
 /// transactions that collided do not collide again in step.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling = (1u64 << attempt.min(9)).min(500);
     let jitter = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) % ceiling;
     Duration::from_millis(1 + jitter)
@@ -809,6 +820,21 @@ fn causal_reads_if_galera(c: &mut Conn, read_only: bool) -> Result<bool> {
         )?;
     }
     Ok(galera)
+}
+
+/// The prefix that lets a statement skip the causal wait: [`NO_CAUSAL_WAIT`] on a Galera node
+/// that is MariaDB (`mariadb` is asked only on Galera: one query fewer elsewhere), else none.
+/// Another Galera flavour keeps its causal reads: `SET STATEMENT` would be a syntax error
+/// there and fail every batch.
+fn no_causal_wait_prefix(
+    galera: bool,
+    mariadb: impl FnOnce() -> Result<bool>,
+) -> Result<&'static str> {
+    Ok(if galera && mariadb()? {
+        NO_CAUSAL_WAIT
+    } else {
+        ""
+    })
 }
 
 /// Whether `c` is connected to MariaDB (its version says so: `10.11.6-MariaDB-…`), whose
@@ -1541,7 +1567,10 @@ impl MysqlStore {
         };
         let first_committed = committed.len();
         let e = match self.commit_batch(batch, committed, tries) {
-            Ok(replies) => return Ok(replies),
+            Ok(replies) => {
+                self.batch_transactions += 1;
+                return Ok(replies);
+            }
             Err(e) => e,
         };
         committed.truncate(first_committed);
@@ -1578,7 +1607,12 @@ impl Store for MysqlStore {
         batch: &[(LedgerRequest, Instant)],
         committed: &mut Vec<Committed>,
     ) -> Result<Vec<LedgerReply>> {
+        self.batch_transactions = 0;
         self.commit_splitting(batch, committed, true)
+    }
+
+    fn last_batch_transactions(&self) -> u64 {
+        self.batch_transactions
     }
 
     fn server_secret(&mut self) -> Result<[u8; 32]> {
