@@ -267,6 +267,11 @@ pub struct MysqlStore {
     no_causal_wait: &'static str,
     /// Whether every session is `READ ONLY` ([`Access::ReadOnly`]).
     read_only: bool,
+    /// Test seam: runs between a batch's `COMMIT` and the read-back of its outcomes on
+    /// Galera ([`MysqlStore::commit_batch`]), where the tests do to the single server what a
+    /// cluster can do there (commit nothing after all, lose the connection, stall the read).
+    #[cfg(test)]
+    after_commit: Option<Box<dyn FnMut() + Send>>,
     /// Transactions the last [`Store::execute_batch`] committed (several after a split).
     batch_transactions: u64,
     /// Test seam: when set, the next transaction panics right before its `COMMIT` (after
@@ -477,6 +482,8 @@ impl MysqlStore {
             galera: false,
             no_causal_wait: "",
             read_only: access == Access::ReadOnly,
+            #[cfg(test)]
+            after_commit: None,
             batch_transactions: 0,
             #[cfg(test)]
             panic_before_commit: Default::default(),
@@ -1491,6 +1498,10 @@ impl MysqlStore {
             // are seen in the database after its COMMIT (see `recorded_count`).
             if result.is_err() || !self.galera || recorded.is_empty() {
                 return result;
+            }
+            #[cfg(test)]
+            if let Some(after_commit) = &mut self.after_commit {
+                after_commit();
             }
             // A read only: tried again after a lock or causal-read timeout or a lost
             // connection (while a node leaves the cluster, say), a few times.

@@ -538,6 +538,8 @@ fn a_batch_gives_up_to_split_only_on_deadlocks_or_a_lock_wait() {
         let e = store
             .transaction_tries(split, |_| -> Result<()> {
                 runs += 1;
+                // A failure, not a hang, when the runs are not counted (mysql-seam).
+                assert!(runs <= MAX_ATTEMPTS, "{what}: more runs than allowed");
                 Err(server_error(code))
             })
             .unwrap_err();
@@ -1200,6 +1202,385 @@ fn a_batch_that_keeps_conflicting_is_split_and_only_the_contended_part_fails() {
             ("dave".to_string(), 1001)
         ]
     );
+}
+
+// The read-back after a commit on Galera (issue 22, mysql-seam), on the single test server:
+// the store runs its Galera path (`galera` set, with a node session's liveness table), and
+// its `after_commit` seam does, between `COMMIT` and the read-back, what a cluster can do
+// there: commit nothing after all, lose the connection, fail the read. Each test asserts
+// what the batch answers and what the database holds after it.
+
+/// Makes `store` run as on a Galera node: each transaction writes and checks the liveness
+/// token, and a batch is read back after its `COMMIT` before anything is answered. The
+/// session is set up as [`causal_reads_if_galera`] sets up a node's (without the causal
+/// reads, which a plain server lacks). A reconnection ends it: the new session is a plain
+/// server's.
+fn as_galera_node(store: &mut MysqlStore) {
+    let c = store.connect().unwrap();
+    c.query_drop("SET SESSION autocommit = 0").unwrap();
+    c.query_drop(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS txsock_alive (token BIGINT UNSIGNED NOT NULL)
+         ENGINE=InnoDB",
+    )
+    .unwrap();
+    store.galera = true;
+}
+
+/// Runs `then(n)` at the `n`th time `store` reaches the read-back after a commit; the
+/// counter tells how many times it did.
+fn on_read_back(
+    store: &mut MysqlStore,
+    mut then: impl FnMut(u32) + Send + 'static,
+) -> std::sync::Arc<std::sync::atomic::AtomicU32> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = calls.clone();
+    store.after_commit = Some(Box::new(move || {
+        then(counted.fetch_add(1, SeqCst) + 1);
+    }));
+    calls
+}
+
+fn read_backs(calls: &std::sync::atomic::AtomicU32) -> u32 {
+    calls.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A journal entry of a transfer: sender, id, amount.
+type Entry = (String, String, i64);
+
+/// What another server sees: every balance, by name, and every transfer in the journal,
+/// in order.
+fn ledger_of(url: &str) -> (Vec<(String, i64)>, Vec<Entry>) {
+    let mut c = raw(url);
+    let balances = c
+        .query("SELECT name, balance FROM users ORDER BY name")
+        .unwrap();
+    let journal = c
+        .query(
+            "SELECT from_user, transfer_id, amount FROM journal WHERE kind = 'transfer'
+             ORDER BY seq",
+        )
+        .unwrap();
+    (balances, journal)
+}
+
+fn now_batch(requests: &[LedgerRequest]) -> Vec<(LedgerRequest, Instant)> {
+    requests
+        .iter()
+        .map(|r| (r.clone(), Instant::from_millis(1_000)))
+        .collect()
+}
+
+fn entry(from: &str, id: &str, amount: i64) -> Entry {
+    (from.to_string(), id.to_string(), amount)
+}
+
+fn balances(alice: i64, bob: i64) -> Vec<(String, i64)> {
+    vec![("alice".to_string(), alice), ("bob".to_string(), bob)]
+}
+
+/// A Galera batch whose `COMMIT` succeeded, and whose outcomes the database holds, is
+/// answered from what it committed: the read-back runs once, finds the commit and the
+/// refusal, and nothing is run again.
+#[test]
+fn a_galera_batch_that_committed_is_answered_from_what_it_committed() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_galera_committed") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    as_galera_node(&mut store);
+    let calls = on_read_back(&mut store, |_| {});
+    let batch = now_batch(&[
+        transfer("alice", "t1", "bob", 300),
+        transfer("alice", "t2", "bob", 5_000),
+    ]);
+    let mut committed = Vec::new();
+    let replies = store.execute_batch(&batch, &mut committed).unwrap();
+    assert_eq!(
+        transfer_outcome(&replies[0]),
+        txsock_core::ledger::TransferOutcome {
+            result: Ok(()),
+            balance: Amount(700)
+        }
+    );
+    assert_eq!(
+        transfer_outcome(&replies[1]).result,
+        Err(ErrorCode::InsufficientFunds)
+    );
+    assert_eq!(read_backs(&calls), 1, "read back once, not run again");
+    let ids: Vec<&str> = committed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["t1"]);
+    assert_eq!(
+        ledger_of(&db.url),
+        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
+    );
+}
+
+/// A Galera batch whose `COMMIT` reported success while the database holds none of its
+/// outcomes (what a node did under the crash test's load: module documentation) is not
+/// answered from that commit: it runs again, and is answered from what the second run
+/// committed. The money moves once.
+#[test]
+fn a_galera_commit_the_database_does_not_hold_runs_again_before_any_answer() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_galera_lost_commit") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    as_galera_node(&mut store);
+    let url = db.url.clone();
+    let calls = on_read_back(&mut store, move |n| {
+        if n == 1 {
+            // The first commit is undone as if it had never been made.
+            let mut c = raw(&url);
+            c.query_drop("DELETE FROM journal WHERE from_user = 'alice' AND transfer_id = 't1'")
+                .unwrap();
+            c.query_drop(
+                "UPDATE users SET balance = IF(name = 'alice', balance + 300, balance - 300)
+                 WHERE name IN ('alice', 'bob')",
+            )
+            .unwrap();
+        }
+    });
+    let mut committed = Vec::new();
+    let replies = store
+        .execute_batch(
+            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(
+        transfer_outcome(&replies[0]),
+        txsock_core::ledger::TransferOutcome {
+            result: Ok(()),
+            balance: Amount(700)
+        }
+    );
+    assert_eq!(read_backs(&calls), 2, "run again and read back again");
+    assert_eq!(committed.len(), 1, "one commit reported: {committed:?}");
+    assert_eq!(
+        ledger_of(&db.url),
+        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
+    );
+}
+
+/// A Galera batch that fails before its `COMMIT` is its own error, with its cause: it is not
+/// read back (nothing it wrote was committed) and not run again, and nothing moves.
+#[test]
+fn a_failed_galera_batch_is_its_error_and_is_not_read_back() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_galera_failed") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    raw(&db.url)
+        .query_drop(
+            "CREATE TRIGGER journal_closed BEFORE INSERT ON journal FOR EACH ROW
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'journal closed by the test'",
+        )
+        .unwrap();
+    as_galera_node(&mut store);
+    let calls = on_read_back(&mut store, |_| {});
+    // In a thread of its own: a batch run again and again is a failure here, not a hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut committed = Vec::new();
+        let result = store.execute_batch(
+            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
+            &mut committed,
+        );
+        let _ = done.send((result, committed));
+    });
+    let (result, committed) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the failed batch is still being run after 60 s");
+    let e = result.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("journal closed by the test"),
+        "the cause is named: {e:#}"
+    );
+    assert_eq!(read_backs(&calls), 0, "not read back");
+    assert!(committed.is_empty());
+    assert_eq!(ledger_of(&db.url), (balances(1_000, 1_000), vec![]));
+}
+
+/// A Galera batch whose read-back loses its connection (a node leaving the cluster, say)
+/// reconnects and reads again: the commit is found and answered, once.
+#[test]
+fn a_read_back_that_loses_its_connection_reads_again_and_answers_the_commit() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_galera_read_back_lost") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    as_galera_node(&mut store);
+    let id = connection_id(store.connect().unwrap()).unwrap();
+    let url = db.url.clone();
+    let calls = on_read_back(&mut store, move |n| {
+        if n == 1 {
+            raw(&url)
+                .query_drop(format!("KILL CONNECTION {id}"))
+                .unwrap();
+        }
+    });
+    let mut committed = Vec::new();
+    let replies = store
+        .execute_batch(
+            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    assert_eq!(read_backs(&calls), 1, "read again, not run again");
+    assert_eq!(committed.len(), 1);
+    assert_ne!(
+        connection_id(store.connect().unwrap()).unwrap(),
+        id,
+        "a new connection"
+    );
+    assert_eq!(
+        ledger_of(&db.url),
+        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
+    );
+}
+
+/// A Galera batch whose read-back fails for any other reason (here an operator kills the
+/// statement) has an unknown outcome: it is an error of its own kind at once (no retry, no
+/// second run, never a conflict to split), nothing is answered, and a client resending the
+/// same id gets the outcome committed the first time, with no money moved again.
+#[test]
+fn a_read_back_that_fails_leaves_the_outcome_unknown_and_the_resent_id_gets_the_commit() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_galera_read_back_killed") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    as_galera_node(&mut store);
+    let id = connection_id(store.connect().unwrap()).unwrap();
+    let (locked, lockers) = std::sync::mpsc::channel();
+    let url = db.url.clone();
+    let calls = on_read_back(&mut store, move |_| {
+        // The read-back waits for these tables until the test kills it.
+        let mut locker = raw(&url);
+        locker
+            .query_drop("LOCK TABLES journal WRITE, refusals WRITE")
+            .unwrap();
+        locked.send(locker).unwrap();
+    });
+    let worker = batch_in_thread(store, vec![transfer("alice", "t1", "bob", 300)]);
+    let mut locker = lockers.recv_timeout(Duration::from_secs(20)).unwrap();
+    let mut watch = raw(&db.url);
+    let started = std::time::Instant::now();
+    loop {
+        let state: Option<String> = watch
+            .exec_first(
+                "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (id,),
+            )
+            .unwrap();
+        if state.is_some_and(|s| s.contains("metadata lock")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the read-back never waited for the test's lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    watch.query_drop(format!("KILL QUERY {id}")).unwrap();
+    locker.query_drop("UNLOCK TABLES").unwrap();
+    let (mut store, result) = worker.join().unwrap();
+    let e = result.unwrap_err();
+    assert!(e.downcast_ref::<OutcomeUnknown>().is_some(), "{e:#}");
+    assert_eq!(classify(&e), Failure::Other);
+    assert_eq!(read_backs(&calls), 1, "not run again");
+    assert_eq!(
+        ledger_of(&db.url),
+        (balances(700, 1_300), vec![entry("alice", "t1", 300)]),
+        "committed"
+    );
+
+    store.after_commit = None;
+    let mut committed = Vec::new();
+    let replies = store
+        .execute_batch(
+            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    assert!(committed.is_empty(), "nothing new committed: {committed:?}");
+    assert_eq!(
+        ledger_of(&db.url),
+        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
+    );
+}
+
+/// The rollbacks of `store`'s session so far: one per run of a transaction that failed.
+fn rollbacks(store: &mut MysqlStore) -> u64 {
+    let row: Option<(String, u64)> = store
+        .connect()
+        .unwrap()
+        .query_first("SHOW SESSION STATUS LIKE 'Com_rollback'")
+        .unwrap();
+    row.unwrap().1
+}
+
+/// A batch of several requests that waits out a lock wait is split at once, and its
+/// contended part, a single request, gives up after its one wait too: the batch waits once
+/// per level of the split (here two: the whole batch, then the request), not
+/// [`MAX_ATTEMPTS`] times, which is the bound the module documentation gives (a row held
+/// for a whole lock wait is held by a stuck transaction). Counted as the failed runs, each
+/// rolled back on the store's session; the request that shared the batch commits. A batch
+/// of one request, which cannot split, keeps its [`MAX_ATTEMPTS`] runs.
+#[test]
+fn a_lock_wait_splits_a_batch_at_once_and_its_part_waits_once() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_waits") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob", "carol", "dave"], 1_000);
+    // A lock wait fails at once (1205) instead of after 10 s.
+    store
+        .connect()
+        .unwrap()
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
+        .unwrap();
+    let mut holder = raw(&db.url);
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
+        .unwrap();
+    let before = rollbacks(&mut store);
+    let mut committed = Vec::new();
+    let replies = store
+        .execute_batch(
+            &now_batch(&[
+                transfer("alice", "t1", "bob", 300),
+                transfer("carol", "t2", "dave", 300),
+            ]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    assert!(
+        matches!(replies[1], LedgerReply::Unavailable),
+        "{replies:?}"
+    );
+    assert_eq!(
+        rollbacks(&mut store) - before,
+        2,
+        "one wait for the whole batch, one for its contended part"
+    );
+    // A batch of one request cannot split: it keeps its MAX_ATTEMPTS runs, then is the
+    // batch's error.
+    let before = rollbacks(&mut store);
+    let e = store
+        .execute_batch(
+            &now_batch(&[transfer("carol", "t3", "dave", 300)]),
+            &mut committed,
+        )
+        .unwrap_err();
+    assert_eq!(contention(&e), Some(Contention::LockWait), "{e:#}");
+    assert_eq!(rollbacks(&mut store) - before, u64::from(MAX_ATTEMPTS));
+    holder.query_drop("ROLLBACK").unwrap();
+    let (_, journal) = ledger_of(&db.url);
+    assert_eq!(journal, [entry("alice", "t1", 300)]);
 }
 
 /// Review 2, A1 (gc-leftovers): a panic inside a batch's transaction, after its writes and
