@@ -1541,6 +1541,76 @@ mod tests {
         }
     }
 
+    /// A run writes only the balances it changed: an account whose transfers leave its
+    /// balance as it was (a transfer and its return, refusals: to oneself, beyond the
+    /// balance) is not rewritten, so the commit writes no page for it.
+    #[test]
+    fn a_run_writes_only_the_balances_it_changed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opening = Amount::parse_non_negative("10.00").unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db"), opening).unwrap();
+        let user = |name: &str| Username::parse(name).unwrap();
+        let setup: Vec<_> = ["alice", "bob", "carol"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let request = LedgerRequest::Register {
+                    user: user(name),
+                    verifier: verifier(i as u8),
+                };
+                (request, crate::clock::now())
+            })
+            .collect();
+        run_with(&mut store, batch_at_once, &setup);
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TABLE written (name TEXT);
+                 CREATE TEMP TRIGGER balance_written AFTER UPDATE OF balance ON users
+                 BEGIN INSERT INTO written VALUES (NEW.name); END;",
+            )
+            .unwrap();
+        let transfer = |from: &str, id: &str, to: &str, amount: &str| {
+            let request = LedgerRequest::Transfer {
+                from: user(from),
+                id: TransferId::parse(id).unwrap(),
+                to: user(to),
+                amount: Amount::parse_non_negative(amount).unwrap(),
+            };
+            (request, crate::clock::now())
+        };
+        let written = |store: &SqliteStore| -> Vec<String> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT name FROM written ORDER BY name")
+                .unwrap();
+            let names = stmt.query_map([], |r| r.get(0)).unwrap();
+            names.map(Result::unwrap).collect()
+        };
+        let (_, committed) = run_with(
+            &mut store,
+            batch_at_once,
+            &[
+                transfer("alice", "t1", "alice", "1.00"),
+                transfer("bob", "t1", "carol", "1.00"),
+                transfer("carol", "t1", "bob", "1.00"),
+                transfer("carol", "t2", "alice", "100.00"),
+            ],
+        );
+        assert_eq!(
+            committed.len(),
+            2,
+            "two transfers moved money: {committed:?}"
+        );
+        assert!(written(&store).is_empty(), "{:?}", written(&store));
+        run_with(
+            &mut store,
+            batch_at_once,
+            &[transfer("alice", "t2", "bob", "2.00")],
+        );
+        assert_eq!(written(&store), ["alice", "bob"]);
+    }
+
     /// A request that fails (here a history page over a corrupt journal row) fails alone:
     /// the batch is run again request by request, the failed request is answered
     /// `Unavailable`, and the transfers around it commit.
