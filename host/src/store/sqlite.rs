@@ -815,7 +815,8 @@ impl<'a> TransferRun<'a> {
     /// Reads what the transfers at the front of `batch` (up to its first other request)
     /// need, in a few statements rather than three a transfer: the balance of each of their
     /// accounts ([`TransferRun::balances`]) and the outcome recorded for each of their ids
-    /// ([`TransferRun::stored`]). Called once, before the run's first transfer.
+    /// ([`TransferRun::stored`]). Called once, before the run's first transfer. A short run
+    /// (fewer than [`MULTI_ROW_FROM`] accounts) reads a row a statement.
     fn read_ahead(&mut self, tx: &Connection, batch: &'a [(LedgerRequest, Instant)]) -> Result<()> {
         let mut names = BTreeSet::new();
         let mut keys = HashSet::new();
