@@ -4,7 +4,7 @@ use super::row::{amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amo
 use super::{Access, CheckReport, Committed, Store, UserSummary};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use txsock_core::auth::Verifier;
 use txsock_core::ledger::{
@@ -244,7 +244,7 @@ impl SqliteStore {
             [super::row::LOGIN_FAILURE_DECOY],
         )?;
         // Room for every statement of the ledger's hot path (see `execute`), with the
-        // multi-row inserts' chunk sizes (see `insert_rows`).
+        // multi-row writes' chunk sizes (see `write_rows`).
         conn.set_prepared_statement_cache_capacity(64);
         Ok(SqliteStore {
             conn,
@@ -510,11 +510,7 @@ type StoredOutcome = (String, i64, i64, Option<String>);
 /// The final outcome recorded for `from`'s transfer `id`, if it has one: committed (in the
 /// journal, with the balance after it) or refused (in `refusals`, with its code and the
 /// balance then): recipient, amount, balance, code (`None` if committed).
-fn earlier_outcome(
-    tx: &Connection,
-    from: &Username,
-    id: &TransferId,
-) -> Result<Option<StoredOutcome>> {
+fn earlier_outcome(tx: &Connection, from: &str, id: &str) -> Result<Option<StoredOutcome>> {
     query_row(
         tx,
         "SELECT to_user, amount, balance_after, NULL FROM journal
@@ -522,7 +518,7 @@ fn earlier_outcome(
          UNION ALL
          SELECT to_user, amount, balance_at, code FROM refusals
              WHERE from_user = ?1 AND transfer_id = ?2",
-        [from.as_str(), id.as_str()],
+        [from, id],
         |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -549,7 +545,7 @@ fn transfer(
 ) -> Result<TransferOutcome> {
     let sender = balance(tx, from)?;
     let recipient = if from == to { sender } else { balance(tx, to)? };
-    let earlier = earlier_outcome(tx, from, id)?;
+    let earlier = earlier_outcome(tx, from.as_str(), id.as_str())?;
     let facts = TransferFacts {
         sender: sender.map(amount_of),
         recipient: recipient.map(amount_of),
@@ -730,19 +726,28 @@ fn batch_at_once(
     let now_ms = crate::clock::unix_millis();
     let mut replies = Vec::with_capacity(batch.len());
     let mut run = TransferRun::default();
-    for (request, now) in batch {
+    let mut run_read = false;
+    for (at, (request, now)) in batch.iter().enumerate() {
         match request {
             LedgerRequest::Transfer {
                 from,
                 id,
                 to,
                 amount,
-            } => replies.push(LedgerReply::Transfer(
-                run.transfer(tx, from, id, to, *amount, now_ms, committed)?,
-            )),
+            } => {
+                if !run_read {
+                    run.read_ahead(tx, &batch[at..])?;
+                    run_read = true;
+                }
+                replies.push(LedgerReply::Transfer(
+                    run.transfer(from, id, to, *amount, now_ms, committed),
+                ));
+            }
             other => {
-                // Every other request sees the run's writes, as it would one by one.
+                // Every other request sees the run's writes, as it would one by one, and
+                // the next run reads what they wrote.
                 run.write(tx)?;
+                run_read = false;
                 replies.push(execute_one(opening_balance, tx, other, *now, committed)?);
             }
         }
@@ -785,16 +790,19 @@ type Outcome = (String, i64, i64, Option<&'static str>);
 /// A run of consecutive transfers of one batch, decided one after another by the money rule
 /// on the balances and outcomes as the earlier transfers of the run left them, and written
 /// together ([`TransferRun::write`]): each touched balance once (compare-and-set on the value
-/// read), the journal and the refusals in multi-row inserts. Every read is inside the
+/// read), the journal and the refusals in multi-row statements. Every read is inside the
 /// batch's `IMMEDIATE` transaction, so nothing changes between the reads and the writes.
 /// One transfer at a time this would be eight statements (two balance reads, the id's
 /// look-up, two balance updates, the journal insert and a savepoint around them); here it
 /// is the id's look-up plus a share of the run's writes.
 #[derive(Default)]
 struct TransferRun<'a> {
-    /// Every account the run read: its balance as stored and as the run left it (`None`:
+    /// Every account of the run: its balance as stored and as the run left it (`None`:
     /// no such account).
     balances: BTreeMap<&'a str, (Option<i64>, Option<i64>)>,
+    /// The outcomes recorded before the run for its (sender, id) pairs; a pair of the run
+    /// that is not here has none.
+    stored: HashMap<(&'a str, &'a str), StoredOutcome>,
     /// The outcomes this run recorded, by (sender, id).
     outcomes: HashMap<(&'a str, &'a str), Outcome>,
     /// Journal rows to insert: sender, id, recipient, amount, sender's balance after, time.
@@ -804,14 +812,100 @@ struct TransferRun<'a> {
 }
 
 impl<'a> TransferRun<'a> {
-    /// The balance of `user` as the run stands (read once per run).
-    fn balance(&mut self, tx: &Connection, user: &'a Username) -> Result<Option<i64>> {
-        if let Some(&(_, now)) = self.balances.get(user.as_str()) {
-            return Ok(now);
+    /// Reads what the transfers at the front of `batch` (up to its first other request)
+    /// need, in a few statements rather than three a transfer: the balance of each of their
+    /// accounts ([`TransferRun::balances`]) and the outcome recorded for each of their ids
+    /// ([`TransferRun::stored`]). Called once, before the run's first transfer. A short run
+    /// (fewer than [`MULTI_ROW_FROM`] accounts) reads a row a statement.
+    fn read_ahead(&mut self, tx: &Connection, batch: &'a [(LedgerRequest, Instant)]) -> Result<()> {
+        let mut names = BTreeSet::new();
+        let mut keys = HashSet::new();
+        for (request, _) in batch {
+            let LedgerRequest::Transfer { from, id, to, .. } = request else {
+                break;
+            };
+            names.extend([from.as_str(), to.as_str()]);
+            keys.insert((from.as_str(), id.as_str()));
         }
-        let stored = balance(tx, user)?;
-        self.balances.insert(user.as_str(), (stored, stored));
-        Ok(stored)
+        let names: Vec<&'a str> = names.into_iter().collect();
+        let keys: Vec<(&'a str, &'a str)> = keys.into_iter().collect();
+        if names.len() < MULTI_ROW_FROM {
+            // A short run (a lone client's transfer): a statement a row costs less.
+            for name in names {
+                let stored = query_row(
+                    tx,
+                    "SELECT balance FROM users WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )?;
+                self.balances.insert(name, (stored, stored));
+            }
+            for (from, id) in keys {
+                if let Some(outcome) = earlier_outcome(tx, from, id)? {
+                    self.stored.insert((from, id), outcome);
+                }
+            }
+            return Ok(());
+        }
+        for &name in &names {
+            self.balances.insert(name, (None, None));
+        }
+        for_chunks(
+            "SELECT name, balance FROM users WHERE name IN (",
+            "?",
+            ")",
+            &names,
+            |sql, chunk| {
+                let mut stmt = tx.prepare_cached(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(chunk))?;
+                while let Some(row) = rows.next()? {
+                    let (name, balance) = (row.get_ref(0)?.as_str()?, row.get::<_, i64>(1)?);
+                    if let Some(entry) = self.balances.get_mut(name) {
+                        *entry = (Some(balance), Some(balance));
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        // A join with the ids as a table of values, each with its place in the chunk:
+        // SQLite plans `(a, b) IN (VALUES ...)` as a scan of the whole table.
+        for (head, tail) in [
+            (
+                "SELECT v.column3, j.to_user, j.amount, j.balance_after, NULL \
+                 FROM (VALUES ",
+                ") AS v JOIN journal j ON j.from_user = v.column1 AND j.transfer_id = v.column2",
+            ),
+            (
+                "SELECT v.column3, r.to_user, r.amount, r.balance_at, r.code \
+                 FROM (VALUES ",
+                ") AS v JOIN refusals r ON r.from_user = v.column1 AND r.transfer_id = v.column2",
+            ),
+        ] {
+            for_chunks(head, "(?, ?, ?)", tail, &keys, |sql, chunk| {
+                let mut stmt = tx.prepare_cached(sql)?;
+                let places: Vec<i64> = (0..chunk.len() as i64).collect();
+                let mut params: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 3);
+                for ((from, id), place) in chunk.iter().zip(&places) {
+                    params.extend([from as &dyn ToSql, id, place]);
+                }
+                let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+                while let Some(row) = rows.next()? {
+                    let key = usize::try_from(row.get::<_, i64>(0)?)
+                        .ok()
+                        .and_then(|place| chunk.get(place))
+                        .context("a row of the outcomes read ahead has no place")?;
+                    let outcome = (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+                    self.stored.insert(*key, outcome);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The balance of `user` as the run stands (read by [`TransferRun::read_ahead`]).
+    fn balance(&self, user: &Username) -> Option<i64> {
+        self.balances.get(user.as_str()).and_then(|&(_, now)| now)
     }
 
     /// Decides one transfer (see [`transfer`] for the same rule one at a time) and keeps
@@ -819,30 +913,21 @@ impl<'a> TransferRun<'a> {
     #[allow(clippy::too_many_arguments)]
     fn transfer(
         &mut self,
-        tx: &Connection,
         from: &'a Username,
         id: &'a TransferId,
         to: &'a Username,
         amount: Amount,
         now_ms: u64,
         committed: &mut Vec<Committed>,
-    ) -> Result<TransferOutcome> {
-        let sender = self.balance(tx, from)?;
-        let recipient = if from == to {
-            sender
-        } else {
-            self.balance(tx, to)?
-        };
+    ) -> TransferOutcome {
+        let sender = self.balance(from);
+        let recipient = if from == to { sender } else { self.balance(to) };
         let key = (from.as_str(), id.as_str());
-        let stored;
         let earlier = match self.outcomes.get(&key) {
             Some((to, amount, balance, code)) => Some(recorded(to, *amount, *balance, *code)),
-            None => {
-                stored = earlier_outcome(tx, from, id)?;
-                stored.as_ref().map(|(to, amount, balance, code)| {
-                    recorded(to, *amount, *balance, code.as_deref())
-                })
-            }
+            None => self.stored.get(&key).map(|(to, amount, balance, code)| {
+                recorded(to, *amount, *balance, code.as_deref())
+            }),
         };
         let facts = TransferFacts {
             sender: sender.map(amount_of),
@@ -878,68 +963,89 @@ impl<'a> TransferRun<'a> {
                     .insert(key, (to.to_string(), amount_sql, after, None));
             }
         }
-        Ok(decision.outcome())
+        decision.outcome()
     }
 
     /// Makes the run's writes and starts a new run.
     fn write(&mut self, tx: &Connection) -> Result<()> {
-        for (user, (stored, now)) in std::mem::take(&mut self.balances) {
-            let (Some(old), Some(new)) = (stored, now) else {
-                continue;
-            };
-            if old == new {
-                continue;
+        // Compare-and-set: each balance the run changed, where it still is what the rule
+        // decided on (read in this transaction under the write lock, so it always is).
+        let balances: Vec<(&str, i64, i64)> = std::mem::take(&mut self.balances)
+            .into_iter()
+            .filter_map(|(user, balance)| match balance {
+                (Some(old), Some(new)) if old != new => Some((user, old, new)),
+                _ => None,
+            })
+            .collect();
+        if balances.len() < MULTI_ROW_FROM {
+            for (user, old, new) in balances {
+                let changed = execute(
+                    tx,
+                    "UPDATE users SET balance = ?3 WHERE name = ?1 AND balance = ?2",
+                    params![user, old, new],
+                )?;
+                if changed != 1 {
+                    bail!("the balance of {user} changed under the write lock");
+                }
             }
-            // Compare-and-set: the rule decided on the balance read.
-            let changed = execute(
+        } else {
+            write_rows(
                 tx,
-                "UPDATE users SET balance = ?3 WHERE name = ?1 AND balance = ?2",
-                params![user, old, new],
-            )?;
-            if changed != 1 {
-                bail!("the balance of {user} changed under the write lock");
-            }
+                "UPDATE OR FAIL users SET balance = v.column3 FROM (VALUES ",
+                "(?, ?, ?)",
+                ") AS v WHERE users.name = v.column1 AND users.balance = v.column2",
+                &balances,
+                |(user, old, new), params| params.extend([user as &dyn ToSql, old, new]),
+            )
+            .context("a balance changed under the write lock")?;
         }
         let journal = std::mem::take(&mut self.journal);
-        insert_rows(
+        write_rows(
             tx,
-            "INSERT INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms) VALUES ",
+            "INSERT OR FAIL INTO journal (kind, from_user, transfer_id, to_user, amount, balance_after, at_ms) VALUES ",
             "('transfer', ?, ?, ?, ?, ?, ?)",
+            "",
             &journal,
             |(from, id, to, amount, after, at), params| {
                 params.extend([from as &dyn ToSql, id, to, amount, after, at]);
             },
         )?;
         let refusals = std::mem::take(&mut self.refusals);
-        insert_rows(
+        write_rows(
             tx,
-            "INSERT INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms) VALUES ",
+            "INSERT OR FAIL INTO refusals (from_user, transfer_id, to_user, amount, code, balance_at, at_ms) VALUES ",
             "(?, ?, ?, ?, ?, ?, ?)",
+            "",
             &refusals,
             |(from, id, to, amount, code, balance, at), params| {
                 params.extend([from as &dyn ToSql, id, to, amount, code, balance, at]);
             },
         )?;
         self.outcomes.clear();
+        self.stored.clear();
         Ok(())
     }
 }
 
-/// The most rows one multi-row insert takes; a longer list is inserted in chunks of powers
-/// of two (at most seven statement shapes per table, all in the statement cache).
+/// The fewest rows [`TransferRun`] reads or updates with one multi-row statement: below,
+/// a statement a row is cheaper than the multi-row form's table of values (a lone client's
+/// transfer, two accounts and one id, took about 15 µs longer that way, measured).
+const MULTI_ROW_FROM: usize = 8;
+
+/// The most rows one multi-row statement takes; a longer list is written in chunks of powers
+/// of two (at most seven statement shapes per statement, all in the statement cache).
 const INSERT_CHUNK: usize = 64;
 
-/// Inserts `rows` with `head` followed by one `values` tuple per row, in as few statements
-/// as [`INSERT_CHUNK`] allows, in order.
-fn insert_rows<'r, T>(
-    tx: &Connection,
+/// Calls `f` with each chunk of `rows` in order, as [`INSERT_CHUNK`] allows, and the SQL
+/// for it: `head`, one `values` tuple per row of the chunk, comma-separated, and `tail`.
+fn for_chunks<'r, T>(
     head: &str,
     values: &str,
+    tail: &str,
     rows: &'r [T],
-    bind: impl Fn(&'r T, &mut Vec<&'r dyn ToSql>),
+    mut f: impl FnMut(&str, &'r [T]) -> Result<()>,
 ) -> Result<()> {
     let mut rest = rows;
-    let mut params = Vec::new();
     while !rest.is_empty() {
         let n = if rest.len() >= INSERT_CHUNK {
             INSERT_CHUNK
@@ -947,7 +1053,7 @@ fn insert_rows<'r, T>(
             1 << rest.len().ilog2()
         };
         let (chunk, after) = rest.split_at(n);
-        let mut sql = String::with_capacity(head.len() + n * (values.len() + 2));
+        let mut sql = String::with_capacity(head.len() + n * (values.len() + 2) + tail.len());
         sql.push_str(head);
         for i in 0..n {
             if i > 0 {
@@ -955,19 +1061,45 @@ fn insert_rows<'r, T>(
             }
             sql.push_str(values);
         }
+        sql.push_str(tail);
+        f(&sql, chunk)?;
+        rest = after;
+    }
+    Ok(())
+}
+
+/// Writes `rows` with `head`, one `values` tuple per row and `tail`, in as few statements as
+/// [`INSERT_CHUNK`] allows ([`for_chunks`]), in order; each statement must change exactly
+/// its rows (an insert of each row, or an update that finds each).
+///
+/// The statements say `OR FAIL`: a multi-row write under the default `ABORT` makes SQLite
+/// keep a statement journal, a copy of every page the statement touches taken before it
+/// touches it, so that a constraint failure could undo the statement alone (a tenth of the
+/// ledger thread's time at 32 clients, measured). `FAIL` stops at the failing row without
+/// that copy; the rows before it are not undone by the statement, but any failure here
+/// fails [`batch_at_once`], whose caller rolls the whole transaction back.
+fn write_rows<'r, T>(
+    tx: &Connection,
+    head: &str,
+    values: &str,
+    tail: &str,
+    rows: &'r [T],
+    bind: impl Fn(&'r T, &mut Vec<&'r dyn ToSql>),
+) -> Result<()> {
+    let mut params = Vec::new();
+    for_chunks(head, values, tail, rows, |sql, chunk| {
         params.clear();
         for row in chunk {
             bind(row, &mut params);
         }
-        let inserted = tx
-            .prepare_cached(&sql)?
+        let changed = tx
+            .prepare_cached(sql)?
             .execute(rusqlite::params_from_iter(params.iter()))?;
-        if inserted != n {
-            bail!("inserted {inserted} rows of {n}");
+        if changed != chunk.len() {
+            bail!("wrote {changed} rows of {}", chunk.len());
         }
-        rest = after;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 impl Store for SqliteStore {
@@ -1440,6 +1572,76 @@ mod tests {
         for store in [&mut at_once, &mut one_by_one] {
             assert!(store.check().unwrap().problems.is_empty());
         }
+    }
+
+    /// A run writes only the balances it changed: an account whose transfers leave its
+    /// balance as it was (a transfer and its return, refusals: to oneself, beyond the
+    /// balance) is not rewritten, so the commit writes no page for it.
+    #[test]
+    fn a_run_writes_only_the_balances_it_changed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opening = Amount::parse_non_negative("10.00").unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db"), opening).unwrap();
+        let user = |name: &str| Username::parse(name).unwrap();
+        let setup: Vec<_> = ["alice", "bob", "carol"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let request = LedgerRequest::Register {
+                    user: user(name),
+                    verifier: verifier(i as u8),
+                };
+                (request, crate::clock::now())
+            })
+            .collect();
+        run_with(&mut store, batch_at_once, &setup);
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TABLE written (name TEXT);
+                 CREATE TEMP TRIGGER balance_written AFTER UPDATE OF balance ON users
+                 BEGIN INSERT INTO written VALUES (NEW.name); END;",
+            )
+            .unwrap();
+        let transfer = |from: &str, id: &str, to: &str, amount: &str| {
+            let request = LedgerRequest::Transfer {
+                from: user(from),
+                id: TransferId::parse(id).unwrap(),
+                to: user(to),
+                amount: Amount::parse_non_negative(amount).unwrap(),
+            };
+            (request, crate::clock::now())
+        };
+        let written = |store: &SqliteStore| -> Vec<String> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT name FROM written ORDER BY name")
+                .unwrap();
+            let names = stmt.query_map([], |r| r.get(0)).unwrap();
+            names.map(Result::unwrap).collect()
+        };
+        let (_, committed) = run_with(
+            &mut store,
+            batch_at_once,
+            &[
+                transfer("alice", "t1", "alice", "1.00"),
+                transfer("bob", "t1", "carol", "1.00"),
+                transfer("carol", "t1", "bob", "1.00"),
+                transfer("carol", "t2", "alice", "100.00"),
+            ],
+        );
+        assert_eq!(
+            committed.len(),
+            2,
+            "two transfers moved money: {committed:?}"
+        );
+        assert!(written(&store).is_empty(), "{:?}", written(&store));
+        run_with(
+            &mut store,
+            batch_at_once,
+            &[transfer("alice", "t2", "bob", "2.00")],
+        );
+        assert_eq!(written(&store), ["alice", "bob"]);
     }
 
     /// A request that fails (here a history page over a corrupt journal row) fails alone:
