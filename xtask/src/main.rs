@@ -222,8 +222,8 @@ TASKS:
                     go to target/mutants/<file>/. Prints a table (caught, missed, timeouts,
                     unviable, score = caught / viable), the timeouts and the missed
                     mutants, and fails if any was missed or if cargo-mutants could not
-                    judge (e.g. the unmutated tests failed). host/src/store/mysql.rs gets
-                    a throwaway MariaDB, as in `test`. Installs cargo-mutants as
+                    judge (e.g. the unmutated tests failed). host/src/store/mysql.rs and
+                    mod.rs get a throwaway MariaDB, as in `test`. Installs cargo-mutants as
                     root (cargo install cargo-mutants --locked), else says to. Each mutant
                     costs a build and a test run: 10 to 40 s for the core on the shared
                     2-core machine, which has about 890 of them.

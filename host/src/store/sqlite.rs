@@ -1054,6 +1054,8 @@ fn for_chunks<'r, T>(
         } else {
             1 << rest.len().ilog2()
         };
+        // Every chunk takes a row at least, or the loop would never end.
+        debug_assert!(n >= 1, "an empty chunk of {} rows", rest.len());
         let (chunk, after) = rest.split_at(n);
         let mut sql = String::with_capacity(head.len() + n * (values.len() + 2) + tail.len());
         sql.push_str(head);
