@@ -202,7 +202,7 @@ impl Metrics {
         );
         r.register(
             "commit_batch_size",
-            "Ledger requests per batch that committed wholly or in part",
+            "Ledger requests per batch the store answered without an error",
             self.commit_batch_size.clone(),
         );
         r.register(
@@ -460,8 +460,8 @@ impl Metrics {
     }
 }
 
-/// Counts one batch whose commit failed, wholly or in part (the histograms count batches
-/// that committed wholly or in part, so a failed part's batch is in both).
+/// Counts one batch whose commit failed, wholly or in part (the histograms count every
+/// batch the store answered without an error, so a failed part's batch is in both).
 pub fn commit_failed() {
     with(|m| {
         m.commit_failures.inc();
