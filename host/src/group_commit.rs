@@ -172,6 +172,11 @@ impl CommitQueue {
         let queue = lock(&self.shared.queue);
         queue.worker_waiting && queue.jobs.is_empty()
     }
+
+    /// How many requests wait in the queue (not yet taken into a batch).
+    pub(crate) fn queued(&self) -> usize {
+        lock(&self.shared.queue).jobs.len()
+    }
 }
 
 /// The reply to one submitted request, to await once the requests before it are answered.
@@ -394,14 +399,6 @@ fn run(shared: &Shared) {
     }
 }
 
-#[cfg(test)]
-impl CommitQueue {
-    /// How many requests wait in the queue (not yet taken into a batch).
-    pub(crate) fn queued(&self) -> usize {
-        lock(&self.shared.queue).jobs.len()
-    }
-}
-
 /// A store for the group commit's tests and the watchdog's: SQLite that commits locally or
 /// not, as told, and can misbehave on command.
 #[cfg(test)]
@@ -571,7 +568,6 @@ mod tests {
     use super::probe::{start_probe, until_the_worker_sleeps};
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use txsock_core::auth::Verifier;
     use txsock_core::{Amount, ErrorCode, TransferId, Username};
 
     fn start(dir: &std::path::Path, opening_balance: &str) -> (CommitQueue, CommitWorker) {
@@ -685,16 +681,9 @@ mod tests {
     }
 
     fn register(name: &str) -> LedgerRequest {
-        let mut verifier = Verifier {
-            salt: Default::default(),
-            iterations: 4096,
-            stored_key: [1; 32],
-            server_key: [2; 32],
-        };
-        verifier.salt.extend_from_slice(&[3; 16]).unwrap();
         LedgerRequest::Register {
             user: Username::parse(name).unwrap(),
-            verifier,
+            verifier: crate::store::conformance::verifier(1),
         }
     }
 

@@ -1,4 +1,4 @@
-//! An experiment, not a check (`#[ignore]`d; run it by name): does a Galera node stall when
+//! An on-demand check (`#[ignore]`d; run it by name): does a Galera node stall when
 //! a local transaction holds a row lock that a replicated write needs, while a causal read
 //! waits on that node? The fifth stop's three-server bench once saw the whole cluster stop
 //! committing for 50 s (docs/BENCHMARKS.md, "galera"; the suspicion: an applier stuck behind
@@ -9,8 +9,11 @@
 //! 0's transaction has not been certified); node 0's applier then needs the lock. A causal
 //! read (`wsrep_sync_wait = 1`) on node 0 waits until that write is applied: either from a
 //! second connection, or from the lock holder itself (what a txsock batch did before it
-//! skipped the causal wait under locks). The case prints how long the read took and what
-//! happened to the lock holder; a read that lasts about the lock wait timeout is the stall.
+//! skipped the causal wait under locks). Each case asserts what must happen without a
+//! stall: node 1's commit succeeds, the causal read answers (the holder's own read may
+//! instead be aborted by the cluster, deadlock 1213), and row 1 ends with node 1's write
+//! and without the holder's, which the cluster aborted. A stall shows as a read that fails
+//! with the lock wait timeout. It also prints how long the reads took.
 //!
 //! `cargo test -p txsock-e2e --test galera_stall -- --ignored --nocapture` (starts its own
 //! three-node cluster, about 20 s, as tests/tests/galera.rs; needs mariadb-server, galera-4,
@@ -29,8 +32,8 @@ fn connect(cluster: &Cluster, node: usize) -> Conn {
     Conn::new(opts).expect("connecting to a node")
 }
 
-/// How one case went, as printed.
-fn case(cluster: &Cluster, name: &str, holder_writes: bool, holder_reads: bool) {
+/// Runs one case on row 1, whose value is `before`, and asserts its outcome (module doc).
+fn case(cluster: &Cluster, name: &str, holder_writes: bool, holder_reads: bool, before: i64) {
     let mut holder = connect(cluster, 0);
     let mut other = connect(cluster, 1);
     holder
@@ -97,6 +100,20 @@ fn case(cluster: &Cluster, name: &str, holder_writes: bool, holder_reads: bool) 
         "{name}: remote commit {remote_commit:?}; slowest causal read {} ms -> {read:?}; holder's COMMIT -> {holder_after:?}; row 1 now {row:?}",
         read_took.as_millis()
     );
+    assert!(
+        remote_commit.is_ok(),
+        "{name}: node 1's commit: {remote_commit:?}"
+    );
+    match &read {
+        Ok(_) => {}
+        Err(e) if holder_reads && e.contains("1213") => {}
+        Err(e) => panic!("{name}: the causal read failed: {e}"),
+    }
+    assert_eq!(
+        row,
+        Some(before + 1),
+        "{name}: row 1 holds node 1's write and not the aborted holder's"
+    );
 }
 
 #[test]
@@ -114,13 +131,13 @@ fn a_causal_read_behind_a_local_lock_holder() {
     setup
         .query_drop("INSERT INTO stall VALUES (1, 0), (2, 0)")
         .unwrap();
-    for (name, writes, reads) in [
+    for (before, (name, writes, reads)) in (0..).zip([
         ("lock only, read from another connection", false, false),
         ("lock and write, read from another connection", true, false),
         ("lock only, the holder reads", false, true),
         ("lock and write, the holder reads", true, true),
-    ] {
-        case(&cluster, name, writes, reads);
+    ]) {
+        case(&cluster, name, writes, reads, before);
     }
     for node in 0..3 {
         println!(

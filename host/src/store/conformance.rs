@@ -788,7 +788,8 @@ fn money(s: &str) -> Amount {
     Amount::parse_non_negative(s).expect("amount")
 }
 
-fn verifier(seed: u8) -> Verifier {
+/// A verifier for tests, its keys and salt filled with `seed` (no password behind it).
+pub(crate) fn verifier(seed: u8) -> Verifier {
     let mut v = Verifier {
         salt: Default::default(),
         iterations: 4096,

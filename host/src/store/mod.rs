@@ -5,7 +5,7 @@
 //! many at a time in one transaction (group commit), and serves the admin commands.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod failure;
 #[cfg(test)]
 mod failure_tests;

@@ -272,16 +272,7 @@ fn a_newer_schema_is_refused_by_every_access_and_read_only_writes_nothing() {
         return;
     };
     let alice = Username::parse("alice").unwrap();
-    let verifier = || {
-        let mut v = Verifier {
-            salt: Default::default(),
-            iterations: 4096,
-            stored_key: [1; 32],
-            server_key: [2; 32],
-        };
-        v.salt.extend_from_slice(&[3; 16]).unwrap();
-        v
-    };
+    let verifier = || conformance::verifier(1);
     MysqlStore::open_with(&db.url, Amount(0), Access::Create)
         .unwrap()
         .add_user(&alice, &verifier(), Amount(700), 1)
@@ -629,17 +620,6 @@ fn name(text: &str) -> Username {
     Username::parse(text).unwrap()
 }
 
-fn test_verifier() -> Verifier {
-    let mut v = Verifier {
-        salt: Default::default(),
-        iterations: 4096,
-        stored_key: [1; 32],
-        server_key: [2; 32],
-    };
-    v.salt.extend_from_slice(&[3; 16]).unwrap();
-    v
-}
-
 fn transfer(from: &str, id: &str, to: &str, minor: u64) -> LedgerRequest {
     LedgerRequest::Transfer {
         from: name(from),
@@ -662,7 +642,7 @@ fn store_with(url: &str, users: &[&str], minor: u64) -> MysqlStore {
     let mut store = MysqlStore::open(url, Amount(0)).unwrap();
     for user in users {
         store
-            .add_user(&name(user), &test_verifier(), Amount(minor), 1)
+            .add_user(&name(user), &conformance::verifier(1), Amount(minor), 1)
             .unwrap();
     }
     store
@@ -881,7 +861,7 @@ fn a_deadlock_in_a_registration_runs_the_batch_again() {
             transfer("u1", "t1", "u2", 500),
             LedgerRequest::Register {
                 user: name("dave"),
-                verifier: test_verifier(),
+                verifier: conformance::verifier(1),
             },
         ],
     );
@@ -946,7 +926,7 @@ fn a_request_that_fails_alone_leaves_its_batch_standing() {
             },
             LedgerRequest::Register {
                 user: name("erin"),
-                verifier: test_verifier(),
+                verifier: conformance::verifier(1),
             },
         ],
     )
@@ -1045,10 +1025,10 @@ fn a_registration_that_fails_part_way_leaves_nothing_behind() {
     };
     let mut store = MysqlStore::open(&db.url, Amount(500)).unwrap();
     store
-        .add_user(&name("u1"), &test_verifier(), Amount(10_000), 1)
+        .add_user(&name("u1"), &conformance::verifier(1), Amount(10_000), 1)
         .unwrap();
     store
-        .add_user(&name("u2"), &test_verifier(), Amount(10_000), 1)
+        .add_user(&name("u2"), &conformance::verifier(1), Amount(10_000), 1)
         .unwrap();
     raw(&db.url)
         .query_drop(
@@ -1065,12 +1045,12 @@ fn a_registration_that_fails_part_way_leaves_nothing_behind() {
         vec![
             LedgerRequest::Register {
                 user: name("erin"),
-                verifier: test_verifier(),
+                verifier: conformance::verifier(1),
             },
             transfer("u1", "t1", "u2", 500),
             LedgerRequest::Register {
                 user: name("fred"),
-                verifier: test_verifier(),
+                verifier: conformance::verifier(1),
             },
         ],
     )

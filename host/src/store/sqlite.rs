@@ -1378,6 +1378,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::conformance::verifier;
     use txsock_core::auth::Verifier;
     use txsock_core::lockout::Backoff;
 
@@ -1426,17 +1427,6 @@ mod tests {
             );
         }
     }
-    fn verifier(seed: u8) -> Verifier {
-        let mut v = Verifier {
-            salt: Default::default(),
-            iterations: 4096,
-            stored_key: [seed; 32],
-            server_key: [seed.wrapping_add(1); 32],
-        };
-        v.salt.extend_from_slice(&[seed; 16]).unwrap();
-        v
-    }
-
     type Executor = fn(
         Amount,
         &Connection,

@@ -5,16 +5,7 @@
 
 use super::*;
 
-fn verifier() -> Verifier {
-    let mut v = Verifier {
-        salt: Default::default(),
-        iterations: 4096,
-        stored_key: [1; 32],
-        server_key: [2; 32],
-    };
-    v.salt.extend_from_slice(&[3; 16]).unwrap();
-    v
-}
+use crate::store::conformance::verifier;
 
 fn user(name: &str) -> Username {
     Username::parse(name).unwrap()
@@ -24,10 +15,10 @@ fn user(name: &str) -> Username {
 fn ledger_at(path: &Path) {
     let mut store = SqliteStore::open_with(path, Amount(0), Access::Create).expect("create");
     store
-        .add_user(&user("alice"), &verifier(), Amount(1000), 1)
+        .add_user(&user("alice"), &verifier(1), Amount(1000), 1)
         .unwrap();
     store
-        .add_user(&user("bob"), &verifier(), Amount(0), 1)
+        .add_user(&user("bob"), &verifier(1), Amount(0), 1)
         .unwrap();
 }
 
@@ -186,10 +177,10 @@ fn an_older_schema_is_migrated_once_and_then_keeps_refusals_final() {
     let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).expect("migrate");
     assert_eq!(version_rows(&path), [SCHEMA_VERSION]);
     store
-        .add_user(&user("alice"), &verifier(), Amount(100), 1)
+        .add_user(&user("alice"), &verifier(1), Amount(100), 1)
         .unwrap();
     store
-        .add_user(&user("bob"), &verifier(), Amount(0), 1)
+        .add_user(&user("bob"), &verifier(1), Amount(0), 1)
         .unwrap();
     let send = |store: &mut SqliteStore, amount: u64| {
         let request = LedgerRequest::Transfer {
@@ -301,7 +292,7 @@ fn check_counts_accounts_entries_and_money_exactly() {
     ledger_at(&path);
     let mut store = SqliteStore::open_with(&path, Amount(0), Access::Existing).unwrap();
     store
-        .add_user(&user("carol"), &verifier(), Amount(0), 1)
+        .add_user(&user("carol"), &verifier(1), Amount(0), 1)
         .unwrap();
     let transfer = LedgerRequest::Transfer {
         from: user("alice"),
