@@ -516,9 +516,11 @@ mod tests {
             let mut dec = FrameDecoder::<16>::new();
             let mut got = Vec::new();
             let mut rest: &[u8] = &stream;
+            // Each pass takes a byte, or gives back a held frame or error, which is held
+            // again (taking one of `holds`) or not (ending the hold): the stream is done
+            // within this many.
+            let mut passes = stream.len() + 2 * holds.len() + 2;
             let mut holds = holds.into_iter();
-            // Each pass takes a byte or ends a hold, so the stream is done within this many.
-            let mut passes = 2 * stream.len() + 2;
             while !rest.is_empty() || dec.is_holding() {
                 prop_assert!(passes > 0, "the decoder makes no progress");
                 passes -= 1;
