@@ -48,7 +48,8 @@ DEFAULT_SERVER = "127.0.0.1:11002"
 DEFAULT_ITERATIONS = 600_000  # §7, §15
 MAX_RESPONSE = 576  # §2: a response line is at most 576 bytes including its LF
 MAX_AMOUNT = 10**15  # §4: largest amount in minor units
-MAX_BALANCE = 2**64 - 1  # balances are unsigned 64-bit minor units
+MAX_BALANCE = 10**15  # §4: no ledger credits past it; a larger balance is malformed
+MAX_ITERATIONS = 10_000_000  # §8: the most PBKDF2 iterations a client runs at login
 RING = 16  # §12: hold at most 16 unused nonces
 ATTEMPTS = 3  # §13: retry a transfer with the same id until a verified receipt
 
@@ -314,6 +315,8 @@ class Connection:
                                         "TLS record): add --tls (and --ca FILE)")
             self.pending += chunk
         line, _, self.pending = self.pending.partition(b"\n")
+        if len(line) + 1 > MAX_RESPONSE:
+            raise IntegrityFailure("response line longer than %d bytes" % MAX_RESPONSE)
         try:
             message = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -520,6 +523,11 @@ def login(servers, timeout, user, password, min_iterations):
             raise IntegrityFailure(
                 "the challenge asks for only %r PBKDF2 iterations (minimum %d): refusing to use "
                 "the password" % (iterations, min_iterations)
+            )
+        if iterations > MAX_ITERATIONS:
+            raise IntegrityFailure(
+                "the challenge asks for %d PBKDF2 iterations (maximum %d): refusing to spend "
+                "that long on it" % (iterations, MAX_ITERATIONS)
             )
         salt = unb64(salt_text)
         auth_message = "n=%s,r=%s,r=%s,s=%s,i=%d,c=biws,r=%s" % (

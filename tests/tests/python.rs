@@ -154,3 +154,24 @@ fn python_client_detects_forgery_tampering_and_a_lowered_work_factor() {
     assert_eq!(run.code, 4, "{run:?}");
     assert!(run.stderr.contains("4096"), "{}", run.stderr);
 }
+
+#[test]
+fn python_client_refuses_a_challenge_above_the_iteration_maximum() {
+    // PROTOCOL.md §8: a client MUST refuse a challenge above its maximum (10,000,000), or a
+    // hostile peer keeps it busy for minutes. The proxy raises the server's count past it.
+    let server = Server::start(&[]);
+    drop(server.login("heidi", true));
+    let proxy = Proxy::start(server.addr, |line| {
+        line.replace(
+            &format!("\"iterations\":{ITERATIONS}"),
+            "\"iterations\":10000001",
+        )
+    });
+    let run = py(proxy.addr, "heidi", &["balance"], ITERATIONS);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("10000001") && run.stderr.contains("maximum 10000000"),
+        "{}",
+        run.stderr
+    );
+}
