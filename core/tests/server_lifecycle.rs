@@ -103,6 +103,53 @@ fn before_login_the_earlier_of_login_deadline_and_idle_timeout_closes() {
     assert!(server.is_closing());
 }
 
+/// What counts as activity for the idle timeout (PROTOCOL.md §2, §15): a complete frame,
+/// refused ones included, and an oversize line once its `frame_too_long` is sent; never a
+/// blank line or the bytes of an unfinished one.
+#[test]
+fn blank_lines_and_partial_lines_are_not_activity_but_refused_frames_are() {
+    let cfg = ServerConfig {
+        login_deadline: Duration::from_secs(300),
+        idle_timeout: Duration::from_secs(10),
+        ..config()
+    };
+    let mut shared = self::shared(cfg);
+    let mut server: ServerSession = ServerSession::new(PEER, Instant::ZERO);
+    let idle_from = |ms: u64| Some(Instant::from_millis(ms + 10_000));
+    assert_eq!(server.poll_timeout(&shared), idle_from(0));
+    let blank = b"\n \t\n\r\n";
+    let at = Instant::from_millis(2_000);
+    assert_eq!(server.handle_input(&mut shared, at, blank), blank.len());
+    assert!(
+        server.poll_transmit().is_empty(),
+        "blank lines get no answer"
+    );
+    assert_eq!(server.poll_timeout(&shared), idle_from(0));
+    let partial = b"{\"op\":\"pi";
+    let at = Instant::from_millis(4_000);
+    assert_eq!(server.handle_input(&mut shared, at, partial), partial.len());
+    assert_eq!(server.poll_timeout(&shared), idle_from(0));
+    // The rest of that line, refused: a complete frame, so activity.
+    let at = Instant::from_millis(6_000);
+    assert_eq!(server.handle_input(&mut shared, at, b"X\"}\n"), 4);
+    assert!(drain(&mut server).contains("\"code\":\"malformed\""));
+    assert_eq!(server.poll_timeout(&shared), idle_from(6_000));
+    // An oversize line counts from its `frame_too_long`; the discarded rest does not.
+    let long = [b'x'; 600];
+    let feed = |server: &mut ServerSession, shared: &mut ServerShared<TestRng, 4>, at: u64| {
+        let (mut used, mut out) = (0, String::new());
+        while used < long.len() {
+            used += server.handle_input(shared, Instant::from_millis(at), &long[used..]);
+            out += &drain(server);
+        }
+        out
+    };
+    assert!(feed(&mut server, &mut shared, 8_000).contains("\"code\":\"frame_too_long\""));
+    assert_eq!(server.poll_timeout(&shared), idle_from(8_000));
+    assert_eq!(feed(&mut server, &mut shared, 9_000), "");
+    assert_eq!(server.poll_timeout(&shared), idle_from(8_000));
+}
+
 /// Logged in, only the idle timeout counts (the login deadline is long past), and no
 /// deadline runs while a request waits on the ledger.
 #[test]
