@@ -170,6 +170,35 @@ fn a_throttled_address_is_refused_even_with_the_right_password() {
     assert_eq!(rig.login("alice", PASSWORD), ClientEvent::LoggedIn);
 }
 
+/// A successful login resets the account's count but not the address's (PROTOCOL.md §15):
+/// otherwise an attacker holding one account of its own could log in to it between guesses
+/// and spray passwords over other accounts without ever being throttled.
+#[test]
+fn a_successful_login_does_not_reset_the_address_count() {
+    let throttle = Duration::from_secs(60);
+    let mut rig = Rig::new(ServerConfig {
+        address_backoff: Backoff {
+            lock_after: 3,
+            base: throttle,
+            max: throttle,
+            forget_after: Duration::from_secs(3600),
+        },
+        ..config()
+    });
+    rig.register("alice");
+    rig.register("mallory");
+    for _ in 0..2 {
+        assert_eq!(rig.login("alice", "a wrong password"), refused());
+    }
+    assert_eq!(rig.login("mallory", PASSWORD), ClientEvent::LoggedIn);
+    rig.reconnect();
+    let _ = rig.take_events();
+    // The third failure from the address throttles it, the success in between notwithstanding.
+    assert_eq!(rig.login("alice", "a wrong password"), refused());
+    assert!(rig.take_events().contains(&ServerEvent::AddressThrottled));
+    assert_eq!(rig.login("mallory", PASSWORD), refused());
+}
+
 /// The failure that locks an account is reported once, with the lock's end; the failures
 /// before it and an unknown user's failures report no lock.
 #[test]
