@@ -171,6 +171,14 @@ def parse_amount(text):
         raise InvalidInput("amount %r: %s (positive, at most two decimals, e.g. 12.50)" % (text, e))
 
 
+def json_uint(value):
+    """A non-negative JSON integer (§6 `at`): not a string, a float or a boolean, which
+    str() would turn into the same MAC field."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("not a non-negative integer: %r" % (value,))
+    return value
+
+
 def fmt_minor(minor):
     return "%d.%02d" % divmod(minor, 100)
 
@@ -433,7 +441,7 @@ class Session:
         for e in entries:
             try:
                 amount = parse_minor(str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
-                entry = (e["id"], e["from"], e["to"], amount, int(e["at"]))
+                entry = (e["id"], e["from"], e["to"], amount, json_uint(e["at"]))
             except (KeyError, TypeError, ValueError):
                 raise IntegrityFailure("malformed history entry")
             fields.extend(entry)
@@ -458,9 +466,9 @@ class Session:
                 kind = e["kind"]
                 amount = parse_minor(str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
                 if kind == "transfer":
-                    entry = (e["id"], e["from"], e["to"], amount, int(e["at"]))
+                    entry = (e["id"], e["from"], e["to"], amount, json_uint(e["at"]))
                 elif kind == "deposit" and "id" not in e and "from" not in e:
-                    entry = (None, None, e["to"], amount, int(e["at"]))
+                    entry = (None, None, e["to"], amount, json_uint(e["at"]))
                 else:
                     raise ValueError(kind)
             except (KeyError, TypeError, ValueError):

@@ -175,3 +175,41 @@ fn python_client_refuses_a_challenge_above_the_iteration_maximum() {
         run.stderr
     );
 }
+
+#[test]
+fn python_client_refuses_a_history_time_that_is_not_a_json_integer() {
+    // PROTOCOL.md §6: `at` is a JSON integer. The MAC input carries it in decimal, so a
+    // string "1767…" would verify as the number: the client must refuse the type itself.
+    let server = Server::start(&["--opening-balance", "100.00"]);
+    drop(server.login("ivan", true));
+    drop(server.login("judy", true));
+    let run = py(
+        server.addr,
+        "ivan",
+        &["transfer", "judy", "1.00", "--id", "at-1"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = py(server.addr, "ivan", &["history"], ITERATIONS);
+    assert_eq!(run.code, 0, "{run:?}");
+    let quoted = Proxy::start(server.addr, |line| {
+        // Every `"at":123` becomes `"at":"123"`.
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(i) = rest.find("\"at\":") {
+            let (head, tail) = rest.split_at(i + 5);
+            let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+            out.push_str(head);
+            out.push_str(&format!("\"{}\"", &tail[..digits]));
+            rest = &tail[digits..];
+        }
+        out + rest
+    });
+    let run = py(quoted.addr, "ivan", &["history"], ITERATIONS);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("malformed statement entry"),
+        "{}",
+        run.stderr
+    );
+}
