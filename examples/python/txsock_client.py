@@ -93,6 +93,14 @@ class Servers:
     # Answers saying "this server cannot serve now": its storage failed, or it closed the
     # session for its own reasons (§14). Another server may serve.
     CANNOT_SERVE = ("internal", "server_busy", "timeout")
+    # §14: the codes this client knows; any other is treated as `internal`.
+    KNOWN_CODES = CANNOT_SERVE + (
+        "malformed", "frame_too_long", "not_logged_in", "already_logged_in",
+        "unexpected_message", "registration_closed", "user_exists", "weak_verifier",
+        "auth_failed", "bad_mac", "unknown_nonce", "invalid_amount", "invalid_name",
+        "insufficient_funds", "unknown_recipient", "self_transfer", "duplicate_id",
+        "ledger_full", "balance_overflow", "too_many_bad_frames", "output_overflow",
+    )
 
     def __init__(self, text, tls=False, ca=None, tls_name=None):
         self.tls = (tls, ca, tls_name)
@@ -123,7 +131,8 @@ class Servers:
         """After `failure`, moves to the next server if the failure says this one cannot serve
         now and there is another; returns the server moved to, or None."""
         cannot_serve = isinstance(failure, ConnectionFailure) or (
-            isinstance(failure, Refused) and failure.code in self.CANNOT_SERVE
+            isinstance(failure, Refused)
+            and (failure.code in self.CANNOT_SERVE or failure.code not in self.KNOWN_CODES)
         )
         if len(self.list) < 2 or not cannot_serve:
             return None

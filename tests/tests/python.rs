@@ -14,9 +14,14 @@ fn script() -> PathBuf {
 
 /// `python3 txsock_client.py --server ADDR --user USER --min-iterations 4096 ARGS`.
 fn py(addr: std::net::SocketAddr, user: &str, args: &[&str], min_iterations: u32) -> ClientRun {
+    py_on(&addr.to_string(), user, args, min_iterations)
+}
+
+/// [`py`] with a `--server` list (`HOST:PORT,HOST:PORT…`).
+fn py_on(servers: &str, user: &str, args: &[&str], min_iterations: u32) -> ClientRun {
     let child = Command::new("python3")
         .arg(script())
-        .args(["--server", &addr.to_string(), "--user", user])
+        .args(["--server", servers, "--user", user])
         .args([
             "--min-iterations",
             &min_iterations.to_string(),
@@ -212,4 +217,34 @@ fn python_client_refuses_a_history_time_that_is_not_a_json_integer() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn python_client_treats_an_unknown_error_code_as_internal() {
+    // PROTOCOL.md §14: a client treats a code it does not know as `internal`, which for the
+    // Python client means: this server cannot serve now, try the next one in --server.
+    let server = Server::start(&["--opening-balance", "100.00"]);
+    drop(server.login("kate", true));
+    drop(server.login("liam", true));
+    let future = Proxy::start(server.addr, |line| {
+        if line.starts_with("{\"op\":\"challenge\"") {
+            r#"{"op":"error","code":"from_a_later_version","message":"not known here"}"#.to_string()
+        } else {
+            line.to_string()
+        }
+    });
+    let both = format!("{},{}", future.addr, server.addr);
+    let run = py_on(
+        &both,
+        "kate",
+        &["transfer", "liam", "2.00", "--id", "fut-1"],
+        ITERATIONS,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("from_a_later_version"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.committed("fut-1"), 1);
 }
