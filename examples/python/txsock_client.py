@@ -43,6 +43,7 @@ import secrets
 import socket
 import ssl
 import sys
+import unicodedata
 
 DEFAULT_SERVER = "127.0.0.1:11002"
 DEFAULT_ITERATIONS = 600_000  # §7, §15
@@ -193,10 +194,11 @@ def fmt_minor(minor):
 
 
 def check_password(password):
-    """The reference client's rule (§7): 8 to 128 characters, no control characters."""
-    if not 8 <= len(password.encode("utf-8")) <= 128:
-        raise InvalidInput("the password must have 8 to 128 characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
+    """The reference client's rule (§7): at least 8 characters, at most 128 bytes of UTF-8,
+    no control characters (Unicode category Cc, C1 controls included)."""
+    if len(password) < 8 or len(password.encode("utf-8")) > 128:
+        raise InvalidInput("the password must have at least 8 characters and at most 128 bytes")
+    if any(unicodedata.category(c) == "Cc" for c in password):
         raise InvalidInput("the password must not contain control characters")
 
 

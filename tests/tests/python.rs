@@ -248,3 +248,29 @@ fn python_client_treats_an_unknown_error_code_as_internal() {
     );
     assert_eq!(server.committed("fut-1"), 1);
 }
+
+#[test]
+fn python_client_counts_password_characters_and_bytes_as_the_reference_client() {
+    // PROTOCOL.md §7: at least 8 characters, at most 128 bytes, no control character (Cc).
+    // Refused before anything is sent: exit 2, and no connection to the (closed) port.
+    let register = |password: &str| {
+        let child = Command::new("python3")
+            .arg(script())
+            .args(["--server", "127.0.0.1:9", "--user", "mia", "register"])
+            .env("TXSOCK_PASSWORD", password)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for this test");
+        output_within(child, Duration::from_secs(60)).status.code()
+    };
+    // Seven characters in fourteen bytes: too short.
+    assert_eq!(register("ééééééé"), Some(2));
+    // Sixty-five characters in 130 bytes: too long.
+    assert_eq!(register(&"é".repeat(65)), Some(2));
+    // A C1 control character.
+    assert_eq!(register("good pass\u{85}word"), Some(2));
+    // Eight characters are enough: the client goes on and finds no server (exit 5).
+    assert_eq!(register("éééééééé"), Some(5));
+}
