@@ -185,7 +185,7 @@ impl Ui<'_> {
         let password = loop {
             let first = self.ask_password("Choose a password (8+ characters, not shown): ")?;
             if let Err(e) = check_password(&first) {
-                println!("  password {e}: use 8 to 128 characters without control characters");
+                println!("  password {e}: use at least 8 characters, at most 128 bytes, no control characters");
                 continue;
             }
             let again = self.ask_password("Repeat the password: ")?;
@@ -227,7 +227,7 @@ impl Ui<'_> {
         }
         if let Err(e) = check_password(&password) {
             println!(
-                "Login failed: password {e} (passwords have 8 to 128 characters); nothing was sent"
+                "Login failed: password {e} (passwords have at least 8 characters, at most 128 bytes); nothing was sent"
             );
             return None;
         }

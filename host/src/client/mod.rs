@@ -264,7 +264,7 @@ fn password(args: &ClientArgs, confirm: bool) -> Result<String, Problem> {
     };
     check_password(&password).map_err(|e| {
         invalid(format!(
-            "password {e}: use 8 to 128 characters without control characters"
+            "password {e}: use at least 8 characters, at most 128 bytes, no control characters"
         ))
     })?;
     Ok(password)
