@@ -1600,13 +1600,14 @@ fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
     };
     let mut conn = raw(&db.url);
 
-    panic_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    panic_next.store(1, std::sync::atomic::Ordering::SeqCst);
     assert!(matches!(
         send(transfer("alice", "t1", "bob", 100)),
         LedgerReply::Unavailable
     ));
-    assert!(
-        !panic_next.load(std::sync::atomic::Ordering::SeqCst),
+    assert_eq!(
+        panic_next.load(std::sync::atomic::Ordering::SeqCst),
+        0,
         "the batch reached its COMMIT"
     );
     let reply = send(transfer("alice", "t2", "bob", 10));
@@ -1632,6 +1633,137 @@ fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
     let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     assert!(
         errors.contains("storage_failure requests=1 error=panic: the test panics before COMMIT"),
+        "{errors}"
+    );
+}
+
+/// Review 1 item 2 (split-prefix): a split batch whose later part panics before its
+/// `COMMIT`, through the group commit as a server runs it. The part committed before the
+/// panic keeps its real reply, its `transactions.log` line and its commit count; a part that
+/// failed alone before the panic stays `Unavailable`, as without a panic; the panicked part
+/// is answered `Unavailable` and its writes are rolled back. Sent again, the next batch
+/// commits only the requests not committed yet and answers the committed one as a repeat.
+#[test]
+fn a_panic_in_a_later_part_of_a_split_batch_keeps_the_parts_committed_before_it() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_panic") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob", "carol", "dave"], 1_000);
+    // A lock wait fails at once (1205) instead of after 10 s.
+    store
+        .connect()
+        .unwrap()
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
+        .unwrap();
+    // The whole batch and its front half wait on carol's row; [t1] commits (the first
+    // COMMIT), [t2] fails alone, [t3, t4] panics before the second COMMIT.
+    let panic_at = store.panic_before_commit.clone();
+    panic_at.store(2, std::sync::atomic::Ordering::SeqCst);
+    let mut holder = raw(&db.url);
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
+        .unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = std::sync::Arc::new(crate::audit::Audit::open(dir.path()).expect("audit logs"));
+    let (queue, worker) = crate::group_commit::spawn(Box::new(store), audit, 512);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let batch = [
+        transfer("alice", "t1", "bob", 100),
+        transfer("carol", "t2", "dave", 100),
+        transfer("alice", "t3", "bob", 10),
+        transfer("bob", "t4", "alice", 1),
+    ];
+    // One batch: queued while the worker sleeps, then handed over at once.
+    let send_all = || -> Vec<LedgerReply> {
+        crate::group_commit::probe::until_the_worker_sleeps(&queue);
+        let pending: Vec<_> = batch
+            .iter()
+            .map(|r| queue.queue(r.clone(), Instant::from_millis(1_000)))
+            .collect();
+        queue.commit_now(batch.len());
+        pending
+            .into_iter()
+            .map(|reply| {
+                runtime
+                    .block_on(async { tokio::time::timeout(Duration::from_secs(60), reply).await })
+                    .expect("answered within 60 s")
+            })
+            .collect()
+    };
+    let stats = queue.stats.clone();
+    let counted = || {
+        (
+            stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+            stats.transfers.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+
+    let replies = send_all();
+    assert_eq!(
+        transfer_outcome(&replies[0]),
+        txsock_core::ledger::TransferOutcome {
+            result: Ok(()),
+            balance: Amount(900)
+        },
+        "{replies:?}"
+    );
+    assert!(
+        replies[1..]
+            .iter()
+            .all(|r| matches!(r, LedgerReply::Unavailable)),
+        "{replies:?}"
+    );
+    assert_eq!(
+        panic_at.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the second part reached its COMMIT"
+    );
+    assert_eq!(counted(), (1, 1), "[t1]'s transaction and transfer");
+    holder.query_drop("ROLLBACK").unwrap();
+    let (users, journal) = ledger_of(&db.url);
+    assert_eq!(journal, [entry("alice", "t1", 100)]);
+    assert_eq!(users[..2], balances(900, 1100));
+
+    let replies = send_all();
+    for reply in &replies {
+        assert_eq!(transfer_outcome(reply).result, Ok(()), "{replies:?}");
+    }
+    assert_eq!(counted(), (2, 4), "one transaction, three new transfers");
+    let (users, journal) = ledger_of(&db.url);
+    assert_eq!(
+        journal,
+        [
+            entry("alice", "t1", 100),
+            entry("carol", "t2", 100),
+            entry("alice", "t3", 10),
+            entry("bob", "t4", 1)
+        ]
+    );
+    assert_eq!(
+        users,
+        [
+            ("alice".to_string(), 891),
+            ("bob".to_string(), 1109),
+            ("carol".to_string(), 900),
+            ("dave".to_string(), 1100)
+        ]
+    );
+    drop(queue);
+    worker.join();
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let transactions = log("transactions.log");
+    let ids: Vec<&str> = transactions
+        .lines()
+        .filter_map(|line| line.split(" id=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(ids, ["t1", "t2", "t3", "t4"], "{transactions}");
+    let errors = log("error.log");
+    assert!(
+        errors.contains("storage_failure requests=3 error=panic: the test panics before COMMIT"),
         "{errors}"
     );
 }
