@@ -1768,6 +1768,68 @@ fn a_panic_in_a_later_part_of_a_split_batch_keeps_the_parts_committed_before_it(
     );
 }
 
+/// What the store hands back after a panic in a split: the parts finished before it, in
+/// request order, also one that failed alone (answered `Unavailable` either way), and the
+/// transfers of `committed` that were there before the batch (a caller may pass a vector
+/// that is not empty). The panicked part's transfer is undone, and with no part committed
+/// no transaction is counted.
+#[test]
+fn after_a_panic_the_store_hands_back_the_parts_finished_before_it() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_panic_prefix") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob", "carol", "dave"], 1_000);
+    let mut committed = Vec::new();
+    store
+        .execute_batch(
+            &now_batch(&[transfer("bob", "t0", "alice", 5)]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(committed.len(), 1);
+    store
+        .connect()
+        .unwrap()
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
+        .unwrap();
+    let mut holder = raw(&db.url);
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
+        .unwrap();
+    // [t1] waits on carol's row and fails alone; [t2] panics before its COMMIT.
+    store
+        .panic_before_commit
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let batch = now_batch(&[
+        transfer("carol", "t1", "dave", 100),
+        transfer("alice", "t2", "bob", 100),
+    ]);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.execute_batch(&batch, &mut committed)
+    }));
+    assert!(panicked.is_err(), "the batch did not panic: {panicked:?}");
+    assert_eq!(
+        store.recover_from_panic(),
+        DurablePrefix {
+            replies: vec![LedgerReply::Unavailable],
+            committed: 1,
+            transactions: 0,
+        }
+    );
+    assert_eq!(
+        committed.len(),
+        2,
+        "the panicked part's transfer is left for the caller to cut off"
+    );
+    holder.query_drop("ROLLBACK").unwrap();
+    assert_eq!(
+        ledger_of(&db.url).1,
+        [entry("bob", "t0", 5)],
+        "only the batch before"
+    );
+}
+
 // The rest of the store outside the batch path (issue 22, mutants-mysql-rest, sixth stop).
 
 /// A batch that panicked may leave its transaction open on the store's connection, with
