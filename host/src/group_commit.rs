@@ -601,6 +601,15 @@ pub(crate) mod probe {
         (queue, worker, handle)
     }
 
+    /// The ids of the transfers in the `transactions.log` written in `dir`, in order.
+    pub(crate) fn logged_transfer_ids(dir: &std::path::Path) -> Vec<String> {
+        let log = std::fs::read_to_string(dir.join("transactions.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| line.split(" id=").nth(1)?.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Waits (bounded) until the worker thread sleeps on the empty queue.
     pub(crate) fn until_the_worker_sleeps(queue: &CommitQueue) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -769,22 +778,13 @@ mod tests {
                 LedgerReply::Unavailable,
                 "locally={locally}"
             );
-            let stats = &queue.stats;
-            assert_eq!(
-                stats.commits.load(Ordering::Relaxed),
-                3,
-                "locally={locally}"
-            );
-            assert_eq!(
-                stats.transfers.load(Ordering::Relaxed),
-                1,
-                "locally={locally}"
-            );
-            assert_eq!(
-                stats.requests.load(Ordering::Relaxed),
-                5,
-                "locally={locally}"
-            );
+            let stats = queue.stats.clone();
+            // Commits, transfers, requests.
+            let counted = || {
+                [&stats.commits, &stats.transfers, &stats.requests]
+                    .map(|counter| counter.load(Ordering::Relaxed))
+            };
+            assert_eq!(counted(), [3, 1, 5], "locally={locally}");
             until_the_worker_sleeps(&queue);
             let t2 = queue.queue(transfer("alice", "t2", "bob", "4"), crate::clock::now());
             let t1 = queue.queue(transfer("alice", "t1", "bob", "3"), crate::clock::now());
@@ -795,26 +795,15 @@ mod tests {
                 matches!(&repeat, LedgerReply::Transfer(o) if o.result.is_ok()),
                 "locally={locally}: {repeat:?}"
             );
-            assert_eq!(
-                stats.commits.load(Ordering::Relaxed),
-                4,
-                "locally={locally}"
-            );
-            assert_eq!(
-                stats.transfers.load(Ordering::Relaxed),
-                2,
-                "locally={locally}"
-            );
+            assert_eq!(counted(), [4, 2, 7], "locally={locally}");
             drop(queue);
             join_within(worker);
-            let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
-            let transactions = log("transactions.log");
-            let ids: Vec<&str> = transactions
-                .lines()
-                .filter_map(|line| line.split(" id=").nth(1)?.split(' ').next())
-                .collect();
-            assert_eq!(ids, ["t1", "t2"], "locally={locally}: {transactions}");
-            let errors = log("error.log");
+            assert_eq!(
+                super::probe::logged_transfer_ids(dir.path()),
+                ["t1", "t2"],
+                "locally={locally}"
+            );
+            let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap();
             assert!(
                 errors.contains(
                     "storage_failure requests=2 error=panic: the probe store panics after \
