@@ -811,6 +811,12 @@ mod tests {
                 ),
                 "locally={locally}: {errors}"
             );
+            // The batches that committed whole wrote none.
+            assert_eq!(
+                errors.matches("storage_failure").count(),
+                1,
+                "locally={locally}: {errors}"
+            );
             let mut store = SqliteStore::open(
                 &dir.path().join("txsock.db"),
                 Amount::parse_non_negative("10").unwrap(),
