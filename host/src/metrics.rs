@@ -544,29 +544,33 @@ mod tests {
         );
     }
 
+    /// A transfer of 1 from alice to bob with id `id`, as a batch holds it.
+    fn transfer(id: &str) -> (LedgerRequest, txsock_core::Instant) {
+        (
+            LedgerRequest::Transfer {
+                from: txsock_core::Username::parse("alice").unwrap(),
+                id: txsock_core::TransferId::parse(id).unwrap(),
+                to: txsock_core::Username::parse("bob").unwrap(),
+                amount: txsock_core::Amount::parse_non_negative("1").unwrap(),
+            },
+            txsock_core::Instant::from_millis(0),
+        )
+    }
+
+    /// The ledger's answer to a transfer with `result`.
+    fn outcome(result: Result<(), ErrorCode>) -> LedgerReply {
+        LedgerReply::Transfer(txsock_core::ledger::TransferOutcome {
+            result,
+            balance: txsock_core::Amount::parse_non_negative("0").unwrap(),
+        })
+    }
+
     /// What a batch that panicked had committed before the panic (review 1 item 2): its
     /// transactions and its transfers' outcomes are counted, but the batch is in neither
     /// histogram, which count the batches answered without an error.
     #[test]
     fn a_panicked_batchs_committed_part_is_counted_outside_the_histograms() {
         let metrics = Metrics::new();
-        let transfer = |id: &str| {
-            (
-                LedgerRequest::Transfer {
-                    from: txsock_core::Username::parse("alice").unwrap(),
-                    id: txsock_core::TransferId::parse(id).unwrap(),
-                    to: txsock_core::Username::parse("bob").unwrap(),
-                    amount: txsock_core::Amount::parse_non_negative("1").unwrap(),
-                },
-                txsock_core::Instant::from_millis(0),
-            )
-        };
-        let outcome = |result| {
-            LedgerReply::Transfer(txsock_core::ledger::TransferOutcome {
-                result,
-                balance: txsock_core::Amount::parse_non_negative("0").unwrap(),
-            })
-        };
         let batch = [transfer("t1"), transfer("t2"), transfer("t3")];
         let replies = [
             outcome(Ok(())),
@@ -585,5 +589,24 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}: {text}");
         }
+    }
+
+    /// The group commit's panic arm reaches the process's metrics once they are on. The
+    /// refusal counted has a reason no ledger gives (`internal`), so that no other test's
+    /// commit, counted meanwhile in the same process, adds to it.
+    #[test]
+    fn what_a_panicked_batch_committed_reaches_the_process_metrics() {
+        let metrics = METRICS.get_or_init(Metrics::new);
+        committed_in_part(
+            &[transfer("t1")],
+            &[outcome(Err(ErrorCode::Internal))],
+            0,
+            0,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("txsock_transfers_refused_total{reason=\"internal\"} 1\n"),
+            "{text}"
+        );
     }
 }
