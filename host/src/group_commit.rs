@@ -22,10 +22,12 @@
 //!
 //! A commit that panics is answered like one that failed: its requests get `Unavailable`
 //! (`internal` on the wire), a `storage_failure` line is written, and the next batch
-//! commits as usual.
+//! commits as usual. Only the parts the store committed before the panic (MySQL commits a
+//! contended batch in parts, [`Store::recover_from_panic`]) keep their real replies, and
+//! their transfers are logged and counted like any committed transfer.
 
 use crate::audit::{Audit, Log};
-use crate::store::{Committed, Store};
+use crate::store::{Committed, DurablePrefix, Store};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -288,13 +290,15 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
     }
     committed.clear();
     let started = std::time::Instant::now();
-    // A panic in the store is a failed commit (every request answered `Unavailable`, one
-    // `storage_failure` line); the store is told, so that it drops whatever transaction the
-    // panic left open, and the next batch commits as usual.
+    // A panic in the store is a failed commit (every request after the store's durable
+    // prefix answered `Unavailable`, one `storage_failure` line); the store is told, so that
+    // it drops whatever transaction the panic left open, and the next batch commits as
+    // usual. What it committed before the panic is answered, logged and counted as such.
+    let mut durable = DurablePrefix::default();
     let outcome = catch_unwind(AssertUnwindSafe(|| store.execute_batch(batch, committed)))
         .unwrap_or_else(|panic| {
-            store.recover_from_panic();
-            committed.clear();
+            durable = store.recover_from_panic();
+            committed.truncate(durable.committed);
             let what = panic
                 .downcast_ref::<&str>()
                 .copied()
@@ -302,7 +306,7 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
                 .unwrap_or("a panic");
             Err(anyhow::anyhow!("panic: {what}"))
         });
-    let mut transactions = 0;
+    let transactions;
     let replies = match outcome {
         Ok(replies) => {
             let elapsed = started.elapsed();
@@ -329,23 +333,51 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
             replies
         }
         Err(e) => {
+            // Empty unless the store panicked after committing part of the batch.
+            let DurablePrefix {
+                replies: mut answered,
+                transactions: durable_transactions,
+                ..
+            } = durable;
+            transactions = durable_transactions;
+            crate::metrics::committed_in_part(
+                &batch[..answered.len()],
+                &answered,
+                committed.len(),
+                transactions,
+            );
             crate::metrics::commit_failed();
+            let failed = if answered.is_empty() {
+                "all answered internal".to_owned()
+            } else {
+                format!(
+                    "its first {} answered as the parts the store finished before it, the \
+                     rest internal",
+                    answered.len()
+                )
+            };
             match crate::store::advice(&e) {
                 Some(advice) => tracing::error!(
-                    "commit of {} requests failed (all answered internal): {e:#}; what to \
-                     do: {advice}",
+                    "commit of {} requests failed ({failed}): {e:#}; what to do: {advice}",
                     reply_to.len()
                 ),
                 None => tracing::error!(
-                    "commit of {} requests failed (all answered internal): {e:#}",
+                    "commit of {} requests failed ({failed}): {e:#}",
                     reply_to.len()
                 ),
             }
+            answered.resize(reply_to.len(), LedgerReply::Unavailable);
+            // Every request answered `internal`: the rest, and a part of a split that
+            // failed alone before the panic.
+            let unavailable = answered
+                .iter()
+                .filter(|r| matches!(r, LedgerReply::Unavailable))
+                .count();
             shared.audit.write(
                 Log::Errors,
-                format_args!("storage_failure requests={} error={e:#}", reply_to.len()),
+                format_args!("storage_failure requests={unavailable} error={e:#}"),
             );
-            vec![LedgerReply::Unavailable; reply_to.len()]
+            answered
         }
     };
     shared
@@ -410,14 +442,17 @@ pub(crate) mod probe {
     use txsock_core::{Amount, Username};
 
     /// SQLite that says whether it commits locally as told, records which thread ran each
-    /// commit, and, when told, panics in its next commit, answers the next batch's first
-    /// request `Unavailable` (as a store that commits in parts answers a failed part),
-    /// holds its next commit until released (a hung disk), and reports a number of
-    /// transactions per batch.
+    /// commit, and, when told, panics in its next commit (also after committing the
+    /// batch's first request alone, as MySQL's split commits a part before a later one
+    /// panics), answers the next batch's first request `Unavailable` (as a store that
+    /// commits in parts answers a failed part), holds its next commit until released (a
+    /// hung disk), and reports a number of transactions per batch.
     struct Probe {
         sqlite: SqliteStore,
         locally: bool,
         handle: ProbeHandle,
+        /// What the panic after a committed first request left durable.
+        durable: DurablePrefix,
     }
 
     impl Store for Probe {
@@ -438,6 +473,15 @@ pub(crate) mod probe {
             }
             if handle.panic_next.swap(false, Ordering::SeqCst) {
                 panic!("the probe store panics as told");
+            }
+            if handle.panic_after_first_next.swap(false, Ordering::SeqCst) {
+                let replies = self.sqlite.execute_batch(&batch[..1], committed)?;
+                self.durable = DurablePrefix {
+                    replies,
+                    committed: committed.len(),
+                    transactions: 1,
+                };
+                panic!("the probe store panics after committing a part");
             }
             let mut replies = self.sqlite.execute_batch(batch, committed)?;
             if handle.fail_first_next.swap(false, Ordering::SeqCst) {
@@ -480,6 +524,9 @@ pub(crate) mod probe {
         fn commits_locally(&self) -> bool {
             self.locally
         }
+        fn recover_from_panic(&mut self) -> DurablePrefix {
+            std::mem::take(&mut self.durable)
+        }
         fn last_batch_transactions(&self) -> u64 {
             self.handle.transactions.load(Ordering::SeqCst)
         }
@@ -492,6 +539,8 @@ pub(crate) mod probe {
         pub(crate) threads: Arc<Mutex<Vec<String>>>,
         /// The next commit panics.
         pub(crate) panic_next: Arc<AtomicBool>,
+        /// The next commit commits its first request alone, then panics.
+        pub(crate) panic_after_first_next: Arc<AtomicBool>,
         /// The next batch's first request is answered `Unavailable`.
         pub(crate) fail_first_next: Arc<AtomicBool>,
         /// The next commit waits until [`ProbeHandle::release`].
@@ -535,6 +584,7 @@ pub(crate) mod probe {
         let handle = ProbeHandle {
             threads: Arc::default(),
             panic_next: Arc::default(),
+            panic_after_first_next: Arc::default(),
             fail_first_next: Arc::default(),
             hold_next: Arc::default(),
             released: Arc::default(),
@@ -544,10 +594,20 @@ pub(crate) mod probe {
             sqlite,
             locally,
             handle: handle.clone(),
+            durable: DurablePrefix::default(),
         };
         let audit = Arc::new(Audit::open(dir).expect("audit logs"));
         let (queue, worker) = spawn(Box::new(store), audit, 512);
         (queue, worker, handle)
+    }
+
+    /// The ids of the transfers in the `transactions.log` written in `dir`, in order.
+    pub(crate) fn logged_transfer_ids(dir: &std::path::Path) -> Vec<String> {
+        let log = std::fs::read_to_string(dir.join("transactions.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| line.split(" id=").nth(1)?.split(' ').next())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Waits (bounded) until the worker thread sleeps on the empty queue.
@@ -676,6 +736,106 @@ mod tests {
             assert!(
                 errors.contains("storage_failure requests=2 error=panic: the probe store panics"),
                 "locally={locally}: {errors}"
+            );
+        }
+    }
+
+    /// A store that committed the front of a batch and then panicked (MySQL's split, review
+    /// 1 item 2): the committed front keeps its real reply, its transfer is logged and its
+    /// transaction counted; only the rest is answered `Unavailable`, is left out of the
+    /// ledger, and is what the `storage_failure` line counts. Sent again, the rest commits
+    /// alone and the front is a repeat. On the caller's thread and on the worker's.
+    #[test]
+    fn a_panic_after_a_committed_part_keeps_that_parts_replies_log_lines_and_count() {
+        for locally in [true, false] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (queue, worker, probe) = start_probe(dir.path(), locally);
+            for name in ["alice", "bob"] {
+                let reply = queue.queue(register(name), crate::clock::now());
+                queue.commit_now(1);
+                assert_eq!(wait_within(reply), LedgerReply::Registered(Ok(())));
+            }
+            until_the_worker_sleeps(&queue);
+            probe.panic_after_first_next.store(true, Ordering::SeqCst);
+            let t1 = queue.queue(transfer("alice", "t1", "bob", "3"), crate::clock::now());
+            let t2 = queue.queue(transfer("alice", "t2", "bob", "4"), crate::clock::now());
+            let carol = queue.queue(register("carol"), crate::clock::now());
+            queue.commit_now(3);
+            let sent = |balance: &str| {
+                LedgerReply::Transfer(txsock_core::ledger::TransferOutcome {
+                    result: Ok(()),
+                    balance: Amount::parse_non_negative(balance).unwrap(),
+                })
+            };
+            assert_eq!(wait_within(t1), sent("7"), "locally={locally}");
+            assert_eq!(
+                wait_within(t2),
+                LedgerReply::Unavailable,
+                "locally={locally}"
+            );
+            assert_eq!(
+                wait_within(carol),
+                LedgerReply::Unavailable,
+                "locally={locally}"
+            );
+            let stats = queue.stats.clone();
+            // Commits, transfers, requests.
+            let counted = || {
+                [&stats.commits, &stats.transfers, &stats.requests]
+                    .map(|counter| counter.load(Ordering::Relaxed))
+            };
+            assert_eq!(counted(), [3, 1, 5], "locally={locally}");
+            until_the_worker_sleeps(&queue);
+            let t2 = queue.queue(transfer("alice", "t2", "bob", "4"), crate::clock::now());
+            let t1 = queue.queue(transfer("alice", "t1", "bob", "3"), crate::clock::now());
+            queue.commit_now(2);
+            assert_eq!(wait_within(t2), sent("3"), "locally={locally}");
+            let repeat = wait_within(t1);
+            assert!(
+                matches!(&repeat, LedgerReply::Transfer(o) if o.result.is_ok()),
+                "locally={locally}: {repeat:?}"
+            );
+            assert_eq!(counted(), [4, 2, 7], "locally={locally}");
+            drop(queue);
+            join_within(worker);
+            assert_eq!(
+                super::probe::logged_transfer_ids(dir.path()),
+                ["t1", "t2"],
+                "locally={locally}"
+            );
+            let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap();
+            assert!(
+                errors.contains(
+                    "storage_failure requests=2 error=panic: the probe store panics after \
+                     committing a part"
+                ),
+                "locally={locally}: {errors}"
+            );
+            // The batches that committed whole wrote none.
+            assert_eq!(
+                errors.matches("storage_failure").count(),
+                1,
+                "locally={locally}: {errors}"
+            );
+            let mut store = SqliteStore::open(
+                &dir.path().join("txsock.db"),
+                Amount::parse_non_negative("10").unwrap(),
+            )
+            .expect("open");
+            let users: Vec<(String, Amount)> = store
+                .list_users()
+                .unwrap()
+                .into_iter()
+                .map(|u| (u.name, u.balance))
+                .collect();
+            let balance = |b| Amount::parse_non_negative(b).unwrap();
+            assert_eq!(
+                users,
+                [
+                    ("alice".to_owned(), balance("3")),
+                    ("bob".to_owned(), balance("17"))
+                ],
+                "locally={locally}"
             );
         }
     }

@@ -435,10 +435,22 @@ impl Metrics {
         transactions: u64,
         elapsed: Duration,
     ) {
+        self.commit_batch_size.observe(batch.len() as f64);
+        self.commit_seconds.observe(elapsed.as_secs_f64());
+        self.count_outcomes(batch, replies, newly_committed, transactions);
+    }
+
+    /// The counters of [`Metrics::count_commit`], without the histograms: the transactions,
+    /// and the outcomes of the transfers in `batch` answered by `replies`.
+    fn count_outcomes(
+        &self,
+        batch: &[(LedgerRequest, txsock_core::Instant)],
+        replies: &[LedgerReply],
+        newly_committed: usize,
+        transactions: u64,
+    ) {
         let m = self;
         m.commits.inc_by(transactions);
-        m.commit_batch_size.observe(batch.len() as f64);
-        m.commit_seconds.observe(elapsed.as_secs_f64());
         let mut accepted = 0u64;
         for ((request, _), reply) in batch.iter().zip(replies) {
             if let (LedgerRequest::Transfer { .. }, LedgerReply::Transfer(outcome)) =
@@ -458,6 +470,19 @@ impl Metrics {
         m.transfers_committed.inc_by(newly);
         m.transfers_repeated.inc_by(accepted.saturating_sub(newly));
     }
+}
+
+/// Counts what a batch whose commit panicked had committed before the panic
+/// ([`crate::store::Store::recover_from_panic`]): `batch` is its requests that were answered
+/// as their parts finished, `replies` their replies. Only the counters: the histograms count
+/// the batches the store answered without an error, which this one is not.
+pub fn committed_in_part(
+    batch: &[(LedgerRequest, txsock_core::Instant)],
+    replies: &[LedgerReply],
+    newly_committed: usize,
+    transactions: u64,
+) {
+    with(|m| m.count_outcomes(batch, replies, newly_committed, transactions));
 }
 
 /// Counts one batch whose commit failed, wholly or in part (the histograms count every
@@ -515,6 +540,72 @@ mod tests {
         assert!(text.contains("txsock_commits_total 4\n"), "{text}");
         assert!(
             text.contains("txsock_commit_batch_size_count 2\n"),
+            "{text}"
+        );
+    }
+
+    /// A transfer of 1 from alice to bob with id `id`, as a batch holds it.
+    fn transfer(id: &str) -> (LedgerRequest, txsock_core::Instant) {
+        (
+            LedgerRequest::Transfer {
+                from: txsock_core::Username::parse("alice").unwrap(),
+                id: txsock_core::TransferId::parse(id).unwrap(),
+                to: txsock_core::Username::parse("bob").unwrap(),
+                amount: txsock_core::Amount::parse_non_negative("1").unwrap(),
+            },
+            txsock_core::Instant::from_millis(0),
+        )
+    }
+
+    /// The ledger's answer to a transfer with `result`.
+    fn outcome(result: Result<(), ErrorCode>) -> LedgerReply {
+        LedgerReply::Transfer(txsock_core::ledger::TransferOutcome {
+            result,
+            balance: txsock_core::Amount::parse_non_negative("0").unwrap(),
+        })
+    }
+
+    /// What a batch that panicked had committed before the panic (review 1 item 2): its
+    /// transactions and its transfers' outcomes are counted, but the batch is in neither
+    /// histogram, which count the batches answered without an error.
+    #[test]
+    fn a_panicked_batchs_committed_part_is_counted_outside_the_histograms() {
+        let metrics = Metrics::new();
+        let batch = [transfer("t1"), transfer("t2"), transfer("t3")];
+        let replies = [
+            outcome(Ok(())),
+            outcome(Err(ErrorCode::InsufficientFunds)),
+            outcome(Ok(())),
+        ];
+        metrics.count_outcomes(&batch, &replies, 1, 2);
+        let text = metrics.render();
+        for line in [
+            "txsock_commits_total 2\n",
+            "txsock_transfers_committed_total 1\n",
+            "txsock_transfers_repeated_total 1\n",
+            "txsock_transfers_refused_total{reason=\"insufficient_funds\"} 1\n",
+            "txsock_commit_batch_size_count 0\n",
+            "txsock_commit_seconds_count 0\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+    }
+
+    /// The group commit's panic arm reaches the process's metrics once they are on. The
+    /// refusal counted has a reason no ledger gives (`internal`), so that no other test's
+    /// commit, counted meanwhile in the same process, adds to it.
+    #[test]
+    fn what_a_panicked_batch_committed_reaches_the_process_metrics() {
+        let metrics = METRICS.get_or_init(Metrics::new);
+        committed_in_part(
+            &[transfer("t1")],
+            &[outcome(Err(ErrorCode::Internal))],
+            0,
+            0,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("txsock_transfers_refused_total{reason=\"internal\"} 1\n"),
             "{text}"
         );
     }

@@ -90,6 +90,22 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
+/// What of a batch is durable although [`Store::execute_batch`] panicked
+/// ([`Store::recover_from_panic`]): its first requests, in parts whose commit had returned
+/// before the panic. Nothing of the requests after them was committed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DurablePrefix {
+    /// The replies to the batch's first `replies.len()` requests, final: a part that
+    /// committed, or one that failed alone and is answered `Unavailable` as when no panic
+    /// follows.
+    pub replies: Vec<LedgerReply>,
+    /// How many transfers at the front of `execute_batch`'s `committed` are durable (its
+    /// length before the batch included); the ones after them were undone.
+    pub committed: usize,
+    /// Transactions committed, one sync each (as [`Store::last_batch_transactions`]).
+    pub transactions: u64,
+}
+
 /// Durable ledger storage.
 pub trait Store: Send + 'static {
     /// Executes `batch` (requests with the time they were made) in one transaction and one
@@ -140,11 +156,20 @@ pub trait Store: Send + 'static {
     }
 
     /// Called after [`Store::execute_batch`] panicked: leaves the store fit for the next
-    /// batch. The default does nothing, which suits a store whose open transaction rolls
-    /// back as the panic unwinds (SQLite's `Transaction` does on drop); a store that keeps a
-    /// transaction open on a connection it keeps (MySQL) must drop that connection, or the
-    /// next batch would commit the panicked one's partial writes.
-    fn recover_from_panic(&mut self) {}
+    /// batch, and says what of the panicked batch is durable all the same. A store that
+    /// commits a batch in parts (MySQL's split) may have committed its first parts before a
+    /// later one panicked: those requests are answered with their real replies, and their
+    /// transfers logged and counted, while the rest of the batch is answered `Unavailable`.
+    ///
+    /// The default does nothing and reports nothing durable, which suits a store that
+    /// commits every batch in one transaction whose `COMMIT` is its last step, and whose
+    /// open transaction rolls back as the panic unwinds (SQLite's `Transaction` does on
+    /// drop). A store that keeps a transaction open on a connection it keeps (MySQL) must
+    /// drop that connection, or the next batch would commit the panicked one's partial
+    /// writes.
+    fn recover_from_panic(&mut self) -> DurablePrefix {
+        DurablePrefix::default()
+    }
 
     /// How many transactions, each with its sync, the last [`Store::execute_batch`] that
     /// returned `Ok` committed: one for a store that commits every batch whole (the

@@ -103,7 +103,7 @@
 use super::row::{
     amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
 };
-use super::{Access, CheckReport, Committed, Store, UserSummary};
+use super::{Access, CheckReport, Committed, DurablePrefix, Store, UserSummary};
 use anyhow::{anyhow, bail, Context, Result};
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::{FromRow, Queryable};
@@ -272,12 +272,16 @@ pub struct MysqlStore {
     /// cluster can do there (commit nothing after all, lose the connection, stall the read).
     #[cfg(test)]
     after_commit: Option<Box<dyn FnMut() + Send>>,
-    /// Transactions the last [`Store::execute_batch`] committed (several after a split).
-    batch_transactions: u64,
-    /// Test seam: when set, the next transaction panics right before its `COMMIT` (after
-    /// all its writes), as a bug in the ledger code would (`Store::recover_from_panic`).
+    /// What the current [`Store::execute_batch`] has committed so far (the last one's, once
+    /// it returned): its transactions (several after a split) and, within a split, the
+    /// replies and transfers of the parts done, which [`Store::recover_from_panic`] hands
+    /// back when a later part panics.
+    done: DurablePrefix,
+    /// Test seam: when `n` > 0, the `n`th transaction from now to reach its `COMMIT` panics
+    /// right before it (after all its writes), as a bug in the ledger code would
+    /// (`Store::recover_from_panic`).
     #[cfg(test)]
-    pub(super) panic_before_commit: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(super) panic_before_commit: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// How a failed statement is handled.
@@ -484,7 +488,7 @@ impl MysqlStore {
             read_only: access == Access::ReadOnly,
             #[cfg(test)]
             after_commit: None,
-            batch_transactions: 0,
+            done: DurablePrefix::default(),
             #[cfg(test)]
             panic_before_commit: Default::default(),
         };
@@ -646,7 +650,12 @@ impl MysqlStore {
                         check_alive(c, token, no_causal_wait)?;
                     }
                     #[cfg(test)]
-                    if panic_before_commit.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    if panic_before_commit.fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    ) == Ok(1)
+                    {
                         panic!("the test panics before COMMIT");
                     }
                     commit_sent = true;
@@ -1546,6 +1555,9 @@ impl MysqlStore {
     /// answered
     /// [`LedgerReply::Unavailable`] (`internal`: its clients retry the same ids) while the
     /// parts committed stay committed; only a failure of the undivided batch is an error.
+    /// Each part done (committed, or failed and answered so) is added to `done` in order, so
+    /// that a panic in a later part leaves the earlier parts' replies and transfers to the
+    /// group commit ([`Store::recover_from_panic`]) instead of answering them `Unavailable`.
     fn commit_splitting(
         &mut self,
         batch: &[(LedgerRequest, Instant)],
@@ -1568,7 +1580,13 @@ impl MysqlStore {
         let first_committed = committed.len();
         let e = match self.commit_batch(batch, committed, tries) {
             Ok(replies) => {
-                self.batch_transactions += 1;
+                self.done.transactions += 1;
+                // A part is durable now, whatever happens to the parts after it. (A batch
+                // committed whole has nothing after it: no copy of its replies.)
+                if !whole {
+                    self.done.replies.extend_from_slice(&replies);
+                    self.done.committed = committed.len();
+                }
                 return Ok(replies);
             }
             Err(e) => e,
@@ -1591,15 +1609,20 @@ impl MysqlStore {
             "{} requests of a split commit failed (answered internal): {e:#}",
             batch.len()
         );
-        Ok(vec![LedgerReply::Unavailable; batch.len()])
+        // Final too: a panic in a later part leaves this one's answer as it is.
+        let replies = vec![LedgerReply::Unavailable; batch.len()];
+        self.done.replies.extend_from_slice(&replies);
+        Ok(replies)
     }
 }
 
 impl Store for MysqlStore {
-    fn recover_from_panic(&mut self) {
+    fn recover_from_panic(&mut self) -> DurablePrefix {
         // The panicked batch may have left its transaction open on this connection: closing
         // it rolls the transaction back (the server drops a disconnected one's changes).
         self.conn = None;
+        // The parts of a split that committed before the panic stay committed.
+        std::mem::take(&mut self.done)
     }
 
     fn execute_batch(
@@ -1607,12 +1630,15 @@ impl Store for MysqlStore {
         batch: &[(LedgerRequest, Instant)],
         committed: &mut Vec<Committed>,
     ) -> Result<Vec<LedgerReply>> {
-        self.batch_transactions = 0;
+        self.done = DurablePrefix {
+            committed: committed.len(),
+            ..DurablePrefix::default()
+        };
         self.commit_splitting(batch, committed, true)
     }
 
     fn last_batch_transactions(&self) -> u64 {
-        self.batch_transactions
+        self.done.transactions
     }
 
     fn server_secret(&mut self) -> Result<[u8; 32]> {

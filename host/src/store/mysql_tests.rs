@@ -1259,6 +1259,36 @@ fn balances(alice: i64, bob: i64) -> Vec<(String, i64)> {
     vec![("alice".to_string(), alice), ("bob".to_string(), bob)]
 }
 
+/// The transfer the Galera tests send: t1, 300 from alice to bob (1,000 each to start).
+fn t1() -> LedgerRequest {
+    transfer("alice", "t1", "bob", 300)
+}
+
+/// Runs [`t1`] alone as a batch on `store`: its replies, and the transfers it committed.
+fn send_t1(store: &mut MysqlStore) -> (Vec<LedgerReply>, Vec<Committed>) {
+    let mut committed = Vec::new();
+    let replies = store
+        .execute_batch(&now_batch(&[t1()]), &mut committed)
+        .unwrap();
+    (replies, committed)
+}
+
+/// The receipt of [`t1`] committed: alice has 700 left.
+fn t1_receipt() -> txsock_core::ledger::TransferOutcome {
+    txsock_core::ledger::TransferOutcome {
+        result: Ok(()),
+        balance: Amount(700),
+    }
+}
+
+/// Asserts that the database holds [`t1`] once, with its money moved once.
+fn assert_t1_committed_once(url: &str) {
+    assert_eq!(
+        ledger_of(url),
+        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
+    );
+}
+
 /// A Galera batch whose `COMMIT` succeeded, and whose outcomes the database holds, is
 /// answered from what it committed: the read-back runs once, finds the commit and the
 /// refusal, and nothing is run again.
@@ -1270,19 +1300,10 @@ fn a_galera_batch_that_committed_is_answered_from_what_it_committed() {
     let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
     as_galera_node(&mut store);
     let calls = on_read_back(&mut store, |_| {});
-    let batch = now_batch(&[
-        transfer("alice", "t1", "bob", 300),
-        transfer("alice", "t2", "bob", 5_000),
-    ]);
+    let batch = now_batch(&[t1(), transfer("alice", "t2", "bob", 5_000)]);
     let mut committed = Vec::new();
     let replies = store.execute_batch(&batch, &mut committed).unwrap();
-    assert_eq!(
-        transfer_outcome(&replies[0]),
-        txsock_core::ledger::TransferOutcome {
-            result: Ok(()),
-            balance: Amount(700)
-        }
-    );
+    assert_eq!(transfer_outcome(&replies[0]), t1_receipt());
     assert_eq!(
         transfer_outcome(&replies[1]).result,
         Err(ErrorCode::InsufficientFunds)
@@ -1290,10 +1311,7 @@ fn a_galera_batch_that_committed_is_answered_from_what_it_committed() {
     assert_eq!(read_backs(&calls), 1, "read back once, not run again");
     let ids: Vec<&str> = committed.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["t1"]);
-    assert_eq!(
-        ledger_of(&db.url),
-        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
-    );
+    assert_t1_committed_once(&db.url);
 }
 
 /// A Galera batch whose `COMMIT` reported success while the database holds none of its
@@ -1321,26 +1339,11 @@ fn a_galera_commit_the_database_does_not_hold_runs_again_before_any_answer() {
             .unwrap();
         }
     });
-    let mut committed = Vec::new();
-    let replies = store
-        .execute_batch(
-            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
-            &mut committed,
-        )
-        .unwrap();
-    assert_eq!(
-        transfer_outcome(&replies[0]),
-        txsock_core::ledger::TransferOutcome {
-            result: Ok(()),
-            balance: Amount(700)
-        }
-    );
+    let (replies, committed) = send_t1(&mut store);
+    assert_eq!(transfer_outcome(&replies[0]), t1_receipt());
     assert_eq!(read_backs(&calls), 2, "run again and read back again");
     assert_eq!(committed.len(), 1, "one commit reported: {committed:?}");
-    assert_eq!(
-        ledger_of(&db.url),
-        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
-    );
+    assert_t1_committed_once(&db.url);
 }
 
 /// A Galera batch that fails before its `COMMIT` is its own error, with its cause: it is not
@@ -1363,10 +1366,7 @@ fn a_failed_galera_batch_is_its_error_and_is_not_read_back() {
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut committed = Vec::new();
-        let result = store.execute_batch(
-            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
-            &mut committed,
-        );
+        let result = store.execute_batch(&now_batch(&[t1()]), &mut committed);
         let _ = done.send((result, committed));
     });
     let (result, committed) = finished
@@ -1400,14 +1400,8 @@ fn a_read_back_that_loses_its_connection_reads_again_and_answers_the_commit() {
                 .unwrap();
         }
     });
-    let mut committed = Vec::new();
-    let replies = store
-        .execute_batch(
-            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
-            &mut committed,
-        )
-        .unwrap();
-    assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
+    let (replies, committed) = send_t1(&mut store);
+    assert_eq!(transfer_outcome(&replies[0]), t1_receipt());
     assert_eq!(read_backs(&calls), 1, "read again, not run again");
     assert_eq!(committed.len(), 1);
     assert_ne!(
@@ -1415,10 +1409,7 @@ fn a_read_back_that_loses_its_connection_reads_again_and_answers_the_commit() {
         id,
         "a new connection"
     );
-    assert_eq!(
-        ledger_of(&db.url),
-        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
-    );
+    assert_t1_committed_once(&db.url);
 }
 
 /// A Galera batch whose read-back fails for any other reason (here an operator kills the
@@ -1443,7 +1434,7 @@ fn a_read_back_that_fails_leaves_the_outcome_unknown_and_the_resent_id_gets_the_
             .unwrap();
         locked.send(locker).unwrap();
     });
-    let worker = batch_in_thread(store, vec![transfer("alice", "t1", "bob", 300)]);
+    let worker = batch_in_thread(store, vec![t1()]);
     let mut locker = lockers.recv_timeout(Duration::from_secs(20)).unwrap();
     let mut watch = raw(&db.url);
     let started = std::time::Instant::now();
@@ -1470,26 +1461,13 @@ fn a_read_back_that_fails_leaves_the_outcome_unknown_and_the_resent_id_gets_the_
     assert!(e.downcast_ref::<OutcomeUnknown>().is_some(), "{e:#}");
     assert_eq!(classify(&e), Failure::Other);
     assert_eq!(read_backs(&calls), 1, "not run again");
-    assert_eq!(
-        ledger_of(&db.url),
-        (balances(700, 1_300), vec![entry("alice", "t1", 300)]),
-        "committed"
-    );
+    assert_t1_committed_once(&db.url);
 
     store.after_commit = None;
-    let mut committed = Vec::new();
-    let replies = store
-        .execute_batch(
-            &now_batch(&[transfer("alice", "t1", "bob", 300)]),
-            &mut committed,
-        )
-        .unwrap();
+    let (replies, committed) = send_t1(&mut store);
     assert_eq!(transfer_outcome(&replies[0]).result, Ok(()));
     assert!(committed.is_empty(), "nothing new committed: {committed:?}");
-    assert_eq!(
-        ledger_of(&db.url),
-        (balances(700, 1_300), vec![entry("alice", "t1", 300)])
-    );
+    assert_t1_committed_once(&db.url);
 }
 
 /// The rollbacks of `store`'s session so far: one per run of a transaction that failed.
@@ -1514,18 +1492,7 @@ fn a_lock_wait_splits_a_batch_at_once_and_its_part_waits_once() {
     let Some(db) = conformance::MysqlBackend::new("mysql_split_waits") else {
         return;
     };
-    let mut store = store_with(&db.url, &["alice", "bob", "carol", "dave"], 1_000);
-    // A lock wait fails at once (1205) instead of after 10 s.
-    store
-        .connect()
-        .unwrap()
-        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
-        .unwrap();
-    let mut holder = raw(&db.url);
-    holder.query_drop("START TRANSACTION").unwrap();
-    holder
-        .query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
-        .unwrap();
+    let (mut store, mut holder) = store_behind_carols_row(&db.url);
     let before = rollbacks(&mut store);
     let mut committed = Vec::new();
     let replies = store
@@ -1563,6 +1530,68 @@ fn a_lock_wait_splits_a_batch_at_once_and_its_part_waits_once() {
     assert_eq!(journal, [entry("alice", "t1", 300)]);
 }
 
+/// A group commit over `store` as a server runs it, writing its audit logs to a new
+/// temporary directory (returned with it).
+fn served(
+    store: MysqlStore,
+) -> (
+    tempfile::TempDir,
+    crate::group_commit::CommitQueue,
+    crate::group_commit::CommitWorker,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = std::sync::Arc::new(crate::audit::Audit::open(dir.path()).expect("audit logs"));
+    let (queue, worker) = crate::group_commit::spawn(Box::new(store), audit, 512);
+    (dir, queue, worker)
+}
+
+/// The reply to a request queued on a group commit, waiting at most 60 s for it.
+fn answer(reply: crate::group_commit::PendingReply) -> LedgerReply {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), reply).await })
+        .expect("answered within 60 s")
+}
+
+/// Stops the group commit (`queue` is its last handle) and asserts that the error log it
+/// wrote in `dir` has the test seam's panic as one `storage_failure` of `requests`.
+fn stop_with_the_panic_logged(
+    queue: crate::group_commit::CommitQueue,
+    worker: crate::group_commit::CommitWorker,
+    dir: &std::path::Path,
+    requests: usize,
+) {
+    drop(queue);
+    worker.join();
+    let errors = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(
+        errors.contains(&format!(
+            "storage_failure requests={requests} error=panic: the test panics before COMMIT"
+        )),
+        "{errors}"
+    );
+}
+
+/// A store whose lock waits fail at once (1205, a conflict) instead of after 10 s, with
+/// alice, bob, carol and dave at 1,000, and a session of another server that holds carol's
+/// row until it rolls back. (On MySQL 8 the wait's minimum is 1 s.)
+fn store_behind_carols_row(url: &str) -> (MysqlStore, Conn) {
+    let mut store = store_with(url, &["alice", "bob", "carol", "dave"], 1_000);
+    store
+        .connect()
+        .unwrap()
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 0")
+        .unwrap();
+    let mut holder = raw(url);
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT balance FROM users WHERE name = 'carol' FOR UPDATE")
+        .unwrap();
+    (store, holder)
+}
+
 /// Review 2, A1 (gc-leftovers): a panic inside a batch's transaction, after its writes and
 /// before its `COMMIT`, through the group commit as a server runs it. The batch is answered
 /// `Unavailable`, and the next batch, on the same store, does not commit the half-done
@@ -1576,19 +1605,11 @@ fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
     };
     let store = store_with(&db.url, &["alice", "bob"], 1000);
     let panic_next = store.panic_before_commit.clone();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let audit = std::sync::Arc::new(crate::audit::Audit::open(dir.path()).expect("audit logs"));
-    let (queue, worker) = crate::group_commit::spawn(Box::new(store), audit, 512);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let (dir, queue, worker) = served(store);
     let send = |request: LedgerRequest| {
         let reply = queue.queue(request, Instant::from_millis(1_000));
         queue.commit_now(1);
-        runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(60), reply).await })
-            .expect("answered within 60 s")
+        answer(reply)
     };
     let journal = |conn: &mut Conn| -> Vec<String> {
         conn.query("SELECT transfer_id FROM journal WHERE kind = 'transfer' ORDER BY seq")
@@ -1600,13 +1621,14 @@ fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
     };
     let mut conn = raw(&db.url);
 
-    panic_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    panic_next.store(1, std::sync::atomic::Ordering::SeqCst);
     assert!(matches!(
         send(transfer("alice", "t1", "bob", 100)),
         LedgerReply::Unavailable
     ));
-    assert!(
-        !panic_next.load(std::sync::atomic::Ordering::SeqCst),
+    assert_eq!(
+        panic_next.load(std::sync::atomic::Ordering::SeqCst),
+        0,
         "the batch reached its COMMIT"
     );
     let reply = send(transfer("alice", "t2", "bob", 10));
@@ -1627,12 +1649,156 @@ fn a_batch_that_panics_leaves_nothing_for_the_next_batch_to_commit() {
         balances(&mut conn),
         [("alice".to_string(), 890), ("bob".to_string(), 1110)]
     );
-    drop(queue);
-    worker.join();
-    let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    stop_with_the_panic_logged(queue, worker, dir.path(), 1);
+}
+
+/// Review 1 item 2 (split-prefix): a split batch whose later part panics before its
+/// `COMMIT`, through the group commit as a server runs it. The part committed before the
+/// panic keeps its real reply, its `transactions.log` line and its commit count; a part that
+/// failed alone before the panic stays `Unavailable`, as without a panic; the panicked part
+/// is answered `Unavailable` and its writes are rolled back. Sent again, the next batch
+/// commits only the requests not committed yet and answers the committed one as a repeat.
+#[test]
+fn a_panic_in_a_later_part_of_a_split_batch_keeps_the_parts_committed_before_it() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_panic") else {
+        return;
+    };
+    let (store, mut holder) = store_behind_carols_row(&db.url);
+    // The whole batch and its front half wait on carol's row; [t1] commits (the first
+    // COMMIT), [t2] fails alone, [t3, t4] panics before the second COMMIT.
+    let panic_at = store.panic_before_commit.clone();
+    panic_at.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (dir, queue, worker) = served(store);
+    let batch = [
+        transfer("alice", "t1", "bob", 100),
+        transfer("carol", "t2", "dave", 100),
+        transfer("alice", "t3", "bob", 10),
+        transfer("bob", "t4", "alice", 1),
+    ];
+    // One batch: queued while the worker sleeps, then handed over at once.
+    let send_all = || -> Vec<LedgerReply> {
+        crate::group_commit::probe::until_the_worker_sleeps(&queue);
+        let pending: Vec<_> = batch
+            .iter()
+            .map(|r| queue.queue(r.clone(), Instant::from_millis(1_000)))
+            .collect();
+        queue.commit_now(batch.len());
+        pending.into_iter().map(answer).collect()
+    };
+    let stats = queue.stats.clone();
+    let counted = || {
+        (
+            stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+            stats.transfers.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+
+    let replies = send_all();
+    assert_eq!(
+        transfer_outcome(&replies[0]),
+        txsock_core::ledger::TransferOutcome {
+            result: Ok(()),
+            balance: Amount(900)
+        },
+        "{replies:?}"
+    );
     assert!(
-        errors.contains("storage_failure requests=1 error=panic: the test panics before COMMIT"),
-        "{errors}"
+        replies[1..]
+            .iter()
+            .all(|r| matches!(r, LedgerReply::Unavailable)),
+        "{replies:?}"
+    );
+    assert_eq!(
+        panic_at.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the second part reached its COMMIT"
+    );
+    assert_eq!(counted(), (1, 1), "[t1]'s transaction and transfer");
+    holder.query_drop("ROLLBACK").unwrap();
+    let (users, journal) = ledger_of(&db.url);
+    assert_eq!(journal, [entry("alice", "t1", 100)]);
+    assert_eq!(users[..2], balances(900, 1100));
+
+    let replies = send_all();
+    for reply in &replies {
+        assert_eq!(transfer_outcome(reply).result, Ok(()), "{replies:?}");
+    }
+    assert_eq!(counted(), (2, 4), "one transaction, three new transfers");
+    let (users, journal) = ledger_of(&db.url);
+    assert_eq!(
+        journal,
+        [
+            entry("alice", "t1", 100),
+            entry("carol", "t2", 100),
+            entry("alice", "t3", 10),
+            entry("bob", "t4", 1)
+        ]
+    );
+    assert_eq!(
+        users,
+        [
+            ("alice".to_string(), 891),
+            ("bob".to_string(), 1109),
+            ("carol".to_string(), 900),
+            ("dave".to_string(), 1100)
+        ]
+    );
+    stop_with_the_panic_logged(queue, worker, dir.path(), 3);
+    assert_eq!(
+        crate::group_commit::probe::logged_transfer_ids(dir.path()),
+        ["t1", "t2", "t3", "t4"]
+    );
+}
+
+/// What the store hands back after a panic in a split: the parts finished before it, in
+/// request order, also one that failed alone (answered `Unavailable` either way), and the
+/// transfers of `committed` that were there before the batch (a caller may pass a vector
+/// that is not empty). The panicked part's transfer is undone, and with no part committed
+/// no transaction is counted.
+#[test]
+fn after_a_panic_the_store_hands_back_the_parts_finished_before_it() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_split_panic_prefix") else {
+        return;
+    };
+    let (mut store, mut holder) = store_behind_carols_row(&db.url);
+    let mut committed = Vec::new();
+    store
+        .execute_batch(
+            &now_batch(&[transfer("bob", "t0", "alice", 5)]),
+            &mut committed,
+        )
+        .unwrap();
+    assert_eq!(committed.len(), 1);
+    // [t1] waits on carol's row and fails alone; [t2] panics before its COMMIT.
+    store
+        .panic_before_commit
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let batch = now_batch(&[
+        transfer("carol", "t1", "dave", 100),
+        transfer("alice", "t2", "bob", 100),
+    ]);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.execute_batch(&batch, &mut committed)
+    }));
+    assert!(panicked.is_err(), "the batch did not panic: {panicked:?}");
+    assert_eq!(
+        store.recover_from_panic(),
+        DurablePrefix {
+            replies: vec![LedgerReply::Unavailable],
+            committed: 1,
+            transactions: 0,
+        }
+    );
+    assert_eq!(
+        committed.len(),
+        2,
+        "the panicked part's transfer is left for the caller to cut off"
+    );
+    holder.query_drop("ROLLBACK").unwrap();
+    assert_eq!(
+        ledger_of(&db.url).1,
+        [entry("bob", "t0", 5)],
+        "only the batch before"
     );
 }
 
