@@ -241,7 +241,12 @@ fn bad_input_is_refused_before_anything_is_sent() {
     // Passwords: too short, missing, never an argument.
     let run = costs_nothing(&["--user", "alice", "balance"], Some("short"), "");
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("at least 8 characters, at most 128 bytes"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("at least 8 characters, at most 128 bytes"),
+        "{}",
+        run.stderr
+    );
     let run = costs_nothing(&["--user", "alice", "balance"], None, "");
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("TXSOCK_PASSWORD"), "{}", run.stderr);
