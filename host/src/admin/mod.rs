@@ -186,8 +186,12 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                 .into());
             }
             let password = read_password(password_stdin)?;
-            check_password(&password)
-                .map_err(|e| Invalid(format!("password {e} (at least 8 characters)")))?;
+            check_password(&password).map_err(|e| {
+                Invalid(format!(
+                    "password {e}: use at least 8 characters, at most 128 bytes, no control \
+                     characters"
+                ))
+            })?;
             let (mut store, _) = storage.open(Amount(0))?;
             let mut salt = [0u8; SALT_LEN];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
