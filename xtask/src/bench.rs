@@ -1036,6 +1036,17 @@ mod tests {
         assert_eq!(thousands(1234567.8), "1,234,568");
     }
 
+    /// The core row end to end: builds and runs `frame_ratio` (about 10 s after the build)
+    /// and reads its line. `cargo test -p xtask -- --ignored core_row --nocapture`.
+    #[test]
+    #[ignore = "builds and runs the core's frame_ratio bench"]
+    fn core_row() {
+        let core = core_bench(&repo_root()).unwrap();
+        assert_eq!(core.rounds, 200);
+        assert!(core.bytes > 100 && core.frame_ns > 0.0 && core.hmac_ns > 0.0);
+        assert!(core.ratio > 0.0 && core.block_min <= core.block_max);
+    }
+
     #[test]
     fn reads_the_core_line() {
         let out = "200 alternating rounds ...\nratio 0.385\nframe_ratio: bytes=172 rounds=200 \
