@@ -506,6 +506,20 @@ mod tests {
     }
 
     #[test]
+    fn word_differences_never_cancel_out() {
+        // The same difference in two words, and in a word and the tail.
+        let mut b = [0u8; 17];
+        b[0] = 1;
+        b[8] = 1;
+        assert_ne!(difference_words(&[0; 17], &b), 0);
+        let mut b = [0u8; 17];
+        b[0] = 1;
+        b[16] = 1;
+        assert_ne!(difference_words(&[0; 17], &b), 0);
+        assert!(!ct_eq(&[0; 17], &b));
+    }
+
+    #[test]
     fn word_difference_sees_every_byte() {
         // Each byte of every length up to three words and a tail, in the words and the tail.
         for len in 0..=27 {
