@@ -380,10 +380,10 @@ impl core::fmt::Debug for Tag {
 /// Constant-time equality of two byte strings (the length is not secret: strings of
 /// different lengths are unequal at once).
 ///
-/// The bytes' differences are OR-ed into one word, which [`subtle::ConstantTimeEq`] then
-/// compares with zero: a loop without a branch on the data, and one optimisation barrier
-/// instead of subtle's per-byte one (which made comparing a tag cost as much as a third of a
-/// SHA-256 block).
+/// The bytes' differences are OR-ed into one word (one byte in the device images), which
+/// [`subtle::ConstantTimeEq`] then compares with zero: a loop without a branch on the data,
+/// and one optimisation barrier instead of subtle's per-byte one (which made comparing a tag
+/// cost as much as a third of a SHA-256 block).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
