@@ -23,7 +23,7 @@
 //!   does and made the ratio look four times better than the wall clock (0.52 against
 //!   0.13). They still rank the rest of the frame's work (parse, encode, copies) exactly.
 //!
-//! The frames are the criterion bench's (`benches/session.rs`): made by the client session,
+//! The frames are the core benches' (`benches/rig`): made by the client session,
 //! eight per batch, each handled by `ServerSession::drive` with a `MemLedger` (parse, MAC
 //! check, nonce, ledger, receipt MAC and encoding).
 

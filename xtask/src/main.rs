@@ -154,10 +154,11 @@ TASKS:
                     its anchor measured in the same run (about 5 minutes once built; not a
                     test, asserts nothing), written to target/bench/summary.md (a table:
                     figure, txsock, anchor, ratio, target, met?) and printed:
-                      1. core   cargo bench -p txsock-core --bench session (criterion): the
-                                rate at which a logged-in ServerSession handles transfer
-                                frames, against raw HMAC-SHA256 over the same number of bytes
-                                (target >= 0.33), read from target/criterion/session/
+                      1. core   cargo bench -p txsock-core --bench frame_ratio: the rate
+                                at which a logged-in ServerSession handles transfer frames,
+                                against raw HMAC-SHA256 over the same bytes (target >= 0.33),
+                                the two alternating in 200 rounds (about 10 s), each at the
+                                1st percentile of its timed batches
                       2. durable  a throwaway PostgreSQL cluster (initdb in a temp dir, fsync
                                 on, loopback port; as root it runs as `postgres`; Debian's
                                 postgresql is installed if missing), pgbench -i -s 32, TPC-B
