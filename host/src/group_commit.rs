@@ -298,6 +298,11 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
     let outcome = catch_unwind(AssertUnwindSafe(|| store.execute_batch(batch, committed)))
         .unwrap_or_else(|panic| {
             durable = store.recover_from_panic();
+            // A store's account of its own panic is trusted no further than the batch: a
+            // prefix longer than what was asked or committed would panic below, outside
+            // this guard, and leave every queued request unanswered.
+            durable.replies.truncate(batch.len());
+            durable.committed = durable.committed.min(committed.len());
             committed.truncate(durable.committed);
             let what = panic
                 .downcast_ref::<&str>()
@@ -474,6 +479,14 @@ pub(crate) mod probe {
             if handle.panic_next.swap(false, Ordering::SeqCst) {
                 panic!("the probe store panics as told");
             }
+            if handle.overstated_panic_next.swap(false, Ordering::SeqCst) {
+                self.durable = DurablePrefix {
+                    replies: vec![LedgerReply::Unavailable; batch.len() + 3],
+                    committed: committed.len() + 5,
+                    transactions: 0,
+                };
+                panic!("the probe store panics and overstates what it finished");
+            }
             if handle.panic_after_first_next.swap(false, Ordering::SeqCst) {
                 let replies = self.sqlite.execute_batch(&batch[..1], committed)?;
                 self.durable = DurablePrefix {
@@ -541,6 +554,9 @@ pub(crate) mod probe {
         pub(crate) panic_next: Arc<AtomicBool>,
         /// The next commit commits its first request alone, then panics.
         pub(crate) panic_after_first_next: Arc<AtomicBool>,
+        /// The next commit panics and then reports a durable prefix longer than its batch
+        /// and than what it committed (a store bug the group commit must survive).
+        pub(crate) overstated_panic_next: Arc<AtomicBool>,
         /// The next batch's first request is answered `Unavailable`.
         pub(crate) fail_first_next: Arc<AtomicBool>,
         /// The next commit waits until [`ProbeHandle::release`].
@@ -585,6 +601,7 @@ pub(crate) mod probe {
             threads: Arc::default(),
             panic_next: Arc::default(),
             panic_after_first_next: Arc::default(),
+            overstated_panic_next: Arc::default(),
             fail_first_next: Arc::default(),
             hold_next: Arc::default(),
             released: Arc::default(),
@@ -661,7 +678,7 @@ mod tests {
                         .unwrap()
                 });
             }
-            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+            assert_eq!(wait_within(reply), LedgerReply::Registered(Ok(())));
         }
         let threads = probe.threads.lock().unwrap().clone();
         assert_eq!(threads.len(), 10);
@@ -692,7 +709,7 @@ mod tests {
                     .await
                     .unwrap()
             });
-            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+            assert_eq!(wait_within(reply), LedgerReply::Registered(Ok(())));
         }
         let threads = probe.threads.lock().unwrap().clone();
         assert_eq!(threads, ["txsock-ledger"; 4]);
@@ -713,13 +730,21 @@ mod tests {
             let first = queue.queue(register("alice"), crate::clock::now());
             let second = queue.queue(register("bob"), crate::clock::now());
             queue.commit_now(2);
-            assert_eq!(wait(first), LedgerReply::Unavailable, "locally={locally}");
-            assert_eq!(wait(second), LedgerReply::Unavailable, "locally={locally}");
+            assert_eq!(
+                wait_within(first),
+                LedgerReply::Unavailable,
+                "locally={locally}"
+            );
+            assert_eq!(
+                wait_within(second),
+                LedgerReply::Unavailable,
+                "locally={locally}"
+            );
             until_the_worker_sleeps(&queue);
             let next = queue.queue(register("alice"), crate::clock::now());
             queue.commit_now(1);
             assert_eq!(
-                wait(next),
+                wait_within(next),
                 LedgerReply::Registered(Ok(())),
                 "locally={locally}"
             );
@@ -737,6 +762,36 @@ mod tests {
                 errors.contains("storage_failure requests=2 error=panic: the probe store panics"),
                 "locally={locally}: {errors}"
             );
+        }
+    }
+
+    /// A store whose account of its panic claims more than its batch and more than it
+    /// committed (review 1 of stop 7, item 2): the group commit trusts it no further than the
+    /// batch, answers the request, and the next batch commits as usual. On the caller's
+    /// thread and on the worker's.
+    #[test]
+    fn a_store_that_overstates_its_durable_prefix_after_a_panic_cannot_wedge_the_queue() {
+        for locally in [true, false] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (queue, worker, probe) = start_probe(dir.path(), locally);
+            until_the_worker_sleeps(&queue);
+            probe.overstated_panic_next.store(true, Ordering::SeqCst);
+            let first = queue.queue(register("alice"), crate::clock::now());
+            queue.commit_now(1);
+            assert_eq!(
+                wait_within(first),
+                LedgerReply::Unavailable,
+                "locally={locally}"
+            );
+            let next = queue.queue(register("alice"), crate::clock::now());
+            queue.commit_now(1);
+            assert_eq!(
+                wait_within(next),
+                LedgerReply::Registered(Ok(())),
+                "locally={locally}"
+            );
+            drop(queue);
+            join_within(worker);
         }
     }
 
@@ -865,13 +920,6 @@ mod tests {
         }
     }
 
-    fn wait(reply: PendingReply) -> LedgerReply {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(reply)
-    }
-
     /// A batch that committed in part (some replies `Unavailable`) writes a `storage_failure`
     /// line counting only the failed requests; the others are answered as committed.
     #[test]
@@ -883,8 +931,8 @@ mod tests {
         let first = queue.queue(register("alice"), crate::clock::now());
         let second = queue.queue(register("bob"), crate::clock::now());
         queue.commit_now(2);
-        assert_eq!(wait(first), LedgerReply::Unavailable);
-        assert_eq!(wait(second), LedgerReply::Registered(Ok(())));
+        assert_eq!(wait_within(first), LedgerReply::Unavailable);
+        assert_eq!(wait_within(second), LedgerReply::Registered(Ok(())));
         drop(queue);
         worker.join();
         let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
@@ -926,7 +974,7 @@ mod tests {
         for name in (0..8).map(|i| format!("s{i}")).chain(["sink".into()]) {
             let reply = queue.queue(register(&name), crate::clock::now());
             queue.commit_now(1);
-            assert_eq!(wait(reply), LedgerReply::Registered(Ok(())));
+            assert_eq!(wait_within(reply), LedgerReply::Registered(Ok(())));
         }
         let threads: Vec<_> = (0..8)
             .map(|i| {
@@ -944,7 +992,7 @@ mod tests {
                             .unwrap()
                             .block_on(async { queue.commit_now(2) });
                     }
-                    (wait(first), wait(second))
+                    (wait_within(first), wait_within(second))
                 })
             })
             .collect();
