@@ -177,6 +177,19 @@ fn journal_ids_intact(tx: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// How many pages the WAL holds before the commit that passes the mark copies them into the
+/// database file (SQLite's `wal_autocheckpoint`; its default is 1,000).
+///
+/// A checkpoint writes each page changed since the last one once, however many commits
+/// changed it, and the ledger's hot pages (the balances' leaves, each sender's and each
+/// recipient's leaf of the journal's indexes) change in nearly every commit: at 4,000 pages
+/// a checkpoint comes a quarter as often and copies each hot page a quarter as often (bytes
+/// written per transfer −10 % with 32 clients, docs/BENCHMARKS.md "The commit cycle"). The WAL file grows to about this many frames (16.5 MB at 4 KiB
+/// pages) and no further: the checkpoint runs in the writer's own commit, with no other
+/// writer, so it catches up with the whole WAL, and the next commit writes the WAL from its
+/// start again (unless a reader still reads an older snapshot, as with any mark).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_000;
+
 /// A SQLite database file.
 pub struct SqliteStore {
     conn: Connection,
@@ -235,6 +248,7 @@ impl SqliteStore {
         // FULL: every commit's WAL frames are fsynced before COMMIT returns, so an
         // acknowledged transfer survives a crash or power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn).with_context(|| format!("schema of {}", path.display()))?;
         // The row an unknown user's failed login rewrites (see `lockout_update`), created

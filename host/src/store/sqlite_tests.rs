@@ -749,3 +749,76 @@ fn a_single_transfer_commit_writes_four_pages() {
     // A WAL frame is a 24-byte header and one 4,096-byte page.
     assert_eq!((size() - before) / (24 + 4096), 4);
 }
+
+/// The WAL is copied into the database file once it holds [`WAL_AUTOCHECKPOINT_PAGES`]
+/// pages, not before, and is then written from its start again: under a stream of commits
+/// its file stops growing about a commit past the mark.
+#[test]
+fn the_wal_is_checkpointed_at_its_mark_and_then_written_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("txsock.db");
+    let mut store = SqliteStore::open_with(&path, Amount(0), Access::Create).unwrap();
+    let names: Vec<Username> = (0..64).map(|i| user(&format!("u{i:02}"))).collect();
+    for name in &names {
+        store
+            .add_user(name, &verifier(1), Amount(1_000_000), 1)
+            .unwrap();
+    }
+    let wal_size = || {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(&wal).expect("the WAL").len()
+    };
+    let page: u64 = store
+        .conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    let mark = WAL_AUTOCHECKPOINT_PAGES as u64 * (page + 24);
+    // One commit: every user pays another, a different one each round.
+    let commit = |store: &mut SqliteStore, round: usize| {
+        let batch: Vec<_> = (0..names.len())
+            .map(|i| {
+                let request = LedgerRequest::Transfer {
+                    from: names[i].clone(),
+                    id: TransferId::parse(&format!("r{round}x{i}")).unwrap(),
+                    to: names[(i + 1 + round % 63) % names.len()].clone(),
+                    amount: Amount(1),
+                };
+                (request, Instant::ZERO)
+            })
+            .collect();
+        let replies = store.execute_batch(&batch, &mut Vec::new()).unwrap();
+        assert!(replies
+            .iter()
+            .all(|r| matches!(r, LedgerReply::Transfer(t) if t.result.is_ok())));
+    };
+    // Up to the mark the WAL only grows; the largest step is a commit's frames.
+    let mut largest_commit = 0;
+    let mut size = wal_size();
+    let mut round = 0;
+    while size < mark {
+        round += 1;
+        commit(&mut store, round);
+        let after = wal_size();
+        assert!(
+            after > size,
+            "a checkpoint before the mark: {after} after {size}"
+        );
+        largest_commit = largest_commit.max(after - size);
+        size = after;
+        assert!(round < 10_000, "the WAL never reached its mark");
+    }
+    // Then as many commits again: the WAL was reset and is overwritten, not grown.
+    let peak = size;
+    for again in round + 1..=2 * round {
+        commit(&mut store, again);
+    }
+    assert!(
+        wal_size() <= peak + largest_commit,
+        "the WAL grew past its mark: {} bytes against a mark of {mark} and commits of up to \
+         {largest_commit}",
+        wal_size()
+    );
+    let report = store.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
