@@ -28,17 +28,29 @@ use crate::replay::{Nonce, NONCE_LEN};
 /// The number of decimal digits of `n`.
 fn decimal_len(n: u64) -> usize {
     if cfg!(feature = "fast-request") {
-        n.checked_ilog10().map_or(1, |log| log as usize + 1)
+        decimal_len_by_log(n)
     } else {
-        // Smaller than `ilog10` on a 32-bit target (the device images, without
-        // `fast-request`).
-        let (mut len, mut rest) = (1, n);
-        while rest >= 10 {
-            rest = crate::amount::div_rem_10(rest).0;
-            len += 1;
-        }
-        len
+        decimal_len_by_division(n)
     }
+}
+
+/// [`decimal_len`] with the integer logarithm (the host, `fast-request`).
+#[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
+fn decimal_len_by_log(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// [`decimal_len`] by repeated division: smaller than `ilog10` on a 32-bit target (the device
+/// images, without `fast-request`). Compiled in every build, so that the host's tests check
+/// the two forms against each other.
+#[cfg_attr(feature = "fast-request", allow(dead_code))]
+fn decimal_len_by_division(n: u64) -> usize {
+    let (mut len, mut rest) = (1, n);
+    while rest >= 10 {
+        rest = crate::amount::div_rem_10(rest).0;
+        len += 1;
+    }
+    len
 }
 
 /// Writes `n` in decimal into `out`, which holds exactly [`decimal_len`]`(n)` bytes.
@@ -341,6 +353,25 @@ pub fn statement_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both forms of [`decimal_len`] give the number of digits `n` prints with, around every
+    /// power of ten and at the ends of `u64`.
+    #[test]
+    fn decimal_len_forms_count_the_digits() {
+        let mut cases = vec![0, 1, u64::MAX, u64::MAX - 1];
+        let mut power = 1u64;
+        while let Some(next) = power.checked_mul(10) {
+            cases.extend([power - 1, power, power + 1, next - 1]);
+            power = next;
+        }
+        cases.push(power);
+        for n in cases {
+            let digits = format!("{n}").len();
+            assert_eq!(decimal_len_by_log(n), digits, "{n}");
+            assert_eq!(decimal_len_by_division(n), digits, "{n}");
+            assert_eq!(decimal_len(n), digits, "{n}");
+        }
+    }
     use crate::crypto::Key;
 
     #[test]

@@ -664,10 +664,10 @@ fn read_op(frame: &[u8]) -> Option<&str> {
 /// `{"op":"transfer","id":"…","to":"…","amount":"…","nonce":"…","mac":"…"}`, with no
 /// whitespace, no escape in any value and nothing after the `}`. For such a frame it returns
 /// what [`read_wire`] returns, without its steps per key (whitespace, key search, key match,
-/// duplicate check): the layout is checked in five fixed-text compares and five string
-/// searches. Any other frame gives `None`, and [`read_wire`] reads it. Only with
-/// `fast-request` (the host, where a transfer frame's time matters more than flash); the
-/// tests prove it agrees with [`read_wire`] wherever it answers
+/// duplicate check): the layout is checked in six fixed-text compares (five keys and the
+/// closing `"}`) and five string searches. Any other frame gives `None`, and [`read_wire`]
+/// reads it. Only with `fast-request` (the host, where a transfer frame's time matters more
+/// than flash); the tests prove it agrees with [`read_wire`] wherever it answers
 /// ([`Request::reader_agrees_with_serde`]).
 #[cfg(any(feature = "fast-request", test, feature = "_testkit"))]
 #[cfg_attr(feature = "fast-request", inline(always))]

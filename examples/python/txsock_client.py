@@ -182,10 +182,18 @@ def parse_amount(text):
 
 
 def json_uint(value):
-    """A non-negative JSON integer (§6 `at`): not a string, a float or a boolean, which
-    str() would turn into the same MAC field."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError("not a non-negative integer: %r" % (value,))
+    """A JSON integer from 0 to 2^64 - 1 (§6 `at`): not a string, a float or a boolean,
+    which str() would turn into the same MAC field."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise ValueError("not an unsigned 64-bit integer: %r" % (value,))
+    return value
+
+
+def json_str(value):
+    """A JSON string (§6 `id`, `from`, `to`, `amount`): not a number, which str() would turn
+    into the same MAC field."""
+    if not isinstance(value, str):
+        raise TypeError("not a string: %r" % (value,))
     return value
 
 
@@ -451,8 +459,9 @@ class Session:
         page = []
         for e in entries:
             try:
-                amount = parse_minor(str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
-                entry = (e["id"], e["from"], e["to"], amount, json_uint(e["at"]))
+                amount = parse_minor(json_str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
+                entry = (json_str(e["id"]), json_str(e["from"]), json_str(e["to"]), amount,
+                         json_uint(e["at"]))
             except (KeyError, TypeError, ValueError):
                 raise IntegrityFailure("malformed history entry")
             fields.extend(entry)
@@ -475,11 +484,12 @@ class Session:
         for e in entries:
             try:
                 kind = e["kind"]
-                amount = parse_minor(str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
+                amount = parse_minor(json_str(e["amount"]), allow_zero=False, limit=MAX_AMOUNT)
                 if kind == "transfer":
-                    entry = (e["id"], e["from"], e["to"], amount, json_uint(e["at"]))
+                    entry = (json_str(e["id"]), json_str(e["from"]), json_str(e["to"]), amount,
+                             json_uint(e["at"]))
                 elif kind == "deposit" and "id" not in e and "from" not in e:
-                    entry = (None, None, e["to"], amount, json_uint(e["at"]))
+                    entry = (None, None, json_str(e["to"]), amount, json_uint(e["at"]))
                 else:
                     raise ValueError(kind)
             except (KeyError, TypeError, ValueError):

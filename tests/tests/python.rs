@@ -252,12 +252,19 @@ fn python_client_treats_an_unknown_error_code_as_internal() {
 #[test]
 fn python_client_counts_password_characters_and_bytes_as_the_reference_client() {
     // PROTOCOL.md §7: at least 8 characters, at most 128 bytes, no control character (Cc).
-    // Refused before anything is sent: exit 2, and no connection to the (closed) port.
+    // Refused before anything is sent: exit 2, and no connection to the (closed) port. The
+    // port was free a moment ago (bound, then dropped); UTF-8 mode makes Python read the
+    // environment as UTF-8 whatever the locale.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
     let register = |password: &str| {
         let child = Command::new("python3")
             .arg(script())
-            .args(["--server", "127.0.0.1:9", "--user", "mia", "register"])
+            .args(["--server", &closed, "--user", "mia", "register"])
             .env("TXSOCK_PASSWORD", password)
+            .env("PYTHONUTF8", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

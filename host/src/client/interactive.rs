@@ -227,7 +227,7 @@ impl Ui<'_> {
         }
         if let Err(e) = check_password(&password) {
             println!(
-                "Login failed: password {e} (passwords have at least 8 characters, at most 128 bytes); nothing was sent"
+                "Login failed: password {e} (passwords have at least 8 characters, at most 128 bytes, no control characters); nothing was sent"
             );
             return None;
         }
