@@ -145,9 +145,9 @@ const ALL_TRIES: Tries = Tries {
 
 /// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
 /// (version 0 is an empty database). MySQL cannot roll DDL back, so each statement is
-/// idempotent and the version is recorded after each migration. To change the schema,
-/// append a migration.
-const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1];
+/// idempotent (a `DROP` of what is already gone counts as done: [`already_done`]) and the
+/// version is recorded after each migration. To change the schema, append a migration.
+const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// Schema version this code writes; older databases are migrated on open.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -206,6 +206,15 @@ const SCHEMA_V1: &[&str] = &[
     ) ENGINE=InnoDB",
 ];
 
+/// Version 2: no `journal_from (from_user, seq)` index. Its prefix is the unique key's
+/// (`journal_id (from_user, transfer_id)`), which serves every read by sender as well (the
+/// history page's `from_user = ? OR to_user = ?` merges it with `journal_to`, then sorts, as
+/// it did with `journal_from`; `ledger check` reads whole tables). The index cost every
+/// journal row one more B-tree insert and its pages in the buffer pool and the redo log.
+/// Dropping a secondary index is in place on InnoDB (no table copy), and a short DDL on
+/// Galera (run on all nodes in total order).
+const SCHEMA_V2: &[&str] = &["ALTER TABLE journal DROP INDEX journal_from"];
+
 /// Settings every connection starts with: strict mode (errors, never silent truncation),
 /// the default isolation whatever the server's configuration, and lock waits short enough
 /// that a stuck batch is retried rather than holding its sessions for 50 s.
@@ -222,6 +231,9 @@ const RETRYABLE: &[u16] = &[1205, 1213, 1020];
 
 /// Duplicate key.
 const ER_DUP_ENTRY: u16 = 1062;
+
+/// "Can't DROP …; check that column/key exists": a migration's `DROP` found nothing to drop.
+const ER_CANT_DROP_FIELD_OR_KEY: u16 = 1091;
 
 /// Galera: the node is not ready for queries (joining, donating, or outside the primary
 /// component): "WSREP has not yet prepared node for application use".
@@ -407,6 +419,13 @@ fn check_alive(c: &mut Conn, token: u64, no_causal_wait: &str) -> Result<()> {
         return Err(anyhow::Error::new(AbortedByCluster));
     }
     Ok(())
+}
+
+/// Whether a migration statement failed only because what it drops is gone already (an
+/// earlier run of the same migration, or another server's on Galera, dropped it; MySQL has
+/// no `DROP INDEX IF EXISTS`, MariaDB's own spelling).
+fn already_done(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(e) if e.code == ER_CANT_DROP_FIELD_OR_KEY)
 }
 
 fn is_duplicate(e: &mysql::Error) -> bool {
@@ -596,8 +615,12 @@ impl MysqlStore {
             }
             let c = self.connect()?;
             for statement in MIGRATIONS[version as usize] {
-                c.query_drop(statement)
-                    .with_context(|| format!("migrating from schema version {version}"))?;
+                match c.query_drop(statement) {
+                    Err(e) if already_done(&e) => {}
+                    other => {
+                        other.with_context(|| format!("migrating from schema version {version}"))?
+                    }
+                }
             }
             self.transaction(|c| {
                 c.exec_drop("DELETE FROM schema_version WHERE version <= ?", (version,))?;

@@ -1726,3 +1726,99 @@ fn a_session_never_waits_for_a_mysql_commit() {
     drop(queue);
     worker.join();
 }
+
+/// The indexes of the test database's journal, by name.
+fn journal_indexes(url: &str) -> Vec<String> {
+    raw(url)
+        .query(
+            "SELECT DISTINCT index_name FROM information_schema.STATISTICS
+             WHERE table_schema = DATABASE() AND table_name = 'journal' ORDER BY index_name",
+        )
+        .unwrap()
+}
+
+/// Schema version 2 drops `journal_from`: a version-1 ledger with money moved (the index
+/// put back, the version set back) is migrated on open with every balance, journal entry
+/// and refusal kept, `ledger check` still finds it sound, a resent id is answered from the
+/// journal and the history still reads by sender. A migration whose `DROP` ran but whose
+/// version was not recorded (a crash between the two, or another server on Galera) runs
+/// again without an error.
+#[test]
+fn version_1_is_migrated_without_journal_from_and_keeps_every_row() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_schema_v1") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    let batch = now_batch(&[
+        transfer("alice", "t1", "bob", 300),
+        transfer("alice", "t2", "bob", 5_000),
+        transfer("bob", "t1", "alice", 100),
+    ]);
+    store.execute_batch(&batch, &mut Vec::new()).unwrap();
+    drop(store);
+    let before = ledger_of(&db.url);
+    assert_eq!(
+        before,
+        (
+            balances(800, 1_200),
+            vec![entry("alice", "t1", 300), entry("bob", "t1", 100)]
+        )
+    );
+    let mut c = raw(&db.url);
+    c.query_drop("ALTER TABLE journal ADD KEY journal_from (from_user, seq)")
+        .unwrap();
+    c.query_drop("UPDATE schema_version SET version = 1").unwrap();
+    drop(c);
+    assert_eq!(
+        journal_indexes(&db.url),
+        ["PRIMARY", "journal_from", "journal_id", "journal_to"]
+    );
+
+    for run in ["migrated", "dropped already, version 1 again"] {
+        let mut store =
+            MysqlStore::open_with(&db.url, Amount(0), Access::Existing).expect(run);
+        let version: Option<i64> = raw(&db.url)
+            .query_first("SELECT MAX(version) FROM schema_version")
+            .unwrap();
+        assert_eq!(version, Some(2), "{run}");
+        assert_eq!(
+            journal_indexes(&db.url),
+            ["PRIMARY", "journal_id", "journal_to"],
+            "{run}"
+        );
+        assert_eq!(ledger_of(&db.url), before, "{run}");
+        let report = store.check().unwrap();
+        assert!(report.problems.is_empty(), "{run}: {:?}", report.problems);
+        assert_eq!((report.accounts, report.entries), (2, 4), "{run}");
+        let replies = store
+            .execute_batch(
+                &now_batch(&[
+                    transfer("alice", "t1", "bob", 300),
+                    transfer("alice", "t2", "bob", 5_000),
+                ]),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            transfer_outcome(&replies[0]),
+            txsock_core::ledger::TransferOutcome {
+                result: Ok(()),
+                balance: Amount(700)
+            },
+            "{run}: the resent id is answered from the journal"
+        );
+        assert_eq!(
+            transfer_outcome(&replies[1]).result,
+            Err(ErrorCode::InsufficientFunds),
+            "{run}: the refusal is final"
+        );
+        let page = history(store.connect().unwrap(), &name("alice"), 0, true).unwrap();
+        let tos: Vec<&str> = page.entries.iter().map(|e| e.to.as_str()).collect();
+        assert_eq!(tos, ["alice", "bob", "alice"], "{run}: newest first");
+        assert_eq!(ledger_of(&db.url), before, "{run}: nothing moved twice");
+        drop(store);
+        raw(&db.url)
+            .query_drop("UPDATE schema_version SET version = 1")
+            .unwrap();
+    }
+}
