@@ -1017,13 +1017,29 @@ fn lockout_update(
     Ok(state)
 }
 
-/// Pads `values` to a power-of-two count by repeating the last (harmless in an `IN` list),
-/// so that a handful of prepared statements serve every batch size; returns the padded
-/// values and a `?, ?, …` list of that length.
+/// Lists of more than this many items are padded to a multiple of it, shorter ones to a
+/// power of two ([`padded_len`]).
+const PAD_STEP: usize = 32;
+
+/// The length a list of `n` items (at most [`LOCK_CHUNK`]) is padded to, so that a
+/// handful of prepared statements serve every batch size: the next power of two up to
+/// [`PAD_STEP`], then the next multiple of it (13 lengths up to 256). A commit of 130
+/// transfers looks up 160 pairs, not 256: every padded item is a parameter the server
+/// binds and a range it builds and merges again.
+fn padded_len(n: usize) -> usize {
+    if n <= PAD_STEP {
+        n.next_power_of_two()
+    } else {
+        n.div_ceil(PAD_STEP) * PAD_STEP
+    }
+}
+
+/// Pads `values` to [`padded_len`] by repeating the last (harmless in an `IN` list);
+/// returns the padded values and a `?, ?, …` list of that length.
 fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
     let mut padded = values.to_vec();
     if let Some(&last) = values.last() {
-        padded.resize(values.len().next_power_of_two(), last);
+        padded.resize(padded_len(values.len()), last);
     }
     let marks = vec!["?"; padded.len()].join(", ");
     (padded, marks)
@@ -1033,7 +1049,7 @@ fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
 /// one compare-and-set per chunk of [`LOCK_CHUNK`] users:
 /// `UPDATE users SET balance = CASE name WHEN n THEN new … END
 ///  WHERE name IN (…) AND balance = CASE name WHEN n THEN old … END`,
-/// padded to a power of two by repeating the last user (the first `WHEN` that matches
+/// padded to [`padded_len`] by repeating the last user (the first `WHEN` that matches
 /// decides, so a repeat changes nothing). Fails unless every user's row matched, i.e. had
 /// the balance read under this transaction's lock.
 fn update_balances(c: &mut Conn, changed: &[(&str, i64, i64)]) -> Result<()> {
@@ -1042,7 +1058,7 @@ fn update_balances(c: &mut Conn, changed: &[(&str, i64, i64)]) -> Result<()> {
             continue;
         };
         let mut rows = chunk.to_vec();
-        rows.resize(chunk.len().next_power_of_two(), last);
+        rows.resize(padded_len(chunk.len()), last);
         let cases = vec!["WHEN ? THEN ?"; rows.len()].join(" ");
         let marks = vec!["?"; rows.len()].join(", ");
         let mut params: Vec<Value> = Vec::with_capacity(5 * rows.len());
@@ -1179,7 +1195,7 @@ fn transfers(
             continue;
         };
         let mut pairs = chunk.to_vec();
-        pairs.resize(chunk.len().next_power_of_two(), last);
+        pairs.resize(padded_len(chunk.len()), last);
         let marks = vec!["(?, ?)"; pairs.len()].join(", ");
         let mut params: Vec<Value> = Vec::with_capacity(4 * pairs.len());
         for _ in 0..2 {

@@ -1822,3 +1822,22 @@ fn version_1_is_migrated_without_journal_from_and_keeps_every_row() {
             .unwrap();
     }
 }
+
+/// Lists are padded to a power of two up to 32 items, then to a multiple of 32: never
+/// shorter than the list, never past a chunk, 13 lengths (prepared statements) in all.
+#[test]
+fn lists_are_padded_to_a_few_lengths_close_above_their_own() {
+    let wanted: Vec<usize> = [1, 2, 3, 5, 17, 32, 33, 64, 65, 130, 255, 256]
+        .iter()
+        .map(|&n| padded_len(n))
+        .collect();
+    assert_eq!(wanted, [1, 2, 4, 8, 32, 32, 64, 64, 96, 160, 256, 256]);
+    let mut lengths: Vec<usize> = (1..=LOCK_CHUNK).map(padded_len).collect();
+    for (n, len) in (1..=LOCK_CHUNK).zip(&lengths) {
+        assert!((n..=LOCK_CHUNK).contains(len), "{n} padded to {len}");
+    }
+    lengths.dedup();
+    assert_eq!(lengths.len(), 13);
+    let (values, marks) = padded(&["a", "b", "c"]);
+    assert_eq!((values, marks.as_str()), (vec!["a", "b", "c", "c"], "?, ?, ?, ?"));
+}
