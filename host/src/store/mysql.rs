@@ -96,9 +96,9 @@
 //!   lost connection (reconnect, run again if `COMMIT` was not sent). When the retries run
 //!   out the request is answered `internal`, and clients move to another server.
 //! - **Schema.** `GET_LOCK` is local to a node, so servers starting at once on different
-//!   nodes may migrate at the same time: every migration statement is idempotent DDL, which
-//!   Galera runs in total order on all nodes, and each version is recorded in a retried
-//!   transaction.
+//!   nodes may migrate at the same time: every migration statement is idempotent DDL (a
+//!   `DROP` that another node ran first finds nothing and counts as done), which Galera runs
+//!   in total order on all nodes, and each version is recorded in a retried transaction.
 
 use super::row::{
     amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
