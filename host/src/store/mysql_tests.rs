@@ -1851,3 +1851,24 @@ fn lists_are_padded_to_a_few_lengths_close_above_their_own() {
         (vec!["a", "b", "c", "c"], "?, ?, ?, ?")
     );
 }
+
+/// A migration statement that fails for any other reason than a `DROP` finding nothing
+/// fails the open and leaves the version where it was: a version-1 database without its
+/// journal is refused, not recorded as version 2.
+#[test]
+fn a_migration_that_fails_is_an_error_and_records_no_version() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_schema_v1_broken") else {
+        return;
+    };
+    drop(store_with(&db.url, &["alice"], 1_000));
+    let mut c = raw(&db.url);
+    c.query_drop("DROP TABLE journal").unwrap();
+    c.query_drop("UPDATE schema_version SET version = 1")
+        .unwrap();
+    let e = refusal(MysqlStore::open_with(&db.url, Amount(0), Access::Existing));
+    assert!(e.contains("migrating from schema version 1"), "{e}");
+    let version: Option<i64> = c
+        .query_first("SELECT MAX(version) FROM schema_version")
+        .unwrap();
+    assert_eq!(version, Some(1));
+}
