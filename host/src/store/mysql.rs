@@ -96,9 +96,9 @@
 //!   lost connection (reconnect, run again if `COMMIT` was not sent). When the retries run
 //!   out the request is answered `internal`, and clients move to another server.
 //! - **Schema.** `GET_LOCK` is local to a node, so servers starting at once on different
-//!   nodes may migrate at the same time: every migration statement is idempotent DDL, which
-//!   Galera runs in total order on all nodes, and each version is recorded in a retried
-//!   transaction.
+//!   nodes may migrate at the same time: every migration statement is idempotent DDL (a
+//!   `DROP` that another node ran first finds nothing and counts as done), which Galera runs
+//!   in total order on all nodes, and each version is recorded in a retried transaction.
 
 use super::row::{
     amount_of, credentials_of, fmt_i128, name_of, recorded, sql_amount, CredentialsRow, FOREVER,
@@ -145,9 +145,9 @@ const ALL_TRIES: Tries = Tries {
 
 /// Schema migrations: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`
 /// (version 0 is an empty database). MySQL cannot roll DDL back, so each statement is
-/// idempotent and the version is recorded after each migration. To change the schema,
-/// append a migration.
-const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1];
+/// idempotent (a `DROP` of what is already gone counts as done: [`already_done`]) and the
+/// version is recorded after each migration. To change the schema, append a migration.
+const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// Schema version this code writes; older databases are migrated on open.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -206,6 +206,15 @@ const SCHEMA_V1: &[&str] = &[
     ) ENGINE=InnoDB",
 ];
 
+/// Version 2: no `journal_from (from_user, seq)` index. Its prefix is the unique key's
+/// (`journal_id (from_user, transfer_id)`), which serves every read by sender as well (the
+/// history page's `from_user = ? OR to_user = ?` merges it with `journal_to`, then sorts, as
+/// it did with `journal_from`; `ledger check` reads whole tables). The index cost every
+/// journal row one more B-tree insert and its pages in the buffer pool and the redo log.
+/// Dropping a secondary index is in place on InnoDB (no table copy), and a short DDL on
+/// Galera (run on all nodes in total order).
+const SCHEMA_V2: &[&str] = &["ALTER TABLE journal DROP INDEX journal_from"];
+
 /// Settings every connection starts with: strict mode (errors, never silent truncation),
 /// the default isolation whatever the server's configuration, and lock waits short enough
 /// that a stuck batch is retried rather than holding its sessions for 50 s.
@@ -222,6 +231,9 @@ const RETRYABLE: &[u16] = &[1205, 1213, 1020];
 
 /// Duplicate key.
 const ER_DUP_ENTRY: u16 = 1062;
+
+/// "Can't DROP …; check that column/key exists": a migration's `DROP` found nothing to drop.
+const ER_CANT_DROP_FIELD_OR_KEY: u16 = 1091;
 
 /// Galera: the node is not ready for queries (joining, donating, or outside the primary
 /// component): "WSREP has not yet prepared node for application use".
@@ -413,6 +425,13 @@ fn check_alive(c: &mut Conn, token: u64, no_causal_wait: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a migration statement failed only because what it drops is gone already (an
+/// earlier run of the same migration, or another server's on Galera, dropped it; MySQL has
+/// no `DROP INDEX IF EXISTS`, MariaDB's own spelling).
+fn already_done(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(e) if e.code == ER_CANT_DROP_FIELD_OR_KEY)
+}
+
 fn is_duplicate(e: &mysql::Error) -> bool {
     matches!(e, mysql::Error::MySqlError(s) if s.code == ER_DUP_ENTRY)
 }
@@ -600,8 +619,12 @@ impl MysqlStore {
             }
             let c = self.connect()?;
             for statement in MIGRATIONS[version as usize] {
-                c.query_drop(statement)
-                    .with_context(|| format!("migrating from schema version {version}"))?;
+                match c.query_drop(statement) {
+                    Err(e) if already_done(&e) => {}
+                    other => {
+                        other.with_context(|| format!("migrating from schema version {version}"))?
+                    }
+                }
             }
             self.transaction(|c| {
                 c.exec_drop("DELETE FROM schema_version WHERE version <= ?", (version,))?;
@@ -1003,13 +1026,29 @@ fn lockout_update(
     Ok(state)
 }
 
-/// Pads `values` to a power-of-two count by repeating the last (harmless in an `IN` list),
-/// so that a handful of prepared statements serve every batch size; returns the padded
-/// values and a `?, ?, …` list of that length.
+/// Lists of more than this many items are padded to a multiple of it, shorter ones to a
+/// power of two ([`padded_len`]).
+const PAD_STEP: usize = 32;
+
+/// The length a list of `n` items (at most [`LOCK_CHUNK`]) is padded to, so that a
+/// handful of prepared statements serve every batch size: the next power of two up to
+/// [`PAD_STEP`], then the next multiple of it (13 lengths up to 256). A commit of 130
+/// transfers looks up 160 pairs, not 256: every padded item is a parameter the server
+/// binds and a range it builds and merges again.
+fn padded_len(n: usize) -> usize {
+    if n <= PAD_STEP {
+        n.next_power_of_two()
+    } else {
+        n.div_ceil(PAD_STEP) * PAD_STEP
+    }
+}
+
+/// Pads `values` to [`padded_len`] by repeating the last (harmless in an `IN` list);
+/// returns the padded values and a `?, ?, …` list of that length.
 fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
     let mut padded = values.to_vec();
     if let Some(&last) = values.last() {
-        padded.resize(values.len().next_power_of_two(), last);
+        padded.resize(padded_len(values.len()), last);
     }
     let marks = vec!["?"; padded.len()].join(", ");
     (padded, marks)
@@ -1019,7 +1058,7 @@ fn padded<'a>(values: &[&'a str]) -> (Vec<&'a str>, String) {
 /// one compare-and-set per chunk of [`LOCK_CHUNK`] users:
 /// `UPDATE users SET balance = CASE name WHEN n THEN new … END
 ///  WHERE name IN (…) AND balance = CASE name WHEN n THEN old … END`,
-/// padded to a power of two by repeating the last user (the first `WHEN` that matches
+/// padded to [`padded_len`] by repeating the last user (the first `WHEN` that matches
 /// decides, so a repeat changes nothing). Fails unless every user's row matched, i.e. had
 /// the balance read under this transaction's lock.
 fn update_balances(c: &mut Conn, changed: &[(&str, i64, i64)]) -> Result<()> {
@@ -1028,7 +1067,7 @@ fn update_balances(c: &mut Conn, changed: &[(&str, i64, i64)]) -> Result<()> {
             continue;
         };
         let mut rows = chunk.to_vec();
-        rows.resize(chunk.len().next_power_of_two(), last);
+        rows.resize(padded_len(chunk.len()), last);
         let cases = vec!["WHEN ? THEN ?"; rows.len()].join(" ");
         let marks = vec!["?"; rows.len()].join(", ");
         let mut params: Vec<Value> = Vec::with_capacity(5 * rows.len());
@@ -1165,7 +1204,7 @@ fn transfers(
             continue;
         };
         let mut pairs = chunk.to_vec();
-        pairs.resize(chunk.len().next_power_of_two(), last);
+        pairs.resize(padded_len(chunk.len()), last);
         let marks = vec!["(?, ?)"; pairs.len()].join(", ");
         let mut params: Vec<Value> = Vec::with_capacity(4 * pairs.len());
         for _ in 0..2 {

@@ -1892,3 +1892,149 @@ fn a_session_never_waits_for_a_mysql_commit() {
     drop(queue);
     worker.join();
 }
+
+/// The indexes of the test database's journal, by name (sorted here: the server's
+/// collation would sort them ignoring case).
+fn journal_indexes(url: &str) -> Vec<String> {
+    let mut names: Vec<String> = raw(url)
+        .query(
+            "SELECT DISTINCT index_name FROM information_schema.STATISTICS
+             WHERE table_schema = DATABASE() AND table_name = 'journal'",
+        )
+        .unwrap();
+    names.sort();
+    names
+}
+
+/// Schema version 2 drops `journal_from`: a version-1 ledger with money moved (the index
+/// put back, the version set back) is migrated on open with every balance, journal entry
+/// and refusal kept, `ledger check` still finds it sound, a resent id is answered from the
+/// journal and the history still reads by sender. A migration whose `DROP` ran but whose
+/// version was not recorded (a crash between the two, or another server on Galera) runs
+/// again without an error.
+#[test]
+fn version_1_is_migrated_without_journal_from_and_keeps_every_row() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_schema_v1") else {
+        return;
+    };
+    let mut store = store_with(&db.url, &["alice", "bob"], 1_000);
+    let batch = now_batch(&[
+        transfer("alice", "t1", "bob", 300),
+        transfer("alice", "t2", "bob", 5_000),
+        transfer("bob", "t1", "alice", 100),
+    ]);
+    store.execute_batch(&batch, &mut Vec::new()).unwrap();
+    drop(store);
+    let before = ledger_of(&db.url);
+    assert_eq!(
+        before,
+        (
+            balances(800, 1_200),
+            vec![entry("alice", "t1", 300), entry("bob", "t1", 100)]
+        )
+    );
+    let mut c = raw(&db.url);
+    c.query_drop("ALTER TABLE journal ADD KEY journal_from (from_user, seq)")
+        .unwrap();
+    c.query_drop("UPDATE schema_version SET version = 1")
+        .unwrap();
+    drop(c);
+    assert_eq!(
+        journal_indexes(&db.url),
+        ["PRIMARY", "journal_from", "journal_id", "journal_to"]
+    );
+
+    for run in ["migrated", "dropped already, version 1 again"] {
+        let mut store = MysqlStore::open_with(&db.url, Amount(0), Access::Existing).expect(run);
+        let version: Option<i64> = raw(&db.url)
+            .query_first("SELECT MAX(version) FROM schema_version")
+            .unwrap();
+        assert_eq!(version, Some(2), "{run}");
+        assert_eq!(
+            journal_indexes(&db.url),
+            ["PRIMARY", "journal_id", "journal_to"],
+            "{run}"
+        );
+        assert_eq!(ledger_of(&db.url), before, "{run}");
+        let report = store.check().unwrap();
+        assert!(report.problems.is_empty(), "{run}: {:?}", report.problems);
+        assert_eq!((report.accounts, report.entries), (2, 4), "{run}");
+        let replies = store
+            .execute_batch(
+                &now_batch(&[
+                    transfer("alice", "t1", "bob", 300),
+                    transfer("alice", "t2", "bob", 5_000),
+                ]),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            transfer_outcome(&replies[0]),
+            txsock_core::ledger::TransferOutcome {
+                result: Ok(()),
+                balance: Amount(700)
+            },
+            "{run}: the resent id is answered from the journal"
+        );
+        assert_eq!(
+            transfer_outcome(&replies[1]).result,
+            Err(ErrorCode::InsufficientFunds),
+            "{run}: the refusal is final"
+        );
+        let mut tos = Vec::new();
+        for offset in [0, HISTORY_PAGE as u32] {
+            let page = history(store.connect().unwrap(), &name("alice"), offset, true).unwrap();
+            tos.extend(page.entries.iter().map(|e| e.to.to_string()));
+            assert_eq!(page.more, offset == 0, "{run}: page at {offset}");
+        }
+        assert_eq!(tos, ["alice", "bob", "alice"], "{run}: newest first");
+        assert_eq!(ledger_of(&db.url), before, "{run}: nothing moved twice");
+        drop(store);
+        raw(&db.url)
+            .query_drop("UPDATE schema_version SET version = 1")
+            .unwrap();
+    }
+}
+
+/// Lists are padded to a power of two up to 32 items, then to a multiple of 32: never
+/// shorter than the list, never past a chunk, 13 lengths (prepared statements) in all.
+#[test]
+fn lists_are_padded_to_a_few_lengths_close_above_their_own() {
+    let wanted: Vec<usize> = [1, 2, 3, 5, 17, 32, 33, 64, 65, 130, 255, 256]
+        .iter()
+        .map(|&n| padded_len(n))
+        .collect();
+    assert_eq!(wanted, [1, 2, 4, 8, 32, 32, 64, 64, 96, 160, 256, 256]);
+    let mut lengths: Vec<usize> = (1..=LOCK_CHUNK).map(padded_len).collect();
+    for (n, len) in (1..=LOCK_CHUNK).zip(&lengths) {
+        assert!((n..=LOCK_CHUNK).contains(len), "{n} padded to {len}");
+    }
+    lengths.dedup();
+    assert_eq!(lengths.len(), 13);
+    let (values, marks) = padded(&["a", "b", "c"]);
+    assert_eq!(
+        (values, marks.as_str()),
+        (vec!["a", "b", "c", "c"], "?, ?, ?, ?")
+    );
+}
+
+/// A migration statement that fails for any other reason than a `DROP` finding nothing
+/// fails the open and leaves the version where it was: a version-1 database without its
+/// journal is refused, not recorded as version 2.
+#[test]
+fn a_migration_that_fails_is_an_error_and_records_no_version() {
+    let Some(db) = conformance::MysqlBackend::new("mysql_schema_v1_broken") else {
+        return;
+    };
+    drop(store_with(&db.url, &["alice"], 1_000));
+    let mut c = raw(&db.url);
+    c.query_drop("DROP TABLE journal").unwrap();
+    c.query_drop("UPDATE schema_version SET version = 1")
+        .unwrap();
+    let e = refusal(MysqlStore::open_with(&db.url, Amount(0), Access::Existing));
+    assert!(e.contains("migrating from schema version 1"), "{e}");
+    let version: Option<i64> = c
+        .query_first("SELECT MAX(version) FROM schema_version")
+        .unwrap();
+    assert_eq!(version, Some(1));
+}
