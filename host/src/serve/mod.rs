@@ -921,6 +921,12 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
     let mut first = true;
     // Once the server stops: no more input; the replies owed are still delivered.
     let mut stopping = false;
+    // The stop and the session's deadline are waited for by futures that live across the
+    // loop's turns: made anew on each turn, they registered (and dropped) a waiter on the
+    // stop and a timer on every wake-up, that is several times a pipeline of transfers.
+    let stop = conn.stop.changed();
+    tokio::pin!(stop);
+    let mut deadline = IdleTimer::new();
     loop {
         // A frame held behind earlier answers is taken even without new input.
         if !pending.is_empty() || (session.holds_frame() && session.wants_input()) {
@@ -970,7 +976,7 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
         if (!pending.is_empty() || session.holds_frame()) && session.wants_input() {
             continue;
         }
-        let deadline = session.poll_timeout(&server.shared());
+        deadline.arm(session.poll_timeout(&server.shared()));
         let reading = pending.is_empty() && !peer_done && !stopping;
         tokio::select! {
             // Replies first: they free the pipeline for the input behind them.
@@ -991,10 +997,10 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
                 peer_done = ready.is_err()
                     || !read_into(server, &mut conn.stream, &mut session, &mut pending, conn.peer, &mut first);
             }
-            _ = sleep_until(deadline) => {
+            _ = deadline.fired(), if deadline.is_armed() => {
                 session.handle_timeout(&server.shared(), clock::now());
             }
-            _ = conn.stop.changed(), if !stopping => stopping = true,
+            _ = &mut stop, if !stopping => stopping = true,
         }
     }
     if let Some(user) = session.user() {
@@ -1006,10 +1012,45 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
     crate::logging::connection_closed(conn.peer, session.user().map(|u| u.as_str()));
 }
 
-async fn sleep_until(at: Option<txsock_core::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(clock::deadline(at)).await,
-        None => std::future::pending().await,
+/// A session's deadline as one timer that is moved only when the deadline comes earlier
+/// than it is set for. A later deadline (every request moves the idle deadline on) leaves
+/// it where it is: it then fires early, the session finds that nothing is due
+/// ([`ServerSession::handle_timeout`] checks), and it is set again for the deadline of the
+/// time. So a busy connection touches the runtime's timer about once an idle timeout
+/// instead of on every wake-up, and closes at the same time as before.
+struct IdleTimer {
+    /// Boxed: a connection that waits holds it anyway, and a connection that writes must not
+    /// hold it twice (see [`CONNECTION_TASK_BYTES`]).
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// When it is set to fire; `None` once it has fired (or was never set).
+    at: Option<txsock_core::Instant>,
+}
+
+impl IdleTimer {
+    fn new() -> IdleTimer {
+        IdleTimer {
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            at: None,
+        }
+    }
+
+    /// Sets the timer for `deadline` unless it is already set for an earlier time.
+    fn arm(&mut self, deadline: Option<txsock_core::Instant>) {
+        let Some(deadline) = deadline else { return };
+        if self.at.is_none_or(|at| deadline < at) {
+            self.sleep.as_mut().reset(clock::deadline(deadline));
+            self.at = Some(deadline);
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.at.is_some()
+    }
+
+    /// Waits until the time it is set for, then disarms it.
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await;
+        self.at = None;
     }
 }
 
