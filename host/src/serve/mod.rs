@@ -1135,6 +1135,45 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
+    /// The idle timer stays at its deadline when a later one comes (it fires first and the
+    /// session finds nothing due), moves for an earlier one, and is set again after firing.
+    #[tokio::test]
+    async fn the_idle_timer_moves_only_for_an_earlier_deadline() {
+        let after = |ms: u64| txsock_core::Instant::from_millis(clock::now().millis() + ms);
+        let mut timer = IdleTimer::new();
+        timer.arm(None);
+        assert!(!timer.is_armed(), "no deadline, no timer");
+        let start = std::time::Instant::now();
+        timer.arm(Some(after(100)));
+        assert!(timer.is_armed());
+        timer.arm(Some(after(600_000)));
+        tokio::time::timeout(StdDuration::from_secs(120), timer.fired())
+            .await
+            .expect("fired by the earlier deadline");
+        let waited = start.elapsed();
+        assert!(
+            waited >= StdDuration::from_millis(90) && waited < StdDuration::from_secs(120),
+            "fired at the first deadline, not the later one: {waited:?}"
+        );
+        assert!(!timer.is_armed(), "disarmed once fired");
+        timer.arm(None);
+        assert!(!timer.is_armed());
+        // Set again after firing, even for a deadline later than the last.
+        let start = std::time::Instant::now();
+        timer.arm(Some(after(600_000)));
+        assert!(timer.is_armed());
+        timer.arm(Some(after(600_000 + 1)));
+        timer.arm(Some(after(100)));
+        tokio::time::timeout(StdDuration::from_secs(120), timer.fired())
+            .await
+            .expect("fired by the earlier deadline");
+        let waited = start.elapsed();
+        assert!(
+            waited >= StdDuration::from_millis(90) && waited < StdDuration::from_secs(120),
+            "moved to the earlier deadline: {waited:?}"
+        );
+    }
+
     /// Every idle connection holds its task's future: it stays within its documented size,
     /// with either session size.
     #[test]
