@@ -263,10 +263,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_METRICS", value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
 
-    /// Requests (transfers, balances, history pages) one connection may have waiting on the
-    /// ledger at once, 1 to 16; never more than `--nonces` (a client cannot sign more
-    /// transfers than it holds nonces). Pipelined transfers of many clients share commits;
-    /// answers still leave in request order.
+    /// Requests (transfers, balances, history and statement pages) one connection may have
+    /// waiting on the ledger at once, 1 to 16; never more than `--nonces` (a client cannot
+    /// sign more transfers than it holds nonces). Pipelined transfers of many clients share
+    /// commits; answers still leave in request order.
     #[arg(long, env = "TXSOCK_PIPELINE", default_value_t = default::PIPELINE, value_parser = clap::value_parser!(u16).range(1..=PIPELINE_CAPACITY as i64))]
     pub pipeline: u16,
 
@@ -921,12 +921,6 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
     let mut first = true;
     // Once the server stops: no more input; the replies owed are still delivered.
     let mut stopping = false;
-    // The stop and the session's deadline are waited for by futures that live across the
-    // loop's turns: made anew on each turn, they registered (and dropped) a waiter on the
-    // stop and a timer on every wake-up, that is several times a pipeline of transfers.
-    let stop = conn.stop.changed();
-    tokio::pin!(stop);
-    let mut deadline = IdleTimer::new();
     loop {
         // A frame held behind earlier answers is taken even without new input.
         if !pending.is_empty() || (session.holds_frame() && session.wants_input()) {
@@ -976,7 +970,7 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
         if (!pending.is_empty() || session.holds_frame()) && session.wants_input() {
             continue;
         }
-        deadline.arm(session.poll_timeout(&server.shared()));
+        let deadline = session.poll_timeout(&server.shared());
         let reading = pending.is_empty() && !peer_done && !stopping;
         tokio::select! {
             // Replies first: they free the pipeline for the input behind them.
@@ -997,10 +991,10 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
                 peer_done = ready.is_err()
                     || !read_into(server, &mut conn.stream, &mut session, &mut pending, conn.peer, &mut first);
             }
-            _ = deadline.fired(), if deadline.is_armed() => {
+            _ = sleep_until(deadline) => {
                 session.handle_timeout(&server.shared(), clock::now());
             }
-            _ = &mut stop, if !stopping => stopping = true,
+            _ = conn.stop.changed(), if !stopping => stopping = true,
         }
     }
     if let Some(user) = session.user() {
@@ -1012,45 +1006,10 @@ async fn connection<S: Transport, const FRAME: usize, const NONCES: usize>(mut c
     crate::logging::connection_closed(conn.peer, session.user().map(|u| u.as_str()));
 }
 
-/// A session's deadline as one timer that is moved only when the deadline comes earlier
-/// than it is set for. A later deadline (every request moves the idle deadline on) leaves
-/// it where it is: it then fires early, the session finds that nothing is due
-/// ([`ServerSession::handle_timeout`] checks), and it is set again for the deadline of the
-/// time. So a busy connection touches the runtime's timer about once an idle timeout
-/// instead of on every wake-up, and closes at the same time as before.
-struct IdleTimer {
-    /// Boxed: a connection that waits holds it anyway, and a connection that writes must not
-    /// hold it twice (see [`CONNECTION_TASK_BYTES`]).
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// When it is set to fire; `None` once it has fired (or was never set).
-    at: Option<txsock_core::Instant>,
-}
-
-impl IdleTimer {
-    fn new() -> IdleTimer {
-        IdleTimer {
-            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-            at: None,
-        }
-    }
-
-    /// Sets the timer for `deadline` unless it is already set for an earlier time.
-    fn arm(&mut self, deadline: Option<txsock_core::Instant>) {
-        let Some(deadline) = deadline else { return };
-        if self.at.is_none_or(|at| deadline < at) {
-            self.sleep.as_mut().reset(clock::deadline(deadline));
-            self.at = Some(deadline);
-        }
-    }
-
-    fn is_armed(&self) -> bool {
-        self.at.is_some()
-    }
-
-    /// Waits until the time it is set for, then disarms it.
-    async fn fired(&mut self) {
-        self.sleep.as_mut().await;
-        self.at = None;
+async fn sleep_until(at: Option<txsock_core::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(clock::deadline(at)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1133,45 +1092,6 @@ mod tests {
     /// Bytes of the future that `f` returns (never called).
     fn returned_size<A, F: FnOnce(A) -> Fut, Fut>(_: &F) -> usize {
         std::mem::size_of::<Fut>()
-    }
-
-    /// The idle timer stays at its deadline when a later one comes (it fires first and the
-    /// session finds nothing due), moves for an earlier one, and is set again after firing.
-    #[tokio::test]
-    async fn the_idle_timer_moves_only_for_an_earlier_deadline() {
-        let after = |ms: u64| txsock_core::Instant::from_millis(clock::now().millis() + ms);
-        let mut timer = IdleTimer::new();
-        timer.arm(None);
-        assert!(!timer.is_armed(), "no deadline, no timer");
-        let start = std::time::Instant::now();
-        timer.arm(Some(after(100)));
-        assert!(timer.is_armed());
-        timer.arm(Some(after(600_000)));
-        tokio::time::timeout(StdDuration::from_secs(120), timer.fired())
-            .await
-            .expect("fired by the earlier deadline");
-        let waited = start.elapsed();
-        assert!(
-            waited >= StdDuration::from_millis(90) && waited < StdDuration::from_secs(120),
-            "fired at the first deadline, not the later one: {waited:?}"
-        );
-        assert!(!timer.is_armed(), "disarmed once fired");
-        timer.arm(None);
-        assert!(!timer.is_armed());
-        // Set again after firing, even for a deadline later than the last.
-        let start = std::time::Instant::now();
-        timer.arm(Some(after(600_000)));
-        assert!(timer.is_armed());
-        timer.arm(Some(after(600_000 + 1)));
-        timer.arm(Some(after(100)));
-        tokio::time::timeout(StdDuration::from_secs(120), timer.fired())
-            .await
-            .expect("fired by the earlier deadline");
-        let waited = start.elapsed();
-        assert!(
-            waited >= StdDuration::from_millis(90) && waited < StdDuration::from_secs(120),
-            "moved to the earlier deadline: {waited:?}"
-        );
     }
 
     /// Every idle connection holds its task's future: it stays within its documented size,
