@@ -1122,6 +1122,18 @@ mod tests {
         assert!((mib - (10.0 + 12.0 / 1024.0)).abs() < 1e-9, "{mib}");
     }
 
+    /// The limit read from `/proc/self/limits` is the one the shell reports.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn open_file_hard_limit_is_the_shells() {
+        let out = Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .expect("sh runs");
+        let shell = String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().ok();
+        assert_eq!(open_file_hard_limit(), shell);
+    }
+
     #[test]
     fn percentiles_by_nearest_rank_below() {
         let sorted = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
