@@ -1130,7 +1130,10 @@ mod tests {
             .args(["-c", "ulimit -Hn"])
             .output()
             .expect("sh runs");
-        let shell = String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().ok();
+        let shell = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .ok();
         assert_eq!(open_file_hard_limit(), shell);
     }
 
