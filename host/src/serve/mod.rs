@@ -263,10 +263,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TXSOCK_METRICS", value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
 
-    /// Requests (transfers, balances, history and statement pages) one connection may have
-    /// waiting on the ledger at once, 1 to 16; never more than `--nonces` (a client cannot
-    /// sign more transfers than it holds nonces). Pipelined transfers of many clients share
-    /// commits; answers still leave in request order.
+    /// Requests (transfers, balances, history pages) one connection may have waiting on the
+    /// ledger at once, 1 to 16; never more than `--nonces` (a client cannot sign more
+    /// transfers than it holds nonces). Pipelined transfers of many clients share commits;
+    /// answers still leave in request order.
     #[arg(long, env = "TXSOCK_PIPELINE", default_value_t = default::PIPELINE, value_parser = clap::value_parser!(u16).range(1..=PIPELINE_CAPACITY as i64))]
     pub pipeline: u16,
 
