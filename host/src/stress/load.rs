@@ -5,6 +5,7 @@ use super::conn::{Account, Conn, ConnError};
 use super::Ctx;
 use anyhow::{bail, Result};
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +130,7 @@ pub async fn start(
                 rec,
                 next_id: 0,
                 unanswered: VecDeque::new(),
+                id: String::new(),
             };
             client.run(stop, ready, go).await;
         });
@@ -150,10 +152,12 @@ struct LoadClient {
     params: LoadParams,
     rec: Arc<super::record::Recorder>,
     next_id: u64,
-    /// Transfer ids sent without a verified answer (connection lost, or `internal`): sent
-    /// again, before any new one, with the same id (the ledger answers a recorded id with
-    /// its original outcome).
-    unanswered: VecDeque<String>,
+    /// Transfer ids (the numbers of `t0`, `t1`, ...) sent without a verified answer
+    /// (connection lost, or `internal`): sent again, before any new one, with the same id
+    /// (the ledger answers a recorded id with its original outcome).
+    unanswered: VecDeque<u64>,
+    /// The text of the id being sent, reused so that a transfer allocates nothing.
+    id: String,
 }
 
 impl LoadClient {
@@ -225,7 +229,7 @@ impl LoadClient {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
         // Send time and id of each transfer awaiting its answer, in order.
-        let mut sent: VecDeque<(std::time::Instant, String)> = VecDeque::new();
+        let mut sent: VecDeque<(std::time::Instant, u64)> = VecDeque::new();
         let result = self.send_and_receive(&mut conn, &mut sent, stop).await;
         // Whatever is unanswered goes again, first, on the next connection.
         for (_, id) in sent.into_iter().rev() {
@@ -237,7 +241,7 @@ impl LoadClient {
     async fn send_and_receive(
         &mut self,
         conn: &mut Conn,
-        sent: &mut VecDeque<(std::time::Instant, String)>,
+        sent: &mut VecDeque<(std::time::Instant, u64)>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
         let mut nonce_requests = 0usize;
@@ -258,11 +262,11 @@ impl LoadClient {
                     && conn.has_room()
                 {
                     let session = &mut conn.session;
-                    let id = match self.unanswered.front() {
-                        Some(id) => id.clone(),
-                        None => format!("t{}", self.next_id),
-                    };
-                    session.transfer(&id, &self.to, self.params.amount)?;
+                    let id = self.unanswered.front().copied().unwrap_or(self.next_id);
+                    self.id.clear();
+                    // Writing to a `String` cannot fail.
+                    let _ = write!(self.id, "t{id}");
+                    session.transfer(&self.id, &self.to, self.params.amount)?;
                     if self.unanswered.pop_front().is_none() {
                         self.next_id += 1;
                     }
@@ -279,7 +283,11 @@ impl LoadClient {
                     nonce_requests += 1;
                 }
             }
+            // The answers first, and without a look at the others while one is there: most
+            // events are answers already read, and polling the stop and the drain timer
+            // would register (and drop) a waiter and a timer for each.
             let event = tokio::select! {
+                biased;
                 event = conn.next_event() => event?,
                 _ = stop.changed(), if !stopping => continue,
                 _ = sleep_until(drain_until) => return Err(ConnError::Timeout),
