@@ -298,11 +298,11 @@ fn commit_one_batch(shared: &Shared, committer: &mut Committer, at_most: usize) 
     let outcome = catch_unwind(AssertUnwindSafe(|| store.execute_batch(batch, committed)))
         .unwrap_or_else(|panic| {
             durable = store.recover_from_panic();
-            // A store's account of its own panic is trusted no further than the batch: a
-            // prefix longer than what was asked or committed would panic below, outside
-            // this guard, and leave every queued request unanswered.
+            // A store's account of its own panic is trusted no further than the batch: more
+            // replies than requests would panic below, outside this guard, and leave every
+            // queued request unanswered (a longer `committed` needs no clamp: truncating to
+            // it changes nothing).
             durable.replies.truncate(batch.len());
-            durable.committed = durable.committed.min(committed.len());
             committed.truncate(durable.committed);
             let what = panic
                 .downcast_ref::<&str>()
@@ -687,7 +687,7 @@ mod tests {
             "only the worker thread commits: {threads:?}"
         );
         drop(queue);
-        worker.join();
+        join_within(worker);
     }
 
     /// A runtime with one worker must not block it: even a store that commits locally is
@@ -714,7 +714,7 @@ mod tests {
         let threads = probe.threads.lock().unwrap().clone();
         assert_eq!(threads, ["txsock-ledger"; 4]);
         drop(queue);
-        worker.join();
+        join_within(worker);
     }
 
     /// A commit that panics, on the caller's thread or the worker's, answers its batch
@@ -756,7 +756,7 @@ mod tests {
             };
             assert_eq!(threads, [expected.clone(), expected], "locally={locally}");
             drop(queue);
-            worker.join();
+            join_within(worker);
             let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
             assert!(
                 errors.contains("storage_failure requests=2 error=panic: the probe store panics"),
@@ -934,7 +934,7 @@ mod tests {
         assert_eq!(wait_within(first), LedgerReply::Unavailable);
         assert_eq!(wait_within(second), LedgerReply::Registered(Ok(())));
         drop(queue);
-        worker.join();
+        join_within(worker);
         let errors = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
         assert!(
             errors.contains("storage_failure requests=1 error=part of a batch of 2 failed"),
@@ -960,7 +960,7 @@ mod tests {
         }
         assert_eq!(queue.stats.commits.load(Ordering::Relaxed), 20);
         drop(queue);
-        worker.join();
+        join_within(worker);
     }
 
     /// Eight senders, each with 10 and two transfers of 6 queued in order, all at once: half
@@ -1006,7 +1006,7 @@ mod tests {
             assert_eq!(outcome(second), Err(ErrorCode::InsufficientFunds));
         }
         drop(queue);
-        worker.join();
+        join_within(worker);
     }
 
     /// The reply, waiting at most 10 s for it (a request nobody commits fails the test

@@ -196,6 +196,17 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// Whether the core row meets its target: its figure (each side's fastest batches) and the
+/// median batches' ratio must both reach it. A run whose median falls short while its
+/// fastest batches reach it was disturbed by other work on the machine: it settles nothing.
+fn core_met(ratio: f64, median_ratio: f64) -> &'static str {
+    match (ratio >= TARGET_RATIO, median_ratio >= TARGET_RATIO) {
+        (true, true) => "yes",
+        (true, false) => "uncertain (the median batches fall short: a contended run, run again)",
+        (false, _) => "no",
+    }
+}
+
 /// Open files the stress tool keeps beside one per connection (its `FILES_SPARE`): the
 /// server it spawns needs fewer (runtime, logs, database, listener).
 const STRESS_FILES_SPARE: u64 = 256;
@@ -409,12 +420,12 @@ pub fn bench() -> Result<(), Error> {
                     thousands(1e9 / c.hmac_ns)
                 ),
                 ratio: format!(
-                    "{:.2} (fastest 1 % of {} alternating rounds; per tenth of the run \
-                     {:.3}–{:.3}; from median batches {:.3})",
+                    "{:.2} (1st percentile of each side's batches, {} rounds alternating; \
+                     per tenth of the run {:.3}–{:.3}; from median batches {:.3})",
                     c.ratio, c.rounds, c.block_min, c.block_max, c.median_ratio
                 ),
                 target: format!("≥ {TARGET_RATIO:.2}"),
-                met: met(c.ratio >= TARGET_RATIO),
+                met: core_met(c.ratio, c.median_ratio),
             });
         }
         Err(e) => rows.push(Row::failed(core_figure, "≥ 0.33", &e)),
@@ -1174,5 +1185,15 @@ mod tests {
         assert_eq!(parse_core(&out.replace(" ratio=0.3850", "")), None);
         assert_eq!(parse_core(&out.replace("hmac_ns=324.0", "hmac_ns=x")), None);
         assert_eq!(parse_core("ratio=0.4"), None);
+    }
+
+    /// The core row is met only when its median batches reach the target too.
+    #[test]
+    fn the_core_row_needs_its_median_too() {
+        assert_eq!(core_met(0.38, 0.39), "yes");
+        assert_eq!(core_met(TARGET_RATIO, TARGET_RATIO), "yes");
+        assert!(core_met(0.38, 0.30).starts_with("uncertain"));
+        assert_eq!(core_met(0.32, 0.39), "no");
+        assert_eq!(core_met(0.30, 0.30), "no");
     }
 }

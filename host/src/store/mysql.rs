@@ -427,9 +427,18 @@ fn check_alive(c: &mut Conn, token: u64, no_causal_wait: &str) -> Result<()> {
 
 /// Whether a migration statement failed only because what it drops is gone already (an
 /// earlier run of the same migration, or another server's on Galera, dropped it; MySQL has
-/// no `DROP INDEX IF EXISTS`, MariaDB's own spelling).
-fn already_done(e: &mysql::Error) -> bool {
-    matches!(e, mysql::Error::MySqlError(e) if e.code == ER_CANT_DROP_FIELD_OR_KEY)
+/// no `DROP INDEX IF EXISTS`, MariaDB's own spelling). Only a statement that does nothing
+/// but drop ([`drops_only`]) counts as done: a `DROP` with another clause would have that
+/// clause skipped.
+fn already_done(statement: &str, e: &mysql::Error) -> bool {
+    drops_only(statement)
+        && matches!(e, mysql::Error::MySqlError(e) if e.code == ER_CANT_DROP_FIELD_OR_KEY)
+}
+
+/// Whether a migration statement is one `DROP` and nothing else
+/// (`ALTER TABLE t DROP INDEX i`): no second clause after a comma.
+fn drops_only(statement: &str) -> bool {
+    statement.contains(" DROP ") && !statement.contains(',')
 }
 
 fn is_duplicate(e: &mysql::Error) -> bool {
@@ -494,7 +503,7 @@ impl MysqlStore {
             .tcp_connect_timeout(Some(Duration::from_secs(10)))
             .read_timeout(Some(Duration::from_secs(120)))
             .write_timeout(Some(Duration::from_secs(120)))
-            .stmt_cache_size(64)
+            .stmt_cache_size(128)
             .init(init)
             .into();
         let mut store = MysqlStore {
@@ -591,8 +600,15 @@ impl MysqlStore {
         if got != Some((Some(1),)) {
             bail!("timed out waiting for another server to migrate the schema");
         }
-        let result = self.migrate_locked();
+        // A DDL statement waits for every open transaction on its table (MariaDB's default
+        // wait is a day), and every later statement on that table queues behind it: an older
+        // server still serving would stall. Waiting a minute, then failing the open, says so.
+        let result = self
+            .connect()
+            .and_then(|c| Ok(c.query_drop("SET SESSION lock_wait_timeout = 60")?))
+            .and_then(|()| self.migrate_locked());
         let released = self.connect().and_then(|c| {
+            c.query_drop("SET SESSION lock_wait_timeout = DEFAULT")?;
             Ok(c.query_drop("DO RELEASE_LOCK(CONCAT('txsock.schema.', DATABASE()))")?)
         });
         result?;
@@ -620,7 +636,7 @@ impl MysqlStore {
             let c = self.connect()?;
             for statement in MIGRATIONS[version as usize] {
                 match c.query_drop(statement) {
-                    Err(e) if already_done(&e) => {}
+                    Err(e) if already_done(statement, &e) => {}
                     other => {
                         other.with_context(|| format!("migrating from schema version {version}"))?
                     }

@@ -2038,3 +2038,32 @@ fn a_migration_that_fails_is_an_error_and_records_no_version() {
         .unwrap();
     assert_eq!(version, Some(1));
 }
+
+/// A `DROP` that finds nothing counts as done only for a statement that does nothing else,
+/// and every migration statement with a `DROP` is such a statement (review 2 of stop 7).
+#[test]
+fn only_a_lone_drop_counts_as_done_when_it_finds_nothing() {
+    assert!(drops_only("ALTER TABLE journal DROP INDEX journal_from"));
+    assert!(!drops_only(
+        "ALTER TABLE journal DROP INDEX journal_from, ADD INDEX journal_at (at)"
+    ));
+    assert!(!drops_only("CREATE INDEX journal_at ON journal (at)"));
+    let gone = mysql::Error::MySqlError(mysql::MySqlError {
+        state: "42000".into(),
+        message: "Can't DROP INDEX `journal_from`; check that it exists".into(),
+        code: ER_CANT_DROP_FIELD_OR_KEY,
+    });
+    assert!(already_done(
+        "ALTER TABLE journal DROP INDEX journal_from",
+        &gone
+    ));
+    assert!(!already_done(
+        "ALTER TABLE journal DROP INDEX journal_from, ADD INDEX journal_at (at)",
+        &gone
+    ));
+    for statement in MIGRATIONS.iter().flat_map(|statements| statements.iter()) {
+        if statement.contains("DROP") {
+            assert!(drops_only(statement), "{statement}");
+        }
+    }
+}
