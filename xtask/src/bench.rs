@@ -196,6 +196,20 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// What a `stress connections --json` report says the server held: MiB, connections logged
+/// in, and both with the bytes each, as the rows print them.
+fn held_connections(json: &str) -> (f64, f64, String) {
+    let mib = number(json, "held_kib").unwrap_or(f64::NAN) / 1024.0;
+    let logged_in = number(json, "connections_logged_in").unwrap_or(f64::NAN);
+    let per = number(json, "per_connection_bytes").unwrap_or(f64::NAN);
+    let text = format!(
+        "{mib:.1} MiB ({} logged in, {} bytes each over the idle server)",
+        thousands(logged_in),
+        thousands(per)
+    );
+    (mib, logged_in, text)
+}
+
 /// Whether the core row meets its target: its figure (each side's fastest batches) and the
 /// median batches' ratio must both reach it. A run whose median falls short while its
 /// fastest batches reach it was disturbed by other work on the machine: it settles nothing.
@@ -640,16 +654,10 @@ pub fn bench() -> Result<(), Error> {
     let connections_target = format!("≤ {CONNECTIONS_TARGET_MIB:.0} MiB resident");
     match &connections {
         Ok(json) => {
-            let mib = number(json, "held_kib").unwrap_or(f64::NAN) / 1024.0;
-            let logged_in = number(json, "connections_logged_in").unwrap_or(f64::NAN);
-            let per = number(json, "per_connection_bytes").unwrap_or(f64::NAN);
+            let (mib, logged_in, held) = held_connections(json);
             rows.push(Row {
                 figure: connections_figure,
-                txsock: format!(
-                    "{mib:.1} MiB ({} logged in, {} bytes each over the idle server)",
-                    thousands(logged_in),
-                    thousands(per)
-                ),
+                txsock: held,
                 anchor: "-".into(),
                 ratio: "-".into(),
                 target: connections_target,
@@ -676,18 +684,12 @@ pub fn bench() -> Result<(), Error> {
     let many_target = format!("≤ {MANY_CONNECTIONS_TARGET_MIB:.0} MiB resident");
     match &many_connections {
         Ok(json) => {
-            let held_kib = number(json, "held_kib").unwrap_or(f64::NAN);
-            let logged_in = number(json, "connections_logged_in").unwrap_or(f64::NAN);
+            let (mib, logged_in, held) = held_connections(json);
             let per = number(json, "per_connection_bytes").unwrap_or(f64::NAN);
-            let mib = held_kib / 1024.0;
             let row = if many_count >= MANY_CONNECTIONS {
                 Row {
                     figure: many_figure,
-                    txsock: format!(
-                        "{mib:.1} MiB ({} logged in, {} bytes each over the idle server)",
-                        thousands(logged_in),
-                        thousands(per)
-                    ),
+                    txsock: held,
                     anchor: "-".into(),
                     ratio: "-".into(),
                     target: many_target,
@@ -695,17 +697,14 @@ pub fn bench() -> Result<(), Error> {
                         && logged_in >= f64::from(MANY_CONNECTIONS)),
                 }
             } else {
-                let projected = projected_mib(held_kib, per, logged_in, MANY_CONNECTIONS);
+                let projected = projected_mib(mib * 1024.0, per, logged_in, MANY_CONNECTIONS);
                 Row {
                     figure: many_figure,
                     txsock: format!(
                         "{} held, the most the open-file hard limit ({} files a process) \
-                         allows: {mib:.1} MiB ({} logged in, {} bytes each over the idle \
-                         server); at that rate 100,000 would hold {projected:.1} MiB",
+                         allows: {held}; at that rate 100,000 would hold {projected:.1} MiB",
                         thousands(f64::from(many_count)),
                         open_file_hard_limit().map_or_else(|| "?".into(), |h| thousands(h as f64)),
-                        thousands(logged_in),
-                        thousands(per)
                     ),
                     anchor: "-".into(),
                     ratio: "-".into(),
