@@ -94,7 +94,8 @@ pub fn frame_decoder(data: &[u8]) {
 }
 
 /// Message parsers, both directions. A parsed request or response must not panic when
-/// formatted either.
+/// formatted either, and the client's receipt shortcut reads what serde-json-core reads
+/// wherever it answers.
 pub fn messages(data: &[u8]) {
     use core::fmt::Write;
     struct Sink;
@@ -109,6 +110,10 @@ pub fn messages(data: &[u8]) {
     if let Ok(r) = Response::parse(data) {
         let _ = write!(Sink, "{r:?}");
     }
+    assert!(
+        Response::receipt_shortcut_agrees(data),
+        "the receipt shortcut and serde-json-core read a response frame differently"
+    );
 }
 
 /// The request reader against serde-json-core, its oracle: for any frame,
