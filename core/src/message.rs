@@ -713,9 +713,9 @@ fn plain_after<'a>(text: &'a str, at: &mut usize, prefix: &[u8]) -> Option<&'a s
 /// `{"op":"receipt","seq":N,"id":"…","to":"…","amount":"…","result":"…","balance":"…","mac":"…"}`,
 /// with no whitespace, `seq` in plain decimal (no sign, no leading zero) within `u32`, no
 /// escape in any value and nothing after the `}`. For such a frame it returns what
-/// serde-json-core reads ([`Response::parse`] without this shortcut), in seven fixed-text
-/// compares and six string searches instead of the op pass, the precheck and the field-by-field
-/// parse. Any other frame gives `None`, and the general parser reads it. Only with
+/// serde-json-core reads ([`Response::parse`] without this shortcut), in eight fixed-text
+/// compares (the head, six keys, the closing `"}`), a run of digits and six string searches,
+/// instead of the precheck, the op pass and serde-json-core's field-by-field parse. Any other frame gives `None`, and the general parser reads it. Only with
 /// `fast-request` (the host's client, where a receipt's time matters more than flash); the
 /// tests prove it agrees with the general parser wherever it answers
 /// ([`Response::receipt_shortcut_agrees`]).
