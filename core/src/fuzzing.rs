@@ -94,7 +94,8 @@ pub fn frame_decoder(data: &[u8]) {
 }
 
 /// Message parsers, both directions. A parsed request or response must not panic when
-/// formatted either.
+/// formatted either, and the client's receipt shortcut reads what serde-json-core reads
+/// wherever it answers.
 pub fn messages(data: &[u8]) {
     use core::fmt::Write;
     struct Sink;
@@ -109,6 +110,10 @@ pub fn messages(data: &[u8]) {
     if let Ok(r) = Response::parse(data) {
         let _ = write!(Sink, "{r:?}");
     }
+    assert!(
+        Response::receipt_shortcut_agrees(data),
+        "the receipt shortcut and serde-json-core read a response frame differently"
+    );
 }
 
 /// The request reader against serde-json-core, its oracle: for any frame,
@@ -123,8 +128,9 @@ pub fn request_parser(data: &[u8]) {
     );
 }
 
-/// The server's response encoder against serde-json-core: byte 0 picks the output size
-/// (0 to 1020, in steps of 4), byte 1 the frame kind, bytes 2 to 9 the numbers; the rest,
+/// The server's response encoder (and the client's transfer writer, kind 9) against
+/// serde-json-core: byte 0 picks the output size (0 to 1020, in steps of 4), byte 1 the frame
+/// kind, bytes 2 to 9 the numbers; the rest,
 /// split at `0xff` bytes, gives the strings, each its longest valid UTF-8 prefix (any
 /// characters, those that need escaping included). Allocation-free, like the rest of the
 /// test kit, so that the kit also builds for bare-metal self-test images. Checks that [`encode_response`](crate::response::encode_response)
@@ -167,7 +173,7 @@ pub fn response_encoder(data: &[u8]) {
         }
     }
 
-    match kind % 9 {
+    match kind % 10 {
         0 => check(&BareFrame { op: "pong" }, size),
         1 => check(
             &ErrorFrame {
@@ -307,13 +313,50 @@ pub fn response_encoder(data: &[u8]) {
             },
             size,
         ),
-        _ => check(
+        8 => check(
             &RegisteredFrame {
                 op: s[0],
                 user: s[1],
             },
             size,
         ),
+        _ => {
+            // The client's transfer from typed parts, for names the types accept: the bytes
+            // serde-json-core writes for the `TransferFrame` of their texts.
+            let (Ok(id), Ok(to)) = (crate::names::TransferId::parse(s[1]), Username::parse(s[2]))
+            else {
+                return;
+            };
+            let amount = Amount(number);
+            let nonce: Nonce = core::array::from_fn(|i| (number >> (i % 8 * 8)) as u8 ^ i as u8);
+            let mac: [u8; 32] = core::array::from_fn(|i| {
+                (number >> (i % 8 * 8)) as u8 ^ (i as u8).wrapping_mul(37)
+            });
+            let tag = crate::crypto::Tag::from_bytes(mac);
+            let (nonce_text, mac_text) = (hex_encode::<32>(&nonce), hex_encode::<64>(&mac));
+            let text = TransferFrame {
+                op: "transfer",
+                id: id.as_str(),
+                to: to.as_str(),
+                amount,
+                nonce: &nonce_text,
+                mac: &mac_text,
+            };
+            let checked = crate::response::CheckedTransfer {
+                id: &id,
+                to: &to,
+                amount,
+                nonce: &nonce,
+                mac: &tag,
+            };
+            let (mut ours, mut theirs) = ([0u8; 1024], [0u8; 1024]);
+            let (ours, theirs) = (&mut ours[..size], &mut theirs[..size]);
+            match (encode_response(&checked, ours), encode_frame(&text, theirs)) {
+                (Ok(n), Ok(m)) => assert_eq!(ours[..n], theirs[..m], "different transfer bytes"),
+                (Err(a), Err(b)) => assert_eq!(a.required, b.required, "different sizes"),
+                (a, b) => panic!("transfer encoder {a:?}, serde-json-core {b:?}"),
+            }
+        }
     }
 }
 
@@ -712,7 +755,7 @@ mod tests {
     /// that fits and at sizes that do not.
     #[test]
     fn response_encoder_covers_every_kind() {
-        for kind in 0..9u8 {
+        for kind in 0..10u8 {
             for size in [0u8, 10, 40, 255] {
                 let mut input = std::vec![size, kind, 7, 1, 0, 0, 0, 0, 0, 3];
                 input
@@ -729,6 +772,12 @@ mod tests {
                 input.extend_from_slice(result);
                 response_encoder(&input);
             }
+        }
+        // The client's transfer, with names its types accept, into every buffer size.
+        for size in 0..=255u8 {
+            let mut input = std::vec![size, 9, 0x9a, 0x1f, 0, 0, 0, 0, 0, 3];
+            input.extend_from_slice(b"x\xfft-1:a.B_\xffbob.c-d");
+            response_encoder(&input);
         }
     }
 

@@ -40,7 +40,8 @@
 //! ## Features
 //!
 //! - `fast-request` (default): the host's flash-for-time trades (eight-byte scans, inlined
-//!   copies, whole-block MAC updates); device images leave it off.
+//!   copies, whole-block MAC updates, the layout shortcuts for a transfer request, the
+//!   client's transfer writer and its receipt reader); device images leave it off.
 //! - `compact-sha256`: `sha2`'s compact SHA-256 (a loop over the rounds, about 1.6 KB less
 //!   flash, slower per block), for microcontrollers without SHA instructions; every device
 //!   image turns it on. Never on a host, where it would also turn off SHA-NI.

@@ -5,8 +5,9 @@
 //! when it entered the core and needs no escaping, so [`JsonWriter::string`] copies each run
 //! of bytes that needs none in one piece, and escapes what does exactly as serde-json-core
 //! does (so a string that did need escaping would still come out the same). Field names are
-//! constants written whole. Requests are still parsed, and the client's requests still
-//! written, by serde-json-core.
+//! constants written whole. Requests are still parsed, and the client's requests other than
+//! transfers still written, by serde-json-core; with `fast-request` the client writes its
+//! transfers with `CheckedTransfer`, the same bytes (proptest below).
 //!
 //! The claim "byte for byte what serde-json-core writes, for every response" is checked by
 //! the proptest at the bottom of this file over arbitrary strings and numbers, and by the
@@ -20,6 +21,8 @@ use crate::message::{
     BalanceFrame, BareFrame, ChallengeFrame, ErrorFrame, HistoryEntryFrame, HistoryFrame,
     NoncesFrame, ReceiptFrame, RegisteredFrame, WelcomeFrame,
 };
+use crate::names::{TransferId, Username};
+use crate::replay::Nonce;
 
 /// A JSON writer into a fixed slice. Once the slice is full it writes nothing more and
 /// [`finish`](Self::finish) reports the size the whole text needs.
@@ -303,6 +306,45 @@ impl WriteJson for CheckedReceipt<'_> {
         write_receipt(self.fields, self.mac, w, |w, text| {
             w.quoted(text.as_bytes())
         });
+    }
+}
+
+/// The client's transfer request from its typed parts, written as serde-json-core writes the
+/// [`TransferFrame`](crate::message::TransferFrame) of their texts (`op` `"transfer"`, the
+/// amount as [`Amount::to_text`], nonce and MAC as
+/// [`hex_encode`](crate::encoding::hex_encode)), byte for byte (proptest below), in one
+/// piece: a [`TransferId`]'s and a [`Username`]'s text hold no byte that JSON escapes, so
+/// they are copied between quotes, and the amount, nonce and MAC are encoded straight into
+/// the output. The client writes it only with `fast-request` (the host); without it (the
+/// device images) the client writes the `TransferFrame` through serde-json-core, as before.
+// Without `fast-request` only the tests and the test kit write it.
+#[cfg_attr(not(feature = "fast-request"), allow(dead_code))]
+pub(crate) struct CheckedTransfer<'a> {
+    /// The transfer's idempotency key.
+    pub(crate) id: &'a TransferId,
+    /// The recipient.
+    pub(crate) to: &'a Username,
+    /// The amount.
+    pub(crate) amount: Amount,
+    /// The nonce the transfer spends.
+    pub(crate) nonce: &'a Nonce,
+    /// The transfer's MAC.
+    pub(crate) mac: &'a Tag,
+}
+
+impl WriteJson for CheckedTransfer<'_> {
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.raw(b"{\"op\":\"transfer\",\"id\":");
+        w.quoted(self.id.as_str().as_bytes());
+        w.raw(b",\"to\":");
+        w.quoted(self.to.as_str().as_bytes());
+        w.raw(b",\"amount\":");
+        w.amount(self.amount);
+        w.raw(b",\"nonce\":");
+        w.hex(self.nonce);
+        w.raw(b",\"mac\":");
+        w.hex(self.mac.as_bytes());
+        w.raw(b"}");
     }
 }
 
@@ -675,6 +717,132 @@ mod tests {
                     (u32::MAX, id.as_str(), to.as_str(), result, "0.05")
                 );
                 assert_eq!(r.amount, Amount(u64::MAX).to_text().as_str());
+            }
+        }
+    }
+
+    /// The client's transfer from its typed parts and the `TransferFrame` of their texts
+    /// through serde-json-core, into buffers of `size`: the same bytes, or both too small
+    /// with the same required size.
+    fn same_transfer(
+        id: &TransferId,
+        to: &Username,
+        amount: Amount,
+        nonce: &Nonce,
+        mac: &[u8; 32],
+        size: usize,
+    ) -> Result<(), TestCaseError> {
+        let tag = Tag::from_bytes(*mac);
+        let (nonce_text, mac_text) = (
+            crate::encoding::hex_encode::<32>(nonce),
+            crate::encoding::hex_encode::<64>(mac),
+        );
+        let frame = crate::message::TransferFrame {
+            op: "transfer",
+            id: id.as_str(),
+            to: to.as_str(),
+            amount,
+            nonce: &nonce_text,
+            mac: &mac_text,
+        };
+        let checked = CheckedTransfer {
+            id,
+            to,
+            amount,
+            nonce,
+            mac: &tag,
+        };
+        let mut a = vec![0u8; size];
+        let mut b = vec![0u8; size];
+        match (
+            encode_response(&checked, &mut a),
+            encode_frame(&frame, &mut b),
+        ) {
+            (Ok(n), Ok(m)) => prop_assert_eq!(&a[..n], &b[..m]),
+            (Err(e), Err(f)) => prop_assert_eq!(e.required, f.required),
+            (c, t) => prop_assert!(false, "checked {:?}, serde-json-core {:?}", c, t),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// The client's transfer, for every id a `TransferId` takes and recipient a
+        /// `Username` takes (drawn with characters they refuse too, which are skipped), any
+        /// amount, nonce and MAC, into a buffer of any size: byte for byte what
+        /// serde-json-core writes for the `TransferFrame` the client wrote before.
+        #[test]
+        fn checked_transfers_match_serde_json_core(
+            id in prop_oneof![
+                "[a-zA-Z0-9_.:\\-]{1,32}",
+                "[a-zA-Z0-9_.:\\-\"\\\\\u{1}\u{e9}]{1,12}",
+            ],
+            to in prop_oneof![
+                "[a-z0-9_.\\-]{1,32}",
+                "[a-z0-9_.\\-\"\\\\\u{1f}\u{e9}A]{1,12}",
+            ],
+            amount in prop_oneof![any::<u64>(), 0u64..1000, Just(Amount::MAX.minor())],
+            nonce in any::<[u8; 16]>(),
+            mac in any::<[u8; 32]>(),
+            size in prop_oneof![Just(4096usize), Just(MAX_REQUEST_TEST), 0usize..260],
+        ) {
+            let (Ok(id), Ok(to)) = (TransferId::parse(&id), Username::parse(&to)) else {
+                return Ok(());
+            };
+            same_transfer(&id, &to, Amount(amount), &nonce, &mac, size)?;
+        }
+    }
+
+    /// The client's buffer reserve for a request.
+    const MAX_REQUEST_TEST: usize = 384;
+
+    /// The client's transfer with the shortest and longest names, every character they
+    /// allow and the extreme amounts: the bytes serde-json-core writes, into a buffer of
+    /// exactly its size (one byte less gets the size), and the server's reader reads it
+    /// back as its parts, through its client-layout shortcut and its general reader alike.
+    #[test]
+    fn checked_transfers_of_real_names_match_and_read_back() {
+        let long_id = "Az09_.:-".repeat(crate::names::MAX_TRANSFER_ID / 8);
+        let long_to = "a09_.-zz".repeat(crate::names::MAX_USERNAME / 8);
+        let nonce: Nonce = core::array::from_fn(|i| 0x0f ^ i as u8);
+        let mac: [u8; 32] = core::array::from_fn(|i| 0xf0 ^ i as u8);
+        let tag = Tag::from_bytes(mac);
+        for (id, to) in [
+            ("0", "a"),
+            ("t-1", "carol"),
+            (long_id.as_str(), long_to.as_str()),
+        ] {
+            let id = TransferId::parse(id).unwrap();
+            let to = Username::parse(to).unwrap();
+            for amount in [Amount(1), Amount(1_050), Amount::MAX, Amount(u64::MAX)] {
+                same_transfer(&id, &to, amount, &nonce, &mac, 4096).unwrap();
+                let checked = CheckedTransfer {
+                    id: &id,
+                    to: &to,
+                    amount,
+                    nonce: &nonce,
+                    mac: &tag,
+                };
+                let mut big = [0u8; 512];
+                let n = encode_response(&checked, &mut big).unwrap();
+                let mut exact = vec![0u8; n];
+                assert_eq!(encode_response(&checked, &mut exact), Ok(n));
+                assert_eq!(exact, &big[..n]);
+                assert_eq!(
+                    encode_response(&checked, &mut exact[..n - 1]),
+                    Err(InsufficientSizeError { required: n })
+                );
+                let frame = exact.strip_suffix(b"\n").unwrap();
+                assert!(crate::message::Request::reader_agrees_with_serde(frame));
+                if amount > Amount::MAX {
+                    continue;
+                }
+                let Ok(crate::message::Request::Transfer(t)) =
+                    crate::message::Request::parse(frame)
+                else {
+                    panic!("not a transfer: {}", String::from_utf8_lossy(frame));
+                };
+                assert_eq!((t.id, t.to, t.amount), (id.clone(), to.clone(), amount));
+                assert_eq!((t.nonce, t.mac), (nonce, mac));
             }
         }
     }

@@ -92,6 +92,11 @@ fn response_encoder(dir: &Path) {
         "too-small",
         &cat(&[&[20, 2, 9, 9, 9, 9, 9, 9, 9, 9], strings]),
     );
+    write(
+        dir,
+        "client-transfer",
+        &cat(&[&[255, 9, 0x9a, 0x1f, 0, 0, 0, 0, 0, 3], b"x\xfft-1\xffbob"]),
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

@@ -1,5 +1,6 @@
 //! The server's response encoder writes exactly what serde-json-core writes, for every
-//! response frame and any strings, numbers and buffer sizes.
+//! response frame and any strings, numbers and buffer sizes; so does the client's transfer
+//! writer, for every transfer it can write.
 
 #![no_main]
 
