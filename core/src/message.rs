@@ -717,8 +717,8 @@ fn plain_after<'a>(text: &'a str, at: &mut usize, prefix: &[u8]) -> Option<&'a s
 /// compares (the head, six keys, the closing `"}`), a run of digits and six string searches,
 /// instead of the precheck, the op pass and serde-json-core's field-by-field parse. Any
 /// other frame gives `None`, and the general parser reads it. Only with `fast-request` (the
-/// host's client, where a receipt's time matters more than flash); the tests prove it agrees with the general parser wherever it answers
-/// ([`Response::receipt_shortcut_agrees`]).
+/// host's client, where a receipt's time matters more than flash); the tests prove it
+/// agrees with the general parser wherever it answers ([`Response::receipt_shortcut_agrees`]).
 #[cfg(any(feature = "fast-request", test, feature = "_testkit"))]
 #[cfg_attr(feature = "fast-request", inline(always))]
 fn read_server_receipt(frame: &[u8]) -> Option<ReceiptFrame<'_>> {
