@@ -186,9 +186,9 @@ fn journal_ids_intact(tx: &Connection) -> Result<()> {
 /// a checkpoint comes a quarter as often and copies each hot page a quarter as often (bytes
 /// written per transfer −9 % with 32 clients, docs/BENCHMARKS.md "Issue 14, the SQLite commit
 /// cycle"). The WAL file grows to about this many frames (16.5 MB at 4 KiB pages) and no
-/// further: the checkpoint runs in the writer's own commit, with no other
-/// writer, so it catches up with the whole WAL, and the next commit writes the WAL from its
-/// start again (unless a reader still reads an older snapshot, as with any mark).
+/// further: the checkpoint runs in the writer's own commit, with no other writer, so it
+/// catches up with the whole WAL, and the next commit writes the WAL from its start again
+/// (unless a reader still reads an older snapshot, as with any mark).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_000;
 
 /// A SQLite database file.
