@@ -8,7 +8,7 @@ use crate::auth::{
 use crate::crypto::{Key, Tag};
 use crate::encoding::{base64_decode, base64_encode, hex_decode};
 use crate::error::ErrorCode;
-use crate::framing::{Decoded, FrameDecoder, OutputBuffer, MAX_RESPONSE};
+use crate::framing::{Decoded, FrameDecoder, InsufficientSizeError, OutputBuffer, MAX_RESPONSE};
 use crate::ledger::{EntryKind, HistoryEntry, HistoryPage};
 use crate::mac;
 use crate::message::{
@@ -702,15 +702,7 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         message: &T,
         expect: Expect,
     ) -> Result<(), ClientError> {
-        if self.expect.is_full() {
-            return Err(ClientError::Busy);
-        }
-        self.out
-            .push(message, MAX_REQUEST)
-            .map_err(|_| ClientError::Busy)?;
-        // Not full: checked above.
-        let _ = self.expect.push_back(expect);
-        Ok(())
+        self.send_with(expect, |out| out.push(message, MAX_REQUEST))
     }
 
     /// [`send`](Self::send) with the server's writer
@@ -722,12 +714,20 @@ impl<const FRAME: usize, const NONCES: usize, const OUT: usize> ClientSession<FR
         message: &T,
         expect: Expect,
     ) -> Result<(), ClientError> {
+        self.send_with(expect, |out| out.push_response(message, MAX_REQUEST))
+    }
+
+    /// Queues a request (`push` writes it into the output) and the answer it expects, or
+    /// neither: `Busy` when the expected answers or the output are full.
+    fn send_with(
+        &mut self,
+        expect: Expect,
+        push: impl FnOnce(&mut OutputBuffer<OUT>) -> Result<(), InsufficientSizeError>,
+    ) -> Result<(), ClientError> {
         if self.expect.is_full() {
             return Err(ClientError::Busy);
         }
-        self.out
-            .push_response(message, MAX_REQUEST)
-            .map_err(|_| ClientError::Busy)?;
+        push(&mut self.out).map_err(|_| ClientError::Busy)?;
         // Not full: checked above.
         let _ = self.expect.push_back(expect);
         Ok(())
